@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kabar needs to build and test, only those missing (idempotent).
+set -euo pipefail
+pkgs=(
+  build-essential cmake ninja-build pkg-config clang clang-format clang-tidy libclang-rt-14-dev
+  libexpat1-dev libssl-dev libsqlite3-dev libboost-dev libfmt-dev libspdlog-dev
+  libtomlplusplus-dev libcli11-dev libidn-dev libgtest-dev libgmock-dev libbenchmark-dev
+  openssl python3 python3-slixmpp profanity tmux procps
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages and not root; run: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}"

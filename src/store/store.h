@@ -1,0 +1,102 @@
+// The storage interface. Backends: SQLite (embedded default, store/sqlite_store.*); PostgreSQL
+// later. Calls are synchronous and may block: the server calls them on its storage threads, never
+// on a shard's I/O thread. Backend failures (disk full, corrupt file) throw StoreError.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "xmpp/scram.h"
+#include "xmpp/subscription.h"
+
+namespace kabar::store {
+
+class StoreError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Account {
+  std::string username;  // nodeprep'ed localpart
+  xmpp::ScramCredentials sha1;
+  xmpp::ScramCredentials sha256;
+  std::int64_t created_unix = 0;
+};
+
+struct RosterItem {
+  std::string jid;  // bare JID of the contact, normalized
+  std::string name;
+  xmpp::SubState state;
+  std::vector<std::string> groups;
+  // The last subscription request received while pending_in, kept to redeliver it at login
+  // (RFC 6121 §3.1.3) — the serialized <presence type='subscribe'/> stanza, or empty.
+  std::string pending_in_stanza;
+};
+
+struct OfflineMessage {
+  std::int64_t id = 0;  // increasing in arrival order
+  std::string stanza;   // serialized <message/>, as routed
+  std::int64_t stamp_ms = 0;  // arrival time, Unix milliseconds
+};
+
+struct LastActivity {
+  std::int64_t logout_unix = 0;
+  std::string status;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Accounts.
+  virtual bool create_account(const Account& a) = 0;  // false: the username is taken
+  virtual std::optional<Account> account(std::string_view username) = 0;
+  virtual bool set_credentials(const Account& a) = 0;  // false: no such account
+  // Removes the account and everything it owns (roster, offline queue, vcard, last activity).
+  virtual bool delete_account(std::string_view username) = 0;
+  virtual std::vector<std::string> list_accounts() = 0;  // sorted
+
+  // Rosters with a version (XEP-0237) that changes on every change to the user's roster.
+  virtual std::vector<RosterItem> roster(std::string_view username) = 0;
+  virtual std::optional<RosterItem> roster_item(std::string_view username,
+                                                std::string_view contact) = 0;
+  // Adds or replaces; returns the roster's new version.
+  virtual std::int64_t put_roster_item(std::string_view username, const RosterItem& item) = 0;
+  // Returns the roster's new version, or nullopt if there was no such item.
+  virtual std::optional<std::int64_t> remove_roster_item(std::string_view username,
+                                                         std::string_view contact) = 0;
+  virtual std::int64_t roster_version(std::string_view username) = 0;
+
+  // Offline messages (XEP-0160), kept in arrival order.
+  virtual std::size_t offline_count(std::string_view username) = 0;
+  // Stores one message unless the user already has `limit` stored; nullopt when full.
+  virtual std::optional<std::int64_t> push_offline(std::string_view username,
+                                                   std::string_view stanza, std::int64_t stamp_ms,
+                                                   std::size_t limit) = 0;
+  virtual std::vector<OfflineMessage> offline_messages(std::string_view username) = 0;
+  // Deletes the given messages (after their delivery is certain).
+  virtual void delete_offline(std::string_view username, const std::vector<std::int64_t>& ids) = 0;
+
+  // vcard-temp (XEP-0054): the serialized <vCard/> element, or nullopt.
+  virtual std::optional<std::string> vcard(std::string_view username) = 0;
+  virtual void set_vcard(std::string_view username, std::string_view vcard_xml) = 0;
+
+  // Last activity (XEP-0012).
+  virtual std::optional<LastActivity> last_activity(std::string_view username) = 0;
+  virtual void set_last_activity(std::string_view username, const LastActivity& last) = 0;
+
+  // Schema version applied (migrations run at open).
+  virtual int schema_version() = 0;
+};
+
+// Opens (creating if needed) `data_dir/kabar.db` in WAL mode and applies pending migrations.
+// Throws StoreError on failure.
+std::unique_ptr<Store> open_sqlite_store(const std::filesystem::path& data_dir);
+
+}  // namespace kabar::store

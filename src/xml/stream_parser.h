@@ -1,0 +1,82 @@
+// An incremental XMPP stream parser over expat (RFC 6120 §4, §11).
+//
+// Bytes go in as they arrive from the network, split anywhere; events come out: the stream
+// header, each complete top-level element (a stanza or a stream-level element such as
+// <starttls/>), and the stream close. The XML subset XMPP allows is enforced: no DTD, no entity
+// declarations, no entity references beyond the five predefined ones (character references are
+// fine), no processing instructions, no comments (RFC 6120 §11.1). Limits on stanza size, depth
+// and attribute count come in through the constructor.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "xml/element.h"
+
+namespace kabar::xml {
+
+struct StreamLimits {
+  std::size_t max_stanza_bytes = 256 * 1024;  // bytes of one top-level element, as received
+  int max_depth = 32;                         // nesting below the stream root
+  int max_attributes = 64;                    // attributes on one element
+};
+
+// Which stream error a failure maps to (RFC 6120 §4.9.3).
+enum class ParseError {
+  kNone,
+  kNotWellFormed,    // <not-well-formed/>: malformed XML, bad UTF-8, undefined entity, ...
+  kRestrictedXml,    // <restricted-xml/>: DTD, entity declaration, PI, comment
+  kPolicyViolation,  // <policy-violation/>: a limit exceeded (size, depth, attributes)
+};
+
+class StreamHandler {
+ public:
+  virtual ~StreamHandler() = default;
+  // The stream root's start tag. `header` has the root's name and namespace (e.g. "stream" in
+  // "http://etherx.jabber.org/streams"), its attributes (to, from, version, id, xml:lang), and no
+  // children. `default_xmlns` is the default namespace declared on it ("jabber:client" or other;
+  // empty if none), which is also the namespace stanzas without their own xmlns get.
+  virtual void on_stream_open(const Element& header, std::string_view default_xmlns) = 0;
+  // One complete top-level element (depth 1 under the root). Its namespace is resolved; children
+  // in the same namespace keep it.
+  virtual void on_element(Element&& element) = 0;
+  // The root's end tag.
+  virtual void on_stream_close() = 0;
+};
+
+class StreamParser {
+ public:
+  enum class Status { kOk, kError };
+  struct Result {
+    Status status = Status::kOk;
+    ParseError error = ParseError::kNone;
+    std::string message;  // for logs
+  };
+
+  StreamParser(StreamHandler& handler, StreamLimits limits = {});
+  ~StreamParser();
+  StreamParser(const StreamParser&) = delete;
+  StreamParser& operator=(const StreamParser&) = delete;
+
+  // Parses the next bytes. After an error every later call returns that error again. Handlers
+  // run synchronously from inside feed().
+  Result feed(std::string_view bytes);
+
+  // Discards the current stream and expects a new stream header (stream restart after STARTTLS
+  // or SASL success, RFC 6120 §5.4.3.3, §6.4.6). May be called from inside a handler callback:
+  // the bytes of the current feed() call that follow the element being handled are then parsed
+  // as the start of the new stream.
+  void reset();
+
+  // Bytes held for the top-level element being parsed (0 between stanzas): what an idle
+  // connection costs.
+  std::size_t pending_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kabar::xml

@@ -1,0 +1,58 @@
+// XMPP addresses (RFC 7622): localpart@domainpart/resourcepart.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace kabar::xmpp {
+
+class Jid {
+ public:
+  Jid() = default;
+  // Parses and normalizes: localpart with stringprep Nodeprep (case-folded; rejects
+  // " & ' / : < > @ and spaces), domainpart lower-cased with Nameprep (a trailing dot removed;
+  // IP literals kept), resourcepart with Resourceprep. Each part 1..1023 bytes after preparation,
+  // the whole string at most 3071 bytes; an empty localpart or resourcepart where its separator is
+  // present is invalid. Returns nullopt when the input is not a valid JID.
+  static std::optional<Jid> parse(std::string_view text);
+  // Builds from parts, each prepared as in parse(); nullopt when invalid. Empty local/resource
+  // mean absent.
+  static std::optional<Jid> from_parts(std::string_view local, std::string_view domain,
+                                       std::string_view resource = {});
+
+  const std::string& local() const { return local_; }
+  const std::string& domain() const { return domain_; }
+  const std::string& resource() const { return resource_; }
+  bool empty() const { return domain_.empty(); }
+  bool is_bare() const { return resource_.empty(); }
+  bool is_domain() const { return local_.empty() && resource_.empty(); }
+
+  Jid bare() const;                    // without the resource
+  Jid with_resource(std::string_view resource) const;  // resource must be prepared already
+  std::string str() const;             // full form
+  std::string bare_str() const;        // local@domain or domain
+
+  friend bool operator==(const Jid& a, const Jid& b) = default;
+
+ private:
+  std::string local_;
+  std::string domain_;
+  std::string resource_;
+};
+
+// Prepares one part; nullopt if invalid. Exposed for tests and for registration checks.
+std::optional<std::string> nodeprep(std::string_view local);
+std::optional<std::string> nameprep(std::string_view domain);
+std::optional<std::string> resourceprep(std::string_view resource);
+
+}  // namespace kabar::xmpp
+
+template <>
+struct std::hash<kabar::xmpp::Jid> {
+  std::size_t operator()(const kabar::xmpp::Jid& j) const noexcept {
+    return std::hash<std::string>{}(j.str());
+  }
+};

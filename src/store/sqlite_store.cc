@@ -1,1 +1,688 @@
+// The SQLite backend of Store: one file, data_dir/kabar.db, in WAL mode.
+//
+// Threading: the connection is opened with SQLITE_OPEN_NOMUTEX (SQLite's multi-thread mode), so
+// SQLite takes no per-connection lock. That is safe because a SqliteStore is used by one thread at
+// a time (the server serializes calls on its storage thread); callers that share one object
+// between threads must serialize themselves. Other processes (kabarctl while kabard runs) may use
+// the same file: WAL lets readers proceed, every write takes the write lock up front
+// (BEGIN IMMEDIATE), and busy_timeout makes a writer wait for the other instead of failing.
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+
 #include "store/store.h"
+
+namespace kabar::store {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+// Schema migrations, applied in order at open, each in its own transaction together with the
+// PRAGMA user_version that records it. Never edit a released entry: append a new one.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE accounts (
+  username TEXT PRIMARY KEY NOT NULL,
+  sha1_salt BLOB NOT NULL,
+  sha1_iterations INTEGER NOT NULL,
+  sha1_stored_key BLOB NOT NULL,
+  sha1_server_key BLOB NOT NULL,
+  sha256_salt BLOB NOT NULL,
+  sha256_iterations INTEGER NOT NULL,
+  sha256_stored_key BLOB NOT NULL,
+  sha256_server_key BLOB NOT NULL,
+  created INTEGER NOT NULL
+);
+
+CREATE TABLE roster (
+  username TEXT NOT NULL,
+  contact TEXT NOT NULL,
+  name TEXT NOT NULL DEFAULT '',
+  sub TEXT NOT NULL CHECK (sub IN ('none', 'to', 'from', 'both')),
+  pending_out INTEGER NOT NULL DEFAULT 0,
+  pending_in INTEGER NOT NULL DEFAULT 0,
+  preapproved INTEGER NOT NULL DEFAULT 0,
+  pending_in_stanza TEXT NOT NULL DEFAULT '',
+  in_roster INTEGER NOT NULL DEFAULT 1,
+  PRIMARY KEY (username, contact)
+);
+
+-- A contact's groups in the order the client gave them.
+CREATE TABLE roster_groups (
+  username TEXT NOT NULL,
+  contact TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  PRIMARY KEY (username, contact, position),
+  FOREIGN KEY (username, contact) REFERENCES roster (username, contact) ON DELETE CASCADE
+);
+
+-- XEP-0237 roster versions. Every change takes the next value of one global sequence, so a
+-- version is never handed out twice, even to an account deleted and registered again under the
+-- same name (whose clients may still cache the old roster and its version).
+CREATE TABLE roster_version (
+  username TEXT PRIMARY KEY NOT NULL,
+  version INTEGER NOT NULL
+);
+CREATE TABLE roster_version_seq (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  last INTEGER NOT NULL
+);
+INSERT INTO roster_version_seq (id, last) VALUES (1, 0);
+
+-- AUTOINCREMENT: ids are never reused, so a late delete_offline cannot hit a newer message.
+CREATE TABLE offline (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  username TEXT NOT NULL,
+  stanza TEXT NOT NULL,
+  stamp_ms INTEGER NOT NULL
+);
+CREATE INDEX offline_by_user ON offline (username, id);
+
+CREATE TABLE vcard (
+  username TEXT PRIMARY KEY NOT NULL,
+  vcard TEXT NOT NULL
+);
+
+CREATE TABLE last_activity (
+  username TEXT PRIMARY KEY NOT NULL,
+  logout_unix INTEGER NOT NULL,
+  status TEXT NOT NULL
+);
+)sql"},
+};
+
+constexpr int kLatestSchema = kMigrations[std::size(kMigrations) - 1].version;
+
+[[noreturn]] void fail(sqlite3* db, std::string_view what) {
+  throw StoreError(std::string("sqlite: ") + std::string(what) + ": " +
+                   (db ? sqlite3_errmsg(db) : "out of memory"));
+}
+
+std::string_view subscription_text(xmpp::Subscription s) {
+  switch (s) {
+    case xmpp::Subscription::kNone:
+      return "none";
+    case xmpp::Subscription::kTo:
+      return "to";
+    case xmpp::Subscription::kFrom:
+      return "from";
+    case xmpp::Subscription::kBoth:
+      return "both";
+  }
+  return "none";
+}
+
+xmpp::Subscription subscription_from_text(std::string_view s) {
+  if (s == "to") return xmpp::Subscription::kTo;
+  if (s == "from") return xmpp::Subscription::kFrom;
+  if (s == "both") return xmpp::Subscription::kBoth;
+  if (s == "none") return xmpp::Subscription::kNone;
+  throw StoreError("sqlite: corrupt roster row: subscription '" + std::string(s) + "'");
+}
+
+// One use of a cached prepared statement: binds, steps, reads columns, and resets the statement on
+// destruction so it can be reused (and holds no read lock past its scope).
+class Query {
+ public:
+  Query(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+  ~Query() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+  Query& bind(int i, std::string_view text) {
+    // A null data pointer would bind SQL NULL; an empty view means the empty string.
+    check(sqlite3_bind_text(stmt_, i, text.data() ? text.data() : "", static_cast<int>(text.size()),
+                            SQLITE_TRANSIENT));
+    return *this;
+  }
+  Query& bind(int i, std::int64_t v) {
+    check(sqlite3_bind_int64(stmt_, i, v));
+    return *this;
+  }
+  Query& bind(int i, bool v) { return bind(i, std::int64_t{v ? 1 : 0}); }
+  Query& bind_blob(int i, std::string_view bytes) {
+    if (bytes.empty()) {
+      check(sqlite3_bind_zeroblob(stmt_, i, 0));  // empty, not NULL
+    } else {
+      check(sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()),
+                              SQLITE_TRANSIENT));
+    }
+    return *this;
+  }
+
+  // True when a row is available; false when the statement is done.
+  bool step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    fail(db_, sqlite3_sql(stmt_));
+  }
+  void run() {
+    while (step()) {
+    }
+  }
+
+  std::int64_t int64(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string text(int col) const {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
+             : std::string();
+  }
+  std::string blob(int col) const {
+    auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
+    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
+             : std::string();
+  }
+
+ private:
+  void check(int rc) {
+    if (rc != SQLITE_OK) fail(db_, "bind");
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+};
+
+class SqliteStore final : public Store {
+ public:
+  explicit SqliteStore(const std::filesystem::path& file) {
+    int rc =
+        sqlite3_open_v2(file.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+      sqlite3_close_v2(db_);
+      db_ = nullptr;
+      throw StoreError("sqlite: cannot open " + file.string() + ": " + msg);
+    }
+    try {
+      sqlite3_extended_result_codes(db_, 1);
+      sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+      exec("PRAGMA foreign_keys = ON");
+      if (pragma_text("PRAGMA journal_mode = WAL") != "wal") {
+        throw StoreError("sqlite: " + file.string() + ": cannot switch to WAL journal mode");
+      }
+      exec("PRAGMA synchronous = NORMAL");
+      migrate();
+    } catch (...) {
+      close();
+      throw;
+    }
+  }
+
+  ~SqliteStore() override { close(); }
+
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // Accounts.
+
+  bool create_account(const Account& a) override {
+    Transaction tx(*this);
+    bool created;
+    {
+      Query q = query(
+          "INSERT INTO accounts (username, sha1_salt, sha1_iterations, sha1_stored_key, "
+          "sha1_server_key, sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key, "
+          "created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+          "ON CONFLICT (username) DO NOTHING");
+      q.bind(1, a.username);
+      bind_credentials(q, 2, a.sha1);
+      bind_credentials(q, 6, a.sha256);
+      q.bind(10, a.created_unix);
+      q.run();
+      created = sqlite3_changes(db_) == 1;
+    }
+    tx.commit();
+    return created;
+  }
+
+  std::optional<Account> account(std::string_view username) override {
+    Query q = query(
+        "SELECT sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key, sha256_salt, "
+        "sha256_iterations, sha256_stored_key, sha256_server_key, created "
+        "FROM accounts WHERE username = ?1");
+    q.bind(1, username);
+    if (!q.step()) return std::nullopt;
+    Account a;
+    a.username = std::string(username);
+    a.sha1 = read_credentials(q, 0);
+    a.sha256 = read_credentials(q, 4);
+    a.created_unix = q.int64(8);
+    return a;
+  }
+
+  bool set_credentials(const Account& a) override {
+    Transaction tx(*this);
+    bool updated;
+    {
+      Query q = query(
+          "UPDATE accounts SET sha1_salt = ?2, sha1_iterations = ?3, sha1_stored_key = ?4, "
+          "sha1_server_key = ?5, sha256_salt = ?6, sha256_iterations = ?7, "
+          "sha256_stored_key = ?8, sha256_server_key = ?9 WHERE username = ?1");
+      q.bind(1, a.username);
+      bind_credentials(q, 2, a.sha1);
+      bind_credentials(q, 6, a.sha256);
+      q.run();
+      updated = sqlite3_changes(db_) == 1;
+    }
+    tx.commit();
+    return updated;
+  }
+
+  bool delete_account(std::string_view username) override {
+    Transaction tx(*this);
+    bool existed;
+    {
+      Query q = query("DELETE FROM accounts WHERE username = ?1");
+      q.bind(1, username).run();
+      existed = sqlite3_changes(db_) == 1;
+    }
+    // Also sweeps rows left without an account, so the call always leaves nothing behind.
+    for (const char* sql :
+         {"DELETE FROM roster_groups WHERE username = ?1", "DELETE FROM roster WHERE username = ?1",
+          "DELETE FROM roster_version WHERE username = ?1",
+          "DELETE FROM offline WHERE username = ?1", "DELETE FROM vcard WHERE username = ?1",
+          "DELETE FROM last_activity WHERE username = ?1"}) {
+      Query q = query(sql);
+      q.bind(1, username).run();
+    }
+    tx.commit();
+    return existed;
+  }
+
+  std::vector<std::string> list_accounts() override {
+    // BINARY collation: the same order as std::string's operator<.
+    Query q = query("SELECT username FROM accounts ORDER BY username");
+    std::vector<std::string> names;
+    while (q.step()) names.push_back(q.text(0));
+    return names;
+  }
+
+  // Rosters.
+
+  std::vector<RosterItem> roster(std::string_view username) override {
+    std::vector<RosterItem> items;
+    std::unordered_map<std::string, std::size_t> index;
+    {
+      Query q = query(
+          "SELECT contact, name, sub, pending_out, pending_in, preapproved, pending_in_stanza, "
+          "in_roster FROM roster WHERE username = ?1 ORDER BY contact");
+      q.bind(1, username);
+      while (q.step()) {
+        items.push_back(read_roster_item(q));
+        index.emplace(items.back().jid, items.size() - 1);
+      }
+    }
+    Query g = query(
+        "SELECT contact, name FROM roster_groups WHERE username = ?1 ORDER BY contact, position");
+    g.bind(1, username);
+    while (g.step()) {
+      auto it = index.find(g.text(0));
+      if (it != index.end()) items[it->second].groups.push_back(g.text(1));
+    }
+    return items;
+  }
+
+  std::optional<RosterItem> roster_item(std::string_view username,
+                                        std::string_view contact) override {
+    std::optional<RosterItem> item;
+    {
+      Query q = query(
+          "SELECT contact, name, sub, pending_out, pending_in, preapproved, pending_in_stanza, "
+          "in_roster FROM roster WHERE username = ?1 AND contact = ?2");
+      q.bind(1, username).bind(2, contact);
+      if (!q.step()) return std::nullopt;
+      item = read_roster_item(q);
+    }
+    Query g = query(
+        "SELECT name FROM roster_groups WHERE username = ?1 AND contact = ?2 ORDER BY position");
+    g.bind(1, username).bind(2, contact);
+    while (g.step()) item->groups.push_back(g.text(0));
+    return item;
+  }
+
+  std::int64_t put_roster_item(std::string_view username, const RosterItem& item) override {
+    Transaction tx(*this);
+    {
+      Query q = query(
+          "INSERT INTO roster (username, contact, name, sub, pending_out, pending_in, "
+          "preapproved, pending_in_stanza, in_roster) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+          "ON CONFLICT (username, contact) DO UPDATE SET name = excluded.name, "
+          "sub = excluded.sub, pending_out = excluded.pending_out, "
+          "pending_in = excluded.pending_in, preapproved = excluded.preapproved, "
+          "pending_in_stanza = excluded.pending_in_stanza, in_roster = excluded.in_roster");
+      q.bind(1, username)
+          .bind(2, item.jid)
+          .bind(3, item.name)
+          .bind(4, subscription_text(item.state.sub))
+          .bind(5, item.state.pending_out)
+          .bind(6, item.state.pending_in)
+          .bind(7, item.state.preapproved)
+          .bind(8, item.pending_in_stanza)
+          .bind(9, item.in_roster);
+      q.run();
+    }
+    {
+      Query q = query("DELETE FROM roster_groups WHERE username = ?1 AND contact = ?2");
+      q.bind(1, username).bind(2, item.jid).run();
+    }
+    // RFC 6121 §2.1.2.2: a group name appears once per item; keep the first of any duplicates.
+    std::vector<std::string_view> seen;
+    std::int64_t position = 0;
+    for (const std::string& group : item.groups) {
+      if (std::find(seen.begin(), seen.end(), group) != seen.end()) continue;
+      seen.push_back(group);
+      Query q = query(
+          "INSERT INTO roster_groups (username, contact, position, name) VALUES (?1, ?2, ?3, ?4)");
+      q.bind(1, username).bind(2, item.jid).bind(3, position++).bind(4, group).run();
+    }
+    std::int64_t version = bump_roster_version(username);
+    tx.commit();
+    return version;
+  }
+
+  std::optional<std::int64_t> remove_roster_item(std::string_view username,
+                                                 std::string_view contact) override {
+    Transaction tx(*this);
+    {
+      Query q = query("DELETE FROM roster_groups WHERE username = ?1 AND contact = ?2");
+      q.bind(1, username).bind(2, contact).run();
+    }
+    {
+      Query q = query("DELETE FROM roster WHERE username = ?1 AND contact = ?2");
+      q.bind(1, username).bind(2, contact).run();
+      if (sqlite3_changes(db_) == 0) return std::nullopt;  // tx rolls back
+    }
+    std::int64_t version = bump_roster_version(username);
+    tx.commit();
+    return version;
+  }
+
+  std::int64_t roster_version(std::string_view username) override {
+    Query q = query("SELECT version FROM roster_version WHERE username = ?1");
+    q.bind(1, username);
+    return q.step() ? q.int64(0) : 0;
+  }
+
+  // Offline messages.
+
+  std::size_t offline_count(std::string_view username) override {
+    Query q = query("SELECT count(*) FROM offline WHERE username = ?1");
+    q.bind(1, username);
+    q.step();
+    return static_cast<std::size_t>(q.int64(0));
+  }
+
+  std::optional<std::int64_t> push_offline(std::string_view username, std::string_view stanza,
+                                           std::int64_t stamp_ms, std::size_t limit) override {
+    // The count and the insert are one statement inside a write transaction: no other writer can
+    // slip a message in between, so the limit holds.
+    const auto max = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+    Transaction tx(*this);
+    {
+      Query q = query(
+          "INSERT INTO offline (username, stanza, stamp_ms) SELECT ?1, ?2, ?3 "
+          "WHERE (SELECT count(*) FROM offline WHERE username = ?1) < ?4");
+      q.bind(1, username)
+          .bind(2, stanza)
+          .bind(3, stamp_ms)
+          .bind(4, static_cast<std::int64_t>(std::min(limit, max)));
+      q.run();
+      if (sqlite3_changes(db_) == 0) return std::nullopt;
+    }
+    std::int64_t id = sqlite3_last_insert_rowid(db_);
+    tx.commit();
+    return id;
+  }
+
+  std::vector<OfflineMessage> offline_messages(std::string_view username) override {
+    Query q = query("SELECT id, stanza, stamp_ms FROM offline WHERE username = ?1 ORDER BY id");
+    q.bind(1, username);
+    std::vector<OfflineMessage> out;
+    while (q.step()) {
+      out.push_back(OfflineMessage{q.int64(0), q.text(1), q.int64(2)});
+    }
+    return out;
+  }
+
+  void delete_offline(std::string_view username, const std::vector<std::int64_t>& ids) override {
+    if (ids.empty()) return;
+    Transaction tx(*this);
+    for (std::int64_t id : ids) {
+      Query q = query("DELETE FROM offline WHERE username = ?1 AND id = ?2");
+      q.bind(1, username).bind(2, id).run();
+    }
+    tx.commit();
+  }
+
+  // vcard-temp.
+
+  std::optional<std::string> vcard(std::string_view username) override {
+    Query q = query("SELECT vcard FROM vcard WHERE username = ?1");
+    q.bind(1, username);
+    if (!q.step()) return std::nullopt;
+    return q.text(0);
+  }
+
+  void set_vcard(std::string_view username, std::string_view vcard_xml) override {
+    Transaction tx(*this);
+    {
+      Query q = query(
+          "INSERT INTO vcard (username, vcard) VALUES (?1, ?2) "
+          "ON CONFLICT (username) DO UPDATE SET vcard = excluded.vcard");
+      q.bind(1, username).bind(2, vcard_xml).run();
+    }
+    tx.commit();
+  }
+
+  // Last activity.
+
+  std::optional<LastActivity> last_activity(std::string_view username) override {
+    Query q = query("SELECT logout_unix, status FROM last_activity WHERE username = ?1");
+    q.bind(1, username);
+    if (!q.step()) return std::nullopt;
+    return LastActivity{q.int64(0), q.text(1)};
+  }
+
+  void set_last_activity(std::string_view username, const LastActivity& last) override {
+    Transaction tx(*this);
+    {
+      Query q = query(
+          "INSERT INTO last_activity (username, logout_unix, status) VALUES (?1, ?2, ?3) "
+          "ON CONFLICT (username) DO UPDATE SET logout_unix = excluded.logout_unix, "
+          "status = excluded.status");
+      q.bind(1, username).bind(2, last.logout_unix).bind(3, last.status).run();
+    }
+    tx.commit();
+  }
+
+  int schema_version() override { return user_version(); }
+
+ private:
+  // A write transaction. BEGIN IMMEDIATE takes the write lock at once (waiting up to
+  // busy_timeout), so a transaction that reads and then writes cannot fail with SQLITE_BUSY
+  // half-way. Rolls back unless committed.
+  class Transaction {
+   public:
+    explicit Transaction(SqliteStore& s) : s_(s) { s_.query("BEGIN IMMEDIATE").run(); }
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+    ~Transaction() {
+      // Some errors (SQLITE_FULL, SQLITE_IOERR, ...) have already rolled back.
+      if (!committed_ && !sqlite3_get_autocommit(s_.db_)) {
+        sqlite3_exec(s_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      }
+    }
+    void commit() {
+      s_.query("COMMIT").run();
+      committed_ = true;
+    }
+
+   private:
+    SqliteStore& s_;
+    bool committed_ = false;
+  };
+
+  // `sql` must be a string with static storage: it is the cache key's backing text.
+  Query query(const char* sql) {
+    auto it = statements_.find(sql);
+    if (it == statements_.end()) {
+      sqlite3_stmt* stmt = nullptr;
+      if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) !=
+          SQLITE_OK) {
+        fail(db_, sql);
+      }
+      it = statements_.emplace(sql, stmt).first;
+    }
+    return Query(db_, it->second);
+  }
+
+  void exec(const char* sql) {
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) fail(db_, sql);
+  }
+
+  std::string pragma_text(const char* sql) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr) != SQLITE_OK) fail(db_, sql);
+    std::string out;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+      if (p) out = p;
+    } else if (rc != SQLITE_DONE) {
+      std::string msg = sqlite3_errmsg(db_);
+      sqlite3_finalize(stmt);
+      throw StoreError(std::string("sqlite: ") + sql + ": " + msg);
+    }
+    sqlite3_finalize(stmt);
+    return out;
+  }
+
+  int user_version() { return std::stoi(pragma_text("PRAGMA user_version")); }
+
+  void migrate() {
+    int current = user_version();
+    if (current > kLatestSchema) {
+      throw StoreError("sqlite: database schema version " + std::to_string(current) +
+                       " is newer than this kabar supports (" + std::to_string(kLatestSchema) +
+                       ")");
+    }
+    for (const Migration& m : kMigrations) {
+      if (m.version <= current) continue;
+      Transaction tx(*this);
+      // Another process may have migrated while we waited for the write lock.
+      current = user_version();
+      if (m.version <= current) continue;  // tx rolls back an empty transaction
+      exec(m.sql);
+      exec(("PRAGMA user_version = " + std::to_string(m.version)).c_str());
+      tx.commit();
+      current = m.version;
+    }
+  }
+
+  static void bind_credentials(Query& q, int first, const xmpp::ScramCredentials& c) {
+    q.bind_blob(first, c.salt)
+        .bind(first + 1, std::int64_t{c.iterations})
+        .bind_blob(first + 2, c.stored_key)
+        .bind_blob(first + 3, c.server_key);
+  }
+
+  static xmpp::ScramCredentials read_credentials(const Query& q, int first) {
+    xmpp::ScramCredentials c;
+    c.salt = q.blob(first);
+    c.iterations = static_cast<int>(q.int64(first + 1));
+    c.stored_key = q.blob(first + 2);
+    c.server_key = q.blob(first + 3);
+    return c;
+  }
+
+  // Columns: contact, name, sub, pending_out, pending_in, preapproved, pending_in_stanza,
+  // in_roster.
+  static RosterItem read_roster_item(const Query& q) {
+    RosterItem item;
+    item.jid = q.text(0);
+    item.name = q.text(1);
+    item.state.sub = subscription_from_text(q.text(2));
+    item.state.pending_out = q.int64(3) != 0;
+    item.state.pending_in = q.int64(4) != 0;
+    item.state.preapproved = q.int64(5) != 0;
+    item.pending_in_stanza = q.text(6);
+    item.in_roster = q.int64(7) != 0;
+    return item;
+  }
+
+  // Inside a write transaction.
+  std::int64_t bump_roster_version(std::string_view username) {
+    std::int64_t version;
+    {
+      Query q = query("UPDATE roster_version_seq SET last = last + 1 WHERE id = 1 RETURNING last");
+      if (!q.step()) throw StoreError("sqlite: roster_version_seq is empty");
+      version = q.int64(0);
+      q.run();
+    }
+    Query q = query(
+        "INSERT INTO roster_version (username, version) VALUES (?1, ?2) "
+        "ON CONFLICT (username) DO UPDATE SET version = excluded.version");
+    q.bind(1, username).bind(2, version).run();
+    return version;
+  }
+
+  void close() {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    statements_.clear();
+    if (db_) sqlite3_close_v2(db_);
+    db_ = nullptr;
+  }
+
+  sqlite3* db_ = nullptr;
+  // Keyed by the SQL text's address: every call site passes the same literal.
+  std::unordered_map<const char*, sqlite3_stmt*> statements_;
+};
+
+// Creates `dir` (and missing parents) with mode 0700: the database holds credentials.
+void ensure_data_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir, ec)) return;
+  if (std::filesystem::exists(dir, ec)) {
+    throw StoreError("data dir " + dir.string() + " exists and is not a directory");
+  }
+  if (dir.has_parent_path()) {
+    std::filesystem::create_directories(dir.parent_path(), ec);
+    if (ec) throw StoreError("cannot create " + dir.parent_path().string() + ": " + ec.message());
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    throw StoreError("cannot create data dir " + dir.string() + ": " + std::strerror(errno));
+  }
+  if (!std::filesystem::is_directory(dir, ec)) {
+    throw StoreError("data dir " + dir.string() + " is not a directory");
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Store> open_sqlite_store(const std::filesystem::path& data_dir) {
+  if (data_dir.empty()) throw StoreError("empty data dir");
+  ensure_data_dir(data_dir);
+  return std::make_unique<SqliteStore>(data_dir / "kabar.db");
+}
+
+}  // namespace kabar::store

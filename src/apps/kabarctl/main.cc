@@ -1,1 +1,244 @@
-int main() { return 0; }
+// kabarctl: offline administration of a kabar server's data directory (accounts for now).
+// It opens the same SQLite database as kabard; WAL mode and the store's busy timeout let both run
+// at once.
+#include <fmt/core.h>
+#include <stringprep.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "store/store.h"
+#include "xmpp/jid.h"
+#include "xmpp/scram.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using kabar::store::Store;
+
+constexpr int kIterations = 4096;  // RFC 7677 §4 minimum
+constexpr const char* kPasswordEnv = "KABAR_PASSWORD";
+
+// A failure reported to the user as one line on stderr, exit status 1.
+class CommandError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// USER is a bare localpart or a JID whose localpart names the account; either way nodeprep'ed.
+std::string account_name(std::string_view arg) {
+  std::optional<std::string> local;
+  if (arg.find_first_of("@/") != std::string_view::npos) {
+    if (auto jid = kabar::xmpp::Jid::parse(arg)) {
+      if (!jid->local().empty()) local = jid->local();
+    }
+  } else {
+    local = kabar::xmpp::nodeprep(arg);
+  }
+  if (!local || local->empty()) {
+    throw CommandError(fmt::format("invalid username: {}", arg));
+  }
+  return *local;
+}
+
+// --- Reading a password without echo --------------------------------------------------------
+
+termios g_saved_termios;
+volatile std::sig_atomic_t g_echo_off = 0;
+
+// A signal while echo is off must not leave the terminal without echo.
+extern "C" void restore_echo_and_die(int sig) {
+  if (g_echo_off) tcsetattr(STDIN_FILENO, TCSANOW, &g_saved_termios);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+std::optional<std::string> read_line(std::istream& in) {
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
+}
+
+std::string prompt_no_echo(const std::string& prompt) {
+  if (tcgetattr(STDIN_FILENO, &g_saved_termios) != 0) {
+    throw CommandError("cannot read the terminal's settings");
+  }
+  termios quiet = g_saved_termios;
+  quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+  quiet.c_lflag |= ECHONL;
+  for (int sig : {SIGINT, SIGTERM, SIGQUIT, SIGHUP}) std::signal(sig, restore_echo_and_die);
+  std::cerr << prompt << std::flush;
+  g_echo_off = 1;
+  tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+  auto line = read_line(std::cin);
+  tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_termios);
+  g_echo_off = 0;
+  for (int sig : {SIGINT, SIGTERM, SIGQUIT, SIGHUP}) std::signal(sig, SIG_DFL);
+  if (!line) throw CommandError("no password given");
+  return *line;
+}
+
+// The password from the argument, else $KABAR_PASSWORD, else a prompt on the terminal (twice),
+// else one line of stdin.
+std::string obtain_password(const std::optional<std::string>& arg, const std::string& user) {
+  std::string password;
+  if (arg) {
+    password = *arg;
+  } else if (const char* env = std::getenv(kPasswordEnv)) {
+    password = env;
+  } else if (isatty(STDIN_FILENO)) {
+    password = prompt_no_echo(fmt::format("Password for {}: ", user));
+    if (!password.empty() && prompt_no_echo("Repeat password: ") != password) {
+      throw CommandError("passwords do not match");
+    }
+  } else {
+    auto line = read_line(std::cin);
+    if (!line) throw CommandError("no password given on stdin");
+    password = *line;
+  }
+  if (password.empty()) throw CommandError("empty password");
+
+  // SCRAM hashes the SASLprep'ed password (RFC 5802 §2.2, RFC 4013), stored-string rules.
+  char* prepared = nullptr;
+  if (stringprep_profile(password.c_str(), &prepared, "SASLprep", STRINGPREP_NO_UNASSIGNED) !=
+          STRINGPREP_OK ||
+      prepared == nullptr) {
+    std::free(prepared);
+    throw CommandError("invalid password: not allowed by SASLprep (RFC 4013)");
+  }
+  std::string out(prepared);
+  std::free(prepared);
+  if (out.empty()) throw CommandError("empty password");
+  return out;
+}
+
+kabar::store::Account make_account(const std::string& user, const std::string& password) {
+  kabar::store::Account a;
+  a.username = user;
+  a.sha1 = kabar::xmpp::make_credentials(kabar::xmpp::ScramHash::kSha1, password, kIterations);
+  a.sha256 = kabar::xmpp::make_credentials(kabar::xmpp::ScramHash::kSha256, password, kIterations);
+  a.created_unix = static_cast<std::int64_t>(std::time(nullptr));
+  return a;
+}
+
+// Only `user add` may create the data directory and database; the other commands refuse a
+// directory without one, which is almost always a mistyped path.
+std::unique_ptr<Store> open_store(const std::string& data_dir, bool create) {
+  if (data_dir.empty()) throw CommandError("empty --data-dir");
+  if (!create) {
+    std::error_code ec;
+    if (!fs::is_directory(data_dir, ec)) {
+      throw CommandError(fmt::format("bad data dir {}: no such directory", data_dir));
+    }
+    if (!fs::exists(fs::path(data_dir) / "kabar.db", ec)) {
+      throw CommandError(fmt::format("bad data dir {}: no kabar.db in it", data_dir));
+    }
+  }
+  try {
+    return kabar::store::open_sqlite_store(data_dir);
+  } catch (const kabar::store::StoreError& e) {
+    throw CommandError(fmt::format("bad data dir: {}", e.what()));
+  }
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"kabarctl: manage the accounts of a kabar XMPP server."};
+  app.footer(
+      "USER is a localpart (alice) or a JID whose localpart is used (alice@example.com); it is\n"
+      "normalized with Nodeprep.\n"
+      "\n"
+      "When PASSWORD is omitted it is taken from the environment variable KABAR_PASSWORD, else\n"
+      "asked for on the terminal (twice, without echo), else read as one line from standard\n"
+      "input. A password on the command line is visible to other local users.\n"
+      "\n"
+      "Exit status: 0 on success, 1 on an error (user exists, no such user, invalid username,\n"
+      "bad data dir, ...), 2 on a usage error.");
+  app.require_subcommand(1);
+
+  std::string data_dir;
+  app.add_option("--data-dir", data_dir,
+                 "Data directory of kabard, holding kabar.db (created by 'user add' if missing)")
+      ->required();
+
+  std::string user_arg;
+  std::optional<std::string> password_arg;
+
+  auto* user = app.add_subcommand("user", "Manage accounts");
+  user->require_subcommand(1);
+
+  auto* add = user->add_subcommand("add", "Create an account");
+  add->add_option("USER", user_arg, "Account to create")->required();
+  add->add_option("PASSWORD", password_arg, "Its password (see below when omitted)");
+
+  auto* del = user->add_subcommand("delete", "Delete an account and all its data");
+  del->add_option("USER", user_arg, "Account to delete")->required();
+
+  auto* passwd = user->add_subcommand("passwd", "Set an account's password");
+  passwd->add_option("USER", user_arg, "Account to change")->required();
+  passwd->add_option("PASSWORD", password_arg, "The new password (see below when omitted)");
+
+  user->add_subcommand("list", "List the accounts, one per line, sorted");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  try {
+    if (add->parsed()) {
+      std::string name = account_name(user_arg);
+      auto store = open_store(data_dir, /*create=*/true);
+      // Checked before asking for a password; create_account() decides in the end.
+      if (store->account(name)) throw CommandError(fmt::format("user exists: {}", name));
+      std::string password = obtain_password(password_arg, name);
+      if (!store->create_account(make_account(name, password))) {
+        throw CommandError(fmt::format("user exists: {}", name));
+      }
+    } else if (del->parsed()) {
+      std::string name = account_name(user_arg);
+      auto store = open_store(data_dir, /*create=*/false);
+      if (!store->delete_account(name)) throw CommandError(fmt::format("no such user: {}", name));
+    } else if (passwd->parsed()) {
+      std::string name = account_name(user_arg);
+      auto store = open_store(data_dir, /*create=*/false);
+      if (!store->account(name)) throw CommandError(fmt::format("no such user: {}", name));
+      std::string password = obtain_password(password_arg, name);
+      if (!store->set_credentials(make_account(name, password))) {
+        throw CommandError(fmt::format("no such user: {}", name));
+      }
+    } else {  // list
+      auto store = open_store(data_dir, /*create=*/false);
+      for (const std::string& name : store->list_accounts()) fmt::print("{}\n", name);
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "kabarctl: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kabarctl: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "kabarctl: unexpected error\n");
+  }
+  return 1;
+}

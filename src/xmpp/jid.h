@@ -30,10 +30,10 @@ class Jid {
   bool is_bare() const { return resource_.empty(); }
   bool is_domain() const { return local_.empty() && resource_.empty(); }
 
-  Jid bare() const;                    // without the resource
+  Jid bare() const;                                    // without the resource
   Jid with_resource(std::string_view resource) const;  // resource must be prepared already
-  std::string str() const;             // full form
-  std::string bare_str() const;        // local@domain or domain
+  std::string str() const;                             // full form
+  std::string bare_str() const;                        // local@domain or domain
 
   friend bool operator==(const Jid& a, const Jid& b) = default;
 

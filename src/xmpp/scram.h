@@ -14,7 +14,7 @@ std::string_view mechanism_name(ScramHash h);  // "SCRAM-SHA-1" / "SCRAM-SHA-256
 
 // What the server keeps for one account and one hash: never the password (RFC 5802 §3).
 struct ScramCredentials {
-  std::string salt;        // raw bytes
+  std::string salt;  // raw bytes
   int iterations = 0;
   std::string stored_key;  // raw bytes: H(HMAC(SaltedPassword, "Client Key"))
   std::string server_key;  // raw bytes: HMAC(SaltedPassword, "Server Key")
@@ -63,7 +63,13 @@ class ScramServer {
   // Verifies client-final-message; on success returns server-final-message ("v=...").
   std::optional<std::string> client_final(std::string_view msg, SaslFailure& failure);
 
+  // Test hook: a fixed server nonce part instead of a random one, for the RFC test vectors.
+  void set_server_nonce_for_test(std::string nonce);
+
  private:
+  // One exchange: each step is accepted once and in order; any failure ends the exchange.
+  enum class Stage { kStart, kClientFirst, kServerFirst, kDone, kFailed };
+  Stage stage_ = Stage::kStart;
   ScramHash hash_;
   std::string authzid_;
   std::string username_;
@@ -72,6 +78,8 @@ class ScramServer {
   std::string nonce_;  // client nonce + server nonce
   std::string server_first_;
   std::optional<ScramCredentials> creds_;
+  ScramCredentials fake_creds_;  // for an unknown user; never matches a proof
+  std::string server_nonce_for_test_;
 };
 
 // Client side of one SCRAM exchange.

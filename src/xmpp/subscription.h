@@ -26,7 +26,7 @@ std::optional<SubscriptionType> parse_subscription_type(std::string_view presenc
 
 // What the server does with a subscription stanza.
 struct SubDecision {
-  SubState next;              // the item's new state (== old when nothing changes)
+  SubState next;               // the item's new state (== old when nothing changes)
   bool state_changed = false;  // store it and push the roster item to interested resources
   bool route = false;          // outbound: route the stanza to the contact; inbound: deliver it
                                // to the user's available resources (or store it for later)

@@ -37,6 +37,9 @@ struct RosterItem {
   // The last subscription request received while pending_in, kept to redeliver it at login
   // (RFC 6121 §3.1.3) — the serialized <presence type='subscribe'/> stanza, or empty.
   std::string pending_in_stanza;
+  // False for an entry kept only to remember a contact's pending subscription request: such an
+  // entry is not part of the roster the user sees (RFC 6121 §3.1.3 creates no roster item).
+  bool in_roster = true;
 };
 
 struct OfflineMessage {

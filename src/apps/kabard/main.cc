@@ -1,1 +1,108 @@
-int main() { return 0; }
+// kabard: the kabar XMPP server.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "server/config.h"
+#include "server/server.h"
+
+namespace {
+
+// The file-descriptor limit bounds the number of connections: raise the soft limit to the hard
+// one and say so.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rlim_t before = rl.rlim_cur;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      spdlog::warn("could not raise the open-file limit from {}", before);
+      return;
+    }
+  }
+  spdlog::info("open-file limit {} (was {}; hard limit {})", rl.rlim_cur, before, rl.rlim_max);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using kabar::server::Config;
+  CLI::App app{"kabard: the kabar XMPP server (RFC 6120/6121)"};
+  std::string domain, data_dir, config_file, log_level;
+  std::vector<std::string> c2s, c2s_tls;
+  bool allow_registration = false, allow_plaintext = false;
+  app.add_option("--config", config_file, "TOML configuration file (flags override it)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--domain", domain, "the XMPP domain served (default: localhost)");
+  app.add_option("--data-dir", data_dir, "directory for the database and certificate (default: data)");
+  app.add_option("--c2s", c2s, "client listener with STARTTLS, HOST:PORT (repeatable)");
+  app.add_option("--c2s-tls", c2s_tls, "client listener with direct TLS (XEP-0368), HOST:PORT");
+  app.add_flag("--allow-registration", allow_registration,
+               "let clients create accounts in-band (XEP-0077)");
+  app.add_flag("--allow-plaintext", allow_plaintext,
+               "let clients authenticate without TLS (local tests and benchmarks only)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default: info)");
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kabard"));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  Config cfg;
+  try {
+    if (!config_file.empty()) kabar::server::load_config_file(config_file, cfg);
+    if (!domain.empty()) cfg.domain = domain;
+    if (!data_dir.empty()) cfg.data_dir = data_dir;
+    if (!c2s.empty()) {
+      cfg.c2s.clear();
+      for (const auto& e : c2s) cfg.c2s.push_back(kabar::server::parse_endpoint(e));
+    }
+    if (!c2s_tls.empty()) {
+      cfg.c2s_tls.clear();
+      for (const auto& e : c2s_tls) cfg.c2s_tls.push_back(kabar::server::parse_endpoint(e));
+    }
+    if (allow_registration) cfg.allow_registration = true;
+    if (allow_plaintext) cfg.allow_plaintext = true;
+    if (!log_level.empty()) cfg.log_level = log_level;
+    auto domain_jid = kabar::xmpp::Jid::parse(cfg.domain);
+    if (!domain_jid || !domain_jid->is_domain()) {
+      throw std::runtime_error("'" + cfg.domain + "' is not a valid domain");
+    }
+    cfg.domain = domain_jid->domain();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kabard: %s\n", e.what());
+    return 2;
+  }
+  auto level = spdlog::level::from_str(cfg.log_level);
+  if (level == spdlog::level::off && cfg.log_level != "off") {
+    std::fprintf(stderr, "kabard: unknown log level '%s'\n", cfg.log_level.c_str());
+    return 2;
+  }
+  spdlog::set_level(level);
+  raise_fd_limit();
+
+  boost::asio::io_context io(1);
+  kabar::server::Server server(io, cfg);
+  try {
+    server.start();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    std::fprintf(stderr, "kabard: %s\n", e.what());
+    return 1;
+  }
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: shutting down", sig);
+    server.stop();
+  });
+  std::signal(SIGPIPE, SIG_IGN);
+  io.run();
+  spdlog::info("stopped; store closed");
+  return 0;
+}

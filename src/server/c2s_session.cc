@@ -1,0 +1,595 @@
+#include "server/c2s_session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <atomic>
+
+#include "server/register/register.h"
+#include "xml/serializer.h"
+#include "xmpp/namespaces.h"
+#include "xmpp/stanza.h"
+
+namespace kabar::server {
+
+namespace ns = xmpp::ns;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr std::size_t kMaxQueuedBytes = 4 * 1024 * 1024;  // a reader this far behind is dropped
+constexpr int kMaxSaslFailuresPerStream = 3;
+
+std::atomic<std::uint64_t> g_serial{0};
+
+// Reads of plain connections land here and go straight into the parser: an idle connection
+// holds no read buffer. Only the I/O thread uses it.
+std::array<char, 16384> g_scratch;
+
+xml::Element sasl_element(std::string_view name) { return xml::Element(std::string(name), ns::kSasl); }
+
+}  // namespace
+
+C2sSession::C2sSession(Server& server, tcp::socket sock, bool direct_tls)
+    : server_(server),
+      sock_(std::move(sock)),
+      direct_tls_(direct_tls),
+      parser_(*this, xml::StreamLimits{server.config().max_stanza_bytes, 32, 64}) {
+  serial_ = ++g_serial;
+  boost::system::error_code ec;
+  auto ep = sock_.remote_endpoint(ec);
+  peer_addr_ = ec ? std::string("?") : ep.address().to_string();
+  created_ms = last_read_ms = server.now_ms();
+}
+
+C2sSession::~C2sSession() = default;
+
+void C2sSession::start() {
+  auto self = shared_from_this();
+  asio::co_spawn(
+      server_.io(), [self]() -> awaitable<void> { co_await self->run(); }, asio::detached);
+}
+
+awaitable<void> C2sSession::run() {
+  try {
+    if (direct_tls_) {
+      tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, server_.tls());
+      co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
+    }
+    co_await read_loop();
+  } catch (const boost::system::system_error& e) {
+    spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, e.code().message());
+  } catch (const std::exception& e) {
+    spdlog::error("c2s #{} {}: {}", serial_, peer_addr_, e.what());
+  }
+  closing_ = true;
+  shutdown_socket();
+  co_await server_.session_closed(shared_from_this());
+}
+
+awaitable<void> C2sSession::read_loop() {
+  std::unique_ptr<std::array<char, 8192>> tls_buf;
+  while (!socket_closed_) {
+    std::size_t n = 0;
+    if (tls_) {
+      if (!tls_buf) tls_buf = std::make_unique<std::array<char, 8192>>();
+      n = co_await tls_->async_read_some(asio::buffer(*tls_buf), asio::use_awaitable);
+      if (closing_) co_return;
+      last_read_ms = server_.now_ms();
+      auto r = parser_.feed(std::string_view(tls_buf->data(), n));
+      if (r.status != xml::StreamParser::Status::kOk) {
+        // handled below
+        inbox_.clear();
+        switch (r.error) {
+          case xml::ParseError::kRestrictedXml:
+            stream_error("restricted-xml");
+            break;
+          case xml::ParseError::kPolicyViolation:
+            stream_error("policy-violation", r.message);
+            break;
+          default:
+            stream_error("not-well-formed");
+        }
+        co_return;
+      }
+    } else {
+      co_await sock_.async_wait(tcp::socket::wait_read, asio::use_awaitable);
+      if (closing_ && socket_closed_) co_return;
+      boost::system::error_code ec;
+      n = sock_.read_some(asio::buffer(g_scratch), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+      if (ec) throw boost::system::system_error(ec);
+      if (closing_) co_return;
+      last_read_ms = server_.now_ms();
+      auto r = parser_.feed(std::string_view(g_scratch.data(), n));
+      if (r.status != xml::StreamParser::Status::kOk) {
+        inbox_.clear();
+        switch (r.error) {
+          case xml::ParseError::kRestrictedXml:
+            stream_error("restricted-xml");
+            break;
+          case xml::ParseError::kPolicyViolation:
+            stream_error("policy-violation", r.message);
+            break;
+          default:
+            stream_error("not-well-formed");
+        }
+        co_return;
+      }
+    }
+    while (!inbox_.empty() && !closing_) {
+      xml::Element el = std::move(inbox_.front());
+      inbox_.pop_front();
+      co_await process(std::move(el));
+    }
+    if (peer_closed_) {
+      close();
+      co_return;
+    }
+    if (start_tls_) {
+      start_tls_ = false;
+      // RFC 6120 §5.4.3.3: after <proceed/> both sides drop the stream and start TLS.
+      // Wait until <proceed/> is on the wire, then handshake.
+      while (writing_ || !outq_.empty()) {
+        asio::steady_timer t(server_.io(), std::chrono::milliseconds(1));
+        co_await t.async_wait(asio::use_awaitable);
+      }
+      inbox_.clear();
+      tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, server_.tls());
+      phase_ = Phase::kTlsHandshake;
+      co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
+      parser_.reset();
+      phase_ = Phase::kWaitStream;
+      stream_open_ = false;
+    }
+  }
+}
+
+void C2sSession::on_stream_open(const xml::Element& header, std::string_view default_xmlns) {
+  // RFC 6120 §4.7: answer with our own header, even when about to send a stream error.
+  stream_id_ = xmpp::base64_encode(xmpp::random_bytes(12));
+  std::string out = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='";
+  out += ns::kStream;
+  out += "' id='";
+  out += stream_id_;
+  out += "' from='";
+  xml::escape_attr(server_.config().domain, out);
+  out += "' version='1.0' xml:lang='en'>";
+  send_raw(std::move(out));
+  stream_open_ = true;
+
+  if (header.name() != "stream" || header.xmlns() != ns::kStream) {
+    stream_error("invalid-namespace");
+    return;
+  }
+  if (default_xmlns != ns::kClient) {
+    stream_error("invalid-namespace", "only jabber:client streams are served here");
+    return;
+  }
+  std::string_view to = header.attr("to");
+  auto to_jid = xmpp::Jid::parse(to);
+  if (!to_jid || to_jid->domain() != server_.config().domain || !to_jid->is_domain()) {
+    stream_error("host-unknown");
+    return;
+  }
+  std::string_view version = header.attr("version");
+  if (version.empty() || version[0] < '1') {
+    stream_error("unsupported-version");
+    return;
+  }
+  phase_ = bound_ ? Phase::kBound : Phase::kNegotiating;
+  send_features();
+}
+
+void C2sSession::send_features() {
+  bool secure = tls_ != nullptr;
+  const Config& cfg = server_.config();
+  xml::Element f("features", ns::kStream);
+  if (!authenticated()) {
+    if (!secure) {
+      xml::Element& st = f.add_child("starttls", ns::kTls);
+      if (!cfg.allow_plaintext) st.add_child("required", ns::kTls);
+    }
+    if (secure || cfg.allow_plaintext) {
+      xml::Element& mechs = f.add_child("mechanisms", ns::kSasl);
+      mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-256");
+      mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-1");
+      mechs.add_child("mechanism", ns::kSasl).add_text("PLAIN");
+      if (cfg.allow_registration) f.add_child("register", ns::kRegisterFeature);
+    }
+  } else {
+    f.add_child("bind", ns::kBind);
+    f.add_child("session", ns::kSession).add_child("optional", ns::kSession);
+    f.add_child("ver", ns::kRosterVer);
+    f.add_child("sub", ns::kPreApproval);
+  }
+  // The features element lives in the stream namespace: serialize with "stream:" prefix.
+  std::string body = xml::serialize(f, ns::kStream);
+  // serialize() writes <features xmlns=...>; rewrite the outer tag with the stream prefix.
+  std::string out = "<stream:features>";
+  std::size_t start = body.find('>');
+  if (body.size() >= 2 && body[start - 1] == '/') {
+    out += "</stream:features>";
+  } else {
+    out += body.substr(start + 1, body.size() - (start + 1) - std::string("</features>").size());
+    out += "</stream:features>";
+  }
+  send_raw(std::move(out));
+}
+
+void C2sSession::on_element(xml::Element&& element) { inbox_.push_back(std::move(element)); }
+
+void C2sSession::on_stream_close() { peer_closed_ = true; }
+
+awaitable<void> C2sSession::process(xml::Element el) {
+  if (phase_ == Phase::kBound) {
+    if (el.xmlns() != ns::kClient ||
+        (el.name() != "message" && el.name() != "presence" && el.name() != "iq")) {
+      stream_error("unsupported-stanza-type");
+      co_return;
+    }
+    // RFC 6120 §8.1.2.1: the server stamps the full JID of the sender.
+    el.set_attr("from", jid_.str());
+    co_await server_.handle_stanza(shared_from_this(), std::move(el));
+    co_return;
+  }
+  if (phase_ != Phase::kNegotiating) {
+    stream_error("not-authorized");
+    co_return;
+  }
+  const bool secure = tls_ != nullptr;
+  if (el.is("starttls", ns::kTls)) {
+    if (secure || authenticated()) {
+      stream_error("policy-violation", "TLS is already negotiated");
+      co_return;
+    }
+    send_raw("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    start_tls_ = true;
+    co_return;
+  }
+  if (el.xmlns() == ns::kSasl) {
+    if (authenticated()) {
+      stream_error("policy-violation", "already authenticated");
+    } else if (el.name() == "auth") {
+      co_await handle_auth(el);
+    } else if (el.name() == "response") {
+      co_await handle_sasl_response(el);
+    } else if (el.name() == "abort") {
+      scram_.reset();
+      sasl_failure("aborted");
+    } else {
+      stream_error("unsupported-stanza-type");
+    }
+    co_return;
+  }
+  if (el.is("iq", ns::kClient)) {
+    if (authenticated()) {
+      const xml::Element* bind = el.child("bind", ns::kBind);
+      if (bind != nullptr && el.attr("type") == "set") {
+        co_await handle_bind(el);
+        co_return;
+      }
+    } else if (el.child("query", ns::kRegister) != nullptr) {
+      co_await handle_preauth_iq(el);
+      co_return;
+    }
+  }
+  // RFC 6120 §6.4.1/§7.1: nothing but negotiation before authentication and binding.
+  stream_error("not-authorized");
+}
+
+awaitable<void> C2sSession::handle_preauth_iq(const xml::Element& iq) {
+  const Config& cfg = server_.config();
+  if (!cfg.allow_registration) {
+    send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
+    co_return;
+  }
+  if (tls_ == nullptr && !cfg.allow_plaintext) {
+    send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "not-acceptable",
+                                "registration requires TLS"));
+    co_return;
+  }
+  xml::Element reply = co_await handle_register_preauth(server_, iq);
+  send(reply);
+}
+
+awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
+  const Config& cfg = server_.config();
+  if (tls_ == nullptr && !cfg.allow_plaintext) {
+    sasl_failure("encryption-required");
+    co_return;
+  }
+  std::string_view mech = el.attr("mechanism");
+  std::string payload;
+  std::string text = el.text();
+  if (!text.empty() && text != "=") {
+    auto decoded = xmpp::base64_decode(text);
+    if (!decoded) {
+      sasl_failure("incorrect-encoding");
+      co_return;
+    }
+    payload = std::move(*decoded);
+  }
+  if (server_.throttle().address_blocked(peer_addr_, server_.now_ms())) {
+    sasl_failure("temporary-auth-failure", "too many failed attempts; try again later");
+    co_return;
+  }
+  if (mech == "PLAIN") {
+    co_await finish_plain(payload);
+    co_return;
+  }
+  if (mech == "SCRAM-SHA-256" || mech == "SCRAM-SHA-1") {
+    scram_hash_ = mech == "SCRAM-SHA-1" ? xmpp::ScramHash::kSha1 : xmpp::ScramHash::kSha256;
+    scram_.emplace(scram_hash_);
+    xmpp::SaslFailure failure = xmpp::SaslFailure::kNone;
+    auto user = scram_->client_first(payload, failure);
+    if (!user) {
+      scram_.reset();
+      sasl_failure(failure == xmpp::SaslFailure::kNone ? "malformed-request"
+                                                         : xmpp::failure_name(failure));
+      co_return;
+    }
+    auto prepared = xmpp::nodeprep(*user);
+    sasl_user_ = prepared ? *prepared : std::string();
+    if (!scram_->authzid().empty()) {
+      auto az = xmpp::Jid::parse(scram_->authzid());
+      if (!az || az->bare_str() != sasl_user_ + "@" + server_.config().domain) {
+        scram_.reset();
+        sasl_failure("invalid-authzid");
+        co_return;
+      }
+    }
+    if (!sasl_user_.empty() && server_.throttle().account_blocked(sasl_user_, server_.now_ms())) {
+      scram_.reset();
+      sasl_failure("temporary-auth-failure", "too many failed attempts; try again later");
+      co_return;
+    }
+    std::optional<xmpp::ScramCredentials> creds;
+    if (!sasl_user_.empty()) {
+      auto hash = scram_hash_;
+      auto name = sasl_user_;
+      auto account = co_await server_.db(
+          [name](store::Store& s) { return s.account(name); });
+      if (account) creds = hash == xmpp::ScramHash::kSha1 ? account->sha1 : account->sha256;
+    }
+    if (closing_) co_return;
+    std::string challenge = scram_->server_first(creds);
+    xml::Element c = sasl_element("challenge");
+    c.add_text(xmpp::base64_encode(challenge));
+    send(c);
+    co_return;
+  }
+  sasl_failure("invalid-mechanism");
+}
+
+awaitable<void> C2sSession::handle_sasl_response(const xml::Element& el) {
+  if (!scram_) {
+    sasl_failure("malformed-request");
+    co_return;
+  }
+  auto decoded = xmpp::base64_decode(el.text());
+  if (!decoded) {
+    scram_.reset();
+    sasl_failure("incorrect-encoding");
+    co_return;
+  }
+  xmpp::SaslFailure failure = xmpp::SaslFailure::kNone;
+  auto final_msg = scram_->client_final(*decoded, failure);
+  scram_.reset();
+  if (!final_msg || sasl_user_.empty()) {
+    server_.throttle().record_failure(peer_addr_, sasl_user_, server_.now_ms());
+    sasl_failure(failure == xmpp::SaslFailure::kNone ? "not-authorized"
+                                                       : xmpp::failure_name(failure));
+    co_return;
+  }
+  username_ = sasl_user_;
+  sasl_success(*final_msg);
+}
+
+awaitable<void> C2sSession::finish_plain(const std::string& payload) {
+  auto plain = xmpp::parse_plain(payload);
+  if (!plain) {
+    sasl_failure("malformed-request");
+    co_return;
+  }
+  auto user = xmpp::nodeprep(plain->authcid);
+  std::string name = user ? *user : std::string();
+  if (!plain->authzid.empty()) {
+    auto az = xmpp::Jid::parse(plain->authzid);
+    if (!az || az->bare_str() != name + "@" + server_.config().domain) {
+      sasl_failure("invalid-authzid");
+      co_return;
+    }
+  }
+  if (!name.empty() && server_.throttle().account_blocked(name, server_.now_ms())) {
+    sasl_failure("temporary-auth-failure", "too many failed attempts; try again later");
+    co_return;
+  }
+  bool ok = false;
+  if (!name.empty()) {
+    // The PBKDF2 derivation runs on the storage thread, off the I/O thread.
+    std::string password = plain->password;
+    ok = co_await server_.db([name, password](store::Store& s) {
+      auto account = s.account(name);
+      return account.has_value() &&
+             xmpp::verify_password(xmpp::ScramHash::kSha256, account->sha256, password);
+    });
+  }
+  if (closing_) co_return;
+  if (!ok) {
+    server_.throttle().record_failure(peer_addr_, name, server_.now_ms());
+    sasl_failure("not-authorized");
+    co_return;
+  }
+  username_ = name;
+  sasl_success({});
+}
+
+void C2sSession::sasl_failure(std::string_view condition, std::string_view text) {
+  xml::Element f = sasl_element("failure");
+  f.add_child(std::string(condition), ns::kSasl);
+  if (!text.empty()) f.add_child("text", ns::kSasl).add_text(text);
+  send(f);
+  if (condition == "not-authorized" && ++sasl_failures_ >= kMaxSaslFailuresPerStream) {
+    // RFC 6120 §6.4.5: the server may close the stream after a configurable number of retries.
+    stream_error("policy-violation", "too many failed authentication attempts");
+  }
+}
+
+void C2sSession::sasl_success(std::string_view additional) {
+  xml::Element s = sasl_element("success");
+  if (!additional.empty()) s.add_text(xmpp::base64_encode(additional));
+  send(s);
+  spdlog::info("c2s #{} {}: authenticated as {}@{}", serial_, peer_addr_, username_,
+               server_.config().domain);
+  // RFC 6120 §6.4.6: a new stream follows.
+  parser_.reset();
+  inbox_.clear();
+  phase_ = Phase::kWaitStream;
+}
+
+awaitable<void> C2sSession::handle_bind(const xml::Element& iq) {
+  if (bound_) {
+    send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "not-allowed"));
+    co_return;
+  }
+  const xml::Element* bind = iq.child("bind", ns::kBind);
+  std::string requested = bind->child_text("resource", ns::kBind);
+  std::string resource;
+  if (!requested.empty()) {
+    auto prepped = xmpp::resourceprep(requested);
+    if (!prepped) {
+      send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
+      co_return;
+    }
+    resource = *prepped;
+  } else {
+    resource = "kabar-" + xmpp::base64_encode(xmpp::random_bytes(6));
+    for (char& c : resource) {
+      if (c == '/' || c == '+') c = 'x';
+    }
+  }
+  auto jid = xmpp::Jid::from_parts(username_, server_.config().domain, resource);
+  if (!jid) {
+    send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
+    co_return;
+  }
+  // RFC 6120 §7.7.2.2: the new session wins; the old one gets <conflict/>.
+  if (auto old = server_.bound_session(*jid); old) {
+    old->stream_error("conflict", "replaced by a new connection");
+    server_.unbind(old.get());
+    co_await server_.session_closed(old);
+  }
+  jid_ = *jid;
+  bound_ = true;
+  phase_ = Phase::kBound;
+  server_.bind(shared_from_this());
+  xml::Element reply = xmpp::make_iq_result(iq);
+  reply.remove_attr("from");
+  reply.remove_attr("to");
+  reply.add_child("bind", ns::kBind).add_child("jid", ns::kBind).add_text(jid_.str());
+  send(reply);
+  spdlog::info("c2s #{}: bound {}", serial_, jid_.str());
+}
+
+void C2sSession::send(const xml::Element& stanza, std::function<void()> on_written) {
+  send_raw(xml::serialize(stanza, ns::kClient), std::move(on_written));
+}
+
+void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
+  if (socket_closed_) return;
+  std::size_t queued = 0;
+  for (const auto& o : outq_) queued += o.data.size();
+  if (queued + data.size() > kMaxQueuedBytes) {
+    spdlog::warn("c2s #{} {}: client is not reading; dropping the connection", serial_,
+                 peer_addr_);
+    closing_ = true;
+    outq_.clear();
+    shutdown_socket();
+    return;
+  }
+  outq_.push_back(Out{std::move(data), std::move(on_written)});
+  if (!writing_) {
+    writing_ = true;
+    auto self = shared_from_this();
+    asio::co_spawn(
+        server_.io(), [self]() -> awaitable<void> { co_await self->write_loop(); },
+        asio::detached);
+  }
+}
+
+template <typename Buffers>
+awaitable<std::size_t> C2sSession::write_some(const Buffers& bufs) {
+  if (tls_) co_return co_await asio::async_write(*tls_, bufs, asio::use_awaitable);
+  co_return co_await asio::async_write(sock_, bufs, asio::use_awaitable);
+}
+
+awaitable<void> C2sSession::write_loop() {
+  try {
+    while (!outq_.empty() && !socket_closed_) {
+      // Gather everything queued into one write (writev on plain TCP).
+      std::vector<asio::const_buffer> bufs;
+      std::size_t count = std::min<std::size_t>(outq_.size(), 64);
+      bufs.reserve(count);
+      for (std::size_t i = 0; i < count; ++i) bufs.push_back(asio::buffer(outq_[i].data));
+      co_await write_some(bufs);
+      for (std::size_t i = 0; i < count && !outq_.empty(); ++i) {
+        auto cb = std::move(outq_.front().on_written);
+        outq_.pop_front();
+        if (cb) cb();
+      }
+    }
+  } catch (const boost::system::system_error& e) {
+    spdlog::debug("c2s #{}: write failed: {}", serial_, e.code().message());
+    outq_.clear();
+    closing_ = true;
+    shutdown_socket();
+  }
+  writing_ = false;
+  if (closing_ && outq_.empty()) shutdown_socket();
+}
+
+void C2sSession::stream_error(std::string_view condition, std::string_view text) {
+  if (closing_) return;
+  spdlog::info("c2s #{} {}: stream error {}{}{}", serial_, peer_addr_, condition,
+               text.empty() ? "" : ": ", text);
+  if (!stream_open_) {
+    std::string out = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='";
+    out += ns::kStream;
+    out += "' version='1.0' from='";
+    xml::escape_attr(server_.config().domain, out);
+    out += "'>";
+    send_raw(std::move(out));
+    stream_open_ = true;
+  }
+  send_raw(xmpp::stream_error_xml(condition, text));
+  closing_ = true;
+  closed_at_ms = server_.now_ms();
+  inbox_.clear();
+  if (!writing_) shutdown_socket();
+}
+
+void C2sSession::close() {
+  if (closing_) return;
+  if (stream_open_) send_raw("</stream:stream>");
+  closing_ = true;
+  closed_at_ms = server_.now_ms();
+  inbox_.clear();
+  if (!writing_) shutdown_socket();
+}
+
+void C2sSession::abort() {
+  closing_ = true;
+  outq_.clear();
+  shutdown_socket();
+}
+
+void C2sSession::shutdown_socket() {
+  if (socket_closed_) return;
+  socket_closed_ = true;
+  boost::system::error_code ec;
+  sock_.shutdown(tcp::socket::shutdown_both, ec);
+  sock_.close(ec);
+}
+
+}  // namespace kabar::server

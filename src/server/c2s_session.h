@@ -1,0 +1,116 @@
+// One client-to-server connection (RFC 6120): stream negotiation (STARTTLS or direct TLS, SASL,
+// resource binding), then stanzas handed to the server. Lives on the I/O thread only.
+#pragma once
+
+#include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "server/server.h"
+#include "xml/stream_parser.h"
+#include "xmpp/jid.h"
+#include "xmpp/scram.h"
+
+namespace kabar::server {
+
+class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml::StreamHandler {
+ public:
+  C2sSession(Server& server, asio::ip::tcp::socket sock, bool direct_tls);
+  ~C2sSession() override;
+
+  void start();
+
+  // Queues bytes for the client; `on_written` runs once they have been handed to the kernel
+  // (used to delete offline messages only after delivery).
+  void send_raw(std::string data, std::function<void()> on_written = {});
+  void send(const xml::Element& stanza, std::function<void()> on_written = {});
+  // Sends <stream:error/> and closes the stream (RFC 6120 §4.9.1.1).
+  void stream_error(std::string_view condition, std::string_view text = {});
+  // Closes the stream cleanly (</stream:stream>) and the connection.
+  void close();
+  // Drops the connection at once, without flushing (a peer that does not read).
+  void abort();
+  bool closed() const { return closing_; }
+  std::int64_t closed_at_ms = 0;
+
+  // State the server reads and writes.
+  const xmpp::Jid& jid() const { return jid_; }
+  bool bound() const { return bound_; }
+  bool authenticated() const { return !username_.empty(); }
+  const std::string& username() const { return username_; }
+  bool available = false;         // has sent initial presence and not gone unavailable
+  int priority = 0;
+  bool roster_requested = false;  // "interested resource" (RFC 6121 §2.1.6)
+  std::optional<xml::Element> last_presence;  // for probes and new resources
+  std::set<std::string> directed_to;  // full/bare JIDs given directed presence (RFC 6121 §4.6)
+  std::int64_t last_read_ms = 0;
+  std::int64_t created_ms = 0;
+  std::int64_t ping_sent_ms = 0;  // 0: no server ping outstanding
+  const std::string& peer_address() const { return peer_addr_; }
+  std::uint64_t serial() const { return serial_; }
+
+ private:
+  enum class Phase { kWaitStream, kNegotiating, kTlsHandshake, kBound };
+
+  // xml::StreamHandler
+  void on_stream_open(const xml::Element& header, std::string_view default_xmlns) override;
+  void on_element(xml::Element&& element) override;
+  void on_stream_close() override;
+
+  awaitable<void> run();
+  awaitable<void> read_loop();
+  awaitable<void> write_loop();
+  awaitable<void> process(xml::Element el);
+  awaitable<void> handle_auth(const xml::Element& el);
+  awaitable<void> handle_sasl_response(const xml::Element& el);
+  awaitable<void> finish_plain(const std::string& payload);
+  void sasl_failure(std::string_view condition, std::string_view text = {});
+  void sasl_success(std::string_view additional);
+  awaitable<void> handle_bind(const xml::Element& iq);
+  awaitable<void> handle_preauth_iq(const xml::Element& iq);
+  void send_features();
+  void shutdown_socket();
+  template <typename Buffers>
+  awaitable<std::size_t> write_some(const Buffers& bufs);
+
+  Server& server_;
+  asio::ip::tcp::socket sock_;
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
+  bool direct_tls_;
+  xml::StreamParser parser_;
+  std::deque<xml::Element> inbox_;
+  struct Out {
+    std::string data;
+    std::function<void()> on_written;
+  };
+  std::deque<Out> outq_;
+  bool writing_ = false;
+  bool closing_ = false;
+  bool socket_closed_ = false;
+  bool stream_open_ = false;      // we have sent our stream header
+  bool peer_closed_ = false;
+  bool start_tls_ = false;        // STARTTLS accepted: handshake after <proceed/> is written
+  Phase phase_ = Phase::kWaitStream;
+  std::string stream_id_;
+  std::string peer_addr_;
+  std::uint64_t serial_ = 0;
+
+  // SASL
+  std::optional<xmpp::ScramServer> scram_;
+  xmpp::ScramHash scram_hash_ = xmpp::ScramHash::kSha256;
+  std::string sasl_user_;  // the username of the exchange under way
+  int sasl_failures_ = 0;
+  std::string username_;
+  bool bound_ = false;
+  xmpp::Jid jid_;
+  std::unique_ptr<asio::steady_timer> write_wait_;
+};
+
+}  // namespace kabar::server

@@ -1,0 +1,154 @@
+#include "server/config.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <set>
+#include <stdexcept>
+#include <toml++/toml.h>
+
+namespace kabar::server {
+
+Endpoint parse_endpoint(const std::string& text) {
+  std::size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    throw std::invalid_argument(fmt::format("'{}' is not HOST:PORT", text));
+  }
+  Endpoint ep;
+  ep.host = text.substr(0, colon);
+  if (ep.host.size() > 2 && ep.host.front() == '[' && ep.host.back() == ']') {
+    ep.host = ep.host.substr(1, ep.host.size() - 2);
+  }
+  unsigned port = 0;
+  const char* first = text.data() + colon + 1;
+  const char* last = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(first, last, port);
+  if (ec != std::errc() || ptr != last || port > 65535) {
+    throw std::invalid_argument(fmt::format("'{}' has no valid port", text));
+  }
+  ep.port = static_cast<std::uint16_t>(port);
+  return ep;
+}
+
+namespace {
+
+std::vector<Endpoint> endpoints(const toml::node& node, const std::string& key) {
+  std::vector<Endpoint> out;
+  if (const auto* s = node.as_string()) {
+    out.push_back(parse_endpoint(s->get()));
+  } else if (const auto* arr = node.as_array()) {
+    for (const auto& el : *arr) {
+      const auto* s2 = el.as_string();
+      if (s2 == nullptr) throw std::runtime_error(key + ": expected strings \"HOST:PORT\"");
+      out.push_back(parse_endpoint(s2->get()));
+    }
+  } else {
+    throw std::runtime_error(key + ": expected \"HOST:PORT\" or a list of them");
+  }
+  return out;
+}
+
+template <typename T>
+T get(const toml::node& node, const std::string& key) {
+  auto v = node.value<T>();
+  if (!v) throw std::runtime_error(key + ": wrong type");
+  return *v;
+}
+
+int get_positive(const toml::node& node, const std::string& key) {
+  auto v = get<std::int64_t>(node, key);
+  if (v <= 0 || v > 1'000'000'000) throw std::runtime_error(key + ": must be a positive number");
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+void load_config_file(const std::filesystem::path& file, Config& cfg) {
+  toml::table tbl;
+  try {
+    tbl = toml::parse_file(file.string());
+  } catch (const toml::parse_error& e) {
+    throw std::runtime_error(fmt::format("{}:{}: {}", file.string(),
+                                         e.source().begin.line, e.description()));
+  }
+  auto bad = [&](const std::string& key, const std::string& why) {
+    return std::runtime_error(fmt::format("{}: {}: {}", file.string(), key, why));
+  };
+  for (auto&& [k, node] : tbl) {
+    std::string key(k.str());
+    try {
+      if (key == "domain") {
+        cfg.domain = get<std::string>(node, key);
+      } else if (key == "data_dir") {
+        cfg.data_dir = get<std::string>(node, key);
+      } else if (key == "allow_registration") {
+        cfg.allow_registration = get<bool>(node, key);
+      } else if (key == "allow_plaintext") {
+        cfg.allow_plaintext = get<bool>(node, key);
+      } else if (key == "log_level") {
+        cfg.log_level = get<std::string>(node, key);
+      } else if (key == "listen") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error("expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          if (sub == "c2s") {
+            cfg.c2s = endpoints(n2, "listen.c2s");
+          } else if (sub == "c2s_tls") {
+            cfg.c2s_tls = endpoints(n2, "listen.c2s_tls");
+          } else {
+            throw std::runtime_error("unknown key listen." + sub);
+          }
+        }
+      } else if (key == "tls") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error("expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          if (sub == "cert") {
+            cfg.tls_cert = get<std::string>(n2, "tls.cert");
+          } else if (sub == "key") {
+            cfg.tls_key = get<std::string>(n2, "tls.key");
+          } else {
+            throw std::runtime_error("unknown key tls." + sub);
+          }
+        }
+      } else if (key == "limits") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error("expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "limits." + sub;
+          if (sub == "max_stanza_bytes") {
+            cfg.max_stanza_bytes = static_cast<std::size_t>(get_positive(n2, full));
+          } else if (sub == "offline_messages") {
+            cfg.offline_limit = static_cast<std::size_t>(get_positive(n2, full));
+          } else if (sub == "auth_timeout") {
+            cfg.auth_timeout_s = get_positive(n2, full);
+          } else if (sub == "idle_timeout") {
+            cfg.idle_timeout_s = get_positive(n2, full);
+          } else if (sub == "ping_timeout") {
+            cfg.ping_timeout_s = get_positive(n2, full);
+          } else if (sub == "auth_failures_per_account") {
+            cfg.auth_failures_per_account = get_positive(n2, full);
+          } else if (sub == "auth_failures_per_address") {
+            cfg.auth_failures_per_address = get_positive(n2, full);
+          } else if (sub == "scram_iterations") {
+            cfg.scram_iterations = get_positive(n2, full);
+            if (cfg.scram_iterations < 4096) throw std::runtime_error("at least 4096 (RFC 7677)");
+          } else {
+            throw std::runtime_error("unknown key " + full);
+          }
+        }
+      } else {
+        throw std::runtime_error("unknown key");
+      }
+    } catch (const std::invalid_argument& e) {
+      throw bad(key, e.what());
+    } catch (const std::runtime_error& e) {
+      throw bad(key, e.what());
+    }
+  }
+}
+
+}  // namespace kabar::server

@@ -1,0 +1,44 @@
+// kabard's configuration: one TOML file (--config), with command-line flags overriding it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace kabar::server {
+
+struct Endpoint {
+  std::string host;
+  std::uint16_t port = 0;
+};
+// Parses "HOST:PORT" or "[v6]:PORT"; throws std::invalid_argument with a readable message.
+Endpoint parse_endpoint(const std::string& text);
+
+struct Config {
+  std::string domain = "localhost";
+  std::filesystem::path data_dir = "data";
+  std::vector<Endpoint> c2s;      // STARTTLS listeners (RFC 6120 §5)
+  std::vector<Endpoint> c2s_tls;  // direct TLS listeners (XEP-0368)
+  bool allow_registration = false;
+  bool allow_plaintext = false;
+  std::filesystem::path tls_cert;  // PEM; empty: self-signed in data_dir, made on first start
+  std::filesystem::path tls_key;
+  std::string log_level = "info";
+
+  std::size_t max_stanza_bytes = 256 * 1024;
+  std::size_t offline_limit = 1000;
+  int auth_timeout_s = 30;   // a connection that has not authenticated by then is closed
+  int idle_timeout_s = 300;  // after this much silence the server pings the client (XEP-0199)
+  int ping_timeout_s = 30;   // and closes the connection if no answer comes in this time
+  int auth_failures_per_account = 5;   // per minute, then attempts are refused unchecked
+  int auth_failures_per_address = 20;  // per minute
+  int scram_iterations = 4096;
+};
+
+// Reads a TOML file into `cfg` (keys documented in the README). Throws std::runtime_error with
+// the file, line and problem on a bad file or an unknown key.
+void load_config_file(const std::filesystem::path& file, Config& cfg);
+
+}  // namespace kabar::server

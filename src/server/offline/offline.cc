@@ -1,0 +1,60 @@
+// Offline messages (XEP-0160): stored in arrival order with a XEP-0203 delay stamp, delivered on
+// the next available presence with non-negative priority, and deleted only once written to the
+// connection (a connection that breaks first keeps them).
+#include <spdlog/spdlog.h>
+
+#include "server/c2s_session.h"
+#include "server/features.h"
+#include "xml/serializer.h"
+#include "xmpp/namespaces.h"
+#include "xmpp/stanza.h"
+
+namespace kabar::server {
+
+namespace ns = xmpp::ns;
+
+awaitable<bool> store_offline(Server& s, const std::string& user, const xml::Element& message) {
+  xml::Element copy = message;
+  std::int64_t now = s.now_ms();
+  xmpp::add_delay(copy, s.config().domain, now, "Offline Storage");
+  std::string bytes = xml::serialize(copy, ns::kClient);
+  std::size_t limit = s.config().offline_limit;
+  auto id = co_await s.db([user, bytes, now, limit](store::Store& st) -> std::optional<std::int64_t> {
+    if (!st.account(user)) return std::nullopt;
+    return st.push_offline(user, bytes, now, limit);
+  });
+  co_return id.has_value();
+}
+
+awaitable<void> deliver_offline(Server& s, SessionPtr to) {
+  const std::string user = to->username();
+  auto messages = co_await s.db([user](store::Store& st) { return st.offline_messages(user); });
+  if (messages.empty() || to->closed()) co_return;
+  struct Pending {
+    std::vector<std::int64_t> written;
+    std::size_t total = 0;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->total = messages.size();
+  Server* server = &s;
+  for (auto& m : messages) {
+    std::int64_t id = m.id;
+    to->send_raw(std::move(m.stanza), [server, pending, id, user]() {
+      pending->written.push_back(id);
+      if (pending->written.size() != pending->total) return;
+      asio::co_spawn(
+          server->io(),
+          [server, pending, user]() -> awaitable<void> {
+            auto ids = pending->written;
+            co_await server->db(
+                [user, ids](store::Store& st) { st.delete_offline(user, ids); });
+          },
+          [](std::exception_ptr e) {
+            if (e) spdlog::error("deleting delivered offline messages failed");
+          });
+    });
+  }
+  spdlog::info("offline: delivering {} stored messages to {}", messages.size(), to->jid().str());
+}
+
+}  // namespace kabar::server

@@ -1,0 +1,118 @@
+// In-band registration (XEP-0077): account creation before authentication (when enabled),
+// password change and account removal after it.
+#include "server/register/register.h"
+
+#include <spdlog/spdlog.h>
+
+#include "server/c2s_session.h"
+#include "server/features.h"
+#include "xmpp/namespaces.h"
+#include "xmpp/stanza.h"
+
+namespace kabar::server {
+
+namespace ns = xmpp::ns;
+
+namespace {
+
+store::Account make_account(const std::string& user, const std::string& password, int iterations,
+                            std::int64_t now_s) {
+  store::Account a;
+  a.username = user;
+  a.sha1 = xmpp::make_credentials(xmpp::ScramHash::kSha1, password, iterations);
+  a.sha256 = xmpp::make_credentials(xmpp::ScramHash::kSha256, password, iterations);
+  a.created_unix = now_s;
+  return a;
+}
+
+}  // namespace
+
+awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& iq) {
+  const xml::Element* q = iq.child("query", ns::kRegister);
+  if (iq.attr("type") == "get") {
+    xml::Element reply = xmpp::make_iq_result(iq);
+    xml::Element& query = reply.add_child("query", ns::kRegister);
+    query.add_child("instructions", ns::kRegister)
+        .add_text("Choose a username and password for use with this service.");
+    query.add_child("username", ns::kRegister);
+    query.add_child("password", ns::kRegister);
+    co_return reply;
+  }
+  if (iq.attr("type") != "set") {
+    co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request");
+  }
+  std::string username = q->child_text("username", ns::kRegister);
+  std::string password = q->child_text("password", ns::kRegister);
+  if (username.empty() || password.empty()) {
+    // XEP-0077 §3.1: required information missing.
+    co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "not-acceptable");
+  }
+  auto prepared = xmpp::nodeprep(username);
+  if (!prepared) {
+    co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "jid-malformed");
+  }
+  std::string user = *prepared;
+  int iterations = s.config().scram_iterations;
+  std::int64_t now_s = s.now_ms() / 1000;
+  bool created = co_await s.db([user, password, iterations, now_s](store::Store& st) {
+    if (st.account(user)) return false;
+    return st.create_account(make_account(user, password, iterations, now_s));
+  });
+  if (!created) {
+    co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "conflict");
+  }
+  spdlog::info("registered {}@{}", user, s.config().domain);
+  co_return xmpp::make_iq_result(iq);
+}
+
+void register_register(Server& s) {
+  s.register_iq(ns::kRegister, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
+    std::string_view to = iq.attr("to");
+    if (!to.empty() && to != s.config().domain) {
+      from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
+      co_return;
+    }
+    const std::string user = from->username();
+    const xml::Element* q = iq.first_child();
+    if (iq.attr("type") == "get") {
+      xml::Element reply = xmpp::make_iq_result(iq);
+      xml::Element& query = reply.add_child("query", ns::kRegister);
+      query.add_child("registered", ns::kRegister);
+      query.add_child("username", ns::kRegister).add_text(user);
+      query.add_child("password", ns::kRegister);
+      from->send(reply);
+      co_return;
+    }
+    if (q->child("remove", ns::kRegister) != nullptr) {
+      // XEP-0077 §3.2: remove the account, answer, and end the account's sessions.
+      co_await s.db([user](store::Store& st) { st.delete_account(user); });
+      spdlog::info("account {}@{} removed by its owner", user, s.config().domain);
+      from->send(xmpp::make_iq_result(iq));
+      for (auto& session : s.sessions_of(from->jid().bare_str())) {
+        session->stream_error("not-authorized", "account removed");
+      }
+      co_return;
+    }
+    std::string username = q->child_text("username", ns::kRegister);
+    std::string password = q->child_text("password", ns::kRegister);
+    auto prepared = xmpp::nodeprep(username);
+    if (password.empty() || !prepared) {
+      from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
+      co_return;
+    }
+    if (*prepared != user) {
+      from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kAuth, "not-authorized"));
+      co_return;
+    }
+    // XEP-0077 §3.3: password change.
+    int iterations = s.config().scram_iterations;
+    std::int64_t now_s = s.now_ms() / 1000;
+    co_await s.db([user, password, iterations, now_s](store::Store& st) {
+      st.set_credentials(make_account(user, password, iterations, now_s));
+    });
+    spdlog::info("password changed for {}@{}", user, s.config().domain);
+    from->send(xmpp::make_iq_result(iq));
+  });
+}
+
+}  // namespace kabar::server

@@ -1,0 +1,143 @@
+// The server: listeners, the session directory (router), storage threads, and the stanza
+// handlers each feature folder registers.
+//
+// Threading (deviation from ARCHITECTURE.md, for now): one I/O thread runs every connection; the
+// store runs on its own thread and results are posted back, so the I/O thread never blocks on
+// SQLite. Sharding over cores comes with the performance work.
+#pragma once
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "server/auth_throttle.h"
+#include "server/config.h"
+#include "store/store.h"
+#include "xml/element.h"
+#include "xmpp/jid.h"
+
+namespace kabar::server {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+
+class C2sSession;
+using SessionPtr = std::shared_ptr<C2sSession>;
+
+// An IQ handler for one payload namespace. `iq` has 'from' stamped with the sender's full JID.
+using IqHandler = std::function<awaitable<void>(SessionPtr, xml::Element)>;
+
+class Server {
+ public:
+  Server(asio::io_context& io, Config cfg);
+  ~Server();
+
+  // Opens the store, prepares TLS and binds every listener; throws std::runtime_error with a
+  // clear message on failure (port in use, bad certificate, unusable data directory).
+  void start();
+  // Stops accepting, closes every session (contacts get unavailable presence), flushes the store.
+  void stop();
+
+  const Config& config() const { return cfg_; }
+  asio::io_context& io() { return io_; }
+  asio::ssl::context& tls() { return tls_; }
+  AuthThrottle& throttle() { return throttle_; }
+  std::int64_t now_ms() const;
+  std::int64_t started_ms() const { return started_ms_; }
+
+  // Runs `f(store)` on the storage thread and resumes on the I/O thread with its result.
+  // Exceptions thrown by `f` (store::StoreError) are rethrown in the caller.
+  template <typename F>
+  auto db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))>;
+
+  // Session directory.
+  void add_session(const SessionPtr& s);     // every accepted connection (for timeouts)
+  void remove_session(C2sSession* s);
+  // Binds a full JID; a session already bound to it is returned so the caller can replace it.
+  SessionPtr bound_session(const xmpp::Jid& full) const;
+  void bind(const SessionPtr& s);
+  void unbind(C2sSession* s);
+  // Bound sessions of an account (empty if none).
+  std::vector<SessionPtr> sessions_of(const std::string& bare) const;
+  bool is_local(const xmpp::Jid& j) const { return j.domain() == cfg_.domain; }
+
+  // Stanza entry point for a bound session: 'from' already stamped.
+  awaitable<void> handle_stanza(SessionPtr from, xml::Element stanza);
+  // Delivers a stanza addressed to a local account or resource, as if from the network
+  // (RFC 6121 §8.5 rules). `stanza` has from/to set.
+  awaitable<void> deliver(xml::Element stanza);
+
+  void register_iq(std::string xmlns, IqHandler h) { iq_handlers_[std::move(xmlns)] = std::move(h); }
+
+  // Sends a stanza to one session (serialized once).
+  static void send_to(const SessionPtr& s, const xml::Element& stanza);
+
+  // Called by a session once it is gone (after the unavailable broadcast).
+  awaitable<void> session_closed(SessionPtr s);
+
+ private:
+  void listen(const Endpoint& ep, bool direct_tls);
+  awaitable<void> accept_loop(asio::ip::tcp::acceptor& acc, bool direct_tls);
+  awaitable<void> sweep_loop();
+  void setup_tls();
+  awaitable<void> route_message(xml::Element stanza);
+  awaitable<void> route_iq(SessionPtr from, xml::Element stanza);
+
+  asio::io_context& io_;
+  Config cfg_;
+  asio::ssl::context tls_;
+  asio::thread_pool store_pool_{1};
+  std::unique_ptr<store::Store> store_;
+  std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
+  std::unordered_map<C2sSession*, std::weak_ptr<C2sSession>> all_sessions_;
+  std::unordered_map<std::string, std::vector<SessionPtr>> bound_;  // bare JID -> resources
+  std::unordered_map<std::string, IqHandler> iq_handlers_;
+  AuthThrottle throttle_;
+  std::int64_t started_ms_ = 0;
+  bool stopping_ = false;
+  std::unique_ptr<asio::steady_timer> sweep_timer_;
+};
+
+template <typename F>
+auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
+  using R = decltype(f(std::declval<store::Store&>()));
+  if constexpr (std::is_void_v<R>) {
+    co_await db([f = std::move(f)](store::Store& s) mutable {
+      f(s);
+      return true;
+    });
+  } else {
+    co_return co_await asio::async_initiate<decltype(asio::use_awaitable),
+                                            void(std::exception_ptr, R)>(
+        [this, f = std::move(f)](auto handler) mutable {
+          auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
+          asio::post(store_pool_, [this, f = std::move(f), handler = std::move(handler),
+                                   io_ex]() mutable {
+            std::exception_ptr ep;
+            R result{};
+            try {
+              result = f(*store_);
+            } catch (...) {
+              ep = std::current_exception();
+            }
+            asio::post(io_ex, [handler = std::move(handler), ep,
+                               result = std::move(result)]() mutable {
+              std::move(handler)(ep, std::move(result));
+            });
+          });
+        },
+        asio::use_awaitable);
+  }
+}
+
+}  // namespace kabar::server

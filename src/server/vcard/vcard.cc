@@ -1,0 +1,58 @@
+// vcard-temp (XEP-0054): one's own vCard is read and written; others' are read.
+#include "server/c2s_session.h"
+#include "server/features.h"
+#include "xml/serializer.h"
+#include "xmpp/namespaces.h"
+#include "xmpp/stanza.h"
+
+namespace kabar::server {
+
+namespace ns = xmpp::ns;
+
+void register_vcard(Server& s) {
+  s.register_iq(ns::kVcard, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
+    auto to = iq.has_attr("to") ? xmpp::Jid::parse(iq.attr("to")) : std::optional<xmpp::Jid>();
+    if (to && to->is_domain()) {
+      from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
+      co_return;
+    }
+    std::string user = to ? to->local() : from->username();
+    if (iq.attr("type") == "set") {
+      if (user != from->username()) {
+        from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kAuth, "forbidden"));
+        co_return;
+      }
+      std::string bytes = xml::serialize(*iq.first_child(), ns::kClient);
+      co_await s.db([user, bytes](store::Store& st) { st.set_vcard(user, bytes); });
+      from->send(xmpp::make_iq_result(iq));
+      co_return;
+    }
+    struct Answer {
+      bool exists = false;
+      std::optional<std::string> vcard;
+    };
+    Answer a = co_await s.db([user](store::Store& st) {
+      Answer r;
+      r.exists = st.account(user).has_value();
+      if (r.exists) r.vcard = st.vcard(user);
+      return r;
+    });
+    if (!a.exists) {
+      from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
+      co_return;
+    }
+    // The stored vCard is sent as stored; an account without one gets an empty vCard
+    // (XEP-0054 §3.1).
+    xml::Element reply = xmpp::make_iq_result(iq);
+    if (!a.vcard) reply.add_child("vCard", ns::kVcard);
+    std::string bytes = xml::serialize(reply, ns::kClient);
+    if (a.vcard) {
+      // Splice the stored element in before the closing tag.
+      std::size_t pos = bytes.size() - 2;  // "/>" of a childless <iq/>
+      bytes = bytes.substr(0, pos) + ">" + *a.vcard + "</iq>";
+    }
+    from->send_raw(std::move(bytes));
+  });
+}
+
+}  // namespace kabar::server

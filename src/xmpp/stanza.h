@@ -1,0 +1,37 @@
+// Stanza helpers shared by client and server: stanza errors (RFC 6120 §8.3), stream errors
+// (RFC 6120 §4.9), XEP-0082 date-times and XEP-0203 delay stamps.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "xml/element.h"
+
+namespace kabar::xmpp {
+
+// RFC 6120 §8.3.2 error types.
+enum class ErrorType { kAuth, kCancel, kContinue, kModify, kWait };
+std::string_view error_type_name(ErrorType t);
+
+// Builds the error reply to `stanza` (RFC 6120 §8.3.1): same name and id, to/from swapped,
+// type='error', the original payload kept (for iq: its first child), plus <error/> with the
+// defined condition (e.g. "service-unavailable") and an optional text.
+xml::Element make_error_reply(const xml::Element& stanza, ErrorType type,
+                              std::string_view condition, std::string_view text = {});
+
+// A result IQ for `iq` (to/from swapped, same id), with no payload.
+xml::Element make_iq_result(const xml::Element& iq);
+
+// <stream:error><condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>[<text/>]</stream:error>
+// serialized, followed by </stream:stream>, for a stream whose "stream" prefix is declared.
+std::string stream_error_xml(std::string_view condition, std::string_view text = {});
+
+// XEP-0082 date-time in UTC with milliseconds: 2002-09-10T23:08:25.123Z
+std::string format_datetime(std::int64_t unix_ms);
+
+// Adds <delay xmlns='urn:xmpp:delay' from=... stamp=...>reason</delay> (XEP-0203).
+void add_delay(xml::Element& stanza, std::string_view from, std::int64_t unix_ms,
+               std::string_view reason = {});
+
+}  // namespace kabar::xmpp

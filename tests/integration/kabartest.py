@@ -1,0 +1,155 @@
+"""Shared harness for the integration tests: starts the real kabard on free loopback ports with
+a fresh data directory, makes accounts with kabarctl, and stops it at the end.
+
+Run by ctest as: /usr/bin/python3 test_x.py --kabard PATH --kabarctl PATH
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def parse_args():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kabard", required=True)
+    ap.add_argument("--kabarctl", required=True)
+    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    return ap.parse_args()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Kabard:
+    """One kabard process. `config` is extra TOML text; flags carry the rest."""
+
+    def __init__(self, args, domain="localhost", allow_registration=True, allow_plaintext=False,
+                 config="", extra_flags=()):
+        self.args = args
+        self.domain = domain
+        self.dir = tempfile.mkdtemp(prefix="kabar-it-")
+        self.data_dir = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.log_path = os.path.join(self.dir, "kabard.log")
+        cmd = [args.kabard, "--domain", domain, "--data-dir", self.data_dir,
+               "--c2s", f"127.0.0.1:{self.port}", "--c2s-tls", f"127.0.0.1:{self.tls_port}"]
+        if allow_registration:
+            cmd.append("--allow-registration")
+        if allow_plaintext:
+            cmd.append("--allow-plaintext")
+        if config:
+            path = os.path.join(self.dir, "kabard.toml")
+            with open(path, "w") as f:
+                f.write(config)
+            cmd += ["--config", path]
+        cmd += list(extra_flags)
+        self.cmd = cmd
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("kabard exited early:\n" + self.read_log())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                with socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.5):
+                    pass
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("kabard did not listen in time:\n" + self.read_log())
+
+    def read_log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def ctl(self, *argv, password=None, check=True):
+        env = dict(os.environ)
+        if password is not None:
+            env["KABAR_PASSWORD"] = password
+        r = subprocess.run([self.args.kabarctl, "--data-dir", self.data_dir, *argv],
+                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"kabarctl {argv} failed: {r.stderr}")
+        return r
+
+    def add_user(self, user, password):
+        self.ctl("user", "add", user, password=password)
+
+    def stop(self, timeout=15):
+        """SIGTERM and wait: kabard must exit 0 on its own."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError("kabard did not stop on SIGTERM within %ss" % timeout)
+        self.log.close()
+        return self.proc.returncode
+
+    def cleanup(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.args.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        try:
+            if exc[0] is None:
+                rc = self.stop()
+                if rc != 0:
+                    raise RuntimeError(f"kabard exited {rc}:\n" + self.read_log()[-3000:])
+        finally:
+            if exc[0] is not None:
+                sys.stderr.write("---- kabard log (tail) ----\n" + self.read_log()[-6000:] + "\n")
+            self.cleanup()
+
+
+class Results:
+    """Counts checks and prints the closing line ctest and CI read."""
+
+    def __init__(self, name):
+        self.name = name
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, cond, what):
+        if cond:
+            self.passed += 1
+            print(f"ok   {what}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL {what}", flush=True)
+        return cond
+
+    def finish(self):
+        print(f"{self.name}: {self.passed} passed, {self.failed} failed", flush=True)
+        sys.exit(1 if self.failed or not self.passed else 0)

@@ -1,1 +1,153 @@
-#include "xml/element.h"
+#include "xml/serializer.h"
+
+#include <vector>
+
+namespace kabar::xml {
+
+namespace {
+
+constexpr std::string_view kXmlNamespace = "http://www.w3.org/XML/1998/namespace";
+constexpr std::string_view kXmlnsNamespace = "http://www.w3.org/2000/xmlns/";
+
+// Splits a Clark-form name "{uri}local"; false when `name` is not in that form.
+bool split_clark(std::string_view name, std::string_view& uri, std::string_view& local) {
+  if (name.size() < 3 || name.front() != '{') return false;
+  const std::size_t close = name.find('}');
+  if (close == std::string_view::npos || close + 1 == name.size()) return false;
+  uri = name.substr(1, close - 1);
+  local = name.substr(close + 1);
+  return true;
+}
+
+void append_attr(std::string& out, std::string_view name, std::string_view value) {
+  out += ' ';
+  out += name;
+  out += "='";
+  escape_attr(value, out);
+  out += '\'';
+}
+
+}  // namespace
+
+void escape_text(std::string_view in, std::string& out) {
+  out.reserve(out.size() + in.size());
+  for (const char c : in) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      // Escaped so "]]>" can never appear in character data (XML 1.0 §2.4).
+      case '>':
+        out += "&gt;";
+        break;
+      // A literal CR would be normalized away by the receiving parser (XML 1.0 §2.11).
+      case '\r':
+        out += "&#13;";
+        break;
+      default:
+        out += c;
+    }
+  }
+}
+
+void escape_attr(std::string_view in, std::string& out) {
+  out.reserve(out.size() + in.size());
+  for (const char c : in) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      // Literal whitespace in attribute values is normalized to spaces (XML 1.0 §3.3.3).
+      case '\t':
+        out += "&#9;";
+        break;
+      case '\n':
+        out += "&#10;";
+        break;
+      case '\r':
+        out += "&#13;";
+        break;
+      default:
+        out += c;
+    }
+  }
+}
+
+void serialize(const Element& el, std::string& out, std::string_view parent_xmlns) {
+  out += '<';
+  out += el.name();
+  if (el.xmlns() != parent_xmlns) append_attr(out, "xmlns", el.xmlns());
+
+  // Prefixes for Clark-form attributes, declared on this element only, so they cannot clash with
+  // anything in scope: elements themselves are always written unprefixed.
+  std::vector<std::string_view> prefixed_uris;
+  for (const Attribute& a : el.attributes()) {
+    std::string_view uri;
+    std::string_view local;
+    if (split_clark(a.name, uri, local)) {
+      // The xmlns namespace cannot carry ordinary attributes (Namespaces in XML §3).
+      if (uri == kXmlnsNamespace) continue;
+      if (uri.empty()) {
+        append_attr(out, local, a.value);
+        continue;
+      }
+      if (uri == kXmlNamespace) {
+        append_attr(out, "xml:" + std::string(local), a.value);
+        continue;
+      }
+      std::size_t index = 0;
+      while (index < prefixed_uris.size() && prefixed_uris[index] != uri) ++index;
+      const std::string prefix = "ns" + std::to_string(index);
+      if (index == prefixed_uris.size()) {
+        prefixed_uris.push_back(uri);
+        append_attr(out, "xmlns:" + prefix, uri);
+      }
+      append_attr(out, prefix + ":" + std::string(local), a.value);
+    } else if (a.name == "xmlns" || a.name.starts_with("xmlns:")) {
+      // Namespace declarations come from the element's namespace, never from attributes; writing
+      // them would duplicate or contradict the xmlns emitted above.
+      continue;
+    } else {
+      append_attr(out, a.name, a.value);
+    }
+  }
+
+  if (el.nodes().empty()) {
+    out += "/>";
+    return;
+  }
+  out += '>';
+  for (const Element::Node& node : el.nodes()) {
+    if (const auto* child = std::get_if<std::unique_ptr<Element>>(&node)) {
+      serialize(**child, out, el.xmlns());
+    } else {
+      escape_text(std::get<std::string>(node), out);
+    }
+  }
+  out += "</";
+  out += el.name();
+  out += '>';
+}
+
+std::string serialize(const Element& el, std::string_view parent_xmlns) {
+  std::string out;
+  serialize(el, out, parent_xmlns);
+  return out;
+}
+
+}  // namespace kabar::xml

@@ -17,7 +17,10 @@ void escape_attr(std::string_view in, std::string& out);
 // from the one in scope (`parent_xmlns` for the top element). Namespaced attributes in Clark form
 // get a prefix declared on the element that carries them; "xml:lang" is written as is.
 // Elements without children are written self-closed.
-void serialize(const Element& el, std::string& out, std::string_view parent_xmlns = "jabber:client");
+// Beware: serialize(el, some_std_string) picks the first overload (appending to that string);
+// pass a namespace held in a std::string as std::string_view(ns).
+void serialize(const Element& el, std::string& out,
+               std::string_view parent_xmlns = "jabber:client");
 std::string serialize(const Element& el, std::string_view parent_xmlns = "jabber:client");
 
 }  // namespace kabar::xml

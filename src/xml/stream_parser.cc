@@ -1,1 +1,353 @@
-#include "xml/element.h"
+#include "xml/stream_parser.h"
+
+#include <expat.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace kabar::xml {
+
+namespace {
+
+// Separates namespace URI and local name in names expat reports. U+0001 is not allowed in XML 1.0
+// documents, so it can never be part of a URI (expat >= 2.4.5 rejects that case anyway).
+constexpr char kNsSeparator = '\x01';
+constexpr std::string_view kXmlNamespace = "http://www.w3.org/XML/1998/namespace";
+
+// feed() hands expat at most this much at once, then checks the stanza size limit: expat buffers
+// an incomplete token (a huge start tag) without any callback, so the limit must also be checked
+// between calls, and bounded calls keep what expat copies small.
+constexpr std::size_t kSliceBytes = 16 * 1024;
+
+void split_expat_name(const XML_Char* raw, std::string& xmlns, std::string& local) {
+  const std::string_view name(raw);
+  const std::size_t sep = name.find(kNsSeparator);
+  if (sep == std::string_view::npos) {
+    xmlns.clear();
+    local.assign(name);
+  } else {
+    xmlns.assign(name.substr(0, sep));
+    local.assign(name.substr(sep + 1));
+  }
+}
+
+// Attribute names as Attribute documents them: local, "xml:lang", or Clark "{uri}local".
+std::string attribute_name(const XML_Char* raw) {
+  const std::string_view name(raw);
+  const std::size_t sep = name.find(kNsSeparator);
+  if (sep == std::string_view::npos) return std::string(name);
+  const std::string_view uri = name.substr(0, sep);
+  const std::string_view local = name.substr(sep + 1);
+  if (uri == kXmlNamespace && local == "lang") return "xml:lang";
+  std::string out;
+  out.reserve(uri.size() + local.size() + 2);
+  out += '{';
+  out += uri;
+  out += '}';
+  out += local;
+  return out;
+}
+
+bool iequals_ascii(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; };
+           return lower(x) == lower(y);
+         });
+}
+
+}  // namespace
+
+struct StreamParser::Impl {
+  Impl(StreamHandler& h, StreamLimits l) : handler(h), limits(l) { create_parser(); }
+  ~Impl() { free_parser(); }
+
+  StreamHandler& handler;
+  const StreamLimits limits;
+  XML_Parser parser = nullptr;
+
+  // Per-stream state; create_parser() resets all of it.
+  int depth = 0;                    // open elements, the stream root included
+  std::unique_ptr<Element> stanza;  // the top-level element being built
+  std::vector<Element*> open;       // its open elements, innermost last
+  std::string default_xmlns;        // default namespace declared on the stream root
+  int pending_ns_decls = 0;         // namespace declarations of the next start tag
+  std::int64_t fed = 0;             // bytes given to this expat parser
+  std::int64_t stanza_start = 0;    // offset of the current top-level element's start tag
+  std::int64_t boundary = 0;        // end of the last event outside any top-level element
+  std::int64_t event_end = 0;       // end of the event whose handler callback is running
+  bool stopped = false;             // expat told to stop: ignore any trailing callbacks
+  bool reset_pending = false;       // reset() called from a handler callback
+
+  bool in_feed = false;
+  Result error;  // sticky once status is kError
+
+  void create_parser() {
+    free_parser();
+    // The encoding is forced: RFC 6120 §11.6 allows only UTF-8, whatever a declaration says.
+    parser = XML_ParserCreateNS("UTF-8", kNsSeparator);
+    if (parser == nullptr) {
+      error = Result{Status::kError, ParseError::kPolicyViolation, "out of memory"};
+      return;
+    }
+    XML_SetUserData(parser, this);
+    XML_SetElementHandler(parser, &Impl::on_start, &Impl::on_end);
+    XML_SetCharacterDataHandler(parser, &Impl::on_text);
+    XML_SetStartNamespaceDeclHandler(parser, &Impl::on_namespace_decl);
+    XML_SetXmlDeclHandler(parser, &Impl::on_xml_decl);
+    // RFC 6120 §11.1: none of these may appear in an XMPP stream.
+    XML_SetStartDoctypeDeclHandler(parser, &Impl::on_doctype);
+    XML_SetEntityDeclHandler(parser, &Impl::on_entity_decl);
+    XML_SetProcessingInstructionHandler(parser, &Impl::on_pi);
+    XML_SetCommentHandler(parser, &Impl::on_comment);
+    XML_SetParamEntityParsing(parser, XML_PARAM_ENTITY_PARSING_NEVER);
+#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
+    // Deferral would hold back complete stanzas until more bytes arrive, which stalls an
+    // interactive protocol; kSliceBytes and the stanza limit bound the re-parsing cost instead.
+    XML_SetReparseDeferralEnabled(parser, XML_FALSE);
+#endif
+    depth = 0;
+    stanza.reset();
+    open.clear();
+    open.shrink_to_fit();
+    default_xmlns.clear();
+    pending_ns_decls = 0;
+    fed = stanza_start = boundary = event_end = 0;
+    stopped = false;
+    reset_pending = false;
+  }
+
+  void free_parser() {
+    if (parser != nullptr) {
+      XML_ParserFree(parser);
+      parser = nullptr;
+    }
+  }
+
+  // After an error nothing of the stream is needed any more.
+  void release_stream() {
+    free_parser();
+    stanza.reset();
+    open.clear();
+    open.shrink_to_fit();
+  }
+
+  static Impl& self(void* user_data) { return *static_cast<Impl*>(user_data); }
+
+  void fail(ParseError kind, std::string message) {
+    if (stopped) return;
+    error = Result{Status::kError, kind, std::move(message)};
+    stop();
+  }
+
+  void stop() {
+    stopped = true;
+    XML_StopParser(parser, XML_FALSE);
+  }
+
+  std::int64_t current_event_end() const {
+    return XML_GetCurrentByteIndex(parser) + XML_GetCurrentByteCount(parser);
+  }
+
+  bool over_stanza_limit(std::int64_t end) {
+    if (end - stanza_start <= static_cast<std::int64_t>(limits.max_stanza_bytes)) return false;
+    fail(ParseError::kPolicyViolation,
+         "stanza exceeds " + std::to_string(limits.max_stanza_bytes) + " bytes");
+    return true;
+  }
+
+  void build_attributes(Element& el, const XML_Char** atts) {
+    for (const XML_Char** a = atts; *a != nullptr; a += 2) {
+      el.set_attr(attribute_name(a[0]), a[1]);
+    }
+  }
+
+  static void on_namespace_decl(void* user_data, const XML_Char* prefix, const XML_Char* uri) {
+    Impl& p = self(user_data);
+    if (p.stopped) return;
+    ++p.pending_ns_decls;
+    if (p.depth == 0 && prefix == nullptr) p.default_xmlns = uri != nullptr ? uri : "";
+  }
+
+  static void on_start(void* user_data, const XML_Char* raw_name, const XML_Char** atts) {
+    Impl& p = self(user_data);
+    if (p.stopped) return;
+    // Namespace declarations count as attributes: they cost the same to process.
+    int attr_count = p.pending_ns_decls;
+    p.pending_ns_decls = 0;
+    for (const XML_Char** a = atts; *a != nullptr; a += 2) ++attr_count;
+    if (attr_count > p.limits.max_attributes) {
+      p.fail(ParseError::kPolicyViolation,
+             "more than " + std::to_string(p.limits.max_attributes) + " attributes");
+      return;
+    }
+    std::string xmlns;
+    std::string name;
+    split_expat_name(raw_name, xmlns, name);
+
+    if (p.depth == 0) {
+      // The prolog and stream header are held like a stanza and limited the same way; checked
+      // here too so the outcome does not depend on how the bytes were split.
+      p.stanza_start = 0;
+      if (p.over_stanza_limit(p.current_event_end())) return;
+      Element header(std::move(name), std::move(xmlns));
+      p.build_attributes(header, atts);
+      p.depth = 1;
+      p.event_end = p.boundary = p.current_event_end();
+      p.handler.on_stream_open(header, p.default_xmlns);
+      return;
+    }
+    // The new element sits `depth` levels below the stream root.
+    if (p.depth > p.limits.max_depth) {
+      p.fail(ParseError::kPolicyViolation,
+             "elements nested deeper than " + std::to_string(p.limits.max_depth));
+      return;
+    }
+    if (p.depth == 1) p.stanza_start = XML_GetCurrentByteIndex(p.parser);
+    if (p.over_stanza_limit(p.current_event_end())) return;
+
+    Element el(std::move(name), std::move(xmlns));
+    p.build_attributes(el, atts);
+    if (p.depth == 1) {
+      p.stanza = std::make_unique<Element>(std::move(el));
+      p.open.push_back(p.stanza.get());
+    } else {
+      p.open.push_back(&p.open.back()->add_child(std::move(el)));
+    }
+    ++p.depth;
+  }
+
+  static void on_end(void* user_data, const XML_Char* /*name*/) {
+    Impl& p = self(user_data);
+    if (p.stopped) return;
+    --p.depth;
+    if (p.depth == 0) {
+      p.event_end = p.boundary = p.current_event_end();
+      p.handler.on_stream_close();
+      return;
+    }
+    p.open.pop_back();
+    if (!p.open.empty()) return;
+    const std::int64_t end = p.current_event_end();
+    if (p.over_stanza_limit(end)) return;
+    p.event_end = p.boundary = end;
+    // Moved out first so no per-stanza memory is held once the handler returns.
+    std::unique_ptr<Element> done = std::move(p.stanza);
+    p.handler.on_element(std::move(*done));
+  }
+
+  static void on_text(void* user_data, const XML_Char* s, int len) {
+    Impl& p = self(user_data);
+    if (p.stopped) return;
+    if (p.depth >= 2) {
+      if (p.over_stanza_limit(p.current_event_end())) return;
+      p.open.back()->add_text(std::string_view(s, static_cast<std::size_t>(len)));
+    } else {
+      // Whitespace keepalives between top-level elements carry no meaning.
+      p.boundary = p.current_event_end();
+    }
+  }
+
+  static void on_xml_decl(void* user_data, const XML_Char* /*version*/, const XML_Char* encoding,
+                          int /*standalone*/) {
+    Impl& p = self(user_data);
+    if (p.stopped) return;
+    // ParseError has no <unsupported-encoding/> (RFC 6120 §4.9.3.22); the declaration is
+    // unusable for us, so it is reported as not-well-formed.
+    if (encoding != nullptr && !iequals_ascii(encoding, "UTF-8")) {
+      p.fail(ParseError::kNotWellFormed, std::string("unsupported encoding ") + encoding);
+    }
+  }
+
+  static void on_doctype(void* user_data, const XML_Char*, const XML_Char*, const XML_Char*, int) {
+    self(user_data).fail(ParseError::kRestrictedXml, "DTD not allowed");
+  }
+  static void on_entity_decl(void* user_data, const XML_Char*, int, const XML_Char*, int,
+                             const XML_Char*, const XML_Char*, const XML_Char*, const XML_Char*) {
+    self(user_data).fail(ParseError::kRestrictedXml, "entity declaration not allowed");
+  }
+  static void on_pi(void* user_data, const XML_Char*, const XML_Char*) {
+    self(user_data).fail(ParseError::kRestrictedXml, "processing instruction not allowed");
+  }
+  static void on_comment(void* user_data, const XML_Char*) {
+    self(user_data).fail(ParseError::kRestrictedXml, "comment not allowed");
+  }
+
+  Result feed(std::string_view bytes) {
+    if (error.status == Status::kError) return error;
+    if (in_feed) {
+      // Re-entrant feed() from a handler; not sticky, the outer feed() is unaffected.
+      return Result{Status::kError, ParseError::kNotWellFormed, "feed() called from a handler"};
+    }
+    in_feed = true;
+    while (!bytes.empty() && error.status == Status::kOk) {
+      const std::string_view slice = bytes.substr(0, kSliceBytes);
+      const std::int64_t base = fed;
+      fed += static_cast<std::int64_t>(slice.size());
+      const XML_Status status =
+          XML_Parse(parser, slice.data(), static_cast<int>(slice.size()), XML_FALSE);
+      if (reset_pending) {
+        // A handler asked for a stream restart: what follows the handled event starts the new
+        // stream. Only now, outside expat's callbacks, may the old parser be freed.
+        const std::int64_t consumed =
+            std::clamp<std::int64_t>(event_end - base, 0, static_cast<std::int64_t>(slice.size()));
+        bytes.remove_prefix(static_cast<std::size_t>(consumed));
+        create_parser();
+        continue;
+      }
+      if (error.status == Status::kError) break;
+      if (status != XML_STATUS_OK) {
+        const XML_Error code = XML_GetErrorCode(parser);
+        error = Result{Status::kError, ParseError::kNotWellFormed,
+                       std::string(XML_ErrorString(code)) + " at line " +
+                           std::to_string(XML_GetCurrentLineNumber(parser)) + " column " +
+                           std::to_string(XML_GetCurrentColumnNumber(parser))};
+        break;
+      }
+      // Everything fed since the stanza started (or since the last event outside a stanza, for
+      // a start tag still in expat's buffer) belongs to one top-level element.
+      const std::int64_t since = fed - (stanza != nullptr ? stanza_start : boundary);
+      if (since > static_cast<std::int64_t>(limits.max_stanza_bytes)) {
+        error = Result{Status::kError, ParseError::kPolicyViolation,
+                       "stanza exceeds " + std::to_string(limits.max_stanza_bytes) + " bytes"};
+        break;
+      }
+      bytes.remove_prefix(slice.size());
+    }
+    in_feed = false;
+    if (error.status == Status::kError) {
+      release_stream();
+      return error;
+    }
+    return Result{};
+  }
+
+  void reset() {
+    error = Result{};
+    if (in_feed && parser != nullptr) {
+      reset_pending = true;
+      if (!stopped) stop();
+    } else {
+      create_parser();
+    }
+  }
+
+  std::size_t pending_bytes() const {
+    if (parser == nullptr) return 0;
+    const std::int64_t since = fed - (stanza != nullptr ? stanza_start : boundary);
+    return since > 0 ? static_cast<std::size_t>(since) : 0;
+  }
+};
+
+StreamParser::StreamParser(StreamHandler& handler, StreamLimits limits)
+    : impl_(std::make_unique<Impl>(handler, limits)) {}
+
+StreamParser::~StreamParser() = default;
+
+StreamParser::Result StreamParser::feed(std::string_view bytes) { return impl_->feed(bytes); }
+
+void StreamParser::reset() { impl_->reset(); }
+
+std::size_t StreamParser::pending_bytes() const { return impl_->pending_bytes(); }
+
+}  // namespace kabar::xml

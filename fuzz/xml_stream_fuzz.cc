@@ -1,0 +1,102 @@
+// Feeds arbitrary bytes to the XMPP stream parser in a few chunks (split points taken from the
+// first byte) and checks that every element it yields serializes to XML that parses back to the
+// same serialization.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "xml/serializer.h"
+#include "xml/stream_parser.h"
+
+namespace {
+
+using kabar::xml::Element;
+using kabar::xml::StreamLimits;
+using kabar::xml::StreamParser;
+
+constexpr std::string_view kStreamsNs = "http://etherx.jabber.org/streams";
+
+// Wraps one serialized element in a stream header declaring `default_xmlns`.
+std::string wrap(std::string_view default_xmlns, std::string_view element) {
+  std::string doc = "<stream:stream xmlns:stream='";
+  doc += kStreamsNs;
+  doc += "' xmlns='";
+  kabar::xml::escape_attr(default_xmlns, doc);
+  doc += "'>";
+  doc += element;
+  return doc;
+}
+
+struct Checker : kabar::xml::StreamHandler {
+  StreamParser* parser = nullptr;
+  std::string default_xmlns;
+  void on_stream_open(const Element&, std::string_view dx) override { default_xmlns.assign(dx); }
+  void on_element(Element&& el) override {
+    // Restart from inside the callback as STARTTLS and SASL success do.
+    if (el.name() == "starttls" || el.name() == "success") parser->reset();
+    const std::string out = kabar::xml::serialize(el, std::string_view(default_xmlns));
+    // Round trip: parse the serialization again; it must parse and serialize identically.
+    struct Again : kabar::xml::StreamHandler {
+      std::string default_xmlns;
+      std::string out;
+      int count = 0;
+      void on_stream_open(const Element&, std::string_view dx) override {
+        default_xmlns.assign(dx);
+      }
+      void on_element(Element&& e) override {
+        ++count;
+        out = kabar::xml::serialize(e, std::string_view(default_xmlns));
+      }
+      void on_stream_close() override {}
+    } again;
+    StreamLimits loose;
+    loose.max_stanza_bytes = 64 * 1024 * 1024;
+    loose.max_depth = 1 << 20;
+    loose.max_attributes = 1 << 20;
+    StreamParser reparser(again, loose);
+    const StreamParser::Result r = reparser.feed(wrap(default_xmlns, out));
+    if (r.status != StreamParser::Status::kOk || again.count != 1 || again.out != out) {
+      __builtin_trap();
+    }
+  }
+  void on_stream_close() override {}
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const std::uint8_t control = data[0];
+  const std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
+
+  StreamLimits limits;
+  limits.max_stanza_bytes = 4096;
+  limits.max_depth = 16;
+  limits.max_attributes = 16;
+  Checker checker;
+  StreamParser parser(checker, limits);
+  checker.parser = &parser;
+
+  // Up to three chunks: low nibble picks the first cut, high nibble the second.
+  const std::size_t cut1 = input.size() * (control & 0x0f) / 16;
+  const std::size_t cut2 = cut1 + (input.size() - cut1) * (control >> 4) / 16;
+  StreamParser::Result first;
+  for (std::string_view chunk :
+       {input.substr(0, cut1), input.substr(cut1, cut2 - cut1), input.substr(cut2)}) {
+    const StreamParser::Result r = parser.feed(chunk);
+    if (r.status != StreamParser::Status::kOk && first.status == StreamParser::Status::kOk) {
+      first = r;
+    } else if (first.status != StreamParser::Status::kOk &&
+               (r.status != first.status || r.error != first.error)) {
+      __builtin_trap();  // errors must be sticky
+    }
+  }
+  // Odd control bytes restart the stream and feed the input once more.
+  if (control & 1) {
+    parser.reset();
+    (void)parser.feed(input);
+  }
+  (void)parser.pending_bytes();
+  return 0;
+}

@@ -1,0 +1,514 @@
+// Stream parser tests. Every input is parsed whole, split in two at every byte offset, and fed
+// byte by byte; all three must produce the same events and the same outcome.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "xml/serializer.h"
+#include "xml/stream_parser.h"
+
+namespace kabar::xml {
+namespace {
+
+constexpr std::string_view kHeader =
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0' "
+    "xml:lang='en'>";
+constexpr const char kOpenEvent[] =
+    "open {http://etherx.jabber.org/streams}stream[to=example.com version=1.0 xml:lang=en] "
+    "default=jabber:client";
+
+// A serializer-independent dump of a tree: {ns}name[attrs](children), text quoted.
+std::string dump(const Element& el) {
+  std::string out = "{" + el.xmlns() + "}" + el.name();
+  if (!el.attributes().empty()) {
+    out += "[";
+    for (std::size_t i = 0; i < el.attributes().size(); ++i) {
+      if (i > 0) out += " ";
+      out += el.attributes()[i].name + "=" + el.attributes()[i].value;
+    }
+    out += "]";
+  }
+  if (!el.nodes().empty()) {
+    out += "(";
+    for (const Element::Node& node : el.nodes()) {
+      if (const auto* c = std::get_if<std::unique_ptr<Element>>(&node)) {
+        out += dump(**c);
+      } else {
+        out += "\"" + std::get<std::string>(node) + "\"";
+      }
+    }
+    out += ")";
+  }
+  return out;
+}
+
+std::string error_name(ParseError e) {
+  switch (e) {
+    case ParseError::kNone:
+      return "ok";
+    case ParseError::kNotWellFormed:
+      return "not-well-formed";
+    case ParseError::kRestrictedXml:
+      return "restricted-xml";
+    case ParseError::kPolicyViolation:
+      return "policy-violation";
+  }
+  return "?";
+}
+
+struct Recorder : StreamHandler {
+  StreamParser* parser = nullptr;
+  std::vector<std::string> events;
+  std::vector<Element> elements;
+  // Element names on which the handler restarts the stream, as STARTTLS / SASL success do.
+  std::vector<std::string> reset_on;
+
+  void on_stream_open(const Element& header, std::string_view default_xmlns) override {
+    std::string s = "open " + dump(header) + " default=" + std::string(default_xmlns);
+    events.push_back(s);
+  }
+  void on_element(Element&& el) override {
+    events.push_back("elem " + dump(el));
+    const bool restart = std::find(reset_on.begin(), reset_on.end(), el.name()) != reset_on.end();
+    elements.push_back(std::move(el));
+    if (restart) parser->reset();
+  }
+  void on_stream_close() override { events.push_back("close"); }
+};
+
+struct Outcome {
+  std::vector<std::string> events;
+  std::string result;  // "ok" or the error class of the first failing feed
+  bool operator==(const Outcome&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const Outcome& o) {
+  os << "result=" << o.result << " events:";
+  for (const auto& e : o.events) os << "\n  " << e;
+  return os;
+}
+
+Outcome run(const std::vector<std::string_view>& chunks, StreamLimits limits,
+            const std::vector<std::string>& reset_on) {
+  Recorder rec;
+  rec.reset_on = reset_on;
+  StreamParser parser(rec, limits);
+  rec.parser = &parser;
+  Outcome out{{}, "ok"};
+  for (std::string_view chunk : chunks) {
+    StreamParser::Result r = parser.feed(chunk);
+    if (r.status != StreamParser::Status::kOk) {
+      out.result = error_name(r.error);
+      EXPECT_NE(r.error, ParseError::kNone);
+      EXPECT_FALSE(r.message.empty());
+      break;
+    }
+  }
+  out.events = std::move(rec.events);
+  return out;
+}
+
+// Parses `input` whole, at every split point, and byte by byte; expects identical outcomes and
+// returns the whole-input one.
+Outcome parse_all_ways(std::string_view input, StreamLimits limits = {},
+                       const std::vector<std::string>& reset_on = {}) {
+  const Outcome whole = run({input}, limits, reset_on);
+  for (std::size_t i = 0; i <= input.size(); ++i) {
+    const Outcome split = run({input.substr(0, i), input.substr(i)}, limits, reset_on);
+    EXPECT_EQ(split, whole) << "split at " << i;
+    if (split != whole) break;
+  }
+  std::vector<std::string_view> bytes;
+  for (std::size_t i = 0; i < input.size(); ++i) bytes.push_back(input.substr(i, 1));
+  EXPECT_EQ(run(bytes, limits, reset_on), whole) << "byte by byte";
+  return whole;
+}
+
+std::string with_header(std::string_view body) { return std::string(kHeader) + std::string(body); }
+
+using Events = std::vector<std::string>;
+
+TEST(XmlStreamParser, StreamHeaderAttributesAndDefaultNamespace) {
+  const Outcome o = parse_all_ways(kHeader);
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events, Events{kOpenEvent});
+}
+
+TEST(XmlStreamParser, HeaderWithoutDeclarationOrDefaultNamespace) {
+  const Outcome o = parse_all_ways(
+      "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='a&amp;b'>"
+      "<message/>");
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events, (Events{"open {http://etherx.jabber.org/streams}stream[id=a&b] default=",
+                              "elem {}message"}));
+}
+
+TEST(XmlStreamParser, ServerNamespaceStanzas) {
+  const Outcome o = parse_all_ways(
+      "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>"
+      "<presence/>");
+  EXPECT_EQ(o.events, (Events{"open {http://etherx.jabber.org/streams}stream default=jabber:server",
+                              "elem {jabber:server}presence"}));
+}
+
+TEST(XmlStreamParser, StanzaWithChildrenInheritsNamespace) {
+  const Outcome o = parse_all_ways(
+      with_header("<message to='juliet@example.com' type='chat' xml:lang='fr'><body>Hi there</body>"
+                  "<thread>t1</thread></message>"));
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events,
+            (Events{kOpenEvent,
+                    "elem {jabber:client}message[to=juliet@example.com type=chat xml:lang=fr]("
+                    "{jabber:client}body(\"Hi there\"){jabber:client}thread(\"t1\"))"}));
+}
+
+TEST(XmlStreamParser, NestedNamespaces) {
+  const Outcome o = parse_all_ways(
+      with_header("<iq type='result' id='r1'><query xmlns='jabber:iq:roster' ver='v1'>"
+                  "<item jid='a@b'><group>G</group></item></query><x xmlns=''/></iq>"));
+  EXPECT_EQ(o.events,
+            (Events{kOpenEvent,
+                    "elem {jabber:client}iq[type=result id=r1]({jabber:iq:roster}query[ver=v1]("
+                    "{jabber:iq:roster}item[jid=a@b]({jabber:iq:roster}group(\"G\"))){}x)"}));
+}
+
+TEST(XmlStreamParser, StreamPrefixedTopLevelElements) {
+  const Outcome o = parse_all_ways(
+      with_header("<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
+                  "</starttls></stream:features>"));
+  EXPECT_EQ(o.events, (Events{kOpenEvent,
+                              "elem {http://etherx.jabber.org/streams}features("
+                              "{urn:ietf:params:xml:ns:xmpp-tls}starttls("
+                              "{urn:ietf:params:xml:ns:xmpp-tls}required))"}));
+}
+
+TEST(XmlStreamParser, OtherPrefixesAndNamespacedAttributes) {
+  const Outcome o = parse_all_ways(
+      with_header("<foo:bar xmlns:foo='urn:x' foo:attr='1' plain='2' xml:space='preserve'>"
+                  "<foo:baz/><qux/></foo:bar>"));
+  EXPECT_EQ(o.events, (Events{kOpenEvent,
+                              "elem {urn:x}bar[{urn:x}attr=1 plain=2 "
+                              "{http://www.w3.org/XML/1998/namespace}space=preserve]({urn:x}baz"
+                              "{jabber:client}qux)"}));
+}
+
+TEST(XmlStreamParser, CharacterReferencesAndPredefinedEntities) {
+  const Outcome o = parse_all_ways(with_header(
+      "<message id='&lt;&gt;&amp;&apos;&quot;&#65;&#x42;'><body>&lt;&gt;&amp;&apos;&quot;"
+      "&#65;&#x42;&#xE9;&#x1F600;</body></message>"));
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events, (Events{kOpenEvent,
+                              "elem {jabber:client}message[id=<>&'\"AB]({jabber:client}body("
+                              "\"<>&'\"AB\xC3\xA9\xF0\x9F\x98\x80\"))"}));
+}
+
+TEST(XmlStreamParser, Utf8TextPassesThrough) {
+  const Outcome o =
+      parse_all_ways(with_header("<body>\xD0\x9F\xD1\x80\xD0\xB8 \xE2\x82\xAC</body>"));
+  EXPECT_EQ(
+      o.events,
+      (Events{kOpenEvent, "elem {jabber:client}body(\"\xD0\x9F\xD1\x80\xD0\xB8 \xE2\x82\xAC\")"}));
+}
+
+TEST(XmlStreamParser, CdataIsText) {
+  const Outcome o = parse_all_ways(with_header("<body>a<![CDATA[<hi> &amp; ]]]]>b</body>"));
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events, (Events{kOpenEvent, "elem {jabber:client}body(\"a<hi> &amp; ]]b\")"}));
+}
+
+TEST(XmlStreamParser, WhitespaceBetweenStanzasIgnoredAndStreamClose) {
+  const Outcome o = parse_all_ways(with_header(
+      " \n\t<presence/>\r\n \n<message><body> x </body></message>  </stream:stream>\n"));
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events,
+            (Events{kOpenEvent, "elem {jabber:client}presence",
+                    "elem {jabber:client}message({jabber:client}body(\" x \"))", "close"}));
+}
+
+TEST(XmlStreamParser, TextInsideStanzaKeepsLineBreaksNormalized) {
+  const Outcome o = parse_all_ways(with_header("<body>a\r\nb\rc&#13;</body>"));
+  EXPECT_EQ(o.events, (Events{kOpenEvent, "elem {jabber:client}body(\"a\nb\nc\r\")"}));
+}
+
+TEST(XmlStreamParser, RestartFromInsideOnElementParsesTrailingBytes) {
+  const std::string input = with_header(
+      "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+      "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+      "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0' "
+      "xml:lang='en'><auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGE=</auth>"
+      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+      "<iq type='set'/>");
+  const Outcome o = parse_all_ways(input, {}, {"starttls", "auth"});
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events,
+            (Events{kOpenEvent, "elem {urn:ietf:params:xml:ns:xmpp-tls}starttls", kOpenEvent,
+                    "elem {urn:ietf:params:xml:ns:xmpp-sasl}auth[mechanism=PLAIN](\"AGE=\")",
+                    "open {http://etherx.jabber.org/streams}stream default=jabber:client",
+                    "elem {jabber:client}iq[type=set]"}));
+}
+
+TEST(XmlStreamParser, RestartDiscardsPartialInputOfOldStream) {
+  Recorder rec;
+  StreamParser parser(rec);
+  rec.parser = &parser;
+  ASSERT_EQ(parser.feed(with_header("<message><bo")).status, StreamParser::Status::kOk);
+  EXPECT_GT(parser.pending_bytes(), 0u);
+  parser.reset();
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+  ASSERT_EQ(parser.feed(with_header("<presence/>")).status, StreamParser::Status::kOk);
+  EXPECT_EQ(rec.events, (Events{kOpenEvent, kOpenEvent, "elem {jabber:client}presence"}));
+}
+
+TEST(XmlStreamParser, ResetClearsStickyError) {
+  Recorder rec;
+  StreamParser parser(rec);
+  EXPECT_EQ(parser.feed("<a></b>").error, ParseError::kNotWellFormed);
+  parser.reset();
+  EXPECT_EQ(parser.feed(with_header("<presence/>")).status, StreamParser::Status::kOk);
+  EXPECT_EQ(rec.events.back(), "elem {jabber:client}presence");
+}
+
+TEST(XmlStreamParser, PendingBytesZeroBetweenStanzas) {
+  Recorder rec;
+  StreamParser parser(rec);
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+  ASSERT_EQ(parser.feed(with_header("")).status, StreamParser::Status::kOk);
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+  ASSERT_EQ(parser.feed("<message><body>hello").status, StreamParser::Status::kOk);
+  EXPECT_EQ(parser.pending_bytes(), std::string_view("<message><body>hello").size());
+  ASSERT_EQ(parser.feed("</body></message>").status, StreamParser::Status::kOk);
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+  ASSERT_EQ(parser.feed("  \n").status, StreamParser::Status::kOk);
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+  EXPECT_EQ(rec.events.size(), 2u);
+}
+
+// --- errors ---
+
+TEST(XmlStreamParser, MalformedIsNotWellFormed) {
+  for (std::string_view bad :
+       {"<message></presence>", "<message a='1' a='2'/>", "<message a=1/>", "<x:message/>",
+        "<message>\x01</message>", "<message>\xC3\x28</message>", "<message>&#0;</message>",
+        "<m\xFF/>"}) {
+    SCOPED_TRACE(bad);
+    const Outcome o = parse_all_ways(with_header(bad));
+    EXPECT_EQ(o.result, "not-well-formed");
+    EXPECT_EQ(o.events, Events{kOpenEvent});
+  }
+}
+
+TEST(XmlStreamParser, JunkAfterStreamCloseIsNotWellFormed) {
+  const Outcome o = parse_all_ways(with_header("</stream:stream><x/>"));
+  EXPECT_EQ(o.result, "not-well-formed");
+  EXPECT_EQ(o.events, (Events{kOpenEvent, "close"}));
+}
+
+TEST(XmlStreamParser, DoctypeIsRestricted) {
+  const Outcome o = parse_all_ways(
+      "<?xml version='1.0'?><!DOCTYPE stream:stream SYSTEM 'http://example.com/x.dtd'>"
+      "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>");
+  EXPECT_EQ(o.result, "restricted-xml");
+  EXPECT_TRUE(o.events.empty());
+}
+
+TEST(XmlStreamParser, BillionLaughsIsRestrictedAndNeverExpanded) {
+  std::string doc = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>";
+  for (int i = 1; i <= 9; ++i) {
+    doc += "<!ENTITY lol" + std::to_string(i) + " '";
+    for (int j = 0; j < 10; ++j)
+      doc += "&lol" + (i == 1 ? std::string() : std::to_string(i - 1)) + ";";
+    doc += "'>";
+  }
+  doc +=
+      "]><stream:stream xmlns:stream='http://etherx.jabber.org/streams'><message>&lol9;</message>";
+  const Outcome o = parse_all_ways(doc);
+  EXPECT_EQ(o.result, "restricted-xml");
+  EXPECT_TRUE(o.events.empty());
+}
+
+TEST(XmlStreamParser, UndefinedEntityIsNotWellFormed) {
+  for (std::string_view bad : {"<body>&foo;</body>", "<body a='&foo;'/>", "<body>&lol9;</body>"}) {
+    SCOPED_TRACE(bad);
+    const Outcome o = parse_all_ways(with_header(bad));
+    EXPECT_EQ(o.result, "not-well-formed");
+    EXPECT_EQ(o.events, Events{kOpenEvent});
+  }
+}
+
+TEST(XmlStreamParser, ProcessingInstructionIsRestricted) {
+  EXPECT_EQ(parse_all_ways(with_header("<message><?php echo 1; ?></message>")).result,
+            "restricted-xml");
+  EXPECT_EQ(parse_all_ways(with_header("<?foo bar?>")).result, "restricted-xml");
+  EXPECT_EQ(parse_all_ways("<?xml version='1.0'?><?xml-stylesheet href='a'?>").result,
+            "restricted-xml");
+}
+
+TEST(XmlStreamParser, CommentIsRestricted) {
+  const Outcome o = parse_all_ways(with_header("<presence/><message><!-- hi --></message>"));
+  EXPECT_EQ(o.result, "restricted-xml");
+  EXPECT_EQ(o.events, (Events{kOpenEvent, "elem {jabber:client}presence"}));
+  EXPECT_EQ(parse_all_ways(with_header("<!-- between -->")).result, "restricted-xml");
+  EXPECT_EQ(parse_all_ways("<!-- before --><stream:stream/>").result, "restricted-xml");
+}
+
+TEST(XmlStreamParser, NonUtf8EncodingRejected) {
+  EXPECT_EQ(parse_all_ways("<?xml version='1.0' encoding='ISO-8859-1'?><stream/>").result,
+            "not-well-formed");
+  EXPECT_EQ(parse_all_ways("<?xml version='1.0' encoding='utf-8'?><stream/>").result, "ok");
+  Recorder rec;
+  StreamParser parser(rec);
+  const StreamParser::Result r = parser.feed("<?xml version='1.0' encoding='UTF-16'?><stream/>");
+  EXPECT_EQ(r.error, ParseError::kNotWellFormed);
+  EXPECT_NE(r.message.find("encoding"), std::string::npos) << r.message;
+}
+
+TEST(XmlStreamParser, StanzaAtSizeLimitAcceptedOneMoreRejected) {
+  // Longer than the stream header, which is held to the same limit.
+  const std::string stanza = "<message><body>" + std::string(300, 'z') + "</body></message>";
+  StreamLimits limits;
+  limits.max_stanza_bytes = stanza.size();
+  Outcome o = parse_all_ways(with_header(stanza + " " + stanza), limits);
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events.size(), 3u);
+
+  limits.max_stanza_bytes = stanza.size() - 1;
+  o = parse_all_ways(with_header(stanza), limits);
+  EXPECT_EQ(o.result, "policy-violation");
+  EXPECT_EQ(o.events, Events{kOpenEvent});
+}
+
+TEST(XmlStreamParser, OversizeStartTagRejected) {
+  StreamLimits limits;
+  limits.max_stanza_bytes = 300;
+  const Outcome o = parse_all_ways(
+      with_header("<presence/><message to='" + std::string(300, 'a') + "'/>"), limits);
+  EXPECT_EQ(o.result, "policy-violation");
+  EXPECT_EQ(o.events, (Events{kOpenEvent, "elem {jabber:client}presence"}));
+}
+
+TEST(XmlStreamParser, OversizeStreamHeaderRejected) {
+  StreamLimits limits;
+  limits.max_stanza_bytes = 100;
+  EXPECT_EQ(parse_all_ways(kHeader, limits).result, "policy-violation");
+  EXPECT_EQ(parse_all_ways("<stream xmlns='jabber:client'>", limits).result, "ok");
+}
+
+TEST(XmlStreamParser, OversizeStanzaStreamedInChunksFailsAsSoonAsLimitPassed) {
+  StreamLimits limits;
+  limits.max_stanza_bytes = 64 * 1024;
+  Recorder rec;
+  StreamParser parser(rec, limits);
+  ASSERT_EQ(parser.feed(with_header("")).status, StreamParser::Status::kOk);
+  const std::string open_tag = "<message><body>";
+  ASSERT_EQ(parser.feed(open_tag).status, StreamParser::Status::kOk);
+  std::size_t stanza_bytes = open_tag.size();
+  const std::string chunk(4096, 'x');
+  StreamParser::Result r;
+  std::size_t chunks = 0;
+  // Up to 10 MiB; it must stop within the chunk that crosses the limit.
+  while (chunks < 10 * 256) {
+    r = parser.feed(chunk);
+    ++chunks;
+    stanza_bytes += chunk.size();
+    if (r.status != StreamParser::Status::kOk) break;
+    EXPECT_LE(parser.pending_bytes(), limits.max_stanza_bytes);
+  }
+  EXPECT_EQ(r.error, ParseError::kPolicyViolation);
+  EXPECT_GT(stanza_bytes, limits.max_stanza_bytes);
+  EXPECT_LE(stanza_bytes - chunk.size(), limits.max_stanza_bytes);
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+  EXPECT_EQ(rec.events, Events{kOpenEvent});
+}
+
+TEST(XmlStreamParser, OversizeStanzaInOneFeed) {
+  StreamLimits limits;
+  limits.max_stanza_bytes = 100 * 1024;
+  Recorder rec;
+  StreamParser parser(rec, limits);
+  const std::string input = with_header("<message><body>" + std::string(1 << 20, 'x'));
+  EXPECT_EQ(parser.feed(input).error, ParseError::kPolicyViolation);
+  // A big start tag, which expat holds without any callback.
+  StreamParser parser2(rec, limits);
+  EXPECT_EQ(parser2.feed(with_header("<message a='" + std::string(1 << 20, 'x'))).error,
+            ParseError::kPolicyViolation);
+}
+
+TEST(XmlStreamParser, DepthLimit) {
+  StreamLimits limits;
+  limits.max_depth = 3;
+  Outcome o = parse_all_ways(with_header("<a><b><c>t</c></b></a>"), limits);
+  EXPECT_EQ(o.result, "ok");
+  EXPECT_EQ(o.events.size(), 2u);
+  o = parse_all_ways(with_header("<a><b><c><d/></c></b></a>"), limits);
+  EXPECT_EQ(o.result, "policy-violation");
+  EXPECT_EQ(o.events, Events{kOpenEvent});
+}
+
+TEST(XmlStreamParser, DeepNestingWithDefaultLimits) {
+  std::string deep;
+  for (int i = 0; i < 1000; ++i) deep += "<a>";
+  Recorder rec;
+  StreamParser parser(rec);
+  EXPECT_EQ(parser.feed(with_header(deep)).error, ParseError::kPolicyViolation);
+}
+
+TEST(XmlStreamParser, AttributeLimit) {
+  StreamLimits limits;
+  limits.max_attributes = 3;
+  // The header has 6 attributes and namespace declarations; give it room with its own test.
+  const std::string header =
+      "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
+  EXPECT_EQ(parse_all_ways(header + "<m a='1' b='2' c='3'/>", limits).result, "ok");
+  Outcome o = parse_all_ways(header + "<m a='1' b='2' c='3' d='4'/>", limits);
+  EXPECT_EQ(o.result, "policy-violation");
+  EXPECT_EQ(o.events.size(), 1u);
+  // Namespace declarations count too.
+  EXPECT_EQ(
+      parse_all_ways(header + "<m xmlns:a='urn:a' xmlns:b='urn:b' c='3' d='4'/>", limits).result,
+      "policy-violation");
+  EXPECT_EQ(parse_all_ways(header + "<m><n a='1' b='2' c='3' d='4'/></m>", limits).result,
+            "policy-violation");
+}
+
+TEST(XmlStreamParser, ErrorsAreSticky) {
+  Recorder rec;
+  StreamParser parser(rec);
+  ASSERT_EQ(parser.feed(with_header("<presence/>")).status, StreamParser::Status::kOk);
+  const StreamParser::Result first = parser.feed("<!-- x -->");
+  EXPECT_EQ(first.error, ParseError::kRestrictedXml);
+  for (std::string_view more : {"<presence/>", "", "</stream:stream>"}) {
+    const StreamParser::Result again = parser.feed(more);
+    EXPECT_EQ(again.status, StreamParser::Status::kError);
+    EXPECT_EQ(again.error, first.error);
+    EXPECT_EQ(again.message, first.message);
+  }
+  EXPECT_EQ(rec.events.size(), 2u);
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+}
+
+TEST(XmlStreamParser, SerializerRoundTripOfParsedStanzas) {
+  const std::string body =
+      "<message to='a@b/c' xml:lang='en' type='chat'><body>1 &lt; 2 &amp;&amp; 3 &gt; 2 "
+      "&quot;q&quot; &apos;a&apos; &#13;</body><x xmlns='jabber:x:data' type='submit'>"
+      "<field var='v&apos;&#9;&#10;'><value>x</value></field></x>"
+      "<foo:bar xmlns:foo='urn:x' foo:attr='1' xmlns:b='urn:y' b:q='2'/><e xmlns=''/></message>"
+      "<iq type='get'><query xmlns='jabber:iq:roster'/></iq>";
+  Recorder first;
+  StreamParser p1(first);
+  ASSERT_EQ(p1.feed(with_header(body)).status, StreamParser::Status::kOk);
+  ASSERT_EQ(first.elements.size(), 2u);
+
+  std::string reserialized;
+  for (const Element& el : first.elements) reserialized += serialize(el);
+  Recorder second;
+  StreamParser p2(second);
+  ASSERT_EQ(p2.feed(with_header(reserialized)).status, StreamParser::Status::kOk);
+  EXPECT_EQ(second.events, first.events);
+  EXPECT_EQ(serialize(second.elements[0]), serialize(first.elements[0]));
+}
+
+}  // namespace
+}  // namespace kabar::xml

@@ -1,0 +1,149 @@
+#include <gtest/gtest.h>
+
+#include "xml/serializer.h"
+#include "xml/stream_parser.h"
+
+namespace kabar::xml {
+namespace {
+
+TEST(XmlSerializer, EscapesTextSpecialCharacters) {
+  std::string out;
+  escape_text("a&b<c>d'e\"f\rg\th\ni]]>", out);
+  EXPECT_EQ(out, "a&amp;b&lt;c&gt;d'e\"f&#13;g\th\ni]]&gt;");
+}
+
+TEST(XmlSerializer, EscapesAttributeSpecialCharacters) {
+  std::string out = "prefix:";
+  escape_attr("a&b<c>d'e\"f\rg\th\ni", out);
+  EXPECT_EQ(out, "prefix:a&amp;b&lt;c&gt;d&apos;e&quot;f&#13;g&#9;h&#10;i");
+}
+
+TEST(XmlSerializer, LeavesUtf8Alone) {
+  std::string out;
+  escape_text("\xC3\xA9\xF0\x9F\x98\x80", out);
+  EXPECT_EQ(out, "\xC3\xA9\xF0\x9F\x98\x80");
+}
+
+TEST(XmlSerializer, SelfClosesEmptyElementsAndOmitsNamespaceInScope) {
+  Element presence("presence", "jabber:client");
+  EXPECT_EQ(serialize(presence), "<presence/>");
+  presence.set_attr("to", "a@b").set_attr("type", "unavailable");
+  EXPECT_EQ(serialize(presence), "<presence to='a@b' type='unavailable'/>");
+}
+
+TEST(XmlSerializer, EmitsNamespaceWhereItChanges) {
+  Element iq("iq", "jabber:client");
+  iq.set_attr("type", "result");
+  Element& query = iq.add_child("query", "jabber:iq:roster");
+  query.add_child("item", "jabber:iq:roster").set_attr("jid", "a@b");
+  EXPECT_EQ(serialize(iq),
+            "<iq type='result'><query xmlns='jabber:iq:roster'><item jid='a@b'/></query></iq>");
+  EXPECT_EQ(serialize(iq, "jabber:server"),
+            "<iq xmlns='jabber:client' type='result'><query xmlns='jabber:iq:roster'>"
+            "<item jid='a@b'/></query></iq>");
+}
+
+TEST(XmlSerializer, StreamLevelElements) {
+  Element features("features", "http://etherx.jabber.org/streams");
+  features.add_child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
+      .add_child("required", "urn:ietf:params:xml:ns:xmpp-tls");
+  EXPECT_EQ(serialize(features, "http://etherx.jabber.org/streams"),
+            "<features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+            "</features>");
+}
+
+TEST(XmlSerializer, EmptyNamespaceUndeclaresDefault) {
+  Element m("message", "jabber:client");
+  m.add_child("x", "");
+  EXPECT_EQ(serialize(m), "<message><x xmlns=''/></message>");
+  EXPECT_EQ(serialize(Element("x")), "<x xmlns=''/>");
+  EXPECT_EQ(serialize(Element("x"), ""), "<x/>");
+}
+
+TEST(XmlSerializer, TextAndMixedContent) {
+  Element body("body", "jabber:client");
+  body.add_text("1 < 2 & 3 > 2 'q' \"d\"\r\n");
+  EXPECT_EQ(serialize(body), "<body>1 &lt; 2 &amp; 3 &gt; 2 'q' \"d\"&#13;\n</body>");
+  Element p("p", "urn:x");
+  p.add_text("a");
+  p.add_child("b", "urn:x").add_text("bold");
+  p.add_text("c");
+  EXPECT_EQ(serialize(p, "urn:x"), "<p>a<b>bold</b>c</p>");
+}
+
+TEST(XmlSerializer, AttributeValuesEscaped) {
+  Element m("message", "jabber:client");
+  m.set_attr("id", "a'b\"c<d>e&f\tg\nh\ri");
+  EXPECT_EQ(serialize(m), "<message id='a&apos;b&quot;c&lt;d&gt;e&amp;f&#9;g&#10;h&#13;i'/>");
+}
+
+TEST(XmlSerializer, NamespacedAttributes) {
+  Element m("message", "jabber:client");
+  m.set_attr("xml:lang", "en");
+  m.set_attr("{urn:x}a", "1");
+  m.set_attr("{urn:y}b", "2");
+  m.set_attr("{urn:x}c", "3");
+  m.set_attr("{http://www.w3.org/XML/1998/namespace}space", "preserve");
+  EXPECT_EQ(serialize(m),
+            "<message xml:lang='en' xmlns:ns0='urn:x' ns0:a='1' xmlns:ns1='urn:y' ns1:b='2' "
+            "ns0:c='3' xml:space='preserve'/>");
+}
+
+TEST(XmlSerializer, XmlnsAttributesAreNotWritten) {
+  Element m("message", "jabber:client");
+  m.set_attr("xmlns", "urn:evil");
+  m.set_attr("xmlns:foo", "urn:evil");
+  EXPECT_EQ(serialize(m), "<message/>");
+}
+
+TEST(XmlSerializer, AppendsToExistingBuffer) {
+  std::string out = "<stream>";
+  serialize(Element("presence", "jabber:client"), out);
+  EXPECT_EQ(out, "<stream><presence/>");
+}
+
+// Parses stanzas out of a stream (test helper).
+struct Collector : StreamHandler {
+  std::vector<Element> elements;
+  void on_stream_open(const Element&, std::string_view) override {}
+  void on_element(Element&& el) override { elements.push_back(std::move(el)); }
+  void on_stream_close() override {}
+};
+
+std::vector<Element> parse_stanzas(std::string_view body) {
+  Collector c;
+  StreamParser p(c);
+  const std::string doc =
+      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" +
+      std::string(body);
+  EXPECT_EQ(p.feed(doc).status, StreamParser::Status::kOk) << doc;
+  return std::move(c.elements);
+}
+
+TEST(XmlSerializer, RoundTripIsStable) {
+  Element m("message", "jabber:client");
+  m.set_attr("to", "romeo@example.net").set_attr("xml:lang", "en").set_attr("{urn:x}q", "'\"\t");
+  m.add_child("body", "jabber:client").add_text("<&>'\"\r\n\t]]>");
+  Element& x = m.add_child("x", "jabber:x:data");
+  x.add_child("field", "jabber:x:data").set_attr("var", "a\nb");
+  x.add_child("raw", "");
+  const std::string once = serialize(m);
+  const std::vector<Element> parsed = parse_stanzas(once);
+  ASSERT_EQ(parsed.size(), 1u);
+  EXPECT_EQ(serialize(parsed[0]), once);
+  EXPECT_EQ(parsed[0].child_text("body"), "<&>'\"\r\n\t]]>");
+  EXPECT_EQ(parsed[0].attr("{urn:x}q"), "'\"\t");
+  EXPECT_EQ(parsed[0].child("x", "jabber:x:data")->child("field")->attr("var"), "a\nb");
+  EXPECT_NE(parsed[0].child("x")->child("raw", ""), nullptr);
+  EXPECT_EQ(parsed[0].child("x")->child("raw")->xmlns(), "");
+}
+
+TEST(XmlSerializer, ParsedStanzaSerializesCompactly) {
+  const std::vector<Element> parsed =
+      parse_stanzas("<iq type=\"get\" id=\"1\"><query xmlns=\"jabber:iq:roster\"></query></iq>");
+  ASSERT_EQ(parsed.size(), 1u);
+  EXPECT_EQ(serialize(parsed[0]), "<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>");
+}
+
+}  // namespace
+}  // namespace kabar::xml

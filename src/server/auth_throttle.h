@@ -13,7 +13,8 @@ namespace kabar::server {
 
 class AuthThrottle {
  public:
-  AuthThrottle(int per_account, int per_address) : per_account_(per_account), per_address_(per_address) {}
+  AuthThrottle(int per_account, int per_address)
+      : per_account_(per_account), per_address_(per_address) {}
   bool address_blocked(const std::string& addr, std::int64_t now_ms);
   bool account_blocked(const std::string& user, std::int64_t now_ms);
   void record_failure(const std::string& addr, const std::string& user, std::int64_t now_ms);

@@ -26,7 +26,9 @@ std::atomic<std::uint64_t> g_serial{0};
 // holds no read buffer. Only the I/O thread uses it.
 std::array<char, 16384> g_scratch;
 
-xml::Element sasl_element(std::string_view name) { return xml::Element(std::string(name), ns::kSasl); }
+xml::Element sasl_element(std::string_view name) {
+  return xml::Element(std::string(name), ns::kSasl);
+}
 
 }  // namespace
 
@@ -326,7 +328,7 @@ awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
     if (!user) {
       scram_.reset();
       sasl_failure(failure == xmpp::SaslFailure::kNone ? "malformed-request"
-                                                         : xmpp::failure_name(failure));
+                                                       : xmpp::failure_name(failure));
       co_return;
     }
     auto prepared = xmpp::nodeprep(*user);
@@ -348,8 +350,7 @@ awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
     if (!sasl_user_.empty()) {
       auto hash = scram_hash_;
       auto name = sasl_user_;
-      auto account = co_await server_.db(
-          [name](store::Store& s) { return s.account(name); });
+      auto account = co_await server_.db([name](store::Store& s) { return s.account(name); });
       if (account) creds = hash == xmpp::ScramHash::kSha1 ? account->sha1 : account->sha256;
     }
     if (closing_) co_return;
@@ -379,7 +380,7 @@ awaitable<void> C2sSession::handle_sasl_response(const xml::Element& el) {
   if (!final_msg || sasl_user_.empty()) {
     server_.throttle().record_failure(peer_addr_, sasl_user_, server_.now_ms());
     sasl_failure(failure == xmpp::SaslFailure::kNone ? "not-authorized"
-                                                       : xmpp::failure_name(failure));
+                                                     : xmpp::failure_name(failure));
     co_return;
   }
   username_ = sasl_user_;
@@ -408,12 +409,13 @@ awaitable<void> C2sSession::finish_plain(const std::string& payload) {
   bool ok = false;
   if (!name.empty()) {
     // The PBKDF2 derivation runs on the storage thread, off the I/O thread.
-    std::string password = plain->password;
-    ok = co_await server_.db([name, password](store::Store& s) {
-      auto account = s.account(name);
-      return account.has_value() &&
-             xmpp::verify_password(xmpp::ScramHash::kSha256, account->sha256, password);
-    });
+    std::string password = xmpp::saslprep(plain->password).value_or(std::string());
+    if (!password.empty())
+      ok = co_await server_.db([name, password](store::Store& s) {
+        auto account = s.account(name);
+        return account.has_value() &&
+               xmpp::verify_password(xmpp::ScramHash::kSha256, account->sha256, password);
+      });
   }
   if (closing_) co_return;
   if (!ok) {
@@ -501,8 +503,7 @@ void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
   std::size_t queued = 0;
   for (const auto& o : outq_) queued += o.data.size();
   if (queued + data.size() > kMaxQueuedBytes) {
-    spdlog::warn("c2s #{} {}: client is not reading; dropping the connection", serial_,
-                 peer_addr_);
+    spdlog::warn("c2s #{} {}: client is not reading; dropping the connection", serial_, peer_addr_);
     closing_ = true;
     outq_.clear();
     shutdown_socket();
@@ -513,8 +514,7 @@ void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
     writing_ = true;
     auto self = shared_from_this();
     asio::co_spawn(
-        server_.io(), [self]() -> awaitable<void> { co_await self->write_loop(); },
-        asio::detached);
+        server_.io(), [self]() -> awaitable<void> { co_await self->write_loop(); }, asio::detached);
   }
 }
 

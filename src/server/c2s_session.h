@@ -2,8 +2,6 @@
 // resource binding), then stanzas handed to the server. Lives on the I/O thread only.
 #pragma once
 
-#include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
-
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <deque>
@@ -12,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
 
 #include "server/server.h"
 #include "xml/stream_parser.h"
@@ -45,9 +44,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool bound() const { return bound_; }
   bool authenticated() const { return !username_.empty(); }
   const std::string& username() const { return username_; }
-  bool available = false;         // has sent initial presence and not gone unavailable
+  bool available = false;  // has sent initial presence and not gone unavailable
   int priority = 0;
-  bool roster_requested = false;  // "interested resource" (RFC 6121 §2.1.6)
+  bool roster_requested = false;              // "interested resource" (RFC 6121 §2.1.6)
   std::optional<xml::Element> last_presence;  // for probes and new resources
   std::set<std::string> directed_to;  // full/bare JIDs given directed presence (RFC 6121 §4.6)
   std::int64_t last_read_ms = 0;
@@ -94,9 +93,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool writing_ = false;
   bool closing_ = false;
   bool socket_closed_ = false;
-  bool stream_open_ = false;      // we have sent our stream header
+  bool stream_open_ = false;  // we have sent our stream header
   bool peer_closed_ = false;
-  bool start_tls_ = false;        // STARTTLS accepted: handshake after <proceed/> is written
+  bool start_tls_ = false;  // STARTTLS accepted: handshake after <proceed/> is written
   Phase phase_ = Phase::kWaitStream;
   std::string stream_id_;
   std::string peer_addr_;

@@ -1,11 +1,11 @@
 #include "server/config.h"
 
 #include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include <charconv>
 #include <set>
 #include <stdexcept>
-#include <toml++/toml.h>
 
 namespace kabar::server {
 
@@ -68,8 +68,8 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
   try {
     tbl = toml::parse_file(file.string());
   } catch (const toml::parse_error& e) {
-    throw std::runtime_error(fmt::format("{}:{}: {}", file.string(),
-                                         e.source().begin.line, e.description()));
+    throw std::runtime_error(
+        fmt::format("{}:{}: {}", file.string(), e.source().begin.line, e.description()));
   }
   auto bad = [&](const std::string& key, const std::string& why) {
     return std::runtime_error(fmt::format("{}: {}: {}", file.string(), key, why));

@@ -1,9 +1,8 @@
 #include "server/server.h"
 
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
-
-#include <openssl/ssl.h>
 
 #include "server/c2s_session.h"
 #include "server/features.h"
@@ -29,9 +28,7 @@ Server::Server(asio::io_context& io, Config cfg)
   register_register(*this);
 }
 
-Server::~Server() {
-  store_pool_.join();
-}
+Server::~Server() { store_pool_.join(); }
 
 std::int64_t Server::now_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -62,7 +59,8 @@ void Server::setup_tls() {
                    asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
   boost::system::error_code ec;
   tls_.use_certificate_chain_file(cert.string(), ec);
-  if (ec) throw std::runtime_error("cannot load TLS certificate " + cert.string() + ": " + ec.message());
+  if (ec)
+    throw std::runtime_error("cannot load TLS certificate " + cert.string() + ": " + ec.message());
   tls_.use_private_key_file(key.string(), asio::ssl::context::pem, ec);
   if (ec) throw std::runtime_error("cannot load TLS key " + key.string() + ": " + ec.message());
   spdlog::info("TLS certificate {}", cert.string());
@@ -381,7 +379,8 @@ awaitable<void> Server::route_iq(SessionPtr from, xml::Element iq) {
   }
   if (to && !is_local(*to)) {
     if (is_request) {
-      send_to(from, xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "remote-server-not-found"));
+      send_to(from,
+              xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "remote-server-not-found"));
     }
     co_return;
   }

@@ -6,8 +6,6 @@
 // SQLite. Sharding over cores comes with the performance work.
 #pragma once
 
-#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
-
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <chrono>
@@ -18,6 +16,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
 #include <vector>
 
 #include "server/auth_throttle.h"
@@ -61,7 +60,7 @@ class Server {
   auto db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))>;
 
   // Session directory.
-  void add_session(const SessionPtr& s);     // every accepted connection (for timeouts)
+  void add_session(const SessionPtr& s);  // every accepted connection (for timeouts)
   void remove_session(C2sSession* s);
   // Binds a full JID; a session already bound to it is returned so the caller can replace it.
   SessionPtr bound_session(const xmpp::Jid& full) const;
@@ -77,7 +76,9 @@ class Server {
   // (RFC 6121 §8.5 rules). `stanza` has from/to set.
   awaitable<void> deliver(xml::Element stanza);
 
-  void register_iq(std::string xmlns, IqHandler h) { iq_handlers_[std::move(xmlns)] = std::move(h); }
+  void register_iq(std::string xmlns, IqHandler h) {
+    iq_handlers_[std::move(xmlns)] = std::move(h);
+  }
 
   // Sends a stanza to one session (serialized once).
   static void send_to(const SessionPtr& s, const xml::Element& stanza);
@@ -121,20 +122,20 @@ auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
                                             void(std::exception_ptr, R)>(
         [this, f = std::move(f)](auto handler) mutable {
           auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
-          asio::post(store_pool_, [this, f = std::move(f), handler = std::move(handler),
-                                   io_ex]() mutable {
-            std::exception_ptr ep;
-            R result{};
-            try {
-              result = f(*store_);
-            } catch (...) {
-              ep = std::current_exception();
-            }
-            asio::post(io_ex, [handler = std::move(handler), ep,
-                               result = std::move(result)]() mutable {
-              std::move(handler)(ep, std::move(result));
-            });
-          });
+          asio::post(store_pool_,
+                     [this, f = std::move(f), handler = std::move(handler), io_ex]() mutable {
+                       std::exception_ptr ep;
+                       R result{};
+                       try {
+                         result = f(*store_);
+                       } catch (...) {
+                         ep = std::current_exception();
+                       }
+                       asio::post(io_ex, [handler = std::move(handler), ep,
+                                          result = std::move(result)]() mutable {
+                         std::move(handler)(ep, std::move(result));
+                       });
+                     });
         },
         asio::use_awaitable);
   }

@@ -455,7 +455,7 @@ std::optional<std::string> ScramServer::client_final(std::string_view msg, SaslF
 
 ScramClient::ScramClient(ScramHash h, std::string username, std::string password,
                          std::string client_nonce)
-    : hash_(h), username_(std::move(username)), password_(std::move(password)) {
+    : hash_(h), username_(std::move(username)), password_(saslprep(password).value_or(password)) {
   nonce_ = client_nonce.empty() ? base64_encode(random_bytes(18)) : std::move(client_nonce);
   client_first_bare_ = "n=" + encode_saslname(username_) + ",r=" + nonce_;
 }

@@ -20,6 +20,11 @@ struct ScramCredentials {
   std::string server_key;  // raw bytes: HMAC(SaltedPassword, "Server Key")
 };
 
+// SASLprep (RFC 4013, "stored strings" rules) of a password, as SCRAM hashes it (RFC 5802 §2.2);
+// nullopt when the password has prohibited or unassigned characters or prepares to nothing.
+// Every place that turns a password into credentials or checks one applies it first.
+std::optional<std::string> saslprep(std::string_view password);
+
 // Derives credentials from a password (already SASLprep'ed by the caller, or used as is).
 ScramCredentials derive_credentials(ScramHash h, std::string_view password, std::string_view salt,
                                     int iterations);

@@ -2,7 +2,6 @@
 // It opens the same SQLite database as kabard; WAL mode and the store's busy timeout let both run
 // at once.
 #include <fmt/core.h>
-#include <stringprep.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -111,17 +110,9 @@ std::string obtain_password(const std::optional<std::string>& arg, const std::st
   if (password.empty()) throw CommandError("empty password");
 
   // SCRAM hashes the SASLprep'ed password (RFC 5802 §2.2, RFC 4013), stored-string rules.
-  char* prepared = nullptr;
-  if (stringprep_profile(password.c_str(), &prepared, "SASLprep", STRINGPREP_NO_UNASSIGNED) !=
-          STRINGPREP_OK ||
-      prepared == nullptr) {
-    std::free(prepared);
-    throw CommandError("invalid password: not allowed by SASLprep (RFC 4013)");
-  }
-  std::string out(prepared);
-  std::free(prepared);
-  if (out.empty()) throw CommandError("empty password");
-  return out;
+  auto prepared = kabar::xmpp::saslprep(password);
+  if (!prepared) throw CommandError("invalid password: not allowed by SASLprep (RFC 4013)");
+  return *prepared;
 }
 
 kabar::store::Account make_account(const std::string& user, const std::string& password) {

@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_file, "TOML configuration file (flags override it)")
       ->check(CLI::ExistingFile);
   app.add_option("--domain", domain, "the XMPP domain served (default: localhost)");
-  app.add_option("--data-dir", data_dir, "directory for the database and certificate (default: data)");
+  app.add_option("--data-dir", data_dir,
+                 "directory for the database and certificate (default: data)");
   app.add_option("--c2s", c2s, "client listener with STARTTLS, HOST:PORT (repeatable)");
   app.add_option("--c2s-tls", c2s_tls, "client listener with direct TLS (XEP-0368), HOST:PORT");
   app.add_flag("--allow-registration", allow_registration,

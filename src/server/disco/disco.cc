@@ -80,8 +80,7 @@ awaitable<void> disco_items(Server& s, SessionPtr from, xml::Element iq) {
   auto to = iq.has_attr("to") ? xmpp::Jid::parse(iq.attr("to")) : std::optional<xmpp::Jid>();
   if (to && !to->is_domain()) {
     std::string user = to->local();
-    bool exists =
-        co_await s.db([user](store::Store& st) { return st.account(user).has_value(); });
+    bool exists = co_await s.db([user](store::Store& st) { return st.account(user).has_value(); });
     if (!exists || !co_await may_see(s, from, user)) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;

@@ -19,10 +19,11 @@ awaitable<bool> store_offline(Server& s, const std::string& user, const xml::Ele
   xmpp::add_delay(copy, s.config().domain, now, "Offline Storage");
   std::string bytes = xml::serialize(copy, ns::kClient);
   std::size_t limit = s.config().offline_limit;
-  auto id = co_await s.db([user, bytes, now, limit](store::Store& st) -> std::optional<std::int64_t> {
-    if (!st.account(user)) return std::nullopt;
-    return st.push_offline(user, bytes, now, limit);
-  });
+  auto id =
+      co_await s.db([user, bytes, now, limit](store::Store& st) -> std::optional<std::int64_t> {
+        if (!st.account(user)) return std::nullopt;
+        return st.push_offline(user, bytes, now, limit);
+      });
   co_return id.has_value();
 }
 
@@ -46,8 +47,7 @@ awaitable<void> deliver_offline(Server& s, SessionPtr to) {
           server->io(),
           [server, pending, user]() -> awaitable<void> {
             auto ids = pending->written;
-            co_await server->db(
-                [user, ids](store::Store& st) { st.delete_offline(user, ids); });
+            co_await server->db([user, ids](store::Store& st) { st.delete_offline(user, ids); });
           },
           [](std::exception_ptr e) {
             if (e) spdlog::error("deleting delivered offline messages failed");

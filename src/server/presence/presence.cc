@@ -127,8 +127,8 @@ awaitable<void> inbound_subscription(Server& s, xml::Element p, SubscriptionType
   const std::string contact_user = to->local();
   const std::string contact_bare = to->bare_str();
   const std::string sender = from->bare_str();
-  std::string serialized = type == SubscriptionType::kSubscribe ? xml::serialize(p, ns::kClient)
-                                                                : std::string();
+  std::string serialized =
+      type == SubscriptionType::kSubscribe ? xml::serialize(p, ns::kClient) : std::string();
   struct In {
     bool exists = false;
     xmpp::SubDecision d;
@@ -168,7 +168,8 @@ awaitable<void> inbound_subscription(Server& s, xml::Element p, SubscriptionType
       reply.set_attr("type", "unsubscribed");
       reply.set_attr("from", contact_bare);
       reply.set_attr("to", sender);
-      if (s.is_local(*from)) co_await inbound_subscription(s, reply, SubscriptionType::kUnsubscribed);
+      if (s.is_local(*from))
+        co_await inbound_subscription(s, reply, SubscriptionType::kUnsubscribed);
     }
     co_return;
   }

@@ -51,6 +51,12 @@ awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& i
   if (!prepared) {
     co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "jid-malformed");
   }
+  auto prepared_password = xmpp::saslprep(password);
+  if (!prepared_password) {
+    co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "not-acceptable",
+                                     "the password has characters SASLprep does not allow");
+  }
+  password = *prepared_password;
   std::string user = *prepared;
   int iterations = s.config().scram_iterations;
   std::int64_t now_s = s.now_ms() / 1000;
@@ -96,7 +102,8 @@ void register_register(Server& s) {
     std::string username = q->child_text("username", ns::kRegister);
     std::string password = q->child_text("password", ns::kRegister);
     auto prepared = xmpp::nodeprep(username);
-    if (password.empty() || !prepared) {
+    auto prepared_password = xmpp::saslprep(password);
+    if (!prepared_password || !prepared) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
       co_return;
     }
@@ -107,6 +114,7 @@ void register_register(Server& s) {
     // XEP-0077 §3.3: password change.
     int iterations = s.config().scram_iterations;
     std::int64_t now_s = s.now_ms() / 1000;
+    password = *prepared_password;
     co_await s.db([user, password, iterations, now_s](store::Store& st) {
       st.set_credentials(make_account(user, password, iterations, now_s));
     });

@@ -100,8 +100,8 @@ awaitable<void> roster_set(Server& s, SessionPtr from, xml::Element iq) {
   std::string contact = jid->str();  // roster items may be full JIDs; usually bare
   std::string_view sub = it.attr("subscription");
   if (sub == "remove") {
-    auto existing = co_await s.db(
-        [user, contact](store::Store& st) { return st.roster_item(user, contact); });
+    auto existing =
+        co_await s.db([user, contact](store::Store& st) { return st.roster_item(user, contact); });
     if (!existing || !existing->in_roster) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found"));
       co_return;

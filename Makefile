@@ -1,0 +1,55 @@
+# kabar — the two commands a user needs are `make run` and `make test`; both install what is
+# missing first (Debian packages, as root), then build.
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 20
+RUN_DOMAIN ?= localhost
+RUN_DATA ?= data
+
+.PHONY: deps build build-asan build-fuzz run test test-release test-asan fuzz-short fuzz-long format clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+build:
+	@cmake --preset release >/dev/null
+	@cmake --build --preset release -j $(JOBS)
+
+build-asan:
+	@cmake --preset asan >/dev/null
+	@cmake --build --preset asan -j $(JOBS)
+
+build-fuzz:
+	@cmake --preset fuzz >/dev/null
+	@cmake --build --preset fuzz -j $(JOBS)
+
+run: deps build
+	@echo "kabard: serving $(RUN_DOMAIN) on 127.0.0.1:5222 (STARTTLS) and :5223 (TLS), data in $(RUN_DATA)/"
+	exec build/bin/kabard --domain $(RUN_DOMAIN) --data-dir $(RUN_DATA) \
+	  --c2s 127.0.0.1:5222 --c2s-tls 127.0.0.1:5223 --allow-registration
+
+# Unit and integration tests on the normal build, again on the ASan+UBSan build, then a short
+# fuzz run of every parser.
+test: deps
+	@$(MAKE) --no-print-directory test-release
+	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory fuzz-short
+
+test-release: build
+	cd build && ctest --output-on-failure -j 2 --timeout 300
+
+test-asan: build-asan
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j 2 --timeout 300
+
+fuzz-short: build-fuzz
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Opt-in: a long fuzz run (10 minutes per target).
+fuzz-long: build-fuzz
+	@bash scripts/fuzz.sh 600
+
+format:
+	@git ls-files '*.cc' '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf build build-asan build-fuzz build-debug

@@ -119,7 +119,9 @@ awaitable<void> C2sSession::read_loop() {
         co_return;
       }
     }
-    while (!inbox_.empty() && !closing_) {
+    // After <starttls/> nothing more is read in the clear: what followed it in the same read is
+    // dropped (RFC 6120 §5.3.3; the STARTTLS command-injection attack).
+    while (!inbox_.empty() && !closing_ && !start_tls_) {
       xml::Element el = std::move(inbox_.front());
       inbox_.pop_front();
       co_await process(std::move(el));

@@ -1,0 +1,127 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "server/auth_throttle.h"
+#include "server/config.h"
+
+namespace kabar::server {
+namespace {
+
+std::filesystem::path write_temp(const std::string& text) {
+  auto dir = std::filesystem::temp_directory_path() / ("kabar-cfg-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  static int n = 0;
+  auto path = dir / ("c" + std::to_string(++n) + ".toml");
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(Endpoint, ParsesHostAndPort) {
+  auto ep = parse_endpoint("127.0.0.1:5222");
+  EXPECT_EQ(ep.host, "127.0.0.1");
+  EXPECT_EQ(ep.port, 5222);
+  auto v6 = parse_endpoint("[::1]:5223");
+  EXPECT_EQ(v6.host, "::1");
+  EXPECT_EQ(v6.port, 5223);
+}
+
+TEST(Endpoint, RejectsBadInput) {
+  EXPECT_THROW(parse_endpoint("localhost"), std::invalid_argument);
+  EXPECT_THROW(parse_endpoint("localhost:"), std::invalid_argument);
+  EXPECT_THROW(parse_endpoint(":5222"), std::invalid_argument);
+  EXPECT_THROW(parse_endpoint("host:70000"), std::invalid_argument);
+  EXPECT_THROW(parse_endpoint("host:52x2"), std::invalid_argument);
+}
+
+TEST(ConfigFile, ReadsEveryKey) {
+  auto path = write_temp(R"(
+domain = "example.org"
+data_dir = "/tmp/x"
+allow_registration = true
+allow_plaintext = true
+log_level = "debug"
+[listen]
+c2s = ["127.0.0.1:1", "127.0.0.2:2"]
+c2s_tls = "127.0.0.1:3"
+[tls]
+cert = "/c.pem"
+key = "/k.pem"
+[limits]
+max_stanza_bytes = 1000
+offline_messages = 3
+auth_timeout = 2
+idle_timeout = 4
+ping_timeout = 5
+auth_failures_per_account = 6
+auth_failures_per_address = 7
+scram_iterations = 5000
+)");
+  Config cfg;
+  load_config_file(path, cfg);
+  EXPECT_EQ(cfg.domain, "example.org");
+  EXPECT_EQ(cfg.data_dir, "/tmp/x");
+  EXPECT_TRUE(cfg.allow_registration);
+  EXPECT_TRUE(cfg.allow_plaintext);
+  EXPECT_EQ(cfg.log_level, "debug");
+  ASSERT_EQ(cfg.c2s.size(), 2u);
+  EXPECT_EQ(cfg.c2s[1].host, "127.0.0.2");
+  ASSERT_EQ(cfg.c2s_tls.size(), 1u);
+  EXPECT_EQ(cfg.c2s_tls[0].port, 3);
+  EXPECT_EQ(cfg.tls_cert, "/c.pem");
+  EXPECT_EQ(cfg.tls_key, "/k.pem");
+  EXPECT_EQ(cfg.max_stanza_bytes, 1000u);
+  EXPECT_EQ(cfg.offline_limit, 3u);
+  EXPECT_EQ(cfg.auth_timeout_s, 2);
+  EXPECT_EQ(cfg.idle_timeout_s, 4);
+  EXPECT_EQ(cfg.ping_timeout_s, 5);
+  EXPECT_EQ(cfg.auth_failures_per_account, 6);
+  EXPECT_EQ(cfg.auth_failures_per_address, 7);
+  EXPECT_EQ(cfg.scram_iterations, 5000);
+}
+
+TEST(ConfigFile, RejectsUnknownKeysAndBadValues) {
+  Config cfg;
+  EXPECT_THROW(load_config_file(write_temp("domian = \"x\"\n"), cfg), std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[limits]\nfoo = 1\n"), cfg), std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[limits]\nauth_timeout = -1\n"), cfg),
+               std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[limits]\nscram_iterations = 100\n"), cfg),
+               std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("allow_plaintext = \"yes\"\n"), cfg),
+               std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[listen]\nc2s = \"nohost\"\n"), cfg),
+               std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("domain = \n"), cfg), std::runtime_error);
+}
+
+TEST(AuthThrottle, BlocksPastTheLimitWithinAMinute) {
+  AuthThrottle t(3, 5);
+  const std::int64_t t0 = 1'000'000;
+  EXPECT_FALSE(t.account_blocked("alice", t0));
+  for (int i = 0; i < 3; ++i) t.record_failure("10.0.0.1", "alice", t0 + i);
+  EXPECT_TRUE(t.account_blocked("alice", t0 + 10));
+  EXPECT_FALSE(t.account_blocked("bob", t0 + 10));
+  EXPECT_FALSE(t.address_blocked("10.0.0.1", t0 + 10));
+  // The window slides: a minute later the account may try again.
+  EXPECT_FALSE(t.account_blocked("alice", t0 + 61'000));
+}
+
+TEST(AuthThrottle, CountsPerAddressAcrossAccounts) {
+  AuthThrottle t(100, 5);
+  const std::int64_t t0 = 5'000'000;
+  for (int i = 0; i < 5; ++i) t.record_failure("192.0.2.7", "user" + std::to_string(i), t0);
+  EXPECT_TRUE(t.address_blocked("192.0.2.7", t0 + 1));
+  EXPECT_FALSE(t.address_blocked("192.0.2.8", t0 + 1));
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(t.account_blocked("user" + std::to_string(i), t0 + 1));
+}
+
+TEST(AuthThrottle, MemoryPerKeyIsBounded) {
+  AuthThrottle t(3, 3);
+  for (int i = 0; i < 1000; ++i) t.record_failure("a", "b", 7'000'000 + i);
+  EXPECT_TRUE(t.account_blocked("b", 7'001'000));
+}
+
+}  // namespace
+}  // namespace kabar::server

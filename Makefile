@@ -6,7 +6,7 @@ FUZZ_SECONDS ?= 20
 RUN_DOMAIN ?= localhost
 RUN_DATA ?= data
 
-.PHONY: deps build build-asan build-fuzz run test test-release test-asan fuzz-short fuzz-long format clean
+.PHONY: bench deps build build-asan build-fuzz run test test-release test-asan fuzz-short fuzz-long format clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -47,6 +47,10 @@ fuzz-short: build-fuzz
 # Opt-in: a long fuzz run (10 minutes per target).
 fuzz-long: build-fuzz
 	@bash scripts/fuzz.sh 600
+
+# Opt-in benchmark against Prosody, ejabberd and the floor (not part of `make test`).
+bench: deps build
+	@bash bench/run
 
 format:
 	@git ls-files '*.cc' '*.h' | xargs clang-format -i

@@ -352,7 +352,8 @@ awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
     if (!sasl_user_.empty()) {
       auto hash = scram_hash_;
       auto name = sasl_user_;
-      auto account = co_await server_.db([name](store::Store& s) { return s.account(name); });
+      auto op = [name](store::Store& s) { return s.account(name); };
+      auto account = co_await server_.db(std::move(op));
       if (account) creds = hash == xmpp::ScramHash::kSha1 ? account->sha1 : account->sha256;
     }
     if (closing_) co_return;
@@ -412,12 +413,12 @@ awaitable<void> C2sSession::finish_plain(const std::string& payload) {
   if (!name.empty()) {
     // The PBKDF2 derivation runs on the storage thread, off the I/O thread.
     std::string password = xmpp::saslprep(plain->password).value_or(std::string());
-    if (!password.empty())
-      ok = co_await server_.db([name, password](store::Store& s) {
-        auto account = s.account(name);
-        return account.has_value() &&
-               xmpp::verify_password(xmpp::ScramHash::kSha256, account->sha256, password);
-      });
+    auto op2 = [name, password](store::Store& s) {
+      auto account = s.account(name);
+      return account.has_value() &&
+             xmpp::verify_password(xmpp::ScramHash::kSha256, account->sha256, password);
+    };
+    if (!password.empty()) ok = co_await server_.db(std::move(op2));
   }
   if (closing_) co_return;
   if (!ok) {

@@ -253,7 +253,8 @@ awaitable<void> Server::session_closed(SessionPtr s) {
     std::string user = s->username();
     store::LastActivity last{now_ms() / 1000, {}};
     try {
-      co_await db([user, last](store::Store& st) { st.set_last_activity(user, last); });
+      auto op = [user, last](store::Store& st) { st.set_last_activity(user, last); };
+      co_await db(std::move(op));
     } catch (const std::exception& e) {
       spdlog::error("last activity for {}: {}", user, e.what());
     }

@@ -56,6 +56,11 @@ class Server {
 
   // Runs `f(store)` on the storage thread and resumes on the I/O thread with its result.
   // Exceptions thrown by `f` (store::StoreError) are rethrown in the caller.
+  // Callers pass a named closure (`auto op = [...](store::Store& st) {...};` then
+  // `co_await s.db(std::move(op))`), never a lambda written inside the co_await expression:
+  // GCC 12 miscompiles a closure temporary passed to a coroutine there (its captures are
+  // relocated bytewise and a phantom copy is destroyed too), which freed garbage pointers and
+  // crashed kabard at the first registration.
   template <typename F>
   auto db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))>;
 
@@ -113,10 +118,12 @@ template <typename F>
 auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
   using R = decltype(f(std::declval<store::Store&>()));
   if constexpr (std::is_void_v<R>) {
-    co_await db([f = std::move(f)](store::Store& s) mutable {
+    // Named, not a temporary in the co_await expression (GCC 12: see the comment on db()).
+    auto wrapped = [f = std::move(f)](store::Store& s) mutable {
       f(s);
       return true;
-    });
+    };
+    co_await db(std::move(wrapped));
   } else {
     co_return co_await asio::async_initiate<decltype(asio::use_awaitable),
                                             void(std::exception_ptr, R)>(

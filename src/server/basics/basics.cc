@@ -70,7 +70,7 @@ void register_basics(Server& s) {
       bool allowed = false;
       std::optional<store::LastActivity> last;
     };
-    Answer a = co_await s.db([user, requester, self = from->username()](store::Store& st) {
+    auto op = [user, requester, self = from->username()](store::Store& st) {
       Answer r;
       r.exists = st.account(user).has_value();
       if (!r.exists) return r;
@@ -80,7 +80,8 @@ void register_basics(Server& s) {
                                             item->state.sub == xmpp::Subscription::kBoth));
       r.last = st.last_activity(user);
       return r;
-    });
+    };
+    Answer a = co_await s.db(std::move(op));
     if (!a.exists) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;

@@ -16,8 +16,8 @@ namespace {
 awaitable<bool> may_see(Server& s, const SessionPtr& requester, const std::string& target_user) {
   if (requester->username() == target_user) co_return true;
   std::string who = requester->jid().bare_str();
-  auto item = co_await s.db(
-      [target_user, who](store::Store& st) { return st.roster_item(target_user, who); });
+  auto op = [target_user, who](store::Store& st) { return st.roster_item(target_user, who); };
+  auto item = co_await s.db(std::move(op));
   co_return item && (item->state.sub == xmpp::Subscription::kFrom ||
                      item->state.sub == xmpp::Subscription::kBoth);
 }
@@ -53,7 +53,8 @@ awaitable<void> disco_info(Server& s, SessionPtr from, xml::Element iq) {
   }
   // An account (XEP-0030 §3.1: the server answers for the bare JID).
   std::string user = to->local();
-  bool exists = co_await s.db([user](store::Store& st) { return st.account(user).has_value(); });
+  auto op2 = [user](store::Store& st) { return st.account(user).has_value(); };
+  bool exists = co_await s.db(std::move(op2));
   if (!exists || !co_await may_see(s, from, user)) {
     from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
     co_return;
@@ -80,7 +81,8 @@ awaitable<void> disco_items(Server& s, SessionPtr from, xml::Element iq) {
   auto to = iq.has_attr("to") ? xmpp::Jid::parse(iq.attr("to")) : std::optional<xmpp::Jid>();
   if (to && !to->is_domain()) {
     std::string user = to->local();
-    bool exists = co_await s.db([user](store::Store& st) { return st.account(user).has_value(); });
+    auto op3 = [user](store::Store& st) { return st.account(user).has_value(); };
+    bool exists = co_await s.db(std::move(op3));
     if (!exists || !co_await may_see(s, from, user)) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;

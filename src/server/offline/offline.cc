@@ -19,17 +19,18 @@ awaitable<bool> store_offline(Server& s, const std::string& user, const xml::Ele
   xmpp::add_delay(copy, s.config().domain, now, "Offline Storage");
   std::string bytes = xml::serialize(copy, ns::kClient);
   std::size_t limit = s.config().offline_limit;
-  auto id =
-      co_await s.db([user, bytes, now, limit](store::Store& st) -> std::optional<std::int64_t> {
-        if (!st.account(user)) return std::nullopt;
-        return st.push_offline(user, bytes, now, limit);
-      });
+  auto op = [user, bytes, now, limit](store::Store& st) -> std::optional<std::int64_t> {
+    if (!st.account(user)) return std::nullopt;
+    return st.push_offline(user, bytes, now, limit);
+  };
+  auto id = co_await s.db(std::move(op));
   co_return id.has_value();
 }
 
 awaitable<void> deliver_offline(Server& s, SessionPtr to) {
   const std::string user = to->username();
-  auto messages = co_await s.db([user](store::Store& st) { return st.offline_messages(user); });
+  auto op2 = [user](store::Store& st) { return st.offline_messages(user); };
+  auto messages = co_await s.db(std::move(op2));
   if (messages.empty() || to->closed()) co_return;
   struct Pending {
     std::vector<std::int64_t> written;
@@ -47,7 +48,8 @@ awaitable<void> deliver_offline(Server& s, SessionPtr to) {
           server->io(),
           [server, pending, user]() -> awaitable<void> {
             auto ids = pending->written;
-            co_await server->db([user, ids](store::Store& st) { st.delete_offline(user, ids); });
+            auto op3 = [user, ids](store::Store& st) { st.delete_offline(user, ids); };
+            co_await server->db(std::move(op3));
           },
           [](std::exception_ptr e) {
             if (e) spdlog::error("deleting delivered offline messages failed");

@@ -88,7 +88,7 @@ awaitable<void> outbound_subscription(Server& s, SessionPtr from, xml::Element p
     store::RosterItem item;
     std::int64_t version = 0;
   };
-  Out out = co_await s.db([user, contact, type](store::Store& st) {
+  auto op = [user, contact, type](store::Store& st) {
     Out o;
     auto existing = st.roster_item(user, contact);
     o.item = existing ? *existing : store::RosterItem{};
@@ -105,7 +105,8 @@ awaitable<void> outbound_subscription(Server& s, SessionPtr from, xml::Element p
       o.version = st.put_roster_item(user, o.item);
     }
     return o;
-  });
+  };
+  Out out = co_await s.db(std::move(op));
   if (out.d.state_changed) push_roster_item(s, user, out.item, out.version);
   if (!out.d.route) co_return;
   if (!s.is_local(*to)) co_return;  // no server-to-server links yet: dropped (§3.1.2)
@@ -136,7 +137,7 @@ awaitable<void> inbound_subscription(Server& s, xml::Element p, SubscriptionType
     std::int64_t version = 0;
     bool removed = false;
   };
-  In in = co_await s.db([contact_user, sender, type, serialized](store::Store& st) {
+  auto op2 = [contact_user, sender, type, serialized](store::Store& st) {
     In r;
     if (!st.account(contact_user)) return r;
     r.exists = true;
@@ -159,7 +160,8 @@ awaitable<void> inbound_subscription(Server& s, xml::Element p, SubscriptionType
       }
     }
     return r;
-  });
+  };
+  In in = co_await s.db(std::move(op2));
   if (!in.exists) {
     // §3.1.3: a subscription request to an account that does not exist is answered
     // 'unsubscribed' on its behalf.
@@ -196,7 +198,8 @@ awaitable<void> inbound_subscription(Server& s, xml::Element p, SubscriptionType
 }
 
 awaitable<std::vector<store::RosterItem>> roster_of(Server& s, const std::string& user) {
-  co_return co_await s.db([user](store::Store& st) { return st.roster(user); });
+  auto op3 = [user](store::Store& st) { return st.roster(user); };
+  co_return co_await s.db(std::move(op3));
 }
 
 // §4.2.2, §4.4.2: broadcast to contacts with a 'from' subscription and the user's other

@@ -60,10 +60,11 @@ awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& i
   std::string user = *prepared;
   int iterations = s.config().scram_iterations;
   std::int64_t now_s = s.now_ms() / 1000;
-  bool created = co_await s.db([user, password, iterations, now_s](store::Store& st) {
+  auto op = [user, password, iterations, now_s](store::Store& st) {
     if (st.account(user)) return false;
     return st.create_account(make_account(user, password, iterations, now_s));
-  });
+  };
+  bool created = co_await s.db(std::move(op));
   if (!created) {
     co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "conflict");
   }
@@ -91,7 +92,8 @@ void register_register(Server& s) {
     }
     if (q->child("remove", ns::kRegister) != nullptr) {
       // XEP-0077 §3.2: remove the account, answer, and end the account's sessions.
-      co_await s.db([user](store::Store& st) { st.delete_account(user); });
+      auto op2 = [user](store::Store& st) { st.delete_account(user); };
+      co_await s.db(std::move(op2));
       spdlog::info("account {}@{} removed by its owner", user, s.config().domain);
       from->send(xmpp::make_iq_result(iq));
       for (auto& session : s.sessions_of(from->jid().bare_str())) {
@@ -115,9 +117,10 @@ void register_register(Server& s) {
     int iterations = s.config().scram_iterations;
     std::int64_t now_s = s.now_ms() / 1000;
     password = *prepared_password;
-    co_await s.db([user, password, iterations, now_s](store::Store& st) {
+    auto op3 = [user, password, iterations, now_s](store::Store& st) {
       st.set_credentials(make_account(user, password, iterations, now_s));
-    });
+    };
+    co_await s.db(std::move(op3));
     spdlog::info("password changed for {}@{}", user, s.config().domain);
     from->send(xmpp::make_iq_result(iq));
   });

@@ -64,9 +64,10 @@ awaitable<void> roster_get(Server& s, SessionPtr from, xml::Element iq) {
   const xml::Element* q = iq.child("query", ns::kRoster);
   std::string client_ver(q->attr("ver"));
   bool has_ver = q->has_attr("ver");
-  auto [version, items] = co_await s.db([user](store::Store& st) {
+  auto op = [user](store::Store& st) {
     return std::make_pair(st.roster_version(user), st.roster(user));
-  });
+  };
+  auto [version, items] = co_await s.db(std::move(op));
   xml::Element reply = xmpp::make_iq_result(iq);
   reply.remove_attr("from");
   // XEP-0237 §3.3 / RFC 6121 §2.6.3: an unchanged roster is answered with an empty result.
@@ -100,8 +101,8 @@ awaitable<void> roster_set(Server& s, SessionPtr from, xml::Element iq) {
   std::string contact = jid->str();  // roster items may be full JIDs; usually bare
   std::string_view sub = it.attr("subscription");
   if (sub == "remove") {
-    auto existing =
-        co_await s.db([user, contact](store::Store& st) { return st.roster_item(user, contact); });
+    auto op2 = [user, contact](store::Store& st) { return st.roster_item(user, contact); };
+    auto existing = co_await s.db(std::move(op2));
     if (!existing || !existing->in_roster) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found"));
       co_return;
@@ -116,10 +117,11 @@ awaitable<void> roster_set(Server& s, SessionPtr from, xml::Element iq) {
         st.pending_in) {
       co_await send_subscription(s, from, contact, "unsubscribed");
     }
-    auto version = co_await s.db([user, contact](store::Store& st2) {
+    auto op3 = [user, contact](store::Store& st2) {
       st2.remove_roster_item(user, contact);
       return st2.roster_version(user);
-    });
+    };
+    auto version = co_await s.db(std::move(op3));
     xml::Element reply = xmpp::make_iq_result(iq);
     reply.remove_attr("from");
     from->send(reply);
@@ -145,7 +147,7 @@ awaitable<void> roster_set(Server& s, SessionPtr from, xml::Element iq) {
   }
   std::string name(it.attr("name"));
   // The client cannot set subscription state or 'ask' (RFC 6121 §2.1.2.5); they are kept.
-  auto [item, version] = co_await s.db([user, contact, name, groups](store::Store& st) {
+  auto op4 = [user, contact, name, groups](store::Store& st) {
     auto existing = st.roster_item(user, contact);
     store::RosterItem item = existing ? *existing : store::RosterItem{};
     item.jid = contact;
@@ -154,7 +156,8 @@ awaitable<void> roster_set(Server& s, SessionPtr from, xml::Element iq) {
     item.in_roster = true;
     std::int64_t v = st.put_roster_item(user, item);
     return std::make_pair(item, v);
-  });
+  };
+  auto [item, version] = co_await s.db(std::move(op4));
   xml::Element reply = xmpp::make_iq_result(iq);
   reply.remove_attr("from");
   from->send(reply);

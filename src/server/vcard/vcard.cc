@@ -23,7 +23,8 @@ void register_vcard(Server& s) {
         co_return;
       }
       std::string bytes = xml::serialize(*iq.first_child(), ns::kClient);
-      co_await s.db([user, bytes](store::Store& st) { st.set_vcard(user, bytes); });
+      auto op = [user, bytes](store::Store& st) { st.set_vcard(user, bytes); };
+      co_await s.db(std::move(op));
       from->send(xmpp::make_iq_result(iq));
       co_return;
     }
@@ -31,12 +32,13 @@ void register_vcard(Server& s) {
       bool exists = false;
       std::optional<std::string> vcard;
     };
-    Answer a = co_await s.db([user](store::Store& st) {
+    auto op2 = [user](store::Store& st) {
       Answer r;
       r.exists = st.account(user).has_value();
       if (r.exists) r.vcard = st.vcard(user);
       return r;
-    });
+    };
+    Answer a = co_await s.db(std::move(op2));
     if (!a.exists) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;

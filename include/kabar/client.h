@@ -1,0 +1,177 @@
+// The kabar client library: one XMPP client session (RFC 6120, RFC 6121) over Boost.Asio
+// coroutines. Connects by host and port or by DNS SRV, secures the stream with STARTTLS or direct
+// TLS (certificate verified unless explicitly pinned or made insecure), authenticates with SCRAM or
+// PLAIN inside TLS, binds a resource, then runs a reader that turns stanzas into events.
+//
+// Every call runs on the io_context the client was made with; none is thread-safe. Errors are
+// values (kabar::client::Error) with a one-line message a person can act on.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
+#include <vector>
+
+namespace kabar::client {
+
+namespace asio = boost::asio;
+template <typename T>
+using awaitable = asio::awaitable<T>;
+
+enum class Errc {
+  kOk,
+  kBadInput,      // a malformed JID or option
+  kUnreachable,   // no TCP connection to any address
+  kTls,           // TLS handshake failed, or the server offers no TLS
+  kCertificate,   // the server's certificate is not trusted / does not match
+  kAuth,          // wrong password or unknown account
+  kConflict,      // the account already exists (registration)
+  kNotAllowed,    // the server refuses (registration disabled, forbidden, ...)
+  kNotFound,      // an unknown contact or account
+  kProtocol,      // the server said something we cannot follow
+  kTimeout,       // no answer in time
+  kDisconnected,  // the connection ended
+};
+
+struct Error {
+  Errc code = Errc::kOk;
+  std::string message;
+  explicit operator bool() const { return code != Errc::kOk; }
+};
+
+enum class TlsMode {
+  kAuto,      // direct TLS on port 5223, else STARTTLS
+  kStartTls,  // RFC 6120 §5
+  kDirect,    // XEP-0368
+};
+
+struct Options {
+  std::string jid;         // bare (or full: its resource is asked for at bind)
+  std::string password;    // never logged
+  std::string host;        // empty: DNS SRV _xmpp-client._tcp.<domain>, then the domain itself
+  std::uint16_t port = 0;  // 0: 5222 (or from SRV)
+  TlsMode tls = TlsMode::kAuto;
+  bool insecure = false;   // accept any certificate (test servers only)
+  std::string pin_sha256;  // accept a certificate with this SHA-256 fingerprint (hex, ':' allowed)
+  std::string resource;    // empty: the one in `jid`, else "kabar"
+  std::string roster_cache;  // file for the versioned roster cache (XEP-0237); empty: none
+  std::chrono::milliseconds timeout{15000};  // connect, negotiation and each IQ
+};
+
+struct RosterItem {
+  std::string jid;
+  std::string name;
+  std::string subscription = "none";  // none, to, from, both
+  bool ask = false;                   // we asked for a subscription (pending out)
+  std::vector<std::string> groups;
+};
+
+struct Presence {
+  std::string from;  // full JID
+  std::string type;  // "" (available), unavailable, subscribe, subscribed, unsubscribe,
+                     // unsubscribed, error
+  std::string show;  // away, chat, dnd, xa or "" (online)
+  std::string status;
+  int priority = 0;
+  std::string delay;  // XEP-0203 stamp, if any
+  std::string error;  // for type error: the condition
+};
+
+struct Message {
+  std::string from;
+  std::string to;
+  std::string id;
+  std::string type;  // chat, normal, groupchat, headline, error
+  std::string body;
+  std::string thread;
+  std::string delay;        // XEP-0203 stamp: an offline (delayed) message
+  std::string chat_state;   // XEP-0085: active, composing, paused, inactive, gone
+  std::string receipt_for;  // XEP-0184: <received id=.../>: the id of our message delivered
+  bool receipt_requested = false;
+  std::string error;  // for type error: the condition
+};
+
+class Client {
+ public:
+  Client(asio::io_context& io, Options options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Connects, secures, authenticates and binds; then reads in the background until disconnect.
+  awaitable<Error> connect();
+  // XEP-0077: connects and secures, creates the account from options().jid and password before
+  // authentication, then closes the connection. kConflict when it exists.
+  awaitable<Error> register_account();
+  // XEP-0077 §3.3, on a connected client. Updates options().password on success.
+  awaitable<Error> change_password(std::string new_password);
+
+  // Fetches the roster (with the cached version when the server supports XEP-0237).
+  awaitable<Error> fetch_roster();
+  const std::vector<RosterItem>& roster() const;
+  const RosterItem* roster_item(const std::string& bare_jid) const;
+  awaitable<Error> roster_set(const std::string& jid, const std::string& name = {});
+  awaitable<Error> roster_remove(const std::string& jid);
+
+  // RFC 6121 §3: subscription requests and answers.
+  void subscribe(const std::string& jid);
+  void approve(const std::string& jid);  // <presence type='subscribed'/>
+  void deny(const std::string& jid);     // <presence type='unsubscribed'/>
+  void unsubscribe(const std::string& jid);
+  // Subscription requests received and not yet answered in this session.
+  const std::vector<std::string>& pending_requests() const;
+
+  // Own presence: show is "", away, chat, dnd or xa.
+  void send_presence(const std::string& show = {}, const std::string& status = {},
+                     int priority = 0);
+  // Sends a chat message with a receipt request and <active/>; returns its id.
+  std::string send_message(const std::string& to, const std::string& body);
+  void send_chat_state(const std::string& to, const std::string& state);
+  // XEP-0199 ping to the server; kTimeout when it does not answer.
+  awaitable<Error> ping();
+  // Sends a message, then pings the server so an immediate bounce (unknown contact) is seen:
+  // kNotFound with the server's condition when the message came back as an error.
+  awaitable<Error> send_message_checked(const std::string& to, const std::string& body);
+
+  // Contacts' presence: bare JID -> resource -> last available presence.
+  const std::map<std::string, std::map<std::string, Presence>>& presences() const;
+
+  // Closes the stream (</stream:stream>), waits briefly for the server's, closes the socket.
+  awaitable<void> disconnect();
+  // Waits until the connection ends; returns why (kOk after disconnect()).
+  awaitable<Error> wait_closed();
+  bool connected() const;
+
+  const Options& options() const;
+  std::string bound_jid() const;           // full JID after bind
+  std::string server_fingerprint() const;  // SHA-256 of the server's certificate, hex
+
+  // Events, called from the reader.
+  std::function<void(const Message&)> on_message;
+  std::function<void(const Presence&)> on_presence;
+  std::function<void(const RosterItem&, bool removed)> on_roster_push;
+  std::function<void(const Error&)> on_disconnect;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// Resolves _xmpp-client._tcp.<domain> (RFC 6120 §3.2.1): (host, port) ordered by priority,
+// empty when there is no record. Blocking; for connect().
+std::vector<std::pair<std::string, std::uint16_t>> resolve_srv(const std::string& domain);
+
+// Runs `fn` with exponential backoff (1 s doubling to `max`) while it returns an error whose
+// code is kUnreachable, kTimeout or kDisconnected; stops on success or another error.
+awaitable<Error> with_backoff(asio::io_context& io, std::function<awaitable<Error>()> fn,
+                              int attempts, std::chrono::seconds max = std::chrono::seconds(30));
+
+}  // namespace kabar::client

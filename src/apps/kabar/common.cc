@@ -1,0 +1,142 @@
+#include "common.h"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "xmpp/jid.h"
+
+namespace kabar::cli {
+
+int exit_code(const client::Error& e) {
+  switch (e.code) {
+    case client::Errc::kOk:
+      return kExitOk;
+    case client::Errc::kBadInput:
+      return kExitUsage;
+    case client::Errc::kAuth:
+      return kExitAuth;
+    case client::Errc::kUnreachable:
+    case client::Errc::kTimeout:
+      return kExitUnreachable;
+    case client::Errc::kCertificate:
+    case client::Errc::kTls:
+      return kExitCertificate;
+    case client::Errc::kConflict:
+      return kExitConflict;
+    case client::Errc::kNotFound:
+      return kExitNotFound;
+    default:
+      return kExitError;
+  }
+}
+
+int report(const client::Error& e) {
+  if (!e) return kExitOk;
+  std::fprintf(stderr, "kabar: %s\n", e.message.c_str());
+  return exit_code(e);
+}
+
+int fail(int code, const std::string& message) {
+  std::fprintf(stderr, "kabar: %s\n", message.c_str());
+  return code;
+}
+
+int run(asio::io_context& io, std::function<awaitable<int>()> fn) {
+  int result = kExitError;
+  asio::co_spawn(
+      io, [&]() -> awaitable<int> { co_return co_await fn(); },
+      [&](std::exception_ptr ep, int r) {
+        if (ep) {
+          try {
+            std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            std::fprintf(stderr, "kabar: %s\n", e.what());
+          }
+          result = kExitError;
+        } else {
+          result = r;
+        }
+        io.stop();
+      });
+  io.run();
+  return result;
+}
+
+namespace {
+std::string home() {
+  const char* h = std::getenv("HOME");
+  return h && *h ? h : ".";
+}
+std::string xdg(const char* var, const char* fallback) {
+  const char* v = std::getenv(var);
+  return (v && *v ? std::string(v) : home() + "/" + fallback) + "/kabar";
+}
+std::string ensure(std::string dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  ::chmod(dir.c_str(), 0700);
+  return dir;
+}
+}  // namespace
+
+std::string config_dir() { return xdg("XDG_CONFIG_HOME", ".config"); }
+std::string cache_dir() { return ensure(xdg("XDG_CACHE_HOME", ".cache")); }
+std::string state_dir() { return ensure(xdg("XDG_STATE_HOME", ".local/state")); }
+
+SavedStatus load_status() {
+  SavedStatus s;
+  std::ifstream f(state_dir() + "/status");
+  std::getline(f, s.show);
+  std::getline(f, s.status);
+  return s;
+}
+
+void save_status(const SavedStatus& s) {
+  std::ofstream f(state_dir() + "/status", std::ios::trunc);
+  f << s.show << "\n" << s.status << "\n";
+}
+
+std::string xmpp_bare(const std::string& jid) {
+  auto j = xmpp::Jid::parse(jid);
+  return j ? j->bare_str() : std::string();
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace kabar::cli

@@ -1,0 +1,56 @@
+// Shared pieces of the kabar command: settings from flags, environment and config file; exit codes;
+// one-line error reporting; running a coroutine to completion.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <functional>
+#include <string>
+#include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
+
+#include "kabar/client.h"
+
+namespace kabar::cli {
+
+namespace asio = boost::asio;
+using client::awaitable;
+
+// Exit codes (documented in the README).
+enum Exit {
+  kExitOk = 0,
+  kExitError = 1,        // anything else
+  kExitUsage = 2,        // bad arguments or configuration
+  kExitAuth = 3,         // wrong password or unknown account
+  kExitUnreachable = 4,  // server unreachable or timed out
+  kExitCertificate = 5,  // certificate not trusted or mismatched
+  kExitConflict = 6,     // account exists
+  kExitNotFound = 7,     // unknown contact
+};
+
+int exit_code(const client::Error& e);
+// Prints "kabar: MESSAGE" on stderr; returns the exit code for it.
+int report(const client::Error& e);
+int fail(int code, const std::string& message);
+
+// Runs `fn` on `io` until it completes; returns its result. Exceptions become one line and 1.
+int run(asio::io_context& io, std::function<awaitable<int>()> fn);
+
+// Where kabar keeps its files (XDG base directories).
+std::string config_dir();  // $XDG_CONFIG_HOME/kabar or ~/.config/kabar
+std::string cache_dir();   // $XDG_CACHE_HOME/kabar or ~/.cache/kabar; created
+std::string state_dir();   // $XDG_STATE_HOME/kabar or ~/.local/state/kabar; created
+
+// The saved own presence that listen and chat announce (set by `kabar status`).
+struct SavedStatus {
+  std::string show;
+  std::string status;
+};
+SavedStatus load_status();
+void save_status(const SavedStatus& s);
+
+// The bare form of a JID, or empty when it is not a valid JID.
+std::string xmpp_bare(const std::string& jid);
+
+// Minimal JSON string escaping for `listen --json`.
+std::string json_string(const std::string& s);
+
+}  // namespace kabar::cli

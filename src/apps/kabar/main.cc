@@ -1,0 +1,433 @@
+// kabar: the command-line XMPP client. One-shot commands (register, send, roster, status), a
+// line-per-event listener, and a full-screen chat.
+#include <sys/stat.h>
+#include <termios.h>
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "chat.h"
+#include "common.h"
+
+namespace kabar::cli {
+
+namespace {
+
+struct Settings {
+  std::string jid;
+  std::string password_file;
+  std::string server;
+  bool insecure = false;
+  std::string pin;
+  bool direct_tls = false;
+};
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string read_password(const std::string& prompt) {
+  std::string pw;
+  if (::isatty(0)) {
+    std::fprintf(stderr, "%s", prompt.c_str());
+    std::fflush(stderr);
+    termios old{};
+    ::tcgetattr(0, &old);
+    termios noecho = old;
+    noecho.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(0, TCSANOW, &noecho);
+    std::getline(std::cin, pw);
+    ::tcsetattr(0, TCSANOW, &old);
+    std::fprintf(stderr, "\n");
+  } else {
+    std::getline(std::cin, pw);
+  }
+  if (!pw.empty() && pw.back() == '\r') pw.pop_back();
+  return pw;
+}
+
+// Fills in what flags left empty from the environment, then the config file. Returns an error
+// message, or empty.
+struct Config {
+  std::string jid, password, server, pin;
+  bool insecure = false;
+};
+
+std::string load_config(Config& c) {
+  std::string path = config_dir() + "/config.toml";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  if ((st.st_mode & 077) != 0)
+    return path + " is readable by others; run: chmod 600 " + path + " (it may hold a password)";
+  try {
+    toml::table t = toml::parse_file(path);
+    for (auto&& [k, v] : t) {
+      std::string key(k.str());
+      if (key != "jid" && key != "password" && key != "server" && key != "pin" && key != "insecure")
+        return path + ": unknown key '" + key + "'";
+    }
+    c.jid = t["jid"].value_or(std::string());
+    c.password = t["password"].value_or(std::string());
+    c.server = t["server"].value_or(std::string());
+    c.pin = t["pin"].value_or(std::string());
+    c.insecure = t["insecure"].value_or(false);
+  } catch (const toml::parse_error& e) {
+    return path + ": " + std::string(e.description());
+  }
+  return {};
+}
+
+// Builds client options. `jid` given positionally (register) wins over everything.
+int make_options(const Settings& s, const std::string& jid_arg, bool need_password,
+                 client::Options& o, bool confirm = false) {
+  Config cfg;
+  if (std::string e = load_config(cfg); !e.empty()) return fail(kExitUsage, e);
+  o.jid = !jid_arg.empty()            ? jid_arg
+          : !s.jid.empty()            ? s.jid
+          : !env("KABAR_JID").empty() ? env("KABAR_JID")
+                                      : cfg.jid;
+  if (o.jid.empty())
+    return fail(kExitUsage, "no account: give --jid, set KABAR_JID, or put jid in " + config_dir() +
+                                "/config.toml");
+  std::string server = !s.server.empty()              ? s.server
+                       : !env("KABAR_SERVER").empty() ? env("KABAR_SERVER")
+                                                      : cfg.server;
+  if (!server.empty()) {
+    std::string host = server;
+    std::string port;
+    if (server.front() == '[') {
+      auto close = server.find(']');
+      if (close == std::string::npos) return fail(kExitUsage, "bad --server '" + server + "'");
+      host = server.substr(1, close - 1);
+      if (close + 1 < server.size() && server[close + 1] == ':') port = server.substr(close + 2);
+    } else if (auto colon = server.rfind(':');
+               colon != std::string::npos && server.find(':') == colon) {
+      host = server.substr(0, colon);
+      port = server.substr(colon + 1);
+    }
+    o.host = host;
+    if (!port.empty()) {
+      char* end = nullptr;
+      long p = std::strtol(port.c_str(), &end, 10);
+      if (*end || p <= 0 || p > 65535)
+        return fail(kExitUsage, "bad port in --server '" + server + "'");
+      o.port = static_cast<std::uint16_t>(p);
+    }
+  }
+  o.insecure = s.insecure || env("KABAR_INSECURE") == "1" || cfg.insecure;
+  o.pin_sha256 = !s.pin.empty() ? s.pin : cfg.pin;
+  if (s.direct_tls) o.tls = client::TlsMode::kDirect;
+  if (need_password) {
+    if (!s.password_file.empty()) {
+      std::FILE* f = std::fopen(s.password_file.c_str(), "r");
+      if (!f) return fail(kExitUsage, "cannot read " + s.password_file);
+      char buf[1024];
+      std::size_t n = std::fread(buf, 1, sizeof buf, f);
+      std::fclose(f);
+      o.password.assign(buf, n);
+      while (!o.password.empty() && (o.password.back() == '\n' || o.password.back() == '\r'))
+        o.password.pop_back();
+    } else if (!env("KABAR_PASSWORD").empty()) {
+      o.password = env("KABAR_PASSWORD");
+    } else if (!cfg.password.empty() && (jid_arg.empty() || jid_arg == cfg.jid)) {
+      o.password = cfg.password;
+    } else {
+      o.password = read_password("Password for " + o.jid + ": ");
+      if (confirm && ::isatty(0) && read_password("Again: ") != o.password)
+        return fail(kExitUsage, "the passwords differ");
+    }
+    if (o.password.empty()) return fail(kExitUsage, "empty password");
+  }
+  return kExitOk;
+}
+
+std::string roster_cache_path(const std::string& jid) {
+  std::string name;
+  for (char c : jid)
+    name +=
+        (std::isalnum(static_cast<unsigned char>(c)) || c == '@' || c == '.' || c == '-') ? c : '_';
+  return cache_dir() + "/roster-" + name;
+}
+
+awaitable<int> finish(client::Client& c, int code) {
+  // One round trip so everything sent has been processed before the stream closes.
+  if (c.connected()) co_await c.ping();
+  co_await c.disconnect();
+  co_return code;
+}
+
+// ---- commands ----
+
+awaitable<int> cmd_register(asio::io_context& io, client::Options o) {
+  client::Client c(io, o);
+  if (auto e = co_await c.register_account()) co_return report(e);
+  std::printf("registered %s\n", o.jid.c_str());
+  co_return kExitOk;
+}
+
+awaitable<int> cmd_passwd(asio::io_context& io, client::Options o) {
+  std::string np = env("KABAR_NEW_PASSWORD");
+  if (np.empty()) np = read_password("New password for " + o.jid + ": ");
+  if (np.empty()) co_return fail(kExitUsage, "empty password");
+  client::Client c(io, o);
+  if (auto e = co_await c.connect()) co_return report(e);
+  if (auto e = co_await c.change_password(np)) {
+    co_await c.disconnect();
+    co_return report(e);
+  }
+  std::printf("password changed for %s\n", o.jid.c_str());
+  co_return co_await finish(c, kExitOk);
+}
+
+awaitable<int> cmd_send(asio::io_context& io, client::Options o, std::string to, std::string text) {
+  client::Client c(io, o);
+  if (auto e = co_await c.connect()) co_return report(e);
+  client::Error e = co_await c.send_message_checked(to, text);
+  co_await c.disconnect();
+  co_return report(e);
+}
+
+awaitable<int> cmd_roster(asio::io_context& io, client::Options o, std::string action,
+                          std::string jid) {
+  o.roster_cache = roster_cache_path(o.jid);
+  client::Client c(io, o);
+  if (action != "list" && jid.empty())
+    co_return fail(kExitUsage, "roster " + action + " needs a JID");
+  std::string bare;
+  if (!jid.empty()) {
+    auto j = xmpp_bare(jid);
+    if (j.empty()) co_return fail(kExitUsage, "'" + jid + "' is not a valid JID");
+    bare = j;
+  }
+  if (auto e = co_await c.connect()) co_return report(e);
+  if (auto e = co_await c.fetch_roster()) {
+    co_await c.disconnect();
+    co_return report(e);
+  }
+  const client::RosterItem* item = bare.empty() ? nullptr : c.roster_item(bare);
+  if (action == "list") {
+    for (const auto& i : c.roster()) {
+      std::printf("%s\t%s%s", i.jid.c_str(), i.subscription.c_str(), i.ask ? " (asked)" : "");
+      if (!i.name.empty()) std::printf("\t%s", i.name.c_str());
+      std::printf("\n");
+    }
+  } else if (action == "add") {
+    if (auto e = co_await c.roster_set(bare)) {
+      co_await c.disconnect();
+      co_return report(e);
+    }
+    c.subscribe(bare);
+    std::printf("asked %s to share presence\n", bare.c_str());
+  } else if (action == "remove") {
+    if (!item) {
+      co_await c.disconnect();
+      co_return fail(kExitNotFound, bare + " is not in your roster");
+    }
+    if (auto e = co_await c.roster_remove(bare)) {
+      co_await c.disconnect();
+      co_return report(e);
+    }
+    std::printf("removed %s\n", bare.c_str());
+  } else if (action == "approve") {
+    c.approve(bare);
+    // Approving makes it mutual: ask back unless we already see their presence or asked.
+    if (!item || (item->subscription != "to" && item->subscription != "both" && !item->ask)) {
+      if (!item) co_await c.roster_set(bare);
+      c.subscribe(bare);
+    }
+    std::printf("approved %s\n", bare.c_str());
+  } else if (action == "deny") {
+    c.deny(bare);
+    std::printf("denied %s\n", bare.c_str());
+  } else {
+    co_await c.disconnect();
+    co_return fail(kExitUsage, "unknown roster action '" + action + "'");
+  }
+  co_return co_await finish(c, kExitOk);
+}
+
+awaitable<int> cmd_status(asio::io_context& io, client::Options o, std::string show,
+                          std::string text) {
+  if (show == "online") show.clear();
+  client::Client c(io, o);
+  if (auto e = co_await c.connect()) co_return report(e);
+  c.send_presence(show, text);
+  save_status(SavedStatus{show, text});
+  co_return co_await finish(c, kExitOk);
+}
+
+void print_event_json(const std::string& type,
+                      const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string line = "{\"type\":" + json_string(type);
+  for (const auto& [k, v] : fields) {
+    if (v.empty()) continue;
+    line += "," + json_string(k) + ":" + json_string(v);
+  }
+  line += "}\n";
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
+awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, int keepalive) {
+  o.roster_cache = roster_cache_path(o.jid);
+  client::Client c(io, o);
+  bool stopping = false;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code ec, int) {
+    if (ec) return;
+    stopping = true;
+    asio::co_spawn(io, c.disconnect(), asio::detached);
+  });
+  auto out = [&](const std::string& type, std::vector<std::pair<std::string, std::string>> f,
+                 const std::string& text) {
+    if (json)
+      print_event_json(type, f);
+    else {
+      std::printf("%s\n", text.c_str());
+      std::fflush(stdout);
+    }
+  };
+  c.on_message = [&](const client::Message& m) {
+    if (m.type == "error") {
+      out("error", {{"from", m.from}, {"id", m.id}, {"condition", m.error}},
+          "error from " + m.from + ": " + m.error);
+    } else if (!m.body.empty()) {
+      out("message", {{"from", m.from}, {"body", m.body}, {"id", m.id}, {"delay", m.delay}},
+          m.from + ": " + m.body + (m.delay.empty() ? "" : "  [sent " + m.delay + "]"));
+    } else if (!m.receipt_for.empty()) {
+      out("receipt", {{"from", m.from}, {"id", m.receipt_for}},
+          m.from + " received message " + m.receipt_for);
+    } else if (!m.chat_state.empty()) {
+      out("chatstate", {{"from", m.from}, {"state", m.chat_state}}, m.from + " is " + m.chat_state);
+    }
+  };
+  c.on_presence = [&](const client::Presence& p) {
+    std::string type = p.type.empty() ? "presence" : p.type;
+    std::string shown = p.type.empty() ? (p.show.empty() ? "online" : p.show) : p.type;
+    out(type,
+        {{"from", p.from},
+         {"show", p.show},
+         {"status", p.status},
+         {"delay", p.delay},
+         {"condition", p.error}},
+        p.from + " " + shown + (p.status.empty() ? "" : " \"" + p.status + "\""));
+  };
+  SavedStatus st = load_status();
+  bool first = true;
+  while (!stopping) {
+    client::Error e = co_await client::with_backoff(
+        io, [&]() -> awaitable<client::Error> { co_return co_await c.connect(); },
+        first ? 1 : 1000);
+    if (e) {
+      if (stopping) break;
+      co_return report(e);
+    }
+    first = false;
+    if (auto fe = co_await c.fetch_roster(); fe && fe.code != client::Errc::kDisconnected)
+      co_return report(fe);
+    c.send_presence(st.show, st.status);
+    out("ready", {{"jid", c.bound_jid()}}, "listening as " + c.bound_jid());
+    // XEP-0199 keepalive: a server that stops answering ends the connection, then we reconnect.
+    auto alive = std::make_shared<bool>(true);
+    if (keepalive > 0) {
+      asio::co_spawn(
+          io,
+          [&c, &io, alive, keepalive]() -> awaitable<void> {
+            asio::steady_timer t(io);
+            while (*alive) {
+              t.expires_after(std::chrono::seconds(keepalive));
+              boost::system::error_code ec;
+              co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+              if (!*alive || !c.connected()) co_return;
+              if (auto pe = co_await c.ping(); pe.code == client::Errc::kTimeout) {
+                co_await c.disconnect();
+                co_return;
+              }
+            }
+          },
+          asio::detached);
+    }
+    client::Error why = co_await c.wait_closed();
+    *alive = false;
+    if (stopping) break;
+    std::fprintf(stderr, "kabar: %s; reconnecting\n", why ? why.message.c_str() : "disconnected");
+  }
+  signals.cancel();
+  co_return kExitOk;
+}
+
+}  // namespace
+
+}  // namespace kabar::cli
+
+int main(int argc, char** argv) {
+  using namespace kabar::cli;
+  CLI::App app{"kabar: an XMPP client for the terminal."};
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags may follow the subcommand too
+  Settings s;
+  app.add_option("--jid", s.jid, "Account JID (else KABAR_JID or config.toml)");
+  app.add_option("--password-file", s.password_file, "Read the password from this file");
+  app.add_option("--server", s.server,
+                 "Connect to HOST[:PORT] instead of the JID's domain (or KABAR_SERVER)");
+  app.add_flag("--insecure", s.insecure, "Accept any server certificate (test servers only)");
+  app.add_option("--pin", s.pin, "Trust a server certificate with this SHA-256 fingerprint");
+  app.add_flag("--direct-tls", s.direct_tls,
+               "TLS from the first byte (XEP-0368) instead of STARTTLS");
+
+  std::string reg_jid;
+  auto* reg = app.add_subcommand("register",
+                                 "Create an account (password from KABAR_PASSWORD or a prompt)");
+  reg->add_option("JID", reg_jid, "The new account")->required();
+  auto* passwd = app.add_subcommand(
+      "passwd", "Change the account's password (KABAR_NEW_PASSWORD or a prompt)");
+  std::string send_to, send_text;
+  auto* send = app.add_subcommand("send", "Send one message");
+  send->add_option("JID", send_to)->required();
+  send->add_option("TEXT", send_text)->required();
+  std::string action = "list", roster_jid;
+  auto* roster = app.add_subcommand("roster", "List or change the contact list");
+  roster->add_option("ACTION", action, "list, add, remove, approve, deny")
+      ->check(CLI::IsMember({"list", "add", "remove", "approve", "deny"}));
+  roster->add_option("JID", roster_jid);
+  std::string show = "online", status_text;
+  auto* status =
+      app.add_subcommand("status", "Announce and keep your presence (online, away, dnd, xa)");
+  status->add_option("SHOW", show)->check(CLI::IsMember({"online", "away", "dnd", "xa", "chat"}));
+  status->add_option("TEXT", status_text);
+  bool json = false;
+  int keepalive = 60;
+  auto* listen = app.add_subcommand("listen", "Print incoming messages and presence, one per line");
+  listen->add_flag("--json", json, "One JSON object per line");
+  listen->add_option("--keepalive", keepalive, "Seconds between keepalive pings (0: none)");
+  auto* chat = app.add_subcommand("chat", "Full-screen terminal chat");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;
+  }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  kabar::client::Options o;
+  boost::asio::io_context io;
+  if (reg->parsed()) {
+    if (int r = make_options(s, reg_jid, true, o, true)) return r;
+    return run(io, [&]() { return cmd_register(io, o); });
+  }
+  if (int r = make_options(s, "", true, o)) return r;
+  if (passwd->parsed()) return run(io, [&]() { return cmd_passwd(io, o); });
+  if (send->parsed()) return run(io, [&]() { return cmd_send(io, o, send_to, send_text); });
+  if (roster->parsed()) return run(io, [&]() { return cmd_roster(io, o, action, roster_jid); });
+  if (status->parsed()) return run(io, [&]() { return cmd_status(io, o, show, status_text); });
+  if (listen->parsed()) return run(io, [&]() { return cmd_listen(io, o, json, keepalive); });
+  if (chat->parsed()) {
+    o.roster_cache = roster_cache_path(o.jid);
+    return run(io, [&]() { return chat_main(io, o); });
+  }
+  return kExitUsage;
+}

@@ -1,0 +1,229 @@
+"""Starts Debian's Prosody and ejabberd (or kabard) with their own configs on free loopback ports,
+for tests that run the same suite against every server. Each server gets a fresh directory, a
+self-signed certificate for `localhost`, in-band registration on, and is stopped (with its epmd
+for ejabberd) when the test ends. Nothing here touches the system services.
+
+    with peers.start("prosody", workdir) as srv:
+        srv.port, srv.domain
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+DOMAIN = "localhost"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_cert(d):
+    key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=" + DOMAIN, "-addext", "subjectAltName=DNS:" + DOMAIN,
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    both = os.path.join(d, "both.pem")
+    with open(both, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    for p in (key, cert, both):
+        os.chmod(p, 0o644)
+    return key, cert, both
+
+
+def wait_listen(port, proc, log, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early ({proc.returncode}):\n" + tail(log))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not listen in time:\n" + tail(log))
+
+
+def tail(path, n=4000):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def stop_proc(proc, timeout=10):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Peer:
+    kind = "?"
+
+    def __init__(self, keep=False):
+        self.dir = tempfile.mkdtemp(prefix=f"kabar-{self.kind}-")
+        os.chmod(self.dir, 0o755)
+        self.domain = DOMAIN
+        self.port = free_port()
+        self.keep = keep
+        self.procs = []
+        self.log_path = os.path.join(self.dir, f"{self.kind}.log")
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            print(f"---- {self.kind} log (tail) ----\n" + tail(self.log_path), flush=True)
+        self.stop()
+
+    def stop(self):
+        for p in reversed(self.procs):
+            stop_proc(p)
+        self.procs = []
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Prosody(Peer):
+    kind = "prosody"
+
+    def start(self):
+        key, cert, _ = make_cert(self.dir)
+        data = os.path.join(self.dir, "data")
+        os.makedirs(data)
+        cfg = os.path.join(self.dir, "prosody.cfg.lua")
+        with open(cfg, "w") as f:
+            f.write(f"""
+run_as_root = true
+daemonize = false
+pidfile = "{self.dir}/prosody.pid"
+data_path = "{data}"
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {self.port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+s2s_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "offline";
+                    "posix"; }}
+modules_disabled = {{ "s2s"; }}
+allow_registration = true
+min_seconds_between_registrations = 0
+registration_throttle_max = 1000
+c2s_require_encryption = true
+authentication = "internal_hashed"
+storage = "internal"
+ssl = {{ key = "{key}"; certificate = "{cert}"; }}
+log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{self.log_path}" }} }}
+VirtualHost "{self.domain}"
+""")
+        out = open(os.path.join(self.dir, "stdout.log"), "w")
+        proc = subprocess.Popen(["prosody", "-F", "--config", cfg], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.procs.append(proc)
+        wait_listen(self.port, proc, self.log_path, 20)
+
+
+class Ejabberd(Peer):
+    kind = "ejabberd"
+
+    def start(self):
+        _, _, both = make_cert(self.dir)
+        spool = os.path.join(self.dir, "spool")
+        os.makedirs(spool)
+        cfg = os.path.join(self.dir, "ejabberd.yml")
+        with open(cfg, "w") as f:
+            f.write(f"""
+hosts: ["{self.domain}"]
+loglevel: info
+certfiles: ["{both}"]
+listen:
+  - port: {self.port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls_required: true
+registration_timeout: infinity
+auth_method: internal
+auth_password_format: scram
+acl:
+  loopback:
+    ip: ["127.0.0.0/8"]
+access_rules:
+  register:
+    allow: all
+  local:
+    allow: all
+  c2s:
+    allow: all
+shaper_rules:
+  c2s_shaper: none
+modules:
+  mod_roster:
+    versioning: true
+  mod_register:
+    access: register
+    ip_access: all
+  mod_offline: {{}}
+  mod_ping: {{}}
+  mod_disco: {{}}
+""")
+        subprocess.run(["chown", "-R", "ejabberd:ejabberd", self.dir], check=True)
+        epmd_port = free_port()
+        env = {"PATH": "/usr/bin:/bin", "HOME": self.dir, "EJABBERD_CONFIG_PATH": cfg,
+               "EJABBERD_LOG_PATH": self.log_path, "ERL_LIBS": "/usr/lib/x86_64-linux-gnu",
+               "ERL_EPMD_PORT": str(epmd_port), "LANG": "C.UTF-8"}
+        # Our own epmd on its own port, so it can be ended by its pid.
+        epmd = subprocess.Popen(["setpriv", "--reuid=ejabberd", "--regid=ejabberd",
+                                 "--clear-groups", "epmd", "-port", str(epmd_port)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(epmd)
+        time.sleep(0.3)
+        out = open(os.path.join(self.dir, "stdout.log"), "w")
+        name = f"kabar{self.port}@localhost"
+        proc = subprocess.Popen(
+            ["setpriv", "--reuid=ejabberd", "--regid=ejabberd", "--clear-groups", "erl",
+             "-sname", name, "-noshell", "-noinput", "-mnesia", "dir", f'"{spool}"',
+             "-s", "ejabberd"], env=env, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        wait_listen(self.port, proc, os.path.join(self.dir, "stdout.log"), 40)
+
+    def stop(self):
+        # erl ends on SIGTERM in OTP 25; its process group holds its helpers too.
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+        self.procs = []
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start(kind, keep=False):
+    return {"prosody": Prosody, "ejabberd": Ejabberd}[kind](keep=keep)

@@ -237,7 +237,14 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
     if (!j || j->local().empty())
       co_return err(Errc::kBadInput, "'" + opt.jid + "' is not a valid JID (user@domain)");
     jid = *j;
-    if (opt.resource.empty()) opt.resource = jid.resource().empty() ? "kabar" : jid.resource();
+    // A fresh resource per process by default, so a one-shot command never replaces (RFC 6120
+    // §7.7.2.2 conflict) a listener or chat of the same account.
+    if (opt.resource.empty())
+      opt.resource =
+          jid.resource().empty()
+              ? "kabar." +
+                    hex(reinterpret_cast<const unsigned char*>(xmpp::random_bytes(3).data()), 3)
+              : jid.resource();
     std::vector<std::pair<std::string, std::uint16_t>> targets;
     if (!opt.host.empty()) {
       targets.emplace_back(opt.host, opt.port ? opt.port : 5222);
@@ -511,7 +518,11 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
             std::string cond = "undefined-condition";
             for (const xml::Element* c : el.children())
               if (c->xmlns() == ns::kStreams && c->name() != "text") cond = c->name();
-            why = err(Errc::kDisconnected, "the server ended the stream: " + cond);
+            if (cond == "conflict")
+              why = err(Errc::kConflict,
+                        "another client logged in with the same resource (" + opt.resource + ")");
+            else
+              why = err(Errc::kDisconnected, "the server ended the stream: " + cond);
             continue;
           }
           dispatch(el);

@@ -65,6 +65,15 @@ awaitable<void> C2sSession::run() {
     spdlog::error("c2s #{} {}: {}", serial_, peer_addr_, e.what());
   }
   closing_ = true;
+  if (closed_at_ms == 0) closed_at_ms = server_.now_ms();
+  // A stream error queued as the read loop ended (bad XML, a size limit) must still reach the
+  // peer before the close (RFC 6120 §4.9.1.1): let the writer finish. A peer that does not read
+  // is cut off by the sweep (abort() after 5 s), which closes the socket and ends this wait.
+  while (!socket_closed_ && (writing_ || !outq_.empty())) {
+    asio::steady_timer t(server_.io(), std::chrono::milliseconds(5));
+    boost::system::error_code ec;
+    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
   shutdown_socket();
   co_await server_.session_closed(shared_from_this());
 }
@@ -447,10 +456,12 @@ void C2sSession::sasl_success(std::string_view additional) {
   send(s);
   spdlog::info("c2s #{} {}: authenticated as {}@{}", serial_, peer_addr_, username_,
                server_.config().domain);
-  // RFC 6120 §6.4.6: a new stream follows.
+  // RFC 6120 §6.4.6: a new stream follows. Until its header is answered, a stream error needs
+  // a header of its own (§4.9.1.1).
   parser_.reset();
   inbox_.clear();
   phase_ = Phase::kWaitStream;
+  stream_open_ = false;
 }
 
 awaitable<void> C2sSession::handle_bind(const xml::Element& iq) {

@@ -125,24 +125,31 @@ auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
     };
     co_await db(std::move(wrapped));
   } else {
+    // With GCC 12 and Boost 1.74, use_awaitable's initiate() relocates the initiation object
+    // bytewise (no move constructor runs), which corrupts captured std::strings (their SSO
+    // pointer still points into the old copy) and crashed kabard on the first login. So the
+    // initiation only holds trivially copyable pointers; the callable lives on the heap, owned
+    // by the pool-side lambda.
+    auto* fn = new F(std::move(f));
     co_return co_await asio::async_initiate<decltype(asio::use_awaitable),
                                             void(std::exception_ptr, R)>(
-        [this, f = std::move(f)](auto handler) mutable {
+        [this, fn](auto handler) mutable {
+          std::unique_ptr<F> owned(fn);
           auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
-          asio::post(store_pool_,
-                     [this, f = std::move(f), handler = std::move(handler), io_ex]() mutable {
-                       std::exception_ptr ep;
-                       R result{};
-                       try {
-                         result = f(*store_);
-                       } catch (...) {
-                         ep = std::current_exception();
-                       }
-                       asio::post(io_ex, [handler = std::move(handler), ep,
-                                          result = std::move(result)]() mutable {
+          asio::post(store_pool_, [this, owned = std::move(owned), handler = std::move(handler),
+                                   io_ex]() mutable {
+            std::exception_ptr ep;
+            R result{};
+            try {
+              result = (*owned)(*store_);
+            } catch (...) {
+              ep = std::current_exception();
+            }
+            asio::post(io_ex,
+                       [handler = std::move(handler), ep, result = std::move(result)]() mutable {
                          std::move(handler)(ep, std::move(result));
                        });
-                     });
+          });
         },
         asio::use_awaitable);
   }

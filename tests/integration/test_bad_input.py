@@ -468,7 +468,7 @@ def timeouts(k, w):
         if e.tag == q(NS_CLIENT, "iq") and e.find(q(NS_PING, "ping")) is not None:
             ping = e
     R.check(ping is not None and ping.get("type") == "get" and ping.get("from") == "localhost"
-            and ping.get("to") == silent_jid and ping_at is not None and 1.5 <= ping_at <= 5,
+            and ping.get("to") == silent_jid and ping_at is not None and 1.2 <= ping_at <= 5,
             "silent client pinged after idle_timeout (at %s s: %s)"
             % ("%.1f" % ping_at if ping_at else "?", tostr(ping)))
     try:

@@ -41,15 +41,17 @@ def roster_items(query):
     return {i.get("jid"): i for i in query.findall(q(NS_ROSTER, "item"))}
 
 
-def expect_push(c, jid, timeout=None):
-    """Waits for a roster push about `jid`; returns its <item/> (and the push's ver)."""
+def expect_push(c, jid, timeout=None, **want):
+    """Waits for a roster push about `jid` whose item has the attribute values `want` (earlier
+    pushes about it stay queued); returns its <item/>, the push's ver, and the push."""
     def pred(el):
         if el.tag != q(NS_CLIENT, "iq") or el.get("type") != "set":
             return False
         qq = el.find(q(NS_ROSTER, "query"))
-        return qq is not None and qq.find(q(NS_ROSTER, "item")) is not None and \
-            qq.find(q(NS_ROSTER, "item")).get("jid") == jid
-    el = c.wait_for(pred, timeout, what="roster push for %s" % jid)
+        item = qq.find(q(NS_ROSTER, "item")) if qq is not None else None
+        return item is not None and item.get("jid") == jid and all(
+            item.get(k) == v for k, v in want.items())
+    el = c.wait_for(pred, timeout, what="roster push for %s %s" % (jid, want))
     qq = el.find(q(NS_ROSTER, "query"))
     # RFC 6121 §2.1.6: the client answers pushes.
     c.send("<iq type='result' id='%s'/>" % el.get("id"))
@@ -313,6 +315,8 @@ def roster(k):
     r = c.iq("set", "<query xmlns='jabber:iq:roster'><item jid='dave@localhost' name='D.'/></query>")
     item, ver2, _ = expect_push(c, "dave@localhost")
     R.check(iq_ok(r) and item.get("name") == "D." and ver2 != ver1, "roster update pushed")
+    item, _, _ = expect_push(c2, "dave@localhost")
+    R.check(item.get("name") == "D.", "roster update pushed to the other resource")
     # bad sets
     r = c.iq("set", "<query xmlns='jabber:iq:roster'><item jid='x@localhost'/><item jid='y@localhost'/></query>")
     R.check(r.get("type") == "error" and error_condition(r) == "bad-request", "two items -> bad-request")
@@ -346,32 +350,30 @@ def subscriptions_and_presence(k):
     b.drain(0.2)
     # frank subscribes to gina
     a.send("<presence to='gina@localhost' type='subscribe'/>")
-    item, _, _ = expect_push(a, "gina@localhost")
-    R.check(item.get("subscription") == "none" and item.get("ask") == "subscribe",
-            "subscriber's push: subscription none, ask subscribe")
+    item, _, _ = expect_push(a, "gina@localhost", ask="subscribe")
+    R.check(item.get("subscription") == "none", "subscriber's push: subscription none, ask subscribe")
     p = b.expect_presence(type="subscribe")
     R.check(p.get("from") == "frank@localhost", "contact receives subscribe from the bare JID (%s)" % tostr(p))
     # gina approves
     b.send("<presence to='frank@localhost' type='subscribed'/>")
-    item, _, _ = expect_push(b, "frank@localhost")
-    R.check(item.get("subscription") == "from", "approver's push: subscription from (%s)" % tostr(item))
-    item, _, _ = expect_push(a, "gina@localhost")
-    R.check(item.get("subscription") == "to" and item.get("ask") is None,
-            "subscriber's push: subscription to (%s)" % tostr(item))
+    item, _, _ = expect_push(b, "frank@localhost", subscription="from")
+    R.check(item.get("ask") is None, "approver's push: subscription from (%s)" % tostr(item))
+    item, _, _ = expect_push(a, "gina@localhost", subscription="to")
+    R.check(item.get("ask") is None, "subscriber's push: subscription to (%s)" % tostr(item))
     p = a.expect_presence(type="subscribed")
     R.check(p.get("from") == "gina@localhost", "subscriber receives subscribed")
     p = a.expect_presence(**{"from": "gina@localhost/g"})
     R.check(p.get("type") is None, "subscriber receives the contact's available presence")
     # and back: gina subscribes to frank
     b.send("<presence to='frank@localhost' type='subscribe'/>")
-    item, _, _ = expect_push(b, "frank@localhost")
-    R.check(item.get("subscription") == "from" and item.get("ask") == "subscribe", "gina: from + ask")
+    item, _, _ = expect_push(b, "frank@localhost", ask="subscribe")
+    R.check(item.get("subscription") == "from", "gina: from + ask")
     a.expect_presence(type="subscribe", **{"from": "gina@localhost"})
     a.send("<presence to='gina@localhost' type='subscribed'/>")
-    item, _, _ = expect_push(a, "gina@localhost")
-    R.check(item.get("subscription") == "both", "frank's push: both")
-    item, _, _ = expect_push(b, "frank@localhost")
-    R.check(item.get("subscription") == "both", "gina's push: both")
+    item, _, _ = expect_push(a, "gina@localhost", subscription="both")
+    R.check(item.get("ask") is None, "frank's push: both")
+    item, _, _ = expect_push(b, "frank@localhost", subscription="both")
+    R.check(item.get("ask") is None, "gina's push: both")
     p = b.expect_presence(**{"from": "frank@localhost/f"})
     R.check(p.get("type") is None, "gina receives frank's presence after approving")
     a.drain(0.2)

@@ -42,6 +42,15 @@ void register_basics(Server& s) {
     q.add_child("version", ns::kVersion).add_text(KABAR_VERSION);
     from->send(reply);
   });
+  // RFC 3921 §3 session establishment: advertised as <optional/> in the stream features
+  // (RFC 6121 Appendix E), so older clients still send it and expect an empty result.
+  s.register_iq(ns::kSession, [](SessionPtr from, xml::Element iq) -> awaitable<void> {
+    if (!to_server(iq) || iq.attr("type") != "set") {
+      from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
+      co_return;
+    }
+    from->send(xmpp::make_iq_result(iq));
+  });
   s.register_iq(ns::kPing, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
     if (!to_server_or_self(iq, from) || iq.attr("type") != "get") {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));

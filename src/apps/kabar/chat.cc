@@ -1,4 +1,524 @@
+// `kabar chat`: contacts with presence on the left (unread counts), one conversation on the right
+// (this run's history), an editable input line at the bottom. ncurses in wide-character mode;
+// keyboard input and SIGWINCH come through Asio so the client's reader runs in the same loop.
 #include "chat.h"
+
+#include <curses.h>
+#include <langinfo.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <clocale>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
 namespace kabar::cli {
-awaitable<int> chat_main(asio::io_context& io, client::Options options) { co_return 1; }
+
+namespace {
+
+std::wstring widen(const std::string& s) {
+  std::wstring out;
+  std::mbstate_t st{};
+  const char* p = s.data();
+  const char* end = p + s.size();
+  while (p < end) {
+    wchar_t wc;
+    std::size_t n = std::mbrtowc(&wc, p, end - p, &st);
+    if (n == static_cast<std::size_t>(-1) || n == static_cast<std::size_t>(-2)) {
+      out += L'?';
+      ++p;
+      st = {};
+      continue;
+    }
+    if (n == 0) n = 1;
+    out += wc == L'\t' ? L' ' : wc;
+    p += n;
+  }
+  return out;
+}
+
+std::string narrow(const std::wstring& w) {
+  std::string out;
+  std::mbstate_t st{};
+  char buf[MB_LEN_MAX];
+  for (wchar_t c : w) {
+    std::size_t n = std::wcrtomb(buf, c, &st);
+    if (n != static_cast<std::size_t>(-1)) out.append(buf, n);
+  }
+  return out;
+}
+
+std::string clock_now() {
+  std::time_t t = std::time(nullptr);
+  char buf[8];
+  std::strftime(buf, sizeof buf, "%H:%M", std::localtime(&t));
+  return buf;
+}
+
+// "2024-05-01T10:20:30Z" -> "05-01 10:20" (UTC, marked as delayed).
+std::string clock_of_stamp(const std::string& stamp) {
+  if (stamp.size() < 16) return stamp;
+  return stamp.substr(5, 5) + " " + stamp.substr(11, 5);
+}
+
+struct Line {
+  std::string time;
+  std::string who;
+  std::string text;
+  std::string id;  // our message id, for its receipt
+  bool delivered = false;
+};
+
+struct Conversation {
+  std::vector<Line> lines;
+  int unread = 0;
+  std::string chat_state;  // theirs
+  bool composing_sent = false;
+};
+
+class ChatUi {
+ public:
+  ChatUi(asio::io_context& io, client::Options o)
+      : io_(io), client_(io, o), input_fd_(io, ::dup(0)), signals_(io, SIGWINCH) {}
+
+  awaitable<int> run() {
+    init_screen();
+    client_.on_message = [this](const client::Message& m) { on_message(m); };
+    client_.on_presence = [this](const client::Presence& p) { on_presence(p); };
+    client_.on_roster_push = [this](const client::RosterItem&, bool) { draw(); };
+    watch_resize();
+    asio::co_spawn(io_, read_keys(), asio::detached);
+    status_ = "connecting to the server...";
+    draw();
+    SavedStatus st = load_status();
+    int result = kExitOk;
+    bool first = true;
+    while (!quit_) {
+      client::Error e = co_await client::with_backoff(
+          io_, [this]() -> awaitable<client::Error> { co_return co_await client_.connect(); },
+          first ? 1 : 1000);
+      if (quit_) break;
+      if (e) {
+        end_screen();
+        co_return report(e);
+      }
+      first = false;
+      co_await client_.fetch_roster();
+      client_.send_presence(st.show, st.status);
+      status_ = "online as " + client_.bound_jid();
+      if (selected_.empty() && !client_.roster().empty()) selected_ = client_.roster()[0].jid;
+      draw();
+      client::Error why = co_await client_.wait_closed();
+      if (quit_) break;
+      if (why.code == client::Errc::kConflict || why.code == client::Errc::kAuth) {
+        end_screen();
+        co_return report(why);
+      }
+      status_ = "disconnected (" + why.message + "); reconnecting...";
+      draw();
+    }
+    co_await client_.disconnect();
+    end_screen();
+    co_return result;
+  }
+
+  void quit() {
+    if (quit_) return;
+    quit_ = true;
+    asio::co_spawn(io_, client_.disconnect(), asio::detached);
+  }
+
+ private:
+  void init_screen() {
+    // Wide characters need a UTF-8 locale, also where the environment names none (tmux, cron).
+    std::setlocale(LC_ALL, "");
+    if (std::strcmp(nl_langinfo(CODESET), "UTF-8") != 0) std::setlocale(LC_CTYPE, "C.UTF-8");
+    initscr();
+    cbreak();
+    noecho();
+    nonl();
+    keypad(stdscr, TRUE);
+    nodelay(stdscr, TRUE);
+    set_escdelay(25);
+    if (has_colors()) {
+      start_color();
+      use_default_colors();
+      init_pair(1, COLOR_GREEN, -1);
+      init_pair(2, COLOR_YELLOW, -1);
+      init_pair(3, COLOR_CYAN, -1);
+    }
+    screen_ = true;
+  }
+
+  void end_screen() {
+    if (!screen_) return;
+    screen_ = false;
+    signals_.cancel();
+    boost::system::error_code ec;
+    input_fd_.cancel(ec);
+    endwin();
+  }
+
+  void watch_resize() {
+    signals_.async_wait([this](boost::system::error_code ec, int) {
+      if (ec || !screen_) return;
+      endwin();
+      refresh();
+      draw();
+      watch_resize();
+    });
+  }
+
+  awaitable<void> read_keys() {
+    while (screen_ && !quit_) {
+      boost::system::error_code ec;
+      co_await input_fd_.async_wait(asio::posix::descriptor_base::wait_read,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || !screen_) co_return;
+      wint_t ch;
+      int r;
+      while (screen_ && (r = get_wch(&ch)) != ERR) handle_key(r == KEY_CODE_YES, ch);
+      if (screen_) draw();
+    }
+  }
+
+  std::vector<std::string> contacts() const {
+    std::vector<std::string> out;
+    for (const auto& i : client_.roster()) out.push_back(i.jid);
+    for (const auto& [jid, c] : convs_)
+      if (std::find(out.begin(), out.end(), jid) == out.end()) out.push_back(jid);
+    return out;
+  }
+
+  void select(int delta) {
+    auto cs = contacts();
+    if (cs.empty()) return;
+    auto it = std::find(cs.begin(), cs.end(), selected_);
+    int idx = it == cs.end() ? 0 : static_cast<int>(it - cs.begin());
+    idx = (idx + delta + static_cast<int>(cs.size())) % static_cast<int>(cs.size());
+    selected_ = cs[idx];
+    convs_[selected_].unread = 0;
+  }
+
+  void handle_key(bool code, wint_t ch) {
+    if (code) {
+      switch (ch) {
+        case KEY_BTAB:
+        case KEY_UP:
+          select(-1);
+          break;
+        case KEY_DOWN:
+          select(1);
+          break;
+        case KEY_LEFT:
+          if (cursor_ > 0) --cursor_;
+          break;
+        case KEY_RIGHT:
+          if (cursor_ < input_.size()) ++cursor_;
+          break;
+        case KEY_HOME:
+          cursor_ = 0;
+          break;
+        case KEY_END:
+          cursor_ = input_.size();
+          break;
+        case KEY_BACKSPACE:
+          if (cursor_ > 0) input_.erase(--cursor_, 1);
+          break;
+        case KEY_DC:
+          if (cursor_ < input_.size()) input_.erase(cursor_, 1);
+          break;
+        case KEY_ENTER:
+          submit();
+          break;
+        default:
+          break;
+      }
+      return;
+    }
+    switch (ch) {
+      case L'\t':
+      case 14:  // Ctrl-N
+        select(1);
+        return;
+      case 16:  // Ctrl-P
+        select(-1);
+        return;
+      case L'\r':
+      case L'\n':
+        submit();
+        return;
+      case 127:
+      case 8:
+        if (cursor_ > 0) input_.erase(--cursor_, 1);
+        return;
+      case 1:  // Ctrl-A
+        cursor_ = 0;
+        return;
+      case 5:  // Ctrl-E
+        cursor_ = input_.size();
+        return;
+      case 21:  // Ctrl-U
+        input_.erase(0, cursor_);
+        cursor_ = 0;
+        return;
+      case 11:  // Ctrl-K
+        input_.erase(cursor_);
+        return;
+      case 23: {  // Ctrl-W: the word before the cursor
+        std::size_t p = cursor_;
+        while (p > 0 && input_[p - 1] == L' ') --p;
+        while (p > 0 && input_[p - 1] != L' ') --p;
+        input_.erase(p, cursor_ - p);
+        cursor_ = p;
+        return;
+      }
+      case 4:  // Ctrl-D
+        quit();
+        return;
+      default:
+        if (ch >= 32) {
+          input_.insert(cursor_++, 1, static_cast<wchar_t>(ch));
+          typing();
+        }
+    }
+  }
+
+  // XEP-0085: <composing/> once per message being typed to a contact.
+  void typing() {
+    if (selected_.empty() || input_.empty() || input_[0] == L'/' || !client_.connected()) return;
+    auto& c = convs_[selected_];
+    if (!c.composing_sent) {
+      client_.send_chat_state(selected_, "composing");
+      c.composing_sent = true;
+    }
+  }
+
+  void submit() {
+    std::string text = narrow(input_);
+    input_.clear();
+    cursor_ = 0;
+    if (text.empty()) return;
+    if (text[0] == '/') {
+      command(text);
+      return;
+    }
+    if (selected_.empty()) {
+      status_ = "no contact selected: /to JID opens a conversation";
+      return;
+    }
+    if (!client_.connected()) {
+      status_ = "not connected; the message was not sent";
+      return;
+    }
+    std::string id = client_.send_message(selected_, text);
+    auto& c = convs_[selected_];
+    c.composing_sent = false;
+    c.lines.push_back(Line{clock_now(), "me", text, id, false});
+  }
+
+  void command(const std::string& text) {
+    std::string cmd = text.substr(0, text.find(' '));
+    std::string arg = text.size() > cmd.size() ? text.substr(cmd.size() + 1) : std::string();
+    std::string bare = xmpp_bare(arg);
+    if (cmd == "/quit" || cmd == "/q") {
+      quit();
+    } else if (cmd == "/to" && !bare.empty()) {
+      selected_ = bare;
+      convs_[bare].unread = 0;
+    } else if (cmd == "/add" && !bare.empty()) {
+      auto jid = bare;
+      asio::co_spawn(
+          io_,
+          [this, jid]() -> awaitable<void> {
+            client::Error e = co_await client_.roster_set(jid);
+            if (!e) client_.subscribe(jid);
+            status_ = e ? e.message : "asked " + jid + " to share presence";
+            draw();
+          },
+          asio::detached);
+    } else if (cmd == "/approve" && !bare.empty()) {
+      client_.approve(bare);
+      const client::RosterItem* i = client_.roster_item(bare);
+      if (!i || (i->subscription != "to" && i->subscription != "both" && !i->ask))
+        client_.subscribe(bare);
+      status_ = "approved " + bare;
+    } else if (cmd == "/deny" && !bare.empty()) {
+      client_.deny(bare);
+      status_ = "denied " + bare;
+    } else if (cmd == "/status") {
+      std::string show = arg.substr(0, arg.find(' '));
+      std::string st = arg.size() > show.size() ? arg.substr(show.size() + 1) : std::string();
+      if (show != "online" && show != "away" && show != "dnd" && show != "xa" && show != "chat") {
+        status_ = "usage: /status online|away|dnd|xa [TEXT]";
+        return;
+      }
+      if (show == "online") show.clear();
+      client_.send_presence(show, st);
+      save_status(SavedStatus{show, st});
+      status_ = "status: " + (show.empty() ? std::string("online") : show);
+    } else {
+      status_ = "commands: /to JID, /add JID, /approve JID, /deny JID, /status SHOW [TEXT], /quit";
+    }
+  }
+
+  std::string bare_of(const std::string& full) {
+    std::string b = xmpp_bare(full);
+    return b.empty() ? full : b;
+  }
+
+  void on_message(const client::Message& m) {
+    std::string from = bare_of(m.from);
+    if (m.type == "error") {
+      auto& c = convs_[from];
+      c.lines.push_back(Line{clock_now(), "!", "not delivered: " + m.error, {}, false});
+    } else if (!m.body.empty()) {
+      auto& c = convs_[from];
+      c.lines.push_back(Line{m.delay.empty() ? clock_now() : clock_of_stamp(m.delay),
+                             xmpp_bare(m.from).substr(0, xmpp_bare(m.from).find('@')),
+                             m.body,
+                             {},
+                             false});
+      c.chat_state = "active";
+      if (from != selected_) ++c.unread;
+      if (selected_.empty()) selected_ = from;
+    } else if (!m.receipt_for.empty()) {
+      for (auto& l : convs_[from].lines)
+        if (l.id == m.receipt_for) l.delivered = true;
+    } else if (!m.chat_state.empty()) {
+      convs_[from].chat_state = m.chat_state;
+    }
+    draw();
+  }
+
+  void on_presence(const client::Presence& p) {
+    if (p.type == "subscribe")
+      status_ = bare_of(p.from) + " asks to see your presence: /approve or /deny";
+    draw();
+  }
+
+  // "online", "away", ... or "offline" from the best resource.
+  std::string show_of(const std::string& jid) const {
+    auto it = client_.presences().find(jid);
+    if (it == client_.presences().end() || it->second.empty()) return "offline";
+    std::string best = "xa";
+    for (const auto& [res, p] : it->second) {
+      std::string s = p.show.empty() ? "online" : p.show;
+      if (s == "online" || s == "chat") return "online";
+      if (s == "away" || (s == "dnd" && best == "xa")) best = s;
+    }
+    return best;
+  }
+
+  void put(int y, int x, const std::string& s, int width, attr_t attr = A_NORMAL) {
+    if (width <= 0) return;
+    std::wstring w = widen(s);
+    if (static_cast<int>(w.size()) > width) w.resize(width);
+    attron(attr);
+    mvaddnwstr(y, x, w.c_str(), static_cast<int>(w.size()));
+    attroff(attr);
+  }
+
+  void draw() {
+    if (!screen_) return;
+    int rows, cols;
+    getmaxyx(stdscr, rows, cols);
+    erase();
+    int left = std::min(34, cols / 3);
+    // Contacts.
+    put(0, 0, "Contacts", left - 1, A_BOLD);
+    int y = 1;
+    for (const auto& jid : contacts()) {
+      if (y >= rows - 3) break;
+      std::string show = show_of(jid);
+      std::string mark = show == "online" ? "[+] " : show == "offline" ? "[ ] " : "[~] ";
+      std::string line = mark + jid;
+      int unread = convs_.count(jid) ? convs_.at(jid).unread : 0;
+      if (unread) line += " (" + std::to_string(unread) + ")";
+      attr_t a = jid == selected_ ? A_REVERSE : A_NORMAL;
+      if (show == "online" && has_colors()) a |= COLOR_PAIR(1);
+      if (unread) a |= A_BOLD;
+      put(y++, 0, line, left - 1, a);
+    }
+    for (int r = 0; r < rows - 2; ++r) mvaddch(r, left - 1, ACS_VLINE);
+    // Conversation.
+    int cx = left + 1;
+    int cw = cols - cx;
+    if (!selected_.empty()) {
+      std::string head = selected_ + " - " + show_of(selected_);
+      auto it = convs_.find(selected_);
+      if (it != convs_.end() && it->second.chat_state == "composing") head += " (typing...)";
+      put(0, cx, head, cw, A_BOLD);
+      if (it != convs_.end()) {
+        // Wrap, then show the last lines that fit.
+        std::vector<std::pair<std::wstring, bool>> wrapped;
+        for (const auto& l : it->second.lines) {
+          std::wstring w =
+              widen("[" + l.time + "] " + l.who + ": " + l.text + (l.delivered ? " ✓" : ""));
+          for (std::size_t i = 0; i < w.size() || i == 0; i += std::max(1, cw)) {
+            wrapped.emplace_back(w.substr(i, std::max(1, cw)), l.who == "me");
+            if (w.empty()) break;
+          }
+        }
+        int avail = rows - 3;
+        int start = std::max(0, static_cast<int>(wrapped.size()) - avail);
+        int row = 1;
+        for (std::size_t i = start; i < wrapped.size(); ++i, ++row) {
+          attr_t a = wrapped[i].second && has_colors() ? COLOR_PAIR(3) : A_NORMAL;
+          attron(a);
+          mvaddnwstr(row, cx, wrapped[i].first.c_str(), static_cast<int>(wrapped[i].first.size()));
+          attroff(a);
+        }
+      }
+    } else {
+      put(0, cx, "No conversation: Tab picks a contact, /to JID opens one", cw, A_DIM);
+    }
+    // Status and input.
+    mvhline(rows - 2, 0, ACS_HLINE, cols);
+    put(rows - 2, 1, " " + status_ + " | Tab: next contact  /help  /quit ", cols - 2, A_DIM);
+    std::wstring prompt = L"> ";
+    int iw = cols - static_cast<int>(prompt.size()) - 1;
+    std::size_t off = cursor_ > static_cast<std::size_t>(std::max(1, iw))
+                          ? cursor_ - static_cast<std::size_t>(iw)
+                          : 0;
+    std::wstring shown = input_.substr(off, std::max(0, iw));
+    mvaddnwstr(rows - 1, 0, prompt.c_str(), static_cast<int>(prompt.size()));
+    mvaddnwstr(rows - 1, static_cast<int>(prompt.size()), shown.c_str(),
+               static_cast<int>(shown.size()));
+    move(rows - 1, static_cast<int>(prompt.size() + (cursor_ - off)));
+    refresh();
+  }
+
+  asio::io_context& io_;
+  client::Client client_;
+  asio::posix::stream_descriptor input_fd_;
+  asio::signal_set signals_;
+  bool screen_ = false;
+  bool quit_ = false;
+  std::string selected_;
+  std::string status_;
+  std::map<std::string, Conversation> convs_;
+  std::wstring input_;
+  std::size_t cursor_ = 0;
+};
+
+}  // namespace
+
+awaitable<int> chat_main(asio::io_context& io, client::Options options) {
+  if (!::isatty(0) || !::isatty(1)) co_return fail(kExitUsage, "kabar chat needs a terminal");
+  auto ui = std::make_shared<ChatUi>(io, std::move(options));
+  asio::signal_set stop(io, SIGINT, SIGTERM);
+  stop.async_wait([ui](boost::system::error_code ec, int) {
+    if (!ec) ui->quit();
+  });
+  int r = co_await ui->run();
+  stop.cancel();
+  co_return r;
+}
+
 }  // namespace kabar::cli

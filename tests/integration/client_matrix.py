@@ -273,7 +273,13 @@ def main(server_kind):
     try:
         if server_kind == "kabard":
             with kabartest.Kabard(args) as srv:
-                run_matrix(res, Kabar(binary, srv.port, srv.domain, work), "kabard")
+                k = Kabar(binary, srv.port, srv.domain, work)
+                run_matrix(res, k, "kabard")
+                e = k.env("bob")
+                e["KABAR_SERVER"] = f"127.0.0.1:{srv.tls_port}"
+                r = k.run("--direct-tls", "roster", env=e)
+                res.check(r.returncode == 0 and "alice@" in r.stdout,
+                          f"kabard: direct TLS (XEP-0368) login ({r.stderr.strip()})")
         else:
             if shutil.which("prosody" if server_kind == "prosody" else "erl") is None:
                 res.check(False, f"{server_kind} is installed (make deps)")

@@ -396,8 +396,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"list", "add", "remove", "approve", "deny"}));
   roster->add_option("JID", roster_jid);
   std::string show = "online", status_text;
-  auto* status =
-      app.add_subcommand("status", "Announce and keep your presence (online, away, dnd, xa)");
+  auto* status = app.add_subcommand(
+      "status", "Announce your presence (online, away, dnd, xa) and keep it for listen and chat");
   status->add_option("SHOW", show)->check(CLI::IsMember({"online", "away", "dnd", "xa", "chat"}));
   status->add_option("TEXT", status_text);
   bool json = false;

@@ -280,6 +280,21 @@ def main(server_kind):
                 r = k.run("--direct-tls", "roster", env=e)
                 res.check(r.returncode == 0 and "alice@" in r.stdout,
                           f"kabard: direct TLS (XEP-0368) login ({r.stderr.strip()})")
+                # Reconnect with backoff: kabard restarts under a listening client.
+                lb = k.listen("bob")
+                try:
+                    res.check(lb.wait(lambda ev: ev["type"] == "ready") is not None,
+                              "kabard: bob listens before the restart")
+                    srv.stop()
+                    srv.start()
+                    readies = []
+                    ev = lb.wait(lambda ev: ev["type"] == "ready" and readies.append(ev)
+                                 is None and len(readies) == 2, timeout=20)
+                    res.check(ev is not None, "kabard: listen reconnects after a server restart")
+                finally:
+                    lb.stop()
+                res.check("reconnecting" in lb.stderr and lb.stderr.count("\n") == 1,
+                          f"kabard: one line says why it reconnected ({lb.stderr.strip()})")
         else:
             if shutil.which("prosody" if server_kind == "prosody" else "erl") is None:
                 res.check(False, f"{server_kind} is installed (make deps)")

@@ -470,6 +470,8 @@ class Bench {
   std::vector<char> scratch_ = std::vector<char>(256 * 1024);
 
   // counters
+  long run_id_ = static_cast<long>(getpid());
+  long bind_count_ = 0;
   long in_flight_ = 0;  // logins started, not finished
   long online_ = 0;
   long logins_done_ = 0;
@@ -915,8 +917,11 @@ void Bench::on_features(int slot, std::string_view el) {
     return;
   }
   c.st = St::kBind;
+  // A resource name never used before (run id and login count): a login never waits for the
+  // server to retire an older session of the same resource (RFC 6120 §7.7.2.2).
   send(slot, "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r" +
-                 std::to_string(c.resource) + "</resource></bind></iq>");
+                 std::to_string(c.resource) + "-" + std::to_string(run_id_) + "-" +
+                 std::to_string(++bind_count_) + "</resource></bind></iq>");
   c.session_required = el.find("urn:ietf:params:xml:ns:xmpp-session") != std::string_view::npos &&
                        el.find("<optional") == std::string_view::npos;
 }

@@ -1,0 +1,30 @@
+-- Prosody for kabar's benchmark (bench/run fills in @DIR@, @PORT@, @DOMAIN@). Loopback only,
+-- plaintext allowed, registration on, run as root in the foreground; only the modules the
+-- scenarios touch (roster, presence, SASL, TLS, registration), so Prosody is not charged for
+-- features the load never uses.
+run_as_root = true
+daemonize = false
+pidfile = "@DIR@/prosody.pid"
+data_path = "@DIR@/data"
+log = { warn = "@DIR@/prosody.log" }
+network_backend = "epoll"
+interfaces = { "127.0.0.1" }
+c2s_ports = { @PORT@ }
+c2s_direct_tls_ports = { }
+s2s_ports = { }
+component_ports = { }
+http_ports = { }
+https_ports = { }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "register", "ping", "posix" }
+modules_disabled = { "s2s", "offline" }
+authentication = "internal_hashed"
+default_iteration_count = 4096
+storage = "internal"
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+allow_registration = true
+registration_allowlist = { "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5" }
+certificates = "@DIR@/certs"
+ssl = { certificate = "@DIR@/certs/@DOMAIN@.crt", key = "@DIR@/certs/@DOMAIN@.key" }
+
+VirtualHost "@DOMAIN@"

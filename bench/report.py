@@ -1,0 +1,306 @@
+"""Turns bench/run's JSON lines into bench/results/YYYY-MM-DD.md: kabard, the floor, Prosody and
+ejabberd side by side, kabard's ratios, the issue #7 targets met or missed, and the per-step data.
+
+usage: report.py RESULTS.jsonl OUT.md
+"""
+import json
+import sys
+
+SERVERS = ["kabard", "floor", "prosody", "ejabberd"]
+NAMES = {"kabard": "kabard", "floor": "floor", "prosody": "Prosody", "ejabberd": "ejabberd"}
+
+
+def load(path):
+    meta, recs = {}, []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            if r.get("meta"):
+                meta = r
+            else:
+                recs.append(r)
+    return meta, recs
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a, b, inverse=False):
+    if a is None or b is None or a == 0 or b == 0:
+        return "–"
+    r = b / a if inverse else a / b
+    return f"{r:.2f}x"
+
+
+class Server:
+    def __init__(self, name, recs):
+        mine = [r for r in recs if r.get("server") == name]
+        self.name = name
+        self.started = not any(r.get("scenario") == "start" and r.get("failed") for r in mine)
+        self.steps = [r for r in mine if r.get("scenario") == "throughput" and "step" in r]
+        self.ladder = next((r for r in mine if r.get("scenario") == "throughput" and
+                            r.get("summary")), None)
+        self.perf = next((r for r in mine if r.get("scenario") == "perf" and "step" in r), None)
+        self.logins = next((r for r in mine if r.get("scenario") == "logins"), None)
+        self.presence = next((r for r in mine if r.get("scenario") == "presence"), None)
+        self.memory = {r.get("tls"): r for r in mine if r.get("scenario") == "memory"}
+        self.setup = [r for r in mine if r.get("scenario") == "setup"]
+        self.all = mine
+
+    def per_cpu(self, step):
+        if not step or not step.get("server_cpu_s"):
+            return None
+        return step["delivered"] / step["server_cpu_s"]
+
+    def best(self):
+        ok = [s for s in self.steps if s.get("pass")]
+        return max(ok, key=lambda s: s["delivered_per_s"]) if ok else None
+
+    def at_rate(self, rate):
+        return next((s for s in self.steps if s["offered"] == rate), None)
+
+    def near(self, rate):
+        if not self.steps:
+            return None
+        return min(self.steps, key=lambda s: abs(s["offered"] - rate))
+
+    def mem(self, tls):
+        r = self.memory.get(tls)
+        if not r or r.get("connections", 0) < r.get("target", 1):
+            return None if not r else r.get("bytes_per_conn")
+        return r.get("bytes_per_conn")
+
+    def perf_per_msg(self, key):
+        p = self.perf
+        if not p or p.get(key, -1) < 0 or not p.get("delivered"):
+            return None
+        # Messages pass the server once each: count per delivered message.
+        return p[key] / p["delivered"]
+
+    def ctx_per_msg(self, step):
+        if not step or not step.get("delivered"):
+            return None
+        return step["server_ctx_switches"] / step["delivered"]
+
+
+def main():
+    meta, recs = load(sys.argv[1])
+    out_path = sys.argv[2]
+    S = {n: Server(n, recs) for n in SERVERS}
+    present = [n for n in SERVERS if S[n].all]
+    k, fl, pr, ej = S["kabard"], S["floor"], S["prosody"], S["ejabberd"]
+    L = []
+    w = L.append
+    w(f"# Benchmark results, {meta.get('date', '?')}")
+    w("")
+    w(f"Machine: {meta.get('cpu', '?')}, {meta.get('cpus', '?')} CPUs, "
+      f"{meta.get('mem_gib', '?')} GiB, Linux {meta.get('kernel', '?')}; kabar commit "
+      f"`{meta.get('commit', '?')}`; Prosody {meta.get('prosody') or '?'}, ejabberd "
+      f"{meta.get('ejabberd') or '?'} (Debian 12 packages).")
+    w("")
+    w("Method (`make bench`, i.e. `bench/run`): each server runs alone on CPU 0 (`taskset`), "
+      "kabar-bench on CPU 1; all on loopback, plain TCP unless marked TLS (STARTTLS). "
+      "CPU time, RSS and context switches are read from `/proc/PID` at the start and end of each "
+      "measured window only. Throughput: 1,000 online users with 10-contact rosters (filled "
+      "through subscriptions beforehand), chat messages to roster contacts, the send time in the "
+      "body; the offered rate rises (2 s warm-up + 8 s measured per step) until p99 passes 100 ms, "
+      "errors appear or deliveries fall behind. Messages per CPU-second = messages delivered in "
+      "the window / server CPU seconds in the window. The floor (`bench/floor`) is the leanest "
+      "relay kabar-bench can drive (one thread, epoll, expat, forwards the original bytes, SASL "
+      "PLAIN only, no rosters or presence), measured under the same load and pinning.")
+    w("")
+    w("## Side by side")
+    w("")
+    w("| | " + " | ".join(NAMES[n] for n in present) + " |")
+    w("|---|" + "---|" * len(present))
+
+    def row(label, fn, digits=0):
+        w(f"| {label} | " + " | ".join(fmt(fn(S[n]), digits) for n in present) + " |")
+
+    row("max sustained delivered msg/s", lambda s: s.best() and s.best()["delivered_per_s"])
+    row("msgs per server CPU-second at that max", lambda s: s.per_cpu(s.best()))
+    row("msgs per server CPU-second at 4,000 msg/s offered",
+        lambda s: s.per_cpu(s.at_rate(4000)))
+    row("p99 latency at 4,000 msg/s (ms)", lambda s: s.at_rate(4000) and
+        s.at_rate(4000)["p99_ms"], 2)
+    row("p99 latency at the max (ms)", lambda s: s.best() and s.best()["p99_ms"], 2)
+    row("syscalls per message at 4,000 msg/s (perf)", lambda s: s.perf_per_msg("perf_syscalls"), 2)
+    row("context switches per message at 4,000 msg/s", lambda s: s.perf_per_msg(
+        "perf_ctx_switches"), 3)
+    row("RSS per idle authenticated connection, plain (bytes)", lambda s: s.mem("none"))
+    row("RSS per idle authenticated connection, TLS (bytes)", lambda s: s.mem("starttls"))
+    row("SCRAM logins per second", lambda s: s.logins and s.logins["logins_per_s"])
+    row("SCRAM logins per server CPU-second", lambda s: s.logins and s.logins["logins_per_cpu_s"])
+    row("presence stanzas delivered per second (100-contact rosters)",
+        lambda s: s.presence and s.presence.get("presence_per_s"))
+    row("presence stanzas per server CPU-second",
+        lambda s: s.presence and s.presence.get("presence_per_cpu_s"))
+    w("")
+    w("The floor offers only SASL PLAIN, so its login figures are PLAIN logins; it has no rosters "
+      "or presence and is not run in the presence scenario.")
+    w("")
+
+    w("## kabard's ratios")
+    w("")
+    others = [n for n in ("floor", "prosody", "ejabberd") if n in present]
+    w("| | " + " | ".join(f"kabard / {NAMES[n]}" for n in others) + " |")
+    w("|---|" + "---|" * len(others))
+
+    def rrow(label, fn, inverse=False):
+        w(f"| {label} | " + " | ".join(ratio(fn(k), fn(S[n]), inverse) for n in others) + " |")
+
+    rrow("max sustained msg/s", lambda s: s.best() and s.best()["delivered_per_s"])
+    rrow("msgs per CPU-second at each one's max", lambda s: s.per_cpu(s.best()))
+    rrow("msgs per CPU-second at 4,000 msg/s", lambda s: s.per_cpu(s.at_rate(4000)))
+    rrow("memory per idle connection, plain (lower is better: other / kabard)",
+         lambda s: s.mem("none"), inverse=True)
+    rrow("memory per idle connection, TLS (other / kabard)", lambda s: s.mem("starttls"),
+         inverse=True)
+    rrow("logins per CPU-second", lambda s: s.logins and s.logins["logins_per_cpu_s"])
+    rrow("presence per CPU-second", lambda s: s.presence and s.presence.get("presence_per_cpu_s"))
+    w("")
+
+    # Targets from issue #7.
+    w("## Targets (issue #7)")
+    w("")
+    w("| target | measured | met? |")
+    w("|---|---|---|")
+
+    def target(label, value, goal, ok, note=""):
+        w(f"| {label} | {value} | {'yes' if ok else 'NO'}{(' — ' + note) if note else ''} |")
+
+    common = sorted({s["offered"] for s in k.steps} & {s["offered"] for s in fl.steps})
+    fracs = []
+    for rate in common:
+        a, b = k.per_cpu(k.at_rate(rate)), fl.per_cpu(fl.at_rate(rate))
+        if a and b:
+            fracs.append((rate, a / b))
+    if fracs:
+        worst = min(fracs, key=lambda x: x[1])
+        target("kabard msgs/CPU-s >= 70% of the floor's at every offered rate",
+               f"worst {worst[1] * 100:.0f}% at {worst[0]:,.0f} msg/s",
+               0.7, worst[1] >= 0.7,
+               "" if worst[1] >= 0.7 else f"short by {(0.7 - worst[1]) * 100:.0f} points")
+    for other, goal4k, goalmax in (("prosody", 5, 10), ("ejabberd", 2, 4)):
+        o = S[other]
+        a, b = k.per_cpu(k.at_rate(4000)), o.per_cpu(o.at_rate(4000))
+        if a and b:
+            r = a / b
+            target(f"at 4,000 msg/s, msgs/CPU-s >= {goal4k}x {NAMES[other]}", f"{r:.2f}x",
+                   goal4k, r >= goal4k, "" if r >= goal4k else f"{r / goal4k * 100:.0f}% of goal")
+        a, b = k.per_cpu(k.best()), o.per_cpu(o.best())
+        if a and b:
+            r = a / b
+            target(f"at each server's max, msgs/CPU-s >= {goalmax}x {NAMES[other]}", f"{r:.2f}x",
+                   goalmax, r >= goalmax, "" if r >= goalmax else f"{r / goalmax * 100:.0f}% of goal")
+    m = k.mem("none")
+    if m:
+        target("memory per idle authenticated connection <= 4 KiB plain", f"{m / 1024:.1f} KiB",
+               4096, m <= 4096, "" if m <= 4096 else f"{m / 4096:.1f}x the budget")
+    m = k.mem("starttls")
+    if m:
+        target("memory per idle authenticated connection <= 12 KiB TLS", f"{m / 1024:.1f} KiB",
+               12288, m <= 12288, "" if m <= 12288 else f"{m / 12288:.1f}x the budget")
+    b = k.best()
+    if b:
+        half = k.near(b["delivered_per_s"] / 2)
+        if half:
+            target("p99 at half of kabard's max <= 5 ms",
+                   f"{half['p99_ms']:.2f} ms at {half['offered']:,.0f} msg/s (nearest step to "
+                   f"{b['delivered_per_s'] / 2:,.0f})", 5, half["p99_ms"] <= 5,
+                   "" if half["p99_ms"] <= 5 else f"{half['p99_ms'] / 5:.1f}x the budget")
+    w("")
+
+    if fracs:
+        w("## kabard against the floor, per offered rate")
+        w("")
+        w("| offered msg/s | kabard msgs/CPU-s | floor msgs/CPU-s | kabard / floor | kabard ctx "
+          "switches/msg | floor ctx switches/msg |")
+        w("|---|---|---|---|---|---|")
+        for rate, fr in fracs:
+            ks, fs = k.at_rate(rate), fl.at_rate(rate)
+            w(f"| {rate:,.0f} | {fmt(k.per_cpu(ks))} | {fmt(fl.per_cpu(fs))} | {fr * 100:.0f}% | "
+              f"{fmt(k.ctx_per_msg(ks), 3)} | {fmt(fl.ctx_per_msg(fs), 3)} |")
+        w("")
+
+    w("## Throughput ladders")
+    for n in present:
+        s = S[n]
+        if not s.steps:
+            continue
+        w("")
+        w(f"### {NAMES[n]}")
+        w("")
+        w("| offered | delivered/s | p50 ms | p99 ms | p99.9 ms | server CPU s | msgs/CPU-s | "
+          "ctx sw/msg | RSS MiB | errors | pass |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for st in s.steps:
+            w(f"| {st['offered']:,.0f} | {st['delivered_per_s']:,.0f} | {st['p50_ms']:.2f} | "
+              f"{st['p99_ms']:.2f} | {st['p999_ms']:.2f} | {st['server_cpu_s']:.2f} | "
+              f"{fmt(s.per_cpu(st))} | {fmt(s.ctx_per_msg(st), 3)} | "
+              f"{st['server_rss_kib'] / 1024:.0f} | {st['step_errors']} | "
+              f"{'yes' if st['pass'] else 'no'} |")
+        if s.ladder:
+            w("")
+            w(f"Login of the 1,000 users: {s.ladder['login_s']:.1f} s; messages sent "
+              f"{s.ladder['sent']:,}, received {s.ladder['received']:,}, lost {s.ladder['lost']:,}.")
+    w("")
+    w("## Where the time goes at 4,000 msg/s (perf stat on the server, 5 s window)")
+    w("")
+    w("| | syscalls | context switches | delivered | syscalls/msg | ctx switches/msg | CPU s |")
+    w("|---|---|---|---|---|---|---|")
+    for n in present:
+        p = S[n].perf
+        if not p:
+            continue
+        w(f"| {NAMES[n]} | {fmt(p['perf_syscalls'])} | {fmt(p['perf_ctx_switches'])} | "
+          f"{p['delivered']:,} | {fmt(S[n].perf_per_msg('perf_syscalls'), 2)} | "
+          f"{fmt(S[n].perf_per_msg('perf_ctx_switches'), 3)} | {p['server_cpu_s']:.2f} |")
+    w("")
+    w("## Memory")
+    w("")
+    w("| | TLS | connections | RSS before MiB | RSS after MiB | bytes/connection | login s |")
+    w("|---|---|---|---|---|---|---|")
+    for n in present:
+        for tls, r in S[n].memory.items():
+            w(f"| {NAMES[n]} | {tls} | {r['connections']:,}/{r['target']:,} | "
+              f"{r['rss_before_kib'] / 1024:.0f} | {r['rss_after_kib'] / 1024:.0f} | "
+              f"{fmt(r['bytes_per_conn'])} | {r['login_s']:.1f} |")
+    w("")
+    w("15,000 connections = 1,000 accounts x 15 resources, each authenticated (SCRAM) and bound, "
+      "no initial presence; RSS is sampled in a freshly started server before the first "
+      "connection and after all are open and 5 s idle.")
+    w("")
+    w("## Errors")
+    w("")
+    any_err = False
+    for r in recs:
+        if r.get("errors"):
+            any_err = True
+            kinds = "; ".join(f"{k2} x{v}" for k2, v in r.get("error_kinds", {}).items())
+            w(f"- {NAMES.get(r.get('server'), r.get('server'))} / {r.get('scenario')}"
+              f"{' step ' + str(r['step']) if 'step' in r else ''}: {r['errors']} — {kinds[:400]}")
+        if r.get("failed"):
+            any_err = True
+            w(f"- {r.get('server')}: did not start")
+    if not any_err:
+        w("None.")
+    w("")
+    w("Not measured in this run: the tsung-driven throughput scenario (bench/run has the hook, "
+      "`SCENARIOS=... tsung`, but the tsung driver with delivery counting is not written yet).")
+    with open(out_path, "w") as f:
+        f.write("\n".join(L) + "\n")
+
+
+if __name__ == "__main__":
+    main()

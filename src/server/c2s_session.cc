@@ -81,53 +81,23 @@ awaitable<void> C2sSession::run() {
 awaitable<void> C2sSession::read_loop() {
   std::unique_ptr<std::array<char, 8192>> tls_buf;
   while (!socket_closed_) {
-    std::size_t n = 0;
+    std::string_view got;
     if (tls_) {
       if (!tls_buf) tls_buf = std::make_unique<std::array<char, 8192>>();
-      n = co_await tls_->async_read_some(asio::buffer(*tls_buf), asio::use_awaitable);
-      if (closing_) co_return;
-      last_read_ms = server_.now_ms();
-      auto r = parser_.feed(std::string_view(tls_buf->data(), n));
-      if (r.status != xml::StreamParser::Status::kOk) {
-        // handled below
-        inbox_.clear();
-        switch (r.error) {
-          case xml::ParseError::kRestrictedXml:
-            stream_error("restricted-xml");
-            break;
-          case xml::ParseError::kPolicyViolation:
-            stream_error("policy-violation", r.message);
-            break;
-          default:
-            stream_error("not-well-formed");
-        }
-        co_return;
-      }
+      std::size_t n = co_await tls_->async_read_some(asio::buffer(*tls_buf), asio::use_awaitable);
+      got = std::string_view(tls_buf->data(), n);
     } else {
       co_await sock_.async_wait(tcp::socket::wait_read, asio::use_awaitable);
       if (closing_ && socket_closed_) co_return;
       boost::system::error_code ec;
-      n = sock_.read_some(asio::buffer(g_scratch), ec);
+      std::size_t n = sock_.read_some(asio::buffer(g_scratch), ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
       if (ec) throw boost::system::system_error(ec);
-      if (closing_) co_return;
-      last_read_ms = server_.now_ms();
-      auto r = parser_.feed(std::string_view(g_scratch.data(), n));
-      if (r.status != xml::StreamParser::Status::kOk) {
-        inbox_.clear();
-        switch (r.error) {
-          case xml::ParseError::kRestrictedXml:
-            stream_error("restricted-xml");
-            break;
-          case xml::ParseError::kPolicyViolation:
-            stream_error("policy-violation", r.message);
-            break;
-          default:
-            stream_error("not-well-formed");
-        }
-        co_return;
-      }
+      got = std::string_view(g_scratch.data(), n);
     }
+    if (closing_) co_return;
+    last_read_ms = server_.now_ms();
+    if (!feed(got)) co_return;
     // After <starttls/> nothing more is read in the clear: what followed it in the same read is
     // dropped (RFC 6120 §5.3.3; the STARTTLS command-injection attack).
     while (!inbox_.empty() && !closing_ && !start_tls_) {
@@ -156,6 +126,23 @@ awaitable<void> C2sSession::read_loop() {
       stream_open_ = false;
     }
   }
+}
+
+bool C2sSession::feed(std::string_view bytes) {
+  auto r = parser_.feed(bytes);
+  if (r.status == xml::StreamParser::Status::kOk) return true;
+  inbox_.clear();
+  switch (r.error) {
+    case xml::ParseError::kRestrictedXml:
+      stream_error("restricted-xml");
+      break;
+    case xml::ParseError::kPolicyViolation:
+      stream_error("policy-violation", r.message);
+      break;
+    default:
+      stream_error("not-well-formed");
+  }
+  return false;
 }
 
 void C2sSession::on_stream_open(const xml::Element& header, std::string_view default_xmlns) {

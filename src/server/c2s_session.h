@@ -65,6 +65,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
 
   awaitable<void> run();
   awaitable<void> read_loop();
+  // Parses received bytes; on a parse error sends the matching stream error and returns false.
+  bool feed(std::string_view bytes);
   awaitable<void> write_loop();
   awaitable<void> process(xml::Element el);
   awaitable<void> handle_auth(const xml::Element& el);

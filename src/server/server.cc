@@ -234,6 +234,16 @@ std::vector<SessionPtr> Server::sessions_of(const std::string& bare) const {
 
 void Server::send_to(const SessionPtr& s, const xml::Element& stanza) { s->send(stanza); }
 
+void Server::bounce(const xml::Element& stanza, std::string_view condition) {
+  // RFC 6120 §8.3.1: never answer an error with an error.
+  if (stanza.attr("type") == "error") return;
+  auto sender = xmpp::Jid::parse(stanza.attr("from"));
+  if (!sender) return;
+  if (auto s = bound_session(*sender)) {
+    send_to(s, xmpp::make_error_reply(stanza, xmpp::ErrorType::kCancel, condition));
+  }
+}
+
 awaitable<void> Server::session_closed(SessionPtr s) {
   if (all_sessions_.erase(s.get()) == 0) co_return;  // already done
   if (!s->bound()) co_return;
@@ -287,14 +297,7 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
 awaitable<void> Server::route_message(xml::Element stanza) {
   auto to = xmpp::Jid::parse(stanza.attr("to"));
   std::string_view type = stanza.attr("type");
-  auto bounce = [&](std::string_view condition) {
-    if (type == "error") return;
-    auto sender = xmpp::Jid::parse(stanza.attr("from"));
-    if (!sender) return;
-    if (auto s = bound_session(*sender)) {
-      send_to(s, xmpp::make_error_reply(stanza, xmpp::ErrorType::kCancel, condition));
-    }
-  };
+  auto bounce = [&](std::string_view condition) { this->bounce(stanza, condition); };
   if (!is_local(*to)) {
     // No server-to-server links yet (RFC 6120 §10.4.3).
     bounce("remote-server-not-found");
@@ -322,14 +325,7 @@ awaitable<void> Server::deliver(xml::Element stanza) {
   if (!to) co_return;
   std::string type(stanza.attr("type"));
   if (type.empty()) type = "normal";
-  auto bounce = [&](std::string_view condition) {
-    if (type == "error") return;
-    auto sender = xmpp::Jid::parse(stanza.attr("from"));
-    if (!sender) return;
-    if (auto s = bound_session(*sender)) {
-      send_to(s, xmpp::make_error_reply(stanza, xmpp::ErrorType::kCancel, condition));
-    }
-  };
+  auto bounce = [&](std::string_view condition) { this->bounce(stanza, condition); };
   if (stanza.name() != "message") co_return;
   const bool to_full = !to->is_bare();
   // RFC 6121 §8.5.3.2.1: to an unbound full JID, only normal and chat fall back to the bare JID.

@@ -87,6 +87,8 @@ class Server {
 
   // Sends a stanza to one session (serialized once).
   static void send_to(const SessionPtr& s, const xml::Element& stanza);
+  // Answers `stanza` to its local sender with a cancel-type stanza error (never for errors).
+  void bounce(const xml::Element& stanza, std::string_view condition);
 
   // Called by a session once it is gone (after the unavailable broadcast).
   awaitable<void> session_closed(SessionPtr s);

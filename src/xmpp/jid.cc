@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "xmpp/utf8.h"
+
 namespace kabar::xmpp {
 namespace {
 
@@ -15,46 +17,6 @@ namespace {
 constexpr std::size_t kMaxPartBytes = 1023;
 // Three parts plus the two separators.
 constexpr std::size_t kMaxJidBytes = 3 * kMaxPartBytes + 2;
-
-// Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF, no NUL
-// (stringprep works on NUL-terminated strings, so an embedded NUL would silently truncate).
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == 0) return false;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len;
-    std::uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (s.size() - i < len) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += len;
-  }
-  return true;
-}
 
 // Runs one libidn stringprep profile; nullopt when the input is rejected or the output is empty
 // or longer than one part may be.

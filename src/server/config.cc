@@ -89,7 +89,7 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
         cfg.log_level = get<std::string>(node, key);
       } else if (key == "listen") {
         const auto* t = node.as_table();
-        if (t == nullptr) throw std::runtime_error("expected a table");
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
         for (auto&& [k2, n2] : *t) {
           std::string sub(k2.str());
           if (sub == "c2s") {
@@ -97,12 +97,12 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
           } else if (sub == "c2s_tls") {
             cfg.c2s_tls = endpoints(n2, "listen.c2s_tls");
           } else {
-            throw std::runtime_error("unknown key listen." + sub);
+            throw std::runtime_error("listen." + sub + ": unknown key");
           }
         }
       } else if (key == "tls") {
         const auto* t = node.as_table();
-        if (t == nullptr) throw std::runtime_error("expected a table");
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
         for (auto&& [k2, n2] : *t) {
           std::string sub(k2.str());
           if (sub == "cert") {
@@ -110,12 +110,12 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
           } else if (sub == "key") {
             cfg.tls_key = get<std::string>(n2, "tls.key");
           } else {
-            throw std::runtime_error("unknown key tls." + sub);
+            throw std::runtime_error("tls." + sub + ": unknown key");
           }
         }
       } else if (key == "limits") {
         const auto* t = node.as_table();
-        if (t == nullptr) throw std::runtime_error("expected a table");
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
         for (auto&& [k2, n2] : *t) {
           std::string sub(k2.str());
           std::string full = "limits." + sub;
@@ -135,18 +135,20 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.auth_failures_per_address = get_positive(n2, full);
           } else if (sub == "scram_iterations") {
             cfg.scram_iterations = get_positive(n2, full);
-            if (cfg.scram_iterations < 4096) throw std::runtime_error("at least 4096 (RFC 7677)");
+            if (cfg.scram_iterations < 4096) {
+              throw std::runtime_error(full + ": at least 4096 (RFC 7677)");
+            }
           } else {
-            throw std::runtime_error("unknown key " + full);
+            throw std::runtime_error(full + ": unknown key");
           }
         }
       } else {
-        throw std::runtime_error("unknown key");
+        throw std::runtime_error(key + ": unknown key");
       }
     } catch (const std::invalid_argument& e) {
       throw bad(key, e.what());
     } catch (const std::runtime_error& e) {
-      throw bad(key, e.what());
+      throw std::runtime_error(fmt::format("{}: {}", file.string(), e.what()));
     }
   }
 }

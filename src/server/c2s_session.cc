@@ -1,5 +1,7 @@
 #include "server/c2s_session.h"
 
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -57,6 +59,7 @@ awaitable<void> C2sSession::run() {
     if (direct_tls_) {
       tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, server_.tls());
       co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
+      capture_channel_binding();
     }
     co_await read_loop();
   } catch (const boost::system::system_error& e) {
@@ -121,11 +124,25 @@ awaitable<void> C2sSession::read_loop() {
       tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, server_.tls());
       phase_ = Phase::kTlsHandshake;
       co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
+      capture_channel_binding();
       parser_.reset();
       phase_ = Phase::kWaitStream;
       stream_open_ = false;
     }
   }
+}
+
+void C2sSession::capture_channel_binding() {
+  // RFC 5929 §3.1 tls-unique: the first Finished message of the handshake, the client's for a
+  // full handshake and ours for a resumed one. It is defined for TLS 1.2 only (RFC 9266); on
+  // TLS 1.3 the binding would be tls-exporter, which Debian's slixmpp cannot do (it sends
+  // tls-unique to any -PLUS), so -PLUS is offered on TLS 1.2 connections only.
+  SSL* ssl = tls_->native_handle();
+  if (SSL_version(ssl) != TLS1_2_VERSION) return;
+  unsigned char buf[EVP_MAX_MD_SIZE];
+  std::size_t n = SSL_session_reused(ssl) != 0 ? SSL_get_finished(ssl, buf, sizeof buf)
+                                               : SSL_get_peer_finished(ssl, buf, sizeof buf);
+  if (n > 0 && n <= sizeof buf) tls_unique_.assign(reinterpret_cast<const char*>(buf), n);
 }
 
 bool C2sSession::feed(std::string_view bytes) {
@@ -192,6 +209,14 @@ void C2sSession::send_features() {
     }
     if (secure || cfg.allow_plaintext) {
       xml::Element& mechs = f.add_child("mechanisms", ns::kSasl);
+      if (!tls_unique_.empty()) {
+        mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-256-PLUS");
+        mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-1-PLUS");
+        // XEP-0440: which channel-binding type the -PLUS mechanisms use here.
+        f.add_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+            .add_child("channel-binding", "urn:xmpp:sasl-cb:0")
+            .set_attr("type", "tls-unique");
+      }
       mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-256");
       mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-1");
       mechs.add_child("mechanism", ns::kSasl).add_text("PLAIN");
@@ -318,9 +343,12 @@ awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
     co_await finish_plain(payload);
     co_return;
   }
-  if (mech == "SCRAM-SHA-256" || mech == "SCRAM-SHA-1") {
+  const bool plus = mech.ends_with("-PLUS");
+  if (plus) mech.remove_suffix(5);
+  if ((mech == "SCRAM-SHA-256" || mech == "SCRAM-SHA-1") && (!plus || !tls_unique_.empty())) {
     scram_hash_ = mech == "SCRAM-SHA-1" ? xmpp::ScramHash::kSha1 : xmpp::ScramHash::kSha256;
     scram_.emplace(scram_hash_);
+    scram_->set_channel_binding(!tls_unique_.empty(), plus, "tls-unique", tls_unique_);
     xmpp::SaslFailure failure = xmpp::SaslFailure::kNone;
     auto user = scram_->client_first(payload, failure);
     if (!user) {

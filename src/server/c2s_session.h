@@ -67,6 +67,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   awaitable<void> read_loop();
   // Parses received bytes; on a parse error sends the matching stream error and returns false.
   bool feed(std::string_view bytes);
+  // Records the TLS channel-binding data once the handshake is done (SCRAM -PLUS).
+  void capture_channel_binding();
   awaitable<void> write_loop();
   awaitable<void> process(xml::Element el);
   awaitable<void> handle_auth(const xml::Element& el);
@@ -105,6 +107,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
 
   // SASL
   std::optional<xmpp::ScramServer> scram_;
+  std::string tls_unique_;  // RFC 5929 tls-unique of this connection; empty: no -PLUS offered
   xmpp::ScramHash scram_hash_ = xmpp::ScramHash::kSha256;
   std::string sasl_user_;  // the username of the exchange under way
   int sasl_failures_ = 0;

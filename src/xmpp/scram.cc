@@ -304,6 +304,13 @@ void ScramServer::set_server_nonce_for_test(std::string nonce) {
   server_nonce_for_test_ = std::move(nonce);
 }
 
+void ScramServer::set_channel_binding(bool offered, bool plus, std::string type, std::string data) {
+  cb_offered_ = offered;
+  cb_plus_ = plus;
+  cb_type_ = std::move(type);
+  cb_data_ = std::move(data);
+}
+
 std::optional<std::string> ScramServer::client_first(std::string_view msg, SaslFailure& failure) {
   failure = SaslFailure::kMalformedRequest;
   if (stage_ != Stage::kStart) return std::nullopt;
@@ -313,11 +320,17 @@ std::optional<std::string> ScramServer::client_first(std::string_view msg, SaslF
   if (c1 == std::string_view::npos) return std::nullopt;
   const std::string_view flag = msg.substr(0, c1);
   if (flag.starts_with("p=")) {
-    // The client wants channel binding, but only non -PLUS mechanisms are offered.
+    // The client binds: only inside a -PLUS exchange, and only with the type we offer.
+    if (!cb_plus_ || flag.substr(2) != cb_type_) return std::nullopt;
+  } else if (cb_plus_) {
+    return std::nullopt;  // a -PLUS mechanism without binding
+  } else if (flag == "y") {
+    // The client could bind but thinks we cannot: if we offered -PLUS, someone stripped it
+    // from the features on the way (RFC 5802 §6, downgrade protection).
+    if (cb_offered_) return std::nullopt;
+  } else if (flag != "n") {
     return std::nullopt;
   }
-  // "y": the client could bind but believes we cannot; true, since we advertise no -PLUS.
-  if (flag != "n" && flag != "y") return std::nullopt;
   const std::size_t c2 = msg.find(',', c1 + 1);
   if (c2 == std::string_view::npos) return std::nullopt;
   const std::string_view authz = msg.substr(c1 + 1, c2 - c1 - 1);
@@ -397,8 +410,9 @@ std::optional<std::string> ScramServer::client_final(std::string_view msg, SaslF
   auto cbind = base64_decode((*attrs)[0].value);
   auto proof = base64_decode(msg.substr(proof_at + 3));
   if (!cbind || !proof) return std::nullopt;
-  // §5.1: for "n" and "y" the channel-binding data is the gs2 header alone.
-  if (*cbind != gs2_header_) return std::nullopt;
+  // §5.1/§6: c= is the gs2 header, followed by the channel-binding data with "p=".
+  const bool binds = gs2_header_.starts_with("p=");
+  if (*cbind != (binds ? gs2_header_ + cb_data_ : gs2_header_)) return std::nullopt;
   if ((*attrs)[1].value != nonce_) return std::nullopt;
 
   const ScramCredentials& c = creds_ ? *creds_ : fake_creds_;
@@ -425,7 +439,17 @@ ScramClient::ScramClient(ScramHash h, std::string username, std::string password
   client_first_bare_ = "n=" + encode_saslname(username_) + ",r=" + nonce_;
 }
 
-std::string ScramClient::client_first() const { return "n,," + client_first_bare_; }
+std::string ScramClient::client_first() const { return gs2_header_ + client_first_bare_; }
+
+void ScramClient::set_channel_binding(std::string type, std::string data) {
+  if (type.empty()) {
+    gs2_header_ = "y,,";
+    cb_data_.clear();
+  } else {
+    gs2_header_ = "p=" + type + ",,";
+    cb_data_ = std::move(data);
+  }
+}
 
 std::optional<std::string> ScramClient::client_final(std::string_view server_first) {
   expected_server_signature_.clear();
@@ -450,7 +474,8 @@ std::optional<std::string> ScramClient::client_final(std::string_view server_fir
   const std::string client_key = hmac(hash_, sp, "Client Key");
   const std::string stored_key = hash(hash_, client_key);
   const std::string server_key = hmac(hash_, sp, "Server Key");
-  const std::string without_proof = "c=" + base64_encode("n,,") + ",r=" + std::string(nonce);
+  const std::string without_proof =
+      "c=" + base64_encode(gs2_header_ + cb_data_) + ",r=" + std::string(nonce);
   const std::string auth_message =
       client_first_bare_ + "," + std::string(server_first) + "," + without_proof;
   const std::string proof = xor_bytes(client_key, hmac(hash_, stored_key, auth_message));

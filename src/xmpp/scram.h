@@ -57,8 +57,8 @@ class ScramServer {
  public:
   explicit ScramServer(ScramHash h);
   // Parses client-first-message. On success returns the username (SASLname decoded, =2C/=3D);
-  // the caller looks up the credentials and calls server_first(). Channel binding flags other than
-  // "n" and "y" are refused (no -PLUS here yet).
+  // the caller looks up the credentials and calls server_first(). The channel-binding flag must
+  // agree with set_channel_binding() (none set: only "n" and "y").
   std::optional<std::string> client_first(std::string_view msg, SaslFailure& failure);
   std::string_view authzid() const { return authzid_; }
   // Builds server-first-message from the stored credentials. For an unknown user pass
@@ -70,6 +70,12 @@ class ScramServer {
 
   // Test hook: a fixed server nonce part instead of a random one, for the RFC test vectors.
   void set_server_nonce_for_test(std::string nonce);
+
+  // Channel binding (RFC 5802 §6), set before client_first(). `offered`: the -PLUS mechanisms
+  // were advertised on this connection, so a client flag "y" means a downgrade and fails.
+  // `plus`: this exchange is a -PLUS mechanism, so the client must send "p=<type>" with the type
+  // given here and its data in c= (RFC 5929 tls-unique, RFC 9266 tls-exporter).
+  void set_channel_binding(bool offered, bool plus, std::string type, std::string data);
 
  private:
   // One exchange: each step is accepted once and in order; any failure ends the exchange.
@@ -85,6 +91,10 @@ class ScramServer {
   std::optional<ScramCredentials> creds_;
   ScramCredentials fake_creds_;  // for an unknown user; never matches a proof
   std::string server_nonce_for_test_;
+  bool cb_offered_ = false;
+  bool cb_plus_ = false;
+  std::string cb_type_;
+  std::string cb_data_;
 };
 
 // Client side of one SCRAM exchange.
@@ -93,6 +103,9 @@ class ScramClient {
   ScramClient(ScramHash h, std::string username, std::string password,
               std::string client_nonce = {});  // nonce empty: random
   std::string client_first() const;
+  // Channel binding: with a -PLUS mechanism, `type` and its data ("p=type"); with a plain one
+  // while the client could bind but the server offered no -PLUS, an empty type ("y").
+  void set_channel_binding(std::string type, std::string data);
   // Parses server-first, returns client-final; nullopt on malformed input or too few iterations.
   std::optional<std::string> client_final(std::string_view server_first);
   // Checks the server's signature in server-final.
@@ -105,6 +118,8 @@ class ScramClient {
   std::string nonce_;
   std::string client_first_bare_;
   std::string expected_server_signature_;
+  std::string gs2_header_ = "n,,";
+  std::string cb_data_;
 };
 
 // PLAIN (RFC 4616): "authzid\0authcid\0passwd".

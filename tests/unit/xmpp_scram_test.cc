@@ -382,3 +382,96 @@ TEST(Plain, Parse) {
 
 }  // namespace
 }  // namespace kabar::xmpp
+
+// ---------------------------------------------------------------------------------------------
+// Channel binding (RFC 5802 §6): -PLUS exchanges and downgrade protection.
+
+namespace kabar::xmpp {
+namespace {
+
+struct CbOutcome {
+  bool first_ok = false;
+  bool final_ok = false;
+  bool server_verified = false;
+};
+
+CbOutcome run_exchange(ScramServer& server, ScramClient& client, ScramHash h) {
+  CbOutcome out;
+  SaslFailure failure = SaslFailure::kNone;
+  auto user = server.client_first(client.client_first(), failure);
+  if (!user) return out;
+  out.first_ok = true;
+  auto creds = derive_credentials(h, "pencil", "salt-of-sixteen!", 4096);
+  auto final_msg = client.client_final(server.server_first(creds));
+  if (!final_msg) return out;
+  auto server_final = server.client_final(*final_msg, failure);
+  if (!server_final) return out;
+  out.final_ok = true;
+  out.server_verified = client.verify_server_final(*server_final);
+  return out;
+}
+
+TEST(ScramChannelBinding, PlusExchangeWithMatchingDataSucceeds) {
+  for (ScramHash h : {ScramHash::kSha1, ScramHash::kSha256}) {
+    ScramServer server(h);
+    server.set_channel_binding(true, true, "tls-unique", std::string("\x01\x02\x00\x03", 4));
+    ScramClient client(h, "user", "pencil");
+    client.set_channel_binding("tls-unique", std::string("\x01\x02\x00\x03", 4));
+    EXPECT_EQ(client.client_first().substr(0, 15), "p=tls-unique,,n");
+    auto r = run_exchange(server, client, h);
+    EXPECT_TRUE(r.final_ok);
+    EXPECT_TRUE(r.server_verified);
+  }
+}
+
+TEST(ScramChannelBinding, OtherConnectionsDataFails) {
+  // A man in the middle relays the exchange over its own TLS connection: the data differ.
+  ScramServer server(ScramHash::kSha256);
+  server.set_channel_binding(true, true, "tls-unique", "server-side-finished");
+  ScramClient client(ScramHash::kSha256, "user", "pencil");
+  client.set_channel_binding("tls-unique", "attacker-side-finished");
+  auto r = run_exchange(server, client, ScramHash::kSha256);
+  EXPECT_TRUE(r.first_ok);
+  EXPECT_FALSE(r.final_ok);
+}
+
+TEST(ScramChannelBinding, WrongTypeIsRefused) {
+  ScramServer server(ScramHash::kSha256);
+  server.set_channel_binding(true, true, "tls-unique", "x");
+  ScramClient client(ScramHash::kSha256, "user", "pencil");
+  client.set_channel_binding("tls-exporter", "x");
+  EXPECT_FALSE(run_exchange(server, client, ScramHash::kSha256).first_ok);
+}
+
+TEST(ScramChannelBinding, PlusMechanismWithoutBindingIsRefused) {
+  ScramServer server(ScramHash::kSha256);
+  server.set_channel_binding(true, true, "tls-unique", "x");
+  ScramClient client(ScramHash::kSha256, "user", "pencil");  // sends "n,,"
+  EXPECT_FALSE(run_exchange(server, client, ScramHash::kSha256).first_ok);
+}
+
+TEST(ScramChannelBinding, BindingInsideAPlainMechanismIsRefused) {
+  ScramServer server(ScramHash::kSha256);
+  server.set_channel_binding(true, false, "tls-unique", "x");
+  ScramClient client(ScramHash::kSha256, "user", "pencil");
+  client.set_channel_binding("tls-unique", "x");
+  EXPECT_FALSE(run_exchange(server, client, ScramHash::kSha256).first_ok);
+}
+
+TEST(ScramChannelBinding, YFlagIsADowngradeWhenPlusWasOffered) {
+  ScramServer offered(ScramHash::kSha256);
+  offered.set_channel_binding(true, false, "tls-unique", "x");
+  ScramClient client(ScramHash::kSha256, "user", "pencil");
+  client.set_channel_binding("", "");  // "y": the client saw no -PLUS
+  EXPECT_FALSE(run_exchange(offered, client, ScramHash::kSha256).first_ok);
+
+  ScramServer not_offered(ScramHash::kSha256);  // e.g. TLS 1.3 here: no -PLUS advertised
+  ScramClient client2(ScramHash::kSha256, "user", "pencil");
+  client2.set_channel_binding("", "");
+  auto r = run_exchange(not_offered, client2, ScramHash::kSha256);
+  EXPECT_TRUE(r.final_ok);
+  EXPECT_TRUE(r.server_verified);
+}
+
+}  // namespace
+}  // namespace kabar::xmpp

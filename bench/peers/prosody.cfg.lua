@@ -8,6 +8,7 @@ pidfile = "@DIR@/prosody.pid"
 data_path = "@DIR@/data"
 log = { warn = "@DIR@/prosody.log" }
 network_backend = "epoll"
+tcp_backlog = 4096
 interfaces = { "127.0.0.1" }
 c2s_ports = { @PORT@ }
 c2s_direct_tls_ports = { }

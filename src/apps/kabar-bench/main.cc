@@ -426,8 +426,26 @@ class Bench {
 
  private:
   // --- plumbing
+  // Counts an error by kind. A stanza in the kind is cut down to its name and first defined
+  // condition, so that thousands of bounces make one line, not thousands.
   void error(const std::string& kind) {
-    ++errors_[kind];
+    std::string key = kind;
+    auto lt = key.find('<');
+    if (lt != std::string::npos) {
+      std::string_view el(kind);
+      el.remove_prefix(lt);
+      std::string cond;
+      for (const char* c : {"service-unavailable", "not-authorized", "conflict", "item-not-found",
+                            "policy-violation", "resource-constraint", "internal-server-error",
+                            "not-allowed", "connection-timeout", "system-shutdown", "bad-request",
+                            "remote-server-not-found", "temporary-auth-failure", "aborted"})
+        if (el.find(c) != std::string_view::npos) {
+          cond = c;
+          break;
+        }
+      key = key.substr(0, lt) + "<" + std::string(local_name(el)) + "> " + cond;
+    }
+    ++errors_[key];
     ++error_total_;
   }
   int open_conn(std::uint32_t user, std::uint16_t resource);
@@ -1086,6 +1104,18 @@ bool Bench::login_all(int per_user, bool until_online) {
     }
     if (next >= total && in_flight_ == 0) break;  // the rest failed
     if (now > limit || timed_out()) {
+      // Say where the stragglers are stuck: which step of the login the server never answered.
+      static const char* names[] = {"free",     "connecting", "tls-handshake", "stream",
+                                    "starttls", "register",   "auth",          "bind",
+                                    "session",  "roster",     "online",        "closing"};
+      std::map<std::string, long> stuck;
+      for (auto& c : conns_)
+        if (c.st != St::kFree && c.st != St::kOnline)
+          ++stuck[std::string(names[static_cast<int>(c.st)]) +
+                  (c.authed ? " (authenticated)" : "") +
+                  (c.in.empty() ? "" : " holding a partial: " + c.in.substr(0, 80))];
+      for (auto& [state, n] : stuck)
+        error("login stuck waiting in state " + state + " x" + std::to_string(n));
       error("login phase timed out");
       return false;
     }

@@ -9,10 +9,11 @@ namespace {
 constexpr std::string_view kXmlNamespace = "http://www.w3.org/XML/1998/namespace";
 constexpr std::string_view kXmlnsNamespace = "http://www.w3.org/2000/xmlns/";
 
-// Splits a Clark-form name "{uri}local"; false when `name` is not in that form.
+// Splits a Clark-form name "{uri}local"; false when `name` is not in that form. A URI may
+// itself contain '}' but an XML local name cannot, so the last '}' is the separator.
 bool split_clark(std::string_view name, std::string_view& uri, std::string_view& local) {
   if (name.size() < 3 || name.front() != '{') return false;
-  const std::size_t close = name.find('}');
+  const std::size_t close = name.rfind('}');
   if (close == std::string_view::npos || close + 1 == name.size()) return false;
   uri = name.substr(1, close - 1);
   local = name.substr(close + 1);

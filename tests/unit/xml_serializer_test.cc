@@ -147,3 +147,21 @@ TEST(XmlSerializer, ParsedStanzaSerializesCompactly) {
 
 }  // namespace
 }  // namespace kabar::xml
+
+namespace kabar::xml {
+namespace {
+
+// Found by fuzz_xml_stream: a namespace URI may contain '}', which must not end the Clark form.
+TEST(XmlSerializer, NamespacedAttributeWithBraceInUriRoundTrips) {
+  const std::vector<Element> parsed = parse_stanzas("<foo:bar xmlns:foo='urn:a}b' foo:attr='1'/>");
+  ASSERT_EQ(parsed.size(), 1u);
+  EXPECT_EQ(parsed[0].attr("{urn:a}b}attr"), "1");
+  const std::string once = serialize(parsed[0]);
+  const std::vector<Element> again = parse_stanzas(once);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].attr("{urn:a}b}attr"), "1");
+  EXPECT_EQ(serialize(again[0]), once);
+}
+
+}  // namespace
+}  // namespace kabar::xml

@@ -30,64 +30,57 @@ void append_attr(std::string& out, std::string_view name, std::string_view value
 
 }  // namespace
 
-void escape_text(std::string_view in, std::string& out) {
+namespace {
+
+// The entity or character reference for `c`, or empty when `c` is written as is. Character data
+// needs & < > (">" so "]]>" never appears, XML 1.0 §2.4) and CR (a literal one would be
+// normalized away, §2.11); attribute values also need both quotes and TAB/LF, which would
+// otherwise be normalized to spaces (§3.3.3).
+std::string_view reference_for(char c, bool attribute) {
+  switch (c) {
+    case '&':
+      return "&amp;";
+    case '<':
+      return "&lt;";
+    case '>':
+      return "&gt;";
+    case '\r':
+      return "&#13;";
+    default:
+      break;
+  }
+  if (!attribute) return {};
+  switch (c) {
+    case '\'':
+      return "&apos;";
+    case '"':
+      return "&quot;";
+    case '\t':
+      return "&#9;";
+    case '\n':
+      return "&#10;";
+    default:
+      return {};
+  }
+}
+
+void escape(std::string_view in, std::string& out, bool attribute) {
   out.reserve(out.size() + in.size());
   for (const char c : in) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      // Escaped so "]]>" can never appear in character data (XML 1.0 §2.4).
-      case '>':
-        out += "&gt;";
-        break;
-      // A literal CR would be normalized away by the receiving parser (XML 1.0 §2.11).
-      case '\r':
-        out += "&#13;";
-        break;
-      default:
-        out += c;
+    std::string_view ref = reference_for(c, attribute);
+    if (ref.empty()) {
+      out += c;
+    } else {
+      out += ref;
     }
   }
 }
 
-void escape_attr(std::string_view in, std::string& out) {
-  out.reserve(out.size() + in.size());
-  for (const char c : in) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      // Literal whitespace in attribute values is normalized to spaces (XML 1.0 §3.3.3).
-      case '\t':
-        out += "&#9;";
-        break;
-      case '\n':
-        out += "&#10;";
-        break;
-      case '\r':
-        out += "&#13;";
-        break;
-      default:
-        out += c;
-    }
-  }
-}
+}  // namespace
+
+void escape_text(std::string_view in, std::string& out) { escape(in, out, false); }
+
+void escape_attr(std::string_view in, std::string& out) { escape(in, out, true); }
 
 void serialize(const Element& el, std::string& out, std::string_view parent_xmlns) {
   out += '<';

@@ -4,6 +4,7 @@ a fresh data directory, makes accounts with kabarctl, and stops it at the end.
 Run by ctest as: /usr/bin/python3 test_x.py --kabard PATH --kabarctl PATH
 """
 import argparse
+import asyncio
 import os
 import re
 import shutil
@@ -131,6 +132,16 @@ class Kabard:
             if exc[0] is not None:
                 sys.stderr.write("---- kabard log (tail) ----\n" + self.read_log()[-6000:] + "\n")
             self.cleanup()
+
+
+def shutdown_loop(loop):
+    """Cancels what slixmpp left running, then closes the loop (no noise at exit)."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
 
 
 class Results:

@@ -198,16 +198,6 @@ async def scenario(r, kd, tmux, home):
             bob.abort()
 
 
-def shutdown_loop(loop):
-    """Cancels what slixmpp left running, then closes the loop (no noise at exit)."""
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for t in pending:
-        t.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.close()
-
-
 def main():
     args = kabartest.parse_args()
     r = kabartest.Results("profanity")
@@ -229,7 +219,7 @@ def main():
             finally:
                 tmux.kill()
                 loop.run_until_complete(asyncio.sleep(0.2))
-                shutdown_loop(loop)
+                kabartest.shutdown_loop(loop)
             r.check(kd.alive(), "kabard still running at the end")
     finally:
         tmux.kill()

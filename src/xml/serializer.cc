@@ -83,9 +83,15 @@ void escape_text(std::string_view in, std::string& out) { escape(in, out, false)
 void escape_attr(std::string_view in, std::string& out) { escape(in, out, true); }
 
 void serialize(const Element& el, std::string& out, std::string_view parent_xmlns) {
+  // The XML namespace is bound to the prefix "xml" and must not be declared as a default
+  // (Namespaces in XML §3): an element in it keeps that prefix, and the default in scope passes
+  // through to its children unchanged.
+  const bool xml_prefixed = el.xmlns() == kXmlNamespace;
+  const std::string_view child_scope = xml_prefixed ? parent_xmlns : el.xmlns();
   out += '<';
+  if (xml_prefixed) out += "xml:";
   out += el.name();
-  if (el.xmlns() != parent_xmlns) append_attr(out, "xmlns", el.xmlns());
+  if (!xml_prefixed && el.xmlns() != parent_xmlns) append_attr(out, "xmlns", el.xmlns());
 
   // Prefixes for Clark-form attributes, declared on this element only, so they cannot clash with
   // anything in scope: elements themselves are always written unprefixed.
@@ -128,12 +134,13 @@ void serialize(const Element& el, std::string& out, std::string_view parent_xmln
   out += '>';
   for (const Element::Node& node : el.nodes()) {
     if (const auto* child = std::get_if<std::unique_ptr<Element>>(&node)) {
-      serialize(**child, out, el.xmlns());
+      serialize(**child, out, child_scope);
     } else {
       escape_text(std::get<std::string>(node), out);
     }
   }
   out += "</";
+  if (xml_prefixed) out += "xml:";
   out += el.name();
   out += '>';
 }

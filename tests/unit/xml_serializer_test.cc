@@ -165,3 +165,23 @@ TEST(XmlSerializer, NamespacedAttributeWithBraceInUriRoundTrips) {
 
 }  // namespace
 }  // namespace kabar::xml
+
+namespace kabar::xml {
+namespace {
+
+// Found by fuzz_xml_stream: an element in the XML namespace cannot be written with a default
+// xmlns declaration of that namespace; it keeps the xml: prefix.
+TEST(XmlSerializer, ElementInXmlNamespaceKeepsItsPrefix) {
+  const std::vector<Element> parsed = parse_stanzas("<xml:foo><body>x</body></xml:foo>");
+  ASSERT_EQ(parsed.size(), 1u);
+  EXPECT_EQ(parsed[0].xmlns(), "http://www.w3.org/XML/1998/namespace");
+  const std::string once = serialize(parsed[0]);
+  EXPECT_EQ(once, "<xml:foo><body>x</body></xml:foo>");
+  const std::vector<Element> again = parse_stanzas(once);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(serialize(again[0]), once);
+  EXPECT_EQ(again[0].child_text("body", "jabber:client"), "x");
+}
+
+}  // namespace
+}  // namespace kabar::xml

@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
+#include <stringprep.h>
 
+#include <cstring>
+#include <optional>
 #include <string>
 #include <unordered_set>
 
@@ -248,4 +251,44 @@ TEST(Jid, PrepFunctions) {
 }
 
 }  // namespace
+}  // namespace kabar::xmpp
+
+namespace kabar::xmpp {
+// The ASCII fast path in jid.cc must give exactly what libidn's profiles give.
+namespace {
+std::optional<std::string> libidn_profile(const std::string& in, const Stringprep_profile* p) {
+  std::string buf(in.size() + 64, '\0');
+  std::memcpy(buf.data(), in.data(), in.size());
+  if (stringprep(buf.data(), buf.size(), STRINGPREP_NO_UNASSIGNED, p) != STRINGPREP_OK) {
+    return std::nullopt;
+  }
+  buf.resize(std::strlen(buf.c_str()));
+  if (buf.empty()) return std::nullopt;
+  return buf;
+}
+}  // namespace
+
+TEST(JidTest, AsciiFastPathMatchesLibidn) {
+  for (int c = 0x20; c <= 0x7E; ++c) {
+    for (const std::string& in : {std::string(1, static_cast<char>(c)),
+                                  "Ab" + std::string(1, static_cast<char>(c)) + "Yz"}) {
+      SCOPED_TRACE(in);
+      auto node = libidn_profile(in, stringprep_xmpp_nodeprep);
+      if (node && node->find_first_of("\"&'/:<>@ ") != std::string::npos) node.reset();
+      EXPECT_EQ(nodeprep(in), node);
+      EXPECT_EQ(resourceprep(in), libidn_profile(in, stringprep_xmpp_resourceprep));
+      // nameprep() adds the DNS label rules on top; compare where libidn's result passes them.
+      auto name = libidn_profile(in, stringprep_nameprep);
+      auto ours = nameprep(in);
+      if (ours) {
+        EXPECT_EQ(ours, name);
+      }
+      if (name &&
+          name->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") == std::string::npos) {
+        EXPECT_EQ(ours, name);
+      }
+    }
+  }
+}
+
 }  // namespace kabar::xmpp

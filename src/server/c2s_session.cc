@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <span>
 
 #include "server/register/register.h"
 #include "xml/serializer.h"
@@ -49,9 +50,15 @@ C2sSession::C2sSession(Server& server, tcp::socket sock, bool direct_tls)
 C2sSession::~C2sSession() = default;
 
 void C2sSession::start() {
+  boost::system::error_code ec;
+  sock_.non_blocking(true, ec);  // writes are tried at once, reads after readiness
   auto self = shared_from_this();
-  asio::co_spawn(
-      server_.io(), [self]() -> awaitable<void> { co_await self->run(); }, asio::detached);
+  if (direct_tls_) {
+    asio::co_spawn(
+        server_.io(), [self]() -> awaitable<void> { co_await self->run(); }, asio::detached);
+  } else {
+    arm_read();
+  }
 }
 
 awaitable<void> C2sSession::run() {
@@ -67,18 +74,139 @@ awaitable<void> C2sSession::run() {
   } catch (const std::exception& e) {
     spdlog::error("c2s #{} {}: {}", serial_, peer_addr_, e.what());
   }
+  co_await end();
+}
+
+awaitable<void> C2sSession::end() {
+  if (ended_) co_return;
+  ended_ = true;
   closing_ = true;
   if (closed_at_ms == 0) closed_at_ms = server_.now_ms();
   // A stream error queued as the read loop ended (bad XML, a size limit) must still reach the
   // peer before the close (RFC 6120 §4.9.1.1): let the writer finish. A peer that does not read
   // is cut off by the sweep (abort() after 5 s), which closes the socket and ends this wait.
-  while (!socket_closed_ && (writing_ || !outq_.empty())) {
+  while (!socket_closed_ && (writing_ || outq_head_ < outq_.size())) {
     asio::steady_timer t(server_.io(), std::chrono::milliseconds(5));
     boost::system::error_code ec;
     co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   shutdown_socket();
   co_await server_.session_closed(shared_from_this());
+}
+
+// Plain TCP: an idle connection waits for readiness with no buffer and no coroutine frame; the
+// bytes land in the shared scratch buffer and go straight into the parser. A coroutine runs only
+// while there are stanzas to process (they may wait for the store).
+void C2sSession::arm_read() {
+  if (socket_closed_) {
+    spawn_end();
+    return;
+  }
+  sock_.async_wait(
+      tcp::socket::wait_read,
+      [self = shared_from_this()](const boost::system::error_code& ec) { self->on_readable(ec); });
+}
+
+void C2sSession::spawn_end() {
+  if (ended_) return;
+  auto self = shared_from_this();
+  asio::co_spawn(
+      server_.io(), [self]() -> awaitable<void> { co_await self->end(); }, asio::detached);
+}
+
+void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
+  if (wait_ec || closing_ || socket_closed_) {
+    if (wait_ec && wait_ec != asio::error::operation_aborted) {
+      spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, wait_ec.message());
+    }
+    spawn_end();
+    return;
+  }
+  boost::system::error_code ec;
+  std::size_t n = sock_.read_some(asio::buffer(g_scratch), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    arm_read();
+    return;
+  }
+  if (ec) {
+    spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, ec.message());
+    spawn_end();
+    return;
+  }
+  last_read_ms = server_.now_ms();
+  if (!feed(std::string_view(g_scratch.data(), n))) {
+    spawn_end();
+    return;
+  }
+  if (!inbox_.empty() || start_tls_) {
+    auto self = shared_from_this();
+    asio::co_spawn(
+        server_.io(), [self]() -> awaitable<void> { co_await self->process_batch(); },
+        asio::detached);
+    return;
+  }
+  if (peer_closed_) {
+    close();
+    spawn_end();
+    return;
+  }
+  arm_read();
+}
+
+awaitable<void> C2sSession::process_batch() {
+  bool failed = false;
+  try {
+    co_await process_inbox();
+    if (peer_closed_) close();
+    if (!closing_ && start_tls_) {
+      co_await begin_tls();
+      co_await read_loop();  // TLS reads use the coroutine path from here on
+      failed = true;         // the read loop returns only when the connection ends
+    }
+  } catch (const boost::system::system_error& e) {
+    spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, e.code().message());
+    failed = true;
+  } catch (const std::exception& e) {
+    spdlog::error("c2s #{} {}: {}", serial_, peer_addr_, e.what());
+    failed = true;
+  }
+  if (failed || closing_) {
+    co_await end();
+    co_return;
+  }
+  arm_read();
+}
+
+awaitable<void> C2sSession::process_inbox() {
+  // After <starttls/> nothing more is read in the clear: what followed it in the same read is
+  // dropped (RFC 6120 §5.3.3; the STARTTLS command-injection attack).
+  while (!inbox_.empty() && !closing_ && !start_tls_) {
+    std::vector<xml::Element> batch;
+    batch.swap(inbox_);
+    for (auto& el : batch) {
+      if (closing_ || start_tls_) break;
+      co_await process(std::move(el));
+    }
+  }
+  inbox_.clear();
+}
+
+awaitable<void> C2sSession::begin_tls() {
+  start_tls_ = false;
+  // RFC 6120 §5.4.3.3: after <proceed/> both sides drop the stream and start TLS.
+  // Wait until <proceed/> is on the wire, then handshake.
+  while (writing_ || outq_head_ < outq_.size()) {
+    asio::steady_timer t(server_.io(), std::chrono::milliseconds(1));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+  inbox_.clear();
+  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, server_.tls());
+  phase_ = Phase::kTlsHandshake;
+  co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
+  capture_channel_binding();
+  parser_.reset();
+  phase_ = Phase::kWaitStream;
+  stream_open_ = false;
 }
 
 awaitable<void> C2sSession::read_loop() {
@@ -101,34 +229,12 @@ awaitable<void> C2sSession::read_loop() {
     if (closing_) co_return;
     last_read_ms = server_.now_ms();
     if (!feed(got)) co_return;
-    // After <starttls/> nothing more is read in the clear: what followed it in the same read is
-    // dropped (RFC 6120 §5.3.3; the STARTTLS command-injection attack).
-    while (!inbox_.empty() && !closing_ && !start_tls_) {
-      xml::Element el = std::move(inbox_.front());
-      inbox_.pop_front();
-      co_await process(std::move(el));
-    }
+    co_await process_inbox();
     if (peer_closed_) {
       close();
       co_return;
     }
-    if (start_tls_) {
-      start_tls_ = false;
-      // RFC 6120 §5.4.3.3: after <proceed/> both sides drop the stream and start TLS.
-      // Wait until <proceed/> is on the wire, then handshake.
-      while (writing_ || !outq_.empty()) {
-        asio::steady_timer t(server_.io(), std::chrono::milliseconds(1));
-        co_await t.async_wait(asio::use_awaitable);
-      }
-      inbox_.clear();
-      tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, server_.tls());
-      phase_ = Phase::kTlsHandshake;
-      co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
-      capture_channel_binding();
-      parser_.reset();
-      phase_ = Phase::kWaitStream;
-      stream_open_ = false;
-    }
+    if (start_tls_) co_await begin_tls();
   }
 }
 
@@ -529,22 +635,83 @@ void C2sSession::send(const xml::Element& stanza, std::function<void()> on_writt
 
 void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
   if (socket_closed_) return;
-  std::size_t queued = 0;
-  for (const auto& o : outq_) queued += o.data.size();
-  if (queued + data.size() > kMaxQueuedBytes) {
+  if (queued_bytes_ + data.size() > kMaxQueuedBytes) {
     spdlog::warn("c2s #{} {}: client is not reading; dropping the connection", serial_, peer_addr_);
     closing_ = true;
-    outq_.clear();
+    clear_outq();
     shutdown_socket();
     return;
   }
+  queued_bytes_ += data.size();
   outq_.push_back(Out{std::move(data), std::move(on_written)});
-  if (!writing_) {
+  if (!writing_ && !flush_posted_) {
+    // Written once the current event is handled: stanzas queued meanwhile go out in one writev.
+    flush_posted_ = true;
+    asio::post(server_.io(), [self = shared_from_this()] { self->flush(); });
+  }
+}
+
+void C2sSession::clear_outq() {
+  outq_.clear();
+  outq_head_ = 0;
+  queued_bytes_ = 0;
+}
+
+void C2sSession::written(std::size_t n) {
+  // Drops `n` written bytes from the front of the queue; runs the callbacks of whole entries.
+  while (n > 0 && outq_head_ < outq_.size()) {
+    Out& o = outq_[outq_head_];
+    std::size_t left = o.data.size() - o.offset;
+    if (n < left) {
+      o.offset += n;
+      queued_bytes_ -= n;
+      return;
+    }
+    n -= left;
+    queued_bytes_ -= left;
+    auto cb = std::move(o.on_written);
+    ++outq_head_;
+    if (cb) cb();  // may queue more (send_raw appends; indices stay valid)
+  }
+  if (outq_head_ == outq_.size()) {
+    outq_.clear();
+    outq_head_ = 0;
+    if (outq_.capacity() > 8) std::vector<Out>().swap(outq_);  // an idle connection keeps none
+  }
+}
+
+void C2sSession::flush() {
+  flush_posted_ = false;
+  if (writing_ || socket_closed_) return;
+  if (outq_head_ < outq_.size() && !tls_) {
+    // Plain TCP: one nonblocking sendmsg with everything queued; the kernel takes it all unless
+    // the peer stopped reading.
+    std::array<asio::const_buffer, 64> bufs;
+    std::size_t count = 0;
+    for (std::size_t i = outq_head_; i < outq_.size() && count < bufs.size(); ++i) {
+      const Out& o = outq_[i];
+      bufs[count++] = asio::buffer(o.data.data() + o.offset, o.data.size() - o.offset);
+    }
+    boost::system::error_code ec;
+    std::size_t n = sock_.write_some(std::span<const asio::const_buffer>(bufs.data(), count), ec);
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      spdlog::debug("c2s #{}: write failed: {}", serial_, ec.message());
+      clear_outq();
+      closing_ = true;
+      shutdown_socket();
+      return;
+    }
+    if (!ec) written(n);
+  }
+  if (outq_head_ < outq_.size()) {
+    // The rest waits for the socket to become writable (or goes through TLS).
     writing_ = true;
     auto self = shared_from_this();
     asio::co_spawn(
         server_.io(), [self]() -> awaitable<void> { co_await self->write_loop(); }, asio::detached);
+    return;
   }
+  if (closing_) shutdown_socket();
 }
 
 template <typename Buffers>
@@ -555,27 +722,39 @@ awaitable<std::size_t> C2sSession::write_some(const Buffers& bufs) {
 
 awaitable<void> C2sSession::write_loop() {
   try {
-    while (!outq_.empty() && !socket_closed_) {
-      // Gather everything queued into one write (writev on plain TCP).
+    while (outq_head_ < outq_.size() && !socket_closed_) {
+      // The batch moves out of the queue first: send_raw() may grow the queue while the write
+      // waits, and the buffers must not move under it.
+      std::vector<Out> batch;
+      for (std::size_t i = outq_head_; i < outq_.size() && batch.size() < 64; ++i) {
+        batch.push_back(std::move(outq_[i]));
+      }
+      outq_head_ += batch.size();
       std::vector<asio::const_buffer> bufs;
-      std::size_t count = std::min<std::size_t>(outq_.size(), 64);
-      bufs.reserve(count);
-      for (std::size_t i = 0; i < count; ++i) bufs.push_back(asio::buffer(outq_[i].data));
+      bufs.reserve(batch.size());
+      std::size_t total = 0;
+      for (const Out& o : batch) {
+        bufs.push_back(asio::buffer(o.data.data() + o.offset, o.data.size() - o.offset));
+        total += o.data.size() - o.offset;
+      }
       co_await write_some(bufs);
-      for (std::size_t i = 0; i < count && !outq_.empty(); ++i) {
-        auto cb = std::move(outq_.front().on_written);
-        outq_.pop_front();
-        if (cb) cb();
+      queued_bytes_ -= std::min(queued_bytes_, total);
+      for (auto& o : batch) {
+        if (o.on_written) o.on_written();
+      }
+      if (outq_head_ == outq_.size()) {
+        outq_.clear();
+        outq_head_ = 0;
       }
     }
   } catch (const boost::system::system_error& e) {
     spdlog::debug("c2s #{}: write failed: {}", serial_, e.code().message());
-    outq_.clear();
+    clear_outq();
     closing_ = true;
     shutdown_socket();
   }
   writing_ = false;
-  if (closing_ && outq_.empty()) shutdown_socket();
+  if (closing_ && outq_head_ == outq_.size()) shutdown_socket();
 }
 
 void C2sSession::stream_error(std::string_view condition, std::string_view text) {
@@ -595,7 +774,7 @@ void C2sSession::stream_error(std::string_view condition, std::string_view text)
   closing_ = true;
   closed_at_ms = server_.now_ms();
   inbox_.clear();
-  if (!writing_) shutdown_socket();
+  if (!writing_ && !flush_posted_ && outq_head_ == outq_.size()) shutdown_socket();
 }
 
 void C2sSession::close() {
@@ -604,12 +783,12 @@ void C2sSession::close() {
   closing_ = true;
   closed_at_ms = server_.now_ms();
   inbox_.clear();
-  if (!writing_) shutdown_socket();
+  if (!writing_ && !flush_posted_ && outq_head_ == outq_.size()) shutdown_socket();
 }
 
 void C2sSession::abort() {
   closing_ = true;
-  outq_.clear();
+  clear_outq();
   shutdown_socket();
 }
 

@@ -4,13 +4,13 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
+#include <vector>
 
 #include "server/server.h"
 #include "xml/stream_parser.h"
@@ -65,6 +65,18 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
 
   awaitable<void> run();
   awaitable<void> read_loop();
+  // Plain TCP reads without a coroutine while idle (see arm_read in the .cc).
+  void arm_read();
+  void on_readable(const boost::system::error_code& ec);
+  awaitable<void> process_batch();
+  awaitable<void> process_inbox();
+  awaitable<void> begin_tls();
+  // The end of a session: flush, close the socket, tell the server. Runs once.
+  awaitable<void> end();
+  void spawn_end();
+  void flush();
+  void written(std::size_t n);
+  void clear_outq();
   // Parses received bytes; on a parse error sends the matching stream error and returns false.
   bool feed(std::string_view bytes);
   // Records the TLS channel-binding data once the handshake is done (SCRAM -PLUS).
@@ -88,13 +100,19 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
   bool direct_tls_;
   xml::StreamParser parser_;
-  std::deque<xml::Element> inbox_;
+  // Vectors, not deques: an empty std::deque still holds a 576-byte block.
+  std::vector<xml::Element> inbox_;
   struct Out {
     std::string data;
     std::function<void()> on_written;
+    std::size_t offset = 0;  // bytes of `data` already written
   };
-  std::deque<Out> outq_;
+  std::vector<Out> outq_;
+  std::size_t outq_head_ = 0;  // entries before it are written
+  std::size_t queued_bytes_ = 0;
   bool writing_ = false;
+  bool flush_posted_ = false;
+  bool ended_ = false;
   bool closing_ = false;
   bool socket_closed_ = false;
   bool stream_open_ = false;  // we have sent our stream header

@@ -37,6 +37,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   // Drops the connection at once, without flushing (a peer that does not read).
   void abort();
   bool closed() const { return closing_; }
+  // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come);
+  // true if it did.
+  bool hibernate() { return !closing_ && !ended_ && parser_.hibernate(); }
   std::int64_t closed_at_ms = 0;
 
   // State the server reads and writes.

@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <malloc.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -149,11 +150,13 @@ awaitable<void> Server::sweep_loop() {
     for (auto& [raw, weak] : all_sessions_) {
       if (auto s = weak.lock()) live.push_back(std::move(s));
     }
+    std::size_t hibernated = 0;
     for (auto& s : live) {
       if (s->closed()) {
         if (s->closed_at_ms != 0 && now - s->closed_at_ms > 5000) s->abort();
         continue;
       }
+      if (now - s->last_read_ms >= kHibernateAfterMs && s->hibernate()) ++hibernated;
       if (!s->bound()) {
         if (now - s->created_ms > std::int64_t{cfg_.auth_timeout_s} * 1000) {
           s->stream_error("connection-timeout", "no authentication in time");
@@ -176,6 +179,12 @@ awaitable<void> Server::sweep_loop() {
         send_to(s, ping);
         s->ping_sent_ms = now;
       }
+    }
+    // What idle connections gave back goes back to the system too, not just to malloc's free
+    // lists: a burst of logins that then sit idle would otherwise keep their peak RSS.
+    if (hibernated >= 16 || (hibernated > 0 && now - last_trim_ms_ > 10'000)) {
+      malloc_trim(0);
+      last_trim_ms_ = now;
     }
   }
 }

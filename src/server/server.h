@@ -114,6 +114,9 @@ class Server {
   std::int64_t started_ms_ = 0;
   bool stopping_ = false;
   std::unique_ptr<asio::steady_timer> sweep_timer_;
+  std::int64_t last_trim_ms_ = 0;
+  // A connection silent this long between stanzas gives its XML parser back (hibernate()).
+  static constexpr std::int64_t kHibernateAfterMs = 2000;
 };
 
 template <typename F>

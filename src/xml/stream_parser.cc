@@ -4,7 +4,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
+#include <utility>
 #include <vector>
+
+#include "xml/parser_arena.h"
+#include "xml/serializer.h"
 
 namespace kabar::xml {
 
@@ -65,6 +70,7 @@ struct StreamParser::Impl {
   StreamHandler& handler;
   const StreamLimits limits;
   XML_Parser parser = nullptr;
+  std::unique_ptr<ParserArena> arena;  // the parser's memory (parser_arena.h)
 
   // Per-stream state; create_parser() resets all of it.
   int depth = 0;                    // open elements, the stream root included
@@ -82,10 +88,18 @@ struct StreamParser::Impl {
   bool in_feed = false;
   Result error;  // sticky once status is kError
 
+  // Hibernation (an idle stream between stanzas gives its expat parser back; see hibernate()).
+  std::vector<std::pair<std::string, std::string>> root_ns;  // prefix, URI declared on the root
+  std::string root_xmlns, root_name;                         // the root's expanded name
+  bool hibernating = false;
+  bool replaying = false;  // feeding the synthetic root after hibernation: no events
+
   void create_parser() {
     free_parser();
+    arena = std::make_unique<ParserArena>();
+    ArenaScope scope(*arena);
     // The encoding is forced: RFC 6120 §11.6 allows only UTF-8, whatever a declaration says.
-    parser = XML_ParserCreateNS("UTF-8", kNsSeparator);
+    parser = XML_ParserCreate_MM("UTF-8", ParserArena::suite(), &kNsSeparator);
     if (parser == nullptr) {
       error = Result{Status::kError, ParseError::kPolicyViolation, "out of memory"};
       return;
@@ -115,13 +129,19 @@ struct StreamParser::Impl {
     fed = stanza_start = boundary = event_end = 0;
     stopped = false;
     reset_pending = false;
+    root_ns.clear();
+    root_xmlns.clear();
+    root_name.clear();
+    hibernating = false;
   }
 
   void free_parser() {
     if (parser != nullptr) {
+      ArenaScope scope(*arena);
       XML_ParserFree(parser);
       parser = nullptr;
     }
+    arena.reset();  // its pages go back to the system
   }
 
   // After an error nothing of the stream is needed any more.
@@ -166,7 +186,10 @@ struct StreamParser::Impl {
     Impl& p = self(user_data);
     if (p.stopped) return;
     ++p.pending_ns_decls;
-    if (p.depth == 0 && prefix == nullptr) p.default_xmlns = uri != nullptr ? uri : "";
+    if (p.depth == 0) {
+      if (prefix == nullptr) p.default_xmlns = uri != nullptr ? uri : "";
+      if (!p.replaying) p.root_ns.emplace_back(prefix != nullptr ? prefix : "", uri ? uri : "");
+    }
   }
 
   static void on_start(void* user_data, const XML_Char* raw_name, const XML_Char** atts) {
@@ -185,11 +208,18 @@ struct StreamParser::Impl {
     std::string name;
     split_expat_name(raw_name, xmlns, name);
 
+    if (p.depth == 0 && p.replaying) {
+      p.depth = 1;
+      p.event_end = p.boundary = p.current_event_end();
+      return;
+    }
     if (p.depth == 0) {
       // The prolog and stream header are held like a stanza and limited the same way; checked
       // here too so the outcome does not depend on how the bytes were split.
       p.stanza_start = 0;
       if (p.over_stanza_limit(p.current_event_end())) return;
+      p.root_xmlns = xmlns;
+      p.root_name = name;
       Element header(std::move(name), std::move(xmlns));
       p.build_attributes(header, atts);
       p.depth = 1;
@@ -279,13 +309,17 @@ struct StreamParser::Impl {
       // Re-entrant feed() from a handler; not sticky, the outer feed() is unaffected.
       return Result{Status::kError, ParseError::kNotWellFormed, "feed() called from a handler"};
     }
+    if (hibernating && !bytes.empty() && !wake()) return error;
     in_feed = true;
     while (!bytes.empty() && error.status == Status::kOk) {
       const std::string_view slice = bytes.substr(0, kSliceBytes);
       const std::int64_t base = fed;
       fed += static_cast<std::int64_t>(slice.size());
-      const XML_Status status =
-          XML_Parse(parser, slice.data(), static_cast<int>(slice.size()), XML_FALSE);
+      XML_Status status;
+      {
+        ArenaScope scope(*arena);
+        status = XML_Parse(parser, slice.data(), static_cast<int>(slice.size()), XML_FALSE);
+      }
       if (reset_pending) {
         // A handler asked for a stream restart: what follows the handled event starts the new
         // stream. Only now, outside expat's callbacks, may the old parser be freed.
@@ -322,6 +356,69 @@ struct StreamParser::Impl {
     return Result{};
   }
 
+  // Between stanzas, with nothing of the next one received, the only state a stream has is its
+  // root's namespace declarations: the expat parser (about 10 KiB with its buffers) can go and be
+  // made again when bytes arrive, by replaying a root start tag with the same declarations.
+  bool hibernate() {
+    if (parser == nullptr || hibernating || in_feed || error.status != Status::kOk) return false;
+    if (depth != 1 || stanza != nullptr || fed != boundary || pending_ns_decls != 0) return false;
+    if (!root_qname()) return false;
+    free_parser();
+    open.shrink_to_fit();
+    hibernating = true;
+    return true;
+  }
+
+  // The root's qualified name as the peer wrote it, which its end tag must repeat: the prefix
+  // bound to its namespace (or none if that is the default). Unknown when ambiguous.
+  std::optional<std::string> root_qname() const {
+    std::optional<std::string> prefix;
+    for (const auto& [p, uri] : root_ns) {
+      if (uri != root_xmlns) continue;
+      if (prefix) return std::nullopt;  // two bindings of the same URI: do not guess
+      prefix = p;
+    }
+    if (!prefix) return root_xmlns.empty() ? std::optional<std::string>(root_name) : std::nullopt;
+    return prefix->empty() ? root_name : *prefix + ":" + root_name;
+  }
+
+  bool wake() {
+    auto qname = root_qname();
+    auto decls = std::move(root_ns);
+    auto rxmlns = std::move(root_xmlns);
+    auto rname = std::move(root_name);
+    create_parser();
+    if (parser == nullptr || !qname) {
+      error = Result{Status::kError, ParseError::kPolicyViolation, "cannot resume the stream"};
+      return false;
+    }
+    std::string head = "<" + *qname;
+    for (const auto& [p, uri] : decls) {
+      head += p.empty() ? " xmlns='" : " xmlns:" + p + "='";
+      escape_attr(uri, head);
+      head += '\'';
+    }
+    head += '>';
+    replaying = true;
+    XML_Status status;
+    {
+      ArenaScope scope(*arena);
+      status = XML_Parse(parser, head.data(), static_cast<int>(head.size()), XML_FALSE);
+    }
+    replaying = false;
+    root_ns = std::move(decls);
+    root_xmlns = std::move(rxmlns);
+    root_name = std::move(rname);
+    fed = static_cast<std::int64_t>(head.size());
+    if (status != XML_STATUS_OK || depth != 1) {
+      error = Result{Status::kError, ParseError::kPolicyViolation, "cannot resume the stream"};
+      release_stream();
+      return false;
+    }
+    pending_ns_decls = 0;
+    return true;
+  }
+
   void reset() {
     error = Result{};
     if (in_feed && parser != nullptr) {
@@ -333,7 +430,7 @@ struct StreamParser::Impl {
   }
 
   std::size_t pending_bytes() const {
-    if (parser == nullptr) return 0;
+    if (parser == nullptr || hibernating) return 0;
     const std::int64_t since = fed - (stanza != nullptr ? stanza_start : boundary);
     return since > 0 ? static_cast<std::size_t>(since) : 0;
   }
@@ -349,5 +446,9 @@ StreamParser::Result StreamParser::feed(std::string_view bytes) { return impl_->
 void StreamParser::reset() { impl_->reset(); }
 
 std::size_t StreamParser::pending_bytes() const { return impl_->pending_bytes(); }
+
+bool StreamParser::hibernate() { return impl_->hibernate(); }
+
+bool StreamParser::hibernating() const { return impl_->hibernating; }
 
 }  // namespace kabar::xml

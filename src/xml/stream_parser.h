@@ -74,6 +74,14 @@ class StreamParser {
   // connection costs.
   std::size_t pending_bytes() const;
 
+  // Frees the expat parser of an open stream that sits between top-level elements with nothing
+  // of the next one received (an idle connection); the next feed() makes a new one that carries
+  // on with the same namespace declarations, invisibly to the handler. Returns false, changing
+  // nothing, when the stream is anywhere else (mid-element, before its header, after an error,
+  // inside feed()).
+  bool hibernate();
+  bool hibernating() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -286,6 +286,36 @@ def messages(k):
 
 
 @section
+def idle_streams(k):
+    """An idle stream gives its XML parser back (after ~2 s) and must carry on exactly as before:
+    prefixes declared on the stream header still resolve, a stanza split across the idle time
+    still parses, and the closing tag still matches the stream root."""
+    c = Conn(k.port)
+    c.open_stream()
+    c.starttls()
+    el = c.sasl_scram("alice", PW["alice"])
+    R.check(el.tag == q(NS_SASL, "success"), "idle: authenticated")
+    c.open_stream(extra=" xmlns:p='urn:xmpp:ping'")
+    c.bind("idle")
+    time.sleep(3.5)
+    r = c.iq("get", "<p:ping/>", to="localhost")
+    R.check(r.get("type") == "result",
+            "after 3.5 s idle, a prefix declared on the stream header resolves (%s)" % tostr(r))
+    time.sleep(3.5)
+    c.send("<iq type='get' id='split' to='localhost'><p:pi")
+    time.sleep(3.5)
+    c.send("ng/></iq>")
+    r = c.expect(q(NS_CLIENT, "iq"), id="split")
+    R.check(r.get("type") == "result", "a stanza split across 3.5 s of silence parses (%s)" % tostr(r))
+    time.sleep(3.5)
+    c.send("</stream:stream>")
+    closed = c.wait_closed(timeout=5)
+    errors = [tostr(e) for e in c.queue if e.tag == q(NS_STREAM, "error")]
+    R.check(closed and not errors,
+            "after idling, </stream:stream> closes the stream cleanly (errors: %s)" % errors)
+
+
+@section
 def roster(k):
     c = login(k.port, "carol", PW["carol"], resource="r")
     r = c.iq("get", "<query xmlns='jabber:iq:roster' ver=''/>")
@@ -556,7 +586,7 @@ def main():
     with k:
         for user, pw in PW.items():
             k.add_user(user, pw)
-        for fn in (stream_header, logins, binding, basic_iqs, messages, roster,
+        for fn in (stream_header, logins, binding, basic_iqs, messages, idle_streams, roster,
                    subscriptions_and_presence, offline_messages, registration):
             fn(k)
             if not k.alive():

@@ -91,8 +91,10 @@ std::ostream& operator<<(std::ostream& os, const Outcome& o) {
   return os;
 }
 
+// With `hibernate`, the parser is asked to hibernate after every chunk (an idle connection's
+// memory saving), which must never change what it reports.
 Outcome run(const std::vector<std::string_view>& chunks, StreamLimits limits,
-            const std::vector<std::string>& reset_on) {
+            const std::vector<std::string>& reset_on, bool hibernate = false) {
   Recorder rec;
   rec.reset_on = reset_on;
   StreamParser parser(rec, limits);
@@ -106,6 +108,7 @@ Outcome run(const std::vector<std::string_view>& chunks, StreamLimits limits,
       EXPECT_FALSE(r.message.empty());
       break;
     }
+    if (hibernate) parser.hibernate();
   }
   out.events = std::move(rec.events);
   return out;
@@ -124,6 +127,7 @@ Outcome parse_all_ways(std::string_view input, StreamLimits limits = {},
   std::vector<std::string_view> bytes;
   for (std::size_t i = 0; i < input.size(); ++i) bytes.push_back(input.substr(i, 1));
   EXPECT_EQ(run(bytes, limits, reset_on), whole) << "byte by byte";
+  EXPECT_EQ(run(bytes, limits, reset_on, true), whole) << "byte by byte, hibernating";
   return whole;
 }
 
@@ -284,6 +288,45 @@ TEST(XmlStreamParser, PendingBytesZeroBetweenStanzas) {
   ASSERT_EQ(parser.feed("  \n").status, StreamParser::Status::kOk);
   EXPECT_EQ(parser.pending_bytes(), 0u);
   EXPECT_EQ(rec.events.size(), 2u);
+}
+
+TEST(XmlStreamParser, HibernatesOnlyBetweenStanzasAndResumesTransparently) {
+  Recorder rec;
+  StreamParser parser(rec);
+  EXPECT_FALSE(parser.hibernate());  // no stream yet
+  ASSERT_EQ(parser
+                .feed("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                      "xmlns:stream='http://etherx.jabber.org/streams' xmlns:x='urn:x' "
+                      "to='example.com' version='1.0'>")
+                .status,
+            StreamParser::Status::kOk);
+  EXPECT_TRUE(parser.hibernate());
+  EXPECT_TRUE(parser.hibernating());
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+  ASSERT_EQ(parser.feed("<message to='a@b'><x:y/><body>hi</body>").status,
+            StreamParser::Status::kOk);
+  EXPECT_FALSE(parser.hibernating());
+  EXPECT_FALSE(parser.hibernate());  // mid-stanza
+  ASSERT_EQ(parser.feed("</message>").status, StreamParser::Status::kOk);
+  EXPECT_TRUE(parser.hibernate());
+  // A prefix declared on the root still resolves, and the end tag must still match the root.
+  ASSERT_EQ(parser.feed("<x:ping/></stream:stream>").status, StreamParser::Status::kOk);
+  EXPECT_EQ(rec.events,
+            (Events{"open {http://etherx.jabber.org/streams}stream[to=example.com version=1.0] "
+                    "default=jabber:client",
+                    "elem {jabber:client}message[to=a@b]({urn:x}y{jabber:client}body(\"hi\"))",
+                    "elem {urn:x}ping", "close"}));
+  EXPECT_FALSE(parser.hibernate());  // closed
+}
+
+TEST(XmlStreamParser, HibernatedStreamStillRejectsAWrongEndTag) {
+  Recorder rec;
+  StreamParser parser(rec);
+  ASSERT_EQ(parser.feed(with_header("<presence/>")).status, StreamParser::Status::kOk);
+  ASSERT_TRUE(parser.hibernate());
+  auto r = parser.feed("</stream:other>");
+  EXPECT_EQ(r.status, StreamParser::Status::kError);
+  EXPECT_EQ(r.error, ParseError::kNotWellFormed);
 }
 
 // --- errors ---

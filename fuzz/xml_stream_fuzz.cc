@@ -63,6 +63,37 @@ struct Checker : kabar::xml::StreamHandler {
   void on_stream_close() override {}
 };
 
+// Records what a parser reports, to compare a hibernating parser with one that never sleeps.
+struct Recorder : kabar::xml::StreamHandler {
+  std::string log;
+  void on_stream_open(const Element& h, std::string_view dx) override {
+    log += "open ";
+    log += kabar::xml::serialize(h, dx);
+    log += '\n';
+  }
+  void on_element(Element&& el) override {
+    log += kabar::xml::serialize(el, std::string_view{});
+    log += '\n';
+  }
+  void on_stream_close() override { log += "close\n"; }
+};
+
+// Feeds `chunks`; with `hibernate` the parser is told to hibernate after each one.
+std::string replay(const std::string_view (&chunks)[3], const StreamLimits& limits,
+                   bool hibernate) {
+  Recorder rec;
+  StreamParser parser(rec, limits);
+  for (std::string_view chunk : chunks) {
+    const StreamParser::Result r = parser.feed(chunk);
+    if (r.status != StreamParser::Status::kOk) {
+      rec.log += "error " + std::to_string(static_cast<int>(r.error));
+      break;
+    }
+    if (hibernate) parser.hibernate();
+  }
+  return rec.log;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -98,5 +129,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)parser.feed(input);
   }
   (void)parser.pending_bytes();
+
+  // Hibernating between chunks (an idle connection) must not change a single event.
+  const std::string_view chunks[3] = {input.substr(0, cut1), input.substr(cut1, cut2 - cut1),
+                                      input.substr(cut2)};
+  if (replay(chunks, limits, false) != replay(chunks, limits, true)) __builtin_trap();
   return 0;
 }

@@ -93,6 +93,7 @@ struct StreamParser::Impl {
   std::string root_xmlns, root_name;                         // the root's expanded name
   bool hibernating = false;
   bool replaying = false;  // feeding the synthetic root after hibernation: no events
+  bool in_cdata = false;   // inside <![CDATA[ ... ]]>: expat state no replay could restore
 
   void create_parser() {
     free_parser();
@@ -107,6 +108,9 @@ struct StreamParser::Impl {
     XML_SetUserData(parser, this);
     XML_SetElementHandler(parser, &Impl::on_start, &Impl::on_end);
     XML_SetCharacterDataHandler(parser, &Impl::on_text);
+    XML_SetCdataSectionHandler(
+        parser, [](void* u) { self(u).in_cdata = true; },
+        [](void* u) { self(u).in_cdata = false; });
     XML_SetStartNamespaceDeclHandler(parser, &Impl::on_namespace_decl);
     XML_SetXmlDeclHandler(parser, &Impl::on_xml_decl);
     // RFC 6120 §11.1: none of these may appear in an XMPP stream.
@@ -133,6 +137,7 @@ struct StreamParser::Impl {
     root_xmlns.clear();
     root_name.clear();
     hibernating = false;
+    in_cdata = false;
   }
 
   void free_parser() {
@@ -361,7 +366,9 @@ struct StreamParser::Impl {
   // made again when bytes arrive, by replaying a root start tag with the same declarations.
   bool hibernate() {
     if (parser == nullptr || hibernating || in_feed || error.status != Status::kOk) return false;
-    if (depth != 1 || stanza != nullptr || fed != boundary || pending_ns_decls != 0) return false;
+    if (depth != 1 || stanza != nullptr || fed != boundary || pending_ns_decls != 0 || in_cdata) {
+      return false;
+    }
     if (!root_qname()) return false;
     free_parser();
     open.shrink_to_fit();

@@ -319,6 +319,17 @@ TEST(XmlStreamParser, HibernatesOnlyBetweenStanzasAndResumesTransparently) {
   EXPECT_FALSE(parser.hibernate());  // closed
 }
 
+TEST(XmlStreamParser, NoHibernationInsideACdataSectionAtStreamLevel) {
+  // Found by fuzz_xml_stream: expat reports CDATA text as it comes, so the byte counts alone
+  // looked like a stanza boundary.
+  Recorder rec;
+  StreamParser parser(rec);
+  ASSERT_EQ(parser.feed(with_header("<![CDATA[<ra")).status, StreamParser::Status::kOk);
+  EXPECT_FALSE(parser.hibernate());
+  ASSERT_EQ(parser.feed("w>]]>").status, StreamParser::Status::kOk);
+  EXPECT_TRUE(parser.hibernate());
+}
+
 TEST(XmlStreamParser, HibernatedStreamStillRejectsAWrongEndTag) {
   Recorder rec;
   StreamParser parser(rec);

@@ -108,9 +108,7 @@ struct StreamParser::Impl {
     XML_SetUserData(parser, this);
     XML_SetElementHandler(parser, &Impl::on_start, &Impl::on_end);
     XML_SetCharacterDataHandler(parser, &Impl::on_text);
-    XML_SetCdataSectionHandler(
-        parser, [](void* u) { self(u).in_cdata = true; },
-        [](void* u) { self(u).in_cdata = false; });
+    XML_SetCdataSectionHandler(parser, &Impl::on_cdata_start, &Impl::on_cdata_end);
     XML_SetStartNamespaceDeclHandler(parser, &Impl::on_namespace_decl);
     XML_SetXmlDeclHandler(parser, &Impl::on_xml_decl);
     // RFC 6120 §11.1: none of these may appear in an XMPP stream.
@@ -281,6 +279,13 @@ struct StreamParser::Impl {
       // Whitespace keepalives between top-level elements carry no meaning.
       p.boundary = p.current_event_end();
     }
+  }
+
+  static void on_cdata_start(void* user_data) { self(user_data).in_cdata = true; }
+  static void on_cdata_end(void* user_data) {
+    Impl& p = self(user_data);
+    p.in_cdata = false;
+    if (!p.stopped && p.depth == 1) p.boundary = p.current_event_end();
   }
 
   static void on_xml_decl(void* user_data, const XML_Char* /*version*/, const XML_Char* encoding,

@@ -1,5 +1,6 @@
 #include "server/c2s_session.h"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
@@ -62,19 +63,21 @@ void C2sSession::start() {
 }
 
 awaitable<void> C2sSession::run() {
+  bool ok = true;
   try {
-    if (direct_tls_) {
-      tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, server_.tls());
-      co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
-      capture_channel_binding();
-    }
-    co_await read_loop();
+    co_await tls_handshake();
   } catch (const boost::system::system_error& e) {
-    spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, e.code().message());
+    spdlog::debug("c2s #{} {}: TLS handshake failed: {}", serial_, peer_addr_, e.what());
+    ok = false;
   } catch (const std::exception& e) {
     spdlog::error("c2s #{} {}: {}", serial_, peer_addr_, e.what());
+    ok = false;
   }
-  co_await end();
+  if (!ok) {
+    co_await end();
+    co_return;
+  }
+  arm_read();
 }
 
 awaitable<void> C2sSession::end() {
@@ -122,21 +125,25 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
     spawn_end();
     return;
   }
-  boost::system::error_code ec;
-  std::size_t n = sock_.read_some(asio::buffer(g_scratch), ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) {
-    arm_read();
-    return;
-  }
-  if (ec) {
-    spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, ec.message());
-    spawn_end();
-    return;
-  }
-  last_read_ms = server_.now_ms();
-  if (!feed(std::string_view(g_scratch.data(), n))) {
-    spawn_end();
-    return;
+  if (ssl_) {
+    if (!read_tls()) return;
+  } else {
+    boost::system::error_code ec;
+    std::size_t n = sock_.read_some(asio::buffer(g_scratch), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      arm_read();
+      return;
+    }
+    if (ec) {
+      spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, ec.message());
+      spawn_end();
+      return;
+    }
+    last_read_ms = server_.now_ms();
+    if (!feed(std::string_view(g_scratch.data(), n))) {
+      spawn_end();
+      return;
+    }
   }
   if (!inbox_.empty() || start_tls_) {
     auto self = shared_from_this();
@@ -158,11 +165,7 @@ awaitable<void> C2sSession::process_batch() {
   try {
     co_await process_inbox();
     if (peer_closed_) close();
-    if (!closing_ && start_tls_) {
-      co_await begin_tls();
-      co_await read_loop();  // TLS reads use the coroutine path from here on
-      failed = true;         // the read loop returns only when the connection ends
-    }
+    if (!closing_ && start_tls_) co_await begin_tls();
   } catch (const boost::system::system_error& e) {
     spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, e.code().message());
     failed = true;
@@ -200,42 +203,82 @@ awaitable<void> C2sSession::begin_tls() {
     co_await t.async_wait(asio::use_awaitable);
   }
   inbox_.clear();
-  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, server_.tls());
   phase_ = Phase::kTlsHandshake;
-  co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
-  capture_channel_binding();
+  co_await tls_handshake();
   parser_.reset();
   phase_ = Phase::kWaitStream;
   stream_open_ = false;
 }
 
-awaitable<void> C2sSession::read_loop() {
-  std::unique_ptr<std::array<char, 8192>> tls_buf;
-  while (!socket_closed_) {
-    std::string_view got;
-    if (tls_) {
-      if (!tls_buf) tls_buf = std::make_unique<std::array<char, 8192>>();
-      std::size_t n = co_await tls_->async_read_some(asio::buffer(*tls_buf), asio::use_awaitable);
-      got = std::string_view(tls_buf->data(), n);
-    } else {
-      co_await sock_.async_wait(tcp::socket::wait_read, asio::use_awaitable);
-      if (closing_ && socket_closed_) co_return;
-      boost::system::error_code ec;
-      std::size_t n = sock_.read_some(asio::buffer(g_scratch), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
-      if (ec) throw boost::system::system_error(ec);
-      got = std::string_view(g_scratch.data(), n);
-    }
-    if (closing_) co_return;
-    last_read_ms = server_.now_ms();
-    if (!feed(got)) co_return;
-    co_await process_inbox();
-    if (peer_closed_) {
-      close();
-      co_return;
-    }
-    if (start_tls_) co_await begin_tls();
+// TLS straight on the socket (SSL_set_fd), as nginx does: no BIO pair and no stream buffers of
+// our own, so an idle TLS connection holds only OpenSSL's state, whose record buffers are
+// released between records (SSL_MODE_RELEASE_BUFFERS). Reads and writes are nonblocking; a
+// WANT_READ/WANT_WRITE waits for readiness and retries.
+awaitable<void> C2sSession::tls_handshake() {
+  ssl_.reset(SSL_new(server_.tls().native_handle()));
+  if (!ssl_ || SSL_set_fd(ssl_.get(), sock_.native_handle()) != 1) {
+    throw std::runtime_error("cannot set up TLS for the connection");
   }
+  SSL_set_accept_state(ssl_.get());
+  for (;;) {
+    ERR_clear_error();
+    const int r = SSL_do_handshake(ssl_.get());
+    if (r == 1) break;
+    const int err = SSL_get_error(ssl_.get(), r);
+    if (err == SSL_ERROR_WANT_READ) {
+      co_await sock_.async_wait(tcp::socket::wait_read, asio::use_awaitable);
+    } else if (err == SSL_ERROR_WANT_WRITE) {
+      co_await sock_.async_wait(tcp::socket::wait_write, asio::use_awaitable);
+    } else {
+      char reason[256] = "connection closed";
+      if (unsigned long e = ERR_peek_last_error(); e != 0) {
+        ERR_error_string_n(e, reason, sizeof reason);
+      }
+      ERR_clear_error();
+      throw boost::system::system_error(asio::error::connection_aborted, reason);
+    }
+  }
+  tls_ready_ = true;
+  capture_channel_binding();
+}
+
+bool C2sSession::read_tls() {
+  // Everything the socket has, record by record: bytes OpenSSL holds decrypted would never wake
+  // epoll again.
+  for (;;) {
+    ERR_clear_error();
+    const int n = SSL_read(ssl_.get(), g_scratch.data(), static_cast<int>(g_scratch.size()));
+    if (n > 0) {
+      last_read_ms = server_.now_ms();
+      if (!feed(std::string_view(g_scratch.data(), static_cast<std::size_t>(n)))) {
+        spawn_end();
+        return false;
+      }
+      if (closing_) break;
+      continue;
+    }
+    const int err = SSL_get_error(ssl_.get(), n);
+    if (err == SSL_ERROR_WANT_READ) return true;
+    if (err == SSL_ERROR_WANT_WRITE) {
+      // A TLS 1.3 key update to answer while the socket is full: read again once writable.
+      sock_.async_wait(tcp::socket::wait_write,
+                       [self = shared_from_this()](const boost::system::error_code& ec) {
+                         self->on_readable(ec);
+                       });
+      return false;
+    }
+    ERR_clear_error();
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      // close_notify: the client is done; what it sent before is still handled, then the
+      // stream is closed from our side too.
+      peer_closed_ = true;
+      return true;
+    }
+    spdlog::debug("c2s #{} {}: TLS connection ended (error {})", serial_, peer_addr_, err);
+    spawn_end();
+    return false;
+  }
+  return true;
 }
 
 void C2sSession::capture_channel_binding() {
@@ -243,7 +286,7 @@ void C2sSession::capture_channel_binding() {
   // full handshake and ours for a resumed one. It is defined for TLS 1.2 only (RFC 9266); on
   // TLS 1.3 the binding would be tls-exporter, which Debian's slixmpp cannot do (it sends
   // tls-unique to any -PLUS), so -PLUS is offered on TLS 1.2 connections only.
-  SSL* ssl = tls_->native_handle();
+  SSL* ssl = ssl_.get();
   if (SSL_version(ssl) != TLS1_2_VERSION) return;
   unsigned char buf[EVP_MAX_MD_SIZE];
   std::size_t n = SSL_session_reused(ssl) != 0 ? SSL_get_finished(ssl, buf, sizeof buf)
@@ -305,7 +348,7 @@ void C2sSession::on_stream_open(const xml::Element& header, std::string_view def
 }
 
 void C2sSession::send_features() {
-  bool secure = tls_ != nullptr;
+  bool secure = tls_ready_;
   const Config& cfg = server_.config();
   xml::Element f("features", ns::kStream);
   if (!authenticated()) {
@@ -368,7 +411,7 @@ awaitable<void> C2sSession::process(xml::Element el) {
     stream_error("not-authorized");
     co_return;
   }
-  const bool secure = tls_ != nullptr;
+  const bool secure = tls_ready_;
   if (el.is("starttls", ns::kTls)) {
     if (secure || authenticated()) {
       stream_error("policy-violation", "TLS is already negotiated");
@@ -415,7 +458,7 @@ awaitable<void> C2sSession::handle_preauth_iq(const xml::Element& iq) {
     send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
     co_return;
   }
-  if (tls_ == nullptr && !cfg.allow_plaintext) {
+  if (!tls_ready_ && !cfg.allow_plaintext) {
     send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "not-acceptable",
                                 "registration requires TLS"));
     co_return;
@@ -426,7 +469,7 @@ awaitable<void> C2sSession::handle_preauth_iq(const xml::Element& iq) {
 
 awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
   const Config& cfg = server_.config();
-  if (tls_ == nullptr && !cfg.allow_plaintext) {
+  if (!tls_ready_ && !cfg.allow_plaintext) {
     sasl_failure("encryption-required");
     co_return;
   }
@@ -683,7 +726,11 @@ void C2sSession::written(std::size_t n) {
 void C2sSession::flush() {
   flush_posted_ = false;
   if (writing_ || socket_closed_) return;
-  if (outq_head_ < outq_.size() && !tls_) {
+  if (ssl_) {
+    flush_tls();
+    return;
+  }
+  if (outq_head_ < outq_.size()) {
     // Plain TCP: one nonblocking sendmsg with everything queued; the kernel takes it all unless
     // the peer stopped reading.
     std::array<asio::const_buffer, 64> bufs;
@@ -714,9 +761,62 @@ void C2sSession::flush() {
   if (closing_) shutdown_socket();
 }
 
+void C2sSession::flush_tls() {
+  if (!tls_ready_) return;  // nothing goes out before the handshake is done
+  for (;;) {
+    if (tls_out_.empty()) {
+      if (outq_head_ == outq_.size()) break;
+      // Everything queued, up to one record's worth, in one SSL_write: one record, one write.
+      while (outq_head_ < outq_.size() &&
+             (tls_out_.empty() || tls_out_.size() + outq_[outq_head_].data.size() <= 16384)) {
+        Out& o = outq_[outq_head_++];
+        tls_out_.append(o.data, o.offset);
+        queued_bytes_ -= o.data.size() - o.offset;
+        if (o.on_written) tls_out_done_.push_back(std::move(o.on_written));
+      }
+      if (outq_head_ == outq_.size()) {
+        outq_.clear();
+        outq_head_ = 0;
+        if (outq_.capacity() > 8) std::vector<Out>().swap(outq_);
+      }
+    }
+    ERR_clear_error();
+    const int n = SSL_write(ssl_.get(), tls_out_.data(), static_cast<int>(tls_out_.size()));
+    if (n > 0) {
+      tls_out_.erase(0, static_cast<std::size_t>(n));
+      if (tls_out_.empty()) {
+        std::string().swap(tls_out_);
+        auto done = std::move(tls_out_done_);
+        tls_out_done_.clear();
+        for (auto& cb : done) cb();
+      }
+      continue;
+    }
+    const int err = SSL_get_error(ssl_.get(), n);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+      // The peer is not reading (or a renegotiation needs its bytes): retry when it can go on.
+      writing_ = true;
+      sock_.async_wait(
+          err == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read,
+          [self = shared_from_this()](const boost::system::error_code& ec) {
+            self->writing_ = false;
+            if (ec) return;
+            self->flush();
+          });
+      return;
+    }
+    ERR_clear_error();
+    spdlog::debug("c2s #{}: TLS write failed (error {})", serial_, err);
+    clear_outq();
+    closing_ = true;
+    shutdown_socket();
+    return;
+  }
+  if (closing_) shutdown_socket();
+}
+
 template <typename Buffers>
 awaitable<std::size_t> C2sSession::write_some(const Buffers& bufs) {
-  if (tls_) co_return co_await asio::async_write(*tls_, bufs, asio::use_awaitable);
   co_return co_await asio::async_write(sock_, bufs, asio::use_awaitable);
 }
 
@@ -795,6 +895,12 @@ void C2sSession::abort() {
 void C2sSession::shutdown_socket() {
   if (socket_closed_) return;
   socket_closed_ = true;
+  if (ssl_ && tls_ready_) {
+    // close_notify (RFC 8446 §6.1), best effort: the socket is nonblocking and closes next.
+    ERR_clear_error();
+    SSL_shutdown(ssl_.get());
+    ERR_clear_error();
+  }
   boost::system::error_code ec;
   sock_.shutdown(tcp::socket::shutdown_both, ec);
   sock_.close(ec);

@@ -2,6 +2,8 @@
 // resource binding), then stanzas handed to the server. Lives on the I/O thread only.
 #pragma once
 
+#include <openssl/ssl.h>
+
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <functional>
@@ -67,7 +69,11 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void on_stream_close() override;
 
   awaitable<void> run();
-  awaitable<void> read_loop();
+  awaitable<void> tls_handshake();
+  // Reads and feeds all the TLS connection has; false when the session ended or will resume
+  // reading by itself.
+  bool read_tls();
+  void flush_tls();
   // Plain TCP reads without a coroutine while idle (see arm_read in the .cc).
   void arm_read();
   void on_readable(const boost::system::error_code& ec);
@@ -100,7 +106,13 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
 
   Server& server_;
   asio::ip::tcp::socket sock_;
-  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
+  struct SslFree {
+    void operator()(SSL* s) const { SSL_free(s); }
+  };
+  std::unique_ptr<SSL, SslFree> ssl_;
+  bool tls_ready_ = false;  // handshake done
+  std::string tls_out_;     // plaintext being written as one record (kept on WANT_WRITE)
+  std::vector<std::function<void()>> tls_out_done_;  // callbacks of what tls_out_ holds
   bool direct_tls_;
   xml::StreamParser parser_;
   // Vectors, not deques: an empty std::deque still holds a 576-byte block.

@@ -677,16 +677,28 @@ void C2sSession::send(const xml::Element& stanza, std::function<void()> on_writt
 }
 
 void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
+  enqueue(Out{std::move(data), std::move(on_written), 0, nullptr});
+}
+
+void C2sSession::send_shared(const std::shared_ptr<const std::string>& head, std::string own,
+                             const std::shared_ptr<const std::string>& tail) {
+  enqueue(Out{{}, {}, 0, head});
+  enqueue(Out{std::move(own), {}, 0, nullptr});
+  enqueue(Out{{}, {}, 0, tail});
+}
+
+void C2sSession::enqueue(Out out) {
   if (socket_closed_) return;
-  if (queued_bytes_ + data.size() > kMaxQueuedBytes) {
+  const std::size_t size = out.bytes().size();
+  if (queued_bytes_ + size > kMaxQueuedBytes) {
     spdlog::warn("c2s #{} {}: client is not reading; dropping the connection", serial_, peer_addr_);
     closing_ = true;
     clear_outq();
     shutdown_socket();
     return;
   }
-  queued_bytes_ += data.size();
-  outq_.push_back(Out{std::move(data), std::move(on_written)});
+  queued_bytes_ += size;
+  outq_.push_back(std::move(out));
   if (!writing_ && !flush_posted_) {
     // Written once the current event is handled: stanzas queued meanwhile go out in one writev.
     flush_posted_ = true;
@@ -704,7 +716,7 @@ void C2sSession::written(std::size_t n) {
   // Drops `n` written bytes from the front of the queue; runs the callbacks of whole entries.
   while (n > 0 && outq_head_ < outq_.size()) {
     Out& o = outq_[outq_head_];
-    std::size_t left = o.data.size() - o.offset;
+    std::size_t left = o.bytes().size() - o.offset;
     if (n < left) {
       o.offset += n;
       queued_bytes_ -= n;
@@ -736,8 +748,8 @@ void C2sSession::flush() {
     std::array<asio::const_buffer, 64> bufs;
     std::size_t count = 0;
     for (std::size_t i = outq_head_; i < outq_.size() && count < bufs.size(); ++i) {
-      const Out& o = outq_[i];
-      bufs[count++] = asio::buffer(o.data.data() + o.offset, o.data.size() - o.offset);
+      const std::string_view b = outq_[i].bytes().substr(outq_[i].offset);
+      bufs[count++] = asio::buffer(b.data(), b.size());
     }
     boost::system::error_code ec;
     std::size_t n = sock_.write_some(std::span<const asio::const_buffer>(bufs.data(), count), ec);
@@ -768,10 +780,11 @@ void C2sSession::flush_tls() {
       if (outq_head_ == outq_.size()) break;
       // Everything queued, up to one record's worth, in one SSL_write: one record, one write.
       while (outq_head_ < outq_.size() &&
-             (tls_out_.empty() || tls_out_.size() + outq_[outq_head_].data.size() <= 16384)) {
+             (tls_out_.empty() || tls_out_.size() + outq_[outq_head_].bytes().size() <= 16384)) {
         Out& o = outq_[outq_head_++];
-        tls_out_.append(o.data, o.offset);
-        queued_bytes_ -= o.data.size() - o.offset;
+        const std::string_view b = o.bytes().substr(o.offset);
+        tls_out_.append(b);
+        queued_bytes_ -= b.size();
         if (o.on_written) tls_out_done_.push_back(std::move(o.on_written));
       }
       if (outq_head_ == outq_.size()) {
@@ -834,8 +847,9 @@ awaitable<void> C2sSession::write_loop() {
       bufs.reserve(batch.size());
       std::size_t total = 0;
       for (const Out& o : batch) {
-        bufs.push_back(asio::buffer(o.data.data() + o.offset, o.data.size() - o.offset));
-        total += o.data.size() - o.offset;
+        const std::string_view b = o.bytes().substr(o.offset);
+        bufs.push_back(asio::buffer(b.data(), b.size()));
+        total += b.size();
       }
       co_await write_some(bufs);
       queued_bytes_ -= std::min(queued_bytes_, total);

@@ -32,6 +32,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   // (used to delete offline messages only after delivery).
   void send_raw(std::string data, std::function<void()> on_written = {});
   void send(const xml::Element& stanza, std::function<void()> on_written = {});
+  // Queues a stanza made of bytes shared with other recipients around a part of its own (a
+  // broadcast: one serialization, only the 'to' differs); written with the rest in one writev.
+  void send_shared(const std::shared_ptr<const std::string>& head, std::string own,
+                   const std::shared_ptr<const std::string>& tail);
   // Sends <stream:error/> and closes the stream (RFC 6120 §4.9.1.1).
   void stream_error(std::string_view condition, std::string_view text = {});
   // Closes the stream cleanly (</stream:stream>) and the connection.
@@ -120,8 +124,11 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   struct Out {
     std::string data;
     std::function<void()> on_written;
-    std::size_t offset = 0;  // bytes of `data` already written
+    std::size_t offset = 0;                     // bytes already written
+    std::shared_ptr<const std::string> shared;  // when set, the bytes (shared by recipients)
+    std::string_view bytes() const { return shared ? std::string_view(*shared) : data; }
   };
+  void enqueue(Out out);
   std::vector<Out> outq_;
   std::size_t outq_head_ = 0;  // entries before it are written
   std::size_t queued_bytes_ = 0;

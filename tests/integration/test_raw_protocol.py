@@ -413,6 +413,8 @@ def subscriptions_and_presence(k):
     p = a.expect_presence(**{"from": "gina@localhost/g"})
     R.check(p.findtext(q(NS_CLIENT, "show")) == "away" and p.findtext(q(NS_CLIENT, "status")) == "lunch",
             "presence update broadcast to the subscriber")
+    R.check(p.get("to") == "frank@localhost",
+            "broadcast presence is addressed to the subscriber's bare JID (%s)" % tostr(p))
     # a second resource of gina comes online: frank sees it, and the new resource gets frank's
     b2 = online(k.port, "gina", PW["gina"], resource="g2")
     p = a.expect_presence(**{"from": "gina@localhost/g2"})
@@ -422,7 +424,8 @@ def subscriptions_and_presence(k):
     p = b2.expect_presence(**{"from": "gina@localhost/g"})
     R.check(p.findtext(q(NS_CLIENT, "show")) == "away", "new resource receives own other resource's presence")
     p = b.expect_presence(**{"from": "gina@localhost/g2"})
-    R.check(True, "other resource receives the new resource's presence")
+    R.check(p.get("to") == "gina@localhost/g",
+            "other resource receives the new resource's presence, to its full JID (%s)" % tostr(p))
     # graceful close -> unavailable
     b2.close()
     p = a.expect_presence(**{"from": "gina@localhost/g2"})

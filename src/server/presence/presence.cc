@@ -35,6 +35,38 @@ std::vector<SessionPtr> available_sessions(Server& s, const std::string& bare) {
   return out;
 }
 
+// A presence serialized once for a broadcast: every recipient's copy shares the bytes before
+// and after the end of the start tag, where its own to='...' goes (ARCHITECTURE.md: a broadcast
+// shares one buffer).
+class SharedPresence {
+ public:
+  explicit SharedPresence(const xml::Element& p) {
+    xml::Element q = p;
+    q.remove_attr("to");
+    std::string bytes = xml::serialize(q, ns::kClient);
+    // Attribute values are escaped ('>' included), so the first '>' ends the start tag.
+    std::size_t cut = bytes.find('>');
+    if (cut != std::string::npos && cut > 0 && bytes[cut - 1] == '/') --cut;
+    head_ = std::make_shared<const std::string>(bytes.substr(0, cut));
+    tail_ = std::make_shared<const std::string>(bytes.substr(cut));
+  }
+
+  void send(const SessionPtr& target, std::string_view to) const {
+    std::string own = " to='";
+    xml::escape_attr(to, own);
+    own += '\'';
+    target->send_shared(head_, std::move(own), tail_);
+  }
+
+  // To every available resource of the local account `bare`, with to='bare'.
+  void send_to_account(Server& s, const std::string& bare) const {
+    for (auto& t : available_sessions(s, bare)) send(t, bare);
+  }
+
+ private:
+  std::shared_ptr<const std::string> head_, tail_;
+};
+
 // Sends `p` (from set) to every available resource of the local account `bare`, with to='bare'.
 void send_to_account(Server& s, const std::string& bare, xml::Element p) {
   auto targets = available_sessions(s, bare);
@@ -208,17 +240,16 @@ awaitable<void> broadcast(Server& s, const SessionPtr& who, const xml::Element& 
                           bool include_directed) {
   auto items = co_await roster_of(s, who->username());
   const std::string self_bare = who->jid().bare_str();
+  const SharedPresence shared(p);
   for (const auto& item : items) {
     if (!has_from(item.state)) continue;
     auto jid = xmpp::Jid::parse(item.jid);
     if (!jid || !s.is_local(*jid)) continue;
-    send_to_account(s, jid->bare_str(), p);
+    shared.send_to_account(s, jid->bare_str());
   }
   for (auto& other : available_sessions(s, self_bare)) {
     if (other.get() == who.get()) continue;
-    xml::Element copy = p;
-    copy.set_attr("to", other->jid().str());
-    other->send(copy);
+    shared.send(other, other->jid().str());
   }
   if (include_directed) {
     for (const auto& target : who->directed_to) {

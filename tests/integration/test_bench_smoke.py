@@ -48,9 +48,11 @@ def main():
                   f"rosters filled: {out[-1] if out else None}")
 
         for mech in ("scram-sha-256", "plain"):
+            # Both steps run whatever the latency: this checks that the tool and the path work,
+            # not how fast they are on a shared machine (that is `make bench`'s job).
             rc, out = bench(tool, kd, "--mode", "messages", "--mech", mech, "--rates", "200,400",
                             "--warmup", "1", "--measure", "4", "--server-pid", pid,
-                            "--label", f"smoke-{mech}")
+                            "--no-stop", "--label", f"smoke-{mech}")
             summary = out[-1] if out else {}
             steps = [x for x in out if "step" in x]
             res.check(rc == 0 and summary.get("errors") == 0, f"{mech}: no errors ({summary})")

@@ -88,11 +88,7 @@ awaitable<void> C2sSession::end() {
   // A stream error queued as the read loop ended (bad XML, a size limit) must still reach the
   // peer before the close (RFC 6120 §4.9.1.1): let the writer finish. A peer that does not read
   // is cut off by the sweep (abort() after 5 s), which closes the socket and ends this wait.
-  while (!socket_closed_ && (writing_ || outq_head_ < outq_.size())) {
-    asio::steady_timer t(server_.io(), std::chrono::milliseconds(5));
-    boost::system::error_code ec;
-    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  co_await wait_drained();
   shutdown_socket();
   co_await server_.session_closed(shared_from_this());
 }
@@ -198,10 +194,8 @@ awaitable<void> C2sSession::begin_tls() {
   start_tls_ = false;
   // RFC 6120 §5.4.3.3: after <proceed/> both sides drop the stream and start TLS.
   // Wait until <proceed/> is on the wire, then handshake.
-  while (writing_ || outq_head_ < outq_.size()) {
-    asio::steady_timer t(server_.io(), std::chrono::milliseconds(1));
-    co_await t.async_wait(asio::use_awaitable);
-  }
+  co_await wait_drained();
+  if (socket_closed_) throw boost::system::system_error(asio::error::connection_aborted);
   inbox_.clear();
   phase_ = Phase::kTlsHandshake;
   co_await tls_handshake();
@@ -710,6 +704,9 @@ void C2sSession::clear_outq() {
   outq_.clear();
   outq_head_ = 0;
   queued_bytes_ = 0;
+  tls_out_.clear();
+  tls_out_done_.clear();
+  notify_drained();
 }
 
 void C2sSession::written(std::size_t n) {
@@ -735,8 +732,31 @@ void C2sSession::written(std::size_t n) {
   }
 }
 
+bool C2sSession::drained() const {
+  return !writing_ && !flush_posted_ && outq_head_ == outq_.size() && tls_out_.empty();
+}
+
+awaitable<void> C2sSession::wait_drained() {
+  // Woken by notify_drained(); the timeout only bounds a wait nobody would end.
+  while (!socket_closed_ && !drained()) {
+    drain_wait_ = std::make_unique<asio::steady_timer>(server_.io(), std::chrono::seconds(5));
+    boost::system::error_code ec;
+    co_await drain_wait_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    drain_wait_.reset();
+  }
+}
+
+void C2sSession::notify_drained() {
+  if (drain_wait_ && (socket_closed_ || drained())) drain_wait_->cancel();
+}
+
 void C2sSession::flush() {
   flush_posted_ = false;
+  flush_now();
+  notify_drained();
+}
+
+void C2sSession::flush_now() {
   if (writing_ || socket_closed_) return;
   if (ssl_) {
     flush_tls();
@@ -869,6 +889,7 @@ awaitable<void> C2sSession::write_loop() {
   }
   writing_ = false;
   if (closing_ && outq_head_ == outq_.size()) shutdown_socket();
+  notify_drained();
 }
 
 void C2sSession::stream_error(std::string_view condition, std::string_view text) {
@@ -918,6 +939,7 @@ void C2sSession::shutdown_socket() {
   boost::system::error_code ec;
   sock_.shutdown(tcp::socket::shutdown_both, ec);
   sock_.close(ec);
+  notify_drained();
 }
 
 }  // namespace kabar::server

@@ -88,6 +88,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   awaitable<void> end();
   void spawn_end();
   void flush();
+  void flush_now();
+  bool drained() const;  // nothing queued, posted or being written
+  awaitable<void> wait_drained();
+  void notify_drained();
   void written(std::size_t n);
   void clear_outq();
   // Parses received bytes; on a parse error sends the matching stream error and returns false.
@@ -135,6 +139,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool writing_ = false;
   bool flush_posted_ = false;
   bool ended_ = false;
+  std::unique_ptr<asio::steady_timer> drain_wait_;  // wait_drained() sleeps on it
   bool closing_ = false;
   bool socket_closed_ = false;
   bool stream_open_ = false;  // we have sent our stream header

@@ -141,6 +141,7 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
       return;
     }
   }
+  route_ready_messages();
   if (!inbox_.empty() || start_tls_) {
     auto self = shared_from_this();
     asio::co_spawn(
@@ -154,6 +155,19 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
     return;
   }
   arm_read();
+}
+
+void C2sSession::route_ready_messages() {
+  // Messages at the front of the inbox that can be delivered now go without a coroutine; the
+  // first one that cannot (and everything after it, to keep the order) goes to process_batch().
+  if (phase_ != Phase::kBound) return;
+  std::size_t done = 0;
+  for (; done < inbox_.size() && !closing_; ++done) {
+    xml::Element& el = inbox_[done];
+    if (el.name() != "message" || el.xmlns() != ns::kClient) break;
+    if (!server_.route_message_now(*this, el)) break;
+  }
+  if (done > 0) inbox_.erase(inbox_.begin(), inbox_.begin() + static_cast<std::ptrdiff_t>(done));
 }
 
 awaitable<void> C2sSession::process_batch() {

@@ -82,6 +82,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void arm_read();
   void on_readable(const boost::system::error_code& ec);
   awaitable<void> process_batch();
+  void route_ready_messages();
   awaitable<void> process_inbox();
   awaitable<void> begin_tls();
   // The end of a session: flush, close the socket, tell the server. Runs once.

@@ -346,11 +346,27 @@ awaitable<void> Server::deliver(xml::Element stanza) {
     bounce("service-unavailable");
     co_return;
   }
+  std::vector<SessionPtr> targets = message_targets(*to, type);
+  if (!targets.empty()) {
+    std::string bytes = xml::serialize(stanza, ns::kClient);
+    for (auto& s : targets) s->send_raw(bytes);
+    co_return;
+  }
+  if (type == "error" || type == "headline") co_return;
+  // No available resource: offline storage (XEP-0160) if the account exists.
+  std::string user = to->local();
+  bool stored = co_await store_offline(*this, user, stanza);
+  if (!stored) bounce("service-unavailable");
+}
+
+std::vector<SessionPtr> Server::message_targets(const xmpp::Jid& to, std::string_view type) {
   // RFC 6121 §8.5.2.1.1: to the available resources with the highest non-negative priority
-  // (headline: to all with non-negative priority).
+  // (headline: to all with non-negative priority; an error: to one).
   std::vector<SessionPtr> targets;
   int best = -1;
-  for (auto& s : sessions_of(to->bare_str())) {
+  const auto it = bound_.find(to.bare_str());
+  if (it == bound_.end()) return targets;
+  for (const auto& s : it->second) {
     if (!s->available || s->priority < 0 || s->closed()) continue;
     if (type == "headline") {
       targets.push_back(s);
@@ -362,17 +378,32 @@ awaitable<void> Server::deliver(xml::Element stanza) {
       targets.push_back(s);
     }
   }
-  if (!targets.empty()) {
-    if (type == "error") targets.resize(1);
-    std::string bytes = xml::serialize(stanza, ns::kClient);
-    for (auto& s : targets) s->send_raw(bytes);
-    co_return;
+  if (type == "error" && targets.size() > 1) targets.resize(1);
+  return targets;
+}
+
+bool Server::route_message_now(const C2sSession& from, xml::Element& stanza) {
+  // The common case needs neither the store nor a coroutine: a chat to a contact who is online
+  // (RFC 6121 §8.5.2.1.1, §8.5.3.1). Anything else takes handle_stanza().
+  std::string_view to_attr = stanza.attr("to");
+  if (to_attr.empty()) return false;
+  auto to = xmpp::Jid::parse(to_attr);
+  if (!to || !is_local(*to) || to->local().empty()) return false;
+  std::string_view type = stanza.attr("type");
+  if (type == "groupchat") return false;
+  std::vector<SessionPtr> targets;
+  if (!to->is_bare()) {
+    if (auto s = bound_session(*to)) targets.push_back(std::move(s));
   }
-  if (type == "error" || type == "headline") co_return;
-  // No available resource: offline storage (XEP-0160) if the account exists.
-  std::string user = to->local();
-  bool stored = co_await store_offline(*this, user, stanza);
-  if (!stored) bounce("service-unavailable");
+  if (targets.empty()) {
+    if (!to->is_bare() && !type.empty() && type != "normal" && type != "chat") return false;
+    targets = message_targets(*to, type.empty() ? std::string_view("normal") : type);
+  }
+  if (targets.empty()) return false;
+  stanza.set_attr("from", from.jid().str());
+  std::string bytes = xml::serialize(stanza, ns::kClient);
+  for (auto& s : targets) s->send_raw(bytes);
+  return true;
 }
 
 awaitable<void> Server::route_iq(SessionPtr from, xml::Element iq) {

@@ -77,6 +77,12 @@ class Server {
 
   // Stanza entry point for a bound session: 'from' already stamped.
   awaitable<void> handle_stanza(SessionPtr from, xml::Element stanza);
+  // Delivers a message from a bound session at once when that needs no store access (the
+  // recipient is online); stamps 'from'. False, changing nothing else, when the message has to
+  // take handle_stanza() instead.
+  bool route_message_now(const C2sSession& from, xml::Element& stanza);
+  // Where a message to a local account goes (RFC 6121 §8.5.2.1.1); empty when nobody is available.
+  std::vector<SessionPtr> message_targets(const xmpp::Jid& to, std::string_view type);
   // Delivers a stanza addressed to a local account or resource, as if from the network
   // (RFC 6121 §8.5 rules). `stanza` has from/to set.
   awaitable<void> deliver(xml::Element stanza);

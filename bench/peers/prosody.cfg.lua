@@ -8,7 +8,10 @@ pidfile = "@DIR@/prosody.pid"
 data_path = "@DIR@/data"
 log = { warn = "@DIR@/prosody.log" }
 network_backend = "epoll"
-tcp_backlog = 4096
+-- The listen backlog, as kabard's (SOMAXCONN, 4096) and ejabberd's here: 200 logins in flight
+-- overflow the default 128. Prosody reads it from network_settings only; a top-level
+-- tcp_backlog (here until 2026-11-25) is ignored.
+network_settings = { tcp_backlog = 4096 }
 interfaces = { "127.0.0.1" }
 c2s_ports = { @PORT@ }
 c2s_direct_tls_ports = { }

@@ -191,8 +191,10 @@ def main():
     w("Method (`make bench`, i.e. `bench/run`): each server runs alone on CPU 0 (`taskset`), "
       "kabar-bench on CPU 1; all on loopback, plain TCP unless marked TLS (STARTTLS). "
       "CPU time, RSS and context switches are read from `/proc/PID` at the start and end of each "
-      "measured window only. Throughput: 1,000 online users with 10-contact rosters (filled "
-      "through subscriptions beforehand), chat messages to roster contacts, the send time in the "
+      "measured window only. Throughput: 1,000 online users with 10-contact rosters (made "
+      "beforehand: through subscriptions on kabard; written into Prosody's and ejabberd's "
+      "storage in the state those subscriptions leave, since they pay for each subscription "
+      "change in proportion to the roster), chat messages to roster contacts, the send time in the "
       "body; the offered rate rises (2 s warm-up + 8 s measured per step) until p99 passes 100 ms, "
       "errors appear or deliveries fall behind. Messages per CPU-second = messages delivered in "
       "the window / server CPU seconds in the window. The floor (`bench/floor`) is the leanest "
@@ -371,6 +373,24 @@ def main():
       "connection and after all are open and 5 s idle.")
     w("")
     tsung_section(w, S, present, tsung_rates)
+    timings = [r for r in recs if r.get("scenario") == "timing"]
+    if timings:
+        w("## Run time")
+        w("")
+        w("| server | phase | seconds |")
+        w("|---|---|---|")
+        for r in timings:
+            if r.get("phase") != "total":
+                w(f"| {NAMES.get(r['server'], r['server'])} | {r['phase']} | "
+                  f"{r['seconds']:,.1f} |")
+        totals = [r for r in timings if r.get("phase") == "total"]
+        for r in totals:
+            w(f"| {NAMES.get(r['server'], r['server'])} | **all of it** | "
+              f"**{r['seconds']:,.1f}** |")
+        if totals:
+            w(f"| | **the whole run** | **{sum(r['seconds'] for r in totals):,.1f}** "
+              f"({sum(r['seconds'] for r in totals) / 60:.1f} min) |")
+        w("")
     w("## Errors")
     w("")
     any_err = False

@@ -96,8 +96,28 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.c2s = endpoints(n2, "listen.c2s");
           } else if (sub == "c2s_tls") {
             cfg.c2s_tls = endpoints(n2, "listen.c2s_tls");
+          } else if (sub == "proxy65") {
+            cfg.proxy65 = endpoints(n2, "listen.proxy65");
           } else {
             throw std::runtime_error("listen." + sub + ": unknown key");
+          }
+        }
+      } else if (key == "proxy65") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "proxy65." + sub;
+          if (sub == "host") {
+            cfg.proxy65_host = get<std::string>(n2, full);
+          } else if (sub == "streams_per_account") {
+            cfg.proxy65_streams_per_account = get_positive(n2, full);
+          } else if (sub == "bytes_per_second") {
+            cfg.proxy65_bytes_per_second = get_positive(n2, full);
+          } else if (sub == "idle_timeout") {
+            cfg.proxy65_idle_timeout_s = get_positive(n2, full);
+          } else {
+            throw std::runtime_error(full + ": unknown key");
           }
         }
       } else if (key == "tls") {

@@ -21,6 +21,7 @@ struct Config {
   std::filesystem::path data_dir = "data";
   std::vector<Endpoint> c2s;      // STARTTLS listeners (RFC 6120 §5)
   std::vector<Endpoint> c2s_tls;  // direct TLS listeners (XEP-0368)
+  std::vector<Endpoint> proxy65;  // SOCKS5 bytestreams proxy (XEP-0065); empty: no proxy
   bool allow_registration = false;
   bool allow_plaintext = false;
   std::filesystem::path tls_cert;  // PEM; empty: self-signed in data_dir, made on first start
@@ -35,6 +36,12 @@ struct Config {
   int auth_failures_per_account = 5;   // per minute, then attempts are refused unchecked
   int auth_failures_per_address = 20;  // per minute
   int scram_iterations = 4096;
+
+  // [proxy65]
+  std::string proxy65_host;                   // address announced to clients; empty: the bound one
+  int proxy65_streams_per_account = 5;        // active relayed streams per requesting account
+  std::int64_t proxy65_bytes_per_second = 0;  // per stream and direction; 0: no cap
+  int proxy65_idle_timeout_s = 60;            // a stream (or a waiting connection) silent this long
 };
 
 // Reads a TOML file into `cfg` (keys documented in the README). Throws std::runtime_error with

@@ -7,6 +7,7 @@
 
 #include "server/c2s_session.h"
 #include "server/features.h"
+#include "server/proxy65/proxy65.h"
 #include "server/tls/certificate.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
@@ -89,6 +90,10 @@ void Server::start() {
   }
   for (const auto& ep : cfg_.c2s) listen(ep, false);
   for (const auto& ep : cfg_.c2s_tls) listen(ep, true);
+  if (!cfg_.proxy65.empty()) {
+    proxy65_ = std::make_unique<Proxy65>(*this);
+    proxy65_->start();
+  }
   asio::co_spawn(io_, sweep_loop(), asio::detached);
   spdlog::info("serving {}{}{}", cfg_.domain,
                cfg_.allow_registration ? ", in-band registration on" : "",
@@ -198,6 +203,7 @@ void Server::stop() {
     acc->close(ec);
   }
   if (sweep_timer_) sweep_timer_->cancel();
+  if (proxy65_) proxy65_->stop();
   std::vector<SessionPtr> live;
   for (auto& [raw, weak] : all_sessions_) {
     if (auto s = weak.lock()) live.push_back(std::move(s));
@@ -412,6 +418,10 @@ awaitable<void> Server::route_iq(SessionPtr from, xml::Element iq) {
   const bool is_request = type == "get" || type == "set";
   if (!is_request && type != "result" && type != "error") {
     send_to(from, xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
+    co_return;
+  }
+  if (to && proxy65_ && to->is_domain() && to->domain() == proxy65_->jid()) {
+    co_await proxy65_->handle_iq(from, std::move(iq));
     co_return;
   }
   if (to && !is_local(*to)) {

@@ -31,6 +31,7 @@ namespace asio = boost::asio;
 using asio::awaitable;
 
 class C2sSession;
+class Proxy65;
 using SessionPtr = std::shared_ptr<C2sSession>;
 
 // An IQ handler for one payload namespace. `iq` has 'from' stamped with the sender's full JID.
@@ -87,6 +88,9 @@ class Server {
   // (RFC 6121 §8.5 rules). `stanza` has from/to set.
   awaitable<void> deliver(xml::Element stanza);
 
+  // The SOCKS5 bytestreams proxy component, when configured (nullptr otherwise).
+  const Proxy65* proxy65() const { return proxy65_.get(); }
+
   void register_iq(std::string xmlns, IqHandler h) {
     iq_handlers_[std::move(xmlns)] = std::move(h);
   }
@@ -120,6 +124,7 @@ class Server {
   std::int64_t started_ms_ = 0;
   bool stopping_ = false;
   std::unique_ptr<asio::steady_timer> sweep_timer_;
+  std::unique_ptr<Proxy65> proxy65_;
   std::int64_t last_trim_ms_ = 0;
   // A connection silent this long between stanzas gives its XML parser back (hibernate()).
   static constexpr std::int64_t kHibernateAfterMs = 2000;

@@ -45,6 +45,12 @@ log_level = "debug"
 [listen]
 c2s = ["127.0.0.1:1", "127.0.0.2:2"]
 c2s_tls = "127.0.0.1:3"
+proxy65 = "127.0.0.1:4"
+[proxy65]
+host = "files.example.org"
+streams_per_account = 3
+bytes_per_second = 1000000
+idle_timeout = 9
 [tls]
 cert = "/c.pem"
 key = "/k.pem"
@@ -69,6 +75,12 @@ scram_iterations = 5000
   EXPECT_EQ(cfg.c2s[1].host, "127.0.0.2");
   ASSERT_EQ(cfg.c2s_tls.size(), 1u);
   EXPECT_EQ(cfg.c2s_tls[0].port, 3);
+  ASSERT_EQ(cfg.proxy65.size(), 1u);
+  EXPECT_EQ(cfg.proxy65[0].port, 4);
+  EXPECT_EQ(cfg.proxy65_host, "files.example.org");
+  EXPECT_EQ(cfg.proxy65_streams_per_account, 3);
+  EXPECT_EQ(cfg.proxy65_bytes_per_second, 1000000);
+  EXPECT_EQ(cfg.proxy65_idle_timeout_s, 9);
   EXPECT_EQ(cfg.tls_cert, "/c.pem");
   EXPECT_EQ(cfg.tls_key, "/k.pem");
   EXPECT_EQ(cfg.max_stanza_bytes, 1000u);

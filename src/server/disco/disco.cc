@@ -1,6 +1,7 @@
 // Service discovery (XEP-0030) for the server and for accounts.
 #include "server/c2s_session.h"
 #include "server/features.h"
+#include "server/proxy65/proxy65.h"
 #include "server/roster/roster_items.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
@@ -88,9 +89,14 @@ awaitable<void> disco_items(Server& s, SessionPtr from, xml::Element iq) {
       co_return;
     }
   }
-  // No components yet: the list is empty.
   xml::Element reply = xmpp::make_iq_result(iq);
-  reply.add_child("query", ns::kDiscoItems);
+  xml::Element& query = reply.add_child("query", ns::kDiscoItems);
+  // The server's components (XEP-0030 §4): the file-transfer proxy, when there is one.
+  if ((!to || to->is_domain()) && s.proxy65() != nullptr) {
+    xml::Element& item = query.add_child("item", ns::kDiscoItems);
+    item.set_attr("jid", s.proxy65()->jid());
+    item.set_attr("name", "SOCKS5 Bytestreams Service");
+  }
   from->send(reply);
 }
 

@@ -5,6 +5,7 @@ Run by ctest as: /usr/bin/python3 test_x.py --kabard PATH --kabarctl PATH
 """
 import argparse
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 
 def parse_args():
@@ -160,6 +162,18 @@ class Results:
             self.failed += 1
             print(f"FAIL {what}", flush=True)
         return cond
+
+    def section(self, fn):
+        """Decorator: runs one group of checks; an unexpected exception counts as one failure."""
+        @functools.wraps(fn)
+        def run(*a):
+            print("== %s" % fn.__name__, flush=True)
+            try:
+                fn(*a)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                self.check(False, "%s raised %s: %s" % (fn.__name__, type(e).__name__, e))
+        return run
 
     def finish(self):
         print(f"{self.name}: {self.passed} passed, {self.failed} failed", flush=True)

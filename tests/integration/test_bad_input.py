@@ -7,7 +7,6 @@ delivered after them. Two kabard instances: one with a per-account auth throttle
 limit raised), one with a per-address throttle (the account limit raised) and short
 auth/idle/ping timeouts.
 """
-import functools
 import os
 import select
 import socket
@@ -15,7 +14,6 @@ import ssl
 import statistics
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
@@ -30,16 +28,7 @@ HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
           "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
 
 
-def section(fn):
-    @functools.wraps(fn)
-    def run(*a):
-        print("== %s" % fn.__name__, flush=True)
-        try:
-            fn(*a)
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            R.check(False, "%s raised %s: %s" % (fn.__name__, type(e).__name__, e))
-    return run
+section = R.section
 
 
 class Watchers:

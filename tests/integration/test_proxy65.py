@@ -3,14 +3,12 @@
 in both directions with the bytes checked, and the bad cases (a garbage greeting, a hash nobody
 asked for, activation by a third party or with one side missing, too many streams, a reader that
 stops reading), while the proxy keeps serving the other streams."""
-import functools
 import hashlib
 import os
 import socket
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
@@ -24,16 +22,7 @@ PROXY = "proxy.localhost"
 PW = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
 
 
-def section(fn):
-    @functools.wraps(fn)
-    def run(*a):
-        print("== %s" % fn.__name__, flush=True)
-        try:
-            fn(*a)
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            R.check(False, "%s raised %s: %s" % (fn.__name__, type(e).__name__, e))
-    return run
+section = R.section
 
 
 def dst_addr(sid, requester, target):

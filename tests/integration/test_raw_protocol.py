@@ -1,11 +1,9 @@
 """Raw XML in, exact stanzas and errors out: stream negotiation, SASL, binding, the basic IQs,
 routing, roster, subscriptions, presence, offline storage, in-band registration, shutdown."""
-import functools
 import os
 import re
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
@@ -20,17 +18,7 @@ PW = {"alice": "alice-pw", "bob": "b0b pässword", "carol": "carol-pw", "dave": 
       "erin": "erin-pw", "frank": "frank-pw", "wrong": "right-pw", "gina": "gina-pw"}
 
 
-def section(fn):
-    """Runs one group of checks; an unexpected exception counts as one failure."""
-    @functools.wraps(fn)
-    def run(k):
-        print("== %s" % fn.__name__, flush=True)
-        try:
-            fn(k)
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            R.check(False, "%s raised %s: %s" % (fn.__name__, type(e).__name__, e))
-    return run
+section = R.section
 
 
 def iq_ok(r):

@@ -746,6 +746,17 @@ void C2sSession::written(std::size_t n) {
   }
 }
 
+bool C2sSession::hibernate() {
+  if (closing_ || ended_ || !parser_.hibernate()) return false;
+  // The queues' spare capacity goes too: an idle connection keeps no buffer at all.
+  if (drained()) {
+    std::vector<Out>().swap(outq_);
+    outq_head_ = 0;
+  }
+  if (inbox_.empty()) std::vector<xml::Element>().swap(inbox_);
+  return true;
+}
+
 bool C2sSession::drained() const {
   return !writing_ && !flush_posted_ && outq_head_ == outq_.size() && tls_out_.empty();
 }

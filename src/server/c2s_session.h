@@ -45,7 +45,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool closed() const { return closing_; }
   // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come);
   // true if it did.
-  bool hibernate() { return !closing_ && !ended_ && parser_.hibernate(); }
+  bool hibernate();
   std::int64_t closed_at_ms = 0;
 
   // State the server reads and writes.

@@ -9,11 +9,13 @@
 
 #include "server/c2s_session.h"
 #include "xmpp/namespaces.h"
+#include "xmpp/socks5.h"
 #include "xmpp/stanza.h"
 
 namespace kabar::server {
 
 namespace ns = xmpp::ns;
+namespace socks5 = xmpp::socks5;
 using asio::ip::tcp;
 
 namespace {
@@ -22,13 +24,6 @@ constexpr const char* kBytestreams = "http://jabber.org/protocol/bytestreams";
 constexpr auto kNegotiationTimeout = std::chrono::seconds(10);
 constexpr std::size_t kMaxWaiting = 1000;  // connections not yet activated, all accounts
 constexpr std::size_t kRelayBuffer = 64 * 1024;
-
-// RFC 1928 §6 reply codes.
-constexpr std::uint8_t kSucceeded = 0x00;
-constexpr std::uint8_t kGeneralFailure = 0x01;
-constexpr std::uint8_t kNotAllowed = 0x02;
-constexpr std::uint8_t kCommandNotSupported = 0x07;
-constexpr std::uint8_t kAddressNotSupported = 0x08;
 
 std::string sha1_hex(std::string_view in) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -156,57 +151,64 @@ awaitable<void> Proxy65::negotiate(ConnPtr c) {
     if (!ec && c->hash.empty()) c->close();  // too slow to negotiate
   });
   try {
-    std::array<std::uint8_t, 257> buf;
-    co_await asio::async_read(c->sock, asio::buffer(buf.data(), 2), asio::use_awaitable);
-    if (buf[0] != 5 || buf[1] == 0) {
+    // What the client sends is parsed by xmpp/socks5 (fuzzed on its own); bytes arrive however
+    // they come, and neither message is longer than 262 bytes.
+    std::string in;
+    std::array<char, 512> chunk;
+    std::size_t used = 0;
+    socks5::Greeting greeting;
+    socks5::Parse r;
+    while ((r = socks5::parse_greeting(in, greeting, used)) == socks5::Parse::kNeedMore) {
+      in.append(chunk.data(),
+                co_await c->sock.async_read_some(asio::buffer(chunk), asio::use_awaitable));
+    }
+    if (r == socks5::Parse::kBad) {
       c->close();  // not SOCKS5: no reply can be understood
       co_return;
     }
-    const std::size_t nmethods = buf[1];
-    co_await asio::async_read(c->sock, asio::buffer(buf.data(), nmethods), asio::use_awaitable);
-    const bool no_auth =
-        std::find(buf.begin(), buf.begin() + nmethods, 0) != buf.begin() + nmethods;
-    const std::array<std::uint8_t, 2> choice{5, static_cast<std::uint8_t>(no_auth ? 0 : 0xFF)};
+    in.erase(0, used);
+    const std::array<std::uint8_t, 2> choice{
+        5, static_cast<std::uint8_t>(greeting.no_auth ? 0 : 0xFF)};
     co_await asio::async_write(c->sock, asio::buffer(choice), asio::use_awaitable);
-    if (!no_auth) {
+    if (!greeting.no_auth) {
       c->close();
       co_return;
     }
-    co_await asio::async_read(c->sock, asio::buffer(buf.data(), 5), asio::use_awaitable);
-    if (buf[0] != 5) {
-      c->close();
+    socks5::Request req;
+    while ((r = socks5::parse_request(in, req, used)) == socks5::Parse::kNeedMore) {
+      in.append(chunk.data(),
+                co_await c->sock.async_read_some(asio::buffer(chunk), asio::use_awaitable));
+    }
+    if (r == socks5::Parse::kBad) {
+      co_await refuse(c, socks5::kGeneralFailure);
       co_return;
     }
-    if (buf[1] != 1) {
-      co_await refuse(c, kCommandNotSupported);
+    if (req.command != 1) {
+      co_await refuse(c, socks5::kCommandNotSupported);
       co_return;
     }
-    if (buf[3] != 3) {
-      co_await refuse(c, kAddressNotSupported);
+    if (req.address_type != 3) {
+      co_await refuse(c, socks5::kAddressNotSupported);
       co_return;
     }
-    const std::size_t len = buf[4];
-    std::array<std::uint8_t, 257> addr;
-    co_await asio::async_read(c->sock, asio::buffer(addr.data(), len + 2), asio::use_awaitable);
-    std::string hash(reinterpret_cast<const char*>(addr.data()), len);
+    std::string hash = req.host;
     std::transform(hash.begin(), hash.end(), hash.begin(),
                    [](char ch) { return (ch >= 'A' && ch <= 'F') ? char(ch + 32) : ch; });
     if (!is_sha1_hex(hash)) {
-      co_await refuse(c, kGeneralFailure);
+      co_await refuse(c, socks5::kGeneralFailure);
       co_return;
     }
     auto& peers = by_hash_[hash];
     if (peers.size() >= 2 || waiting() > kMaxWaiting) {
       if (peers.empty()) by_hash_.erase(hash);
-      co_await refuse(c, kNotAllowed);
+      co_await refuse(c, socks5::kNotAllowed);
       co_return;
     }
-    // Both reply fields echo the request (XEP-0065 §6.3.2).
-    std::string reply = {5, static_cast<char>(kSucceeded), 0, 3, static_cast<char>(len)};
-    reply.append(reinterpret_cast<const char*>(addr.data()), len + 2);
     c->hash = hash;
     peers.push_back(c);
     c->timer->cancel();
+    // Both reply fields echo the request (XEP-0065 §6.3.2).
+    const std::string reply = socks5::encode_reply(socks5::kSucceeded, req.host, req.port);
     co_await asio::async_write(c->sock, asio::buffer(reply), asio::use_awaitable);
   } catch (const boost::system::system_error& e) {
     spdlog::debug("proxy65: negotiation ended: {}", e.code().message());
@@ -218,7 +220,7 @@ awaitable<void> Proxy65::negotiate(ConnPtr c) {
 }
 
 awaitable<void> Proxy65::refuse(ConnPtr c, std::uint8_t code) {
-  const std::array<std::uint8_t, 10> reply{5, code, 0, 1, 0, 0, 0, 0, 0, 0};
+  const std::string reply = socks5::encode_reply(code, {}, 0);
   boost::system::error_code ec;
   co_await asio::async_write(c->sock, asio::buffer(reply),
                              asio::redirect_error(asio::use_awaitable, ec));

@@ -6,7 +6,7 @@ pkgs=(
   libexpat1-dev libssl-dev libsqlite3-dev libboost-dev libfmt-dev libspdlog-dev
   libtomlplusplus-dev libcli11-dev libidn-dev libgtest-dev libgmock-dev libbenchmark-dev
   openssl python3 python3-slixmpp profanity tmux procps
-  libncurses-dev prosody ejabberd
+  libncurses-dev prosody ejabberd coturn
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -22,7 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# Prosody and ejabberd are test peers only: keep Debian from starting their system services
+# Prosody, ejabberd and coturn are test peers only: keep Debian from starting their system services
 # (policy-rc.d exiting 101 refuses every start), and disable them; tests start their own.
 policy=/usr/sbin/policy-rc.d
 had_policy=0
@@ -33,7 +33,7 @@ if [ $had_policy -eq 0 ]; then
   trap 'rm -f "$policy"' EXIT
 fi
 apt-get install -y -qq "${missing[@]}"
-for svc in prosody ejabberd; do
+for svc in prosody ejabberd coturn; do
   if command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

@@ -48,6 +48,23 @@ std::vector<Endpoint> endpoints(const toml::node& node, const std::string& key) 
   return out;
 }
 
+// A string or a list of strings.
+std::vector<std::string> strings(const toml::node& node, const std::string& key) {
+  std::vector<std::string> out;
+  if (const auto* s = node.as_string()) {
+    out.push_back(s->get());
+  } else if (const auto* arr = node.as_array()) {
+    for (const auto& el : *arr) {
+      const auto* s2 = el.as_string();
+      if (s2 == nullptr) throw std::runtime_error(key + ": expected strings");
+      out.push_back(s2->get());
+    }
+  } else {
+    throw std::runtime_error(key + ": expected a string or a list of them");
+  }
+  return out;
+}
+
 template <typename T>
 T get(const toml::node& node, const std::string& key) {
   auto v = node.value<T>();
@@ -62,6 +79,32 @@ int get_positive(const toml::node& node, const std::string& key) {
 }
 
 }  // namespace
+
+ExternalService parse_external_service(const std::string& uri) {
+  ExternalService svc;
+  const auto colon = uri.find(':');
+  if (colon == std::string::npos)
+    throw std::invalid_argument("'" + uri + "': expected TYPE:HOST:PORT");
+  svc.type = uri.substr(0, colon);
+  if (svc.type != "stun" && svc.type != "turn" && svc.type != "turns") {
+    throw std::invalid_argument("'" + uri + "': the type must be stun, turn or turns");
+  }
+  std::string rest = uri.substr(colon + 1);
+  if (const auto q = rest.find('?'); q != std::string::npos) {
+    const std::string query = rest.substr(q + 1);
+    rest.resize(q);
+    if (query == "transport=udp" || query == "transport=tcp") {
+      svc.transport = query.substr(10);
+    } else {
+      throw std::invalid_argument("'" + uri + "': only ?transport=udp or ?transport=tcp");
+    }
+  }
+  const Endpoint ep = parse_endpoint(rest);
+  svc.host = ep.host;
+  svc.port = ep.port;
+  if (svc.transport.empty()) svc.transport = svc.type == "turns" ? "tcp" : "udp";
+  return svc;
+}
 
 void load_config_file(const std::filesystem::path& file, Config& cfg) {
   toml::table tbl;
@@ -100,6 +143,25 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.proxy65 = endpoints(n2, "listen.proxy65");
           } else {
             throw std::runtime_error("listen." + sub + ": unknown key");
+          }
+        }
+      } else if (key == "extdisco") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "extdisco." + sub;
+          if (sub == "services") {
+            cfg.external_services.clear();
+            for (const auto& uri : strings(n2, full)) {
+              cfg.external_services.push_back(parse_external_service(uri));
+            }
+          } else if (sub == "turn_secret") {
+            cfg.turn_secret = get<std::string>(n2, full);
+          } else if (sub == "credential_ttl") {
+            cfg.turn_credential_ttl_s = get_positive(n2, full);
+          } else {
+            throw std::runtime_error(full + ": unknown key");
           }
         }
       } else if (key == "proxy65") {

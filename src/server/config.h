@@ -16,6 +16,17 @@ struct Endpoint {
 // Parses "HOST:PORT" or "[v6]:PORT"; throws std::invalid_argument with a readable message.
 Endpoint parse_endpoint(const std::string& text);
 
+// An external service announced by XEP-0215: "stun:HOST:PORT", "turn:HOST:PORT",
+// "turns:HOST:PORT", optionally "?transport=udp|tcp" (RFC 7064/7065 URIs).
+struct ExternalService {
+  std::string type;  // stun, turn, turns
+  std::string host;
+  std::uint16_t port = 0;
+  std::string transport;  // udp or tcp; empty: the type's default (turns: tcp, others: udp)
+};
+// Parses one such URI; throws std::invalid_argument with a readable message.
+ExternalService parse_external_service(const std::string& uri);
+
 struct Config {
   std::string domain = "localhost";
   std::filesystem::path data_dir = "data";
@@ -36,6 +47,11 @@ struct Config {
   int auth_failures_per_account = 5;   // per minute, then attempts are refused unchecked
   int auth_failures_per_address = 20;  // per minute
   int scram_iterations = 4096;
+
+  // [extdisco] (XEP-0215)
+  std::vector<ExternalService> external_services;
+  std::string turn_secret;            // coturn's static-auth-secret (use-auth-secret); empty: none
+  int turn_credential_ttl_s = 86400;  // lifetime of the TURN credentials handed out
 
   // [proxy65]
   std::string proxy65_host;                   // address announced to clients; empty: the bound one

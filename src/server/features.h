@@ -27,5 +27,7 @@ void register_disco(Server& s);
 void register_basics(Server& s);
 void register_vcard(Server& s);
 void register_register(Server& s);
+// extdisco/: XEP-0215, STUN/TURN servers (with time-limited TURN credentials) and the proxy.
+void register_extdisco(Server& s);
 
 }  // namespace kabar::server

@@ -27,6 +27,7 @@ Server::Server(asio::io_context& io, Config cfg)
   register_disco(*this);
   register_basics(*this);
   register_vcard(*this);
+  register_extdisco(*this);
   register_register(*this);
 }
 

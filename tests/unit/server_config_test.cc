@@ -46,6 +46,10 @@ log_level = "debug"
 c2s = ["127.0.0.1:1", "127.0.0.2:2"]
 c2s_tls = "127.0.0.1:3"
 proxy65 = "127.0.0.1:4"
+[extdisco]
+services = ["stun:127.0.0.1:3478", "turns:[::1]:5349"]
+turn_secret = "s"
+credential_ttl = 60
 [proxy65]
 host = "files.example.org"
 streams_per_account = 3
@@ -81,6 +85,15 @@ scram_iterations = 5000
   EXPECT_EQ(cfg.proxy65_streams_per_account, 3);
   EXPECT_EQ(cfg.proxy65_bytes_per_second, 1000000);
   EXPECT_EQ(cfg.proxy65_idle_timeout_s, 9);
+  ASSERT_EQ(cfg.external_services.size(), 2u);
+  EXPECT_EQ(cfg.external_services[0].type, "stun");
+  EXPECT_EQ(cfg.external_services[0].transport, "udp");
+  EXPECT_EQ(cfg.external_services[1].type, "turns");
+  EXPECT_EQ(cfg.external_services[1].host, "::1");
+  EXPECT_EQ(cfg.external_services[1].port, 5349);
+  EXPECT_EQ(cfg.external_services[1].transport, "tcp");
+  EXPECT_EQ(cfg.turn_secret, "s");
+  EXPECT_EQ(cfg.turn_credential_ttl_s, 60);
   EXPECT_EQ(cfg.tls_cert, "/c.pem");
   EXPECT_EQ(cfg.tls_key, "/k.pem");
   EXPECT_EQ(cfg.max_stanza_bytes, 1000u);
@@ -91,6 +104,17 @@ scram_iterations = 5000
   EXPECT_EQ(cfg.auth_failures_per_account, 6);
   EXPECT_EQ(cfg.auth_failures_per_address, 7);
   EXPECT_EQ(cfg.scram_iterations, 5000);
+}
+
+TEST(ConfigFile, ExternalServiceUris) {
+  auto svc = parse_external_service("turn:turn.example.org:3478?transport=tcp");
+  EXPECT_EQ(svc.type, "turn");
+  EXPECT_EQ(svc.host, "turn.example.org");
+  EXPECT_EQ(svc.port, 3478);
+  EXPECT_EQ(svc.transport, "tcp");
+  EXPECT_THROW(parse_external_service("ftp:h:21"), std::invalid_argument);
+  EXPECT_THROW(parse_external_service("stun:h"), std::invalid_argument);
+  EXPECT_THROW(parse_external_service("stun:h:1?transport=sctp"), std::invalid_argument);
 }
 
 TEST(ConfigFile, RejectsUnknownKeysAndBadValues) {

@@ -49,6 +49,7 @@ awaitable<void> disco_info(Server& s, SessionPtr from, xml::Element iq) {
     if (s.config().allow_registration) {
       query.add_child("feature", ns::kDiscoInfo).set_attr("var", ns::kRegister);
     }
+    query.add_child("feature", ns::kDiscoInfo).set_attr("var", "urn:xmpp:extdisco:2");
     from->send(reply);
     co_return;
   }

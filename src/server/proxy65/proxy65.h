@@ -30,6 +30,8 @@ class Proxy65 {
   void stop();
 
   const std::string& jid() const { return jid_; }
+  const std::string& host() const { return host_; }  // the announced address
+  std::uint16_t port() const { return port_; }
   // Handles an IQ addressed to the proxy: disco#info/#items, the streamhost query, activation.
   awaitable<void> handle_iq(SessionPtr from, xml::Element iq);
 

@@ -24,9 +24,9 @@ build-fuzz:
 	@cmake --build --preset fuzz -j $(JOBS)
 
 run: deps build
-	@echo "kabard: serving $(RUN_DOMAIN) on 127.0.0.1:5222 (STARTTLS) and :5223 (TLS), file-transfer proxy on :7777, data in $(RUN_DATA)/"
+	@echo "kabard: serving $(RUN_DOMAIN) on 127.0.0.1:5222 (STARTTLS) and :5223 (TLS), file-transfer proxy on :7777, HTTP upload on :5280, data in $(RUN_DATA)/"
 	exec build/bin/kabard --domain $(RUN_DOMAIN) --data-dir $(RUN_DATA) \
-	  --c2s 127.0.0.1:5222 --c2s-tls 127.0.0.1:5223 --proxy65 127.0.0.1:7777 --allow-registration
+	  --c2s 127.0.0.1:5222 --c2s-tls 127.0.0.1:5223 --proxy65 127.0.0.1:7777 --http 127.0.0.1:5280 --allow-registration
 
 # Unit and integration tests on the normal build, again on the ASan+UBSan build, then a short
 # fuzz run of every parser.

@@ -141,8 +141,37 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.c2s_tls = endpoints(n2, "listen.c2s_tls");
           } else if (sub == "proxy65") {
             cfg.proxy65 = endpoints(n2, "listen.proxy65");
+          } else if (sub == "http") {
+            cfg.http = endpoints(n2, "listen.http");
           } else {
             throw std::runtime_error("listen." + sub + ": unknown key");
+          }
+        }
+      } else if (key == "http") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          if (sub == "base_url") {
+            cfg.http_base_url = get<std::string>(n2, "http.base_url");
+          } else {
+            throw std::runtime_error("http." + sub + ": unknown key");
+          }
+        }
+      } else if (key == "upload") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "upload." + sub;
+          if (sub == "max_file_size") {
+            cfg.upload_max_file_size = static_cast<std::uint64_t>(get_positive(n2, full));
+          } else if (sub == "quota") {
+            cfg.upload_quota = static_cast<std::uint64_t>(get_positive(n2, full));
+          } else if (sub == "expire_after") {
+            cfg.upload_expire_after_s = get_positive(n2, full);
+          } else {
+            throw std::runtime_error(full + ": unknown key");
           }
         }
       } else if (key == "extdisco") {

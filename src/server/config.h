@@ -33,6 +33,7 @@ struct Config {
   std::vector<Endpoint> c2s;      // STARTTLS listeners (RFC 6120 §5)
   std::vector<Endpoint> c2s_tls;  // direct TLS listeners (XEP-0368)
   std::vector<Endpoint> proxy65;  // SOCKS5 bytestreams proxy (XEP-0065); empty: no proxy
+  std::vector<Endpoint> http;     // HTTP listener (file upload); empty: none
   bool allow_registration = false;
   bool allow_plaintext = false;
   std::filesystem::path tls_cert;  // PEM; empty: self-signed in data_dir, made on first start
@@ -47,6 +48,12 @@ struct Config {
   int auth_failures_per_account = 5;   // per minute, then attempts are refused unchecked
   int auth_failures_per_address = 20;  // per minute
   int scram_iterations = 4096;
+
+  // [http], [upload] (XEP-0363)
+  std::string http_base_url;  // the URL clients reach the HTTP listener at; empty: its address
+  std::uint64_t upload_max_file_size = 100ull * 1024 * 1024;
+  std::uint64_t upload_quota = 1'000'000'000;  // bytes stored per account
+  int upload_expire_after_s = 7 * 24 * 3600;   // uploaded files are deleted after this
 
   // [extdisco] (XEP-0215)
   std::vector<ExternalService> external_services;

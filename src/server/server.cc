@@ -7,8 +7,10 @@
 
 #include "server/c2s_session.h"
 #include "server/features.h"
+#include "server/http/http_server.h"
 #include "server/proxy65/proxy65.h"
 #include "server/tls/certificate.h"
+#include "server/upload/upload.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
@@ -94,6 +96,11 @@ void Server::start() {
   if (!cfg_.proxy65.empty()) {
     proxy65_ = std::make_unique<Proxy65>(*this);
     proxy65_->start();
+  }
+  if (!cfg_.http.empty()) {
+    http_ = std::make_unique<HttpServer>(*this);
+    http_->start();
+    upload_ = std::make_unique<Upload>(*this, *http_);
   }
   asio::co_spawn(io_, sweep_loop(), asio::detached);
   spdlog::info("serving {}{}{}", cfg_.domain,
@@ -186,6 +193,10 @@ awaitable<void> Server::sweep_loop() {
         s->ping_sent_ms = now;
       }
     }
+    if (upload_ && now - last_upload_sweep_ms_ > 60'000) {
+      upload_->sweep(now);
+      last_upload_sweep_ms_ = now;
+    }
     // What idle connections gave back goes back to the system too, not just to malloc's free
     // lists: a burst of logins that then sit idle would otherwise keep their peak RSS.
     if (hibernated >= 16 || (hibernated > 0 && now - last_trim_ms_ > 10'000)) {
@@ -205,6 +216,7 @@ void Server::stop() {
   }
   if (sweep_timer_) sweep_timer_->cancel();
   if (proxy65_) proxy65_->stop();
+  if (http_) http_->stop();
   std::vector<SessionPtr> live;
   for (auto& [raw, weak] : all_sessions_) {
     if (auto s = weak.lock()) live.push_back(std::move(s));
@@ -419,6 +431,10 @@ awaitable<void> Server::route_iq(SessionPtr from, xml::Element iq) {
   const bool is_request = type == "get" || type == "set";
   if (!is_request && type != "result" && type != "error") {
     send_to(from, xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
+    co_return;
+  }
+  if (to && upload_ && to->is_domain() && to->domain() == upload_->jid()) {
+    co_await upload_->handle_iq(from, std::move(iq));
     co_return;
   }
   if (to && proxy65_ && to->is_domain() && to->domain() == proxy65_->jid()) {

@@ -32,6 +32,8 @@ using asio::awaitable;
 
 class C2sSession;
 class Proxy65;
+class HttpServer;
+class Upload;
 using SessionPtr = std::shared_ptr<C2sSession>;
 
 // An IQ handler for one payload namespace. `iq` has 'from' stamped with the sender's full JID.
@@ -90,6 +92,8 @@ class Server {
 
   // The SOCKS5 bytestreams proxy component, when configured (nullptr otherwise).
   const Proxy65* proxy65() const { return proxy65_.get(); }
+  // The HTTP file-upload component, when an HTTP listener is configured (nullptr otherwise).
+  const Upload* upload() const { return upload_.get(); }
 
   void register_iq(std::string xmlns, IqHandler h) {
     iq_handlers_[std::move(xmlns)] = std::move(h);
@@ -125,6 +129,9 @@ class Server {
   bool stopping_ = false;
   std::unique_ptr<asio::steady_timer> sweep_timer_;
   std::unique_ptr<Proxy65> proxy65_;
+  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<Upload> upload_;
+  std::int64_t last_upload_sweep_ms_ = 0;
   std::int64_t last_trim_ms_ = 0;
   // A connection silent this long between stanzas gives its XML parser back (hibernate()).
   static constexpr std::int64_t kHibernateAfterMs = 2000;

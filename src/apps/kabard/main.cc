@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   using kabar::server::Config;
   CLI::App app{"kabard: the kabar XMPP server (RFC 6120/6121)"};
   std::string domain, data_dir, config_file, log_level;
-  std::vector<std::string> c2s, c2s_tls, proxy65;
+  std::vector<std::string> c2s, c2s_tls, proxy65, http;
   bool allow_registration = false, allow_plaintext = false;
   app.add_option("--config", config_file, "TOML configuration file (flags override it)")
       ->check(CLI::ExistingFile);
@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
   app.add_option("--c2s-tls", c2s_tls, "client listener with direct TLS (XEP-0368), HOST:PORT");
   app.add_option("--proxy65", proxy65,
                  "SOCKS5 bytestreams proxy (XEP-0065) as proxy.DOMAIN, HOST:PORT (default: none)");
+  app.add_option(
+      "--http", http,
+      "HTTP listener for file upload (XEP-0363) as upload.DOMAIN, HOST:PORT (default: none)");
   app.add_flag("--allow-registration", allow_registration,
                "let clients create accounts in-band (XEP-0077)");
   app.add_flag("--allow-plaintext", allow_plaintext,
@@ -72,6 +75,10 @@ int main(int argc, char** argv) {
     if (!proxy65.empty()) {
       cfg.proxy65.clear();
       for (const auto& e : proxy65) cfg.proxy65.push_back(kabar::server::parse_endpoint(e));
+    }
+    if (!http.empty()) {
+      cfg.http.clear();
+      for (const auto& e : http) cfg.http.push_back(kabar::server::parse_endpoint(e));
     }
     if (allow_registration) cfg.allow_registration = true;
     if (allow_plaintext) cfg.allow_plaintext = true;

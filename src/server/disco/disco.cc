@@ -3,6 +3,7 @@
 #include "server/features.h"
 #include "server/proxy65/proxy65.h"
 #include "server/roster/roster_items.h"
+#include "server/upload/upload.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 
@@ -93,6 +94,11 @@ awaitable<void> disco_items(Server& s, SessionPtr from, xml::Element iq) {
   xml::Element reply = xmpp::make_iq_result(iq);
   xml::Element& query = reply.add_child("query", ns::kDiscoItems);
   // The server's components (XEP-0030 §4): the file-transfer proxy, when there is one.
+  if ((!to || to->is_domain()) && s.upload() != nullptr) {
+    xml::Element& item = query.add_child("item", ns::kDiscoItems);
+    item.set_attr("jid", s.upload()->jid());
+    item.set_attr("name", "HTTP File Upload");
+  }
   if ((!to || to->is_domain()) && s.proxy65() != nullptr) {
     xml::Element& item = query.add_child("item", ns::kDiscoItems);
     item.set_attr("jid", s.proxy65()->jid());

@@ -46,6 +46,13 @@ log_level = "debug"
 c2s = ["127.0.0.1:1", "127.0.0.2:2"]
 c2s_tls = "127.0.0.1:3"
 proxy65 = "127.0.0.1:4"
+http = "127.0.0.1:5"
+[http]
+base_url = "https://files.example.org/"
+[upload]
+max_file_size = 1000
+quota = 2000
+expire_after = 30
 [extdisco]
 services = ["stun:127.0.0.1:3478", "turns:[::1]:5349"]
 turn_secret = "s"
@@ -79,6 +86,12 @@ scram_iterations = 5000
   EXPECT_EQ(cfg.c2s[1].host, "127.0.0.2");
   ASSERT_EQ(cfg.c2s_tls.size(), 1u);
   EXPECT_EQ(cfg.c2s_tls[0].port, 3);
+  ASSERT_EQ(cfg.http.size(), 1u);
+  EXPECT_EQ(cfg.http[0].port, 5);
+  EXPECT_EQ(cfg.http_base_url, "https://files.example.org/");
+  EXPECT_EQ(cfg.upload_max_file_size, 1000u);
+  EXPECT_EQ(cfg.upload_quota, 2000u);
+  EXPECT_EQ(cfg.upload_expire_after_s, 30);
   ASSERT_EQ(cfg.proxy65.size(), 1u);
   EXPECT_EQ(cfg.proxy65[0].port, 4);
   EXPECT_EQ(cfg.proxy65_host, "files.example.org");

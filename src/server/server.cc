@@ -8,6 +8,7 @@
 #include "server/c2s_session.h"
 #include "server/features.h"
 #include "server/http/http_server.h"
+#include "server/listener.h"
 #include "server/proxy65/proxy65.h"
 #include "server/tls/certificate.h"
 #include "server/upload/upload.h"
@@ -109,19 +110,7 @@ void Server::start() {
 }
 
 void Server::listen(const Endpoint& ep, bool direct_tls) {
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(ep.host == "localhost" ? "127.0.0.1" : ep.host, ec);
-  if (ec) throw std::runtime_error("bad listen address '" + ep.host + "': " + ec.message());
-  tcp::endpoint endpoint(addr, ep.port);
-  auto acc = std::make_unique<tcp::acceptor>(io_);
-  acc->open(endpoint.protocol(), ec);
-  if (!ec) acc->set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acc->bind(endpoint, ec);
-  if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    throw std::runtime_error("cannot listen on " + ep.host + ":" + std::to_string(ep.port) + ": " +
-                             ec.message());
-  }
+  auto acc = open_listener(io_, ep, "client");
   auto bound = acc->local_endpoint();
   spdlog::info("listening for clients ({}) on {}:{}", direct_tls ? "direct TLS" : "STARTTLS",
                bound.address().to_string(), bound.port());

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <limits>
 
+#include "server/listener.h"
+
 namespace kabar::server {
 
 using asio::ip::tcp;
@@ -56,19 +58,7 @@ void HttpServer::route(std::string prefix, HttpHandler handler) {
 void HttpServer::start() {
   const Config& cfg = server_.config();
   for (const auto& ep : cfg.http) {
-    boost::system::error_code ec;
-    auto addr = asio::ip::make_address(ep.host == "localhost" ? "127.0.0.1" : ep.host, ec);
-    if (ec) throw std::runtime_error("bad http address '" + ep.host + "': " + ec.message());
-    tcp::endpoint endpoint(addr, ep.port);
-    auto acc = std::make_unique<tcp::acceptor>(server_.io());
-    acc->open(endpoint.protocol(), ec);
-    if (!ec) acc->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acc->bind(endpoint, ec);
-    if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      throw std::runtime_error("cannot listen on " + ep.host + ":" + std::to_string(ep.port) +
-                               " (http): " + ec.message());
-    }
+    auto acc = open_listener(server_.io(), ep, "http");
     auto bound = acc->local_endpoint();
     if (base_url_.empty()) {
       if (!cfg.http_base_url.empty()) {

@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "server/c2s_session.h"
+#include "server/listener.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/socks5.h"
 #include "xmpp/stanza.h"
@@ -81,19 +82,7 @@ Proxy65::~Proxy65() = default;
 void Proxy65::start() {
   const Config& cfg = server_.config();
   for (const auto& ep : cfg.proxy65) {
-    boost::system::error_code ec;
-    auto addr = asio::ip::make_address(ep.host == "localhost" ? "127.0.0.1" : ep.host, ec);
-    if (ec) throw std::runtime_error("bad proxy65 address '" + ep.host + "': " + ec.message());
-    tcp::endpoint endpoint(addr, ep.port);
-    auto acc = std::make_unique<tcp::acceptor>(server_.io());
-    acc->open(endpoint.protocol(), ec);
-    if (!ec) acc->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acc->bind(endpoint, ec);
-    if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      throw std::runtime_error("cannot listen on " + ep.host + ":" + std::to_string(ep.port) +
-                               " (proxy65): " + ec.message());
-    }
+    auto acc = open_listener(server_.io(), ep, "proxy65");
     auto bound = acc->local_endpoint();
     if (port_ == 0) {
       port_ = bound.port();

@@ -13,6 +13,7 @@ import logging
 import os
 import ssl
 import sys
+import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -158,7 +159,16 @@ def main():
         b.close()
         R.check(k.alive(), "kabard alive")
         if get_url:
-            k.stop()
+            # An idle keep-alive HTTP connection does not hold up a stop.
+            u = urllib.parse.urlsplit(get_url)
+            idle = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
+            idle.request("HEAD", u.path)
+            R.check(idle.getresponse().status == 200, "HEAD of the uploaded file -> 200")
+            t0 = time.monotonic()
+            rc = k.stop()
+            R.check(rc == 0 and time.monotonic() - t0 < 5, "kabard stops at once with an idle "
+                    "HTTP connection open (rc=%s, %.1f s)" % (rc, time.monotonic() - t0))
+            idle.close()
             k.start()
             st, data, _ = http_request("GET", get_url)
             R.check(st == 200 and len(data) == len(payload),

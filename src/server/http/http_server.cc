@@ -83,6 +83,12 @@ void HttpServer::stop() {
     boost::system::error_code ec;
     acc->close(ec);
   }
+  // Idle keep-alive connections would otherwise hold the loop until their timeout.
+  for (tcp::socket* s : open_) {
+    boost::system::error_code ec;
+    s->shutdown(tcp::socket::shutdown_both, ec);
+    s->close(ec);
+  }
 }
 
 awaitable<void> HttpServer::accept_loop(tcp::acceptor& acc) {
@@ -113,6 +119,7 @@ awaitable<void> HttpServer::connection(tcp::socket sock) {
       raw->close(ignored);
     });
   };
+  open_.insert(&sock);
   beast::flat_buffer buffer;
   for (bool keep = true; keep && !stopping_;) {
     touch();
@@ -148,6 +155,7 @@ awaitable<void> HttpServer::connection(tcp::socket sock) {
     }
   }
   *alive = false;
+  open_.erase(&sock);
   timer->cancel();
   boost::system::error_code ec;
   sock.shutdown(tcp::socket::shutdown_both, ec);

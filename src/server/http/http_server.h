@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
 #include <vector>
 
@@ -58,6 +59,7 @@ class HttpServer {
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<std::pair<std::string, HttpHandler>> routes_;
   std::string base_url_;
+  std::unordered_set<asio::ip::tcp::socket*> open_;  // connections being served (stop() ends them)
   bool stopping_ = false;
 };
 

@@ -21,15 +21,18 @@ bool AuthThrottle::over(std::unordered_map<std::string, std::deque<std::int64_t>
 }
 
 bool AuthThrottle::address_blocked(const std::string& addr, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
   return over(by_address_, addr, per_address_, now_ms);
 }
 
 bool AuthThrottle::account_blocked(const std::string& user, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
   return over(by_account_, user, per_account_, now_ms);
 }
 
 void AuthThrottle::record_failure(const std::string& addr, const std::string& user,
                                   std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
   auto add = [&](std::unordered_map<std::string, std::deque<std::int64_t>>& m,
                  const std::string& key, int limit) {
     if (key.empty()) return;

@@ -1,11 +1,13 @@
 // Slows down password guessing (RFC 6120 §13.9.4 leaves the policy to the server): failures are
 // counted per client address and per account over a sliding minute; past the limit an attempt is
 // refused before any credential is looked up or hashed, so the 201st wrong password costs the
-// server no more than a table lookup.
+// server no more than a table lookup. Shared by every shard: its tables sit behind one mutex
+// (taken only at authentication, never per stanza).
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 
@@ -22,6 +24,7 @@ class AuthThrottle {
  private:
   static bool over(std::unordered_map<std::string, std::deque<std::int64_t>>& m,
                    const std::string& key, int limit, std::int64_t now_ms);
+  std::mutex mu_;
   int per_account_;
   int per_address_;
   std::unordered_map<std::string, std::deque<std::int64_t>> by_account_;

@@ -27,8 +27,8 @@ constexpr int kMaxSaslFailuresPerStream = 3;
 std::atomic<std::uint64_t> g_serial{0};
 
 // Reads of plain connections land here and go straight into the parser: an idle connection
-// holds no read buffer. Only the I/O thread uses it.
-std::array<char, 16384> g_scratch;
+// holds no read buffer. One per shard thread.
+thread_local std::array<char, 16384> g_scratch;
 
 xml::Element sasl_element(std::string_view name) {
   return xml::Element(std::string(name), ns::kSasl);
@@ -36,8 +36,9 @@ xml::Element sasl_element(std::string_view name) {
 
 }  // namespace
 
-C2sSession::C2sSession(Server& server, tcp::socket sock, bool direct_tls)
+C2sSession::C2sSession(Server& server, Shard& shard, tcp::socket sock, bool direct_tls)
     : server_(server),
+      shard_(shard),
       sock_(std::move(sock)),
       direct_tls_(direct_tls),
       parser_(*this, xml::StreamLimits{server.config().max_stanza_bytes, 32, 64}) {
@@ -56,7 +57,7 @@ void C2sSession::start() {
   auto self = shared_from_this();
   if (direct_tls_) {
     asio::co_spawn(
-        server_.io(), [self]() -> awaitable<void> { co_await self->run(); }, asio::detached);
+        *shard_.io, [self]() -> awaitable<void> { co_await self->run(); }, asio::detached);
   } else {
     arm_read();
   }
@@ -110,7 +111,7 @@ void C2sSession::spawn_end() {
   if (ended_) return;
   auto self = shared_from_this();
   asio::co_spawn(
-      server_.io(), [self]() -> awaitable<void> { co_await self->end(); }, asio::detached);
+      *shard_.io, [self]() -> awaitable<void> { co_await self->end(); }, asio::detached);
 }
 
 void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
@@ -145,7 +146,7 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
   if (!inbox_.empty() || start_tls_) {
     auto self = shared_from_this();
     asio::co_spawn(
-        server_.io(), [self]() -> awaitable<void> { co_await self->process_batch(); },
+        *shard_.io, [self]() -> awaitable<void> { co_await self->process_batch(); },
         asio::detached);
     return;
   }
@@ -662,22 +663,21 @@ awaitable<void> C2sSession::handle_bind(const xml::Element& iq) {
     send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
     co_return;
   }
-  // RFC 6120 §7.7.2.2: the new session wins; the old one gets <conflict/>.
-  if (auto old = server_.bound_session(*jid); old) {
-    old->stream_error("conflict", "replaced by a new connection");
-    server_.unbind(old.get());
-    co_await server_.session_closed(old);
-  }
+  // RFC 6120 §7.7.2.2: the new session wins; the old one gets <conflict/>. It is ended on its
+  // own shard, and its unavailable presence goes out before this one binds.
   jid_ = *jid;
+  while (auto old = server_.bind(shared_from_this())) {
+    co_await server_.replace_session(old);
+    if (closing_) co_return;
+  }
   bound_ = true;
   phase_ = Phase::kBound;
-  server_.bind(shared_from_this());
   xml::Element reply = xmpp::make_iq_result(iq);
   reply.remove_attr("from");
   reply.remove_attr("to");
   reply.add_child("bind", ns::kBind).add_child("jid", ns::kBind).add_text(jid_.str());
   send(reply);
-  spdlog::info("c2s #{}: bound {}", serial_, jid_.str());
+  spdlog::info("c2s #{}: bound {} (shard {})", serial_, jid_.str(), shard_.index);
 }
 
 void C2sSession::send(const xml::Element& stanza, std::function<void()> on_written) {
@@ -685,18 +685,34 @@ void C2sSession::send(const xml::Element& stanza, std::function<void()> on_writt
 }
 
 void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
+  if (!on_own_shard()) {
+    // From another shard: serialized there, queued here (ARCHITECTURE.md: a post to the shard).
+    asio::post(*shard_.io, [self = shared_from_this(), data = std::move(data),
+                            cb = std::move(on_written)]() mutable {
+      self->enqueue(Out{std::move(data), std::move(cb), 0, nullptr});
+    });
+    return;
+  }
   enqueue(Out{std::move(data), std::move(on_written), 0, nullptr});
 }
 
 void C2sSession::send_shared(const std::shared_ptr<const std::string>& head, std::string own,
                              const std::shared_ptr<const std::string>& tail) {
+  if (!on_own_shard()) {
+    asio::post(*shard_.io, [self = shared_from_this(), head, own = std::move(own), tail]() mutable {
+      self->send_shared(head, std::move(own), tail);
+    });
+    return;
+  }
   enqueue(Out{{}, {}, 0, head});
   enqueue(Out{std::move(own), {}, 0, nullptr});
   enqueue(Out{{}, {}, 0, tail});
 }
 
 void C2sSession::enqueue(Out out) {
-  if (socket_closed_) return;
+  // Stanzas routed here after the stream was closed (a broadcast from another session, posted
+  // from another shard) are dropped: nothing may follow </stream:stream>.
+  if (socket_closed_ || stream_closed_) return;
   const std::size_t size = out.bytes().size();
   if (queued_bytes_ + size > kMaxQueuedBytes) {
     spdlog::warn("c2s #{} {}: client is not reading; dropping the connection", serial_, peer_addr_);
@@ -710,7 +726,7 @@ void C2sSession::enqueue(Out out) {
   if (!writing_ && !flush_posted_) {
     // Written once the current event is handled: stanzas queued meanwhile go out in one writev.
     flush_posted_ = true;
-    asio::post(server_.io(), [self = shared_from_this()] { self->flush(); });
+    asio::post(*shard_.io, [self = shared_from_this()] { self->flush(); });
   }
 }
 
@@ -764,7 +780,7 @@ bool C2sSession::drained() const {
 awaitable<void> C2sSession::wait_drained() {
   // Woken by notify_drained(); the timeout only bounds a wait nobody would end.
   while (!socket_closed_ && !drained()) {
-    drain_wait_ = std::make_unique<asio::steady_timer>(server_.io(), std::chrono::seconds(5));
+    drain_wait_ = std::make_unique<asio::steady_timer>(*shard_.io, std::chrono::seconds(5));
     boost::system::error_code ec;
     co_await drain_wait_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
     drain_wait_.reset();
@@ -812,7 +828,7 @@ void C2sSession::flush_now() {
     writing_ = true;
     auto self = shared_from_this();
     asio::co_spawn(
-        server_.io(), [self]() -> awaitable<void> { co_await self->write_loop(); }, asio::detached);
+        *shard_.io, [self]() -> awaitable<void> { co_await self->write_loop(); }, asio::detached);
     return;
   }
   if (closing_) shutdown_socket();
@@ -919,6 +935,11 @@ awaitable<void> C2sSession::write_loop() {
 
 void C2sSession::stream_error(std::string_view condition, std::string_view text) {
   if (closing_) return;
+  if (!on_own_shard()) {
+    asio::post(*shard_.io, [self = shared_from_this(), c = std::string(condition),
+                            t = std::string(text)] { self->stream_error(c, t); });
+    return;
+  }
   spdlog::info("c2s #{} {}: stream error {}{}{}", serial_, peer_addr_, condition,
                text.empty() ? "" : ": ", text);
   if (!stream_open_) {
@@ -931,6 +952,7 @@ void C2sSession::stream_error(std::string_view condition, std::string_view text)
     stream_open_ = true;
   }
   send_raw(xmpp::stream_error_xml(condition, text));
+  stream_closed_ = true;  // nothing may follow </stream:stream>
   closing_ = true;
   closed_at_ms = server_.now_ms();
   inbox_.clear();
@@ -939,7 +961,12 @@ void C2sSession::stream_error(std::string_view condition, std::string_view text)
 
 void C2sSession::close() {
   if (closing_) return;
+  if (!on_own_shard()) {
+    asio::post(*shard_.io, [self = shared_from_this()] { self->close(); });
+    return;
+  }
   if (stream_open_) send_raw("</stream:stream>");
+  stream_closed_ = true;
   closing_ = true;
   closed_at_ms = server_.now_ms();
   inbox_.clear();

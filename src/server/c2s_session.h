@@ -1,9 +1,12 @@
 // One client-to-server connection (RFC 6120): stream negotiation (STARTTLS or direct TLS, SASL,
-// resource binding), then stanzas handed to the server. Lives on the I/O thread only.
+// resource binding), then stanzas handed to the server. Lives on one shard: its state is touched
+// only on that shard's thread. The send functions, stream_error() and close() may be called from
+// any shard; off the session's own shard they post to it.
 #pragma once
 
 #include <openssl/ssl.h>
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <functional>
@@ -23,7 +26,7 @@ namespace kabar::server {
 
 class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml::StreamHandler {
  public:
-  C2sSession(Server& server, asio::ip::tcp::socket sock, bool direct_tls);
+  C2sSession(Server& server, Shard& shard, asio::ip::tcp::socket sock, bool direct_tls);
   ~C2sSession() override;
 
   void start();
@@ -42,21 +45,23 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void close();
   // Drops the connection at once, without flushing (a peer that does not read).
   void abort();
-  bool closed() const { return closing_; }
+  bool closed() const { return closing_; }  // any shard may ask
+  Shard& shard() const { return shard_; }
   // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come);
   // true if it did.
   bool hibernate();
   std::int64_t closed_at_ms = 0;
 
-  // State the server reads and writes.
-  const xmpp::Jid& jid() const { return jid_; }
+  // State the server reads and writes (on this session's shard; other shards read the copy that
+  // Server::publish() puts into the directory).
+  const xmpp::Jid& jid() const { return jid_; }  // set before bind(), fixed afterwards
   bool bound() const { return bound_; }
   bool authenticated() const { return !username_.empty(); }
   const std::string& username() const { return username_; }
   bool available = false;  // has sent initial presence and not gone unavailable
   int priority = 0;
-  bool roster_requested = false;              // "interested resource" (RFC 6121 §2.1.6)
-  std::optional<xml::Element> last_presence;  // for probes and new resources
+  bool roster_requested = false;                      // "interested resource" (RFC 6121 §2.1.6)
+  std::shared_ptr<const xml::Element> last_presence;  // for probes and new resources
   std::set<std::string> directed_to;  // full/bare JIDs given directed presence (RFC 6121 §4.6)
   std::int64_t last_read_ms = 0;
   std::int64_t created_ms = 0;
@@ -113,7 +118,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   template <typename Buffers>
   awaitable<std::size_t> write_some(const Buffers& bufs);
 
+  bool on_own_shard() const { return shard_.on_this_thread(); }
+
   Server& server_;
+  Shard& shard_;
   asio::ip::tcp::socket sock_;
   struct SslFree {
     void operator()(SSL* s) const { SSL_free(s); }
@@ -141,9 +149,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool flush_posted_ = false;
   bool ended_ = false;
   std::unique_ptr<asio::steady_timer> drain_wait_;  // wait_drained() sleeps on it
-  bool closing_ = false;
+  std::atomic<bool> closing_{false};                // read by other shards (closed())
   bool socket_closed_ = false;
-  bool stream_open_ = false;  // we have sent our stream header
+  bool stream_open_ = false;    // we have sent our stream header
+  bool stream_closed_ = false;  // we have queued </stream:stream>
   bool peer_closed_ = false;
   bool start_tls_ = false;  // STARTTLS accepted: handshake after <proceed/> is written
   Phase phase_ = Phase::kWaitStream;

@@ -130,6 +130,8 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
         cfg.allow_plaintext = get<bool>(node, key);
       } else if (key == "log_level") {
         cfg.log_level = get<std::string>(node, key);
+      } else if (key == "threads") {
+        cfg.threads = get_positive(node, key);
       } else if (key == "listen") {
         const auto* t = node.as_table();
         if (t == nullptr) throw std::runtime_error(key + ": expected a table");

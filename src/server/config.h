@@ -39,6 +39,8 @@ struct Config {
   std::filesystem::path tls_cert;  // PEM; empty: self-signed in data_dir, made on first start
   std::filesystem::path tls_key;
   std::string log_level = "info";
+  // I/O shards (event loops, one thread each); 0: one per CPU this process may run on.
+  int threads = 0;
 
   std::size_t max_stanza_bytes = 256 * 1024;
   std::size_t offline_limit = 1000;

@@ -2,8 +2,10 @@
 
 #include <malloc.h>
 #include <openssl/ssl.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "server/c2s_session.h"
 #include "server/features.h"
@@ -34,7 +36,26 @@ Server::Server(asio::io_context& io, Config cfg)
   register_register(*this);
 }
 
-Server::~Server() { store_pool_.join(); }
+Server::~Server() {
+  join();
+  store_pool_.join();
+}
+
+namespace {
+
+// CPUs this process may run on (taskset and cgroups' cpusets narrow it).
+unsigned usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return static_cast<unsigned>(n);
+  }
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc > 0 ? hc : 1;
+}
+
+}  // namespace
 
 std::int64_t Server::now_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -89,6 +110,20 @@ void Server::start() {
   spdlog::info("store: SQLite in {} (schema version {})", cfg_.data_dir.string(),
                store_->schema_version());
   setup_tls();
+  const unsigned wanted = cfg_.threads > 0 ? static_cast<unsigned>(cfg_.threads) : usable_cpus();
+  const unsigned count = std::min(wanted, 256u);
+  for (unsigned i = 0; i < count; ++i) {
+    auto sh = std::make_unique<Shard>();
+    sh->index = i;
+    if (i == 0) {
+      sh->io = &io_;
+    } else {
+      sh->own_io = std::make_unique<asio::io_context>(1);
+      sh->io = sh->own_io.get();
+      sh->work.emplace(sh->own_io->get_executor());
+    }
+    shards_.push_back(std::move(sh));
+  }
   if (cfg_.c2s.empty() && cfg_.c2s_tls.empty()) {
     throw std::runtime_error("no listener configured (use --c2s HOST:PORT)");
   }
@@ -103,7 +138,19 @@ void Server::start() {
     http_->start();
     upload_ = std::make_unique<Upload>(*this, *http_);
   }
-  asio::co_spawn(io_, sweep_loop(), asio::detached);
+  for (auto& sh : shards_) {
+    asio::co_spawn(*sh->io, sweep_loop(*sh), asio::detached);
+    if (sh->own_io) {
+      Shard* raw = sh.get();
+      raw->thread = std::thread([raw] {
+        raw->own_io->run();
+        raw->done = true;
+      });
+    }
+  }
+  spdlog::info("{} I/O shard{} (event loops on their own threads){}", shards_.size(),
+               shards_.size() == 1 ? "" : "s",
+               cfg_.threads > 0 ? "" : ": one per CPU available to the process");
   spdlog::info("serving {}{}{}", cfg_.domain,
                cfg_.allow_registration ? ", in-band registration on" : "",
                cfg_.allow_plaintext ? ", authentication without TLS allowed (testing only)" : "");
@@ -132,24 +179,49 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acc, bool direct_tls) {
       continue;
     }
     sock.set_option(tcp::no_delay(true), ec);
-    sock.non_blocking(true, ec);
-    auto session = std::make_shared<C2sSession>(*this, std::move(sock), direct_tls);
-    add_session(session);
-    session->start();
+    // Round robin over the shards; the connection stays on the one it gets.
+    Shard& sh = *shards_[next_shard_++ % shards_.size()];
+    if (sh.index == 0) {
+      adopt(sh, std::move(sock), direct_tls);
+      continue;
+    }
+    const bool v6 = acc.local_endpoint(ec).address().is_v6();
+    const int fd = sock.release(ec);
+    if (ec) continue;
+    asio::post(*sh.io, [this, &sh, fd, v6, direct_tls] {
+      tcp::socket moved(*sh.io);
+      boost::system::error_code aec;
+      moved.assign(v6 ? tcp::v6() : tcp::v4(), fd, aec);
+      if (aec) {
+        ::close(fd);
+        return;
+      }
+      adopt(sh, std::move(moved), direct_tls);
+    });
   }
 }
 
-awaitable<void> Server::sweep_loop() {
-  sweep_timer_ = std::make_unique<asio::steady_timer>(io_);
+void Server::adopt(Shard& shard, tcp::socket sock, bool direct_tls) {
+  if (stopping_) return;  // the socket closes as it goes
+  boost::system::error_code ec;
+  sock.non_blocking(true, ec);
+  auto session = std::make_shared<C2sSession>(*this, shard, std::move(sock), direct_tls);
+  shard.sessions[session.get()] = session;
+  session->start();
+}
+
+awaitable<void> Server::sweep_loop(Shard& shard) {
+  // Per shard: timeouts, pings and hibernation of the shard's own connections.
+  shard.sweep_timer = std::make_unique<asio::steady_timer>(*shard.io);
   while (!stopping_) {
-    sweep_timer_->expires_after(std::chrono::seconds(1));
+    shard.sweep_timer->expires_after(std::chrono::seconds(1));
     boost::system::error_code ec;
-    co_await sweep_timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await shard.sweep_timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (stopping_) co_return;
     std::int64_t now = now_ms();
     std::vector<SessionPtr> live;
-    live.reserve(all_sessions_.size());
-    for (auto& [raw, weak] : all_sessions_) {
+    live.reserve(shard.sessions.size());
+    for (auto& [raw, weak] : shard.sessions) {
       if (auto s = weak.lock()) live.push_back(std::move(s));
     }
     std::size_t hibernated = 0;
@@ -182,68 +254,126 @@ awaitable<void> Server::sweep_loop() {
         s->ping_sent_ms = now;
       }
     }
-    if (upload_ && now - last_upload_sweep_ms_ > 60'000) {
+    if (shard.index == 0 && upload_ && now - last_upload_sweep_ms_ > 60'000) {
       upload_->sweep(now);
       last_upload_sweep_ms_ = now;
     }
     // What idle connections gave back goes back to the system too, not just to malloc's free
     // lists: a burst of logins that then sit idle would otherwise keep their peak RSS.
-    if (hibernated >= 16 || (hibernated > 0 && now - last_trim_ms_ > 10'000)) {
+    if (hibernated >= 16 || (hibernated > 0 && now - shard.last_trim_ms > 10'000)) {
       malloc_trim(0);
-      last_trim_ms_ = now;
+      shard.last_trim_ms = now;
     }
   }
 }
 
 void Server::stop() {
-  if (stopping_) return;
-  stopping_ = true;
-  spdlog::info("stopping: closing {} connections", all_sessions_.size());
+  if (stopping_.exchange(true)) return;
+  spdlog::info("stopping");
   for (auto& acc : acceptors_) {
     boost::system::error_code ec;
     acc->close(ec);
   }
-  if (sweep_timer_) sweep_timer_->cancel();
   if (proxy65_) proxy65_->stop();
   if (http_) http_->stop();
+  for (auto& sh : shards_) {
+    Shard* raw = sh.get();
+    asio::post(*raw->io, [this, raw] { stop_shard(*raw); });
+  }
+}
+
+void Server::stop_shard(Shard& shard) {
+  if (shard.sweep_timer) shard.sweep_timer->cancel();
   std::vector<SessionPtr> live;
-  for (auto& [raw, weak] : all_sessions_) {
+  for (auto& [raw, weak] : shard.sessions) {
     if (auto s = weak.lock()) live.push_back(std::move(s));
   }
+  if (!live.empty()) {
+    spdlog::info("shard {}: closing {} connections", shard.index, live.size());
+  }
   for (auto& s : live) s->stream_error("system-shutdown");
-  // Peers that do not read are cut off after a grace period.
-  auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(2));
-  timer->async_wait([this, timer](const boost::system::error_code&) {
-    for (auto& [raw, weak] : all_sessions_) {
+  // Peers that do not read are cut off after a grace period; then the shard's loop may end.
+  auto timer = std::make_shared<asio::steady_timer>(*shard.io, std::chrono::seconds(2));
+  timer->async_wait([&shard, timer](const boost::system::error_code&) {
+    for (auto& [raw, weak] : shard.sessions) {
       if (auto s = weak.lock()) s->abort();
     }
+    shard.work.reset();
   });
 }
 
-void Server::add_session(const SessionPtr& s) { all_sessions_[s.get()] = s; }
-
-void Server::remove_session(C2sSession* s) { all_sessions_.erase(s); }
+void Server::join() {
+  for (auto& sh : shards_) {
+    if (!sh->thread.joinable()) continue;
+    // Sessions still closing get a few seconds (their last store writes), then the loop stops.
+    for (int i = 0; i < 500 && !sh->done; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!sh->done) sh->own_io->stop();
+    sh->thread.join();
+  }
+}
 
 SessionPtr Server::bound_session(const xmpp::Jid& full) const {
+  std::lock_guard lock(dir_mu_);
   auto it = bound_.find(full.bare_str());
   if (it == bound_.end()) return nullptr;
-  for (const auto& s : it->second) {
-    if (s->jid() == full) return s;
+  for (const auto& r : it->second) {
+    if (r.session->jid() == full) return r.session;
   }
   return nullptr;
 }
 
-void Server::bind(const SessionPtr& s) { bound_[s->jid().bare_str()].push_back(s); }
+SessionPtr Server::bind(const SessionPtr& s) {
+  ResourceView r;
+  r.session = s;
+  r.available = s->available;
+  r.priority = s->priority;
+  r.roster_requested = s->roster_requested;
+  r.presence = s->last_presence;
+  std::lock_guard lock(dir_mu_);
+  auto& resources = bound_[s->jid().bare_str()];
+  for (const auto& other : resources) {
+    if (other.session->jid() == s->jid()) return other.session;
+  }
+  resources.push_back(std::move(r));
+  return nullptr;
+}
 
 void Server::unbind(C2sSession* s) {
+  std::lock_guard lock(dir_mu_);
   auto it = bound_.find(s->jid().bare_str());
   if (it == bound_.end()) return;
   auto& v = it->second;
-  std::erase_if(v, [s](const SessionPtr& p) { return p.get() == s; });
+  std::erase_if(v, [s](const ResourceView& r) { return r.session.get() == s; });
   if (v.empty()) bound_.erase(it);
 }
 
+void Server::publish(const C2sSession& s) {
+  std::lock_guard lock(dir_mu_);
+  auto it = bound_.find(s.jid().bare_str());
+  if (it == bound_.end()) return;
+  for (auto& r : it->second) {
+    if (r.session.get() != &s) continue;
+    r.available = s.available;
+    r.priority = s.priority;
+    r.roster_requested = s.roster_requested;
+    r.presence = s.last_presence;
+  }
+}
+
 std::vector<SessionPtr> Server::sessions_of(const std::string& bare) const {
+  std::vector<SessionPtr> out;
+  std::lock_guard lock(dir_mu_);
+  auto it = bound_.find(bare);
+  if (it == bound_.end()) return out;
+  out.reserve(it->second.size());
+  for (const auto& r : it->second) out.push_back(r.session);
+  return out;
+}
+
+std::vector<ResourceView> Server::resources_of(const std::string& bare) const {
+  std::lock_guard lock(dir_mu_);
   auto it = bound_.find(bare);
   if (it == bound_.end()) return {};
   return it->second;
@@ -262,7 +392,7 @@ void Server::bounce(const xml::Element& stanza, std::string_view condition) {
 }
 
 awaitable<void> Server::session_closed(SessionPtr s) {
-  if (all_sessions_.erase(s.get()) == 0) co_return;  // already done
+  if (s->shard().sessions.erase(s.get()) == 0) co_return;  // already done
   if (!s->bound()) co_return;
   bool was_available = s->available;
   unbind(s.get());
@@ -287,6 +417,17 @@ awaitable<void> Server::session_closed(SessionPtr s) {
     }
   }
   spdlog::info("c2s #{}: {} offline", s->serial(), s->jid().str());
+}
+
+awaitable<void> Server::replace_session(SessionPtr old) {
+  co_await asio::co_spawn(*old->shard().io, end_replaced(old), asio::use_awaitable);
+}
+
+awaitable<void> Server::end_replaced(SessionPtr old) {
+  // On the old session's shard.
+  old->stream_error("conflict", "replaced by a new connection");
+  unbind(old.get());
+  co_await session_closed(old);
 }
 
 awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
@@ -372,18 +513,19 @@ std::vector<SessionPtr> Server::message_targets(const xmpp::Jid& to, std::string
   // (headline: to all with non-negative priority; an error: to one).
   std::vector<SessionPtr> targets;
   int best = -1;
+  std::lock_guard lock(dir_mu_);
   const auto it = bound_.find(to.bare_str());
   if (it == bound_.end()) return targets;
-  for (const auto& s : it->second) {
-    if (!s->available || s->priority < 0 || s->closed()) continue;
+  for (const auto& r : it->second) {
+    if (!r.available || r.priority < 0 || r.session->closed()) continue;
     if (type == "headline") {
-      targets.push_back(s);
-    } else if (s->priority > best) {
-      best = s->priority;
+      targets.push_back(r.session);
+    } else if (r.priority > best) {
+      best = r.priority;
       targets.clear();
-      targets.push_back(s);
-    } else if (s->priority == best) {
-      targets.push_back(s);
+      targets.push_back(r.session);
+    } else if (r.priority == best) {
+      targets.push_back(r.session);
     }
   }
   if (type == "error" && targets.size() > 1) targets.resize(1);
@@ -414,6 +556,14 @@ bool Server::route_message_now(const C2sSession& from, xml::Element& stanza) {
   return true;
 }
 
+awaitable<void> Server::on_shard0(awaitable<void> work) {
+  if (shards_.front()->on_this_thread()) {
+    co_await std::move(work);
+  } else {
+    co_await asio::co_spawn(io_, std::move(work), asio::use_awaitable);
+  }
+}
+
 awaitable<void> Server::route_iq(SessionPtr from, xml::Element iq) {
   std::string_view type = iq.attr("type");
   auto to = iq.has_attr("to") ? xmpp::Jid::parse(iq.attr("to")) : std::optional<xmpp::Jid>();
@@ -422,12 +572,13 @@ awaitable<void> Server::route_iq(SessionPtr from, xml::Element iq) {
     send_to(from, xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
     co_return;
   }
+  // The components live on shard 0: their handlers run there.
   if (to && upload_ && to->is_domain() && to->domain() == upload_->jid()) {
-    co_await upload_->handle_iq(from, std::move(iq));
+    co_await on_shard0(upload_->handle_iq(from, std::move(iq)));
     co_return;
   }
   if (to && proxy65_ && to->is_domain() && to->domain() == proxy65_->jid()) {
-    co_await proxy65_->handle_iq(from, std::move(iq));
+    co_await on_shard0(proxy65_->handle_iq(from, std::move(iq)));
     co_return;
   }
   if (to && !is_local(*to)) {

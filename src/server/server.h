@@ -1,11 +1,17 @@
 // The server: listeners, the session directory (router), storage threads, and the stanza
 // handlers each feature folder registers.
 //
-// Threading (deviation from ARCHITECTURE.md, for now): one I/O thread runs every connection; the
-// store runs on its own thread and results are posted back, so the I/O thread never blocks on
-// SQLite. Sharding over cores comes with the performance work.
+// Threading (ARCHITECTURE.md): N shards, each an event loop on its own thread. A connection is
+// handed to one shard when it is accepted and lives there for good; only that shard's thread
+// touches its state. Sending to a session from another shard posts to its loop (C2sSession's
+// send functions do it). What other shards need to read about a bound resource (available,
+// priority, its presence, whether it asked for the roster) is published into the session
+// directory, which sits behind one mutex held only for a lookup or a copy. The store runs on
+// its own thread and resumes the caller on its own shard. The listeners, the HTTP server and
+// the proxy live on shard 0, whose loop is the one main() runs.
 #pragma once
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <chrono>
@@ -13,7 +19,10 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
@@ -36,6 +45,30 @@ class HttpServer;
 class Upload;
 using SessionPtr = std::shared_ptr<C2sSession>;
 
+// One event loop and its thread. A connection lives on one shard for its whole life.
+struct Shard {
+  unsigned index = 0;
+  asio::io_context* io = nullptr;            // shard 0: the io_context main() runs
+  std::unique_ptr<asio::io_context> own_io;  // shards 1..N-1
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  // Touched only on this shard's thread:
+  std::unordered_map<C2sSession*, std::weak_ptr<C2sSession>> sessions;
+  std::unique_ptr<asio::steady_timer> sweep_timer;
+  std::int64_t last_trim_ms = 0;
+  bool on_this_thread() const { return io->get_executor().running_in_this_thread(); }
+};
+
+// What the directory holds about a bound resource, copied out for readers on any shard.
+struct ResourceView {
+  SessionPtr session;
+  bool available = false;  // has sent initial presence and not gone unavailable
+  int priority = 0;
+  bool roster_requested = false;                 // "interested resource" (RFC 6121 §2.1.6)
+  std::shared_ptr<const xml::Element> presence;  // its last available presence, 'to' removed
+};
+
 // An IQ handler for one payload namespace. `iq` has 'from' stamped with the sender's full JID.
 using IqHandler = std::function<awaitable<void>(SessionPtr, xml::Element)>;
 
@@ -51,7 +84,9 @@ class Server {
   void stop();
 
   const Config& config() const { return cfg_; }
+  // Shard 0's loop: the listeners, HTTP, the proxy and process-wide timers run there.
   asio::io_context& io() { return io_; }
+  std::size_t shard_count() const { return shards_.size(); }
   asio::ssl::context& tls() { return tls_; }
   AuthThrottle& throttle() { return throttle_; }
   std::int64_t now_ms() const;
@@ -67,15 +102,23 @@ class Server {
   template <typename F>
   auto db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))>;
 
-  // Session directory.
-  void add_session(const SessionPtr& s);  // every accepted connection (for timeouts)
-  void remove_session(C2sSession* s);
-  // Binds a full JID; a session already bound to it is returned so the caller can replace it.
+  // Waits for the shards' threads after stop() (main() calls it once io() has run out).
+  void join();
+
+  // Session directory. Every function here may be called from any shard.
+  // The session bound to a full JID, if any.
   SessionPtr bound_session(const xmpp::Jid& full) const;
-  void bind(const SessionPtr& s);
+  // Binds s->jid(); when another session holds that full JID, binds nothing and returns it (the
+  // caller replaces it and tries again: the check and the bind are one step under the lock).
+  SessionPtr bind(const SessionPtr& s);
   void unbind(C2sSession* s);
+  // Copies a session's presence state (available, priority, last_presence, roster_requested)
+  // into the directory; the session calls it on its own shard after changing any of them.
+  void publish(const C2sSession& s);
   // Bound sessions of an account (empty if none).
   std::vector<SessionPtr> sessions_of(const std::string& bare) const;
+  // The same with what the directory knows of each.
+  std::vector<ResourceView> resources_of(const std::string& bare) const;
   bool is_local(const xmpp::Jid& j) const { return j.domain() == cfg_.domain; }
 
   // Stanza entry point for a bound session: 'from' already stamped.
@@ -104,13 +147,22 @@ class Server {
   // Answers `stanza` to its local sender with a cancel-type stanza error (never for errors).
   void bounce(const xml::Element& stanza, std::string_view condition);
 
-  // Called by a session once it is gone (after the unavailable broadcast).
+  // Called by a session, on its shard, once it is gone (after the unavailable broadcast).
   awaitable<void> session_closed(SessionPtr s);
+  // Ends a session bound to the full JID another connection binds now (RFC 6120 §7.7.2.2) on
+  // the old session's shard, and resumes the caller once its unavailable presence is out.
+  awaitable<void> replace_session(SessionPtr old);
 
  private:
   void listen(const Endpoint& ep, bool direct_tls);
   awaitable<void> accept_loop(asio::ip::tcp::acceptor& acc, bool direct_tls);
-  awaitable<void> sweep_loop();
+  // Makes the session on `shard` (called on that shard's thread).
+  void adopt(Shard& shard, asio::ip::tcp::socket sock, bool direct_tls);
+  // Runs `work` on shard 0 and resumes the caller on its own shard.
+  awaitable<void> on_shard0(awaitable<void> work);
+  awaitable<void> sweep_loop(Shard& shard);
+  awaitable<void> end_replaced(SessionPtr old);
+  void stop_shard(Shard& shard);
   void setup_tls();
   awaitable<void> route_message(xml::Element stanza);
   awaitable<void> route_iq(SessionPtr from, xml::Element stanza);
@@ -121,18 +173,18 @@ class Server {
   asio::thread_pool store_pool_{1};
   std::unique_ptr<store::Store> store_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
-  std::unordered_map<C2sSession*, std::weak_ptr<C2sSession>> all_sessions_;
-  std::unordered_map<std::string, std::vector<SessionPtr>> bound_;  // bare JID -> resources
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::size_t next_shard_ = 0;  // round robin over the shards (accepts run on shard 0)
+  mutable std::mutex dir_mu_;   // guards bound_
+  std::unordered_map<std::string, std::vector<ResourceView>> bound_;  // bare JID -> resources
   std::unordered_map<std::string, IqHandler> iq_handlers_;
   AuthThrottle throttle_;
   std::int64_t started_ms_ = 0;
-  bool stopping_ = false;
-  std::unique_ptr<asio::steady_timer> sweep_timer_;
+  std::atomic<bool> stopping_{false};
   std::unique_ptr<Proxy65> proxy65_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<Upload> upload_;
   std::int64_t last_upload_sweep_ms_ = 0;
-  std::int64_t last_trim_ms_ = 0;
   // A connection silent this long between stanzas gives its XML parser back (hibernate()).
   static constexpr std::int64_t kHibernateAfterMs = 2000;
 };

@@ -42,6 +42,7 @@ data_dir = "/tmp/x"
 allow_registration = true
 allow_plaintext = true
 log_level = "debug"
+threads = 3
 [listen]
 c2s = ["127.0.0.1:1", "127.0.0.2:2"]
 c2s_tls = "127.0.0.1:3"
@@ -82,6 +83,7 @@ scram_iterations = 5000
   EXPECT_TRUE(cfg.allow_registration);
   EXPECT_TRUE(cfg.allow_plaintext);
   EXPECT_EQ(cfg.log_level, "debug");
+  EXPECT_EQ(cfg.threads, 3);
   ASSERT_EQ(cfg.c2s.size(), 2u);
   EXPECT_EQ(cfg.c2s[1].host, "127.0.0.2");
   ASSERT_EQ(cfg.c2s_tls.size(), 1u);
@@ -134,6 +136,7 @@ TEST(ConfigFile, RejectsUnknownKeysAndBadValues) {
   Config cfg;
   EXPECT_THROW(load_config_file(write_temp("domian = \"x\"\n"), cfg), std::runtime_error);
   EXPECT_THROW(load_config_file(write_temp("[limits]\nfoo = 1\n"), cfg), std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("threads = 0\n"), cfg), std::runtime_error);
   EXPECT_THROW(load_config_file(write_temp("[limits]\nauth_timeout = -1\n"), cfg),
                std::runtime_error);
   EXPECT_THROW(load_config_file(write_temp("[limits]\nscram_iterations = 100\n"), cfg),

@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   std::string domain, data_dir, config_file, log_level;
   std::vector<std::string> c2s, c2s_tls, proxy65, http;
   bool allow_registration = false, allow_plaintext = false;
+  int threads = 0;
   app.add_option("--config", config_file, "TOML configuration file (flags override it)")
       ->check(CLI::ExistingFile);
   app.add_option("--domain", domain, "the XMPP domain served (default: localhost)");
@@ -53,6 +54,10 @@ int main(int argc, char** argv) {
                "let clients create accounts in-band (XEP-0077)");
   app.add_flag("--allow-plaintext", allow_plaintext,
                "let clients authenticate without TLS (local tests and benchmarks only)");
+  app.add_option("--threads", threads,
+                 "I/O shards, each an event loop on its own thread (default: one per CPU this "
+                 "process may run on)")
+      ->check(CLI::Range(1, 256));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default: info)");
   CLI11_PARSE(app, argc, argv);
 
@@ -83,6 +88,7 @@ int main(int argc, char** argv) {
     if (allow_registration) cfg.allow_registration = true;
     if (allow_plaintext) cfg.allow_plaintext = true;
     if (!log_level.empty()) cfg.log_level = log_level;
+    if (threads > 0) cfg.threads = threads;
     auto domain_jid = kabar::xmpp::Jid::parse(cfg.domain);
     if (!domain_jid || !domain_jid->is_domain()) {
       throw std::runtime_error("'" + cfg.domain + "' is not a valid domain");
@@ -117,6 +123,7 @@ int main(int argc, char** argv) {
   });
   std::signal(SIGPIPE, SIG_IGN);
   io.run();
+  server.join();
   spdlog::info("stopped; store closed");
   return 0;
 }

@@ -101,7 +101,7 @@ void register_basics(Server& s) {
     }
     std::int64_t seconds = 0;
     bool online = false;
-    for (auto& x : s.sessions_of(to->bare_str())) online = online || x->available;
+    for (auto& x : s.resources_of(to->bare_str())) online = online || x.available;
     if (!online) {
       if (!a.last) {
         from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found"));

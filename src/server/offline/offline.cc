@@ -39,13 +39,14 @@ awaitable<void> deliver_offline(Server& s, SessionPtr to) {
   auto pending = std::make_shared<Pending>();
   pending->total = messages.size();
   Server* server = &s;
+  asio::io_context* io = to->shard().io;  // the callbacks run on the session's shard
   for (auto& m : messages) {
     std::int64_t id = m.id;
-    to->send_raw(std::move(m.stanza), [server, pending, id, user]() {
+    to->send_raw(std::move(m.stanza), [server, io, pending, id, user]() {
       pending->written.push_back(id);
       if (pending->written.size() != pending->total) return;
       asio::co_spawn(
-          server->io(),
+          *io,
           [server, pending, user]() -> awaitable<void> {
             auto ids = pending->written;
             auto op3 = [user, ids](store::Store& st) { st.delete_offline(user, ids); };

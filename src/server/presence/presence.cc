@@ -27,11 +27,10 @@ bool has_to(const xmpp::SubState& st) {
   return st.sub == Subscription::kTo || st.sub == Subscription::kBoth;
 }
 
-std::vector<SessionPtr> available_sessions(Server& s, const std::string& bare) {
-  std::vector<SessionPtr> out;
-  for (auto& x : s.sessions_of(bare)) {
-    if (x->available && !x->closed()) out.push_back(x);
-  }
+// The available resources of a local account, as the directory knows them (any shard).
+std::vector<ResourceView> available_sessions(Server& s, const std::string& bare) {
+  std::vector<ResourceView> out = s.resources_of(bare);
+  std::erase_if(out, [](const ResourceView& r) { return !r.available || r.session->closed(); });
   return out;
 }
 
@@ -60,7 +59,7 @@ class SharedPresence {
 
   // To every available resource of the local account `bare`, with to='bare'.
   void send_to_account(Server& s, const std::string& bare) const {
-    for (auto& t : available_sessions(s, bare)) send(t, bare);
+    for (auto& t : available_sessions(s, bare)) send(t.session, bare);
   }
 
  private:
@@ -73,13 +72,13 @@ void send_to_account(Server& s, const std::string& bare, xml::Element p) {
   if (targets.empty()) return;
   p.set_attr("to", bare);
   std::string bytes = xml::serialize(p, ns::kClient);
-  for (auto& t : targets) t->send_raw(bytes);
+  for (auto& t : targets) t.session->send_raw(bytes);
 }
 
-// The presence of one session as seen by `to`.
-xml::Element presence_of(const SessionPtr& who, const std::string& to) {
-  xml::Element p = who->last_presence ? *who->last_presence : xml::Element("presence", ns::kClient);
-  p.set_attr("from", who->jid().str());
+// The presence of one resource as seen by `to`.
+xml::Element presence_of(const ResourceView& who, const std::string& to) {
+  xml::Element p = who.presence ? *who.presence : xml::Element("presence", ns::kClient);
+  p.set_attr("from", who.session->jid().str());
   p.set_attr("to", to);
   return p;
 }
@@ -96,7 +95,7 @@ void send_unavailable_from_all(Server& s, const std::string& user_bare,
   for (auto& who : available_sessions(s, user_bare)) {
     xml::Element p("presence", ns::kClient);
     p.set_attr("type", "unavailable");
-    p.set_attr("from", who->jid().str());
+    p.set_attr("from", who.session->jid().str());
     send_to_account(s, to_bare, std::move(p));
   }
 }
@@ -248,8 +247,8 @@ awaitable<void> broadcast(Server& s, const SessionPtr& who, const xml::Element& 
     shared.send_to_account(s, jid->bare_str());
   }
   for (auto& other : available_sessions(s, self_bare)) {
-    if (other.get() == who.get()) continue;
-    shared.send(other, other->jid().str());
+    if (other.session.get() == who.get()) continue;
+    shared.send(other.session, other.session->jid().str());
   }
   if (include_directed) {
     for (const auto& target : who->directed_to) {
@@ -283,7 +282,7 @@ awaitable<void> initial_presence(Server& s, const SessionPtr& who) {
     }
   }
   for (auto& other : available_sessions(s, who->jid().bare_str())) {
-    if (other.get() != who.get()) who->send(presence_of(other, me));
+    if (other.session.get() != who.get()) who->send(presence_of(other, me));
   }
 }
 
@@ -317,6 +316,7 @@ awaitable<void> handle_presence(Server& s, SessionPtr from, xml::Element p) {
     if (!from->available) co_return;
     from->available = false;
     from->last_presence.reset();
+    s.publish(*from);
     co_await broadcast(s, from, p, true);
     co_return;
   }
@@ -334,9 +334,10 @@ awaitable<void> handle_presence(Server& s, SessionPtr from, xml::Element p) {
   const bool initial = !from->available;
   from->available = true;
   from->priority = priority;
-  xml::Element stored = p;
-  stored.remove_attr("to");
-  from->last_presence = stored;
+  auto stored = std::make_shared<xml::Element>(p);
+  stored->remove_attr("to");
+  from->last_presence = std::move(stored);
+  s.publish(*from);
   co_await broadcast(s, from, p, false);
   if (initial) {
     co_await initial_presence(s, from);
@@ -363,6 +364,7 @@ awaitable<void> deliver_presence(Server& s, xml::Element p) {
 
 awaitable<void> broadcast_unavailable(Server& s, SessionPtr who, xml::Element presence) {
   who->available = false;
+  s.publish(*who);
   co_await broadcast(s, who, presence, true);
 }
 

@@ -33,8 +33,9 @@ xml::Element roster_item_element(const store::RosterItem& item, bool removed) {
 void push_roster_item(Server& s, const std::string& user, const store::RosterItem& item,
                       std::int64_t version, bool removed) {
   if (!item.in_roster && !removed) return;
-  for (auto& session : s.sessions_of(bare_of(s, user))) {
-    if (!session->roster_requested) continue;
+  for (auto& r : s.resources_of(bare_of(s, user))) {
+    if (!r.roster_requested) continue;
+    const SessionPtr& session = r.session;
     xml::Element iq("iq", ns::kClient);
     iq.set_attr("type", "set");
     iq.set_attr("to", session->jid().str());
@@ -61,6 +62,7 @@ namespace {
 awaitable<void> roster_get(Server& s, SessionPtr from, xml::Element iq) {
   const std::string user = from->username();
   from->roster_requested = true;
+  s.publish(*from);
   const xml::Element* q = iq.child("query", ns::kRoster);
   std::string client_ver(q->attr("ver"));
   bool has_ver = q->has_attr("ver");

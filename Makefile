@@ -6,7 +6,7 @@ FUZZ_RUNS ?= 200000
 RUN_DOMAIN ?= localhost
 RUN_DATA ?= data
 
-.PHONY: bench deps build build-asan build-fuzz run test test-release test-asan fuzz-short fuzz-long format clean
+.PHONY: bench deps build build-asan build-tsan build-fuzz run test test-release test-asan test-tsan fuzz-short fuzz-long format clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -19,6 +19,11 @@ build-asan:
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS)
 
+# ThreadSanitizer: the server only (its shards are where threads meet).
+build-tsan:
+	@cmake --preset tsan >/dev/null
+	@cmake --build --preset tsan -j $(JOBS) --target kabard kabarctl
+
 build-fuzz:
 	@cmake --preset fuzz >/dev/null
 	@cmake --build --preset fuzz -j $(JOBS)
@@ -28,11 +33,12 @@ run: deps build
 	exec build/bin/kabard --domain $(RUN_DOMAIN) --data-dir $(RUN_DATA) \
 	  --c2s 127.0.0.1:5222 --c2s-tls 127.0.0.1:5223 --proxy65 127.0.0.1:7777 --http 127.0.0.1:5280 --allow-registration
 
-# Unit and integration tests on the normal build, again on the ASan+UBSan build, then a short
-# fuzz run of every parser.
+# Unit and integration tests on the normal build, again on the ASan+UBSan build, the
+# cross-shard tests under ThreadSanitizer, then a short fuzz run of every parser.
 test: deps
 	@$(MAKE) --no-print-directory test-release
 	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory test-tsan
 	@$(MAKE) --no-print-directory fuzz-short
 
 test-release: build
@@ -40,6 +46,16 @@ test-release: build
 
 test-asan: build-asan
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j 2 --timeout 300
+
+# kabard under ThreadSanitizer with four shards and with the default: a data race makes it exit
+# non-zero (TSan's exit code 66), which the tests check.
+TSAN_TESTS ?= test_shards test_raw_protocol test_slixmpp
+test-tsan: build-tsan
+	@set -e; for t in $(TSAN_TESTS); do \
+	  echo "== tsan: $$t"; \
+	  TSAN_OPTIONS="halt_on_error=0 exitcode=66" /usr/bin/python3 tests/integration/$$t.py \
+	    --kabard build-tsan/bin/kabard --kabarctl build-tsan/bin/kabarctl; \
+	done
 
 # Reproducible: a fixed seed and a fixed number of executions per target.
 fuzz-short: build-fuzz
@@ -57,4 +73,4 @@ format:
 	@git ls-files '*.cc' '*.h' | xargs clang-format -i
 
 clean:
-	rm -rf build build-asan build-fuzz build-debug
+	rm -rf build build-asan build-tsan build-fuzz build-debug

@@ -457,8 +457,15 @@ awaitable<void> Server::route_message(xml::Element stanza) {
   std::string_view type = stanza.attr("type");
   auto bounce = [&](std::string_view condition) { this->bounce(stanza, condition); };
   if (!is_local(*to)) {
-    // No server-to-server links yet (RFC 6120 §10.4.3).
-    bounce("remote-server-not-found");
+    // Our components (proxy, upload) take IQs only (RFC 6120 §8.3.3.19); anything else is
+    // remote, and there are no server-to-server links yet (§10.4.3).
+    const bool component = (proxy65_ && to->domain() == proxy65_->jid()) ||
+                           (upload_ && to->domain() == upload_->jid());
+    if (component) {
+      if (type != "error" && type != "headline") bounce("service-unavailable");
+    } else {
+      bounce("remote-server-not-found");
+    }
     co_return;
   }
   if (to->local().empty()) {

@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
-from xmpp_raw import error_condition, login, q, tostr  # noqa: E402
+from xmpp_raw import NS_CLIENT, error_condition, login, q, tostr  # noqa: E402
 
 R = kabartest.Results("proxy65")
 NS_BS = "http://jabber.org/protocol/bytestreams"
@@ -98,6 +98,12 @@ def discovery(k, a):
     R.check(sh is not None and sh.get("jid") == PROXY and sh.get("host") == "127.0.0.1"
             and sh.get("port") == str(k.proxy_port),
             "streamhost: its bound address and port (%s)" % tostr(r))
+    # A component takes IQs only: a message to it is answered with service-unavailable.
+    a.message(PROXY, "hello proxy")
+    e = a.wait_for(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("type") == "error",
+                   what="message error")
+    R.check(error_condition(e) == "service-unavailable",
+            "a message to the proxy -> service-unavailable (%s)" % error_condition(e))
 
 
 @section

@@ -48,10 +48,10 @@ bool hkdf_expand_label(Suite suite, std::span<const unsigned char> secret, std::
   info.push_back(static_cast<char>(full.size()));
   info += full;
   info.push_back(0);  // empty context
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  // Fetched once: a fetch per derivation costs a provider lookup under a lock.
+  static EVP_KDF* const kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
   if (kdf == nullptr) return false;
   EVP_KDF_CTX* kctx = EVP_KDF_CTX_new(kdf);
-  EVP_KDF_free(kdf);
   if (kctx == nullptr) return false;
   int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
   OSSL_PARAM params[] = {

@@ -99,6 +99,13 @@ std::unique_ptr<Record13> take_over(SSL* ssl) {
   if (index < 0) return nullptr;
   auto* s = static_cast<Secrets*>(SSL_get_ex_data(ssl, index));
   if (s == nullptr) return nullptr;
+  // Whatever the outcome, the secrets leave the SSL object now: a connection that stays on
+  // OpenSSL does not carry them (nor their memory) for its lifetime.
+  SSL_set_ex_data(ssl, index, nullptr);
+  std::unique_ptr<Secrets, void (*)(Secrets*)> owned(s, [](Secrets* p) {
+    OPENSSL_cleanse(p, sizeof *p);
+    delete p;
+  });
   // The record layer takes over only a finished TLS 1.3 server handshake in which OpenSSL has
   // used the application keys for nothing: no ticket or KeyUpdate written (sequence numbers
   // both 0), no record read past the client's Finished (without read_ahead OpenSSL reads one
@@ -128,10 +135,8 @@ std::unique_ptr<Record13> take_over(SSL* ssl) {
   }
   if (s->client_seen != 1 || s->server_seen != 1) return nullptr;
   // On a server the peer's (client's) secret protects what we read.
-  auto r = Record13::make(suite, std::span(s->client.data(), s->client_len),
-                          std::span(s->server.data(), s->server_len));
-  OPENSSL_cleanse(s, sizeof *s);
-  return r;
+  return Record13::make(suite, std::span(s->client.data(), s->client_len),
+                        std::span(s->server.data(), s->server_len));
 }
 
 }  // namespace kabar::tls

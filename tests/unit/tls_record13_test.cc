@@ -410,5 +410,116 @@ TEST(Record13, PairSealsAndOpens) {
   EXPECT_EQ(client->read_sequence(), 1u);
 }
 
+// Records sealed by hand (AES-128-GCM, key and IV from `secret` by §7.3), with any inner
+// plaintext: the §5.4 rules a real client never breaks.
+std::string seal_inner(std::span<const unsigned char> secret, std::uint64_t seq,
+                       const std::string& inner) {
+  unsigned char key[16];
+  unsigned char iv[12];
+  EXPECT_TRUE(hkdf_expand_label(Suite::kAes128GcmSha256, secret, "key", key));
+  EXPECT_TRUE(hkdf_expand_label(Suite::kAes128GcmSha256, secret, "iv", iv));
+  for (int i = 0; i < 8; ++i) iv[11 - i] ^= static_cast<unsigned char>(seq >> (8 * i));
+  const std::size_t len = inner.size() + kTagSize;
+  std::string rec = {23, 3, 3, static_cast<char>(len >> 8), static_cast<char>(len & 0xff)};
+  rec.resize(kHeaderSize + len);
+  auto* r = reinterpret_cast<unsigned char*>(rec.data());
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  int n = 0;
+  EXPECT_EQ(EVP_EncryptInit_ex(ctx, EVP_aes_128_gcm(), nullptr, key, iv), 1);
+  EXPECT_EQ(EVP_EncryptUpdate(ctx, nullptr, &n, r, kHeaderSize), 1);
+  EXPECT_EQ(EVP_EncryptUpdate(ctx, r + kHeaderSize, &n,
+                              reinterpret_cast<const unsigned char*>(inner.data()),
+                              static_cast<int>(inner.size())),
+            1);
+  EXPECT_EQ(EVP_EncryptFinal_ex(ctx, r + kHeaderSize + inner.size(), &n), 1);
+  EXPECT_EQ(
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, kTagSize, r + kHeaderSize + inner.size()), 1);
+  EVP_CIPHER_CTX_free(ctx);
+  return rec;
+}
+
+struct InnerCase {
+  std::string inner;
+  Record13::Status status;
+  Alert alert;
+  std::string plain;
+};
+
+TEST(Record13, InnerPlaintextRules) {
+  const std::vector<unsigned char> client(32, 0x33);
+  const std::vector<unsigned char> server(32, 0x44);
+  const std::string big(kMaxPlaintext, 'b');
+  const std::vector<InnerCase> cases = {
+      {std::string("hi\x17", 3), Record13::Status::kOk, Alert::kCloseNotify, "hi"},
+      {std::string("hi\x17\0\0\0", 6), Record13::Status::kOk, Alert::kCloseNotify, "hi"},
+      {std::string("\x17", 1), Record13::Status::kOk, Alert::kCloseNotify, ""},
+      {big + "\x17" + std::string(200, '\0'), Record13::Status::kOk, Alert::kCloseNotify, big},
+      {std::string(40, '\0'), Record13::Status::kError, Alert::kUnexpectedMessage, ""},
+      {big + "b\x17", Record13::Status::kError, Alert::kRecordOverflow, ""},
+      {std::string("hi\x18", 3), Record13::Status::kError, Alert::kUnexpectedMessage, ""},
+      {std::string("\x01\x14", 2), Record13::Status::kError, Alert::kUnexpectedMessage, ""},
+      {std::string("\x01\x00\x00\x15", 4), Record13::Status::kError, Alert::kDecodeError, ""},
+      {std::string("\x02\x28\x15", 3), Record13::Status::kError, Alert(40),
+       ""},  // handshake_failure
+      {std::string("\x01\x00\x15", 3), Record13::Status::kClosed, Alert::kCloseNotify, ""},
+      {std::string("\x16", 1), Record13::Status::kError, Alert::kUnexpectedMessage, ""},
+      {std::string("\x04\x00\x00\x01\x00\x16", 6), Record13::Status::kError,
+       Alert::kUnexpectedMessage, ""},  // NewSessionTicket-like: not from a client
+      {std::string("\x18\x00\x00\x02\x00\x00\x16", 7), Record13::Status::kError,
+       Alert::kDecodeError, ""},
+      {std::string("\x18\x00\x00\x01\x02\x16", 6), Record13::Status::kError,
+       Alert::kIllegalParameter, ""},
+      {std::string("\x18\x00\x00\x01\x00\x17\x16", 7), Record13::Status::kError,
+       Alert::kUnexpectedMessage, ""},  // a byte after the KeyUpdate in its record
+  };
+  for (const auto& c : cases) {
+    auto rec = Record13::make(Suite::kAes128GcmSha256, client, server);
+    ASSERT_NE(rec, nullptr);
+    std::string plain;
+    std::string out;
+    const auto status = rec->open(seal_inner(client, 0, c.inner), plain, out);
+    EXPECT_EQ(status, c.status) << c.inner.size();
+    EXPECT_EQ(plain, c.plain) << c.inner.size();
+    if (status == Record13::Status::kError) {
+      EXPECT_EQ(rec->alert(), c.alert) << c.inner.size();
+      // We answer with an alert unless the peer's own alert ended it.
+      EXPECT_EQ(out.empty(), rec->peer_alerted());
+    }
+  }
+}
+
+TEST(Record13, KeyUpdateSplitAcrossRecords) {
+  const std::vector<unsigned char> client(32, 0x55);
+  const std::vector<unsigned char> server(32, 0x66);
+  auto rec = Record13::make(Suite::kAes128GcmSha256, client, server);
+  ASSERT_NE(rec, nullptr);
+  std::vector<unsigned char> next(32);
+  ASSERT_TRUE(hkdf_expand_label(Suite::kAes128GcmSha256, client, "traffic upd", next));
+  std::string wire = seal_inner(client, 0, std::string("\x18\x00\x00\x16", 4)) +
+                     seal_inner(client, 1, std::string("\x01\x01\x16", 3)) +
+                     seal_inner(next, 0, std::string("ok\x17", 3));
+  std::string plain;
+  std::string out;
+  EXPECT_EQ(rec->open(wire, plain, out), Record13::Status::kOk);
+  EXPECT_EQ(plain, "ok");
+  EXPECT_FALSE(out.empty());  // our KeyUpdate(update_not_requested)
+  EXPECT_EQ(rec->write_sequence(), 0u);
+  // Application data between the two halves of a handshake message is refused.
+  auto rec2 = Record13::make(Suite::kAes128GcmSha256, client, server);
+  std::string wire2 = seal_inner(client, 0, std::string("\x18\x00\x16", 3)) +
+                      seal_inner(client, 1, std::string("x\x17", 2));
+  plain.clear();
+  EXPECT_EQ(rec2->open(wire2, plain, out), Record13::Status::kError);
+  EXPECT_EQ(rec2->alert(), Alert::kUnexpectedMessage);
+  EXPECT_EQ(plain, "");
+  // A record under a stale sequence number (a replay) fails its tag.
+  auto rec3 = Record13::make(Suite::kAes128GcmSha256, client, server);
+  std::string one = seal_inner(client, 0, std::string("a\x17", 2));
+  plain.clear();
+  EXPECT_EQ(rec3->open(one + one, plain, out), Record13::Status::kError);
+  EXPECT_EQ(rec3->alert(), Alert::kBadRecordMac);
+  EXPECT_EQ(plain, "a");
+}
+
 }  // namespace
 }  // namespace kabar::tls

@@ -805,14 +805,17 @@ void C2sSession::written(std::size_t n) {
 }
 
 bool C2sSession::hibernate() {
-  if (closing_ || ended_ || !parser_.hibernate()) return false;
+  if (closing_ || ended_) return false;
+  // The TLS 1.3 cipher contexts go whenever the connection is idle, also when the parser slept
+  // already (a write since then, such as a ping, made them again).
+  const bool keys_slept = rec_ && rec_->hibernate();
+  if (!parser_.hibernate()) return keys_slept;
   // The queues' spare capacity goes too: an idle connection keeps no buffer at all.
   if (drained()) {
     std::vector<Out>().swap(outq_);
     outq_head_ = 0;
   }
   if (inbox_.empty()) std::vector<xml::Element>().swap(inbox_);
-  if (rec_) rec_->hibernate();  // the cipher contexts, made again on use
   return true;
 }
 

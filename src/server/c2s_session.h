@@ -44,8 +44,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   // Drops the connection at once, without flushing (a peer that does not read).
   void abort();
   bool closed() const { return closing_; }
-  // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come);
-  // true if it did.
+  // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come)
+  // and the TLS 1.3 cipher contexts; true if it freed anything.
   bool hibernate();
   std::int64_t closed_at_ms = 0;
 

@@ -130,14 +130,20 @@ bool Record13::keyed(Direction& d, bool encrypt) {
   return true;
 }
 
-void Record13::hibernate() {
+bool Record13::hibernate() {
+  bool freed = false;
   for (Direction* d : {&read_, &write_}) {
     if (d->ctx != nullptr) {
       EVP_CIPHER_CTX_free(d->ctx);
       d->ctx = nullptr;
+      freed = true;
     }
   }
-  if (pending_.empty()) std::string().swap(pending_);
+  if (pending_.empty() && pending_.capacity() > 0) {
+    std::string().swap(pending_);
+    freed = true;
+  }
+  return freed;
 }
 
 bool Record13::seal_record(std::uint8_t type, std::string_view content, std::string& out) {

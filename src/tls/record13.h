@@ -77,8 +77,8 @@ class Record13 {
   Status open(std::string_view in, std::string& plaintext, std::string& to_send);
 
   // Frees the cipher contexts (made again on use): an idle connection keeps only its secrets,
-  // keys, IVs, sequence numbers and any partial record.
-  void hibernate();
+  // keys, IVs, sequence numbers and any partial record. True if there was something to free.
+  bool hibernate();
 
   Suite suite() const { return suite_; }
   // The alert that ended the connection: sent by us on kError, or received from the peer.

@@ -10,6 +10,7 @@
 #include <span>
 
 #include "server/register/register.h"
+#include "tls/handover.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
@@ -29,6 +30,12 @@ std::atomic<std::uint64_t> g_serial{0};
 // Reads of plain connections land here and go straight into the parser: an idle connection
 // holds no read buffer. One per shard thread.
 thread_local std::array<char, 16384> g_scratch;
+// Plaintext opened by our TLS 1.3 record layer, and plaintext gathered for sealing: shared by
+// the connections of a shard thread, so an idle one holds neither.
+thread_local std::string g_plain;
+thread_local std::string g_gather;
+// Queued plaintext sealed per write: up to four full records in one send.
+constexpr std::size_t kTlsBatch = 4 * tls::kMaxPlaintext;
 
 xml::Element sasl_element(std::string_view name) {
   return xml::Element(std::string(name), ns::kSasl);
@@ -122,7 +129,9 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
     spawn_end();
     return;
   }
-  if (ssl_) {
+  if (rec_) {
+    if (!read_rec()) return;
+  } else if (ssl_) {
     if (!read_tls()) return;
   } else {
     boost::system::error_code ec;
@@ -229,6 +238,7 @@ awaitable<void> C2sSession::tls_handshake() {
     throw std::runtime_error("cannot set up TLS for the connection");
   }
   SSL_set_accept_state(ssl_.get());
+  tls::arm_handover(ssl_.get());
   for (;;) {
     ERR_clear_error();
     const int r = SSL_do_handshake(ssl_.get());
@@ -249,6 +259,53 @@ awaitable<void> C2sSession::tls_handshake() {
   }
   tls_ready_ = true;
   capture_channel_binding();
+  // TLS 1.3: from here on our own record layer carries the connection and OpenSSL's object goes
+  // (freed without SSL_shutdown: it must write nothing more). Anything else stays on OpenSSL.
+  if (auto rec = tls::take_over(ssl_.get())) {
+    rec_ = std::move(rec);
+    ssl_.reset();
+    spdlog::debug("c2s #{} {}: TLS 1.3 handed over to kabar's record layer", serial_, peer_addr_);
+  }
+}
+
+bool C2sSession::read_rec() {
+  // Everything the socket has: bytes left in the kernel would wake epoll again, but a record
+  // split across reads waits in rec_ for the rest.
+  for (;;) {
+    boost::system::error_code ec;
+    const std::size_t n = sock_.read_some(asio::buffer(g_scratch), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) return true;
+    if (ec) {
+      spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, ec.message());
+      spawn_end();
+      return false;
+    }
+    last_read_ms = server_.now_ms();
+    g_plain.clear();
+    const auto status = rec_->open(std::string_view(g_scratch.data(), n), g_plain, tls_out_);
+    if (status == tls::Record13::Status::kError) {
+      // The alert (if the peer did not send one) is in tls_out_; it goes out, then the socket
+      // closes. Nothing queued is sealed any more.
+      spdlog::debug("c2s #{} {}: TLS alert {} ({}), closing", serial_, peer_addr_,
+                    static_cast<int>(rec_->alert()), rec_->peer_alerted() ? "received" : "sent");
+      closing_ = true;
+      inbox_.clear();
+      if (!writing_) flush_now();
+      spawn_end();
+      return false;
+    }
+    if (!g_plain.empty() && !feed(g_plain)) {
+      spawn_end();
+      return false;
+    }
+    // A KeyUpdate answer to send.
+    if (tls_out_off_ < tls_out_.size() && !writing_) flush_now();
+    if (status == tls::Record13::Status::kClosed) {
+      peer_closed_ = true;  // close_notify, as read_tls() handles it
+      return true;
+    }
+    if (closing_) return true;
+  }
 }
 
 bool C2sSession::read_tls() {
@@ -735,6 +792,7 @@ void C2sSession::clear_outq() {
   outq_head_ = 0;
   queued_bytes_ = 0;
   tls_out_.clear();
+  tls_out_off_ = 0;
   tls_out_done_.clear();
   notify_drained();
 }
@@ -763,7 +821,11 @@ void C2sSession::written(std::size_t n) {
 }
 
 bool C2sSession::hibernate() {
-  if (closing_ || ended_ || !parser_.hibernate()) return false;
+  if (closing_ || ended_) return false;
+  // The TLS 1.3 cipher contexts go whenever the connection is idle, also when the parser slept
+  // already (a write since then, such as a ping, made them again).
+  const bool keys_slept = rec_ && rec_->hibernate();
+  if (!parser_.hibernate()) return keys_slept;
   // The queues' spare capacity goes too: an idle connection keeps no buffer at all.
   if (drained()) {
     std::vector<Out>().swap(outq_);
@@ -799,6 +861,10 @@ void C2sSession::flush() {
 
 void C2sSession::flush_now() {
   if (writing_ || socket_closed_) return;
+  if (rec_) {
+    flush_rec();
+    return;
+  }
   if (ssl_) {
     flush_tls();
     return;
@@ -885,6 +951,73 @@ void C2sSession::flush_tls() {
     closing_ = true;
     shutdown_socket();
     return;
+  }
+  if (closing_) shutdown_socket();
+}
+
+void C2sSession::flush_rec() {
+  for (;;) {
+    if (tls_out_off_ == tls_out_.size()) {
+      if (!tls_out_.empty()) std::string().swap(tls_out_);
+      tls_out_off_ = 0;
+      if (!tls_out_done_.empty()) {
+        auto done = std::move(tls_out_done_);
+        tls_out_done_.clear();
+        for (auto& cb : done) cb();  // may queue more
+      }
+      if (outq_head_ == outq_.size()) break;
+      // Seal what is queued, up to kTlsBatch: small stanzas share a record.
+      g_gather.clear();
+      while (outq_head_ < outq_.size() && g_gather.size() < kTlsBatch) {
+        Out& o = outq_[outq_head_];
+        const std::string_view b = o.bytes().substr(o.offset);
+        const std::size_t take = std::min(b.size(), kTlsBatch - g_gather.size());
+        g_gather.append(b.substr(0, take));
+        o.offset += take;
+        queued_bytes_ -= take;
+        if (o.offset == o.bytes().size()) {
+          if (o.on_written) tls_out_done_.push_back(std::move(o.on_written));
+          ++outq_head_;
+        }
+      }
+      if (outq_head_ == outq_.size()) {
+        outq_.clear();
+        outq_head_ = 0;
+        if (outq_.capacity() > 8) std::vector<Out>().swap(outq_);
+      }
+      if (!rec_->seal(g_gather, tls_out_)) {
+        // After an alert of ours (or a crypto failure): nothing more is written in the clear or
+        // otherwise; what was sealed before still goes.
+        outq_.clear();
+        outq_head_ = 0;
+        queued_bytes_ = 0;
+        tls_out_done_.clear();
+        closing_ = true;
+        if (tls_out_off_ == tls_out_.size()) break;
+      }
+    }
+    boost::system::error_code ec;
+    const std::size_t n = sock_.write_some(
+        asio::buffer(tls_out_.data() + tls_out_off_, tls_out_.size() - tls_out_off_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      // The peer is not reading: go on once the socket is writable.
+      writing_ = true;
+      sock_.async_wait(tcp::socket::wait_write,
+                       [self = shared_from_this()](const boost::system::error_code& wec) {
+                         self->writing_ = false;
+                         if (wec) return;
+                         self->flush();
+                       });
+      return;
+    }
+    if (ec) {
+      spdlog::debug("c2s #{}: TLS write failed: {}", serial_, ec.message());
+      clear_outq();
+      closing_ = true;
+      shutdown_socket();
+      return;
+    }
+    tls_out_off_ += n;
   }
   if (closing_) shutdown_socket();
 }
@@ -987,6 +1120,16 @@ void C2sSession::shutdown_socket() {
     ERR_clear_error();
     SSL_shutdown(ssl_.get());
     ERR_clear_error();
+  } else if (rec_) {
+    // The same with our record layer: after whatever is still unwritten, so the alert starts on
+    // a record boundary; one nonblocking write, no waiting.
+    std::string last = tls_out_.substr(tls_out_off_);
+    if (rec_->seal_close_notify(last)) {
+      boost::system::error_code ec;
+      sock_.write_some(asio::buffer(last), ec);
+    }
+    tls_out_.clear();
+    tls_out_off_ = 0;
   }
   boost::system::error_code ec;
   sock_.shutdown(tcp::socket::shutdown_both, ec);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "server/server.h"
+#include "tls/record13.h"
 #include "xml/stream_parser.h"
 #include "xmpp/jid.h"
 #include "xmpp/scram.h"
@@ -47,8 +48,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void abort();
   bool closed() const { return closing_; }  // any shard may ask
   Shard& shard() const { return shard_; }
-  // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come);
-  // true if it did.
+  // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come)
+  // and the TLS 1.3 cipher contexts; true if it freed anything.
   bool hibernate();
   std::int64_t closed_at_ms = 0;
 
@@ -83,6 +84,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   // reading by itself.
   bool read_tls();
   void flush_tls();
+  // TLS 1.3 after the handover from OpenSSL (tls/handover.h): our own record layer, rec_.
+  bool read_rec();
+  void flush_rec();
   // Plain TCP reads without a coroutine while idle (see arm_read in the .cc).
   void arm_read();
   void on_readable(const boost::system::error_code& ec);
@@ -127,8 +131,14 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
     void operator()(SSL* s) const { SSL_free(s); }
   };
   std::unique_ptr<SSL, SslFree> ssl_;
+  // Set instead of ssl_ once a TLS 1.3 handshake is done: an idle connection then holds a few
+  // hundred bytes of keys instead of OpenSSL's ~14 KB SSL object.
+  std::unique_ptr<tls::Record13> rec_;
   bool tls_ready_ = false;  // handshake done
-  std::string tls_out_;     // plaintext being written as one record (kept on WANT_WRITE)
+  // With ssl_: plaintext being written as one record (kept on WANT_WRITE). With rec_: sealed
+  // records not yet written, from tls_out_off_ on.
+  std::string tls_out_;
+  std::size_t tls_out_off_ = 0;
   std::vector<std::function<void()>> tls_out_done_;  // callbacks of what tls_out_ holds
   bool direct_tls_;
   xml::StreamParser parser_;

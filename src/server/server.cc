@@ -14,6 +14,7 @@
 #include "server/proxy65/proxy65.h"
 #include "server/tls/certificate.h"
 #include "server/upload/upload.h"
+#include "tls/handover.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
@@ -81,6 +82,9 @@ void Server::setup_tls() {
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   // Idle connections give their TLS buffers back (memory per idle connection).
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  // TLS 1.3 connections move to our own record layer after the handshake (tls/handover.h); this
+  // also turns TLS 1.3 session tickets off.
+  tls::enable_handover(ctx);
   tls_.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                    asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                    asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);

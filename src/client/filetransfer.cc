@@ -1,0 +1,1034 @@
+#include "kabar/filetransfer.h"
+
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio.hpp>
+#include <deque>
+#include <map>
+
+#include "xmpp/jid.h"
+#include "xmpp/jingle.h"
+#include "xmpp/namespaces.h"
+#include "xmpp/scram.h"
+#include "xmpp/socks5.h"
+#include "xmpp/stanza.h"
+
+namespace kabar::client {
+
+namespace jingle = xmpp::jingle;
+namespace socks5 = xmpp::socks5;
+using asio::use_awaitable;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr std::size_t kChunk = 64 * 1024;
+constexpr auto kConnectTimeout = std::chrono::seconds(5);
+constexpr auto kStepTimeout = std::chrono::seconds(30);
+
+Error err(Errc c, std::string msg) { return Error{c, std::move(msg)}; }
+
+std::string to_hex(std::string_view raw) {
+  static const char* d = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : raw) {
+    out += d[b >> 4];
+    out += d[b & 15];
+  }
+  return out;
+}
+
+std::string random_id() { return to_hex(xmpp::random_bytes(8)); }
+
+// Incremental SHA-256 (XEP-0300 sha-256).
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* p, std::size_t n) { EVP_DigestUpdate(ctx_, p, n); }
+  std::string final() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, md, &len);
+    return std::string(reinterpret_cast<char*>(md), len);
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+// A file descriptor closed on scope exit.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f = -1) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+bool write_all(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+// The IPv4 addresses of this host's interfaces that are up; loopback last.
+std::vector<std::string> local_addresses() {
+  std::vector<std::string> out, loop;
+  ifaddrs* ifs = nullptr;
+  if (::getifaddrs(&ifs) != 0) return out;
+  for (ifaddrs* i = ifs; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP)) continue;
+    auto* sin = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
+    asio::ip::address_v4 a(ntohl(sin->sin_addr.s_addr));
+    (a.is_loopback() ? loop : out).push_back(a.to_string());
+  }
+  ::freeifaddrs(ifs);
+  out.insert(out.end(), loop.begin(), loop.end());
+  return out;
+}
+
+// Closes `s` when the timer fires: the bound on one connect or handshake.
+struct Watchdog {
+  asio::steady_timer timer;
+  Watchdog(asio::io_context& io, tcp::socket& s, std::chrono::steady_clock::duration d)
+      : timer(io, d) {
+    timer.async_wait([&s](error_code e) {
+      error_code ig;
+      if (!e) s.close(ig);
+    });
+  }
+  ~Watchdog() { timer.cancel(); }
+};
+
+awaitable<bool> read_exact(tcp::socket& s, char* p, std::size_t n) {
+  error_code ec;
+  co_await asio::async_read(s, asio::buffer(p, n), asio::redirect_error(use_awaitable, ec));
+  co_return !ec;
+}
+
+awaitable<bool> write_exact(tcp::socket& s, const std::string& data) {
+  error_code ec;
+  co_await asio::async_write(s, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
+  co_return !ec;
+}
+
+// Reads a SOCKS5 request or reply (same layout) byte-exactly, so no payload is consumed.
+awaitable<std::optional<socks5::Request>> read_socks_message(tcp::socket& s) {
+  std::string buf(5, '\0');
+  if (!co_await read_exact(s, buf.data(), 5)) co_return std::nullopt;
+  std::size_t rest = 0;
+  switch (static_cast<unsigned char>(buf[3])) {
+    case 1:
+      rest = 4 - 1 + 2;
+      break;
+    case 3:
+      rest = static_cast<unsigned char>(buf[4]) + 2;
+      break;
+    case 4:
+      rest = 16 - 1 + 2;
+      break;
+    default:
+      co_return std::nullopt;
+  }
+  buf.resize(5 + rest);
+  if (!co_await read_exact(s, buf.data() + 5, rest)) co_return std::nullopt;
+  socks5::Request r;
+  std::size_t used = 0;
+  if (socks5::parse_request(buf, r, used) != socks5::Parse::kDone) co_return std::nullopt;
+  co_return r;
+}
+
+// XEP-0065 §5.3.2 / §6.3.2: the client side of the SOCKS5 handshake to a streamhost.
+awaitable<bool> socks5_client(tcp::socket& s, const std::string& dst) {
+  if (!co_await write_exact(s, std::string(socks5::kClientGreeting))) co_return false;
+  char m[2];
+  if (!co_await read_exact(s, m, 2)) co_return false;
+  bool no_auth = false;
+  std::size_t used = 0;
+  if (socks5::parse_method_reply(std::string_view(m, 2), no_auth, used) != socks5::Parse::kDone ||
+      !no_auth)
+    co_return false;
+  if (!co_await write_exact(s, socks5::encode_request(dst, 0))) co_return false;
+  auto reply = co_await read_socks_message(s);
+  co_return reply && reply->command == socks5::kSucceeded;
+}
+
+// The server side, on our own listener (we are the streamhost for direct candidates).
+awaitable<bool> socks5_server(tcp::socket& s, const std::string& expected_dst) {
+  char g[2];
+  if (!co_await read_exact(s, g, 2)) co_return false;
+  std::string methods(static_cast<unsigned char>(g[1]), '\0');
+  if (!methods.empty() && !co_await read_exact(s, methods.data(), methods.size())) co_return false;
+  socks5::Greeting greeting;
+  std::size_t used = 0;
+  if (socks5::parse_greeting(std::string(g, 2) + methods, greeting, used) != socks5::Parse::kDone ||
+      !greeting.no_auth) {
+    co_await write_exact(s, std::string("\x05\xff", 2));
+    co_return false;
+  }
+  if (!co_await write_exact(s, std::string("\x05\x00", 2))) co_return false;
+  auto req = co_await read_socks_message(s);
+  if (!req) co_return false;
+  if (req->command != 1 || req->address_type != 3 || req->host != expected_dst) {
+    co_await write_exact(s, socks5::encode_reply(socks5::kNotAllowed, {}, 0));
+    co_return false;
+  }
+  co_return co_await write_exact(s, socks5::encode_reply(socks5::kSucceeded, req->host, 0));
+}
+
+}  // namespace
+
+// One Jingle session, sending or receiving. Lives in Impl::sessions while it runs; the coroutine
+// that drives it holds a shared_ptr, so it outlives every await in it.
+struct Session {
+  explicit Session(asio::io_context& io) : signal(io) {}
+  std::string sid;
+  std::string peer;  // full JID
+  std::string initiator, responder;
+  bool sending = false;
+  std::string content_name = "file";
+  jingle::File file;
+  std::string s5b_sid, ibb_sid;
+  std::deque<jingle::Action> actions;  // received from the peer, acknowledged already
+  std::deque<xml::Element> ibb;        // IBB IQs (open, data, close) not yet answered
+  asio::steady_timer signal;           // cancelled when something arrives
+  // Sender side: our listener and the connection negotiated on it.
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<tcp::socket> direct;
+  std::string direct_dst;
+  int accepted = 0;
+  bool closed = false;
+
+  void notify() { signal.cancel(); }
+};
+using SessionPtr = std::shared_ptr<Session>;
+
+struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
+  Impl(FileTransfer& o, Client& c) : owner(&o), client(&c), io(c.io_context()) {}
+  FileTransfer* owner;
+  Client* client;
+  asio::io_context& io;
+  std::map<std::string, SessionPtr> sessions;  // by Jingle sid
+  std::optional<jingle::Candidate> proxy;      // discovered once
+  bool proxy_looked_up = false;
+
+  std::string me() const { return client->bound_jid(); }
+
+  void progress(const Session& s, std::uint64_t done) {
+    if (owner && owner->on_progress) owner->on_progress(s.sid, done, s.file.size);
+  }
+
+  // ---- stanzas in ----
+
+  void on_jingle_iq(const xml::Element& iq) {
+    if (iq.attr("type") != "set") {
+      client->send_stanza(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "bad-request"));
+      return;
+    }
+    std::string why;
+    auto a = jingle::parse(*iq.first_child(), why);
+    if (!a) {
+      client->send_stanza(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request", why));
+      return;
+    }
+    std::string from(iq.attr("from"));
+    auto it = sessions.find(a->sid);
+    if (a->action == "session-initiate") {
+      if (it != sessions.end()) {
+        client->send_stanza(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "conflict"));
+        return;
+      }
+      client->send_stanza(xmpp::make_iq_result(iq));
+      start_receiving(from, std::move(*a));
+      return;
+    }
+    if (it == sessions.end() || it->second->peer != from) {
+      // XEP-0166 §7.2.1 (unknown-session)
+      xml::Element e = xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found");
+      if (xml::Element* er = e.child("error"))
+        er->add_child("unknown-session", "urn:xmpp:jingle:errors:1");
+      client->send_stanza(e);
+      return;
+    }
+    client->send_stanza(xmpp::make_iq_result(iq));
+    it->second->actions.push_back(std::move(*a));
+    it->second->notify();
+  }
+
+  void on_ibb_iq(const xml::Element& iq) {
+    const xml::Element* q = iq.first_child();
+    std::string sid(q->attr("sid"));
+    std::string from(iq.attr("from"));
+    for (auto& [id, s] : sessions) {
+      if (!s->sending && s->ibb_sid == sid && s->peer == from && iq.attr("type") == "set") {
+        if (s->ibb.size() > 64) break;  // a sender ignoring our acks
+        s->ibb.push_back(iq);
+        s->notify();
+        return;
+      }
+    }
+    client->send_stanza(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found"));
+  }
+
+  // Waits until the session has something queued or `until` passes; false on timeout.
+  awaitable<bool> wait(Session& s, std::chrono::steady_clock::time_point until) {
+    while (s.actions.empty() && s.ibb.empty() && !s.closed) {
+      if (std::chrono::steady_clock::now() >= until) co_return false;
+      s.signal.expires_at(until);
+      error_code ec;
+      co_await s.signal.async_wait(asio::redirect_error(use_awaitable, ec));
+      if (!client->connected()) co_return false;
+    }
+    co_return true;
+  }
+
+  // The next Jingle action, or nullopt on timeout.
+  awaitable<std::optional<jingle::Action>> next_action(Session& s, std::chrono::seconds timeout) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      if (!s.actions.empty()) {
+        jingle::Action a = std::move(s.actions.front());
+        s.actions.pop_front();
+        co_return a;
+      }
+      if (!s.ibb.empty()) {
+        // IBB before the transport was replaced: refuse it.
+        client->send_stanza(
+            xmpp::make_error_reply(s.ibb.front(), xmpp::ErrorType::kCancel, "not-acceptable"));
+        s.ibb.pop_front();
+        continue;
+      }
+      if (!co_await wait(s, until)) co_return std::nullopt;
+    }
+  }
+
+  awaitable<std::optional<xml::Element>> send_jingle(const Session& s, const jingle::Action& a) {
+    xml::Element iq("iq", "jabber:client");
+    iq.set_attr("type", "set").set_attr("to", s.peer);
+    iq.add_child(jingle::build(a));
+    co_return co_await client->send_iq(std::move(iq));
+  }
+
+  jingle::Action action(const Session& s, std::string name) {
+    jingle::Action a;
+    a.action = std::move(name);
+    a.sid = s.sid;
+    a.content_name = s.content_name;
+    a.creator = "initiator";
+    return a;
+  }
+
+  void terminate(Session& s, const std::string& reason) {
+    jingle::Action a;
+    a.action = "session-terminate";
+    a.sid = s.sid;
+    a.reason = reason;
+    xml::Element iq("iq", "jabber:client");
+    iq.set_attr("type", "set").set_attr("to", s.peer).set_attr("id", "t" + random_id());
+    iq.add_child(jingle::build(a));
+    client->send_stanza(iq);
+  }
+
+  void end(const SessionPtr& s) {
+    s->closed = true;
+    error_code ig;
+    if (s->acceptor) s->acceptor->close(ig);
+    if (s->direct) s->direct->close(ig);
+    sessions.erase(s->sid);
+  }
+
+  // ---- proxy discovery (XEP-0065 §4) ----
+
+  awaitable<void> discover_proxy() {
+    if (proxy_looked_up) co_return;
+    proxy_looked_up = true;
+    std::string domain;
+    if (auto j = xmpp::Jid::parse(me())) domain = j->domain();
+    xml::Element items("iq", "jabber:client");
+    items.set_attr("type", "get").set_attr("to", domain);
+    items.add_child("query", xmpp::ns::kDiscoItems);
+    auto r = co_await client->send_iq(std::move(items));
+    if (!r || r->attr("type") != "result") co_return;
+    std::vector<std::string> jids;
+    if (const xml::Element* q = r->child("query", xmpp::ns::kDiscoItems))
+      for (const xml::Element* i : q->children("item")) jids.emplace_back(i->attr("jid"));
+    if (jids.size() > 32) jids.resize(32);
+    for (const std::string& jid : jids) {
+      xml::Element info("iq", "jabber:client");
+      info.set_attr("type", "get").set_attr("to", jid);
+      info.add_child("query", xmpp::ns::kDiscoInfo);
+      auto ir = co_await client->send_iq(std::move(info));
+      if (!ir || ir->attr("type") != "result") continue;
+      const xml::Element* q = ir->child("query", xmpp::ns::kDiscoInfo);
+      bool is_proxy = false;
+      if (q)
+        for (const xml::Element* id : q->children("identity"))
+          if (id->attr("category") == "proxy" && id->attr("type") == "bytestreams") is_proxy = true;
+      if (!is_proxy) continue;
+      xml::Element sh("iq", "jabber:client");
+      sh.set_attr("type", "get").set_attr("to", jid);
+      sh.add_child("query", jingle::kBytestreams);
+      auto sr = co_await client->send_iq(std::move(sh));
+      if (!sr || sr->attr("type") != "result") continue;
+      const xml::Element* sq = sr->child("query", jingle::kBytestreams);
+      const xml::Element* host = sq ? sq->child("streamhost", jingle::kBytestreams) : nullptr;
+      if (!host) continue;
+      unsigned long port = std::strtoul(std::string(host->attr("port")).c_str(), nullptr, 10);
+      if (port == 0 || port > 65535 || host->attr("host").empty()) continue;
+      jingle::Candidate c;
+      c.cid = "p" + random_id();
+      c.host = std::string(host->attr("host"));
+      c.port = static_cast<std::uint16_t>(port);
+      c.jid = host->has_attr("jid") ? std::string(host->attr("jid")) : jid;
+      c.type = "proxy";
+      c.priority = jingle::candidate_priority("proxy", 0);
+      proxy = c;
+      co_return;
+    }
+  }
+
+  // ---- sending ----
+
+  awaitable<void> accept_loop(SessionPtr s) {
+    while (s->acceptor && s->acceptor->is_open() && !s->closed) {
+      tcp::socket sock(io);
+      error_code ec;
+      co_await s->acceptor->async_accept(sock, asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return;
+      if (++s->accepted > 16 || s->direct) continue;  // bound what strangers can make us do
+      auto p = std::make_unique<tcp::socket>(std::move(sock));
+      bool ok = false;
+      {
+        Watchdog w(io, *p, kConnectTimeout);
+        ok = co_await socks5_server(*p, s->direct_dst);
+      }
+      if (ok && !s->direct && !s->closed) {
+        s->direct = std::move(p);
+        s->notify();
+      }
+    }
+  }
+
+  awaitable<Error> stream_file(SessionPtr s, tcp::socket& sock, int fd, std::uint64_t offset) {
+    std::vector<char> buf(kChunk);
+    std::uint64_t done = offset;
+    progress(*s, done);
+    while (done < s->file.size) {
+      std::size_t want =
+          static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, s->file.size - done));
+      ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(done));
+      if (n <= 0) co_return err(Errc::kBadInput, "reading the file failed");
+      error_code ec;
+      co_await asio::async_write(sock, asio::buffer(buf.data(), static_cast<std::size_t>(n)),
+                                 asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return err(Errc::kDisconnected, "the bytestream broke: " + ec.message());
+      done += static_cast<std::uint64_t>(n);
+      progress(*s, done);
+    }
+    co_return Error{};
+  }
+
+  awaitable<Error> send_ibb(SessionPtr s, int fd, std::uint32_t block) {
+    xml::Element open("iq", "jabber:client");
+    open.set_attr("type", "set").set_attr("to", s->peer);
+    open.add_child("open", jingle::kIbb)
+        .set_attr("sid", s->ibb_sid)
+        .set_attr("block-size", std::to_string(block))
+        .set_attr("stanza", "iq");
+    auto r = co_await client->send_iq(std::move(open));
+    if (std::string c = Client::iq_condition(r); !c.empty())
+      co_return err(Errc::kNotAllowed, "the contact refused the in-band bytestream (" + c + ")");
+    std::vector<char> buf(block);
+    std::uint64_t done = 0;
+    std::uint16_t seq = 0;
+    progress(*s, done);
+    // One block in flight at a time (XEP-0047 §2.2: wait for each acknowledgement).
+    while (done < s->file.size) {
+      std::size_t want =
+          static_cast<std::size_t>(std::min<std::uint64_t>(block, s->file.size - done));
+      ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(done));
+      if (n <= 0) co_return err(Errc::kBadInput, "reading the file failed");
+      xml::Element data("iq", "jabber:client");
+      data.set_attr("type", "set").set_attr("to", s->peer);
+      data.add_child("data", jingle::kIbb)
+          .set_attr("sid", s->ibb_sid)
+          .set_attr("seq", std::to_string(seq++))
+          .add_text(xmpp::base64_encode(std::string_view(buf.data(), static_cast<std::size_t>(n))));
+      auto dr = co_await client->send_iq(std::move(data));
+      if (std::string c = Client::iq_condition(dr); !c.empty())
+        co_return err(Errc::kDisconnected, "the in-band bytestream broke (" + c + ")");
+      done += static_cast<std::uint64_t>(n);
+      progress(*s, done);
+    }
+    xml::Element close("iq", "jabber:client");
+    close.set_attr("type", "set").set_attr("to", s->peer);
+    close.add_child("close", jingle::kIbb).set_attr("sid", s->ibb_sid);
+    co_await client->send_iq(std::move(close));
+    co_return Error{};
+  }
+
+  // After the bytes: the receiver checks the hash and ends the session.
+  awaitable<Error> wait_for_verdict(SessionPtr s) {
+    while (true) {
+      auto a = co_await next_action(*s, std::chrono::seconds(120));
+      if (!a) co_return err(Errc::kTimeout, "the contact did not confirm the file");
+      if (a->action != "session-terminate") continue;
+      if (a->reason == "success") co_return Error{};
+      co_return err(Errc::kProtocol, "the contact ended the transfer: " + a->reason);
+    }
+  }
+
+  awaitable<Error> send_file(std::string to, std::string path, TransferResult* result) {
+    auto self = shared_from_this();
+    auto j = xmpp::Jid::parse(to);
+    if (!j || j->resource().empty())
+      co_return err(Errc::kBadInput, "'" + to + "' is not a full JID (user@domain/resource)");
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (fd.fd < 0 || ::fstat(fd.fd, &st) != 0 || !S_ISREG(st.st_mode))
+      co_return err(Errc::kBadInput, "cannot read the file " + path);
+    auto s = std::make_shared<Session>(io);
+    s->sending = true;
+    s->sid = random_id();
+    s->peer = j->str();
+    s->initiator = me();
+    s->responder = s->peer;
+    s->s5b_sid = random_id();
+    s->ibb_sid = random_id();
+    s->file.name = jingle::safe_file_name(path);
+    s->file.size = static_cast<std::uint64_t>(st.st_size);
+    {
+      Sha256 h;
+      std::vector<char> buf(kChunk);
+      ssize_t n;
+      while ((n = ::read(fd.fd, buf.data(), buf.size())) > 0)
+        h.update(buf.data(), static_cast<std::size_t>(n));
+      if (n < 0) co_return err(Errc::kBadInput, "reading the file failed");
+      s->file.sha256 = h.final();
+    }
+    if (result) {
+      result->peer = s->peer;
+      result->path = path;
+      result->sha256 = to_hex(s->file.sha256);
+    }
+    sessions[s->sid] = s;
+    Error e = co_await run_sender(s, fd.fd, result);
+    end(s);
+    if (result) result->error = e;
+    co_return e;
+  }
+
+  awaitable<Error> run_sender(SessionPtr s, int fd, TransferResult* result) {
+    const TransferOptions opts = owner->options;  // the owner may go while we await
+    std::vector<jingle::Candidate> candidates;
+    s->direct_dst = jingle::socks5_dst(s->s5b_sid, s->initiator, s->responder);
+    if (opts.direct) {
+      error_code ec;
+      auto acc = std::make_unique<tcp::acceptor>(io);
+      acc->open(tcp::v4(), ec);
+      if (!ec) acc->bind(tcp::endpoint(tcp::v4(), 0), ec);
+      if (!ec) acc->listen(8, ec);
+      if (!ec) {
+        std::uint16_t port = acc->local_endpoint(ec).port();
+        s->acceptor = std::move(acc);
+        std::uint16_t pref = 65535;
+        for (const std::string& a : local_addresses()) {
+          jingle::Candidate c;
+          c.cid = "d" + random_id();
+          c.host = a;
+          c.port = port;
+          c.jid = s->initiator;
+          c.type = "direct";
+          c.priority = jingle::candidate_priority("direct", pref--);
+          candidates.push_back(c);
+        }
+        asio::co_spawn(io, accept_loop(s), asio::detached);
+      }
+    }
+    if (opts.proxy) {
+      co_await discover_proxy();
+      if (proxy) candidates.push_back(*proxy);
+    }
+    jingle::Action init = action(*s, "session-initiate");
+    init.initiator = s->initiator;
+    init.file = s->file;
+    init.transport.kind = jingle::Transport::Kind::kS5b;
+    init.transport.sid = s->s5b_sid;
+    init.transport.dstaddr = s->direct_dst;
+    init.transport.candidates = candidates;
+    auto r = co_await send_jingle(*s, init);
+    if (std::string c = Client::iq_condition(r); !c.empty())
+      co_return err(c == "timeout" ? Errc::kTimeout : Errc::kNotFound,
+                    "the contact did not take the offer (" + c + ")");
+    // Wait for the answer.
+    auto accepted = co_await next_action(*s, opts.accept_timeout);
+    if (!accepted) {
+      terminate(*s, "timeout");
+      co_return err(Errc::kTimeout, "the contact did not accept the file in time");
+    }
+    if (accepted->action == "session-terminate")
+      co_return err(Errc::kNotAllowed, "the contact declined the file (" + accepted->reason + ")");
+    if (accepted->action != "session-accept") {
+      terminate(*s, "failed-application");
+      co_return err(Errc::kProtocol, "unexpected " + accepted->action + " from the contact");
+    }
+    // We do not try the responder's candidates (ours are enough, and a proxy covers the rest):
+    // XEP-0260 §2.3 lets us say so with candidate-error.
+    {
+      jingle::Action ce = action(*s, "transport-info");
+      ce.transport.kind = jingle::Transport::Kind::kS5b;
+      ce.transport.sid = s->s5b_sid;
+      ce.transport.candidate_error = true;
+      co_await send_jingle(*s, ce);
+    }
+    std::string used;
+    bool their_error = false;
+    while (used.empty() && !their_error) {
+      auto a = co_await next_action(*s, kStepTimeout);
+      if (!a) {
+        terminate(*s, "timeout");
+        co_return err(Errc::kTimeout, "the contact did not report on the candidates");
+      }
+      if (a->action == "session-terminate")
+        co_return err(Errc::kNotAllowed, "the contact ended the transfer (" + a->reason + ")");
+      if (a->action != "transport-info") continue;
+      if (!a->transport.candidate_used.empty()) used = a->transport.candidate_used;
+      if (a->transport.candidate_error) their_error = true;
+    }
+    if (!used.empty()) {
+      auto c = std::find_if(candidates.begin(), candidates.end(),
+                            [&](const jingle::Candidate& x) { return x.cid == used; });
+      if (c == candidates.end()) {
+        terminate(*s, "failed-transport");
+        co_return err(Errc::kProtocol, "the contact used a candidate we did not offer");
+      }
+      std::unique_ptr<tcp::socket> sock;
+      std::string kind;
+      if (c->type == "proxy") {
+        kind = "s5b-proxy";
+        sock = co_await connect_streamhost(*c, s->direct_dst);
+        bool activated = false;
+        if (sock) {
+          xml::Element act("iq", "jabber:client");
+          act.set_attr("type", "set").set_attr("to", c->jid);
+          act.add_child("query", jingle::kBytestreams)
+              .set_attr("sid", s->s5b_sid)
+              .add_child("activate", jingle::kBytestreams)
+              .add_text(s->responder);
+          auto ar = co_await client->send_iq(std::move(act));
+          activated = Client::iq_condition(ar).empty();
+        }
+        jingle::Action info = action(*s, "transport-info");
+        info.transport.kind = jingle::Transport::Kind::kS5b;
+        info.transport.sid = s->s5b_sid;
+        if (activated)
+          info.transport.activated = c->cid;
+        else
+          info.transport.proxy_error = true;
+        co_await send_jingle(*s, info);
+        if (!activated) sock.reset();
+      } else {
+        kind = "s5b-direct";
+        auto until = std::chrono::steady_clock::now() + kConnectTimeout;
+        while (!s->direct && std::chrono::steady_clock::now() < until) {
+          s->signal.expires_at(until);
+          error_code ec;
+          co_await s->signal.async_wait(asio::redirect_error(use_awaitable, ec));
+        }
+        sock = std::move(s->direct);
+      }
+      if (sock) {
+        if (result) result->transport = kind;
+        Error e = co_await stream_file(s, *sock, fd, 0);
+        if (e) {
+          terminate(*s, "connectivity-error");
+          co_return e;
+        }
+        Error v = co_await wait_for_verdict(s);
+        if (!v && result) {
+          result->bytes = s->file.size;
+          result->hash_checked = true;
+        }
+        co_return v;
+      }
+    }
+    // No SOCKS5 path: XEP-0260 §2.5 fallback, transport-replace to in-band bytestreams.
+    if (!opts.ibb) {
+      terminate(*s, "connectivity-error");
+      co_return err(Errc::kUnreachable, "no SOCKS5 candidate worked and in-band transfer is off");
+    }
+    jingle::Action rep = action(*s, "transport-replace");
+    rep.transport.kind = jingle::Transport::Kind::kIbb;
+    rep.transport.sid = s->ibb_sid;
+    rep.transport.block_size = std::clamp<std::uint32_t>(opts.ibb_block_size, 1, 65535);
+    auto rr = co_await send_jingle(*s, rep);
+    if (std::string c = Client::iq_condition(rr); !c.empty()) {
+      terminate(*s, "failed-transport");
+      co_return err(Errc::kNotAllowed, "the contact refused the in-band fallback (" + c + ")");
+    }
+    std::uint32_t block = rep.transport.block_size;
+    while (true) {
+      auto a = co_await next_action(*s, kStepTimeout);
+      if (!a) {
+        terminate(*s, "timeout");
+        co_return err(Errc::kTimeout, "the contact did not accept the in-band fallback");
+      }
+      if (a->action == "session-terminate")
+        co_return err(Errc::kNotAllowed, "the contact ended the transfer (" + a->reason + ")");
+      if (a->action == "transport-reject") {
+        terminate(*s, "failed-transport");
+        co_return err(Errc::kNotAllowed, "the contact rejected the in-band fallback");
+      }
+      if (a->action == "transport-accept") {
+        // XEP-0261 §2: the responder may ask for smaller blocks.
+        if (a->transport.kind == jingle::Transport::Kind::kIbb && a->transport.block_size > 0)
+          block = std::min(block, a->transport.block_size);
+        break;
+      }
+    }
+    if (result) result->transport = "ibb";
+    if (Error e = co_await send_ibb(s, fd, block)) {
+      terminate(*s, "connectivity-error");
+      co_return e;
+    }
+    Error v = co_await wait_for_verdict(s);
+    if (!v && result) {
+      result->bytes = s->file.size;
+      result->hash_checked = true;
+    }
+    co_return v;
+  }
+
+  awaitable<std::unique_ptr<tcp::socket>> connect_streamhost(const jingle::Candidate& c,
+                                                             std::string dst) {
+    error_code ec;
+    auto addr = asio::ip::make_address(c.host, ec);
+    std::vector<tcp::endpoint> eps;
+    if (!ec) {
+      eps.emplace_back(addr, c.port);
+    } else {
+      tcp::resolver resolver(io);
+      auto res = co_await resolver.async_resolve(c.host, std::to_string(c.port),
+                                                 asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return nullptr;
+      for (const auto& e : res) eps.push_back(e.endpoint());
+    }
+    auto sock = std::make_unique<tcp::socket>(io);
+    Watchdog w(io, *sock, kConnectTimeout);
+    co_await asio::async_connect(*sock, eps, asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return nullptr;
+    if (!co_await socks5_client(*sock, dst)) co_return nullptr;
+    co_return sock;
+  }
+
+  // ---- receiving ----
+
+  void start_receiving(const std::string& from, jingle::Action a) {
+    auto s = std::make_shared<Session>(io);
+    s->sid = a.sid;
+    s->peer = from;
+    s->initiator = a.initiator.empty() ? from : a.initiator;
+    s->responder = me();
+    s->content_name = a.content_name.empty() ? "file" : a.content_name;
+    sessions[s->sid] = s;
+    asio::co_spawn(io, receive(shared_from_this(), s, std::move(a)), asio::detached);
+  }
+
+  // A file name in `dir` that does not exist yet: name, then "name (1).ext", ...
+  static std::string unused_path(const std::string& dir, const std::string& name) {
+    std::string stem = name, ext;
+    if (auto dot = name.rfind('.'); dot != std::string::npos && dot > 0) {
+      stem = name.substr(0, dot);
+      ext = name.substr(dot);
+    }
+    for (int i = 0; i < 1000; ++i) {
+      std::string p = dir + "/" + (i == 0 ? name : stem + " (" + std::to_string(i) + ")" + ext);
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) != 0) return p;
+    }
+    return {};
+  }
+
+  awaitable<void> receive(std::shared_ptr<Impl> self, SessionPtr s, jingle::Action init) {
+    TransferResult res;
+    res.peer = s->peer;
+    res.error = co_await run_receiver(s, std::move(init), res);
+    end(s);
+    if (owner && owner->on_received) owner->on_received(res);
+  }
+
+  awaitable<Error> run_receiver(SessionPtr s, jingle::Action init, TransferResult& res) {
+    if (!init.file || init.transport.kind == jingle::Transport::Kind::kNone) {
+      terminate(*s, "unsupported-applications");
+      co_return err(Errc::kProtocol, "an offer from " + s->peer + " that is not a file transfer");
+    }
+    s->file = *init.file;
+    if (!owner) co_return err(Errc::kDisconnected, "file transfer stopped");
+    const std::string dir = owner->accept_dir;  // the owner may go while we await
+    FileOffer offer;
+    offer.from = s->peer;
+    offer.sid = s->sid;
+    offer.name = s->file.name;
+    offer.safe_name = jingle::safe_file_name(s->file.name);
+    offer.size = s->file.size;
+    if (dir.empty() || (owner->on_offer && !owner->on_offer(offer))) {
+      terminate(*s, "decline");
+      co_return err(Errc::kNotAllowed, "declined " + offer.safe_name + " from " + s->peer);
+    }
+    if (owner->max_size && s->file.size > owner->max_size) {
+      terminate(*s, "decline");
+      co_return err(Errc::kNotAllowed, "declined " + offer.safe_name + " from " + s->peer + ": " +
+                                           std::to_string(s->file.size) +
+                                           " bytes is over the limit");
+    }
+    std::string final_path = unused_path(dir, offer.safe_name);
+    std::string part = dir + "/." + offer.safe_name + "." + random_id() + ".part";
+    Fd fd(final_path.empty() ? -1
+                             : ::open(part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (fd.fd < 0) {
+      terminate(*s, "failed-application");
+      co_return err(Errc::kBadInput, "cannot create a file in " + dir);
+    }
+    struct PartGuard {
+      std::string path;
+      ~PartGuard() {
+        if (!path.empty()) ::unlink(path.c_str());
+      }
+    } guard{part};
+    res.path = final_path;
+
+    jingle::Action acc = action(*s, "session-accept");
+    acc.responder = s->responder;
+    acc.file = s->file;
+    acc.transport = init.transport;
+    acc.transport.candidates.clear();
+    if (acc.transport.kind == jingle::Transport::Kind::kIbb) s->ibb_sid = init.transport.sid;
+    acc.transport.dstaddr.clear();
+    auto r = co_await send_jingle(*s, acc);
+    if (std::string c = Client::iq_condition(r); !c.empty())
+      co_return err(Errc::kProtocol, "the sender did not take our acceptance (" + c + ")");
+
+    Sha256 hash;
+    std::uint64_t got = 0;
+    std::unique_ptr<tcp::socket> sock;
+    if (init.transport.kind == jingle::Transport::Kind::kS5b) {
+      s->s5b_sid = init.transport.sid;
+      auto cands = init.transport.candidates;
+      std::stable_sort(cands.begin(), cands.end(),
+                       [](const auto& a, const auto& b) { return a.priority > b.priority; });
+      std::string dst = jingle::socks5_dst(s->s5b_sid, s->initiator, s->responder);
+      const jingle::Candidate* chosen = nullptr;
+      for (const auto& c : cands) {
+        sock = co_await connect_streamhost(c, dst);
+        if (sock) {
+          chosen = &c;
+          break;
+        }
+      }
+      jingle::Action info = action(*s, "transport-info");
+      info.transport.kind = jingle::Transport::Kind::kS5b;
+      info.transport.sid = s->s5b_sid;
+      if (chosen)
+        info.transport.candidate_used = chosen->cid;
+      else
+        info.transport.candidate_error = true;
+      co_await send_jingle(*s, info);
+      // Until the sender says which pair wins (candidate-error from it: ours), or that the proxy
+      // is activated, or replaces the transport.
+      bool ready = false;
+      while (!ready) {
+        auto a = co_await next_action(*s, kStepTimeout);
+        if (!a) {
+          terminate(*s, "timeout");
+          co_return err(Errc::kTimeout, "the sender went quiet");
+        }
+        if (a->action == "session-terminate")
+          co_return err(Errc::kDisconnected, "the sender ended the transfer (" + a->reason + ")");
+        if (a->action == "transport-replace") {
+          if (a->transport.kind != jingle::Transport::Kind::kIbb) {
+            jingle::Action rej = action(*s, "transport-reject");
+            co_await send_jingle(*s, rej);
+            continue;
+          }
+          sock.reset();
+          s->ibb_sid = a->transport.sid;
+          jingle::Action ta = action(*s, "transport-accept");
+          ta.transport = a->transport;
+          co_await send_jingle(*s, ta);
+          break;
+        }
+        if (a->action != "transport-info") continue;
+        if (a->transport.proxy_error) {
+          sock.reset();
+          continue;  // a transport-replace follows
+        }
+        if (chosen && chosen->type == "proxy") {
+          ready = a->transport.activated == chosen->cid;
+        } else if (chosen) {
+          ready = a->transport.candidate_error || a->transport.candidate_used.empty();
+        }
+      }
+      if (ready && sock) {
+        res.transport = chosen->type == "proxy" ? "s5b-proxy" : "s5b-direct";
+        std::vector<char> buf(kChunk);
+        progress(*s, 0);
+        while (got < s->file.size) {
+          std::size_t want =
+              static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), s->file.size - got));
+          error_code ec;
+          std::size_t n = co_await sock->async_read_some(asio::buffer(buf.data(), want),
+                                                         asio::redirect_error(use_awaitable, ec));
+          if (ec) {
+            terminate(*s, "connectivity-error");
+            co_return err(Errc::kDisconnected, "the bytestream broke after " + std::to_string(got) +
+                                                   " bytes: " + ec.message());
+          }
+          if (!write_all(fd.fd, buf.data(), n)) {
+            terminate(*s, "failed-application");
+            co_return err(Errc::kBadInput, "writing " + part + " failed");
+          }
+          hash.update(buf.data(), n);
+          got += n;
+          progress(*s, got);
+        }
+      }
+    } else {
+      s->ibb_sid = init.transport.sid;
+    }
+    if (!s->ibb_sid.empty() && got < s->file.size) {
+      res.transport = "ibb";
+      if (Error e = co_await receive_ibb(s, fd.fd, hash, got)) {
+        terminate(*s, "connectivity-error");
+        co_return e;
+      }
+    }
+    if (got != s->file.size) {
+      terminate(*s, "failed-transport");
+      co_return err(Errc::kDisconnected, "no transport worked");
+    }
+    std::string digest = hash.final();
+    res.sha256 = to_hex(digest);
+    res.bytes = got;
+    if (!s->file.sha256.empty() && digest != s->file.sha256) {
+      terminate(*s, "media-error");
+      co_return err(Errc::kProtocol, "the file from " + s->peer + " arrived damaged (SHA-256 " +
+                                         res.sha256 + " is not the one offered)");
+    }
+    res.hash_checked = !s->file.sha256.empty();
+    // No overwriting: link() fails if a file of that name appeared meanwhile.
+    if (::link(part.c_str(), final_path.c_str()) != 0) {
+      final_path = unused_path(dir, offer.safe_name);
+      if (final_path.empty() || ::link(part.c_str(), final_path.c_str()) != 0) {
+        terminate(*s, "failed-application");
+        co_return err(Errc::kBadInput, "cannot save the file in " + dir);
+      }
+      res.path = final_path;
+    }
+    terminate(*s, "success");
+    co_return Error{};
+  }
+
+  awaitable<Error> receive_ibb(SessionPtr s, int fd, Sha256& hash, std::uint64_t& got) {
+    bool open = false;
+    std::uint16_t expect = 0;
+    while (true) {
+      auto until = std::chrono::steady_clock::now() + kStepTimeout;
+      while (s->ibb.empty()) {
+        if (!s->actions.empty()) {
+          jingle::Action a = std::move(s->actions.front());
+          s->actions.pop_front();
+          if (a.action == "session-terminate")
+            co_return err(Errc::kDisconnected, "the sender ended the transfer (" + a.reason + ")");
+          continue;
+        }
+        if (!co_await wait(*s, until)) co_return err(Errc::kTimeout, "the in-band stream stalled");
+      }
+      xml::Element iq = std::move(s->ibb.front());
+      s->ibb.pop_front();
+      const xml::Element* q = iq.first_child();
+      if (q->name() == "open") {
+        unsigned long bs = std::strtoul(std::string(q->attr("block-size")).c_str(), nullptr, 10);
+        if (q->attr("stanza") == "message" || bs == 0 || bs > 65535) {
+          client->send_stanza(
+              xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "not-acceptable"));
+          continue;
+        }
+        open = true;
+        client->send_stanza(xmpp::make_iq_result(iq));
+      } else if (q->name() == "data" && open) {
+        // XEP-0047 §2.2: seq counts from 0 and wraps at 65535; a gap or a repeat ends the stream.
+        unsigned long seq = std::strtoul(std::string(q->attr("seq")).c_str(), nullptr, 10);
+        auto raw = xmpp::base64_decode(q->text());
+        if (seq != expect || !raw || got + raw->size() > s->file.size) {
+          client->send_stanza(
+              xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "unexpected-request"));
+          co_return err(Errc::kProtocol, "the in-band stream from " + s->peer + " was malformed");
+        }
+        ++expect;
+        if (!write_all(fd, raw->data(), raw->size())) {
+          client->send_stanza(
+              xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "resource-constraint"));
+          co_return err(Errc::kBadInput, "writing the file failed");
+        }
+        hash.update(raw->data(), raw->size());
+        got += raw->size();
+        client->send_stanza(xmpp::make_iq_result(iq));
+        progress(*s, got);
+      } else if (q->name() == "close") {
+        client->send_stanza(xmpp::make_iq_result(iq));
+        co_return Error{};
+      } else {
+        client->send_stanza(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found"));
+      }
+    }
+  }
+};
+
+FileTransfer::FileTransfer(Client& client) : impl_(std::make_shared<Impl>(*this, client)) {
+  auto weak = std::weak_ptr<Impl>(impl_);
+  client.add_iq_handler(jingle::kJingle, [weak](const xml::Element& iq) {
+    if (auto i = weak.lock()) i->on_jingle_iq(iq);
+  });
+  client.add_iq_handler(jingle::kIbb, [weak](const xml::Element& iq) {
+    if (auto i = weak.lock()) i->on_ibb_iq(iq);
+  });
+  for (const char* f : {jingle::kJingle, jingle::kFileTransfer, jingle::kS5b, jingle::kIbbTransport,
+                        jingle::kIbb, jingle::kBytestreams})
+    client.add_feature(f);
+}
+
+FileTransfer::~FileTransfer() {
+  impl_->owner = nullptr;
+  for (auto& [sid, s] : impl_->sessions) {
+    s->closed = true;
+    error_code ig;
+    if (s->acceptor) s->acceptor->close(ig);
+    if (s->direct) s->direct->close(ig);
+    s->notify();
+  }
+}
+
+awaitable<Error> FileTransfer::send_file(std::string to, std::string path, TransferResult* result) {
+  auto impl = impl_;
+  co_return co_await impl->send_file(std::move(to), std::move(path), result);
+}
+
+}  // namespace kabar::client

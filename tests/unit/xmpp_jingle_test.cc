@@ -1,0 +1,111 @@
+// Jingle file-transfer payloads: a round trip through build and parse, the bounds on hostile
+// input, the SOCKS5 address hash and the sanitizing of offered file names.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "xmpp/jingle.h"
+
+namespace kabar::xmpp::jingle {
+namespace {
+
+TEST(Jingle, InitiateRoundTrip) {
+  Action a;
+  a.action = "session-initiate";
+  a.sid = "s1";
+  a.initiator = "a@x/r";
+  a.content_name = "file";
+  a.file = File{"photo.jpg", 12345, std::string(32, '\x07'), "image/jpeg", std::nullopt};
+  a.transport.kind = Transport::Kind::kS5b;
+  a.transport.sid = "t1";
+  a.transport.candidates.push_back({"c1", "10.0.0.1", 5000, "a@x/r", "direct", 8257536});
+  std::string why;
+  auto p = parse(build(a), why);
+  ASSERT_TRUE(p) << why;
+  EXPECT_EQ(p->action, "session-initiate");
+  ASSERT_TRUE(p->file);
+  EXPECT_EQ(p->file->name, "photo.jpg");
+  EXPECT_EQ(p->file->size, 12345u);
+  EXPECT_EQ(p->file->sha256, std::string(32, '\x07'));
+  EXPECT_EQ(p->transport.kind, Transport::Kind::kS5b);
+  ASSERT_EQ(p->transport.candidates.size(), 1u);
+  EXPECT_EQ(p->transport.candidates[0].port, 5000);
+  EXPECT_EQ(p->transport.candidates[0].priority, 8257536u);
+}
+
+TEST(Jingle, RangeAndIbbAndReason) {
+  Action a;
+  a.action = "transport-replace";
+  a.sid = "s1";
+  a.content_name = "file";
+  a.file = File{"", 10, "", "", 5};
+  a.transport.kind = Transport::Kind::kIbb;
+  a.transport.sid = "i1";
+  a.transport.block_size = 70000;  // clamped to 65535 on parse
+  a.reason = "success";
+  std::string why;
+  auto p = parse(build(a), why);
+  ASSERT_TRUE(p) << why;
+  EXPECT_EQ(p->transport.kind, Transport::Kind::kIbb);
+  EXPECT_EQ(p->transport.block_size, 65535u);
+  ASSERT_TRUE(p->file && p->file->range_offset);
+  EXPECT_EQ(*p->file->range_offset, 5u);
+  EXPECT_EQ(p->reason, "success");
+}
+
+TEST(Jingle, RefusesHostileValues) {
+  auto with_candidate = [](std::string port, std::string prio) {
+    xml::Element j("jingle", kJingle);
+    j.set_attr("action", "session-initiate").set_attr("sid", "s");
+    auto& t = j.add_child("content", kJingle).add_child("transport", kS5b);
+    t.set_attr("sid", "t");
+    t.add_child("candidate", kS5b)
+        .set_attr("cid", "c")
+        .set_attr("host", "h")
+        .set_attr("jid", "j")
+        .set_attr("port", port)
+        .set_attr("priority", prio);
+    return j;
+  };
+  std::string why;
+  EXPECT_FALSE(parse(with_candidate("70000", "1"), why));
+  EXPECT_FALSE(parse(with_candidate("0", "1"), why));
+  EXPECT_FALSE(parse(with_candidate("-1", "1"), why));
+  EXPECT_FALSE(parse(with_candidate("5", "99999999999"), why));
+  EXPECT_TRUE(parse(with_candidate("5", "1"), why)) << why;
+
+  xml::Element j("jingle", kJingle);
+  j.set_attr("action", "session-initiate").set_attr("sid", "bad sid");
+  EXPECT_FALSE(parse(j, why));
+  xml::Element k("jingle", kJingle);
+  k.set_attr("action", "session-initiate").set_attr("sid", "s");
+  auto& f = k.add_child("content", kJingle)
+                .add_child("description", kFileTransfer)
+                .add_child("file", kFileTransfer);
+  f.add_child("size", kFileTransfer).add_text("12x");
+  EXPECT_FALSE(parse(k, why));
+}
+
+TEST(Jingle, Socks5Hash) {
+  // XEP-0065 §5.3.2's example shape: SHA-1 hex of sid + requester + target.
+  EXPECT_EQ(socks5_dst("", "", ""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+  EXPECT_EQ(socks5_dst("a", "b", "c").size(), 40u);
+  EXPECT_NE(socks5_dst("s", "a", "b"), socks5_dst("s", "b", "a"));
+}
+
+TEST(Jingle, SafeFileName) {
+  EXPECT_EQ(safe_file_name("photo.jpg"), "photo.jpg");
+  EXPECT_EQ(safe_file_name("../../etc/passwd"), "passwd");
+  EXPECT_EQ(safe_file_name("..\\..\\boot.ini"), "boot.ini");
+  EXPECT_EQ(safe_file_name(".."), "file");
+  EXPECT_EQ(safe_file_name(""), "file");
+  EXPECT_EQ(safe_file_name("/"), "file");
+  EXPECT_EQ(safe_file_name(".bashrc"), "bashrc");
+  EXPECT_EQ(safe_file_name(std::string("a\nb\0c", 5)), "abc");
+  std::string longname(1000, 'x');
+  EXPECT_EQ(safe_file_name(longname + ".png").size(), kMaxNameBytes);
+  EXPECT_EQ(safe_file_name(longname + ".png").substr(kMaxNameBytes - 4), ".png");
+}
+
+}  // namespace
+}  // namespace kabar::xmpp::jingle

@@ -62,6 +62,9 @@ struct Proxy65::Conn {
     boost::system::error_code ec;
     sock.shutdown(tcp::socket::shutdown_both, ec);
     sock.close(ec);
+    // A pending deadline is work on the loop: left armed, it kept kabard from stopping for up to
+    // the idle timeout while a connection waited for activation.
+    if (timer) timer->cancel();
   }
 };
 

@@ -2,7 +2,8 @@
 // XEP-0234) over SOCKS5 bytestreams (XEP-0260/XEP-0065: the sender's own addresses first, the
 // server's proxy as fallback), then in-band bytestreams (XEP-0261/XEP-0047) by transport-replace
 // when no SOCKS5 candidate works. The file's SHA-256 (XEP-0300) travels in the offer and is
-// checked on arrival.
+// checked on arrival. The older stream initiation (XEP-0095/XEP-0096) over XEP-0065 or XEP-0047,
+// both ways, for clients that only have that.
 //
 // Runs on the client's io_context like the client itself; not thread-safe. The FileTransfer must
 // outlive every transfer it started (they hold a pointer to the client).
@@ -28,14 +29,21 @@ struct FileOffer {
 struct TransferResult {
   std::string peer;
   std::string path;       // receiving: where the file was saved
+  std::string protocol;   // "jingle" (XEP-0234) or "si" (XEP-0096)
   std::string transport;  // "s5b-direct", "s5b-proxy" or "ibb"
   std::uint64_t bytes = 0;
   std::string sha256;  // hex
+  // Jingle: the receiver compared the SHA-256 offered (and, sending, confirmed it). SI: the
+  // receiver compared the MD5 the sender offered; a sender gets no confirmation.
   bool hash_checked = false;
   Error error;
 };
 
 struct TransferOptions {
+  // kAuto: Jingle when the contact's disco#info announces it, else stream initiation (XEP-0096)
+  // when it announces that.
+  enum class Protocol { kAuto, kJingle, kSi };
+  Protocol protocol = Protocol::kAuto;
   bool direct = true;  // offer our own addresses as SOCKS5 candidates
   bool proxy = true;   // offer the server's XEP-0065 proxy
   bool ibb = true;     // fall back to in-band bytestreams

@@ -249,4 +249,117 @@ bool valid_sid(std::string_view sid) {
   return true;
 }
 
+std::optional<SiOffer> parse_si_offer(const xml::Element& si, std::string& why) {
+  if (!si.is("si", kSi) || si.attr("profile") != kSiFileTransfer) {
+    why = "not a file transfer offer";
+    return std::nullopt;
+  }
+  SiOffer o;
+  o.sid = std::string(si.attr("id"));
+  o.mime_type = std::string(si.attr("mime-type"));
+  if (!valid_sid(o.sid)) {
+    why = "bad sid";
+    return std::nullopt;
+  }
+  const xml::Element* f = si.child("file", kSiFileTransfer);
+  if (!f || !parse_uint(f->attr("size"), o.size)) {
+    why = "no file or no size";
+    return std::nullopt;
+  }
+  o.name = std::string(f->attr("name"));
+  o.md5 = std::string(f->attr("hash"));
+  if (o.name.size() > 4096 || o.md5.size() > 64) {
+    why = "file name or hash too long";
+    return std::nullopt;
+  }
+  const xml::Element* x = si.child("feature", kFeatureNeg);
+  x = x ? x->child("x", kDataForms) : nullptr;
+  if (x) {
+    for (const xml::Element* field : x->children("field", kDataForms)) {
+      if (field->attr("var") != "stream-method") continue;
+      for (const xml::Element* opt : field->children("option", kDataForms)) {
+        if (o.methods.size() == 8) break;
+        o.methods.push_back(opt->child_text("value", kDataForms));
+      }
+    }
+  }
+  return o;
+}
+
+xml::Element build_si_offer(const SiOffer& o) {
+  xml::Element si("si", kSi);
+  si.set_attr("id", o.sid).set_attr("profile", kSiFileTransfer);
+  if (!o.mime_type.empty()) si.set_attr("mime-type", o.mime_type);
+  xml::Element& f = si.add_child("file", kSiFileTransfer);
+  f.set_attr("name", o.name).set_attr("size", std::to_string(o.size));
+  if (!o.md5.empty()) f.set_attr("hash", o.md5);
+  xml::Element& field = si.add_child("feature", kFeatureNeg)
+                            .add_child("x", kDataForms)
+                            .set_attr("type", "form")
+                            .add_child("field", kDataForms);
+  field.set_attr("var", "stream-method").set_attr("type", "list-single");
+  for (const std::string& m : o.methods)
+    field.add_child("option", kDataForms).add_child("value", kDataForms).add_text(m);
+  return si;
+}
+
+xml::Element build_si_accept(std::string_view method) {
+  xml::Element si("si", kSi);
+  si.add_child("feature", kFeatureNeg)
+      .add_child("x", kDataForms)
+      .set_attr("type", "submit")
+      .add_child("field", kDataForms)
+      .set_attr("var", "stream-method")
+      .add_child("value", kDataForms)
+      .add_text(method);
+  return si;
+}
+
+std::string parse_si_accept(const xml::Element& si) {
+  const xml::Element* x = si.child("feature", kFeatureNeg);
+  x = x ? x->child("x", kDataForms) : nullptr;
+  if (!x) return {};
+  for (const xml::Element* field : x->children("field", kDataForms))
+    if (field->attr("var") == "stream-method") return field->child_text("value", kDataForms);
+  return {};
+}
+
+std::optional<BytestreamQuery> parse_bytestreams(const xml::Element& q, std::string& why) {
+  BytestreamQuery out;
+  out.sid = std::string(q.attr("sid"));
+  if (!valid_sid(out.sid)) {
+    why = "bad sid";
+    return std::nullopt;
+  }
+  for (const xml::Element* h : q.children("streamhost", kBytestreams)) {
+    if (out.hosts.size() == kMaxCandidates) break;
+    StreamHost sh;
+    sh.jid = std::string(h->attr("jid"));
+    sh.host = std::string(h->attr("host"));
+    std::uint32_t port = 0;
+    // A streamhost without host/port (XEP-0065 §5.3.1 zero-configuration) is skipped.
+    if (sh.host.empty() || sh.host.size() > 255 || !parse_uint(h->attr("port"), port) ||
+        port == 0 || port > 65535)
+      continue;
+    sh.port = static_cast<std::uint16_t>(port);
+    out.hosts.push_back(std::move(sh));
+  }
+  if (const xml::Element* u = q.child("streamhost-used", kBytestreams))
+    out.used = std::string(u->attr("jid"));
+  return out;
+}
+
+xml::Element build_bytestreams(const BytestreamQuery& q) {
+  xml::Element x("query", kBytestreams);
+  x.set_attr("sid", q.sid);
+  if (q.used.empty()) x.set_attr("mode", "tcp");
+  for (const StreamHost& h : q.hosts)
+    x.add_child("streamhost", kBytestreams)
+        .set_attr("jid", h.jid)
+        .set_attr("host", h.host)
+        .set_attr("port", std::to_string(h.port));
+  if (!q.used.empty()) x.add_child("streamhost-used", kBytestreams).set_attr("jid", q.used);
+  return x;
+}
+
 }  // namespace kabar::xmpp::jingle

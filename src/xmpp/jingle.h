@@ -94,4 +94,41 @@ std::string safe_file_name(std::string_view offered);
 // True for a sid made of [A-Za-z0-9._-], 1..kMaxSidBytes long (used in file names and hashes).
 bool valid_sid(std::string_view sid);
 
+// ---- The older stream initiation file transfer (XEP-0095, XEP-0096) and XEP-0065's IQs ----
+
+inline constexpr const char* kSi = "http://jabber.org/protocol/si";
+inline constexpr const char* kSiFileTransfer =
+    "http://jabber.org/protocol/si/profile/file-transfer";
+inline constexpr const char* kFeatureNeg = "http://jabber.org/protocol/feature-neg";
+inline constexpr const char* kDataForms = "jabber:x:data";
+
+struct SiOffer {
+  std::string sid;
+  std::string name;
+  std::uint64_t size = 0;
+  std::string md5;  // XEP-0096 §3.1: hex MD5, when given
+  std::string mime_type;
+  std::vector<std::string> methods;  // stream-method options, in the sender's order
+};
+// <si xmlns='http://jabber.org/protocol/si' profile='...file-transfer'/>: nullopt with `why`.
+std::optional<SiOffer> parse_si_offer(const xml::Element& si, std::string& why);
+xml::Element build_si_offer(const SiOffer& offer);
+// The receiver's choice (XEP-0095 §3.2): <si><feature><x type='submit'>...stream-method.
+xml::Element build_si_accept(std::string_view method);
+std::string parse_si_accept(const xml::Element& si);  // the chosen method, or empty
+
+// XEP-0065 §5.3.1 <query xmlns='http://jabber.org/protocol/bytestreams'/>.
+struct StreamHost {
+  std::string jid;
+  std::string host;
+  std::uint16_t port = 0;
+};
+struct BytestreamQuery {
+  std::string sid;
+  std::vector<StreamHost> hosts;  // at most kMaxCandidates, each with a host and a port
+  std::string used;               // <streamhost-used jid=/>
+};
+std::optional<BytestreamQuery> parse_bytestreams(const xml::Element& query, std::string& why);
+xml::Element build_bytestreams(const BytestreamQuery& q);
+
 }  // namespace kabar::xmpp::jingle

@@ -107,5 +107,36 @@ TEST(Jingle, SafeFileName) {
   EXPECT_EQ(safe_file_name(longname + ".png").substr(kMaxNameBytes - 4), ".png");
 }
 
+TEST(StreamInitiation, OfferAcceptAndStreamhosts) {
+  SiOffer o{"sid1", "a.txt", 42, "0123abcd", "text/plain", {kBytestreams, kIbb}};
+  std::string why;
+  auto p = parse_si_offer(build_si_offer(o), why);
+  ASSERT_TRUE(p) << why;
+  EXPECT_EQ(p->sid, "sid1");
+  EXPECT_EQ(p->name, "a.txt");
+  EXPECT_EQ(p->size, 42u);
+  EXPECT_EQ(p->md5, "0123abcd");
+  EXPECT_EQ(p->methods, (std::vector<std::string>{kBytestreams, kIbb}));
+  EXPECT_EQ(parse_si_accept(build_si_accept(kIbb)), kIbb);
+
+  xml::Element bad = build_si_offer(o);
+  bad.set_attr("profile", "urn:other");
+  EXPECT_FALSE(parse_si_offer(bad, why));
+  xml::Element nosize = build_si_offer(o);
+  nosize.child("file", kSiFileTransfer)->set_attr("size", "lots");
+  EXPECT_FALSE(parse_si_offer(nosize, why));
+
+  BytestreamQuery q{"s", {{"a@x/r", "10.0.0.1", 1234}, {"proxy.x", "10.0.0.2", 7777}}, ""};
+  xml::Element qe = build_bytestreams(q);
+  qe.add_child("streamhost", kBytestreams).set_attr("jid", "z").set_attr("port", "99999");
+  auto pq = parse_bytestreams(qe, why);
+  ASSERT_TRUE(pq) << why;
+  ASSERT_EQ(pq->hosts.size(), 2u);  // the one with a bad port is skipped
+  EXPECT_EQ(pq->hosts[1].port, 7777);
+  auto used = parse_bytestreams(build_bytestreams({"s", {}, "proxy.x"}), why);
+  ASSERT_TRUE(used);
+  EXPECT_EQ(used->used, "proxy.x");
+}
+
 }  // namespace
 }  // namespace kabar::xmpp::jingle

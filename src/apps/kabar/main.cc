@@ -294,6 +294,7 @@ struct SendFileFlags {
   bool no_direct = false;
   bool no_proxy = false;
   bool no_ibb = false;
+  bool si = false;
 };
 
 awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string to,
@@ -313,6 +314,7 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
   ft.options.direct = !flags.no_direct;
   ft.options.proxy = !flags.no_proxy;
   ft.options.ibb = !flags.no_ibb;
+  if (flags.si) ft.options.protocol = client::TransferOptions::Protocol::kSi;
   ProgressBar bar(path);
   ft.on_progress = [&bar](const std::string&, std::uint64_t done, std::uint64_t total) {
     bar.update(done, total);
@@ -324,9 +326,14 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
     co_await c.disconnect();
     co_return report(e);
   }
-  std::printf("sent %s to %s: %llu bytes over %s, SHA-256 %s confirmed by the receiver\n",
-              path.c_str(), target.c_str(), static_cast<unsigned long long>(res.bytes),
-              res.transport.c_str(), res.sha256.c_str());
+  if (res.protocol == "si")
+    std::printf("sent %s to %s: %llu bytes over %s (stream initiation), SHA-256 %s\n", path.c_str(),
+                target.c_str(), static_cast<unsigned long long>(res.bytes), res.transport.c_str(),
+                res.sha256.c_str());
+  else
+    std::printf("sent %s to %s: %llu bytes over %s, SHA-256 %s confirmed by the receiver\n",
+                path.c_str(), target.c_str(), static_cast<unsigned long long>(res.bytes),
+                res.transport.c_str(), res.sha256.c_str());
   co_return co_await finish(c, kExitOk);
 }
 
@@ -414,7 +421,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     for (auto& [sid, b] : bars) b->finish();
     bars.clear();
     if (r.error) {
-      out("file-error", {{"from", r.peer}, {"error", r.error.message}},
+      out("file-error", {{"from", r.peer}, {"protocol", r.protocol}, {"error", r.error.message}},
           "file from " + r.peer + " failed: " + r.error.message);
     } else {
       out("file",
@@ -422,6 +429,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
            {"path", r.path},
            {"size", std::to_string(r.bytes)},
            {"sha256", r.sha256},
+           {"protocol", r.protocol},
            {"transport", r.transport},
            {"hash_checked", r.hash_checked ? "yes" : "no"}},
           "received " + r.path + " from " + r.peer + " (" + std::to_string(r.bytes) +
@@ -533,6 +541,8 @@ int main(int argc, char** argv) {
   sendfile->add_flag("--no-direct", sf_flags.no_direct, "Do not offer our own addresses");
   sendfile->add_flag("--no-proxy", sf_flags.no_proxy, "Do not offer the server's SOCKS5 proxy");
   sendfile->add_flag("--no-ibb", sf_flags.no_ibb, "Do not fall back to in-band bytestreams");
+  sendfile->add_flag("--si", sf_flags.si,
+                     "Use the older stream initiation (XEP-0096) even if the contact has Jingle");
   auto* chat = app.add_subcommand("chat", "Full-screen terminal chat");
 
   try {

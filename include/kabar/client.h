@@ -96,6 +96,7 @@ struct Message {
   std::string delay;        // XEP-0203 stamp: an offline (delayed) message
   std::string chat_state;   // XEP-0085: active, composing, paused, inactive, gone
   std::string receipt_for;  // XEP-0184: <received id=.../>: the id of our message delivered
+  std::string oob_url;      // XEP-0066: <x xmlns='jabber:x:oob'><url/></x>, a file to fetch
   bool receipt_requested = false;
   std::string error;  // for type error: the condition
 };

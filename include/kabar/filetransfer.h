@@ -62,6 +62,12 @@ class FileTransfer {
   // hash (session-terminate success) or the transfer failed.
   awaitable<Error> send_file(std::string to, std::string path, TransferResult* result = nullptr);
 
+  // For a contact with no online resource (XEP-0363): finds the server's upload service, asks
+  // for a slot, PUTs the file over HTTP(S) and sends the download URL to `to` in a message with
+  // XEP-0066 out-of-band data (the URL is also the body). kNotFound when the server has no
+  // upload service. `url` receives the download URL.
+  awaitable<Error> upload_and_send(std::string to, std::string path, std::string* url = nullptr);
+
   TransferOptions options;
 
   // Receiving. Offers are declined unless accept_dir is set and on_offer (when set) says yes.

@@ -719,6 +719,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
     if (const xml::Element* r = el.child("received", kReceipts))
       m.receipt_for = std::string(r->attr("id"));
     m.receipt_requested = el.child("request", kReceipts) != nullptr;
+    if (const xml::Element* x = el.child("x", "jabber:x:oob"))
+      m.oob_url = x->child_text("url", "jabber:x:oob");
     if (m.type == "error") {
       m.error = error_condition(el);
       bounced[m.id] = m;

@@ -7,12 +7,15 @@ the SHA-256 checked on both ends:
 - ibb: the same namespaces with kabard's proxy switched off, so the transfer falls back to
   in-band bytestreams (XEP-0261/XEP-0047) by transport-replace. IBB is sent here with 8 MiB, not
   50 MiB: it costs a stanza round trip per 32 KiB block, slow under ASan.
+- offline: bob has no online resource, so sendfile uploads the file (XEP-0363, kabard's --http)
+  and sends the link (XEP-0066); bob finds it when he comes online, the download is the same.
 Plus the refusals: an offer over --max-file-size, and a name that tries to climb out of the
 accept directory (sent as raw XML).
 
 The namespaces are made with `ip netns` (root) and removed at the end, also on failure.
 """
 import hashlib
+import http.client
 import json
 import os
 import queue
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
@@ -204,8 +208,45 @@ def direct(args, work):
         finally:
             li.stop()
         r = kabar.run("alice", "sendfile", "bob@localhost", os.path.join(work, "small.txt"))
-        R.check(r.returncode == 7 and "no online resource" in r.stderr,
-                f"no online resource: exit 7 ({r.stderr.strip()})")
+        R.check(r.returncode == 7 and "no online resource" in r.stderr and "no HTTP upload" in
+                r.stderr, f"offline and no upload service: exit 7 ({r.stderr.strip()})")
+
+
+@section
+def offline(args, work):
+    """bob is offline: sendfile uploads (XEP-0363) and sends the link with XEP-0066; bob gets it
+    when he comes online and the download has the same bytes."""
+    http_port = kabartest.free_port()
+    with kabartest.Kabard(args, extra_flags=["--http", f"127.0.0.1:{http_port}"]) as k:
+        for u, p in PW.items():
+            k.add_user(u, p)
+        kabar = Kabar(os.path.join(os.path.dirname(os.path.abspath(args.kabard)), "kabar"), work,
+                      f"127.0.0.1:{k.port}")
+        src = os.path.join(work, "holiday photo.jpg")
+        want = random_file(src, 3 * MIB)
+        r = kabar.run("alice", "sendfile", "bob@localhost", src)
+        R.check(r.returncode == 0 and "uploaded" in r.stdout,
+                f"offline: sendfile uploads ({r.stdout.strip()} {r.stderr.strip()})")
+        li = Listener(kabar, "bob")
+        try:
+            ev = li.wait(lambda e: e.get("type") == "message" and e.get("url"), timeout=20)
+            R.check(ev is not None and ev.get("body") == ev.get("url") and ev.get("delay"),
+                    f"offline: bob gets the link later, as body and XEP-0066 url ({ev})")
+            if ev:
+                u = urllib.parse.urlsplit(ev["url"])
+                c = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
+                c.request("GET", u.path)
+                resp = c.getresponse()
+                data = resp.read()
+                c.close()
+                R.check(resp.status == 200 and hashlib.sha256(data).hexdigest() == want and
+                        resp.getheader("Content-Type") == "image/jpeg",
+                        f"offline: the download has the same 3 MiB, as image/jpeg "
+                        f"({resp.status}, {resp.getheader('Content-Type')})")
+        finally:
+            li.stop()
+        r = kabar.run("alice", "sendfile", "--no-upload", "bob@localhost", src)
+        R.check(r.returncode == 7, f"offline with --no-upload: exit 7 ({r.stderr.strip()})")
 
 
 class Netns:
@@ -345,6 +386,7 @@ def main():
     work = tempfile.mkdtemp(prefix="kabar-ft-work-")
     try:
         direct(args, work)
+        offline(args, work)
         through_proxy(args, work)
         in_band(args, work)
     finally:

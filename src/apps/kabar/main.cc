@@ -295,6 +295,7 @@ struct SendFileFlags {
   bool no_proxy = false;
   bool no_ibb = false;
   bool si = false;
+  bool no_upload = false;
 };
 
 awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string to,
@@ -306,11 +307,31 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
   // Negative priority: this short-lived resource must not take the account's messages.
   c.send_presence({}, {}, -1);
   std::string target = co_await pick_resource(io, c, to);
-  if (target.empty()) {
-    co_await c.disconnect();
-    co_return fail(kExitNotFound, to + " has no online resource to send the file to");
-  }
   client::FileTransfer ft(c);
+  if (target.empty()) {
+    if (flags.no_upload) {
+      co_await c.disconnect();
+      co_return fail(kExitNotFound, to + " has no online resource to send the file to");
+    }
+    // Offline (or not sharing presence with us): upload and send the link (XEP-0363, XEP-0066).
+    ProgressBar bar(path);
+    ft.on_progress = [&bar](const std::string&, std::uint64_t done, std::uint64_t total) {
+      bar.update(done, total);
+    };
+    std::string url;
+    client::Error e = co_await ft.upload_and_send(xmpp_bare(to), path, &url);
+    bar.finish();
+    if (e) {
+      co_await c.disconnect();
+      if (e.code == client::Errc::kNotFound)
+        co_return fail(kExitNotFound,
+                       to + " has no online resource to send the file to, and " + e.message);
+      co_return report(e);
+    }
+    std::printf("%s has no online resource we can see: uploaded %s and sent the link %s\n",
+                to.c_str(), path.c_str(), url.c_str());
+    co_return co_await finish(c, kExitOk);
+  }
   ft.options.direct = !flags.no_direct;
   ft.options.proxy = !flags.no_proxy;
   ft.options.ibb = !flags.no_ibb;
@@ -388,7 +409,12 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
       out("error", {{"from", m.from}, {"id", m.id}, {"condition", m.error}},
           "error from " + m.from + ": " + m.error);
     } else if (!m.body.empty()) {
-      out("message", {{"from", m.from}, {"body", m.body}, {"id", m.id}, {"delay", m.delay}},
+      out("message",
+          {{"from", m.from},
+           {"body", m.body},
+           {"id", m.id},
+           {"delay", m.delay},
+           {"url", m.oob_url}},
           m.from + ": " + m.body + (m.delay.empty() ? "" : "  [sent " + m.delay + "]"));
     } else if (!m.receipt_for.empty()) {
       out("receipt", {{"from", m.from}, {"id", m.receipt_for}},
@@ -533,14 +559,17 @@ int main(int argc, char** argv) {
   SendFileFlags sf_flags;
   auto* sendfile = app.add_subcommand(
       "sendfile",
-      "Send a file to a contact's online resource, peer to peer (Jingle over SOCKS5: direct, "
-      "else the server's proxy, else in-band)");
+      "Send a file: peer to peer to an online contact (Jingle over SOCKS5, direct, else the "
+      "server's proxy, else in-band; stream initiation for older clients), else by HTTP upload "
+      "and a link");
   sendfile->add_option("JID", sf_to, "bare JID (its highest-priority resource) or full JID")
       ->required();
   sendfile->add_option("FILE", sf_path)->required();
   sendfile->add_flag("--no-direct", sf_flags.no_direct, "Do not offer our own addresses");
   sendfile->add_flag("--no-proxy", sf_flags.no_proxy, "Do not offer the server's SOCKS5 proxy");
   sendfile->add_flag("--no-ibb", sf_flags.no_ibb, "Do not fall back to in-band bytestreams");
+  sendfile->add_flag("--no-upload", sf_flags.no_upload,
+                     "Fail instead of uploading (XEP-0363) when the contact is not online");
   sendfile->add_flag("--si", sf_flags.si,
                      "Use the older stream initiation (XEP-0096) even if the contact has Jingle");
   auto* chat = app.add_subcommand("chat", "Full-screen terminal chat");

@@ -32,7 +32,9 @@ struct TransferResult {
   std::string protocol;   // "jingle" (XEP-0234) or "si" (XEP-0096)
   std::string transport;  // "s5b-direct", "s5b-proxy" or "ibb"
   std::uint64_t bytes = 0;
-  std::string sha256;  // hex
+  std::string sha256;              // hex
+  std::uint64_t resumed_from = 0;  // XEP-0234 §8: the bytes the receiver already had
+  int attempts = 1;                // sending: offers made (more than one after a break)
   // Jingle: the receiver compared the SHA-256 offered (and, sending, confirmed it). SI: the
   // receiver compared the MD5 the sender offered; a sender gets no confirmation.
   bool hash_checked = false;
@@ -49,6 +51,7 @@ struct TransferOptions {
   bool ibb = true;     // fall back to in-band bytestreams
   std::uint32_t ibb_block_size = 32768;
   std::chrono::seconds accept_timeout{120};  // how long the contact may take to accept
+  int resume_attempts = 3;  // Jingle: new offers after the bytestream broke (the rest is sent)
 };
 
 class FileTransfer {
@@ -71,6 +74,8 @@ class FileTransfer {
   TransferOptions options;
 
   // Receiving. Offers are declined unless accept_dir is set and on_offer (when set) says yes.
+  // A Jingle transfer that breaks leaves its bytes in a hidden ".NAME.KEY.part" file there; the
+  // same file offered again by the same account (name, size and SHA-256 equal) resumes from it.
   std::string accept_dir;
   std::uint64_t max_size = 0;  // 0: no limit
   std::function<bool(const FileOffer&)> on_offer;

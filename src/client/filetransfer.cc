@@ -13,6 +13,7 @@
 #include <boost/asio/ssl.hpp>
 #include <deque>
 #include <map>
+#include <set>
 
 #include "xmpp/jid.h"
 #include "xmpp/jingle.h"
@@ -318,6 +319,7 @@ struct Session {
   // Sender side: our listener and the connection negotiated on it.
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<tcp::socket> direct;
+  tcp::socket* reading = nullptr;  // receiving: the bytestream being read (closed on terminate)
   std::string direct_dst;
   int accepted = 0;
   bool closed = false;
@@ -333,6 +335,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
   asio::io_context& io;
   std::map<std::string, SessionPtr> sessions;  // by Jingle sid
   std::optional<jingle::Candidate> proxy;      // discovered once
+  std::set<std::string> parts_in_use;          // resumable .part files of running sessions
   bool proxy_looked_up = false;
 
   std::string me() const { return client->bound_jid(); }
@@ -374,6 +377,11 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     client->send_stanza(xmpp::make_iq_result(iq));
+    if (a->action == "session-terminate" && it->second->reading) {
+      // The sender gave up on this stream: stop waiting for its bytes.
+      error_code ig;
+      it->second->reading->close(ig);
+    }
     it->second->actions.push_back(std::move(*a));
     it->second->notify();
   }
@@ -457,6 +465,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     error_code ig;
     if (s->acceptor) s->acceptor->close(ig);
     if (s->direct) s->direct->close(ig);
+    s->reading = nullptr;
     sessions.erase(s->sid);
   }
 
@@ -551,7 +560,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     co_return Error{};
   }
 
-  awaitable<Error> send_ibb(SessionPtr s, int fd, std::uint32_t block) {
+  awaitable<Error> send_ibb(SessionPtr s, int fd, std::uint32_t block, std::uint64_t offset = 0) {
     xml::Element open("iq", "jabber:client");
     open.set_attr("type", "set").set_attr("to", s->peer);
     open.add_child("open", jingle::kIbb)
@@ -562,7 +571,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     if (std::string c = Client::iq_condition(r); !c.empty())
       co_return err(Errc::kNotAllowed, "the contact refused the in-band bytestream (" + c + ")");
     std::vector<char> buf(block);
-    std::uint64_t done = 0;
+    std::uint64_t done = offset;
     std::uint16_t seq = 0;
     progress(*s, done);
     // One block in flight at a time (XEP-0047 §2.2: wait for each acknowledgement).
@@ -656,11 +665,37 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     sessions[s->sid] = s;
     // Not one ?: expression: GCC 12 mishandles co_await in a conditional operator.
     Error e;
-    if (use_si)
+    if (use_si) {
       e = co_await run_si_sender(s, fd.fd, md5, result);
-    else
-      e = co_await run_sender(s, fd.fd, result);
-    end(s);
+      end(s);
+    } else {
+      // A transfer broken off is offered again while we are online; the receiver answers with the
+      // offset it has (XEP-0234 §8), so only the rest travels.
+      const int attempts = std::max(1, owner->options.resume_attempts + 1);
+      for (int i = 0; i < attempts; ++i) {
+        if (i > 0) {
+          auto next = std::make_shared<Session>(io);
+          next->sending = true;
+          next->sid = random_id();
+          next->peer = s->peer;
+          next->initiator = me();
+          next->responder = s->peer;
+          next->s5b_sid = random_id();
+          next->ibb_sid = random_id();
+          next->file = s->file;
+          s = next;
+          sessions[s->sid] = s;
+          if (result) ++result->attempts;
+        }
+        e = co_await run_sender(s, fd.fd, result);
+        end(s);
+        if (e.code != Errc::kDisconnected || !client->connected() || i + 1 == attempts) break;
+        asio::steady_timer t(io, std::chrono::seconds(1));
+        error_code ig;
+        co_await t.async_wait(asio::redirect_error(use_awaitable, ig));
+        if (!client->connected()) break;
+      }
+    }
     if (result) result->error = e;
     co_return e;
   }
@@ -699,6 +734,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     jingle::Action init = action(*s, "session-initiate");
     init.initiator = s->initiator;
     init.file = s->file;
+    init.file->range_offset = 0;  // XEP-0234 §8: we can send from an offset (resume)
     init.transport.kind = jingle::Transport::Kind::kS5b;
     init.transport.sid = s->s5b_sid;
     init.transport.dstaddr = s->direct_dst;
@@ -719,6 +755,17 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
       terminate(*s, "failed-application");
       co_return err(Errc::kProtocol, "unexpected " + accepted->action + " from the contact");
     }
+    // XEP-0234 §8: the receiver already has the first `offset` bytes (an earlier, broken
+    // transfer) and asks for the rest.
+    std::uint64_t offset = 0;
+    if (accepted->file && accepted->file->range_offset) {
+      if (*accepted->file->range_offset > s->file.size) {
+        terminate(*s, "failed-application");
+        co_return err(Errc::kProtocol, "the contact asked for a range past the end of the file");
+      }
+      offset = *accepted->file->range_offset;
+    }
+    if (result) result->resumed_from = offset;
     // We do not try the responder's candidates (ours are enough, and a proxy covers the rest):
     // XEP-0260 §2.3 lets us say so with candidate-error.
     {
@@ -786,7 +833,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
       }
       if (sock) {
         if (result) result->transport = kind;
-        Error e = co_await stream_file(s, *sock, fd, 0);
+        Error e = co_await stream_file(s, *sock, fd, offset);
         if (e) {
           terminate(*s, "connectivity-error");
           co_return e;
@@ -834,7 +881,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
       }
     }
     if (result) result->transport = "ibb";
-    if (Error e = co_await send_ibb(s, fd, block)) {
+    if (Error e = co_await send_ibb(s, fd, block, offset)) {
       terminate(*s, "connectivity-error");
       co_return e;
     }
@@ -930,24 +977,73 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
                                            " bytes is over the limit");
     }
     std::string final_path = unused_path(dir, offer.safe_name);
-    std::string part = dir + "/." + offer.safe_name + "." + random_id() + ".part";
-    Fd fd(final_path.empty() ? -1
-                             : ::open(part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (fd.fd < 0) {
+    Hashes hash;
+    std::uint64_t got = 0;
+    // XEP-0234 §8: a file with a hash can be resumed. Its partial bytes live under a name made
+    // from the sender's account and the file's name, size and hash, so only the same file from
+    // the same account continues it; the hash at the end checks the whole.
+    bool resumable = !s->file.sha256.empty() && init.file->range_offset.has_value();
+    std::string part;
+    Fd fd;
+    if (resumable) {
+      Digest k(EVP_sha256());
+      std::string id = xmpp::Jid::parse(s->peer) ? xmpp::Jid::parse(s->peer)->bare_str() : s->peer;
+      id += '\n' + s->file.name + '\n' + std::to_string(s->file.size) + '\n' + s->file.sha256;
+      k.update(id.data(), id.size());
+      std::string key = to_hex(k.final()).substr(0, 24);
+      part = dir + "/." + offer.safe_name + "." + key + ".part";
+      if (!parts_in_use.insert(part).second) {
+        resumable = false;  // the same file is arriving in another session right now
+      } else {
+        fd.fd = ::open(part.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        struct stat st {};
+        if (fd.fd >= 0 && ::fstat(fd.fd, &st) == 0 && S_ISREG(st.st_mode) &&
+            static_cast<std::uint64_t>(st.st_size) < s->file.size) {
+          // The bytes we have count toward the hash.
+          std::vector<char> buf(kChunk);
+          ssize_t n;
+          while (got < static_cast<std::uint64_t>(st.st_size) &&
+                 (n = ::read(fd.fd, buf.data(), buf.size())) > 0) {
+            hash.update(buf.data(), static_cast<std::size_t>(n));
+            got += static_cast<std::uint64_t>(n);
+          }
+        } else if (fd.fd >= 0 && ::ftruncate(fd.fd, 0) != 0) {
+          ::close(fd.fd);
+          fd.fd = -1;
+        }
+        if (fd.fd >= 0 && ::lseek(fd.fd, static_cast<off_t>(got), SEEK_SET) < 0) {
+          ::close(fd.fd);
+          fd.fd = -1;
+        }
+      }
+    }
+    if (!resumable) {
+      part = dir + "/." + offer.safe_name + "." + random_id() + ".part";
+      fd.fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    struct PartGuard {
+      Impl* impl;
+      std::string path;
+      bool keep = false;  // a resumable part that broke off: kept for the next offer
+      ~PartGuard() {
+        impl->parts_in_use.erase(path);
+        if (!keep) ::unlink(path.c_str());
+      }
+    } guard{this, part};
+    if (final_path.empty() || fd.fd < 0) {
       terminate(*s, "failed-application");
       co_return err(Errc::kBadInput, "cannot create a file in " + dir);
     }
-    struct PartGuard {
-      std::string path;
-      ~PartGuard() {
-        if (!path.empty()) ::unlink(path.c_str());
-      }
-    } guard{part};
     res.path = final_path;
+    res.resumed_from = got;
 
     jingle::Action acc = action(*s, "session-accept");
     acc.responder = s->responder;
     acc.file = s->file;
+    if (resumable)
+      acc.file->range_offset = got;
+    else
+      acc.file->range_offset.reset();
     acc.transport = init.transport;
     acc.transport.candidates.clear();
     if (acc.transport.kind == jingle::Transport::Kind::kIbb) s->ibb_sid = init.transport.sid;
@@ -955,9 +1051,9 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     auto r = co_await send_jingle(*s, acc);
     if (std::string c = Client::iq_condition(r); !c.empty())
       co_return err(Errc::kProtocol, "the sender did not take our acceptance (" + c + ")");
+    // From here on a break keeps what arrived, when it can be resumed.
+    guard.keep = resumable;
 
-    Hashes hash;
-    std::uint64_t got = 0;
     std::unique_ptr<tcp::socket> sock;
     if (init.transport.kind == jingle::Transport::Kind::kS5b) {
       s->s5b_sid = init.transport.sid;
@@ -1019,7 +1115,8 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
       if (ready && sock) {
         res.transport = chosen->type == "proxy" ? "s5b-proxy" : "s5b-direct";
         std::vector<char> buf(kChunk);
-        progress(*s, 0);
+        progress(*s, got);
+        s->reading = sock.get();
         while (got < s->file.size) {
           std::size_t want =
               static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), s->file.size - got));
@@ -1039,6 +1136,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
           got += n;
           progress(*s, got);
         }
+        s->reading = nullptr;
       }
     } else {
       s->ibb_sid = init.transport.sid;
@@ -1058,11 +1156,13 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     res.sha256 = to_hex(digest);
     res.bytes = got;
     if (!s->file.sha256.empty() && digest != s->file.sha256) {
+      guard.keep = false;
       terminate(*s, "media-error");
       co_return err(Errc::kProtocol, "the file from " + s->peer + " arrived damaged (SHA-256 " +
                                          res.sha256 + " is not the one offered)");
     }
     res.hash_checked = !s->file.sha256.empty();
+    guard.keep = false;  // linked under its final name below, or given up
     // No overwriting: link() fails if a file of that name appeared meanwhile.
     if (::link(part.c_str(), final_path.c_str()) != 0) {
       final_path = unused_path(dir, offer.safe_name);

@@ -9,6 +9,8 @@ the SHA-256 checked on both ends:
   50 MiB: it costs a stanza round trip per 32 KiB block, slow under ASan.
 - offline: bob has no online resource, so sendfile uploads the file (XEP-0363, kabard's --http)
   and sends the link (XEP-0066); bob finds it when he comes online, the download is the same.
+- resumed: the proxy path cut halfway with `ss -K`; the sender offers again and the receiver
+  asks for the rest with a XEP-0234 <range offset/>, 50 MiB, hash checked over the whole file.
 Plus the refusals: an offer over --max-file-size, and a name that tries to climb out of the
 accept directory (sent as raw XML).
 
@@ -289,7 +291,7 @@ class Netns:
 class NetnsKabard:
     """kabard inside the srv namespace, listening on 10.213.9.1."""
 
-    def __init__(self, args, ns, proxy):
+    def __init__(self, args, ns, proxy, config=""):
         self.dir = tempfile.mkdtemp(prefix="kabar-ft-")
         self.data_dir = os.path.join(self.dir, "data")
         self.args = args
@@ -298,6 +300,11 @@ class NetnsKabard:
                self.data_dir, "--c2s", "10.213.9.1:5222", "--c2s-tls", "10.213.9.1:5223"]
         if proxy:
             cmd += ["--proxy65", "10.213.9.1:7777"]
+        if config:
+            path = os.path.join(self.dir, "kabard.toml")
+            with open(path, "w") as f:
+                f.write(config)
+            cmd += ["--config", path]
         self.log_path = os.path.join(self.dir, "kabard.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
@@ -381,6 +388,67 @@ def in_band(args, work):
     split_transfer(args, work, False, 8 * MIB, "ibb", "ibb")
 
 
+@section
+def resumed(args, work):
+    """The transfer's connection is cut halfway (alice's socket to the proxy destroyed with
+    `ss -K`); alice offers the file again, bob answers with the offset he has (XEP-0234 range) and
+    only the rest travels. The proxy is slowed to 16 MiB/s so there is a halfway to cut at."""
+    ns = Netns()
+    k = li = None
+    try:
+        ns.up()
+        k = NetnsKabard(args, ns, True, config="[proxy65]\nbytes_per_second = 16777216\n")
+        for u, p in PW.items():
+            k.add_user(u, p)
+        kabar = SplitKabar(os.path.join(os.path.dirname(os.path.abspath(args.kabard)), "kabar"),
+                           work, ns)
+        dest = os.path.join(work, "resume-in")
+        os.makedirs(dest)
+        src = os.path.join(work, "resume.bin")
+        size = 50 * MIB
+        want = random_file(src, size)
+        li = Listener(kabar, "bob", "--accept-files", dest)
+        ready = li.wait(lambda e: e.get("type") == "ready", timeout=20)
+        if not R.check(ready is not None, "resume: bob listens"):
+            return
+        sender = subprocess.Popen(kabar.argv("alice", "sendfile", ready["jid"], src),
+                                  env=kabar.env("alice"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        cut_at = 0
+        deadline = time.time() + 60
+        while time.time() < deadline and sender.poll() is None:
+            parts = [os.path.join(dest, n) for n in os.listdir(dest) if n.endswith(".part")]
+            have = max([os.path.getsize(p) for p in parts] or [0])
+            if have >= size // 3:
+                subprocess.run(["ip", "netns", "exec", ns.a, "ss", "-K", "dst", "10.213.9.1",
+                                "dport", "=", "7777"], capture_output=True)
+                cut_at = have
+                break
+            time.sleep(0.02)
+        R.check(0 < cut_at < size, f"resume: cut the bytestream after {cut_at} bytes")
+        out, err = sender.communicate(timeout=180)
+        R.check(sender.returncode == 0 and "resumed at byte" in out,
+                f"resume: sendfile resumes and succeeds ({out.strip()} {err.strip()[-300:]})")
+        broke = li.wait(lambda e: e.get("type") == "file-error", timeout=5)
+        R.check(broke is not None, f"resume: bob saw the break ({broke})")
+        ev = li.wait(lambda e: e.get("type") == "file", timeout=60)
+        resumed_from = int(ev.get("resumed_from", "0")) if ev else 0
+        R.check(ev is not None and resumed_from >= cut_at // 2 and
+                ev.get("hash_checked") == "yes",
+                f"resume: bob continued from byte {resumed_from}, hash checked ({ev})")
+        R.check(ev is not None and sha256_file(ev["path"]) == want and
+                os.path.getsize(ev["path"]) == size, "resume: 50 MiB intact after the resume")
+        R.check(not [n for n in os.listdir(dest) if n.endswith(".part")],
+                "resume: no partial file left")
+    finally:
+        if li:
+            li.stop()
+        if k:
+            rc = k.stop()
+            R.check(rc == 0, f"resume: kabard stops cleanly (exit {rc})")
+        ns.down()
+
+
 def main():
     args = kabartest.parse_args()
     work = tempfile.mkdtemp(prefix="kabar-ft-work-")
@@ -389,6 +457,7 @@ def main():
         offline(args, work)
         through_proxy(args, work)
         in_band(args, work)
+        resumed(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     R.finish()

@@ -352,9 +352,12 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
                 target.c_str(), static_cast<unsigned long long>(res.bytes), res.transport.c_str(),
                 res.sha256.c_str());
   else
-    std::printf("sent %s to %s: %llu bytes over %s, SHA-256 %s confirmed by the receiver\n",
+    std::printf("sent %s to %s: %llu bytes over %s, SHA-256 %s confirmed by the receiver%s\n",
                 path.c_str(), target.c_str(), static_cast<unsigned long long>(res.bytes),
-                res.transport.c_str(), res.sha256.c_str());
+                res.transport.c_str(), res.sha256.c_str(),
+                res.resumed_from
+                    ? (" (resumed at byte " + std::to_string(res.resumed_from) + ")").c_str()
+                    : "");
   co_return co_await finish(c, kExitOk);
 }
 
@@ -457,7 +460,8 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
            {"sha256", r.sha256},
            {"protocol", r.protocol},
            {"transport", r.transport},
-           {"hash_checked", r.hash_checked ? "yes" : "no"}},
+           {"hash_checked", r.hash_checked ? "yes" : "no"},
+           {"resumed_from", r.resumed_from ? std::to_string(r.resumed_from) : ""}},
           "received " + r.path + " from " + r.peer + " (" + std::to_string(r.bytes) +
               " bytes over " + r.transport + (r.hash_checked ? ", SHA-256 checked)" : ")"));
     }

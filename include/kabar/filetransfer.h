@@ -26,6 +26,8 @@ struct FileOffer {
   std::uint64_t size = 0;
 };
 
+enum class OfferDecision { kAccept, kDecline, kAsk };
+
 struct TransferResult {
   std::string peer;
   std::string path;       // receiving: where the file was saved
@@ -78,7 +80,10 @@ class FileTransfer {
   // same file offered again by the same account (name, size and SHA-256 equal) resumes from it.
   std::string accept_dir;
   std::uint64_t max_size = 0;  // 0: no limit
-  std::function<bool(const FileOffer&)> on_offer;
+  // Called for each offer within the limits; kAsk leaves it waiting (up to
+  // options.accept_timeout) for decide(offer.sid, yes). Unset: accept.
+  std::function<OfferDecision(const FileOffer&)> on_offer;
+  void decide(const std::string& sid, bool accept);
   std::function<void(const TransferResult&)> on_received;  // success or failure
 
   // Progress of any transfer, sending or receiving: bytes done of total.

@@ -319,7 +319,9 @@ struct Session {
   // Sender side: our listener and the connection negotiated on it.
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<tcp::socket> direct;
-  tcp::socket* reading = nullptr;  // receiving: the bytestream being read (closed on terminate)
+  tcp::socket* reading = nullptr;
+  std::optional<bool> decision;  // receiving: the user's answer to an offer (OfferDecision::kAsk)
+                                 // // receiving: the bytestream being read (closed on terminate)
   std::string direct_dst;
   int accepted = 0;
   bool closed = false;
@@ -403,7 +405,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
 
   // Waits until the session has something queued or `until` passes; false on timeout.
   awaitable<bool> wait(Session& s, std::chrono::steady_clock::time_point until) {
-    while (s.actions.empty() && s.iqs.empty() && !s.closed) {
+    while (s.actions.empty() && s.iqs.empty() && !s.closed && !s.decision) {
       if (std::chrono::steady_clock::now() >= until) co_return false;
       s.signal.expires_at(until);
       error_code ec;
@@ -952,6 +954,31 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     if (owner && owner->on_received) owner->on_received(res);
   }
 
+  // Whether to take an offer: nullopt to accept, else why not. With OfferDecision::kAsk the
+  // answer comes later through decide(), or the offer times out.
+  awaitable<std::optional<std::string>> decide_offer(SessionPtr s, FileOffer offer) {
+    std::string declined = "declined " + offer.safe_name + " from " + s->peer;
+    if (!owner || owner->accept_dir.empty()) co_return declined;
+    if (owner->max_size && offer.size > owner->max_size)
+      co_return declined + ": " + std::to_string(offer.size) + " bytes is over the limit";
+    auto d = owner->on_offer ? owner->on_offer(offer) : OfferDecision::kAccept;
+    if (d == OfferDecision::kAccept) co_return std::nullopt;
+    if (d == OfferDecision::kDecline) co_return declined;
+    auto until = std::chrono::steady_clock::now() + owner->options.accept_timeout;
+    while (!s->decision) {
+      if (!s->actions.empty()) {
+        jingle::Action a = std::move(s->actions.front());
+        s->actions.pop_front();
+        if (a.action == "session-terminate")
+          co_return s->peer + " withdrew the offer of " + offer.safe_name;
+        continue;
+      }
+      if (!co_await wait(*s, until)) co_return declined + " (no answer in time)";
+    }
+    if (*s->decision) co_return std::nullopt;
+    co_return declined;
+  }
+
   awaitable<Error> run_receiver(SessionPtr s, jingle::Action init, TransferResult& res) {
     if (!init.file || init.transport.kind == jingle::Transport::Kind::kNone) {
       terminate(*s, "unsupported-applications");
@@ -966,15 +993,9 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     offer.name = s->file.name;
     offer.safe_name = jingle::safe_file_name(s->file.name);
     offer.size = s->file.size;
-    if (dir.empty() || (owner->on_offer && !owner->on_offer(offer))) {
+    if (auto why = co_await decide_offer(s, offer)) {
       terminate(*s, "decline");
-      co_return err(Errc::kNotAllowed, "declined " + offer.safe_name + " from " + s->peer);
-    }
-    if (owner->max_size && s->file.size > owner->max_size) {
-      terminate(*s, "decline");
-      co_return err(Errc::kNotAllowed, "declined " + offer.safe_name + " from " + s->peer + ": " +
-                                           std::to_string(s->file.size) +
-                                           " bytes is over the limit");
+      co_return err(Errc::kNotAllowed, *why);
     }
     std::string final_path = unused_path(dir, offer.safe_name);
     Hashes hash;
@@ -1300,22 +1321,10 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     }
     FileOffer fo;
     fo.from = from;
-    fo.sid = offer->sid;
+    fo.sid = key;
     fo.name = offer->name;
     fo.safe_name = jingle::safe_file_name(offer->name);
     fo.size = offer->size;
-    if (!owner || owner->accept_dir.empty() || (owner->on_offer && !owner->on_offer(fo)) ||
-        (owner->max_size && offer->size > owner->max_size)) {
-      // XEP-0095 §3.2: a declined offer is a forbidden error.
-      client->send_stanza(
-          xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "forbidden", "Offer declined"));
-      TransferResult res;
-      res.peer = from;
-      res.protocol = "si";
-      res.error = err(Errc::kNotAllowed, "declined " + fo.safe_name + " from " + from);
-      if (owner && owner->on_received) owner->on_received(res);
-      return;
-    }
     auto s = std::make_shared<Session>(io);
     s->si = true;
     s->sid = key;
@@ -1329,18 +1338,26 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
     else
       s->ibb_sid = offer->sid;
     sessions[key] = s;
-    xml::Element r = xmpp::make_iq_result(iq);
-    r.add_child(jingle::build_si_accept(method));
-    client->send_stanza(r);
-    asio::co_spawn(io, receive_si(shared_from_this(), s, fo.safe_name, offer->md5), asio::detached);
+    asio::co_spawn(io, receive_si(shared_from_this(), s, fo, offer->md5, iq, method),
+                   asio::detached);
   }
 
-  awaitable<void> receive_si(std::shared_ptr<Impl> self, SessionPtr s, std::string safe_name,
-                             std::string md5) {
+  awaitable<void> receive_si(std::shared_ptr<Impl> self, SessionPtr s, FileOffer fo,
+                             std::string md5, xml::Element iq, std::string method) {
     TransferResult res;
     res.peer = s->peer;
     res.protocol = "si";
-    res.error = co_await run_si_receiver(s, safe_name, md5, res);
+    if (auto why = co_await decide_offer(s, fo)) {
+      // XEP-0095 §3.2: a declined offer is a forbidden error.
+      client->send_stanza(
+          xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "forbidden", "Offer declined"));
+      res.error = err(Errc::kNotAllowed, *why);
+    } else {
+      xml::Element r = xmpp::make_iq_result(iq);
+      r.add_child(jingle::build_si_accept(method));
+      client->send_stanza(r);
+      res.error = co_await run_si_receiver(s, fo.safe_name, md5, res);
+    }
     end(s);
     if (owner && owner->on_received) owner->on_received(res);
   }
@@ -1684,6 +1701,13 @@ FileTransfer::~FileTransfer() {
     if (s->direct) s->direct->close(ig);
     s->notify();
   }
+}
+
+void FileTransfer::decide(const std::string& sid, bool accept) {
+  auto it = impl_->sessions.find(sid);
+  if (it == impl_->sessions.end() || it->second->sending || it->second->decision) return;
+  it->second->decision = accept;
+  it->second->notify();
 }
 
 awaitable<Error> FileTransfer::upload_and_send(std::string to, std::string path, std::string* url) {

@@ -160,13 +160,8 @@ ProgressBar::ProgressBar(std::string label)
       start_(std::chrono::steady_clock::now()),
       last_() {}
 
-void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
-  if (!tty_) return;
-  auto now = std::chrono::steady_clock::now();
-  if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return;
-  last_ = now;
-  drawn_ = true;
-  double secs = std::chrono::duration<double>(now - start_).count();
+std::string progress_text(const std::string& label, std::uint64_t done, std::uint64_t total,
+                          double secs) {
   double rate = secs > 0.05 ? static_cast<double>(done) / secs : 0;
   double frac = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
   constexpr int kWidth = 24;
@@ -180,10 +175,23 @@ void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
     std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
     left = buf;
   }
-  std::fprintf(stderr, "\r%s [%s] %3d%%  %s/%s  %s/s  %s left\x1b[K", label_.c_str(), bar.c_str(),
-               static_cast<int>(frac * 100), human_bytes(static_cast<double>(done)).c_str(),
-               human_bytes(static_cast<double>(total)).c_str(), human_bytes(rate).c_str(),
-               left.c_str());
+  char line[512];
+  std::snprintf(
+      line, sizeof line, "%s [%s] %3d%%  %s/%s  %s/s  %s left", label.c_str(), bar.c_str(),
+      static_cast<int>(frac * 100), human_bytes(static_cast<double>(done)).c_str(),
+      human_bytes(static_cast<double>(total)).c_str(), human_bytes(rate).c_str(), left.c_str());
+  return line;
+}
+
+void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
+  if (!tty_) return;
+  auto now = std::chrono::steady_clock::now();
+  if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return;
+  last_ = now;
+  drawn_ = true;
+  std::string line =
+      progress_text(label_, done, total, std::chrono::duration<double>(now - start_).count());
+  std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
   std::fflush(stderr);
 }
 

@@ -441,7 +441,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     out("file-offer", {{"from", f.from}, {"name", f.safe_name}, {"size", std::to_string(f.size)}},
         f.from + " offers " + f.safe_name + " (" + std::to_string(f.size) + " bytes)");
     if (!json) bars[f.sid] = std::make_unique<ProgressBar>(f.safe_name);
-    return true;
+    return client::OfferDecision::kAccept;
   };
   ft.on_progress = [&](const std::string& sid, std::uint64_t done, std::uint64_t total) {
     if (auto it = bars.find(sid); it != bars.end()) it->second->update(done, total);
@@ -576,7 +576,11 @@ int main(int argc, char** argv) {
                      "Fail instead of uploading (XEP-0363) when the contact is not online");
   sendfile->add_flag("--si", sf_flags.si,
                      "Use the older stream initiation (XEP-0096) even if the contact has Jingle");
-  auto* chat = app.add_subcommand("chat", "Full-screen terminal chat");
+  auto* chat = app.add_subcommand(
+      "chat", "Full-screen terminal chat; /file PATH sends a file, offers ask /accept or /decline");
+  std::string chat_dir;
+  chat->add_option("--accept-files", chat_dir,
+                   "Where accepted files go (default: ~/Downloads, created when needed)");
 
   try {
     app.parse(argc, argv);
@@ -601,7 +605,8 @@ int main(int argc, char** argv) {
     return run(io, [&]() { return cmd_sendfile(io, o, sf_to, sf_path, sf_flags); });
   if (chat->parsed()) {
     o.roster_cache = roster_cache_path(o.jid);
-    return run(io, [&]() { return chat_main(io, o); });
+    if (chat_dir.empty()) chat_dir = env("HOME") + "/Downloads";
+    return run(io, [&]() { return chat_main(io, o, chat_dir); });
   }
   return kExitUsage;
 }

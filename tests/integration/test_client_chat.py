@@ -150,8 +150,11 @@ def main():
             got = os.path.join(envs["bob"]["HOME"], "Downloads", "photo.jpg")
             res.check(os.path.isfile(got) and open(got, "rb").read() == data,
                       "the file is in bob's ~/Downloads, the same bytes")
+            before = tmux.capture("bob").count("offers photo.jpg")
             tmux.keys("alice", f"/file {photo}")
-            ok, text = tmux.wait("bob", "/accept or /decline")
+            deadline = time.time() + 10
+            while time.time() < deadline and tmux.capture("bob").count("offers photo.jpg") <= before:
+                time.sleep(0.15)
             tmux.keys("bob", "/decline")
             ok, text = tmux.wait("alice", "sending failed")
             res.check(ok and "declined" in text, "a declined offer: alice's chat says so")

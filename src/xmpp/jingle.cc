@@ -127,6 +127,12 @@ std::optional<Action> parse(const xml::Element& j, std::string& why) {
   if (const xml::Element* c = j.child("content", kJingle)) {
     a.content_name = std::string(c->attr("name"));
     if (c->has_attr("creator")) a.creator = std::string(c->attr("creator"));
+    // XEP-0166 §7.3: name and creator are required (a missing creator we take as ours).
+    if (a.content_name.empty() || a.content_name.size() > kMaxSidBytes ||
+        (a.creator != "initiator" && a.creator != "responder")) {
+      why = "content without a valid name or creator";
+      return std::nullopt;
+    }
     a.senders = std::string(c->attr("senders"));
     if (const xml::Element* d = c->child("description", kFileTransfer)) {
       a.file = parse_file(*d, why);

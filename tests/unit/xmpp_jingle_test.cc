@@ -57,7 +57,7 @@ TEST(Jingle, RefusesHostileValues) {
   auto with_candidate = [](std::string port, std::string prio) {
     xml::Element j("jingle", kJingle);
     j.set_attr("action", "session-initiate").set_attr("sid", "s");
-    auto& t = j.add_child("content", kJingle).add_child("transport", kS5b);
+    auto& t = j.add_child("content", kJingle).set_attr("name", "f").add_child("transport", kS5b);
     t.set_attr("sid", "t");
     t.add_child("candidate", kS5b)
         .set_attr("cid", "c")
@@ -80,10 +80,15 @@ TEST(Jingle, RefusesHostileValues) {
   xml::Element k("jingle", kJingle);
   k.set_attr("action", "session-initiate").set_attr("sid", "s");
   auto& f = k.add_child("content", kJingle)
+                .set_attr("name", "f")
                 .add_child("description", kFileTransfer)
                 .add_child("file", kFileTransfer);
   f.add_child("size", kFileTransfer).add_text("12x");
   EXPECT_FALSE(parse(k, why));
+  xml::Element nameless("jingle", kJingle);
+  nameless.set_attr("action", "session-initiate").set_attr("sid", "s");
+  nameless.add_child("content", kJingle);
+  EXPECT_FALSE(parse(nameless, why));  // XEP-0166: a content has a name
 }
 
 TEST(Jingle, Socks5Hash) {

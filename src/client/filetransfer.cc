@@ -603,8 +603,11 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
 
   // After the bytes: the receiver checks the hash and ends the session.
   awaitable<Error> wait_for_verdict(SessionPtr s) {
+    // A relay may have taken all our bytes into its memory and still be passing them on (Prosody's
+    // mod_proxy65 does): allow the rest to drain at 1 MiB/s before giving up.
+    const auto patience = std::chrono::seconds(120 + s->file.size / (1024 * 1024));
     while (true) {
-      auto a = co_await next_action(*s, std::chrono::seconds(120));
+      auto a = co_await next_action(*s, patience);
       if (!a) co_return err(Errc::kTimeout, "the contact did not confirm the file");
       if (a->action != "session-terminate") continue;
       if (a->reason == "success") co_return Error{};

@@ -19,6 +19,8 @@
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
 #include <vector>
 
+#include "xml/element.h"
+
 namespace kabar::client {
 
 namespace asio = boost::asio;
@@ -94,6 +96,7 @@ struct Message {
   std::string delay;        // XEP-0203 stamp: an offline (delayed) message
   std::string chat_state;   // XEP-0085: active, composing, paused, inactive, gone
   std::string receipt_for;  // XEP-0184: <received id=.../>: the id of our message delivered
+  std::string oob_url;      // XEP-0066: <x xmlns='jabber:x:oob'><url/></x>, a file to fetch
   bool receipt_requested = false;
   std::string error;  // for type error: the condition
 };
@@ -152,6 +155,18 @@ class Client {
   const Options& options() const;
   std::string bound_jid() const;           // full JID after bind
   std::string server_fingerprint() const;  // SHA-256 of the server's certificate, hex
+
+  // For protocol extensions riding on this session (file transfer): stanza-level access.
+  // An IQ get/set whose first child is in namespace `xmlns` goes to `handler`, which answers it.
+  void add_iq_handler(const std::string& xmlns, std::function<void(const xml::Element&)> handler);
+  void add_feature(const std::string& var);  // announced in our disco#info (XEP-0030)
+  // Sends an IQ (its id is set here) and waits for its result or error; nullopt on timeout or
+  // disconnect.
+  awaitable<std::optional<xml::Element>> send_iq(xml::Element iq);
+  void send_stanza(const xml::Element& el);
+  // An IQ error reply's defined condition, "timeout" for nullopt, "" for a result.
+  static std::string iq_condition(const std::optional<xml::Element>& reply);
+  asio::io_context& io_context();
 
   // Events, called from the reader.
   std::function<void(const Message&)> on_message;

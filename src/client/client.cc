@@ -119,6 +119,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   std::vector<std::string> requests;
   std::map<std::string, std::map<std::string, Presence>> presences;
   std::map<std::string, Message> bounced;  // message id -> its error bounce
+  std::map<std::string, std::function<void(const xml::Element&)>> iq_handlers;  // by xmlns
+  std::vector<std::string> extra_features;
 
   // StreamHandler
   void on_stream_open(const xml::Element&, std::string_view) override {}
@@ -666,6 +668,13 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
       send(xmpp::make_iq_result(el));
       return;
     }
+    if (q) {
+      if (auto h = iq_handlers.find(q->xmlns()); h != iq_handlers.end()) {
+        auto handler = h->second;  // a copy: the handler may add or remove handlers
+        handler(el);
+        return;
+      }
+    }
     if (type == "get" && q && q->is("query", ns::kDiscoInfo)) {
       xml::Element r = xmpp::make_iq_result(el);
       xml::Element& info = r.add_child("query", ns::kDiscoInfo);
@@ -674,6 +683,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
           .set_attr("type", "console")
           .set_attr("name", "kabar");
       for (const char* f : {ns::kDiscoInfo, ns::kPing, kReceipts, kChatStates})
+        info.add_child("feature", ns::kDiscoInfo).set_attr("var", f);
+      for (const auto& f : extra_features)
         info.add_child("feature", ns::kDiscoInfo).set_attr("var", f);
       send(r);
       return;
@@ -708,6 +719,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
     if (const xml::Element* r = el.child("received", kReceipts))
       m.receipt_for = std::string(r->attr("id"));
     m.receipt_requested = el.child("request", kReceipts) != nullptr;
+    if (const xml::Element* x = el.child("x", "jabber:x:oob"))
+      m.oob_url = x->child_text("url", "jabber:x:oob");
     if (m.type == "error") {
       m.error = error_condition(el);
       bounced[m.id] = m;
@@ -955,6 +968,31 @@ awaitable<Error> Client::wait_closed() {
 }
 
 bool Client::connected() const { return impl_->is_connected; }
+
+void Client::add_iq_handler(const std::string& xmlns,
+                            std::function<void(const xml::Element&)> handler) {
+  impl_->iq_handlers[xmlns] = std::move(handler);
+}
+
+void Client::add_feature(const std::string& var) {
+  auto& f = impl_->extra_features;
+  if (std::find(f.begin(), f.end(), var) == f.end()) f.push_back(var);
+}
+
+awaitable<std::optional<xml::Element>> Client::send_iq(xml::Element iq) {
+  auto self = impl_;
+  co_return co_await self->iq(std::move(iq));
+}
+
+void Client::send_stanza(const xml::Element& el) { impl_->send(el); }
+
+std::string Client::iq_condition(const std::optional<xml::Element>& reply) {
+  if (!reply) return "timeout";
+  if (reply->attr("type") == "result") return {};
+  return error_condition(*reply);
+}
+
+asio::io_context& Client::io_context() { return impl_->io; }
 const Options& Client::options() const { return impl_->opt; }
 std::string Client::bound_jid() const { return impl_->bound; }
 std::string Client::server_fingerprint() const { return impl_->fingerprint; }

@@ -77,4 +77,16 @@ std::string encode_reply(std::uint8_t code, std::string_view host, std::uint16_t
   return out;
 }
 
+Parse parse_method_reply(std::string_view in, bool& no_auth, std::size_t& used) {
+  if (in.size() < 2) return Parse::kNeedMore;
+  if (in[0] != 5) return Parse::kBad;
+  no_auth = in[1] == 0;
+  used = 2;
+  return Parse::kDone;
+}
+
+Parse parse_reply(std::string_view in, Request& out, std::size_t& used) {
+  return parse_request(in, out, used);
+}
+
 }  // namespace kabar::xmpp::socks5

@@ -41,4 +41,12 @@ inline constexpr std::uint8_t kAddressNotSupported = 0x08;
 // 0.0.0.0 when empty.
 std::string encode_reply(std::uint8_t code, std::string_view host, std::uint16_t port);
 
+// The client's side (XEP-0065 §5.3.2, the target or requester connecting to a streamhost).
+// Greeting offering only "no authentication".
+inline constexpr std::string_view kClientGreeting{"\x05\x01\x00", 3};
+// The method selection: kDone with `no_auth` true when the server chose method 0.
+Parse parse_method_reply(std::string_view in, bool& no_auth, std::size_t& used);
+// The reply to CONNECT has the request's layout; its code lands in `out.command`.
+Parse parse_reply(std::string_view in, Request& out, std::size_t& used);
+
 }  // namespace kabar::xmpp::socks5

@@ -1,7 +1,8 @@
 """`kabar chat` driven in tmux against kabard: alice and bob (mutual contacts) each run the
 full-screen chat in a fixed-size pane; each sees the other come online; they exchange messages
 (with in-line editing on the way), see them on screen with the delivery mark and unread counts,
-and quit cleanly with /quit.
+send a file with /file (bob is asked and accepts, then declines a second one), and quit
+cleanly with /quit.
 
 Run: /usr/bin/python3 test_client_chat.py --kabard PATH --kabarctl PATH
 """
@@ -131,6 +132,32 @@ def main():
             ok, text = tmux.wait("alice", "carol: hi from carol")
             res.check(ok and f"carol@{srv.domain} (1)" not in text,
                       "switching to carol shows her message and clears the unread count")
+
+            # A file from alice's chat to bob's: bob is asked, accepts, both see the outcome.
+            photo = os.path.join(work, "photo.jpg")
+            data = os.urandom(300 * 1024)
+            with open(photo, "wb") as f:
+                f.write(data)
+            tmux.keys("alice", f"/to {bob}")
+            tmux.keys("alice", f"/file {photo}")
+            ok, text = tmux.wait("bob", "offers photo.jpg (307200 bytes): /accept or /decline")
+            res.check(ok, "bob's chat shows alice's file offer and asks")
+            tmux.keys("bob", "/accept")
+            ok, text = tmux.wait("bob", "received ")
+            res.check(ok and "hash checked" in text, "bob's chat: received, hash checked")
+            ok, text = tmux.wait("alice", "sent " + photo)
+            res.check(ok, "alice's chat: sent")
+            got = os.path.join(envs["bob"]["HOME"], "Downloads", "photo.jpg")
+            res.check(os.path.isfile(got) and open(got, "rb").read() == data,
+                      "the file is in bob's ~/Downloads, the same bytes")
+            before = tmux.capture("bob").count("offers photo.jpg")
+            tmux.keys("alice", f"/file {photo}")
+            deadline = time.time() + 10
+            while time.time() < deadline and tmux.capture("bob").count("offers photo.jpg") <= before:
+                time.sleep(0.15)
+            tmux.keys("bob", "/decline")
+            ok, text = tmux.wait("alice", "sending failed")
+            res.check(ok and "declined" in text, "a declined offer: alice's chat says so")
 
             panes = tmux.capture("alice") + tmux.capture("bob")
             res.check(all(p not in panes for p in client_matrix.PASSWORDS.values()),

@@ -68,5 +68,28 @@ TEST(Socks5, RepliesEchoTheAddressOrCarryZeroes) {
             std::string("\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00", 10));
 }
 
+TEST(Socks5, ClientSideParsesMethodReplyAndConnectReply) {
+  bool no_auth = false;
+  std::size_t used = 0;
+  EXPECT_EQ(parse_method_reply(std::string_view("\x05", 1), no_auth, used), Parse::kNeedMore);
+  EXPECT_EQ(parse_method_reply(std::string_view("\x05\x00", 2), no_auth, used), Parse::kDone);
+  EXPECT_TRUE(no_auth);
+  EXPECT_EQ(parse_method_reply(std::string_view("\x05\xff", 2), no_auth, used), Parse::kDone);
+  EXPECT_FALSE(no_auth);
+  EXPECT_EQ(parse_method_reply(std::string_view("\x04\x00", 2), no_auth, used), Parse::kBad);
+  const std::string ok = encode_reply(kSucceeded, "abc", 0);
+  for (std::size_t n = 0; n < ok.size(); ++n) {
+    Request r;
+    EXPECT_EQ(parse_reply(ok.substr(0, n), r, used), Parse::kNeedMore) << n;
+  }
+  Request r;
+  EXPECT_EQ(parse_reply(ok, r, used), Parse::kDone);
+  EXPECT_EQ(r.command, kSucceeded);
+  EXPECT_EQ(r.host, "abc");
+  EXPECT_EQ(used, ok.size());
+  EXPECT_EQ(parse_reply(encode_reply(kNotAllowed, {}, 0), r, used), Parse::kDone);
+  EXPECT_EQ(r.command, kNotAllowed);
+}
+
 }  // namespace
 }  // namespace kabar::xmpp::socks5

@@ -5,6 +5,7 @@
 
 #include <curses.h>
 #include <langinfo.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +17,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "kabar/filetransfer.h"
 
 namespace kabar::cli {
 
@@ -83,14 +86,20 @@ struct Conversation {
 
 class ChatUi {
  public:
-  ChatUi(asio::io_context& io, client::Options o)
-      : io_(io), client_(io, o), input_fd_(io, ::dup(0)), signals_(io, SIGWINCH) {}
+  ChatUi(asio::io_context& io, client::Options o, std::string accept_dir)
+      : io_(io),
+        client_(io, o),
+        ft_(client_),
+        accept_dir_(std::move(accept_dir)),
+        input_fd_(io, ::dup(0)),
+        signals_(io, SIGWINCH) {}
 
   awaitable<int> run() {
     init_screen();
     client_.on_message = [this](const client::Message& m) { on_message(m); };
     client_.on_presence = [this](const client::Presence& p) { on_presence(p); };
     client_.on_roster_push = [this](const client::RosterItem&, bool) { draw(); };
+    setup_files();
     watch_resize();
     asio::co_spawn(io_, read_keys(), asio::detached);
     status_ = "connecting to the server...";
@@ -125,6 +134,79 @@ class ChatUi {
     co_await client_.disconnect();
     end_screen();
     co_return result;
+  }
+
+  // ---- files: offers wait for /accept or /decline; /file PATH sends to the selected contact ----
+  void setup_files() {
+    ft_.accept_dir = accept_dir_;
+    ft_.on_offer = [this](const client::FileOffer& f) {
+      offers_.push_back(f);
+      std::string from = bare_of(f.from);
+      auto& c = convs_[from];
+      c.lines.push_back(Line{
+          clock_now(),
+          "*",
+          "offers " + f.safe_name + " (" + std::to_string(f.size) + " bytes): /accept or /decline",
+          {},
+          false});
+      if (from != selected_) ++c.unread;
+      status_ = from + " offers " + f.safe_name + ": /accept or /decline";
+      draw();
+      return client::OfferDecision::kAsk;
+    };
+    ft_.on_progress = [this](const std::string&, std::uint64_t done, std::uint64_t total) {
+      auto now = std::chrono::steady_clock::now();
+      if (done == 0) transfer_start_ = now;
+      if (done < total && now - last_progress_ < std::chrono::milliseconds(200)) return;
+      last_progress_ = now;
+      status_ = progress_text("file", done, total,
+                              std::chrono::duration<double>(now - transfer_start_).count());
+      draw();
+    };
+    ft_.on_received = [this](const client::TransferResult& r) {
+      std::string text = r.error ? "file failed: " + r.error.message
+                                 : "received " + r.path + " (" + std::to_string(r.bytes) +
+                                       " bytes" + (r.hash_checked ? ", hash checked)" : ")");
+      convs_[bare_of(r.peer)].lines.push_back(Line{clock_now(), "*", text, {}, false});
+      status_ = text;
+      draw();
+    };
+  }
+
+  void answer_offer(bool accept) {
+    if (offers_.empty()) {
+      status_ = "no file offer is waiting";
+      return;
+    }
+    client::FileOffer f = offers_.back();
+    offers_.pop_back();
+    if (accept) ::mkdir(accept_dir_.c_str(), 0700);
+    ft_.decide(f.sid, accept);
+    status_ = (accept ? "accepted " : "declined ") + f.safe_name;
+  }
+
+  awaitable<void> send_file(std::string to, std::string path) {
+    std::string target;
+    int prio = -129;
+    if (auto it = client_.presences().find(to); it != client_.presences().end())
+      for (const auto& [res, p] : it->second)
+        if (p.priority > prio) {
+          prio = p.priority;
+          target = to + "/" + res;
+        }
+    client::TransferResult r;
+    client::Error e;
+    std::string url;
+    if (target.empty())
+      e = co_await ft_.upload_and_send(to, path, &url);
+    else
+      e = co_await ft_.send_file(target, path, &r);
+    std::string text = e                ? "sending failed: " + e.message
+                       : target.empty() ? "uploaded " + path + " and sent the link " + url
+                                        : "sent " + path + " over " + r.transport;
+    convs_[to].lines.push_back(Line{clock_now(), "*", text, {}, false});
+    status_ = text;
+    draw();
   }
 
   void quit() {
@@ -351,6 +433,11 @@ class ChatUi {
     } else if (cmd == "/deny" && !bare.empty()) {
       client_.deny(bare);
       status_ = "denied " + bare;
+    } else if (cmd == "/accept" || cmd == "/decline") {
+      answer_offer(cmd == "/accept");
+    } else if (cmd == "/file" && !arg.empty() && !selected_.empty()) {
+      status_ = "sending " + arg + " to " + selected_ + "...";
+      asio::co_spawn(io_, send_file(selected_, arg), asio::detached);
     } else if (cmd == "/status") {
       std::string show = arg.substr(0, arg.find(' '));
       std::string st = arg.size() > show.size() ? arg.substr(show.size() + 1) : std::string();
@@ -363,7 +450,9 @@ class ChatUi {
       save_status(SavedStatus{show, st});
       status_ = "status: " + (show.empty() ? std::string("online") : show);
     } else {
-      status_ = "commands: /to JID, /add JID, /approve JID, /deny JID, /status SHOW [TEXT], /quit";
+      status_ =
+          "commands: /to JID, /add JID, /approve JID, /deny JID, /status SHOW [TEXT], /file PATH, "
+          "/accept, /decline, /quit";
     }
   }
 
@@ -496,6 +585,10 @@ class ChatUi {
 
   asio::io_context& io_;
   client::Client client_;
+  client::FileTransfer ft_;  // after client_: it registers handlers on it
+  std::string accept_dir_;
+  std::vector<client::FileOffer> offers_;  // waiting for /accept or /decline
+  std::chrono::steady_clock::time_point transfer_start_, last_progress_;
   asio::posix::stream_descriptor input_fd_;
   asio::signal_set signals_;
   bool screen_ = false;
@@ -509,9 +602,9 @@ class ChatUi {
 
 }  // namespace
 
-awaitable<int> chat_main(asio::io_context& io, client::Options options) {
+awaitable<int> chat_main(asio::io_context& io, client::Options options, std::string accept_dir) {
   if (!::isatty(0) || !::isatty(1)) co_return fail(kExitUsage, "kabar chat needs a terminal");
-  auto ui = std::make_shared<ChatUi>(io, std::move(options));
+  auto ui = std::make_shared<ChatUi>(io, std::move(options), std::move(accept_dir));
   asio::signal_set stop(io, SIGINT, SIGTERM);
   stop.async_wait([ui](boost::system::error_code ec, int) {
     if (!ec) ui->quit();

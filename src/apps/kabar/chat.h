@@ -5,6 +5,7 @@
 
 namespace kabar::cli {
 
-awaitable<int> chat_main(asio::io_context& io, client::Options options);
+// `accept_dir`: where accepted files go (each offer asks first: /accept or /decline).
+awaitable<int> chat_main(asio::io_context& io, client::Options options, std::string accept_dir);
 
 }  // namespace kabar::cli

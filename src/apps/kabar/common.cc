@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -137,6 +138,66 @@ std::string json_string(const std::string& s) {
     }
   }
   return out + "\"";
+}
+
+namespace {
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+  return buf;
+}
+}  // namespace
+
+ProgressBar::ProgressBar(std::string label)
+    : label_(std::move(label)),
+      tty_(::isatty(2) != 0),
+      start_(std::chrono::steady_clock::now()),
+      last_() {}
+
+std::string progress_text(const std::string& label, std::uint64_t done, std::uint64_t total,
+                          double secs) {
+  double rate = secs > 0.05 ? static_cast<double>(done) / secs : 0;
+  double frac = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
+  constexpr int kWidth = 24;
+  int filled = static_cast<int>(frac * kWidth);
+  std::string bar(static_cast<std::size_t>(filled), '#');
+  bar.append(static_cast<std::size_t>(kWidth - filled), '.');
+  std::string left = "--:--";
+  if (rate > 0 && total >= done) {
+    long s = static_cast<long>(static_cast<double>(total - done) / rate);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+    left = buf;
+  }
+  char line[512];
+  std::snprintf(
+      line, sizeof line, "%s [%s] %3d%%  %s/%s  %s/s  %s left", label.c_str(), bar.c_str(),
+      static_cast<int>(frac * 100), human_bytes(static_cast<double>(done)).c_str(),
+      human_bytes(static_cast<double>(total)).c_str(), human_bytes(rate).c_str(), left.c_str());
+  return line;
+}
+
+void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
+  if (!tty_) return;
+  auto now = std::chrono::steady_clock::now();
+  if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return;
+  last_ = now;
+  drawn_ = true;
+  std::string line =
+      progress_text(label_, done, total, std::chrono::duration<double>(now - start_).count());
+  std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
+  std::fflush(stderr);
+}
+
+void ProgressBar::finish() {
+  if (tty_ && drawn_) std::fprintf(stderr, "\n");
+  drawn_ = false;
 }
 
 }  // namespace kabar::cli

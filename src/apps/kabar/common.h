@@ -3,6 +3,8 @@
 #pragma once
 
 #include <boost/asio.hpp>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
@@ -52,5 +54,24 @@ std::string xmpp_bare(const std::string& jid);
 
 // Minimal JSON string escaping for `listen --json`.
 std::string json_string(const std::string& s);
+
+// "LABEL [#####.....]  45%  12.3 MiB/50.0 MiB  8.5 MiB/s  0:04 left"
+std::string progress_text(const std::string& label, std::uint64_t done, std::uint64_t total,
+                          double seconds);
+
+// A one-line progress bar on stderr (bar, percent, bytes, speed, time left), drawn only when
+// stderr is a terminal and at most ten times a second.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label);
+  void update(std::uint64_t done, std::uint64_t total);
+  void finish();  // ends the line
+
+ private:
+  std::string label_;
+  bool tty_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_, last_;
+};
 
 }  // namespace kabar::cli

@@ -12,6 +12,7 @@
 
 #include "chat.h"
 #include "common.h"
+#include "kabar/filetransfer.h"
 
 namespace kabar::cli {
 
@@ -261,6 +262,105 @@ awaitable<int> cmd_status(asio::io_context& io, client::Options o, std::string s
   co_return co_await finish(c, kExitOk);
 }
 
+// The online resource of `jid` to send a file to: `jid` itself when it is a full JID, else the
+// available resource with the highest priority seen within a few seconds of our presence.
+awaitable<std::string> pick_resource(asio::io_context& io, client::Client& c,
+                                     const std::string& jid) {
+  auto j = xmpp_bare(jid);
+  if (j.empty()) co_return std::string();
+  if (j != jid) co_return jid;
+  asio::steady_timer t(io);
+  std::string best;
+  for (int i = 0; i < 30; ++i) {
+    auto it = c.presences().find(j);
+    if (it != c.presences().end() && !it->second.empty()) {
+      int prio = -129;
+      for (const auto& [res, p] : it->second) {
+        if (p.priority > prio) {
+          prio = p.priority;
+          best = j + "/" + res;
+        }
+      }
+      if (i >= 3) break;  // give other resources a moment to show up too
+    }
+    t.expires_after(std::chrono::milliseconds(100));
+    boost::system::error_code ec;
+    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return best;
+}
+
+struct SendFileFlags {
+  bool no_direct = false;
+  bool no_proxy = false;
+  bool no_ibb = false;
+  bool si = false;
+  bool no_upload = false;
+};
+
+awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string to,
+                            std::string path, SendFileFlags flags) {
+  if (xmpp_bare(to).empty()) co_return fail(kExitUsage, "'" + to + "' is not a valid JID");
+  if (::access(path.c_str(), R_OK) != 0) co_return fail(kExitUsage, "cannot read " + path);
+  client::Client c(io, o);
+  if (auto e = co_await c.connect()) co_return report(e);
+  // Negative priority: this short-lived resource must not take the account's messages.
+  c.send_presence({}, {}, -1);
+  std::string target = co_await pick_resource(io, c, to);
+  client::FileTransfer ft(c);
+  if (target.empty()) {
+    if (flags.no_upload) {
+      co_await c.disconnect();
+      co_return fail(kExitNotFound, to + " has no online resource to send the file to");
+    }
+    // Offline (or not sharing presence with us): upload and send the link (XEP-0363, XEP-0066).
+    ProgressBar bar(path);
+    ft.on_progress = [&bar](const std::string&, std::uint64_t done, std::uint64_t total) {
+      bar.update(done, total);
+    };
+    std::string url;
+    client::Error e = co_await ft.upload_and_send(xmpp_bare(to), path, &url);
+    bar.finish();
+    if (e) {
+      co_await c.disconnect();
+      if (e.code == client::Errc::kNotFound)
+        co_return fail(kExitNotFound,
+                       to + " has no online resource to send the file to, and " + e.message);
+      co_return report(e);
+    }
+    std::printf("%s has no online resource we can see: uploaded %s and sent the link %s\n",
+                to.c_str(), path.c_str(), url.c_str());
+    co_return co_await finish(c, kExitOk);
+  }
+  ft.options.direct = !flags.no_direct;
+  ft.options.proxy = !flags.no_proxy;
+  ft.options.ibb = !flags.no_ibb;
+  if (flags.si) ft.options.protocol = client::TransferOptions::Protocol::kSi;
+  ProgressBar bar(path);
+  ft.on_progress = [&bar](const std::string&, std::uint64_t done, std::uint64_t total) {
+    bar.update(done, total);
+  };
+  client::TransferResult res;
+  client::Error e = co_await ft.send_file(target, path, &res);
+  bar.finish();
+  if (e) {
+    co_await c.disconnect();
+    co_return report(e);
+  }
+  if (res.protocol == "si")
+    std::printf("sent %s to %s: %llu bytes over %s (stream initiation), SHA-256 %s\n", path.c_str(),
+                target.c_str(), static_cast<unsigned long long>(res.bytes), res.transport.c_str(),
+                res.sha256.c_str());
+  else
+    std::printf("sent %s to %s: %llu bytes over %s, SHA-256 %s confirmed by the receiver%s\n",
+                path.c_str(), target.c_str(), static_cast<unsigned long long>(res.bytes),
+                res.transport.c_str(), res.sha256.c_str(),
+                res.resumed_from
+                    ? (" (resumed at byte " + std::to_string(res.resumed_from) + ")").c_str()
+                    : "");
+  co_return co_await finish(c, kExitOk);
+}
+
 void print_event_json(const std::string& type,
                       const std::vector<std::pair<std::string, std::string>>& fields) {
   std::string line = "{\"type\":" + json_string(type);
@@ -273,9 +373,24 @@ void print_event_json(const std::string& type,
   std::fflush(stdout);
 }
 
-awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, int keepalive) {
+struct AcceptFlags {
+  std::string dir;
+  std::uint64_t max_size = 0;
+};
+
+awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, int keepalive,
+                          AcceptFlags files) {
+  if (!files.dir.empty()) {
+    struct stat st {};
+    if (::stat(files.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      co_return fail(kExitUsage, "--accept-files: " + files.dir + " is not a directory");
+  }
   o.roster_cache = roster_cache_path(o.jid);
   client::Client c(io, o);
+  client::FileTransfer ft(c);
+  ft.accept_dir = files.dir;
+  ft.max_size = files.max_size;
+  std::map<std::string, std::unique_ptr<ProgressBar>> bars;
   bool stopping = false;
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int) {
@@ -297,7 +412,12 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
       out("error", {{"from", m.from}, {"id", m.id}, {"condition", m.error}},
           "error from " + m.from + ": " + m.error);
     } else if (!m.body.empty()) {
-      out("message", {{"from", m.from}, {"body", m.body}, {"id", m.id}, {"delay", m.delay}},
+      out("message",
+          {{"from", m.from},
+           {"body", m.body},
+           {"id", m.id},
+           {"delay", m.delay},
+           {"url", m.oob_url}},
           m.from + ": " + m.body + (m.delay.empty() ? "" : "  [sent " + m.delay + "]"));
     } else if (!m.receipt_for.empty()) {
       out("receipt", {{"from", m.from}, {"id", m.receipt_for}},
@@ -316,6 +436,35 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
          {"delay", p.delay},
          {"condition", p.error}},
         p.from + " " + shown + (p.status.empty() ? "" : " \"" + p.status + "\""));
+  };
+  ft.on_offer = [&](const client::FileOffer& f) {
+    out("file-offer", {{"from", f.from}, {"name", f.safe_name}, {"size", std::to_string(f.size)}},
+        f.from + " offers " + f.safe_name + " (" + std::to_string(f.size) + " bytes)");
+    if (!json) bars[f.sid] = std::make_unique<ProgressBar>(f.safe_name);
+    return client::OfferDecision::kAccept;
+  };
+  ft.on_progress = [&](const std::string& sid, std::uint64_t done, std::uint64_t total) {
+    if (auto it = bars.find(sid); it != bars.end()) it->second->update(done, total);
+  };
+  ft.on_received = [&](const client::TransferResult& r) {
+    for (auto& [sid, b] : bars) b->finish();
+    bars.clear();
+    if (r.error) {
+      out("file-error", {{"from", r.peer}, {"protocol", r.protocol}, {"error", r.error.message}},
+          "file from " + r.peer + " failed: " + r.error.message);
+    } else {
+      out("file",
+          {{"from", r.peer},
+           {"path", r.path},
+           {"size", std::to_string(r.bytes)},
+           {"sha256", r.sha256},
+           {"protocol", r.protocol},
+           {"transport", r.transport},
+           {"hash_checked", r.hash_checked ? "yes" : "no"},
+           {"resumed_from", r.resumed_from ? std::to_string(r.resumed_from) : ""}},
+          "received " + r.path + " from " + r.peer + " (" + std::to_string(r.bytes) +
+              " bytes over " + r.transport + (r.hash_checked ? ", SHA-256 checked)" : ")"));
+    }
   };
   SavedStatus st = load_status();
   bool first = true;
@@ -405,7 +554,33 @@ int main(int argc, char** argv) {
   auto* listen = app.add_subcommand("listen", "Print incoming messages and presence, one per line");
   listen->add_flag("--json", json, "One JSON object per line");
   listen->add_option("--keepalive", keepalive, "Seconds between keepalive pings (0: none)");
-  auto* chat = app.add_subcommand("chat", "Full-screen terminal chat");
+  AcceptFlags accept;
+  listen->add_option("--accept-files", accept.dir,
+                     "Accept every file offered (Jingle file transfer) into this directory");
+  listen->add_option("--max-file-size", accept.max_size,
+                     "Decline offered files larger than this many bytes (0: no limit)");
+  std::string sf_to, sf_path;
+  SendFileFlags sf_flags;
+  auto* sendfile = app.add_subcommand(
+      "sendfile",
+      "Send a file: peer to peer to an online contact (Jingle over SOCKS5, direct, else the "
+      "server's proxy, else in-band; stream initiation for older clients), else by HTTP upload "
+      "and a link");
+  sendfile->add_option("JID", sf_to, "bare JID (its highest-priority resource) or full JID")
+      ->required();
+  sendfile->add_option("FILE", sf_path)->required();
+  sendfile->add_flag("--no-direct", sf_flags.no_direct, "Do not offer our own addresses");
+  sendfile->add_flag("--no-proxy", sf_flags.no_proxy, "Do not offer the server's SOCKS5 proxy");
+  sendfile->add_flag("--no-ibb", sf_flags.no_ibb, "Do not fall back to in-band bytestreams");
+  sendfile->add_flag("--no-upload", sf_flags.no_upload,
+                     "Fail instead of uploading (XEP-0363) when the contact is not online");
+  sendfile->add_flag("--si", sf_flags.si,
+                     "Use the older stream initiation (XEP-0096) even if the contact has Jingle");
+  auto* chat = app.add_subcommand(
+      "chat", "Full-screen terminal chat; /file PATH sends a file, offers ask /accept or /decline");
+  std::string chat_dir;
+  chat->add_option("--accept-files", chat_dir,
+                   "Where accepted files go (default: ~/Downloads, created when needed)");
 
   try {
     app.parse(argc, argv);
@@ -424,10 +599,14 @@ int main(int argc, char** argv) {
   if (send->parsed()) return run(io, [&]() { return cmd_send(io, o, send_to, send_text); });
   if (roster->parsed()) return run(io, [&]() { return cmd_roster(io, o, action, roster_jid); });
   if (status->parsed()) return run(io, [&]() { return cmd_status(io, o, show, status_text); });
-  if (listen->parsed()) return run(io, [&]() { return cmd_listen(io, o, json, keepalive); });
+  if (listen->parsed())
+    return run(io, [&]() { return cmd_listen(io, o, json, keepalive, accept); });
+  if (sendfile->parsed())
+    return run(io, [&]() { return cmd_sendfile(io, o, sf_to, sf_path, sf_flags); });
   if (chat->parsed()) {
     o.roster_cache = roster_cache_path(o.jid);
-    return run(io, [&]() { return chat_main(io, o); });
+    if (chat_dir.empty()) chat_dir = env("HOME") + "/Downloads";
+    return run(io, [&]() { return chat_main(io, o, chat_dir); });
   }
   return kExitUsage;
 }

@@ -62,6 +62,9 @@ struct Proxy65::Conn {
     boost::system::error_code ec;
     sock.shutdown(tcp::socket::shutdown_both, ec);
     sock.close(ec);
+    // A pending deadline is work on the loop: left armed, it kept kabard from stopping for up to
+    // the idle timeout while a connection waited for activation.
+    if (timer) timer->cancel();
   }
 };
 
@@ -104,6 +107,7 @@ void Proxy65::stop() {
   for (auto& [hash, conns] : by_hash_) {
     for (auto& c : conns) c->close();
   }
+  for (const auto& c : negotiating_) c->close();
   // Relays in flight hold work on the loop: end them so kabard can stop.
   auto active = active_;
   for (const auto& st : active) end_stream(st);
@@ -135,6 +139,14 @@ awaitable<void> Proxy65::accept_loop(tcp::acceptor& acc) {
 // RFC 1928 with the XEP-0065 §5.3.2 / §6.3.2 rules: no authentication, CONNECT, ATYP domain
 // name, DST.ADDR the 40-hex-digit SHA-1, DST.PORT 0; the reply echoes DST.ADDR and DST.PORT.
 awaitable<void> Proxy65::negotiate(ConnPtr c) {
+  // Tracked until negotiated, so stop() can end it too (a client that connected to several
+  // streamhosts may leave this one half-way).
+  negotiating_.insert(c);
+  struct Untrack {
+    Proxy65* self;
+    ConnPtr c;
+    ~Untrack() { self->negotiating_.erase(c); }
+  } untrack{this, c};
   c->timer = std::make_unique<asio::steady_timer>(server_.io(), kNegotiationTimeout);
   c->timer->async_wait([c](const boost::system::error_code& ec) {
     if (!ec && c->hash.empty()) c->close();  // too slow to negotiate

@@ -59,6 +59,7 @@ class Proxy65 {
   std::uint16_t port_ = 0;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::unordered_map<std::string, std::vector<ConnPtr>> by_hash_;  // waiting, by DST.ADDR
+  std::unordered_set<ConnPtr> negotiating_;                        // SOCKS5 handshake under way
   std::unordered_map<std::string, int> streams_of_;  // requester's bare JID -> active streams
   std::unordered_set<std::shared_ptr<Stream>> active_;
   bool stopping_ = false;

@@ -602,6 +602,17 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // After the bytes: the receiver checks the hash and ends the session.
+  // Once every byte is out, whichever the path: the receiver's verdict (its hash check) is the
+  // outcome, recorded in `result` when it is a success.
+  awaitable<Error> sent_all(SessionPtr s, TransferResult* result) {
+    Error v = co_await wait_for_verdict(s);
+    if (!v && result) {
+      result->bytes = s->file.size;
+      result->hash_checked = true;
+    }
+    co_return v;
+  }
+
   awaitable<Error> wait_for_verdict(SessionPtr s) {
     // A relay may have taken all our bytes into its memory and still be passing them on (Prosody's
     // mod_proxy65 does): allow the rest to drain at 1 MiB/s before giving up.
@@ -843,12 +854,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
           terminate(*s, "connectivity-error");
           co_return e;
         }
-        Error v = co_await wait_for_verdict(s);
-        if (!v && result) {
-          result->bytes = s->file.size;
-          result->hash_checked = true;
-        }
-        co_return v;
+        co_return co_await sent_all(s, result);
       }
     }
     // No SOCKS5 path: XEP-0260 §2.5 fallback, transport-replace to in-band bytestreams.
@@ -890,12 +896,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
       terminate(*s, "connectivity-error");
       co_return e;
     }
-    Error v = co_await wait_for_verdict(s);
-    if (!v && result) {
-      result->bytes = s->file.size;
-      result->hash_checked = true;
-    }
-    co_return v;
+    co_return co_await sent_all(s, result);
   }
 
   awaitable<std::unique_ptr<tcp::socket>> connect_streamhost(const jingle::Candidate& c,

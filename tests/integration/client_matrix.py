@@ -8,15 +8,12 @@ offline delivery with a delay stamp, the subscription handshake to a mutual rost
 show and status, messages both ways, receipts, unknown contacts, a password change. No password
 may appear in any output.
 """
-import json
 import os
-import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,54 +59,18 @@ class Kabar:
         return Listener(self, user, extra)
 
 
-class Listener:
-    """`kabar listen --json` in the background; lines parsed into a queue."""
+class Listener(kabartest.JsonLines):
+    """`kabar listen --json` in the background; every line it writes is kept in kabar.outputs."""
 
     def __init__(self, kabar, user, extra=()):
         self.kabar = kabar
-        self.events = []
-        self.q = queue.Queue()
-        self.proc = subprocess.Popen([kabar.binary, "listen", "--json", *extra],
-                                     env=kabar.env(user), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL)
-        self.stderr = ""
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.kabar.outputs.append(line)
-            try:
-                self.q.put(json.loads(line))
-            except ValueError:
-                self.q.put({"type": "bad-line", "line": line})
-
-    def wait(self, pred, timeout=10):
-        for ev in self.events:
-            if pred(ev):
-                return ev
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                ev = self.q.get(timeout=max(0.05, deadline - time.time()))
-            except queue.Empty:
-                break
-            self.events.append(ev)
-            if pred(ev):
-                return ev
-        return None
+        super().__init__([kabar.binary, "listen", "--json", *extra], kabar.env(user),
+                         on_line=kabar.outputs.append)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stderr = self.proc.stderr.read()
+        rc = super().stop()
         self.kabar.outputs.append(self.stderr)
-        return self.proc.returncode
+        return rc
 
 
 def run_matrix(res, k, server_name, registration=True):

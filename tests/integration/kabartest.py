@@ -6,7 +6,9 @@ Run by ctest as: /usr/bin/python3 test_x.py --kabard PATH --kabarctl PATH
 import argparse
 import asyncio
 import functools
+import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -144,6 +147,78 @@ def shutdown_loop(loop):
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.close()
+
+
+class JsonLines:
+    """A process (`kabar listen --json`, ...) in the background whose stdout is one JSON object per
+    line: the objects go to a queue (a line that is not JSON arrives as {"type": "bad-line"}), and
+    wait() finds one, keeping those it passes over for later waits."""
+
+    def __init__(self, argv, env, on_line=None):
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        self.q = queue.Queue()
+        self.events = []
+        self.stderr = ""
+        self._on_line = on_line
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if self._on_line:
+                self._on_line(line)
+            try:
+                self.q.put(json.loads(line))
+            except ValueError:
+                self.q.put({"type": "bad-line", "line": line})
+
+    def _next(self, timeout):
+        try:
+            ev = self.q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.events.append(ev)
+        return ev
+
+    def wait(self, pred, timeout=10):
+        """The first event (seen before or arriving within `timeout`) for which pred is true."""
+        for ev in self.events:
+            if pred(ev):
+                return ev
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ev = self._next(max(0.05, deadline - time.time()))
+            if ev is None:
+                break
+            if pred(ev):
+                return ev
+        return None
+
+    async def wait_async(self, pred, timeout=10):
+        """wait() for asyncio code (slixmpp's loop keeps running meanwhile)."""
+        for ev in self.events:
+            if pred(ev):
+                return ev
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ev = self._next(0)
+            if ev is None:
+                await asyncio.sleep(0.05)
+            elif pred(ev):
+                return ev
+        return None
+
+    def stop(self):
+        """Terminates the process (killed after 5 s); returns its exit code, keeps its stderr."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr = self.proc.stderr.read()
+        return self.proc.returncode
 
 
 class Results:

@@ -18,14 +18,11 @@ The namespaces are made with `ip netns` (root) and removed at the end, also on f
 """
 import hashlib
 import http.client
-import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 
@@ -86,48 +83,15 @@ class Kabar:
                               stdin=subprocess.DEVNULL, timeout=timeout)
 
 
-class Listener:
-    """`kabar listen --json ...` in the background, its events in a queue."""
+class Listener(kabartest.JsonLines):
+    """`kabar listen --json ...` in the background (in the client's network namespace, if any)."""
 
     def __init__(self, kabar, user, *extra):
-        self.proc = subprocess.Popen(kabar.argv(user, "listen", "--json", *extra), env=kabar.env(user),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL)
-        self.q = queue.Queue()
-        self.events = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                self.q.put(json.loads(line))
-            except ValueError:
-                self.q.put({"type": "bad-line", "line": line})
-
-    def wait(self, pred, timeout=20):
-        for ev in self.events:
-            if pred(ev):
-                return ev
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                ev = self.q.get(timeout=max(0.05, deadline - time.time()))
-            except queue.Empty:
-                break
-            self.events.append(ev)
-            if pred(ev):
-                return ev
-        return None
+        super().__init__(kabar.argv(user, "listen", "--json", *extra), kabar.env(user))
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stderr.read()
+        super().stop()
+        return self.stderr
 
 
 def transfer(kabar, src, dest_dir, size, label, expect_transport, sender_flags=(),

@@ -21,16 +21,13 @@ Run: /usr/bin/python3 test_slixmpp_filetransfer.py --kabard PATH --kabarctl PATH
 """
 import asyncio
 import hashlib
-import json
 import logging
 import os
-import queue
 import shutil
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
@@ -106,41 +103,15 @@ class Slix(slixmpp.ClientXMPP):
         self.done = asyncio.get_event_loop().create_future()
 
 
-class Listener:
-    def __init__(self, argv, env):
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, stdin=subprocess.DEVNULL)
-        self.q = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                self.q.put(json.loads(line))
-            except ValueError:
-                pass
+class Listener(kabartest.JsonLines):
+    """`kabar listen --json ...` in the background, waited for without blocking slixmpp's loop."""
 
     async def wait(self, pred, timeout=STEP):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                ev = self.q.get_nowait()
-            except queue.Empty:
-                await asyncio.sleep(0.05)
-                continue
-            if pred(ev):
-                return ev
-        return None
+        return await self.wait_async(pred, timeout)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stderr.read()
+        super().stop()
+        return self.stderr
 
 
 def kabar_env(work, k, user, pw):

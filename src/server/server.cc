@@ -328,13 +328,22 @@ SessionPtr Server::bound_session(const xmpp::Jid& full) const {
   return nullptr;
 }
 
+namespace {
+
+// What the directory shows other shards of a session (Server::bind and Server::publish).
+void copy_presence_state(const C2sSession& s, ResourceView& r) {
+  r.available = s.available;
+  r.priority = s.priority;
+  r.roster_requested = s.roster_requested;
+  r.presence = s.last_presence;
+}
+
+}  // namespace
+
 SessionPtr Server::bind(const SessionPtr& s) {
   ResourceView r;
   r.session = s;
-  r.available = s->available;
-  r.priority = s->priority;
-  r.roster_requested = s->roster_requested;
-  r.presence = s->last_presence;
+  copy_presence_state(*s, r);
   std::lock_guard lock(dir_mu_);
   auto& resources = bound_[s->jid().bare_str()];
   for (const auto& other : resources) {
@@ -358,11 +367,7 @@ void Server::publish(const C2sSession& s) {
   auto it = bound_.find(s.jid().bare_str());
   if (it == bound_.end()) return;
   for (auto& r : it->second) {
-    if (r.session.get() != &s) continue;
-    r.available = s.available;
-    r.priority = s.priority;
-    r.roster_requested = s.roster_requested;
-    r.presence = s.last_presence;
+    if (r.session.get() == &s) copy_presence_state(s, r);
   }
 }
 

@@ -104,14 +104,16 @@ awaitable<void> C2sSession::end() {
 // Plain TCP: an idle connection waits for readiness with no buffer and no coroutine frame; the
 // bytes land in the shared scratch buffer and go straight into the parser. A coroutine runs only
 // while there are stanzas to process (they may wait for the store).
-void C2sSession::arm_read() {
+void C2sSession::arm_read(bool drained) {
   if (socket_closed_) {
     spawn_end();
     return;
   }
-  sock_.async_wait(
-      tcp::socket::wait_read,
-      [self = shared_from_this()](const boost::system::error_code& ec) { self->on_readable(ec); });
+  read_wait_.start(sock_, *shard_.io, shared_from_this(), this, &C2sSession::readable, drained);
+}
+
+void C2sSession::readable(void* self, const boost::system::error_code& ec) {
+  static_cast<C2sSession*>(self)->on_readable(ec);
 }
 
 void C2sSession::spawn_end() {
@@ -121,7 +123,24 @@ void C2sSession::spawn_end() {
       *shard_.io, [self]() -> awaitable<void> { co_await self->end(); }, asio::detached);
 }
 
+C2sSession::EventScope::EventScope(Shard& shard) : shard_(shard), outer_(!shard.in_event) {
+  shard_.in_event = true;
+}
+
+C2sSession::EventScope::~EventScope() {
+  if (!outer_) return;
+  // A flush may queue more (a callback run once bytes are written): loop until none is left.
+  thread_local std::vector<std::shared_ptr<C2sSession>> batch;
+  while (!shard_.to_flush.empty()) {
+    batch.swap(shard_.to_flush);
+    for (auto& s : batch) s->flush();
+    batch.clear();
+  }
+  shard_.in_event = false;
+}
+
 void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
+  EventScope scope(shard_);
   if (wait_ec || closing_ || socket_closed_) {
     if (wait_ec && wait_ec != asio::error::operation_aborted) {
       spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, wait_ec.message());
@@ -129,17 +148,20 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
     spawn_end();
     return;
   }
+  // Read dry: a short read or EAGAIN. Then the wait for the next bytes needs no epoll re-arm.
+  bool drained = false;
   if (rec_) {
-    if (!read_rec()) return;
+    if (!read_rec(drained)) return;
   } else if (ssl_) {
     if (!read_tls()) return;
   } else {
     boost::system::error_code ec;
     std::size_t n = sock_.read_some(asio::buffer(g_scratch), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      arm_read();
+      arm_read(true);
       return;
     }
+    drained = n < g_scratch.size();
     if (ec) {
       spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, ec.message());
       spawn_end();
@@ -164,7 +186,7 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
     spawn_end();
     return;
   }
-  arm_read();
+  arm_read(drained);
 }
 
 void C2sSession::route_ready_messages() {
@@ -268,13 +290,16 @@ awaitable<void> C2sSession::tls_handshake() {
   }
 }
 
-bool C2sSession::read_rec() {
-  // Everything the socket has: bytes left in the kernel would wake epoll again, but a record
-  // split across reads waits in rec_ for the rest.
+bool C2sSession::read_rec(bool& drained) {
+  // Everything the socket has, until a short read (bytes arriving later make a new epoll edge);
+  // a record split across reads waits in rec_ for the rest.
   for (;;) {
     boost::system::error_code ec;
     const std::size_t n = sock_.read_some(asio::buffer(g_scratch), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) return true;
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      drained = true;
+      return true;
+    }
     if (ec) {
       spdlog::debug("c2s #{} {}: connection ended: {}", serial_, peer_addr_, ec.message());
       spawn_end();
@@ -305,6 +330,10 @@ bool C2sSession::read_rec() {
       return true;
     }
     if (closing_) return true;
+    if (n < g_scratch.size()) {
+      drained = true;
+      return true;
+    }
   }
 }
 
@@ -783,7 +812,11 @@ void C2sSession::enqueue(Out out) {
   if (!writing_ && !flush_posted_) {
     // Written once the current event is handled: stanzas queued meanwhile go out in one writev.
     flush_posted_ = true;
-    asio::post(*shard_.io, [self = shared_from_this()] { self->flush(); });
+    if (shard_.in_event) {
+      shard_.to_flush.push_back(shared_from_this());
+    } else {
+      asio::post(*shard_.io, [self = shared_from_this()] { self->flush(); });
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
 #include <vector>
 
+#include "server/read_wait.h"
 #include "server/server.h"
 #include "tls/record13.h"
 #include "xml/stream_parser.h"
@@ -85,11 +86,13 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool read_tls();
   void flush_tls();
   // TLS 1.3 after the handover from OpenSSL (tls/handover.h): our own record layer, rec_.
-  bool read_rec();
+  bool read_rec(bool& drained);
   void flush_rec();
-  // Plain TCP reads without a coroutine while idle (see arm_read in the .cc).
-  void arm_read();
+  // Reads without a coroutine while idle (see arm_read in the .cc). `drained`: the socket was
+  // read dry in the current handler (read_wait.h).
+  void arm_read(bool drained = false);
   void on_readable(const boost::system::error_code& ec);
+  static void readable(void* self, const boost::system::error_code& ec);
   awaitable<void> process_batch();
   void route_ready_messages();
   awaitable<void> process_inbox();
@@ -99,6 +102,19 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void spawn_end();
   void flush();
   void flush_now();
+  // Marks the shard as handling a read event; at the end of the outermost one, flushes every
+  // session that was given bytes meanwhile.
+  class EventScope {
+   public:
+    explicit EventScope(Shard& shard);
+    ~EventScope();
+    EventScope(const EventScope&) = delete;
+    EventScope& operator=(const EventScope&) = delete;
+
+   private:
+    Shard& shard_;
+    bool outer_;
+  };
   bool drained() const;  // nothing queued, posted or being written
   awaitable<void> wait_drained();
   void notify_drained();
@@ -126,7 +142,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
 
   Server& server_;
   Shard& shard_;
-  asio::ip::tcp::socket sock_;
+  Socket sock_;
+  ReadWait read_wait_;
   struct SslFree {
     void operator()(SSL* s) const { SSL_free(s); }
   };

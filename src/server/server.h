@@ -57,6 +57,11 @@ struct Shard {
   std::unordered_map<C2sSession*, std::weak_ptr<C2sSession>> sessions;
   std::unique_ptr<asio::steady_timer> sweep_timer;
   std::int64_t last_trim_ms = 0;
+  // While a read event is being handled, sessions given bytes to write wait here and are flushed
+  // once at its end (one sendmsg each, and no handler posted to the loop: a posted handler makes
+  // the loop poll epoll once more before it sleeps).
+  bool in_event = false;
+  std::vector<std::shared_ptr<C2sSession>> to_flush;
   bool on_this_thread() const { return io->get_executor().running_in_this_thread(); }
 };
 

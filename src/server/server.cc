@@ -568,7 +568,8 @@ bool Server::route_message_now(const C2sSession& from, xml::Element& stanza) {
   if (targets.empty()) return false;
   stanza.set_attr("from", from.jid().str());
   std::string bytes = xml::serialize(stanza, ns::kClient);
-  for (auto& s : targets) s->send_raw(bytes);
+  for (std::size_t i = 0; i + 1 < targets.size(); ++i) targets[i]->send_raw(bytes);
+  targets.back()->send_raw(std::move(bytes));  // the last (usually the only) one takes them
   return true;
 }
 

@@ -205,8 +205,33 @@ struct ServerSample {
   double cpu_s = 0;  // utime + stime of all its threads
   long rss_kib = 0;
   long ctx_switches = 0;  // voluntary + involuntary, all threads
+  // Time the hypervisor ran something else on the CPU the server last ran on (it is pinned
+  // there): a virtual machine's neighbours, the noise in every figure of a window.
+  double steal_s = 0;
   bool ok = false;
 };
+
+// The steal column of /proc/stat's line for `cpu`, in seconds.
+double cpu_steal_s(int cpu) {
+  double steal = 0;
+  if (FILE* f = std::fopen("/proc/stat", "r")) {
+    char line[512];
+    char want[16];
+    std::snprintf(want, sizeof want, "cpu%d ", cpu);
+    while (std::fgets(line, sizeof line, f)) {
+      if (std::strncmp(line, want, std::strlen(want)) != 0) continue;
+      // cpuN user nice system idle iowait irq softirq steal ...
+      unsigned long long v[8] = {};
+      if (std::sscanf(line + std::strlen(want), "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+                      &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+        steal = static_cast<double>(v[7]) / static_cast<double>(sysconf(_SC_CLK_TCK));
+      }
+      break;
+    }
+    std::fclose(f);
+  }
+  return steal;
+}
 
 ServerSample sample_server(int pid) {
   ServerSample s;
@@ -222,15 +247,18 @@ ServerSample sample_server(int pid) {
     if (p) {
       // Fields after ')' start at 3 (state); utime is 14 and stime 15.
       unsigned long long ut = 0, st = 0;
+      int cpu = -1;
       int field = 2;
       for (const char* q = p + 1; *q; ++q) {
         if (*q == ' ') {
           ++field;
           if (field == 14) ut = std::strtoull(q + 1, nullptr, 10);
           if (field == 15) st = std::strtoull(q + 1, nullptr, 10);
+          if (field == 39) cpu = static_cast<int>(std::strtol(q + 1, nullptr, 10));
         }
       }
       s.cpu_s = static_cast<double>(ut + st) / static_cast<double>(sysconf(_SC_CLK_TCK));
+      if (cpu >= 0) s.steal_s = cpu_steal_s(cpu);
       s.ok = true;
     }
   }
@@ -1334,9 +1362,9 @@ int Bench::run_messages() {
     bool pass = p99 <= o_.max_p99_ms && !step_errors && sustained;
     std::fprintf(stderr,
                  "  step %.0f msg/s: delivered %.0f/s, p50 %.2f ms p99 %.2f ms p99.9 %.2f ms, "
-                 "server cpu %.2f s, errors %llu%s\n",
+                 "server cpu %.2f s (steal %.2f s), errors %llu%s\n",
                  rate, delivered_rate, s.lat.percentile_us(0.5) / 1000.0, p99,
-                 s.lat.percentile_us(0.999) / 1000.0, cpu,
+                 s.lat.percentile_us(0.999) / 1000.0, cpu, s.s1.steal_s - s.s0.steal_s,
                  static_cast<unsigned long long>(s.errors_at_end - s.errors_at_start),
                  pass ? "" : "  <- limit");
     std::string j =
@@ -1350,6 +1378,7 @@ int Bench::run_messages() {
         ",\"server_cpu_s\":" + fmt_num(cpu, 3) +
         ",\"server_rss_kib\":" + std::to_string(s.s1.rss_kib) +
         ",\"server_ctx_switches\":" + std::to_string(s.s1.ctx_switches - s.s0.ctx_switches) +
+        ",\"server_cpu_steal_s\":" + fmt_num(s.s1.steal_s - s.s0.steal_s, 2) +
         ",\"perf_syscalls\":" + fmt_num(s.perf.first, 0) +
         ",\"perf_ctx_switches\":" + fmt_num(s.perf.second, 0) +
         ",\"tool_lag_s\":" + fmt_num(s.tool_lag_s, 3) +

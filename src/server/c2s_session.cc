@@ -752,6 +752,7 @@ awaitable<void> C2sSession::handle_bind(const xml::Element& iq) {
   // RFC 6120 §7.7.2.2: the new session wins; the old one gets <conflict/>. It is ended on its
   // own shard, and its unavailable presence goes out before this one binds.
   jid_ = *jid;
+  jid_str_ = jid_.str();
   while (auto old = server_.bind(shared_from_this())) {
     co_await server_.replace_session(old);
     if (closing_) co_return;

@@ -56,7 +56,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
 
   // State the server reads and writes (on this session's shard; other shards read the copy that
   // Server::publish() puts into the directory).
-  const xmpp::Jid& jid() const { return jid_; }  // set before bind(), fixed afterwards
+  const xmpp::Jid& jid() const { return jid_; }            // set before bind(), fixed afterwards
+  const std::string& jid_str() const { return jid_str_; }  // jid().str(), kept
   bool bound() const { return bound_; }
   bool authenticated() const { return !username_.empty(); }
   const std::string& username() const { return username_; }
@@ -196,6 +197,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   std::string username_;
   bool bound_ = false;
   xmpp::Jid jid_;
+  std::string jid_str_;
   std::unique_ptr<asio::steady_timer> write_wait_;
 };
 

@@ -525,13 +525,21 @@ awaitable<void> Server::deliver(xml::Element stanza) {
 }
 
 std::vector<SessionPtr> Server::message_targets(const xmpp::Jid& to, std::string_view type) {
+  std::vector<SessionPtr> targets;
+  message_targets(to, type, targets);
+  return targets;
+}
+
+void Server::message_targets(const xmpp::Jid& to, std::string_view type,
+                             std::vector<SessionPtr>& targets) {
   // RFC 6121 §8.5.2.1.1: to the available resources with the highest non-negative priority
   // (headline: to all with non-negative priority; an error: to one).
-  std::vector<SessionPtr> targets;
+  targets.clear();
   int best = -1;
+  const std::string bare = to.bare_str();
   std::lock_guard lock(dir_mu_);
-  const auto it = bound_.find(to.bare_str());
-  if (it == bound_.end()) return targets;
+  const auto it = bound_.find(bare);
+  if (it == bound_.end()) return;
   for (const auto& r : it->second) {
     if (!r.available || r.priority < 0 || r.session->closed()) continue;
     if (type == "headline") {
@@ -545,7 +553,6 @@ std::vector<SessionPtr> Server::message_targets(const xmpp::Jid& to, std::string
     }
   }
   if (type == "error" && targets.size() > 1) targets.resize(1);
-  return targets;
 }
 
 bool Server::route_message_now(const C2sSession& from, xml::Element& stanza) {
@@ -557,19 +564,23 @@ bool Server::route_message_now(const C2sSession& from, xml::Element& stanza) {
   if (!to || !is_local(*to) || to->local().empty()) return false;
   std::string_view type = stanza.attr("type");
   if (type == "groupchat") return false;
-  std::vector<SessionPtr> targets;
+  // Reused from message to message (no allocation); emptied before returning, so that no
+  // session is kept alive here.
+  thread_local std::vector<SessionPtr> targets;
+  targets.clear();
   if (!to->is_bare()) {
     if (auto s = bound_session(*to)) targets.push_back(std::move(s));
   }
   if (targets.empty()) {
     if (!to->is_bare() && !type.empty() && type != "normal" && type != "chat") return false;
-    targets = message_targets(*to, type.empty() ? std::string_view("normal") : type);
+    message_targets(*to, type.empty() ? std::string_view("normal") : type, targets);
   }
   if (targets.empty()) return false;
-  stanza.set_attr("from", from.jid().str());
+  stanza.set_attr("from", from.jid_str());
   std::string bytes = xml::serialize(stanza, ns::kClient);
   for (std::size_t i = 0; i + 1 < targets.size(); ++i) targets[i]->send_raw(bytes);
   targets.back()->send_raw(std::move(bytes));  // the last (usually the only) one takes them
+  targets.clear();
   return true;
 }
 

@@ -134,6 +134,9 @@ class Server {
   bool route_message_now(const C2sSession& from, xml::Element& stanza);
   // Where a message to a local account goes (RFC 6121 §8.5.2.1.1); empty when nobody is available.
   std::vector<SessionPtr> message_targets(const xmpp::Jid& to, std::string_view type);
+  // The same, into `targets` (cleared first; its capacity is reused).
+  void message_targets(const xmpp::Jid& to, std::string_view type,
+                       std::vector<SessionPtr>& targets);
   // Delivers a stanza addressed to a local account or resource, as if from the network
   // (RFC 6121 §8.5 rules). `stanza` has from/to set.
   awaitable<void> deliver(xml::Element stanza);

@@ -49,6 +49,7 @@ class Element {
   // Sets (adding or replacing) an attribute; returns *this for chaining.
   Element& set_attr(std::string_view name, std::string_view value);
   void remove_attr(std::string_view name);
+  void reserve_attributes(std::size_t n) { attrs_.reserve(n); }
 
   // Children.
   const std::vector<Node>& nodes() const { return nodes_; }

@@ -179,7 +179,12 @@ struct StreamParser::Impl {
     return true;
   }
 
-  void build_attributes(Element& el, const XML_Char** atts) {
+  // `spare`: room for attributes added later (the 'from' the server stamps on a stanza), so that
+  // the vector is allocated once.
+  void build_attributes(Element& el, const XML_Char** atts, std::size_t spare = 0) {
+    std::size_t n = 0;
+    for (const XML_Char** a = atts; *a != nullptr; a += 2) ++n;
+    if (n > 0) el.reserve_attributes(n + spare);
     for (const XML_Char** a = atts; *a != nullptr; a += 2) {
       el.set_attr(attribute_name(a[0]), a[1]);
     }
@@ -240,7 +245,7 @@ struct StreamParser::Impl {
     if (p.over_stanza_limit(p.current_event_end())) return;
 
     Element el(std::move(name), std::move(xmlns));
-    p.build_attributes(el, atts);
+    p.build_attributes(el, atts, p.depth == 1 ? 1 : 0);
     if (p.depth == 1) {
       p.stanza = std::make_unique<Element>(std::move(el));
       p.open.push_back(p.stanza.get());

@@ -198,7 +198,6 @@ def paired_rows(k, fl):
             "fp99": statistics.median(x["p99_ms"] for x in fs),
             "kp99s": [x["p99_ms"] for x in ks],
             "steal": max([x.get("server_cpu_steal_s", 0) for x in ks + fs] or [0]),
-            "kpass": all(x.get("pass") for x in ks),
         })
     return rows
 

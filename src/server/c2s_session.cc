@@ -129,13 +129,10 @@ C2sSession::EventScope::EventScope(Shard& shard) : shard_(shard), outer_(!shard.
 
 C2sSession::EventScope::~EventScope() {
   if (!outer_) return;
-  // A flush may queue more (a callback run once bytes are written): loop until none is left.
-  thread_local std::vector<std::shared_ptr<C2sSession>> batch;
-  while (!shard_.to_flush.empty()) {
-    batch.swap(shard_.to_flush);
-    for (auto& s : batch) s->flush();
-    batch.clear();
-  }
+  // A flush may append more (a callback run once bytes are written): the loop reaches those too.
+  auto& list = shard_.to_flush;
+  for (std::size_t i = 0; i < list.size(); ++i) list[i]->flush();
+  list.clear();
   shard_.in_event = false;
 }
 

@@ -1,6 +1,7 @@
 // Feeds arbitrary bytes to the XMPP stream parser in a few chunks (split points taken from the
 // first byte) and checks that every element it yields serializes to XML that parses back to the
-// same serialization.
+// same serialization, and that its bytes as received, when the parser kept them, parse to it too;
+// that hibernating and taking elements as bytes (StreamHandler::wants_bytes()) change nothing.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -33,10 +34,17 @@ struct Checker : kabar::xml::StreamHandler {
   std::string default_xmlns;
   void on_stream_open(const Element&, std::string_view dx) override { default_xmlns.assign(dx); }
   void on_element(Element&& el) override {
+    const std::string received(parser->element_bytes());
     // Restart from inside the callback as STARTTLS and SASL success do.
     if (el.name() == "starttls" || el.name() == "success") parser->reset();
     const std::string out = kabar::xml::serialize(el, std::string_view(default_xmlns));
     // Round trip: parse the serialization again; it must parse and serialize identically.
+    check(out, out);
+    // Forwarding as received: the kept bytes, alone in a stream with the same default namespace,
+    // must be the same element.
+    if (!received.empty()) check(received, out);
+  }
+  void check(const std::string& doc, const std::string& out) {
     struct Again : kabar::xml::StreamHandler {
       std::string default_xmlns;
       std::string out;
@@ -55,7 +63,7 @@ struct Checker : kabar::xml::StreamHandler {
     loose.max_depth = 1 << 20;
     loose.max_attributes = 1 << 20;
     StreamParser reparser(again, loose);
-    const StreamParser::Result r = reparser.feed(wrap(default_xmlns, out));
+    const StreamParser::Result r = reparser.feed(wrap(default_xmlns, doc));
     if (r.status != StreamParser::Status::kOk || again.count != 1 || again.out != out) {
       __builtin_trap();
     }
@@ -66,7 +74,41 @@ struct Checker : kabar::xml::StreamHandler {
 // Records what a parser reports, to compare a hibernating parser with one that never sleeps.
 struct Recorder : kabar::xml::StreamHandler {
   std::string log;
+  // Elements whose name starts with 'm' are asked for as bytes; those of an even length are
+  // taken so and logged as what their bytes parse to, which must be what a plain parse builds.
+  bool bytes_only = false;
+  std::string default_xmlns;
+  bool wants_bytes(const Element& head) override {
+    return bytes_only && !head.name().empty() && head.name()[0] == 'm';
+  }
+  bool on_element_bytes(Element& head, std::string_view bytes) override {
+    if (!head.nodes().empty() || bytes.empty()) __builtin_trap();
+    if (bytes.size() % 2 != 0) return false;
+    struct One : kabar::xml::StreamHandler {
+      std::string out;
+      int count = 0;
+      void on_stream_open(const Element&, std::string_view) override {}
+      void on_element(Element&& e) override {
+        ++count;
+        out = kabar::xml::serialize(e, std::string_view{});
+      }
+      void on_stream_close() override {}
+    } one;
+    StreamLimits loose;
+    loose.max_stanza_bytes = 64 * 1024 * 1024;
+    loose.max_depth = 1 << 20;
+    loose.max_attributes = 1 << 20;
+    StreamParser reparser(one, loose);
+    if (reparser.feed(wrap(default_xmlns, bytes)).status != StreamParser::Status::kOk ||
+        one.count != 1) {
+      __builtin_trap();
+    }
+    log += one.out;
+    log += '\n';
+    return true;
+  }
   void on_stream_open(const Element& h, std::string_view dx) override {
+    default_xmlns.assign(dx);
     log += "open ";
     log += kabar::xml::serialize(h, dx);
     log += '\n';
@@ -79,9 +121,10 @@ struct Recorder : kabar::xml::StreamHandler {
 };
 
 // Feeds `chunks`; with `hibernate` the parser is told to hibernate after each one.
-std::string replay(const std::string_view (&chunks)[3], const StreamLimits& limits,
-                   bool hibernate) {
+std::string replay(const std::string_view (&chunks)[3], const StreamLimits& limits, bool hibernate,
+                   bool bytes_only = false) {
   Recorder rec;
+  rec.bytes_only = bytes_only;
   StreamParser parser(rec, limits);
   for (std::string_view chunk : chunks) {
     const StreamParser::Result r = parser.feed(chunk);
@@ -105,6 +148,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   limits.max_stanza_bytes = 4096;
   limits.max_depth = 16;
   limits.max_attributes = 16;
+  limits.max_kept_bytes = 2048;
   Checker checker;
   StreamParser parser(checker, limits);
   checker.parser = &parser;
@@ -133,6 +177,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Hibernating between chunks (an idle connection) must not change a single event.
   const std::string_view chunks[3] = {input.substr(0, cut1), input.substr(cut1, cut2 - cut1),
                                       input.substr(cut2)};
-  if (replay(chunks, limits, false) != replay(chunks, limits, true)) __builtin_trap();
+  const std::string plain = replay(chunks, limits, false);
+  if (replay(chunks, limits, true) != plain) __builtin_trap();
+  // Taking elements as bytes must not change a single event either.
+  if (replay(chunks, limits, control & 2, true) != plain) __builtin_trap();
   return 0;
 }

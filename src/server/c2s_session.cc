@@ -48,7 +48,7 @@ C2sSession::C2sSession(Server& server, Shard& shard, tcp::socket sock, bool dire
       shard_(shard),
       sock_(std::move(sock)),
       direct_tls_(direct_tls),
-      parser_(*this, xml::StreamLimits{server.config().max_stanza_bytes, 32, 64}) {
+      parser_(*this, xml::StreamLimits{server.config().max_stanza_bytes, 32, 64, kKeptBytes}) {
   serial_ = ++g_serial;
   boost::system::error_code ec;
   auto ep = sock_.remote_endpoint(ec);
@@ -170,7 +170,6 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
       return;
     }
   }
-  route_ready_messages();
   if (!inbox_.empty() || start_tls_) {
     auto self = shared_from_this();
     asio::co_spawn(
@@ -184,19 +183,6 @@ void C2sSession::on_readable(const boost::system::error_code& wait_ec) {
     return;
   }
   arm_read(drained);
-}
-
-void C2sSession::route_ready_messages() {
-  // Messages at the front of the inbox that can be delivered now go without a coroutine; the
-  // first one that cannot (and everything after it, to keep the order) goes to process_batch().
-  if (phase_ != Phase::kBound) return;
-  std::size_t done = 0;
-  for (; done < inbox_.size() && !closing_; ++done) {
-    xml::Element& el = inbox_[done];
-    if (el.name() != "message" || el.xmlns() != ns::kClient) break;
-    if (!server_.route_message_now(*this, el)) break;
-  }
-  if (done > 0) inbox_.erase(inbox_.begin(), inbox_.begin() + static_cast<std::ptrdiff_t>(done));
 }
 
 awaitable<void> C2sSession::process_batch() {
@@ -483,7 +469,33 @@ void C2sSession::send_features() {
   send_raw(std::move(out));
 }
 
-void C2sSession::on_element(xml::Element&& element) { inbox_.push_back(std::move(element)); }
+// A message that can be delivered now goes from the parser's callback, as the bytes it was
+// received in, without a coroutine: a chat to a contact who is online. Anything else, and
+// everything after it (to keep the order), goes to process_batch().
+bool C2sSession::routable_now(const xml::Element& el) const {
+  return inbox_.empty() && phase_ == Phase::kBound && !closing_ && el.name() == "message" &&
+         el.xmlns() == ns::kClient;
+}
+
+bool C2sSession::wants_bytes(const xml::Element& head) { return routable_now(head); }
+
+bool C2sSession::on_element_bytes(xml::Element& head, std::string_view bytes) {
+  // A 'from' of the client's own is replaced, which takes the whole element (on_element()).
+  if (!routable_now(head) || head.has_attr("from")) return false;
+  route_tried_ = true;
+  if (!server_.route_message_now(*this, head, bytes)) return false;
+  route_tried_ = false;
+  return true;
+}
+
+void C2sSession::on_element(xml::Element&& element) {
+  const bool tried = std::exchange(route_tried_, false);
+  if (!tried && routable_now(element) &&
+      server_.route_message_now(*this, element, parser_.element_bytes())) {
+    return;
+  }
+  inbox_.push_back(std::move(element));
+}
 
 void C2sSession::on_stream_close() { peer_closed_ = true; }
 
@@ -750,6 +762,9 @@ awaitable<void> C2sSession::handle_bind(const xml::Element& iq) {
   // own shard, and its unavailable presence goes out before this one binds.
   jid_ = *jid;
   jid_str_ = jid_.str();
+  from_attr_ = " from='";
+  xml::escape_attr(jid_str_, from_attr_);
+  from_attr_ += '\'';
   while (auto old = server_.bind(shared_from_this())) {
     co_await server_.replace_session(old);
     if (closing_) co_return;

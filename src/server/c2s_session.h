@@ -33,6 +33,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
 
   void start();
 
+  // Stanzas up to this size are forwarded as received (Server::route_message_now()).
+  static constexpr std::size_t kKeptBytes = 16 * 1024;
+
   // Queues bytes for the client; `on_written` runs once they have been handed to the kernel
   // (used to delete offline messages only after delivery).
   void send_raw(std::string data, std::function<void()> on_written = {});
@@ -58,6 +61,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   // Server::publish() puts into the directory).
   const xmpp::Jid& jid() const { return jid_; }            // set before bind(), fixed afterwards
   const std::string& jid_str() const { return jid_str_; }  // jid().str(), kept
+  // " from='jid'", escaped, for a start tag (Server::route_message_now()).
+  const std::string& from_attr() const { return from_attr_; }
   bool bound() const { return bound_; }
   bool authenticated() const { return !username_.empty(); }
   const std::string& username() const { return username_; }
@@ -79,6 +84,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void on_stream_open(const xml::Element& header, std::string_view default_xmlns) override;
   void on_element(xml::Element&& element) override;
   void on_stream_close() override;
+  bool wants_bytes(const xml::Element& head) override;
+  bool on_element_bytes(xml::Element& head, std::string_view bytes) override;
+  bool routable_now(const xml::Element& el) const;
 
   awaitable<void> run();
   awaitable<void> tls_handshake();
@@ -95,7 +103,6 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void on_readable(const boost::system::error_code& ec);
   static void readable(void* self, const boost::system::error_code& ec);
   awaitable<void> process_batch();
-  void route_ready_messages();
   awaitable<void> process_inbox();
   awaitable<void> begin_tls();
   // The end of a session: flush, close the socket, tell the server. Runs once.
@@ -160,6 +167,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   std::vector<std::function<void()>> tls_out_done_;  // callbacks of what tls_out_ holds
   bool direct_tls_;
   xml::StreamParser parser_;
+  bool route_tried_ = false;  // on_element_bytes() tried to route the element on_element() gets
   // Vectors, not deques: an empty std::deque still holds a 576-byte block.
   std::vector<xml::Element> inbox_;
   struct Out {
@@ -198,6 +206,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool bound_ = false;
   xmpp::Jid jid_;
   std::string jid_str_;
+  std::string from_attr_;
   std::unique_ptr<asio::steady_timer> write_wait_;
 };
 

@@ -555,7 +555,28 @@ void Server::message_targets(const xmpp::Jid& to, std::string_view type,
   if (type == "error" && targets.size() > 1) targets.resize(1);
 }
 
-bool Server::route_message_now(const C2sSession& from, xml::Element& stanza) {
+namespace {
+
+// A stanza's bytes as received with `from_attr` (" from='jid'") added to its start tag, right
+// after its name.
+std::string with_from(std::string_view received, std::string_view from_attr) {
+  std::size_t name_end = 1;
+  while (name_end < received.size() &&
+         std::string_view(" \t\r\n/>").find(received[name_end]) == std::string_view::npos) {
+    ++name_end;
+  }
+  std::string out;
+  out.reserve(received.size() + from_attr.size());
+  out.append(received.substr(0, name_end));
+  out += from_attr;
+  out.append(received.substr(name_end));
+  return out;
+}
+
+}  // namespace
+
+bool Server::route_message_now(const C2sSession& from, xml::Element& stanza,
+                               std::string_view received) {
   // The common case needs neither the store nor a coroutine: a chat to a contact who is online
   // (RFC 6121 §8.5.2.1.1, §8.5.3.1). Anything else takes handle_stanza().
   std::string_view to_attr = stanza.attr("to");
@@ -576,8 +597,14 @@ bool Server::route_message_now(const C2sSession& from, xml::Element& stanza) {
     message_targets(*to, type.empty() ? std::string_view("normal") : type, targets);
   }
   if (targets.empty()) return false;
-  stanza.set_attr("from", from.jid_str());
-  std::string bytes = xml::serialize(stanza, ns::kClient);
+  // A 'from' the client put there is replaced (RFC 6120 §8.1.2.1): that takes the element.
+  std::string bytes;
+  if (!received.empty() && received.front() == '<' && !stanza.has_attr("from")) {
+    bytes = with_from(received, from.from_attr());
+  } else {
+    stanza.set_attr("from", from.jid_str());
+    bytes = xml::serialize(stanza, ns::kClient);
+  }
   for (std::size_t i = 0; i + 1 < targets.size(); ++i) targets[i]->send_raw(bytes);
   targets.back()->send_raw(std::move(bytes));  // the last (usually the only) one takes them
   targets.clear();

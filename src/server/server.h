@@ -130,8 +130,12 @@ class Server {
   awaitable<void> handle_stanza(SessionPtr from, xml::Element stanza);
   // Delivers a message from a bound session at once when that needs no store access (the
   // recipient is online); stamps 'from'. False, changing nothing else, when the message has to
-  // take handle_stanza() instead.
-  bool route_message_now(const C2sSession& from, xml::Element& stanza);
+  // take handle_stanza() instead. `received`, when not empty, is the stanza's bytes as the
+  // parser received them (StreamParser::element_bytes(), in the jabber:client default
+  // namespace): forwarded with 'from' put in, as they are, instead of serialized again. Then
+  // `stanza` may be just its head (no children), unless it has a 'from' of its own.
+  bool route_message_now(const C2sSession& from, xml::Element& stanza,
+                         std::string_view received = {});
   // Where a message to a local account goes (RFC 6121 §8.5.2.1.1); empty when nobody is available.
   std::vector<SessionPtr> message_targets(const xmpp::Jid& to, std::string_view type);
   // The same, into `targets` (cleared first; its capacity is reused).

@@ -50,6 +50,10 @@ class Element {
   Element& set_attr(std::string_view name, std::string_view value);
   void remove_attr(std::string_view name);
   void reserve_attributes(std::size_t n) { attrs_.reserve(n); }
+  // Adds an attribute the caller knows is not there yet (a parser whose input has unique names).
+  void add_new_attr(std::string name, std::string value) {
+    attrs_.push_back(Attribute{std::move(name), std::move(value)});
+  }
 
   // Children.
   const std::vector<Node>& nodes() const { return nodes_; }

@@ -1,5 +1,7 @@
 #include "xml/serializer.h"
 
+#include <array>
+#include <cstdint>
 #include <vector>
 
 namespace kabar::xml {
@@ -36,7 +38,7 @@ namespace {
 // needs & < > (">" so "]]>" never appears, XML 1.0 §2.4) and CR (a literal one would be
 // normalized away, §2.11); attribute values also need both quotes and TAB/LF, which would
 // otherwise be normalized to spaces (§3.3.3).
-std::string_view reference_for(char c, bool attribute) {
+constexpr std::string_view reference_for(char c, bool attribute) {
   switch (c) {
     case '&':
       return "&amp;";
@@ -64,16 +66,29 @@ std::string_view reference_for(char c, bool attribute) {
   }
 }
 
-void escape(std::string_view in, std::string& out, bool attribute) {
-  out.reserve(out.size() + in.size());
-  for (const char c : in) {
-    std::string_view ref = reference_for(c, attribute);
-    if (ref.empty()) {
-      out += c;
-    } else {
-      out += ref;
-    }
+// Which bytes need a reference: bit 0 in text, bit 1 in attribute values.
+constexpr std::array<std::uint8_t, 256> kSpecial = [] {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    const char ch = static_cast<char>(c);
+    t[static_cast<std::size_t>(c)] = static_cast<std::uint8_t>(
+        (reference_for(ch, false).empty() ? 0 : 1) | (reference_for(ch, true).empty() ? 0 : 2));
   }
+  return t;
+}();
+
+// Runs of bytes that need no reference are appended whole: most text has none at all.
+void escape(std::string_view in, std::string& out, bool attribute) {
+  const std::uint8_t mask = attribute ? 2 : 1;
+  out.reserve(out.size() + in.size());
+  std::size_t done = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if ((kSpecial[static_cast<unsigned char>(in[i])] & mask) == 0) continue;
+    out.append(in.substr(done, i - done));
+    out += reference_for(in[i], attribute);
+    done = i + 1;
+  }
+  out.append(in.substr(done));
 }
 
 }  // namespace

@@ -88,6 +88,20 @@ struct StreamParser::Impl {
   bool in_feed = false;
   Result error;  // sticky once status is kError
 
+  // Kept bytes (element_bytes()). The slice being parsed and where it starts in the stream; the
+  // bytes of an element that began in an earlier slice wait in `carry` (only then), from stream
+  // offset `carry_start`.
+  std::string_view slice_now;
+  std::int64_t slice_base = 0;
+  std::string carry;
+  std::int64_t carry_start = 0;
+  bool keep = false;                       // the current top-level element's bytes may be kept
+  bool light = false;                      // wants_bytes(): only the head of the element is built
+  bool light_prefix = false;               // ... and a part of it relies on a prefix of the root
+  std::vector<std::string> root_prefixed;  // namespaces the root binds to a prefix
+  std::string joined;                      // an element spanning slices, put together
+  std::string_view kept;                   // what element_bytes() returns
+
   // Hibernation (an idle stream between stanzas gives its expat parser back; see hibernate()).
   std::vector<std::pair<std::string, std::string>> root_ns;  // prefix, URI declared on the root
   std::string root_xmlns, root_name;                         // the root's expanded name
@@ -136,6 +150,16 @@ struct StreamParser::Impl {
     root_name.clear();
     hibernating = false;
     in_cdata = false;
+    slice_now = {};
+    slice_base = 0;
+    std::string().swap(carry);
+    carry_start = 0;
+    keep = false;
+    light = false;
+    light_prefix = false;
+    root_prefixed.clear();
+    std::string().swap(joined);
+    kept = {};
   }
 
   void free_parser() {
@@ -153,6 +177,7 @@ struct StreamParser::Impl {
     stanza.reset();
     open.clear();
     open.shrink_to_fit();
+    std::string().swap(carry);
   }
 
   static Impl& self(void* user_data) { return *static_cast<Impl*>(user_data); }
@@ -185,8 +210,9 @@ struct StreamParser::Impl {
     std::size_t n = 0;
     for (const XML_Char** a = atts; *a != nullptr; a += 2) ++n;
     if (n > 0) el.reserve_attributes(n + spare);
+    // Expat has rejected duplicates (also by expanded name), so no search for an existing one.
     for (const XML_Char** a = atts; *a != nullptr; a += 2) {
-      el.set_attr(attribute_name(a[0]), a[1]);
+      el.add_new_attr(attribute_name(a[0]), a[1]);
     }
   }
 
@@ -197,6 +223,7 @@ struct StreamParser::Impl {
     if (p.depth == 0) {
       if (prefix == nullptr) p.default_xmlns = uri != nullptr ? uri : "";
       if (!p.replaying) p.root_ns.emplace_back(prefix != nullptr ? prefix : "", uri ? uri : "");
+      if (prefix != nullptr && uri != nullptr) p.root_prefixed.emplace_back(uri);
     }
   }
 
@@ -241,18 +268,152 @@ struct StreamParser::Impl {
              "elements nested deeper than " + std::to_string(p.limits.max_depth));
       return;
     }
-    if (p.depth == 1) p.stanza_start = XML_GetCurrentByteIndex(p.parser);
+    if (p.depth == 1) {
+      p.stanza_start = XML_GetCurrentByteIndex(p.parser);
+      p.keep = p.limits.max_kept_bytes > 0;
+      p.light = p.light_prefix = false;
+    }
     if (p.over_stanza_limit(p.current_event_end())) return;
+    const bool prefixed =
+        (p.keep || p.light) && !p.root_prefixed.empty() && p.uses_root_prefix(xmlns, atts);
+    if (p.light) {
+      // Below the head of an element taken as bytes nothing is built; the limits above apply.
+      p.light_prefix = p.light_prefix || prefixed;
+      ++p.depth;
+      return;
+    }
+    if (prefixed) p.keep = false;
 
     Element el(std::move(name), std::move(xmlns));
     p.build_attributes(el, atts, p.depth == 1 ? 1 : 0);
     if (p.depth == 1) {
       p.stanza = std::make_unique<Element>(std::move(el));
+      if (p.keep && p.start_tag_kept() && p.handler.wants_bytes(*p.stanza)) {
+        p.light = true;
+        ++p.depth;
+        return;
+      }
       p.open.push_back(p.stanza.get());
     } else {
       p.open.push_back(&p.open.back()->add_child(std::move(el)));
     }
     ++p.depth;
+  }
+
+  // Whether an element of the stanza is in, or has an attribute in, a namespace the root binds
+  // to a prefix: its bytes may then rely on that binding. (Conservative: the stanza may bind the
+  // same namespace itself.)
+  bool uses_root_prefix(const std::string& xmlns, const XML_Char** atts) const {
+    for (const auto& uri : root_prefixed) {
+      if (xmlns == uri) return true;
+      for (const XML_Char** a = atts; *a != nullptr; a += 2) {
+        const std::string_view name(a[0]);
+        const std::size_t sep = name.find(kNsSeparator);
+        if (sep != std::string_view::npos && name.substr(0, sep) == uri) return true;
+      }
+    }
+    return false;
+  }
+
+  // Whether the bytes of the start tag being reported are at hand: in this slice or carried.
+  bool start_tag_kept() const {
+    return stanza_start >= slice_base ||
+           (carry_start <= stanza_start &&
+            carry_start + static_cast<std::int64_t>(carry.size()) == slice_base);
+  }
+
+  // The bytes of the top-level element that ends at `end`, when kept (whatever their size when
+  // only its head was built: they are all there is of it).
+  std::string_view element_range(std::int64_t end) {
+    const std::int64_t start = stanza_start;
+    if (!keep) return {};
+    if (!light && end - start > static_cast<std::int64_t>(limits.max_kept_bytes)) return {};
+    if (end < slice_base || end > slice_base + static_cast<std::int64_t>(slice_now.size())) {
+      return {};
+    }
+    if (start >= slice_base) {
+      return slice_now.substr(static_cast<std::size_t>(start - slice_base),
+                              static_cast<std::size_t>(end - start));
+    }
+    if (carry_start > start ||
+        carry_start + static_cast<std::int64_t>(carry.size()) != slice_base) {
+      return {};
+    }
+    joined.assign(carry, static_cast<std::size_t>(start - carry_start));
+    joined.append(slice_now.substr(0, static_cast<std::size_t>(end - slice_base)));
+    return joined;
+  }
+
+  // After a slice: what belongs to an element not yet complete (its start tag may not even be
+  // reported yet) is copied, if it may be kept, for element_range() to find later.
+  void carry_over(std::string_view slice, std::int64_t base) {
+    const std::int64_t from = stanza != nullptr ? (keep ? stanza_start : fed) : boundary;
+    const bool any_size = stanza != nullptr && light;  // bounded by max_stanza_bytes instead
+    if (from >= fed ||
+        (!any_size && fed - from > static_cast<std::int64_t>(limits.max_kept_bytes))) {
+      if (stanza != nullptr) keep = false;
+      if (carry.capacity() > 0) std::string().swap(carry);
+      return;
+    }
+    if (from < base) {
+      if (carry_start > from || carry_start + static_cast<std::int64_t>(carry.size()) != base) {
+        if (stanza != nullptr) keep = false;
+        std::string().swap(carry);
+        return;
+      }
+      carry.erase(0, static_cast<std::size_t>(from - carry_start));
+    } else {
+      carry.clear();
+    }
+    carry.append(slice.substr(static_cast<std::size_t>(std::max(from, base) - base)));
+    carry_start = from;
+  }
+
+  // The end of an element taken as bytes: offered to the handler as such, else built from them.
+  void finish_bytes_only(std::int64_t end) {
+    const std::string_view bytes = element_range(end);
+    std::unique_ptr<Element> head = std::move(stanza);
+    light = false;
+    const bool forwardable =
+        !bytes.empty() && !light_prefix && bytes.size() <= limits.max_kept_bytes;
+    kept = forwardable ? bytes : std::string_view();
+    if (!forwardable || !handler.on_element_bytes(*head, bytes)) {
+      head.reset();
+      std::optional<Element> whole = rebuild(bytes);
+      if (!whole) {
+        fail(ParseError::kPolicyViolation, "cannot rebuild a stanza from its bytes");
+      } else {
+        handler.on_element(std::move(*whole));
+      }
+    }
+    kept = {};
+    keep = false;
+    if (carry.capacity() > 0) std::string().swap(carry);
+    if (joined.capacity() > 0) std::string().swap(joined);
+  }
+
+  // Parses an element's bytes again, alone, inside a root declaring what the stream root does.
+  std::optional<Element> rebuild(std::string_view bytes) const {
+    struct Collector : StreamHandler {
+      std::optional<Element> element;
+      void on_stream_open(const Element&, std::string_view) override {}
+      void on_element(Element&& e) override { element = std::move(e); }
+      void on_stream_close() override {}
+    } collector;
+    if (bytes.empty()) return std::nullopt;
+    std::string head = "<kabar-rebuild";
+    for (const auto& [prefix, uri] : root_ns) {
+      head += prefix.empty() ? " xmlns='" : " xmlns:" + prefix + "='";
+      escape_attr(uri, head);
+      head += '\'';
+    }
+    head += '>';
+    StreamParser again(collector, StreamLimits{limits.max_stanza_bytes, limits.max_depth,
+                                               limits.max_attributes, 0});
+    if (again.feed(head).status != Status::kOk || again.feed(bytes).status != Status::kOk) {
+      return std::nullopt;
+    }
+    return std::move(collector.element);
   }
 
   static void on_end(void* user_data, const XML_Char* /*name*/) {
@@ -264,14 +425,27 @@ struct StreamParser::Impl {
       p.handler.on_stream_close();
       return;
     }
-    p.open.pop_back();
-    if (!p.open.empty()) return;
+    if (p.light) {
+      if (p.depth > 1) return;
+    } else {
+      p.open.pop_back();
+      if (!p.open.empty()) return;
+    }
     const std::int64_t end = p.current_event_end();
     if (p.over_stanza_limit(end)) return;
     p.event_end = p.boundary = end;
+    if (p.light) {
+      p.finish_bytes_only(end);
+      return;
+    }
+    p.kept = p.element_range(end);
     // Moved out first so no per-stanza memory is held once the handler returns.
     std::unique_ptr<Element> done = std::move(p.stanza);
     p.handler.on_element(std::move(*done));
+    p.kept = {};
+    p.keep = false;
+    if (p.carry.capacity() > 0) std::string().swap(p.carry);
+    if (p.joined.capacity() > 0) std::string().swap(p.joined);
   }
 
   static void on_text(void* user_data, const XML_Char* s, int len) {
@@ -279,7 +453,7 @@ struct StreamParser::Impl {
     if (p.stopped) return;
     if (p.depth >= 2) {
       if (p.over_stanza_limit(p.current_event_end())) return;
-      p.open.back()->add_text(std::string_view(s, static_cast<std::size_t>(len)));
+      if (!p.light) p.open.back()->add_text(std::string_view(s, static_cast<std::size_t>(len)));
     } else {
       // Whitespace keepalives between top-level elements carry no meaning.
       p.boundary = p.current_event_end();
@@ -330,11 +504,14 @@ struct StreamParser::Impl {
       const std::string_view slice = bytes.substr(0, kSliceBytes);
       const std::int64_t base = fed;
       fed += static_cast<std::int64_t>(slice.size());
+      slice_now = slice;
+      slice_base = base;
       XML_Status status;
       {
         ArenaScope scope(*arena);
         status = XML_Parse(parser, slice.data(), static_cast<int>(slice.size()), XML_FALSE);
       }
+      slice_now = {};
       if (reset_pending) {
         // A handler asked for a stream restart: what follows the handled event starts the new
         // stream. Only now, outside expat's callbacks, may the old parser be freed.
@@ -361,6 +538,7 @@ struct StreamParser::Impl {
                        "stanza exceeds " + std::to_string(limits.max_stanza_bytes) + " bytes"};
         break;
       }
+      if (limits.max_kept_bytes > 0) carry_over(slice, base);
       bytes.remove_prefix(slice.size());
     }
     in_feed = false;
@@ -382,6 +560,7 @@ struct StreamParser::Impl {
     if (!root_qname()) return false;
     free_parser();
     open.shrink_to_fit();
+    std::string().swap(carry);
     hibernating = true;
     return true;
   }
@@ -461,6 +640,8 @@ StreamParser::~StreamParser() = default;
 StreamParser::Result StreamParser::feed(std::string_view bytes) { return impl_->feed(bytes); }
 
 void StreamParser::reset() { impl_->reset(); }
+
+std::string_view StreamParser::element_bytes() const { return impl_->kept; }
 
 std::size_t StreamParser::pending_bytes() const { return impl_->pending_bytes(); }
 

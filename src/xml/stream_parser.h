@@ -21,6 +21,9 @@ struct StreamLimits {
   std::size_t max_stanza_bytes = 256 * 1024;  // bytes of one top-level element, as received
   int max_depth = 32;                         // nesting below the stream root
   int max_attributes = 64;                    // attributes on one element
+  // Top-level elements up to this many bytes keep their bytes as received, for
+  // StreamParser::element_bytes(); 0 keeps none.
+  std::size_t max_kept_bytes = 0;
 };
 
 // Which stream error a failure maps to (RFC 6120 §4.9.3).
@@ -44,6 +47,17 @@ class StreamHandler {
   virtual void on_element(Element&& element) = 0;
   // The root's end tag.
   virtual void on_stream_close() = 0;
+
+  // Optional, to forward top-level elements without building them (needs
+  // StreamLimits::max_kept_bytes): asked at a top-level element's start tag, where `head` has its
+  // name, namespace and attributes. When true, nothing below the head is built while it is parsed,
+  // and at its end on_element_bytes() is offered it first.
+  virtual bool wants_bytes(const Element& /*head*/) { return false; }
+  // `head` without children and its bytes as StreamParser::element_bytes() describes them (never
+  // empty here). True when the handler took the element; otherwise the parser builds it whole
+  // from those bytes and calls on_element(). Not called when the bytes could not be kept
+  // (larger than max_kept_bytes, or relying on a prefix of the root): on_element() gets it.
+  virtual bool on_element_bytes(Element& /*head*/, std::string_view /*bytes*/) { return false; }
 };
 
 class StreamParser {
@@ -69,6 +83,13 @@ class StreamParser {
   // the bytes of the current feed() call that follow the element being handled are then parsed
   // as the start of the new stream.
   void reset();
+
+  // Inside StreamHandler::on_element: the element's bytes exactly as received (start tag to end
+  // tag), valid until the callback returns, so that a stanza can be forwarded without being
+  // serialized again. Empty when they were not kept: larger than max_kept_bytes, or using a
+  // namespace prefix declared on the stream root (the bytes would not stand on their own; the
+  // default namespace, which they do rely on, is the handler's to check).
+  std::string_view element_bytes() const;
 
   // Bytes held for the top-level element being parsed (0 between stanzas): what an idle
   // connection costs.

@@ -112,13 +112,17 @@ std::optional<std::string> nameprep(std::string_view domain) {
   // RFC 3490 §3.1: U+3002 IDEOGRAPHIC FULL STOP separates labels too (Nameprep's NFKC already
   // folded U+FF0E and U+FF61 to '.' and U+3002).
   std::string d;
-  d.reserve(out->size());
-  for (std::size_t i = 0; i < out->size(); ++i) {
-    if (out->compare(i, 3, "\xE3\x80\x82") == 0) {
-      d.push_back('.');
-      i += 2;
-    } else {
-      d.push_back((*out)[i]);
+  if (out->find('\xE3') == std::string::npos) {
+    d = std::move(*out);  // nothing to replace (always so for ASCII)
+  } else {
+    d.reserve(out->size());
+    for (std::size_t i = 0; i < out->size(); ++i) {
+      if (out->compare(i, 3, "\xE3\x80\x82") == 0) {
+        d.push_back('.');
+        i += 2;
+      } else {
+        d.push_back((*out)[i]);
+      }
     }
   }
   // RFC 7622 §3.2: a trailing dot is not part of the domainpart.

@@ -274,6 +274,58 @@ def messages(k):
 
 
 @section
+def forwarded_as_received(k):
+    """A message to an online contact goes out as its sender wrote it, with only 'from' put in:
+    quoting, character references, CDATA and namespace prefixes declared inside it survive, also
+    when it arrives in pieces. One that relies on a prefix declared on the sender's stream header,
+    or that carries its own 'from', is rebuilt instead, and must arrive just as correct."""
+    c = Conn(k.port)
+    c.open_stream()
+    c.starttls()
+    el = c.sasl_scram("alice", PW["alice"])
+    R.check(el.tag == q(NS_SASL, "success"), "forwarding: authenticated")
+    c.open_stream(extra=" xmlns:x='urn:example:x'")
+    c.bind("fw")
+    c.iq("get", "<query xmlns='jabber:iq:roster'/>")
+    c.presence()
+    b = online(k.port, "bob", PW["bob"], resource="fw")
+    c.drain(0.2)
+    b.drain(0.2)
+    sent = ("<message to=\"bob@localhost/fw\" type='chat' id='fw1' xml:lang='de'><body>caf&#233; "
+            "&amp; &lt;tea&gt; <![CDATA[<raw> & ]]>\r\nend</body>"
+            "<y:note xmlns:y='urn:example:y' y:kind=\"a'b\">n</y:note></message>")
+    c.send(sent)
+    m = b.expect_message("caf\u00e9 & <tea> <raw> & \nend")
+    R.check(m.get("from") == "alice@localhost/fw" and m.get(XML_LANG) == "de",
+            "forwarded: text, CDATA and entities decoded right, from stamped (%s)" % tostr(m))
+    want = sent.replace("<message ", "<message from='alice@localhost/fw' ", 1).encode()
+    R.check(want in bytes(b.raw), "forwarded byte for byte with from put in")
+    note = m.find("{urn:example:y}note")
+    R.check(note is not None and note.get("{urn:example:y}kind") == "a'b",
+            "a prefix declared inside the message resolves at the recipient")
+    # In pieces, with pauses: each piece is a read of its own.
+    parts = [sent[:7], sent[7:60].replace("fw1", "fw2"), sent[60:]]
+    for part in parts:
+        c.send(part)
+        time.sleep(0.15)
+    m = b.expect_message("caf\u00e9 & <tea> <raw> & \nend", id="fw2")
+    R.check(m.get("from") == "alice@localhost/fw", "a message arriving in three reads forwarded")
+    # A prefix from the sender's stream header: the bytes alone would not parse.
+    c.send("<message to='bob@localhost/fw' id='fw3'><body>with x</body><x:tag a='1'/></message>")
+    m = b.expect_message("with x")
+    R.check(m.find("{urn:example:x}tag") is not None and m.get("from") == "alice@localhost/fw",
+            "a child using a prefix of the sender's stream header arrives in its namespace (%s)"
+            % tostr(m))
+    # Its own 'from' is replaced.
+    c.send("<message from='mallory@localhost/x' to='bob@localhost/fw' id='fw4'>"
+           "<body>own from</body></message>")
+    m = b.expect_message("own from")
+    R.check(m.get("from") == "alice@localhost/fw", "a message's own from replaced (%s)" % tostr(m))
+    c.close()
+    b.close()
+
+
+@section
 def idle_streams(k):
     """An idle stream gives its XML parser back (after ~2 s) and must carry on exactly as before:
     prefixes declared on the stream header still resolve, a stanza split across the idle time
@@ -577,7 +629,8 @@ def main():
     with k:
         for user, pw in PW.items():
             k.add_user(user, pw)
-        for fn in (stream_header, logins, binding, basic_iqs, messages, idle_streams, roster,
+        for fn in (stream_header, logins, binding, basic_iqs, messages, forwarded_as_received,
+                   idle_streams, roster,
                    subscriptions_and_presence, offline_messages, registration):
             fn(k)
             if not k.alive():

@@ -65,6 +65,18 @@ struct Recorder : StreamHandler {
   std::vector<Element> elements;
   // Element names on which the handler restarts the stream, as STARTTLS / SASL success do.
   std::vector<std::string> reset_on;
+  bool record_bytes = false;  // also record element_bytes() (StreamLimits::max_kept_bytes)
+  // <message/>s are asked for as bytes (wants_bytes()); those with take='1' are taken so.
+  bool bytes_only = false;
+
+  bool wants_bytes(const Element& head) override { return bytes_only && head.name() == "message"; }
+  bool on_element_bytes(Element& head, std::string_view bytes) override {
+    EXPECT_TRUE(head.nodes().empty());
+    EXPECT_EQ(bytes, parser->element_bytes());
+    if (head.attr("take") != "1") return false;
+    events.push_back("taken " + dump(head) + " " + std::string(bytes));
+    return true;
+  }
 
   void on_stream_open(const Element& header, std::string_view default_xmlns) override {
     std::string s = "open " + dump(header) + " default=" + std::string(default_xmlns);
@@ -72,6 +84,7 @@ struct Recorder : StreamHandler {
   }
   void on_element(Element&& el) override {
     events.push_back("elem " + dump(el));
+    if (record_bytes) events.push_back("bytes " + std::string(parser->element_bytes()));
     const bool restart = std::find(reset_on.begin(), reset_on.end(), el.name()) != reset_on.end();
     elements.push_back(std::move(el));
     if (restart) parser->reset();
@@ -94,9 +107,12 @@ std::ostream& operator<<(std::ostream& os, const Outcome& o) {
 // With `hibernate`, the parser is asked to hibernate after every chunk (an idle connection's
 // memory saving), which must never change what it reports.
 Outcome run(const std::vector<std::string_view>& chunks, StreamLimits limits,
-            const std::vector<std::string>& reset_on, bool hibernate = false) {
+            const std::vector<std::string>& reset_on, bool hibernate = false,
+            bool bytes_only = false) {
   Recorder rec;
   rec.reset_on = reset_on;
+  rec.bytes_only = bytes_only;
+  rec.record_bytes = limits.max_kept_bytes > 0 && !bytes_only;
   StreamParser parser(rec, limits);
   rec.parser = &parser;
   Outcome out{{}, "ok"};
@@ -117,17 +133,18 @@ Outcome run(const std::vector<std::string_view>& chunks, StreamLimits limits,
 // Parses `input` whole, at every split point, and byte by byte; expects identical outcomes and
 // returns the whole-input one.
 Outcome parse_all_ways(std::string_view input, StreamLimits limits = {},
-                       const std::vector<std::string>& reset_on = {}) {
-  const Outcome whole = run({input}, limits, reset_on);
+                       const std::vector<std::string>& reset_on = {}, bool bytes_only = false) {
+  const Outcome whole = run({input}, limits, reset_on, false, bytes_only);
   for (std::size_t i = 0; i <= input.size(); ++i) {
-    const Outcome split = run({input.substr(0, i), input.substr(i)}, limits, reset_on);
+    const Outcome split =
+        run({input.substr(0, i), input.substr(i)}, limits, reset_on, false, bytes_only);
     EXPECT_EQ(split, whole) << "split at " << i;
     if (split != whole) break;
   }
   std::vector<std::string_view> bytes;
   for (std::size_t i = 0; i < input.size(); ++i) bytes.push_back(input.substr(i, 1));
-  EXPECT_EQ(run(bytes, limits, reset_on), whole) << "byte by byte";
-  EXPECT_EQ(run(bytes, limits, reset_on, true), whole) << "byte by byte, hibernating";
+  EXPECT_EQ(run(bytes, limits, reset_on, false, bytes_only), whole) << "byte by byte";
+  EXPECT_EQ(run(bytes, limits, reset_on, true, bytes_only), whole) << "byte by byte, hibernating";
   return whole;
 }
 
@@ -565,4 +582,133 @@ TEST(XmlStreamParser, SerializerRoundTripOfParsedStanzas) {
 }
 
 }  // namespace
+
+// Kept bytes (element_bytes()): exactly the element's bytes as received, however they were split.
+TEST(StreamParserKeptBytes, ElementBytesAreTheBytesAsReceived) {
+  StreamLimits limits;
+  limits.max_kept_bytes = 1024;
+  const std::string message =
+      "<message to='a@example.com' type=\"chat\"><body>x &amp; &#233; <![CDATA[<y>]]>\r\n"
+      "</body><x:e xmlns:x='urn:e' x:a='1'/></message>";
+  const std::string presence = "<presence/>";
+  const Outcome out = parse_all_ways(with_header(message + " \n" + presence + "<iq\n/>"), limits);
+  ASSERT_EQ(out.result, "ok");
+  ASSERT_EQ(out.events.size(), 7u);
+  EXPECT_EQ(out.events[2], "bytes " + message);
+  EXPECT_EQ(out.events[4], "bytes " + presence);
+  EXPECT_EQ(out.events[6], "bytes <iq\n/>");
+}
+
+TEST(StreamParserKeptBytes, NotKeptWhenTheyNeedAPrefixOfTheRoot) {
+  StreamLimits limits;
+  limits.max_kept_bytes = 1024;
+  const std::string header =
+      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+      "xmlns:foo='urn:foo'>";
+  const Outcome out = parse_all_ways(
+      header +
+          "<message><foo:x/></message><message><y foo:a='1'/></message>"
+          "<message><stream:error/></message><message><z xmlns:foo='urn:other'/></message>",
+      limits);
+  ASSERT_EQ(out.result, "ok");
+  ASSERT_EQ(out.events.size(), 9u);
+  EXPECT_EQ(out.events[2], "bytes ");
+  EXPECT_EQ(out.events[4], "bytes ");
+  EXPECT_EQ(out.events[6], "bytes ");
+  EXPECT_EQ(out.events[8], "bytes <message><z xmlns:foo='urn:other'/></message>");
+}
+
+TEST(StreamParserKeptBytes, NotKeptOverTheLimitNorByDefault) {
+  StreamLimits limits;
+  limits.max_kept_bytes = 16;
+  Outcome out =
+      parse_all_ways(with_header("<message><body>too long</body></message><iq/>"), limits);
+  ASSERT_EQ(out.result, "ok");
+  ASSERT_EQ(out.events.size(), 5u);
+  EXPECT_EQ(out.events[2], "bytes ");
+  EXPECT_EQ(out.events[4], "bytes <iq/>");
+
+  Recorder rec;
+  StreamParser parser(rec, StreamLimits{});
+  rec.parser = &parser;
+  rec.record_bytes = true;
+  ASSERT_EQ(parser.feed(with_header("<iq/>")).status, StreamParser::Status::kOk);
+  ASSERT_EQ(rec.events.size(), 3u);
+  EXPECT_EQ(rec.events[2], "bytes ");
+  EXPECT_TRUE(parser.element_bytes().empty());  // outside on_element
+}
+
+TEST(StreamParserKeptBytes, KeptAfterARestart) {
+  StreamLimits limits;
+  limits.max_kept_bytes = 1024;
+  const Outcome out = parse_all_ways(
+      with_header("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>") + std::string(kHeader) +
+          "<message to='b@example.com'><body>hi</body></message>",
+      limits, {"success"});
+  ASSERT_EQ(out.result, "ok");
+  ASSERT_EQ(out.events.size(), 6u);
+  EXPECT_EQ(out.events[2], "bytes <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+  EXPECT_EQ(out.events[5], "bytes <message to='b@example.com'><body>hi</body></message>");
+}
+
+// Elements taken as bytes only (wants_bytes()): the head and the bytes when taken; when declined
+// or not offered, the same element a plain parse builds.
+TEST(StreamParserBytesOnly, TakenOrBuiltTheSameAsAPlainParse) {
+  StreamLimits limits;
+  limits.max_kept_bytes = 200;
+  const std::string taken =
+      "<message take='1' to='b@x'><body>a &amp; <![CDATA[b]]></body></message>";
+  const std::string header =
+      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+      "xmlns:foo='urn:foo'>";
+  const std::string declined = "<message to='c@x'><body>x</body><e xmlns='urn:e' a='1'/></message>";
+  const std::string prefixed = "<message take='1'><foo:x foo:a='2'>t</foo:x></message>";
+  const std::string large =
+      "<message take='1'><body>" + std::string(300, 'z') + "</body></message>";
+  const std::string other = "<iq type='get'><q xmlns='urn:q'/></iq>";
+  const std::string input = header + taken + declined + prefixed + large + other;
+  Outcome plain = parse_all_ways(input, limits);
+  std::erase_if(plain.events, [](const std::string& e) { return e.starts_with("bytes "); });
+  const Outcome bytes = parse_all_ways(input, limits, {}, true);
+  ASSERT_EQ(plain.result, "ok");
+  ASSERT_EQ(bytes.result, "ok");
+  ASSERT_EQ(plain.events.size(), 6u);
+  ASSERT_EQ(bytes.events.size(), 6u);
+  EXPECT_EQ(bytes.events[1], "taken {jabber:client}message[take=1 to=b@x] " + taken);
+  for (std::size_t i = 2; i < 6; ++i) EXPECT_EQ(bytes.events[i], plain.events[i]) << i;
+  EXPECT_EQ(bytes.events[3],
+            "elem {jabber:client}message[take=1]({urn:foo}x[{urn:foo}a=2](\"t\"))");
+}
+
+TEST(StreamParserBytesOnly, LimitsStillApplyBelowTheHead) {
+  StreamLimits limits;
+  limits.max_kept_bytes = 4096;
+  limits.max_depth = 3;
+  limits.max_attributes = 2;
+  limits.max_stanza_bytes = 1024;
+  auto with_header = [](const std::string& body) {
+    return "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" +
+           body;
+  };
+  EXPECT_EQ(parse_all_ways(with_header("<message take='1'><a><b/></a></message>"), limits, {}, true)
+                .result,
+            "ok");
+  EXPECT_EQ(parse_all_ways(with_header("<message take='1'><a><b><c/></b></a></message>"), limits,
+                           {}, true)
+                .result,
+            "policy-violation");
+  EXPECT_EQ(parse_all_ways(with_header("<message take='1'><a x='1' y='2' z='3'/></message>"),
+                           limits, {}, true)
+                .result,
+            "policy-violation");
+  EXPECT_EQ(parse_all_ways(with_header("<message take='1'><body>" + std::string(1100, 'y') +
+                                       "</body></message>"),
+                           limits, {}, true)
+                .result,
+            "policy-violation");
+  EXPECT_EQ(
+      parse_all_ways(with_header("<message take='1'><a></b></message>"), limits, {}, true).result,
+      "not-well-formed");
+}
+
 }  // namespace kabar::xml

@@ -18,6 +18,46 @@ TEST(XmlSerializer, EscapesAttributeSpecialCharacters) {
   EXPECT_EQ(out, "prefix:a&amp;b&lt;c&gt;d&apos;e&quot;f&#13;g&#9;h&#10;i");
 }
 
+// Every byte value, alone, in runs and next to each other, against the per-character rule.
+TEST(XmlSerializer, EscapesEveryByteAsTheRuleSays) {
+  auto rule = [](char c, bool attribute) -> std::string {
+    switch (c) {
+      case '&':
+        return "&amp;";
+      case '<':
+        return "&lt;";
+      case '>':
+        return "&gt;";
+      case '\r':
+        return "&#13;";
+      case '\'':
+        return attribute ? "&apos;" : "'";
+      case '"':
+        return attribute ? "&quot;" : "\"";
+      case '\t':
+        return attribute ? "&#9;" : "\t";
+      case '\n':
+        return attribute ? "&#10;" : "\n";
+      default:
+        return std::string(1, c);
+    }
+  };
+  std::string in;
+  for (int i = 0; i < 256; ++i) in += std::string(static_cast<std::size_t>(i % 3 + 1), char(i));
+  in += "&&plain text<<";
+  std::string want_text, want_attr;
+  for (char c : in) {
+    want_text += rule(c, false);
+    want_attr += rule(c, true);
+  }
+  std::string text = "x";
+  escape_text(in, text);
+  EXPECT_EQ(text, "x" + want_text);
+  std::string attr;
+  escape_attr(in, attr);
+  EXPECT_EQ(attr, want_attr);
+}
+
 TEST(XmlSerializer, LeavesUtf8Alone) {
   std::string out;
   escape_text("\xC3\xA9\xF0\x9F\x98\x80", out);

@@ -762,9 +762,6 @@ awaitable<void> C2sSession::handle_bind(const xml::Element& iq) {
   // own shard, and its unavailable presence goes out before this one binds.
   jid_ = *jid;
   jid_str_ = jid_.str();
-  from_attr_ = " from='";
-  xml::escape_attr(jid_str_, from_attr_);
-  from_attr_ += '\'';
   while (auto old = server_.bind(shared_from_this())) {
     co_await server_.replace_session(old);
     if (closing_) co_return;

@@ -61,8 +61,6 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   // Server::publish() puts into the directory).
   const xmpp::Jid& jid() const { return jid_; }            // set before bind(), fixed afterwards
   const std::string& jid_str() const { return jid_str_; }  // jid().str(), kept
-  // " from='jid'", escaped, for a start tag (Server::route_message_now()).
-  const std::string& from_attr() const { return from_attr_; }
   bool bound() const { return bound_; }
   bool authenticated() const { return !username_.empty(); }
   const std::string& username() const { return username_; }
@@ -206,7 +204,6 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool bound_ = false;
   xmpp::Jid jid_;
   std::string jid_str_;
-  std::string from_attr_;
   std::unique_ptr<asio::steady_timer> write_wait_;
 };
 

@@ -557,18 +557,19 @@ void Server::message_targets(const xmpp::Jid& to, std::string_view type,
 
 namespace {
 
-// A stanza's bytes as received with `from_attr` (" from='jid'") added to its start tag, right
-// after its name.
-std::string with_from(std::string_view received, std::string_view from_attr) {
+// A stanza's bytes as received with from='jid' added to its start tag, right after its name.
+std::string with_from(std::string_view received, std::string_view from) {
   std::size_t name_end = 1;
   while (name_end < received.size() &&
          std::string_view(" \t\r\n/>").find(received[name_end]) == std::string_view::npos) {
     ++name_end;
   }
   std::string out;
-  out.reserve(received.size() + from_attr.size());
+  out.reserve(received.size() + from.size() + 8);
   out.append(received.substr(0, name_end));
-  out += from_attr;
+  out += " from='";
+  xml::escape_attr(from, out);
+  out += '\'';
   out.append(received.substr(name_end));
   return out;
 }
@@ -600,7 +601,7 @@ bool Server::route_message_now(const C2sSession& from, xml::Element& stanza,
   // A 'from' the client put there is replaced (RFC 6120 §8.1.2.1): that takes the element.
   std::string bytes;
   if (!received.empty() && received.front() == '<' && !stanza.has_attr("from")) {
-    bytes = with_from(received, from.from_attr());
+    bytes = with_from(received, from.jid_str());
   } else {
     stanza.set_attr("from", from.jid_str());
     bytes = xml::serialize(stanza, ns::kClient);

@@ -95,12 +95,12 @@ struct StreamParser::Impl {
   std::int64_t slice_base = 0;
   std::string carry;
   std::int64_t carry_start = 0;
-  bool keep = false;                       // the current top-level element's bytes may be kept
-  bool light = false;                      // wants_bytes(): only the head of the element is built
-  bool light_prefix = false;               // ... and a part of it relies on a prefix of the root
-  std::vector<std::string> root_prefixed;  // namespaces the root binds to a prefix
-  std::string joined;                      // an element spanning slices, put together
-  std::string_view kept;                   // what element_bytes() returns
+  bool keep = false;          // the current top-level element's bytes may be kept
+  bool light = false;         // wants_bytes(): only the head of the element is built
+  bool light_prefix = false;  // ... and a part of it relies on a prefix of the root
+  int root_prefixes = 0;      // namespace prefixes the root declares (in root_ns)
+  std::string joined;         // an element spanning slices, put together
+  std::string_view kept;      // what element_bytes() returns
 
   // Hibernation (an idle stream between stanzas gives its expat parser back; see hibernate()).
   std::vector<std::pair<std::string, std::string>> root_ns;  // prefix, URI declared on the root
@@ -157,7 +157,7 @@ struct StreamParser::Impl {
     keep = false;
     light = false;
     light_prefix = false;
-    root_prefixed.clear();
+    root_prefixes = 0;
     std::string().swap(joined);
     kept = {};
   }
@@ -223,7 +223,7 @@ struct StreamParser::Impl {
     if (p.depth == 0) {
       if (prefix == nullptr) p.default_xmlns = uri != nullptr ? uri : "";
       if (!p.replaying) p.root_ns.emplace_back(prefix != nullptr ? prefix : "", uri ? uri : "");
-      if (prefix != nullptr && uri != nullptr) p.root_prefixed.emplace_back(uri);
+      if (prefix != nullptr) ++p.root_prefixes;
     }
   }
 
@@ -239,10 +239,6 @@ struct StreamParser::Impl {
              "more than " + std::to_string(p.limits.max_attributes) + " attributes");
       return;
     }
-    std::string xmlns;
-    std::string name;
-    split_expat_name(raw_name, xmlns, name);
-
     if (p.depth == 0 && p.replaying) {
       p.depth = 1;
       p.event_end = p.boundary = p.current_event_end();
@@ -253,6 +249,9 @@ struct StreamParser::Impl {
       // here too so the outcome does not depend on how the bytes were split.
       p.stanza_start = 0;
       if (p.over_stanza_limit(p.current_event_end())) return;
+      std::string xmlns;
+      std::string name;
+      split_expat_name(raw_name, xmlns, name);
       p.root_xmlns = xmlns;
       p.root_name = name;
       Element header(std::move(name), std::move(xmlns));
@@ -275,7 +274,7 @@ struct StreamParser::Impl {
     }
     if (p.over_stanza_limit(p.current_event_end())) return;
     const bool prefixed =
-        (p.keep || p.light) && !p.root_prefixed.empty() && p.uses_root_prefix(xmlns, atts);
+        (p.keep || p.light) && p.root_prefixes > 0 && p.uses_root_prefix(raw_name, atts);
     if (p.light) {
       // Below the head of an element taken as bytes nothing is built; the limits above apply.
       p.light_prefix = p.light_prefix || prefixed;
@@ -284,6 +283,9 @@ struct StreamParser::Impl {
     }
     if (prefixed) p.keep = false;
 
+    std::string xmlns;
+    std::string name;
+    split_expat_name(raw_name, xmlns, name);
     Element el(std::move(name), std::move(xmlns));
     p.build_attributes(el, atts, p.depth == 1 ? 1 : 0);
     if (p.depth == 1) {
@@ -303,8 +305,13 @@ struct StreamParser::Impl {
   // Whether an element of the stanza is in, or has an attribute in, a namespace the root binds
   // to a prefix: its bytes may then rely on that binding. (Conservative: the stanza may bind the
   // same namespace itself.)
-  bool uses_root_prefix(const std::string& xmlns, const XML_Char** atts) const {
-    for (const auto& uri : root_prefixed) {
+  bool uses_root_prefix(const XML_Char* raw_name, const XML_Char** atts) const {
+    const std::string_view name(raw_name);
+    const std::size_t name_sep = name.find(kNsSeparator);
+    const std::string_view xmlns =
+        name_sep == std::string_view::npos ? std::string_view() : name.substr(0, name_sep);
+    for (const auto& [prefix, uri] : root_ns) {
+      if (prefix.empty()) continue;
       if (xmlns == uri) return true;
       for (const XML_Char** a = atts; *a != nullptr; a += 2) {
         const std::string_view name(a[0]);

@@ -29,6 +29,15 @@ std::string wrap(std::string_view default_xmlns, std::string_view element) {
   return doc;
 }
 
+// Limits no reparse of what the parser under test accepted can reach.
+StreamLimits loose_limits() {
+  StreamLimits loose;
+  loose.max_stanza_bytes = 64 * 1024 * 1024;
+  loose.max_depth = 1 << 20;
+  loose.max_attributes = 1 << 20;
+  return loose;
+}
+
 struct Checker : kabar::xml::StreamHandler {
   StreamParser* parser = nullptr;
   std::string default_xmlns;
@@ -58,11 +67,7 @@ struct Checker : kabar::xml::StreamHandler {
       }
       void on_stream_close() override {}
     } again;
-    StreamLimits loose;
-    loose.max_stanza_bytes = 64 * 1024 * 1024;
-    loose.max_depth = 1 << 20;
-    loose.max_attributes = 1 << 20;
-    StreamParser reparser(again, loose);
+    StreamParser reparser(again, loose_limits());
     const StreamParser::Result r = reparser.feed(wrap(default_xmlns, doc));
     if (r.status != StreamParser::Status::kOk || again.count != 1 || again.out != out) {
       __builtin_trap();
@@ -94,11 +99,7 @@ struct Recorder : kabar::xml::StreamHandler {
       }
       void on_stream_close() override {}
     } one;
-    StreamLimits loose;
-    loose.max_stanza_bytes = 64 * 1024 * 1024;
-    loose.max_depth = 1 << 20;
-    loose.max_attributes = 1 << 20;
-    StreamParser reparser(one, loose);
+    StreamParser reparser(one, loose_limits());
     if (reparser.feed(wrap(default_xmlns, bytes)).status != StreamParser::Status::kOk ||
         one.count != 1) {
       __builtin_trap();

@@ -393,6 +393,11 @@ struct StreamParser::Impl {
         handler.on_element(std::move(*whole));
       }
     }
+    forget_element_bytes();
+  }
+
+  // After a top-level element: none of its bytes are held any more.
+  void forget_element_bytes() {
     kept = {};
     keep = false;
     if (carry.capacity() > 0) std::string().swap(carry);
@@ -449,10 +454,7 @@ struct StreamParser::Impl {
     // Moved out first so no per-stanza memory is held once the handler returns.
     std::unique_ptr<Element> done = std::move(p.stanza);
     p.handler.on_element(std::move(*done));
-    p.kept = {};
-    p.keep = false;
-    if (p.carry.capacity() > 0) std::string().swap(p.carry);
-    if (p.joined.capacity() > 0) std::string().swap(p.joined);
+    p.forget_element_bytes();
   }
 
   static void on_text(void* user_data, const XML_Char* s, int len) {

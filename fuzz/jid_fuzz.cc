@@ -10,6 +10,14 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   const auto jid = kabar::xmpp::Jid::parse(text);
+  // What canonical_jid() splits, parse() accepts and gives back unchanged, with the same parts.
+  if (const auto view = kabar::xmpp::canonical_jid(text)) {
+    if (!jid || jid->str() != text || view->local != jid->local() ||
+        view->domain != jid->domain() || view->resource != jid->resource() ||
+        view->bare != jid->bare_str()) {
+      std::abort();
+    }
+  }
   if (!jid) return 0;
   if (jid->domain().empty() || jid->local().size() > 1023 || jid->domain().size() > 1023 ||
       jid->resource().size() > 1023) {

@@ -5,6 +5,7 @@
 #include <stringprep.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -153,6 +154,72 @@ std::optional<std::string> nameprep(std::string_view domain) {
 
 std::optional<std::string> resourceprep(std::string_view resource) {
   return prepare(resource, stringprep_xmpp_resourceprep, Profile::kResource);
+}
+
+namespace {
+
+// Byte classes for canonical_jid(): which part may hold a byte unchanged by its profile.
+constexpr std::uint8_t kInLocal = 1;     // Nodeprep leaves it and allows it
+constexpr std::uint8_t kInLabel = 2;     // a DNS label character nameprep() accepts as it is
+constexpr std::uint8_t kInResource = 4;  // Resourceprep leaves it and allows it
+
+constexpr std::array<std::uint8_t, 256> kJidByte = [] {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0x20; c <= 0x7E; ++c) {
+    std::uint8_t bits = kInResource;
+    const bool upper = c >= 'A' && c <= 'Z';
+    if (c != ' ' && !upper &&
+        std::string_view("\"&'/:<>@").find(static_cast<char>(c)) == std::string_view::npos) {
+      bits |= kInLocal;
+    }
+    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') bits |= kInLabel;
+    t[static_cast<std::size_t>(c)] = bits;
+  }
+  return t;
+}();
+
+bool all_in(std::string_view part, std::uint8_t bit) {
+  for (char c : part) {
+    if ((kJidByte[static_cast<unsigned char>(c)] & bit) == 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<CanonicalJid> canonical_jid(std::string_view text) {
+  CanonicalJid j;
+  std::string_view rest = text;
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    j.resource = rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+    if (j.resource.empty() || j.resource.size() > kMaxPartBytes ||
+        !all_in(j.resource, kInResource)) {
+      return std::nullopt;
+    }
+  }
+  j.bare = rest;
+  if (auto at = rest.find('@'); at != std::string_view::npos) {
+    j.local = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (j.local.empty() || j.local.size() > kMaxPartBytes || !all_in(j.local, kInLocal)) {
+      return std::nullopt;
+    }
+  }
+  j.domain = rest;
+  if (j.domain.empty() || j.domain.size() > kMaxPartBytes) return std::nullopt;
+  // Labels of 1..63 characters between single dots; none at either end.
+  std::size_t label = 0;
+  for (char c : j.domain) {
+    if (c == '.') {
+      if (label == 0) return std::nullopt;
+      label = 0;
+    } else if ((kJidByte[static_cast<unsigned char>(c)] & kInLabel) == 0 || ++label > 63) {
+      return std::nullopt;
+    }
+  }
+  if (label == 0) return std::nullopt;
+  return j;
 }
 
 std::optional<Jid> Jid::parse(std::string_view text) {

@@ -43,6 +43,19 @@ class Jid {
   std::string resource_;
 };
 
+// A JID string already in the form Jid::parse() gives back, split without copying: printable
+// ASCII, nothing a profile would fold or reject (no upper-case letter in the localpart or
+// domainpart), a domainpart of DNS labels (no trailing dot, no IP literal). For such a string
+// Jid::parse(text)->str() == text. Returns nullopt for anything else, valid or not: Jid::parse()
+// then decides. For routing without building a Jid per message.
+struct CanonicalJid {
+  std::string_view local;  // empty when there is none
+  std::string_view domain;
+  std::string_view resource;  // empty when there is none
+  std::string_view bare;      // local@domain or domain
+};
+std::optional<CanonicalJid> canonical_jid(std::string_view text);
+
 // Prepares one part; nullopt if invalid. Exposed for tests and for registration checks.
 std::optional<std::string> nodeprep(std::string_view local);
 std::optional<std::string> nameprep(std::string_view domain);

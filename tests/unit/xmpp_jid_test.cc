@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "xmpp/jid.h"
 
@@ -289,6 +290,61 @@ TEST(JidTest, AsciiFastPathMatchesLibidn) {
       }
     }
   }
+}
+
+// canonical_jid() promises: what it splits, Jid::parse() accepts and gives back unchanged, with
+// the same parts. Every string of up to four characters from an alphabet of the interesting
+// bytes (separators, case, prohibited and non-ASCII bytes), and some longer ones.
+TEST(JidTest, CanonicalJidIsWhatParseGivesBack) {
+  const std::string alphabet("aZ@/.-_ \"\x01\x80:", 12);
+  std::vector<std::string> inputs{"u1@bench.localhost",
+                                  "u1@bench.localhost/kb 1",
+                                  "bench.localhost",
+                                  "bench.localhost/r",
+                                  "a@b/c@d/e",
+                                  "a@b.",
+                                  "a@[::1]",
+                                  "a@" + std::string(63, 'x') + ".example",
+                                  "a@" + std::string(64, 'x') + ".example",
+                                  std::string(1023, 'l') + "@d/" + std::string(1023, 'r'),
+                                  std::string(1024, 'l') + "@d"};
+  std::vector<std::string> level{""};
+  for (int len = 1; len <= 4; ++len) {
+    std::vector<std::string> next;
+    for (const auto& prefix : level) {
+      for (char c : alphabet) next.push_back(prefix + c);
+    }
+    inputs.insert(inputs.end(), next.begin(), next.end());
+    level = std::move(next);
+  }
+  std::size_t canonical = 0;
+  for (const auto& in : inputs) {
+    const auto view = canonical_jid(in);
+    const auto jid = Jid::parse(in);
+    if (!view) {
+      // Declining is always allowed; but printable lower-case ASCII that parses to itself is
+      // exactly what canonical_jid() is for.
+      if (jid && jid->str() == in && in.find_first_of("\x01\x80") == std::string::npos &&
+          in.find('Z') == std::string::npos && jid->domain().find('[') == std::string::npos &&
+          in.size() <= 4) {
+        ADD_FAILURE() << "declined " << in;
+      }
+      continue;
+    }
+    ++canonical;
+    SCOPED_TRACE(in);
+    ASSERT_TRUE(jid.has_value());
+    EXPECT_EQ(jid->str(), in);
+    EXPECT_EQ(view->local, jid->local());
+    EXPECT_EQ(view->domain, jid->domain());
+    EXPECT_EQ(view->resource, jid->resource());
+    EXPECT_EQ(view->bare, jid->bare_str());
+  }
+  EXPECT_GT(canonical, 500u);  // 706 of the strings above
+  EXPECT_TRUE(canonical_jid("u1@bench.localhost/kb 1").has_value());
+  EXPECT_FALSE(canonical_jid("U1@bench.localhost").has_value());  // parse() folds it
+  EXPECT_FALSE(canonical_jid("a@b.").has_value());                // parse() drops the dot
+  EXPECT_FALSE(canonical_jid("a@[::1]").has_value());             // left to parse()
 }
 
 }  // namespace kabar::xmpp

@@ -83,11 +83,11 @@ struct Recorder : kabar::xml::StreamHandler {
   // taken so and logged as what their bytes parse to, which must be what a plain parse builds.
   bool bytes_only = false;
   std::string default_xmlns;
-  bool wants_bytes(const Element& head) override {
+  bool wants_bytes(const kabar::xml::ElementHead& head) override {
     return bytes_only && !head.name().empty() && head.name()[0] == 'm';
   }
-  bool on_element_bytes(Element& head, std::string_view bytes) override {
-    if (!head.nodes().empty() || bytes.empty()) __builtin_trap();
+  bool on_element_bytes(const kabar::xml::ElementHead& head, std::string_view bytes) override {
+    if (head.name().empty() || head.name()[0] != 'm' || bytes.empty()) __builtin_trap();
     if (bytes.size() % 2 != 0) return false;
     struct One : kabar::xml::StreamHandler {
       std::string out;

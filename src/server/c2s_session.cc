@@ -472,25 +472,38 @@ void C2sSession::send_features() {
 // A message that can be delivered now goes from the parser's callback, as the bytes it was
 // received in, without a coroutine: a chat to a contact who is online. Anything else, and
 // everything after it (to keep the order), goes to process_batch().
-bool C2sSession::routable_now(const xml::Element& el) const {
-  return inbox_.empty() && phase_ == Phase::kBound && !closing_ && el.name() == "message" &&
-         el.xmlns() == ns::kClient;
+bool C2sSession::routable_now(std::string_view name, std::string_view xmlns) const {
+  return inbox_.empty() && phase_ == Phase::kBound && !closing_ && name == "message" &&
+         xmlns == ns::kClient;
 }
 
-bool C2sSession::wants_bytes(const xml::Element& head) { return routable_now(head); }
+bool C2sSession::wants_bytes(const xml::ElementHead& head) {
+  return routable_now(head.name(), head.xmlns());
+}
 
-bool C2sSession::on_element_bytes(xml::Element& head, std::string_view bytes) {
-  // A 'from' of the client's own is replaced, which takes the whole element (on_element()).
-  if (!routable_now(head) || head.has_attr("from")) return false;
+bool C2sSession::on_element_bytes(const xml::ElementHead& head, std::string_view bytes) {
+  if (!routable_now(head.name(), head.xmlns())) return false;
+  std::string_view to;
+  std::string_view type;
+  for (std::size_t i = 0; i < head.attribute_count(); ++i) {
+    const std::string_view name = head.attribute_name(i);
+    if (name == "to") {
+      to = head.attribute_value(i);
+    } else if (name == "type") {
+      type = head.attribute_value(i);
+    } else if (name == "from") {
+      return false;  // a 'from' of the client's own is replaced: that takes on_element()
+    }
+  }
   route_tried_ = true;
-  if (!server_.route_message_now(*this, head, bytes)) return false;
+  if (!server_.forward_message_now(*this, to, type, bytes)) return false;
   route_tried_ = false;
   return true;
 }
 
 void C2sSession::on_element(xml::Element&& element) {
   const bool tried = std::exchange(route_tried_, false);
-  if (!tried && routable_now(element) &&
+  if (!tried && routable_now(element.name(), element.xmlns()) &&
       server_.route_message_now(*this, element, parser_.element_bytes())) {
     return;
   }
@@ -762,6 +775,11 @@ awaitable<void> C2sSession::handle_bind(const xml::Element& iq) {
   // own shard, and its unavailable presence goes out before this one binds.
   jid_ = *jid;
   jid_str_ = jid_.str();
+  {
+    std::string escaped;
+    xml::escape_attr(jid_str_, escaped);
+    jid_plain_ = escaped == jid_str_;
+  }
   while (auto old = server_.bind(shared_from_this())) {
     co_await server_.replace_session(old);
     if (closing_) co_return;
@@ -915,14 +933,21 @@ void C2sSession::flush_now() {
   if (outq_head_ < outq_.size()) {
     // Plain TCP: one nonblocking sendmsg with everything queued; the kernel takes it all unless
     // the peer stopped reading.
-    std::array<asio::const_buffer, 64> bufs;
-    std::size_t count = 0;
-    for (std::size_t i = outq_head_; i < outq_.size() && count < bufs.size(); ++i) {
-      const std::string_view b = outq_[i].bytes().substr(outq_[i].offset);
-      bufs[count++] = asio::buffer(b.data(), b.size());
-    }
     boost::system::error_code ec;
-    std::size_t n = sock_.write_some(std::span<const asio::const_buffer>(bufs.data(), count), ec);
+    std::size_t n = 0;
+    if (outq_.size() - outq_head_ == 1) {
+      // The usual case at low rates: one message (no array of 64 buffers to set up).
+      const std::string_view b = outq_[outq_head_].bytes().substr(outq_[outq_head_].offset);
+      n = sock_.write_some(asio::buffer(b.data(), b.size()), ec);
+    } else {
+      std::array<asio::const_buffer, 64> bufs;
+      std::size_t count = 0;
+      for (std::size_t i = outq_head_; i < outq_.size() && count < bufs.size(); ++i) {
+        const std::string_view b = outq_[i].bytes().substr(outq_[i].offset);
+        bufs[count++] = asio::buffer(b.data(), b.size());
+      }
+      n = sock_.write_some(std::span<const asio::const_buffer>(bufs.data(), count), ec);
+    }
     if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
       spdlog::debug("c2s #{}: write failed: {}", serial_, ec.message());
       clear_outq();

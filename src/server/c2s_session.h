@@ -61,6 +61,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   // Server::publish() puts into the directory).
   const xmpp::Jid& jid() const { return jid_; }            // set before bind(), fixed afterwards
   const std::string& jid_str() const { return jid_str_; }  // jid().str(), kept
+  // jid_str() as an attribute value needs no character references (nearly always).
+  bool jid_str_plain() const { return jid_plain_; }
   bool bound() const { return bound_; }
   bool authenticated() const { return !username_.empty(); }
   const std::string& username() const { return username_; }
@@ -82,9 +84,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void on_stream_open(const xml::Element& header, std::string_view default_xmlns) override;
   void on_element(xml::Element&& element) override;
   void on_stream_close() override;
-  bool wants_bytes(const xml::Element& head) override;
-  bool on_element_bytes(xml::Element& head, std::string_view bytes) override;
-  bool routable_now(const xml::Element& el) const;
+  bool wants_bytes(const xml::ElementHead& head) override;
+  bool on_element_bytes(const xml::ElementHead& head, std::string_view bytes) override;
+  bool routable_now(std::string_view name, std::string_view xmlns) const;
 
   awaitable<void> run();
   awaitable<void> tls_handshake();
@@ -202,6 +204,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   int sasl_failures_ = 0;
   std::string username_;
   bool bound_ = false;
+  bool jid_plain_ = false;  // jid_str_plain()
   xmpp::Jid jid_;
   std::string jid_str_;
   std::unique_ptr<asio::steady_timer> write_wait_;

@@ -16,7 +16,10 @@ void ReadWait::start(Socket& sock, boost::asio::io_context& io, std::shared_ptr<
   cb_ = cb;
   ec_ = boost::system::error_code();
   auto& impl = sock.impl_.get_implementation();
-  auto& reactor = boost::asio::use_service<detail::reactor>(io);
+  // use_service() takes the service registry's lock and walks its list: looked up on the first
+  // wait only (a socket stays with its io_context).
+  if (reactor_ == nullptr) reactor_ = &boost::asio::use_service<detail::reactor>(io);
+  detail::reactor& reactor = *reactor_;
   // allow_speculative: the reactor first calls do_perform() (which, while arming_, says "not
   // done") and then queues the operation without epoll_ctl. Without it, it re-arms epoll first.
   arming_ = true;

@@ -50,7 +50,8 @@ class ReadWait : private boost::asio::detail::reactor_op {
 
   // Calls cb(target, ec) once `sock` is readable (or the wait is cancelled: ec is set). `keep`
   // holds the target alive until then. `drained`: the caller read the socket dry in the current
-  // handler, so the epoll registration needs no re-arm. One wait at a time.
+  // handler, so the epoll registration needs no re-arm. One wait at a time; every wait of a
+  // ReadWait on the same socket and io_context.
   void start(Socket& sock, boost::asio::io_context& io, std::shared_ptr<void> keep, void* target,
              Callback cb, bool drained);
   bool pending() const { return keep_ != nullptr; }
@@ -61,6 +62,7 @@ class ReadWait : private boost::asio::detail::reactor_op {
                           const boost::system::error_code& ec, std::size_t bytes);
 
   bool arming_ = false;  // inside start(): the reactor's speculative call must not complete it
+  boost::asio::detail::reactor* reactor_ = nullptr;  // the socket's, found on the first wait
   std::shared_ptr<void> keep_;
   void* target_ = nullptr;
   Callback cb_ = nullptr;

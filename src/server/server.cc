@@ -319,11 +319,16 @@ void Server::join() {
 }
 
 SessionPtr Server::bound_session(const xmpp::Jid& full) const {
+  return bound_session(full.bare_str(), full.str());
+}
+
+SessionPtr Server::bound_session(std::string_view bare, std::string_view full) const {
   std::lock_guard lock(dir_mu_);
-  auto it = bound_.find(full.bare_str());
+  auto it = bound_.find(bare);
   if (it == bound_.end()) return nullptr;
   for (const auto& r : it->second) {
-    if (r.session->jid() == full) return r.session;
+    // Set before bind() and fixed afterwards, like jid().
+    if (r.session->jid_str() == full) return r.session;
   }
   return nullptr;
 }
@@ -526,17 +531,16 @@ awaitable<void> Server::deliver(xml::Element stanza) {
 
 std::vector<SessionPtr> Server::message_targets(const xmpp::Jid& to, std::string_view type) {
   std::vector<SessionPtr> targets;
-  message_targets(to, type, targets);
+  message_targets(to.bare_str(), type, targets);
   return targets;
 }
 
-void Server::message_targets(const xmpp::Jid& to, std::string_view type,
-                             std::vector<SessionPtr>& targets) {
+void Server::message_targets(std::string_view bare, std::string_view type,
+                             std::vector<SessionPtr>& targets) const {
   // RFC 6121 §8.5.2.1.1: to the available resources with the highest non-negative priority
   // (headline: to all with non-negative priority; an error: to one).
   targets.clear();
   int best = -1;
-  const std::string bare = to.bare_str();
   std::lock_guard lock(dir_mu_);
   const auto it = bound_.find(bare);
   if (it == bound_.end()) return;
@@ -558,17 +562,21 @@ void Server::message_targets(const xmpp::Jid& to, std::string_view type,
 namespace {
 
 // A stanza's bytes as received with from='jid' added to its start tag, right after its name.
-std::string with_from(std::string_view received, std::string_view from) {
+std::string with_from(std::string_view received, const C2sSession& from) {
   std::size_t name_end = 1;
-  while (name_end < received.size() &&
-         std::string_view(" \t\r\n/>").find(received[name_end]) == std::string_view::npos) {
-    ++name_end;
+  for (; name_end < received.size(); ++name_end) {
+    const char c = received[name_end];
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '/' || c == '>') break;
   }
   std::string out;
-  out.reserve(received.size() + from.size() + 8);
+  out.reserve(received.size() + from.jid_str().size() + 8);
   out.append(received.substr(0, name_end));
   out += " from='";
-  xml::escape_attr(from, out);
+  if (from.jid_str_plain()) {
+    out += from.jid_str();
+  } else {
+    xml::escape_attr(from.jid_str(), out);
+  }
   out += '\'';
   out.append(received.substr(name_end));
   return out;
@@ -576,39 +584,80 @@ std::string with_from(std::string_view received, std::string_view from) {
 
 }  // namespace
 
-bool Server::route_message_now(const C2sSession& from, xml::Element& stanza,
-                               std::string_view received) {
+bool Server::instant_targets(std::string_view to_attr, std::string_view type,
+                             std::vector<SessionPtr>& targets) const {
   // The common case needs neither the store nor a coroutine: a chat to a contact who is online
   // (RFC 6121 §8.5.2.1.1, §8.5.3.1). Anything else takes handle_stanza().
-  std::string_view to_attr = stanza.attr("to");
-  if (to_attr.empty()) return false;
-  auto to = xmpp::Jid::parse(to_attr);
-  if (!to || !is_local(*to) || to->local().empty()) return false;
-  std::string_view type = stanza.attr("type");
-  if (type == "groupchat") return false;
-  // Reused from message to message (no allocation); emptied before returning, so that no
-  // session is kept alive here.
-  thread_local std::vector<SessionPtr> targets;
   targets.clear();
-  if (!to->is_bare()) {
-    if (auto s = bound_session(*to)) targets.push_back(std::move(s));
+  if (to_attr.empty() || type == "groupchat") return false;
+  std::string_view bare;
+  std::string_view full;  // empty for a bare JID
+  std::string bare_buf;
+  std::string full_buf;
+  if (const auto view = xmpp::canonical_jid(to_attr)) {
+    // Already prepared (nearly always): looked up as it came, nothing built.
+    if (view->local.empty() || view->domain != cfg_.domain) return false;
+    bare = view->bare;
+    if (!view->resource.empty()) full = to_attr;
+  } else {
+    const auto to = xmpp::Jid::parse(to_attr);
+    if (!to || !is_local(*to) || to->local().empty()) return false;
+    bare_buf = to->bare_str();
+    bare = bare_buf;
+    if (!to->is_bare()) {
+      full_buf = to->str();
+      full = full_buf;
+    }
   }
-  if (targets.empty()) {
-    if (!to->is_bare() && !type.empty() && type != "normal" && type != "chat") return false;
-    message_targets(*to, type.empty() ? std::string_view("normal") : type, targets);
+  if (!full.empty()) {
+    if (auto s = bound_session(bare, full)) {
+      targets.push_back(std::move(s));
+      return true;
+    }
+    if (!type.empty() && type != "normal" && type != "chat") return false;
   }
-  if (targets.empty()) return false;
+  message_targets(bare, type.empty() ? std::string_view("normal") : type, targets);
+  return !targets.empty();
+}
+
+namespace {
+
+// Hands `bytes` to each target, the last (usually the only) one taking them; empties `targets`
+// so that no session is kept alive by it.
+void send_to_all(std::vector<SessionPtr>& targets, std::string bytes) {
+  for (std::size_t i = 0; i + 1 < targets.size(); ++i) targets[i]->send_raw(bytes);
+  targets.back()->send_raw(std::move(bytes));
+  targets.clear();
+}
+
+// Reused from message to message (no allocation); always left empty.
+std::vector<SessionPtr>& instant_targets_buffer() {
+  thread_local std::vector<SessionPtr> targets;
+  return targets;
+}
+
+}  // namespace
+
+bool Server::route_message_now(const C2sSession& from, xml::Element& stanza,
+                               std::string_view received) {
+  std::vector<SessionPtr>& targets = instant_targets_buffer();
+  if (!instant_targets(stanza.attr("to"), stanza.attr("type"), targets)) return false;
   // A 'from' the client put there is replaced (RFC 6120 §8.1.2.1): that takes the element.
-  std::string bytes;
   if (!received.empty() && received.front() == '<' && !stanza.has_attr("from")) {
-    bytes = with_from(received, from.jid_str());
+    send_to_all(targets, with_from(received, from));
   } else {
     stanza.set_attr("from", from.jid_str());
-    bytes = xml::serialize(stanza, ns::kClient);
+    send_to_all(targets, xml::serialize(stanza, ns::kClient));
   }
-  for (std::size_t i = 0; i + 1 < targets.size(); ++i) targets[i]->send_raw(bytes);
-  targets.back()->send_raw(std::move(bytes));  // the last (usually the only) one takes them
-  targets.clear();
+  return true;
+}
+
+bool Server::forward_message_now(const C2sSession& from, std::string_view to, std::string_view type,
+                                 std::string_view received) {
+  if (received.empty() || received.front() != '<') return false;
+  std::vector<SessionPtr>& targets = instant_targets_buffer();
+  if (!instant_targets(to, type, targets)) return false;
+  send_to_all(targets, with_from(received, from));
   return true;
 }
 

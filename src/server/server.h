@@ -113,6 +113,8 @@ class Server {
   // Session directory. Every function here may be called from any shard.
   // The session bound to a full JID, if any.
   SessionPtr bound_session(const xmpp::Jid& full) const;
+  // The same by prepared JID strings (`full` = `bare` + '/' + resource).
+  SessionPtr bound_session(std::string_view bare, std::string_view full) const;
   // Binds s->jid(); when another session holds that full JID, binds nothing and returns it (the
   // caller replaces it and tries again: the check and the bind are one step under the lock).
   SessionPtr bind(const SessionPtr& s);
@@ -132,15 +134,19 @@ class Server {
   // recipient is online); stamps 'from'. False, changing nothing else, when the message has to
   // take handle_stanza() instead. `received`, when not empty, is the stanza's bytes as the
   // parser received them (StreamParser::element_bytes(), in the jabber:client default
-  // namespace): forwarded with 'from' put in, as they are, instead of serialized again. Then
-  // `stanza` may be just its head (no children), unless it has a 'from' of its own.
+  // namespace): forwarded with 'from' put in, as they are, instead of serialized again.
   bool route_message_now(const C2sSession& from, xml::Element& stanza,
                          std::string_view received = {});
+  // The same for a message the parser did not build (StreamHandler::wants_bytes()): its 'to'
+  // and 'type' attributes and `received`, all of its bytes, with no 'from' of its own. Forwarded
+  // with 'from' put in; never serialized.
+  bool forward_message_now(const C2sSession& from, std::string_view to, std::string_view type,
+                           std::string_view received);
   // Where a message to a local account goes (RFC 6121 §8.5.2.1.1); empty when nobody is available.
   std::vector<SessionPtr> message_targets(const xmpp::Jid& to, std::string_view type);
-  // The same, into `targets` (cleared first; its capacity is reused).
-  void message_targets(const xmpp::Jid& to, std::string_view type,
-                       std::vector<SessionPtr>& targets);
+  // The same, into `targets` (cleared first; its capacity is reused), by prepared bare JID.
+  void message_targets(std::string_view bare, std::string_view type,
+                       std::vector<SessionPtr>& targets) const;
   // Delivers a stanza addressed to a local account or resource, as if from the network
   // (RFC 6121 §8.5 rules). `stanza` has from/to set.
   awaitable<void> deliver(xml::Element stanza);
@@ -188,7 +194,19 @@ class Server {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::size_t next_shard_ = 0;  // round robin over the shards (accepts run on shard 0)
   mutable std::mutex dir_mu_;   // guards bound_
-  std::unordered_map<std::string, std::vector<ResourceView>> bound_;  // bare JID -> resources
+  // Looked up by string_view too (no string built per routed message).
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  std::unordered_map<std::string, std::vector<ResourceView>, StringHash, std::equal_to<>>
+      bound_;  // bare JID -> resources
+  // Where a message to `to` of `type` goes at once (a chat to a contact who is online), into
+  // `targets` (cleared first); false, `targets` empty, when it must take handle_stanza().
+  bool instant_targets(std::string_view to, std::string_view type,
+                       std::vector<SessionPtr>& targets) const;
   std::unordered_map<std::string, IqHandler> iq_handlers_;
   AuthThrottle throttle_;
   std::int64_t started_ms_ = 0;

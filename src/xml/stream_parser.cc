@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -54,6 +55,19 @@ std::string attribute_name(const XML_Char* raw) {
   return out;
 }
 
+// The head of an element being taken as bytes lives here while the feed() that began it runs:
+// one per thread, so that neither an idle connection nor a message costs an allocation for it.
+// A parser whose element outlasts that feed() copies it (StreamParser::Impl::held_head).
+struct ScratchHead {
+  ElementHead head;
+  const void* owner = nullptr;  // the parser whose element it is
+};
+
+ScratchHead& scratch_head() {
+  thread_local ScratchHead scratch;
+  return scratch;
+}
+
 bool iequals_ascii(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; };
@@ -96,11 +110,13 @@ struct StreamParser::Impl {
   std::string carry;
   std::int64_t carry_start = 0;
   bool keep = false;          // the current top-level element's bytes may be kept
-  bool light = false;         // wants_bytes(): only the head of the element is built
+  bool light = false;         // wants_bytes(): nothing of the element is built
   bool light_prefix = false;  // ... and a part of it relies on a prefix of the root
-  int root_prefixes = 0;      // namespace prefixes the root declares (in root_ns)
-  std::string joined;         // an element spanning slices, put together
-  std::string_view kept;      // what element_bytes() returns
+  // The head of a light element whose feed() returned before its end (else scratch_head()).
+  std::unique_ptr<ElementHead> held_head;
+  int root_prefixes = 0;  // namespace prefixes the root declares (in root_ns)
+  std::string joined;     // an element spanning slices, put together
+  std::string_view kept;  // what element_bytes() returns
 
   // Hibernation (an idle stream between stanzas gives its expat parser back; see hibernate()).
   std::vector<std::pair<std::string, std::string>> root_ns;  // prefix, URI declared on the root
@@ -157,6 +173,7 @@ struct StreamParser::Impl {
     keep = false;
     light = false;
     light_prefix = false;
+    held_head.reset();
     root_prefixes = 0;
     std::string().swap(joined);
     kept = {};
@@ -175,12 +192,16 @@ struct StreamParser::Impl {
   void release_stream() {
     free_parser();
     stanza.reset();
+    held_head.reset();
     open.clear();
     open.shrink_to_fit();
     std::string().swap(carry);
   }
 
   static Impl& self(void* user_data) { return *static_cast<Impl*>(user_data); }
+
+  // Inside a top-level element (built, or taken as bytes).
+  bool in_element() const { return stanza != nullptr || light; }
 
   void fail(ParseError kind, std::string message) {
     if (stopped) return;
@@ -282,6 +303,11 @@ struct StreamParser::Impl {
       return;
     }
     if (prefixed) p.keep = false;
+    if (p.depth == 1 && p.keep && p.start_tag_kept() && p.offer_bytes(raw_name, atts)) {
+      p.light = true;
+      ++p.depth;
+      return;
+    }
 
     std::string xmlns;
     std::string name;
@@ -290,11 +316,6 @@ struct StreamParser::Impl {
     p.build_attributes(el, atts, p.depth == 1 ? 1 : 0);
     if (p.depth == 1) {
       p.stanza = std::make_unique<Element>(std::move(el));
-      if (p.keep && p.start_tag_kept() && p.handler.wants_bytes(*p.stanza)) {
-        p.light = true;
-        ++p.depth;
-        return;
-      }
       p.open.push_back(p.stanza.get());
     } else {
       p.open.push_back(&p.open.back()->add_child(std::move(el)));
@@ -302,22 +323,48 @@ struct StreamParser::Impl {
     ++p.depth;
   }
 
+  // A top-level element's start tag: its head goes into scratch_head() and the handler is asked
+  // whether it takes the element as bytes.
+  bool offer_bytes(const XML_Char* raw_name, const XML_Char** atts) {
+    ScratchHead& scratch = scratch_head();
+    const std::string_view name(raw_name);
+    const std::size_t sep = name.find(kNsSeparator);
+    if (sep == std::string_view::npos) {
+      scratch.head.reset(name, {});
+    } else {
+      scratch.head.reset(name.substr(sep + 1), name.substr(0, sep));
+    }
+    for (const XML_Char** a = atts; *a != nullptr; a += 2) {
+      if (std::strchr(a[0], kNsSeparator) == nullptr) {
+        scratch.head.add_attr(a[0], a[1]);
+      } else {
+        scratch.head.add_attr(attribute_name(a[0]), a[1]);
+      }
+    }
+    scratch.owner = this;
+    held_head.reset();
+    return handler.wants_bytes(scratch.head);
+  }
+
   // Whether an element of the stanza is in, or has an attribute in, a namespace the root binds
   // to a prefix: its bytes may then rely on that binding. (Conservative: the stanza may bind the
   // same namespace itself.)
   bool uses_root_prefix(const XML_Char* raw_name, const XML_Char** atts) const {
-    const std::string_view name(raw_name);
-    const std::size_t name_sep = name.find(kNsSeparator);
-    const std::string_view xmlns =
-        name_sep == std::string_view::npos ? std::string_view() : name.substr(0, name_sep);
-    for (const auto& [prefix, uri] : root_ns) {
-      if (prefix.empty()) continue;
-      if (xmlns == uri) return true;
-      for (const XML_Char** a = atts; *a != nullptr; a += 2) {
-        const std::string_view name(a[0]);
-        const std::size_t sep = name.find(kNsSeparator);
-        if (sep != std::string_view::npos && name.substr(0, sep) == uri) return true;
-      }
+    if (bound_by_root(raw_name)) return true;
+    for (const XML_Char** a = atts; *a != nullptr; a += 2) {
+      if (bound_by_root(a[0])) return true;
+    }
+    return false;
+  }
+
+  // Whether an expat name ("uri\x01local", or "local" without a namespace) is in a namespace the
+  // root binds to a prefix.
+  bool bound_by_root(const XML_Char* raw) const {
+    const char* sep = std::strchr(raw, kNsSeparator);
+    if (sep == nullptr) return false;
+    const std::string_view uri(raw, static_cast<std::size_t>(sep - raw));
+    for (const auto& [prefix, declared] : root_ns) {
+      if (!prefix.empty() && declared == uri) return true;
     }
     return false;
   }
@@ -354,17 +401,17 @@ struct StreamParser::Impl {
   // After a slice: what belongs to an element not yet complete (its start tag may not even be
   // reported yet) is copied, if it may be kept, for element_range() to find later.
   void carry_over(std::string_view slice, std::int64_t base) {
-    const std::int64_t from = stanza != nullptr ? (keep ? stanza_start : fed) : boundary;
-    const bool any_size = stanza != nullptr && light;  // bounded by max_stanza_bytes instead
+    const std::int64_t from = in_element() ? (keep ? stanza_start : fed) : boundary;
+    const bool any_size = light;  // bounded by max_stanza_bytes instead
     if (from >= fed ||
         (!any_size && fed - from > static_cast<std::int64_t>(limits.max_kept_bytes))) {
-      if (stanza != nullptr) keep = false;
+      if (in_element()) keep = false;
       if (carry.capacity() > 0) std::string().swap(carry);
       return;
     }
     if (from < base) {
       if (carry_start > from || carry_start + static_cast<std::int64_t>(carry.size()) != base) {
-        if (stanza != nullptr) keep = false;
+        if (in_element()) keep = false;
         std::string().swap(carry);
         return;
       }
@@ -379,13 +426,17 @@ struct StreamParser::Impl {
   // The end of an element taken as bytes: offered to the handler as such, else built from them.
   void finish_bytes_only(std::int64_t end) {
     const std::string_view bytes = element_range(end);
-    std::unique_ptr<Element> head = std::move(stanza);
     light = false;
+    // The head is in the scratch unless this element outlasted a feed() (then it was copied).
+    const std::unique_ptr<ElementHead> held = std::move(held_head);
+    ScratchHead& scratch = scratch_head();
+    const ElementHead* head = held ? held.get() : scratch.owner == this ? &scratch.head : nullptr;
     const bool forwardable =
-        !bytes.empty() && !light_prefix && bytes.size() <= limits.max_kept_bytes;
+        head != nullptr && !bytes.empty() && !light_prefix && bytes.size() <= limits.max_kept_bytes;
     kept = forwardable ? bytes : std::string_view();
-    if (!forwardable || !handler.on_element_bytes(*head, bytes)) {
-      head.reset();
+    const bool taken = forwardable && handler.on_element_bytes(*head, bytes);
+    if (!held) scratch.owner = nullptr;
+    if (!taken) {
       std::optional<Element> whole = rebuild(bytes);
       if (!whole) {
         fail(ParseError::kPolicyViolation, "cannot rebuild a stanza from its bytes");
@@ -541,7 +592,7 @@ struct StreamParser::Impl {
       }
       // Everything fed since the stanza started (or since the last event outside a stanza, for
       // a start tag still in expat's buffer) belongs to one top-level element.
-      const std::int64_t since = fed - (stanza != nullptr ? stanza_start : boundary);
+      const std::int64_t since = fed - (in_element() ? stanza_start : boundary);
       if (since > static_cast<std::int64_t>(limits.max_stanza_bytes)) {
         error = Result{Status::kError, ParseError::kPolicyViolation,
                        "stanza exceeds " + std::to_string(limits.max_stanza_bytes) + " bytes"};
@@ -555,6 +606,15 @@ struct StreamParser::Impl {
       release_stream();
       return error;
     }
+    // An element taken as bytes continues in a later feed(): its head leaves the scratch, which
+    // other parsers on this thread use meanwhile.
+    if (light && !held_head) {
+      ScratchHead& scratch = scratch_head();
+      if (scratch.owner == this) {
+        held_head = std::make_unique<ElementHead>(scratch.head);
+        scratch.owner = nullptr;
+      }
+    }
     return Result{};
   }
 
@@ -563,7 +623,7 @@ struct StreamParser::Impl {
   // made again when bytes arrive, by replaying a root start tag with the same declarations.
   bool hibernate() {
     if (parser == nullptr || hibernating || in_feed || error.status != Status::kOk) return false;
-    if (depth != 1 || stanza != nullptr || fed != boundary || pending_ns_decls != 0 || in_cdata) {
+    if (depth != 1 || in_element() || fed != boundary || pending_ns_decls != 0 || in_cdata) {
       return false;
     }
     if (!root_qname()) return false;
@@ -636,10 +696,41 @@ struct StreamParser::Impl {
 
   std::size_t pending_bytes() const {
     if (parser == nullptr || hibernating) return 0;
-    const std::int64_t since = fed - (stanza != nullptr ? stanza_start : boundary);
+    const std::int64_t since = fed - (in_element() ? stanza_start : boundary);
     return since > 0 ? static_cast<std::size_t>(since) : 0;
   }
 };
+
+void ElementHead::add_piece(std::string_view s) {
+  text_.append(s);
+  ends_.push_back(text_.size());
+}
+
+void ElementHead::reset(std::string_view name, std::string_view xmlns) {
+  text_.clear();
+  ends_.clear();
+  add_piece(name);
+  add_piece(xmlns);
+}
+
+void ElementHead::add_attr(std::string_view name, std::string_view value) {
+  add_piece(name);
+  add_piece(value);
+}
+
+std::string_view ElementHead::attr(std::string_view name) const {
+  for (std::size_t i = 0; i < attribute_count(); ++i) {
+    if (attribute_name(i) == name) return attribute_value(i);
+  }
+  return {};
+}
+
+bool ElementHead::has_attr(std::string_view name) const {
+  for (std::size_t i = 0; i < attribute_count(); ++i) {
+    if (attribute_name(i) == name) return true;
+  }
+  return false;
+}
 
 StreamParser::StreamParser(StreamHandler& handler, StreamLimits limits)
     : impl_(std::make_unique<Impl>(handler, limits)) {}

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "xml/element.h"
 
@@ -34,6 +35,35 @@ enum class ParseError {
   kPolicyViolation,  // <policy-violation/>: a limit exceeded (size, depth, attributes)
 };
 
+// A top-level element's start tag as a handler that may take the element as bytes sees it: its
+// expanded name and its attributes (names as Attribute documents them), nothing below it.
+class ElementHead {
+ public:
+  std::string_view name() const { return piece(0); }
+  std::string_view xmlns() const { return piece(1); }
+  std::size_t attribute_count() const { return ends_.size() < 2 ? 0 : ends_.size() / 2 - 1; }
+  std::string_view attribute_name(std::size_t i) const { return piece(2 + 2 * i); }
+  std::string_view attribute_value(std::size_t i) const { return piece(3 + 2 * i); }
+  // The value, or an empty view when absent.
+  std::string_view attr(std::string_view name) const;
+  bool has_attr(std::string_view name) const;
+
+  // Filling one (the parser does, and tests). The storage is kept for the next element, so that
+  // a parser taking element after element as bytes allocates nothing for their heads.
+  void reset(std::string_view name, std::string_view xmlns);
+  void add_attr(std::string_view name, std::string_view value);
+
+ private:
+  std::string_view piece(std::size_t i) const {
+    const std::size_t start = i == 0 ? 0 : ends_[i - 1];
+    return std::string_view(text_.data() + start, ends_[i] - start);
+  }
+  void add_piece(std::string_view s);
+
+  std::string text_;               // name, namespace, then each attribute's name and value
+  std::vector<std::size_t> ends_;  // where each of those ends in text_
+};
+
 class StreamHandler {
  public:
   virtual ~StreamHandler() = default;
@@ -49,15 +79,18 @@ class StreamHandler {
   virtual void on_stream_close() = 0;
 
   // Optional, to forward top-level elements without building them (needs
-  // StreamLimits::max_kept_bytes): asked at a top-level element's start tag, where `head` has its
-  // name, namespace and attributes. When true, nothing below the head is built while it is parsed,
-  // and at its end on_element_bytes() is offered it first.
-  virtual bool wants_bytes(const Element& /*head*/) { return false; }
-  // `head` without children and its bytes as StreamParser::element_bytes() describes them (never
-  // empty here). True when the handler took the element; otherwise the parser builds it whole
-  // from those bytes and calls on_element(). Not called when the bytes could not be kept
-  // (larger than max_kept_bytes, or relying on a prefix of the root): on_element() gets it.
-  virtual bool on_element_bytes(Element& /*head*/, std::string_view /*bytes*/) { return false; }
+  // StreamLimits::max_kept_bytes): asked at a top-level element's start tag when its bytes can be
+  // kept. When true, nothing of the element is built while it is parsed, and at its end
+  // on_element_bytes() is offered it first. `head` is valid during the call only.
+  virtual bool wants_bytes(const ElementHead& /*head*/) { return false; }
+  // The same head (valid during the call only) and the element's bytes as
+  // StreamParser::element_bytes() describes them (never empty here). True when the handler took
+  // the element; otherwise the parser builds it whole from those bytes and calls on_element().
+  // Not called when the bytes could not be kept (larger than max_kept_bytes, or relying on a
+  // prefix of the root): on_element() gets it.
+  virtual bool on_element_bytes(const ElementHead& /*head*/, std::string_view /*bytes*/) {
+    return false;
+  }
 };
 
 class StreamParser {

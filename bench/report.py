@@ -197,6 +197,9 @@ def paired_rows(k, fl):
             "kp99": statistics.median(x["p99_ms"] for x in ks),
             "fp99": statistics.median(x["p99_ms"] for x in fs),
             "kp99s": [x["p99_ms"] for x in ks],
+            "ksteals": [x.get("server_cpu_steal_s", 0) for x in ks],
+            "fp99s": [x["p99_ms"] for x in fs],
+            "fsteals": [x.get("server_cpu_steal_s", 0) for x in fs],
             "steal": max([x.get("server_cpu_steal_s", 0) for x in ks + fs] or [0]),
         })
     return rows
@@ -354,6 +357,17 @@ def main():
                    f"{ph['kp99']:.2f} ms at {ph['rate']:,.0f} msg/s (rounds: "
                    f"{', '.join(f'{v:.2f}' for v in ph['kp99s'])})", 5, ph["kp99"] <= 5,
                    "" if ph["kp99"] <= 5 else f"{ph['kp99'] / 5:.1f}x the budget")
+            # Steal (the hypervisor running someone else on CPU 0) stalls every connection at
+            # once: a tail the server cannot cause or cure. Its least-stolen round shows what
+            # the server does when it has the CPU; the median above stays the headline.
+            qi = min(range(len(ph["ksteals"])), key=lambda i: ph["ksteals"][i])
+            fi = min(range(len(ph["fsteals"])), key=lambda i: ph["fsteals"][i])
+            q = ph["kp99s"][qi]
+            target("the same, paired, kabard's least-stolen round",
+                   f"{q:.2f} ms at {ph['rate']:,.0f} msg/s (steal {ph['ksteals'][qi]:.2f} s of "
+                   f"the 8 s window; the floor's least-stolen: {ph['fp99s'][fi]:.2f} ms, steal "
+                   f"{ph['fsteals'][fi]:.2f} s)", 5, q <= 5,
+                   "" if q <= 5 else f"{q / 5:.1f}x the budget")
     w("")
 
     if fracs:
@@ -380,13 +394,15 @@ def main():
         w("")
         w("| offered msg/s | kabard msgs/CPU-s per round | floor msgs/CPU-s per round | kabard / "
           "floor (median) | per round | kabard p99 ms (median) | floor p99 ms (median) | "
-          "max steal s |")
-        w("|---|---|---|---|---|---|---|---|")
+          "max steal s | kabard p99 ms (steal s) per round | floor p99 ms (steal s) per round |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
         for r in prs:
             w(f"| {r['rate']:,.0f} | {', '.join(fmt(v) for v in r['k'])} | "
               f"{', '.join(fmt(v) for v in r['f'])} | {r['ratio'] * 100:.0f}% | "
               f"{', '.join(f'{v * 100:.0f}%' for v in r['ratios'])} | {r['kp99']:.2f} | "
-              f"{r['fp99']:.2f} | {r['steal']:.2f} |")
+              f"{r['fp99']:.2f} | {r['steal']:.2f} | "
+              f"{', '.join(f'{p:.2f} ({s:.2f})' for p, s in zip(r['kp99s'], r['ksteals']))} | "
+              f"{', '.join(f'{p:.2f} ({s:.2f})' for p, s in zip(r['fp99s'], r['fsteals']))} |")
         w("")
 
     w("## Throughput ladders")

@@ -725,13 +725,6 @@ std::string_view ElementHead::attr(std::string_view name) const {
   return {};
 }
 
-bool ElementHead::has_attr(std::string_view name) const {
-  for (std::size_t i = 0; i < attribute_count(); ++i) {
-    if (attribute_name(i) == name) return true;
-  }
-  return false;
-}
-
 StreamParser::StreamParser(StreamHandler& handler, StreamLimits limits)
     : impl_(std::make_unique<Impl>(handler, limits)) {}
 

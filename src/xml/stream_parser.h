@@ -46,7 +46,6 @@ class ElementHead {
   std::string_view attribute_value(std::size_t i) const { return piece(3 + 2 * i); }
   // The value, or an empty view when absent.
   std::string_view attr(std::string_view name) const;
-  bool has_attr(std::string_view name) const;
 
   // Filling one (the parser does, and tests). The storage is kept for the next element, so that
   // a parser taking element after element as bytes allocates nothing for their heads.

@@ -72,7 +72,7 @@ std::optional<std::string> prepare(std::string_view in, const Stringprep_profile
   return once;
 }
 
-bool valid_ascii_label_char(char c) {
+constexpr bool valid_ascii_label_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
@@ -172,7 +172,7 @@ constexpr std::array<std::uint8_t, 256> kJidByte = [] {
         std::string_view("\"&'/:<>@").find(static_cast<char>(c)) == std::string_view::npos) {
       bits |= kInLocal;
     }
-    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') bits |= kInLabel;
+    if (valid_ascii_label_char(static_cast<char>(c))) bits |= kInLabel;
     t[static_cast<std::size_t>(c)] = bits;
   }
   return t;
@@ -208,7 +208,7 @@ std::optional<CanonicalJid> canonical_jid(std::string_view text) {
   }
   j.domain = rest;
   if (j.domain.empty() || j.domain.size() > kMaxPartBytes) return std::nullopt;
-  // Labels of 1..63 characters between single dots; none at either end.
+  // Labels of 1..63 characters between single dots; none at either end (as nameprep() checks).
   std::size_t label = 0;
   for (char c : j.domain) {
     if (c == '.') {

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "client/stanza_handlers.h"
 #include "kabar/client.h"
 #include "xml/serializer.h"
 #include "xml/stream_parser.h"
@@ -77,6 +78,9 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   Impl(Client& owner, asio::io_context& io, Options o)
       : owner(&owner), io(io), opt(std::move(o)), closed_signal(io) {}
 
+  // The session behind a Client (for the unit tests, which drive dispatch() directly).
+  static Impl& of(Client& c) { return *c.impl_; }
+
   Client* owner;
   asio::io_context& io;
   Options opt;
@@ -105,7 +109,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   std::vector<std::string> requests;
   std::map<std::string, std::map<std::string, Presence>> presences;
   std::map<std::string, Message> bounced;  // message id -> its error bounce
-  std::map<std::string, std::function<void(const xml::Element&)>> iq_handlers;  // by xmlns
+  StanzaHandlers handlers;                 // registered by extensions (file transfer, calls)
   std::vector<std::string> extra_features;
 
   // StreamHandler
@@ -150,6 +154,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   void dispatch(xml::Element& el);
   bool from_self_or_server(std::string_view from);
   void handle_iq(xml::Element& el);
+  // The answer to an IQ get/set no handler claimed.
+  void answer_unclaimed(const xml::Element& iq);
   static RosterItem parse_item(const xml::Element& item);
   void handle_message(xml::Element& el);
   void handle_presence(xml::Element& el);

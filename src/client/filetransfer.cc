@@ -339,6 +339,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
   std::optional<jingle::Candidate> proxy;      // discovered once
   std::set<std::string> parts_in_use;          // resumable .part files of running sessions
   bool proxy_looked_up = false;
+  std::vector<HandlerToken> handler_tokens;  // our registrations on the client
 
   std::string me() const { return client->bound_jid(); }
 
@@ -348,7 +349,26 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
 
   // ---- stanzas in ----
 
-  void on_jingle_iq(const xml::Element& iq) {
+  // Claims a Jingle IQ that belongs to a file transfer: a session-initiate offering a file
+  // (an XEP-0234 description), or an action on one of our sessions from its peer. Anything else
+  // is left to the session's other Jingle handlers (calls), or to its unknown-session answer.
+  bool on_jingle_iq(const xml::Element& iq) {
+    const xml::Element* j = iq.first_child();
+    bool ours = false;
+    if (j->attr("action") == "session-initiate") {
+      const xml::Element* c = j->child("content", jingle::kJingle);
+      ours = c && c->child("description", jingle::kFileTransfer);
+    } else {
+      auto known = sessions.find(std::string(j->attr("sid")));
+      ours =
+          known != sessions.end() && !known->second->si && known->second->peer == iq.attr("from");
+    }
+    if (!ours) return false;
+    handle_jingle_iq(iq);
+    return true;
+  }
+
+  void handle_jingle_iq(const xml::Element& iq) {
     if (iq.attr("type") != "set") {
       client->send_stanza(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "bad-request"));
       return;
@@ -1679,24 +1699,35 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
 
 FileTransfer::FileTransfer(Client& client) : impl_(std::make_shared<Impl>(*this, client)) {
   auto weak = std::weak_ptr<Impl>(impl_);
-  client.add_iq_handler(jingle::kJingle, [weak](const xml::Element& iq) {
-    if (auto i = weak.lock()) i->on_jingle_iq(iq);
-  });
-  client.add_iq_handler(jingle::kIbb, [weak](const xml::Element& iq) {
-    if (auto i = weak.lock()) i->on_ibb_iq(iq);
-  });
-  client.add_iq_handler(jingle::kSi, [weak](const xml::Element& iq) {
-    if (auto i = weak.lock()) i->on_si_iq(iq);
-  });
-  client.add_iq_handler(jingle::kBytestreams, [weak](const xml::Element& iq) {
-    if (auto i = weak.lock()) i->on_bytestreams_iq(iq);
-  });
+  auto& tokens = impl_->handler_tokens;
+  tokens.push_back(client.add_iq_handler(jingle::kJingle, [weak](const xml::Element& iq) {
+    auto i = weak.lock();
+    return i && i->on_jingle_iq(iq);
+  }));
+  // In-band bytestreams, stream initiation and SOCKS5 bytestream IQs are file transfer's alone:
+  // an unknown sid is answered here with the item-not-found their XEPs ask for.
+  tokens.push_back(client.add_iq_handler(jingle::kIbb, [weak](const xml::Element& iq) {
+    auto i = weak.lock();
+    if (i) i->on_ibb_iq(iq);
+    return i != nullptr;
+  }));
+  tokens.push_back(client.add_iq_handler(jingle::kSi, [weak](const xml::Element& iq) {
+    auto i = weak.lock();
+    if (i) i->on_si_iq(iq);
+    return i != nullptr;
+  }));
+  tokens.push_back(client.add_iq_handler(jingle::kBytestreams, [weak](const xml::Element& iq) {
+    auto i = weak.lock();
+    if (i) i->on_bytestreams_iq(iq);
+    return i != nullptr;
+  }));
   for (const char* f : {jingle::kJingle, jingle::kFileTransfer, jingle::kS5b, jingle::kIbbTransport,
                         jingle::kIbb, jingle::kBytestreams, jingle::kSi, jingle::kSiFileTransfer})
     client.add_feature(f);
 }
 
 FileTransfer::~FileTransfer() {
+  for (HandlerToken t : impl_->handler_tokens) impl_->client->remove_handler(t);
   impl_->owner = nullptr;
   for (auto& [sid, s] : impl_->sessions) {
     s->closed = true;

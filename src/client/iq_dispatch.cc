@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "client/client_impl.h"
+#include "xmpp/jingle.h"
 #include "xmpp/stanza.h"
 
 namespace kabar::client {
@@ -60,13 +61,7 @@ void Client::Impl::handle_iq(xml::Element& el) {
     send(xmpp::make_iq_result(el));
     return;
   }
-  if (q) {
-    if (auto h = iq_handlers.find(q->xmlns()); h != iq_handlers.end()) {
-      auto handler = h->second;  // a copy: the handler may add or remove handlers
-      handler(el);
-      return;
-    }
-  }
+  if (q && handlers.offer(StanzaKind::kIq, el)) return;
   if (type == "get" && q && q->is("query", ns::kDiscoInfo)) {
     xml::Element r = xmpp::make_iq_result(el);
     xml::Element& info = r.add_child("query", ns::kDiscoInfo);
@@ -81,13 +76,54 @@ void Client::Impl::handle_iq(xml::Element& el) {
     send(r);
     return;
   }
-  send(xmpp::make_error_reply(el, xmpp::ErrorType::kCancel, "service-unavailable"));
+  answer_unclaimed(el);
 }
 
-void Client::add_iq_handler(const std::string& xmlns,
-                            std::function<void(const xml::Element&)> handler) {
-  impl_->iq_handlers[xmlns] = std::move(handler);
+void Client::Impl::answer_unclaimed(const xml::Element& iq) {
+  const xml::Element* q = iq.first_child();
+  // Jingle sessions belong to the handler of their application (file transfer, calls). When one
+  // is registered the client speaks Jingle, so an IQ none of them claimed gets XEP-0166's answers
+  // rather than "Jingle unsupported".
+  if (q && iq.attr("type") == "set" && q->is("jingle", xmpp::jingle::kJingle) &&
+      handlers.has(StanzaKind::kIq, xmpp::jingle::kJingle)) {
+    if (q->attr("action") == "session-initiate" && xmpp::jingle::valid_sid(q->attr("sid"))) {
+      // XEP-0166 §6.3.1: the offer is acknowledged; §6.7: no application type we support, so the
+      // session ends with <unsupported-applications/>.
+      send(xmpp::make_iq_result(iq));
+      xmpp::jingle::Action end;
+      end.action = "session-terminate";
+      end.sid = std::string(q->attr("sid"));
+      end.reason = "unsupported-applications";
+      xml::Element t("iq", ns::kClient);
+      t.set_attr("type", "set").set_attr("to", iq.attr("from")).set_attr("id", new_id());
+      t.add_child(xmpp::jingle::build(end));
+      send(t);
+      return;
+    }
+    // XEP-0166 §6.7 and §10: an action for a session nobody here knows.
+    xml::Element e = xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found");
+    if (xml::Element* er = e.child("error"))
+      er->add_child("unknown-session", "urn:xmpp:jingle:errors:1");
+    send(e);
+    return;
+  }
+  // RFC 6120 §8.4: an IQ get/set nobody handles is answered with service-unavailable.
+  send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
 }
+
+HandlerToken Client::add_iq_handler(const std::string& xmlns, StanzaHandler handler) {
+  return impl_->handlers.add(StanzaKind::kIq, xmlns, std::move(handler));
+}
+
+HandlerToken Client::add_message_handler(const std::string& xmlns, StanzaHandler handler) {
+  return impl_->handlers.add(StanzaKind::kMessage, xmlns, std::move(handler));
+}
+
+HandlerToken Client::add_presence_handler(const std::string& xmlns, StanzaHandler handler) {
+  return impl_->handlers.add(StanzaKind::kPresence, xmlns, std::move(handler));
+}
+
+bool Client::remove_handler(HandlerToken token) { return impl_->handlers.remove(token); }
 
 void Client::add_feature(const std::string& var) {
   auto& f = impl_->extra_features;

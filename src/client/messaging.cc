@@ -4,6 +4,7 @@
 namespace kabar::client {
 
 void Client::Impl::handle_message(xml::Element& el) {
+  if (handlers.offer(StanzaKind::kMessage, el)) return;
   Message m;
   m.from = std::string(el.attr("from"));
   m.to = std::string(el.attr("to"));

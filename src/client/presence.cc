@@ -6,6 +6,7 @@
 namespace kabar::client {
 
 void Client::Impl::handle_presence(xml::Element& el) {
+  if (handlers.offer(StanzaKind::kPresence, el)) return;
   Presence p;
   p.from = std::string(el.attr("from"));
   p.type = std::string(el.attr("type"));

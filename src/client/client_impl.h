@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "client/error.h"
 #include "client/stanza_handlers.h"
 #include "kabar/client.h"
 #include "xml/serializer.h"
@@ -28,8 +29,6 @@ using asio::ip::tcp;
 
 inline constexpr const char* kReceipts = "urn:xmpp:receipts";
 inline constexpr const char* kChatStates = "http://jabber.org/protocol/chatstates";
-
-inline Error err(Errc c, std::string msg) { return Error{c, std::move(msg)}; }
 
 inline std::string hex(const unsigned char* p, std::size_t n) {
   static const char* d = "0123456789abcdef";

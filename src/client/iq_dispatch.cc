@@ -86,7 +86,8 @@ void Client::Impl::answer_unclaimed(const xml::Element& iq) {
   // rather than "Jingle unsupported".
   if (q && iq.attr("type") == "set" && q->is("jingle", xmpp::jingle::kJingle) &&
       handlers.has(StanzaKind::kIq, xmpp::jingle::kJingle)) {
-    if (q->attr("action") == "session-initiate" && xmpp::jingle::valid_sid(q->attr("sid"))) {
+    if (q->attr("action") == "session-initiate" && xmpp::jingle::valid_sid(q->attr("sid")) &&
+        !iq.attr("from").empty()) {
       // XEP-0166 §6.3.1: the offer is acknowledged; §6.7: no application type we support, so the
       // session ends with <unsupported-applications/>.
       send(xmpp::make_iq_result(iq));

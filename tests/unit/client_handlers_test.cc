@@ -291,6 +291,17 @@ TEST_F(ClientHandlers, JingleUnclaimedOfferIsAcknowledgedThenTerminated) {
   EXPECT_NE(reason->child("unsupported-applications", kJingle), nullptr);
 }
 
+TEST_F(ClientHandlers, JingleUnclaimedOfferWithNoSenderIsNotTerminatedToNobody) {
+  client.add_iq_handler(kJingle, [](const xml::Element&) { return false; });
+  receive(
+      "<iq type='set' id='j4'><jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' "
+      "sid='s4'/></iq>");
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);  // one error, no session-terminate without an addressee
+  EXPECT_EQ(out[0].attr("type"), "error");
+  EXPECT_EQ(condition(out[0]), "item-not-found");
+}
+
 TEST_F(ClientHandlers, JingleWithoutAnyJingleHandlerIsUnsupported) {
   receive(
       "<iq type='set' id='j3' from='bob@example.org/phone'><jingle xmlns='urn:xmpp:jingle:1' "

@@ -101,6 +101,16 @@ struct Message {
   std::string error;  // for type error: the condition
 };
 
+// A handler for one kind of stanza (see Client::add_iq_handler): returns true when it took the
+// stanza (for an IQ get or set: it answers it, now or later), false to leave it to the next one.
+using StanzaHandler = std::function<bool(const xml::Element&)>;
+
+// Names one registered handler, for Client::remove_handler(). A default token names none.
+struct HandlerToken {
+  std::uint64_t id = 0;
+  explicit operator bool() const { return id != 0; }
+};
+
 class Client {
  public:
   Client(asio::io_context& io, Options options);
@@ -156,9 +166,19 @@ class Client {
   std::string bound_jid() const;           // full JID after bind
   std::string server_fingerprint() const;  // SHA-256 of the server's certificate, hex
 
-  // For protocol extensions riding on this session (file transfer): stanza-level access.
-  // An IQ get/set whose first child is in namespace `xmlns` goes to `handler`, which answers it.
-  void add_iq_handler(const std::string& xmlns, std::function<void(const xml::Element&)> handler);
+  // For protocol extensions riding on this session (file transfer, calls): stanza-level access.
+  // Several handlers may share a namespace; a stanza is offered to those that match, in the
+  // order they were added, until one claims it.
+  // An IQ get/set whose payload (first child) is in namespace `xmlns` (empty: any), after the
+  // roster pushes and pings the client answers itself. An IQ get/set nobody claims is answered
+  // with service-unavailable (RFC 6120 §8.4), or for Jingle with the XEP-0166 answers.
+  HandlerToken add_iq_handler(const std::string& xmlns, StanzaHandler handler);
+  // A message or presence with a child element in namespace `xmlns` (empty: every one). A
+  // claimed stanza goes no further: no on_message/on_presence, no receipt, no presences() entry.
+  HandlerToken add_message_handler(const std::string& xmlns, StanzaHandler handler);
+  HandlerToken add_presence_handler(const std::string& xmlns, StanzaHandler handler);
+  // Unregisters; false when the token names no registered handler. Safe inside a handler.
+  bool remove_handler(HandlerToken token);
   void add_feature(const std::string& var);  // announced in our disco#info (XEP-0030)
   // Sends an IQ (its id is set here) and waits for its result or error; nullopt on timeout or
   // disconnect.

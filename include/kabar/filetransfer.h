@@ -6,7 +6,8 @@
 // both ways, for clients that only have that.
 //
 // Runs on the client's io_context like the client itself; not thread-safe. The FileTransfer must
-// outlive every transfer it started (they hold a pointer to the client).
+// outlive every transfer it started (they hold a pointer to the client), and the client must
+// outlive the FileTransfer (it unregisters its stanza handlers when destroyed).
 #pragma once
 
 #include <cstdint>

@@ -1,13 +1,16 @@
 """Raw XML against a real kabard for what third-party clients expect of an account: their own
-presence echoed back (RFC 6121 §4.2.2, §4.4.2, §4.5.2)."""
+presence echoed back (RFC 6121 §4.2.2, §4.4.2, §4.5.2) and service discovery of the account's
+bare JID (XEP-0030, RFC 6121 §8.5)."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
-from xmpp_raw import NS_CLIENT, Timeout, online, q, tostr  # noqa: E402
+from xmpp_raw import (NS_CLIENT, NS_DISCO_INFO, Timeout, error_condition,  # noqa: E402
+                      online, q, tostr)
 
 R = kabartest.Results("account_behaviour")
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 PW = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw",
       "erin": "erin-pw"}
 
@@ -59,13 +62,71 @@ def own_presence(k):
     a1.close()
 
 
+def identities(r):
+    qq = r.find(q(NS_DISCO_INFO, "query"))
+    if qq is None:
+        return set()
+    return {(i.get("category"), i.get("type")) for i in qq.findall(q(NS_DISCO_INFO, "identity"))}
+
+
+def features(r):
+    qq = r.find(q(NS_DISCO_INFO, "query"))
+    if qq is None:
+        return set()
+    return {f.get("var") for f in qq.findall(q(NS_DISCO_INFO, "feature"))}
+
+
+@R.section
+def disco_of_accounts(k):
+    b = online(k.port, "bob", PW["bob"], resource="b")
+    c = online(k.port, "carol", PW["carol"], resource="c")
+    # bob subscribes to carol's presence and carol approves: carol's item for bob is 'from'.
+    b.send("<presence to='carol@localhost' type='subscribe'/>")
+    c.expect_presence(type="subscribe")
+    c.send("<presence to='bob@localhost' type='subscribed'/>")
+    b.expect_presence(type="subscribed")
+    b.drain()
+    c.drain()
+    info = "<query xmlns='%s'/>" % NS_DISCO_INFO
+    r = b.iq("get", info, to="bob@localhost")
+    R.check(r.get("type") == "result" and r.get("from") == "bob@localhost"
+            and ("account", "registered") in identities(r)
+            and ("server", "im") not in identities(r),
+            "disco#info to one's own bare JID answers for the account (%s)" % tostr(r))
+    R.check(NS_DISCO_INFO in features(r), "the account's features include disco#info")
+    r = b.iq("get", info)
+    R.check(("server", "im") in identities(r), "disco#info with no 'to' is about the server")
+    r = b.iq("get", info, to="carol@localhost")
+    R.check(r.get("type") == "result" and ("account", "registered") in identities(r),
+            "to a contact whose presence one is subscribed to: the account (%s)" % tostr(r))
+    r = c.iq("get", info, to="bob@localhost")
+    R.check(r.get("type") == "error" and error_condition(r) == "service-unavailable",
+            "to an account one has no subscription to: service-unavailable (%s)" % tostr(r))
+    r = b.iq("get", info, to="nobody@localhost")
+    R.check(r.get("type") == "error" and error_condition(r) == "service-unavailable",
+            "to an account that does not exist: service-unavailable (RFC 6121 §8.5.1)")
+    items = "<query xmlns='%s'/>" % NS_DISCO_ITEMS
+    r = b.iq("get", items, to="bob@localhost")
+    qq = r.find(q(NS_DISCO_ITEMS, "query"))
+    R.check(r.get("type") == "result" and qq is not None and len(list(qq)) == 0,
+            "disco#items to one's own bare JID: an empty result (%s)" % tostr(r))
+    r = c.iq("get", items, to="bob@localhost")
+    R.check(r.get("type") == "error" and error_condition(r) == "service-unavailable",
+            "disco#items to an account one has no subscription to: service-unavailable")
+    r = b.iq("get", "<query xmlns='jabber:iq:version'/>", to="bob@localhost")
+    R.check(r.get("type") == "error" and error_condition(r) == "service-unavailable",
+            "software version to one's own bare JID is not the server's (%s)" % tostr(r))
+    b.close()
+    c.close()
+
+
 def main():
     args = kabartest.parse_args()
     k = kabartest.Kabard(args)
     with k:
         for user, pw in PW.items():
             k.add_user(user, pw)
-        for fn in (own_presence,):
+        for fn in (own_presence, disco_of_accounts):
             fn(k)
             if not k.alive():
                 R.check(False, "kabard died during %s" % fn.__name__)

@@ -1,6 +1,6 @@
 """Raw XML against a real kabard for what third-party clients expect of an account: their own
-presence echoed back (RFC 6121 §4.2.2, §4.4.2, §4.5.2) and service discovery of the account's
-bare JID (XEP-0030, RFC 6121 §8.5)."""
+presence echoed back (RFC 6121 §4.2.2, §4.4.2, §4.5.2), service discovery of the account's bare
+JID (XEP-0030, RFC 6121 §8.5), and which messages offline storage keeps (XEP-0160, XEP-0334)."""
 import os
 import sys
 
@@ -120,13 +120,60 @@ def disco_of_accounts(k):
     c.close()
 
 
+CHATSTATES = "http://jabber.org/protocol/chatstates"
+
+
+@R.section
+def offline_storage(k):
+    b = online(k.port, "bob", PW["bob"], resource="b")
+    sent = [
+        ("composing", "<composing xmlns='%s'/>" % CHATSTATES, False),
+        ("active with a thread", "<active xmlns='%s'/><thread>t1</thread>" % CHATSTATES, False),
+        ("receipt", "<received xmlns='urn:xmpp:receipts' id='m0'/>", False),
+        ("marker", "<displayed xmlns='urn:xmpp:chat-markers:0' id='m0'/>"
+                   "<origin-id xmlns='urn:xmpp:sid:0' id='o1'/>", False),
+        ("body with no-store", "<body>forget me</body><no-store xmlns='urn:xmpp:hints'/>", False),
+        ("body with no-permanent-store",
+         "<body>forget me too</body><no-permanent-store xmlns='urn:xmpp:hints'/>", False),
+        ("chat state with store", "<gone xmlns='%s'/><store xmlns='urn:xmpp:hints'/>"
+         % CHATSTATES, True),
+        ("body and chat state", "<body>hello</body><active xmlns='%s'/>" % CHATSTATES, True),
+        ("subject only", "<subject>topic</subject>", True),
+        ("other payload", "<x xmlns='jabber:x:conference' jid='room@muc.localhost'/>", True),
+    ]
+    for i, (what, payload, _) in enumerate(sent):
+        b.send("<message to='dave@localhost' type='chat' id='off%d'>%s</message>" % (i, payload))
+    b.send("<message to='nobody@localhost' type='chat' id='nobody'><composing xmlns='%s'/>"
+           "</message>" % CHATSTATES)
+    err = b.wait_for(lambda el: el.tag == q(NS_CLIENT, "message") and el.get("type") == "error",
+                     what="an error message")
+    R.check(err.get("id") == "nobody" and error_condition(err) == "service-unavailable",
+            "a chat state to an account that does not exist bounces (RFC 6121 §8.5.2.1) (%s)"
+            % err.get("id"))
+    errors = [el for el in b.drain(0.5) if el.get("type") == "error"]
+    R.check(not errors, "nothing dropped on purpose bounces (%s)" % [tostr(e) for e in errors])
+    d = online(k.port, "dave", PW["dave"], resource="d")
+    got = {}
+    try:
+        while True:
+            el = d.wait_for(lambda el: el.tag == q(NS_CLIENT, "message"), 1.5, what="message")
+            got[el.get("id")] = el
+    except Timeout:
+        pass
+    for i, (what, _, stored) in enumerate(sent):
+        R.check(("off%d" % i in got) == stored,
+                "%s: %s" % (what, "stored and delivered" if stored else "not stored"))
+    d.close()
+    b.close()
+
+
 def main():
     args = kabartest.parse_args()
     k = kabartest.Kabard(args)
     with k:
         for user, pw in PW.items():
             k.add_user(user, pw)
-        for fn in (own_presence, disco_of_accounts):
+        for fn in (own_presence, disco_of_accounts, offline_storage):
             fn(k)
             if not k.alive():
                 R.check(False, "kabard died during %s" % fn.__name__)

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <string>
 
+#include "server/admin_socket.h"
 #include "server/config.h"
 #include "server/server.h"
 
@@ -180,10 +181,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kabard: %s\n", e.what());
     return 1;
   }
+  kabar::server::AdminSocket admin(server);
+  try {
+    admin.start();
+  } catch (const std::exception& e) {
+    // kabard serves without it; `kabarctl user delete` then cannot end live sessions.
+    spdlog::warn("no admin control socket: {}", e.what());
+  }
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: shutting down", sig);
+    admin.stop();
     server.stop();
   });
   std::signal(SIGPIPE, SIG_IGN);

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <stdexcept>
 
 #include "server/c2s_session.h"
@@ -47,10 +48,12 @@ void AdminSocket::start() {
   acceptor_ = std::make_unique<Local::acceptor>(server_.io());
   boost::system::error_code ec;
   acceptor_->open(Local(), ec);
-  // Created with no access for others from the start, not chmod'ed after a window.
-  const mode_t old_mask = ::umask(0177);
   if (!ec) acceptor_->bind(Local::endpoint(path_.string()), ec);
-  ::umask(old_mask);
+  // Owner only. Until the chmod the socket has the umask's mode, but it lies in the data
+  // directory (0700): nobody else reaches it. (umask is process-wide: the shards already run.)
+  if (!ec && ::chmod(path_.c_str(), 0600) != 0) {
+    ec = boost::system::error_code(errno, boost::system::system_category());
+  }
   if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     throw std::runtime_error("cannot listen on " + path_.string() + ": " + ec.message());
@@ -74,7 +77,11 @@ awaitable<void> AdminSocket::accept_loop() {
     Local::socket sock =
         co_await acceptor_->async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
-    if (ec) continue;
+    if (ec) {  // out of descriptors, say: try again a little later rather than spin
+      asio::steady_timer pause(server_.io(), std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
     auto client = std::make_shared<Local::socket>(std::move(sock));
     clients_.insert(client);
     asio::co_spawn(server_.io(), serve(client), asio::detached);

@@ -29,7 +29,8 @@ class AdminSocket {
   // Binds DATA/kabard.sock, replacing a stale one (the caller holds the data directory's lock,
   // so no other kabard uses it); throws std::runtime_error when it cannot.
   void start();
-  // Stops accepting and removes the socket file (shard 0's thread).
+  // Stops accepting, closes the connected clients and removes the socket file (shard 0's
+  // thread).
   void stop();
 
   static std::filesystem::path path_in(const std::filesystem::path& data_dir) {

@@ -11,6 +11,7 @@
 #include "server/features.h"
 #include "xmpp/jid.h"
 #include "xmpp/namespaces.h"
+#include "xmpp/subscription.h"
 
 namespace kabar::server {
 
@@ -133,6 +134,28 @@ awaitable<std::string> AdminSocket::delete_account(std::string user) {
   for (const SessionPtr& session : server_.sessions_of(bare)) {
     co_await asio::co_spawn(*session->shard().io, end_deleted_session(server_, session),
                             asio::use_awaitable);
+  }
+  // The local contacts' subscriptions to and from the account end, as if it had cancelled them
+  // (RFC 6121 §3.2 and §3.3, processed on the contact's side), before its roster is gone: their
+  // roster items stay, with subscription 'none' and a push. Prosody does the same for a deleted
+  // account. (There are no server-to-server links yet: remote contacts are not told.)
+  auto roster_op = [user](store::Store& st) { return st.roster(user); };
+  for (const store::RosterItem& item : co_await server_.db(std::move(roster_op))) {
+    auto contact = xmpp::Jid::parse(item.jid);
+    if (!contact || !server_.is_local(*contact) || contact->local().empty()) continue;
+    using xmpp::Subscription;
+    const xmpp::SubState& st = item.state;
+    const bool from = st.sub == Subscription::kFrom || st.sub == Subscription::kBoth;
+    const bool to = st.sub == Subscription::kTo || st.sub == Subscription::kBoth;
+    for (const auto& [needed, type] : {std::pair{from || st.pending_in, "unsubscribed"},
+                                       std::pair{to || st.pending_out, "unsubscribe"}}) {
+      if (!needed) continue;
+      xml::Element cancel("presence", xmpp::ns::kClient);
+      cancel.set_attr("type", type);
+      cancel.set_attr("from", bare);
+      cancel.set_attr("to", contact->bare_str());
+      co_await server_.deliver(std::move(cancel));
+    }
   }
   // Each closing session writes the account's last activity (XEP-0012) once it is unbound: the
   // rows go after that, or that write would bring one back.

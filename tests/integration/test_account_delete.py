@@ -1,6 +1,6 @@
 """`kabarctl user delete` while kabard runs: kabarctl tells kabard through its control socket,
 the account's live sessions end with <not-authorized/>, its contacts see each resource go
-unavailable, and its data (roster, vCard) is gone; without a running kabard kabarctl deletes the
+unavailable and their subscriptions with it end, and its data (roster, vCard) is gone; without a running kabard kabarctl deletes the
 account itself and says so."""
 import os
 import stat
@@ -63,6 +63,23 @@ def main():
             except XmppError:
                 ok = False
             R.check(ok, "bob sees alice/%s go unavailable" % res)
+        # Both of bob's subscriptions with alice end: his roster item stays, pushed as 'none'.
+        try:
+            push = b.wait_for(
+                lambda el: el.tag == q(NS_CLIENT, "iq") and el.get("type") == "set" and any(
+                    i.get("jid") == "alice@localhost" and i.get("subscription") == "none"
+                    and i.get("ask") is None
+                    for i in el.iter(q(NS_ROSTER, "item"))), 5, what="roster push")
+            b.send("<iq type='result' id='%s'/>" % push.get("id"))
+            ok = True
+        except XmppError:
+            ok = False
+        R.check(ok, "bob gets a roster push: alice@localhost, subscription 'none'")
+        r = b.iq("get", "<query xmlns='jabber:iq:roster'/>")
+        items = {i.get("jid"): i.get("subscription")
+                 for i in r.iter(q(NS_ROSTER, "item"))}
+        R.check(items == {"alice@localhost": "none"},
+                "bob's roster keeps alice with subscription 'none' (%s)" % items)
         c = Conn(k.port)
         c.open_stream()
         c.starttls()

@@ -71,7 +71,7 @@ struct ScriptedScramServer {
   std::shared_ptr<ScramServer> server;
   std::shared_ptr<bool> tamper = std::make_shared<bool>(false);
   ScriptedScramServer(ScramHash h, std::string cb_data = {}, bool plus = false)
-      : server(std::make_shared<ScramServer>(h)) {
+      : server(std::make_shared<ScramServer>(h)), hash_(h) {
     server->set_channel_binding(!cb_data.empty(), plus, "tls-unique", cb_data);
   }
   Step challenge() const {
@@ -101,7 +101,7 @@ struct ScriptedScramServer {
              "</success>";
     };
   }
-  ScramHash hash_ = ScramHash::kSha256;
+  ScramHash hash_;
   ScramHash hash() const { return hash_; }
 };
 
@@ -156,6 +156,18 @@ TEST(StreamClient, ScramSha256PlusWithChannelBinding) {
   EXPECT_EQ(o.log.back(), "bound alice@example.com/kabar-x");
 }
 
+TEST(StreamClient, ScramSha1PlusWhenThatIsTheStrongestOffered) {
+  ClientSetup s;
+  s.direct_tls = true;
+  ScriptedScramServer scram(ScramHash::kSha1, "finished-message", true);
+  Outcome o = converse(client(s), {send(std::string(kServerHeader) +
+                                        mechanisms({"PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"})),
+                                   scram.challenge(), scram.outcome()});
+  SCOPED_TRACE(log_text(o));
+  EXPECT_EQ(initial(o, "SCRAM-SHA-1-PLUS").rfind("p=tls-unique,,n=alice,r=", 0), 0u);
+  EXPECT_TRUE(o.contains("authenticated alice"));
+}
+
 TEST(StreamClient, PlusOfOtherTypeIsNotUsed) {
   ClientSetup s;
   s.direct_tls = true;
@@ -196,6 +208,22 @@ TEST(StreamClient, NoStarttlsOffered) {
   EXPECT_EQ(o.log.back(),
             "closed : the server does not offer STARTTLS; refusing to continue in the clear");
   EXPECT_FALSE(o.wrote("<auth"));
+}
+
+TEST(StreamClient, PlainInTheClearOnlyWhenAllowed) {
+  ClientSetup s;
+  s.options.allow_plaintext = true;
+  Outcome o = converse(client(s), {send(std::string(kServerHeader) + mechanisms({"PLAIN"})),
+                                   send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")});
+  EXPECT_EQ(initial(o, "PLAIN"), std::string("\0alice\0pencil", 13));
+  EXPECT_TRUE(o.contains("authenticated alice"));
+  // Offered STARTTLS is still taken.
+  Outcome tls = converse(client(s), {send(std::string(kServerHeader) +
+                                          "<stream:features><starttls xmlns='urn:ietf:params:xml:"
+                                          "ns:xmpp-tls'/><mechanisms xmlns='urn:ietf:params:xml:ns:"
+                                          "xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms>"
+                                          "</stream:features>")});
+  EXPECT_EQ(tls.log.back(), "send <starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
 }
 
 TEST(StreamClient, StarttlsRefused) {

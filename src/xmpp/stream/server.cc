@@ -191,8 +191,12 @@ void ServerNegotiator::drain_backlog() {
 
 void ServerNegotiator::process(xml::Element&& el) {
   if (el.is("starttls", ns::kTls)) {
-    if (secure_ || authenticated() || !opt_.tls_available) {
+    if (secure_ || authenticated()) {
       stream_error("policy-violation", "TLS is already negotiated");
+      return;
+    }
+    if (!opt_.tls_available) {
+      stream_error("policy-violation", "STARTTLS is not offered here");
       return;
     }
     send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");

@@ -108,7 +108,8 @@ awaitable<std::optional<Error>> Client::Impl::negotiate(bool authenticate) {
   stream_closed = false;
   if (tls) {
     std::string cb = tls_unique(stream->native_handle());
-    negotiator.tls_established(cb.empty() ? "" : "tls-unique", std::move(cb));
+    std::string type = cb.empty() ? "" : "tls-unique";
+    negotiator.tls_established(std::move(type), std::move(cb));
   } else {
     negotiator.start();
   }
@@ -126,7 +127,8 @@ awaitable<std::optional<Error>> Client::Impl::negotiate(bool authenticate) {
             inbox.clear();
             if (auto e = co_await tls_handshake()) co_return e;
             std::string cb = tls_unique(stream->native_handle());
-            negotiator.tls_established(cb.empty() ? "" : "tls-unique", std::move(cb));
+            std::string type = cb.empty() ? "" : "tls-unique";
+            negotiator.tls_established(std::move(type), std::move(cb));
             break;
           }
           case xmpp::stream::Event::Kind::kRestartStream:

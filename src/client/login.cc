@@ -107,9 +107,8 @@ awaitable<std::optional<Error>> Client::Impl::negotiate(bool authenticate) {
   inbox.clear();
   stream_closed = false;
   if (tls) {
-    std::string cb = tls_unique(stream->native_handle());
-    std::string type = cb.empty() ? "" : "tls-unique";
-    negotiator.tls_established(std::move(type), std::move(cb));
+    const std::string cb = tls_unique(stream->native_handle());
+    negotiator.tls_established(cb.empty() ? "" : "tls-unique", cb);
   } else {
     negotiator.start();
   }
@@ -126,9 +125,8 @@ awaitable<std::optional<Error>> Client::Impl::negotiate(bool authenticate) {
             // RFC 6120 §5.3.3: nothing read in the clear after <proceed/> is kept.
             inbox.clear();
             if (auto e = co_await tls_handshake()) co_return e;
-            std::string cb = tls_unique(stream->native_handle());
-            std::string type = cb.empty() ? "" : "tls-unique";
-            negotiator.tls_established(std::move(type), std::move(cb));
+            const std::string cb = tls_unique(stream->native_handle());
+            negotiator.tls_established(cb.empty() ? "" : "tls-unique", cb);
             break;
           }
           case xmpp::stream::Event::Kind::kRestartStream:

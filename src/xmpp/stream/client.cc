@@ -359,7 +359,7 @@ void ClientNegotiator::parse_error(xml::ParseError, std::string_view) {
   fail(FailureKind::kClosed, "the server sent malformed XML");
 }
 
-void ClientNegotiator::tls_established(std::string cb_type, std::string cb_data) {
+void ClientNegotiator::tls_established(std::string_view cb_type, std::string_view cb_data) {
   if (state_ == State::kIdle && !secure_) {
     direct_ = true;  // RFC 7590 direct TLS: the stream starts inside it
   } else if (state_ != State::kStartTls) {
@@ -369,8 +369,8 @@ void ClientNegotiator::tls_established(std::string cb_type, std::string cb_data)
   }
   secure_ = true;
   awaiting_tls_ = false;
-  cb_type_ = std::move(cb_type);
-  cb_data_ = cb_type_.empty() ? std::string() : std::move(cb_data);
+  cb_type_ = std::string(cb_type);
+  cb_data_ = cb_type_.empty() ? std::string() : std::string(cb_data);
   send_header();
 }
 

@@ -108,7 +108,7 @@ class Negotiator {
   // connection is direct TLS). `cb_type`/`cb_data`: the channel binding (RFC 5929 tls-unique,
   // RFC 9266 tls-exporter) of this connection, empty when there is none; -PLUS mechanisms are
   // used only with it.
-  virtual void tls_established(std::string cb_type, std::string cb_data) = 0;
+  virtual void tls_established(std::string_view cb_type, std::string_view cb_data) = 0;
 
   // Events since the last call, in order.
   std::vector<Event> take_events();
@@ -152,7 +152,7 @@ class ServerNegotiator final : public Negotiator {
   void element(xml::Element&& el) override;
   void stream_closed() override;
   void parse_error(xml::ParseError error, std::string_view message) override;
-  void tls_established(std::string cb_type, std::string cb_data) override;
+  void tls_established(std::string_view cb_type, std::string_view cb_data) override;
 
   // Answers to kNeedScramCredentials (nothing: no such account; the exchange then fails only at
   // its end, revealing nothing), kVerifyPlain, and either of them (e.g. too many failures from
@@ -240,7 +240,7 @@ class ClientNegotiator final : public Negotiator {
   void element(xml::Element&& el) override;
   void stream_closed() override;
   void parse_error(xml::ParseError error, std::string_view message) override;
-  void tls_established(std::string cb_type, std::string cb_data) override;
+  void tls_established(std::string_view cb_type, std::string_view cb_data) override;
 
   bool secure() const { return secure_; }
   // The mechanism chosen (RFC 6120 §6.3.4), once <auth/> is out.

@@ -496,7 +496,7 @@ void ServerNegotiator::parse_error(xml::ParseError error, std::string_view messa
   }
 }
 
-void ServerNegotiator::tls_established(std::string cb_type, std::string cb_data) {
+void ServerNegotiator::tls_established(std::string_view cb_type, std::string_view cb_data) {
   // Direct TLS before the stream starts, or the handshake kStartTls asked for.
   if (state_ == State::kStartTls) {
     state_ = State::kWaitHeader;
@@ -507,8 +507,8 @@ void ServerNegotiator::tls_established(std::string cb_type, std::string cb_data)
   }
   secure_ = true;
   awaiting_tls_ = false;
-  cb_type_ = std::move(cb_type);
-  cb_data_ = cb_type_.empty() ? std::string() : std::move(cb_data);
+  cb_type_ = std::string(cb_type);
+  cb_data_ = cb_type_.empty() ? std::string() : std::string(cb_data);
 }
 
 }  // namespace kabar::xmpp::stream

@@ -124,15 +124,14 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   awaitable<void> read_more();
   // The next top-level element during negotiation (before the reader runs).
   awaitable<xml::Element> next_element();
-  awaitable<xml::Element> open_stream();
   void make_ssl_context();
   awaitable<std::optional<Error>> tls_handshake();
 
   // ---- connect ----
   awaitable<std::optional<Error>> open_transport();
-  awaitable<std::optional<Error>> secure(bool direct);
-  awaitable<std::optional<Error>> authenticate(const xml::Element& features);
-  awaitable<std::optional<Error>> bind(const xml::Element& features);
+  // STARTTLS, SASL and bind through xmpp::stream::ClientNegotiator; authenticate = false
+  // stops at the secured stream's features (registration).
+  awaitable<std::optional<Error>> negotiate(bool authenticate);
   // Runs a negotiation step under the watchdog; maps exceptions to errors.
   awaitable<Error> guarded(std::function<awaitable<std::optional<Error>>()> step);
   awaitable<Error> connect();

@@ -1,8 +1,10 @@
-#include <algorithm>
+#include <openssl/ssl.h>
+
+#include <deque>
 #include <optional>
 
 #include "client/client_impl.h"
-#include "xmpp/scram.h"
+#include "xmpp/stream/negotiator.h"
 
 namespace kabar::client {
 
@@ -55,127 +57,115 @@ awaitable<std::optional<Error>> Client::Impl::open_transport() {
                    (ec == asio::error::operation_aborted ? "timed out" : ec.message());
       continue;
     }
+    // RFC 7590: direct TLS on 5223 (or when asked); STARTTLS otherwise, in negotiate().
     bool direct = opt.tls == TlsMode::kDirect || (opt.tls == TlsMode::kAuto && port == 5223);
-    co_return co_await secure(direct);
+    if (direct) {
+      if (auto e = co_await tls_handshake()) co_return e;
+    }
+    co_return std::nullopt;
   }
   co_return err(Errc::kUnreachable, last_error);
 }
 
-awaitable<std::optional<Error>> Client::Impl::secure(bool direct) {
-  if (direct) {
-    if (auto e = co_await tls_handshake()) co_return e;
-    co_return std::nullopt;
+namespace {
+
+// RFC 5929 §3.1 tls-unique: the first Finished message of the handshake (ours for a full
+// handshake, the server's for a resumed one). Defined for TLS 1.2 only (RFC 9266), so a TLS 1.3
+// connection has none and no -PLUS mechanism is used on it.
+std::string tls_unique(SSL* ssl) {
+  if (SSL_version(ssl) != TLS1_2_VERSION) return {};
+  unsigned char buf[EVP_MAX_MD_SIZE];
+  const std::size_t n = SSL_session_reused(ssl) != 0 ? SSL_get_peer_finished(ssl, buf, sizeof buf)
+                                                     : SSL_get_finished(ssl, buf, sizeof buf);
+  if (n == 0 || n > sizeof buf) return {};
+  return std::string(reinterpret_cast<const char*>(buf), n);
+}
+
+Errc errc_of(xmpp::stream::FailureKind kind) {
+  switch (kind) {
+    case xmpp::stream::FailureKind::kTls:
+      return Errc::kTls;
+    case xmpp::stream::FailureKind::kAuth:
+      return Errc::kAuth;
+    default:
+      return Errc::kProtocol;
   }
-  xml::Element features = co_await open_stream();
-  if (!features.child("starttls", ns::kTls))
-    co_return err(Errc::kTls,
-                  "the server does not offer STARTTLS; refusing to continue in the clear");
-  co_await write_raw("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-  xml::Element r = co_await next_element();
-  if (!r.is("proceed", ns::kTls)) co_return err(Errc::kTls, "the server refused STARTTLS");
-  // RFC 6120 §5.3.3: nothing read in the clear after <proceed/> is kept.
+}
+
+}  // namespace
+
+// Runs the stream negotiator (xmpp/stream/) over the connection open_transport() made: it says
+// what to write, when to start TLS and restart the parser; this reads and does it.
+awaitable<std::optional<Error>> Client::Impl::negotiate(bool authenticate) {
+  xmpp::stream::ClientOptions o;
+  o.jid = jid.bare_str();
+  o.password = opt.password;
+  o.resource = opt.resource;
+  o.authenticate = authenticate;
+  xmpp::stream::ClientNegotiator negotiator(std::move(o));
+  parser = std::make_unique<xml::StreamParser>(*this);
   inbox.clear();
-  if (auto e = co_await tls_handshake()) co_return e;
-  co_return std::nullopt;
-}
-
-awaitable<std::optional<Error>> Client::Impl::authenticate(const xml::Element& features) {
-  const xml::Element* mechs = features.child("mechanisms", ns::kSasl);
-  std::vector<std::string> offered;
-  if (mechs) {
-    for (const xml::Element* m : mechs->children("mechanism")) offered.push_back(m->text());
-  }
-  auto has = [&](std::string_view m) {
-    return std::find(offered.begin(), offered.end(), m) != offered.end();
-  };
-  std::optional<xmpp::ScramClient> scram;
-  std::string mech;
-  std::string initial;
-  if (has("SCRAM-SHA-256") || has("SCRAM-SHA-1")) {
-    auto h = has("SCRAM-SHA-256") ? xmpp::ScramHash::kSha256 : xmpp::ScramHash::kSha1;
-    mech = std::string(xmpp::mechanism_name(h));
-    scram.emplace(h, jid.local(), opt.password);
-    initial = scram->client_first();
-  } else if (has("PLAIN")) {
-    // Only ever inside TLS: this code path is reached only after the TLS checks.
-    mech = "PLAIN";
-    std::string pw = xmpp::saslprep(opt.password).value_or(opt.password);
-    initial = std::string("\0", 1) + jid.local() + std::string("\0", 1) + pw;
+  stream_closed = false;
+  if (tls) {
+    const std::string cb = tls_unique(stream->native_handle());
+    negotiator.tls_established(cb.empty() ? "" : "tls-unique", cb);
   } else {
-    co_return err(Errc::kProtocol, "the server offers no SASL mechanism kabar supports");
+    negotiator.start();
   }
-  co_await write_raw("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='" + mech + "'>" +
-                     xmpp::base64_encode(initial) + "</auth>");
-  while (true) {
-    xml::Element r = co_await next_element();
-    if (r.is("challenge", ns::kSasl)) {
-      if (!scram) co_return err(Errc::kProtocol, "unexpected SASL challenge");
-      auto decoded = xmpp::base64_decode(r.text());
-      std::optional<std::string> final_msg;
-      if (decoded) final_msg = scram->client_final(*decoded);
-      if (!final_msg) co_return err(Errc::kProtocol, "malformed SCRAM challenge from the server");
-      co_await write_raw("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" +
-                         xmpp::base64_encode(*final_msg) + "</response>");
-    } else if (r.is("success", ns::kSasl)) {
-      if (scram) {
-        auto decoded = xmpp::base64_decode(r.text());
-        if (!decoded || !scram->verify_server_final(*decoded))
-          co_return err(Errc::kAuth,
-                        "the server could not prove it knows the password (SCRAM "
-                        "server signature wrong)");
+  std::deque<xml::Element> early;  // stanzas the server sent while we bound
+  bool done = false;
+  while (!done) {
+    while (negotiator.has_events()) {
+      for (xmpp::stream::Event& ev : negotiator.take_events()) {
+        switch (ev.kind) {
+          case xmpp::stream::Event::Kind::kSend:
+            co_await write_raw(ev.data);
+            break;
+          case xmpp::stream::Event::Kind::kStartTls: {
+            // RFC 6120 §5.3.3: nothing read in the clear after <proceed/> is kept.
+            inbox.clear();
+            if (auto e = co_await tls_handshake()) co_return e;
+            const std::string cb = tls_unique(stream->native_handle());
+            negotiator.tls_established(cb.empty() ? "" : "tls-unique", cb);
+            break;
+          }
+          case xmpp::stream::Event::Kind::kRestartStream:
+            parser = std::make_unique<xml::StreamParser>(*this);
+            inbox.clear();
+            stream_closed = false;
+            break;
+          case xmpp::stream::Event::Kind::kStanza:
+            early.push_back(std::move(*ev.element));
+            break;
+          case xmpp::stream::Event::Kind::kBound:
+            bound = ev.jid;
+            roster_ver_supported = ev.element && ev.element->child("ver", ns::kRosterVer);
+            done = true;
+            break;
+          case xmpp::stream::Event::Kind::kReady:
+            done = true;
+            break;
+          case xmpp::stream::Event::Kind::kClosed:
+            co_return err(errc_of(ev.failure), ev.message);
+          default:
+            break;
+        }
       }
-      co_return std::nullopt;
-    } else if (r.is("failure", ns::kSasl)) {
-      std::string cond = "not-authorized";
-      std::string text;
-      for (const xml::Element* c : r.children()) {
-        if (c->name() == "text")
-          text = c->text();
-        else
-          cond = c->name();
-      }
-      if (cond == "not-authorized")
-        co_return err(Errc::kAuth, "wrong password or unknown account " + jid.bare_str());
-      co_return err(Errc::kAuth,
-                    "login refused: " + cond + (text.empty() ? "" : " (" + text + ")"));
-    } else {
-      co_return err(Errc::kProtocol, "unexpected <" + r.name() + "/> during authentication");
     }
-  }
-}
-
-awaitable<std::optional<Error>> Client::Impl::bind(const xml::Element& features) {
-  if (!features.child("bind", ns::kBind))
-    co_return err(Errc::kProtocol, "the server offers no resource binding");
-  roster_ver_supported = features.child("ver", ns::kRosterVer) != nullptr;
-  std::string id = new_id();
-  xml::Element iq("iq", ns::kClient);
-  iq.set_attr("type", "set").set_attr("id", id);
-  iq.add_child("bind", ns::kBind).add_child("resource", ns::kBind).add_text(opt.resource);
-  co_await write_raw(xml::serialize(iq));
-  while (true) {
-    xml::Element r = co_await next_element();
-    if (r.name() != "iq" || r.attr("id") != id) continue;
-    if (r.attr("type") != "result")
-      co_return err(Errc::kProtocol, "resource binding failed: " + error_condition(r));
-    const xml::Element* b = r.child("bind", ns::kBind);
-    bound = b ? b->child_text("jid", ns::kBind) : std::string();
-    if (bound.empty()) bound = jid.bare_str() + "/" + opt.resource;
-    break;
-  }
-  // RFC 3921 §3: the legacy session IQ, only when the server says it is required.
-  const xml::Element* sess = features.child("session", ns::kSession);
-  if (sess && !sess->child("optional")) {
-    std::string sid = new_id();
-    xml::Element s("iq", ns::kClient);
-    s.set_attr("type", "set").set_attr("id", sid);
-    s.add_child("session", ns::kSession);
-    co_await write_raw(xml::serialize(s));
-    while (true) {
-      xml::Element r = co_await next_element();
-      if (r.name() == "iq" && r.attr("id") == sid) break;
-      inbox.push_back(std::move(r));
+    if (done) break;
+    while (inbox.empty() && !stream_closed) co_await read_more();
+    if (inbox.empty()) {
+      negotiator.stream_closed();
+      continue;
     }
+    xml::Element el = std::move(inbox.front());
+    inbox.pop_front();
+    negotiator.element(std::move(el));
+  }
+  // What came behind the last negotiation answer is the session's, after what came before it.
+  while (!early.empty()) {
+    inbox.push_front(std::move(early.back()));
+    early.pop_back();
   }
   co_return std::nullopt;
 }
@@ -214,11 +204,7 @@ awaitable<Error> Client::Impl::connect() {
   close_reason = {};
   Error e = co_await guarded([this]() -> awaitable<std::optional<Error>> {
     if (auto e = co_await open_transport()) co_return e;
-    xml::Element features = co_await open_stream();
-    if (auto e = co_await authenticate(features)) co_return e;
-    features = co_await open_stream();
-    if (auto e = co_await bind(features)) co_return e;
-    co_return std::nullopt;
+    co_return co_await negotiate(true);
   });
   if (e) co_return e;
   is_connected = true;
@@ -229,7 +215,8 @@ awaitable<Error> Client::Impl::connect() {
 awaitable<Error> Client::Impl::register_account() {
   co_return co_await guarded([this]() -> awaitable<std::optional<Error>> {
     if (auto e = co_await open_transport()) co_return e;
-    xml::Element features = co_await open_stream();
+    // Up to the features of the secured stream, where XEP-0077 registration is offered.
+    if (auto e = co_await negotiate(false)) co_return e;
     xml::Element iq("iq", ns::kClient);
     std::string id = new_id();
     iq.set_attr("type", "set").set_attr("id", id);

@@ -68,22 +68,6 @@ awaitable<xml::Element> Client::Impl::next_element() {
   co_return el;
 }
 
-awaitable<xml::Element> Client::Impl::open_stream() {
-  parser = std::make_unique<xml::StreamParser>(*this);
-  inbox.clear();
-  stream_closed = false;
-  std::string header =
-      "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-      "xmlns:stream='http://etherx.jabber.org/streams' to='";
-  xml::escape_attr(jid.domain(), header);
-  header += "' version='1.0' xml:lang='en'>";
-  co_await write_raw(header);
-  xml::Element features = co_await next_element();
-  if (!features.is("features", ns::kStream))
-    throw std::runtime_error("expected stream features, got <" + features.name() + "/>");
-  co_return features;
-}
-
 void Client::Impl::make_ssl_context() {
   ssl_ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
   ssl_ctx->set_default_verify_paths();

@@ -132,7 +132,8 @@ class Client {
   // Subscription requests received and not yet answered in this session.
   const std::vector<std::string>& pending_requests() const;
 
-  // Own presence: show is "", away, chat, dnd or xa.
+  // Own presence: show is "", away, chat, dnd or xa. A status text check_text() refuses goes out
+  // with U+FFFD in place of each character XML cannot carry (the serializer's rule): check first.
   void send_presence(const std::string& show = {}, const std::string& status = {},
                      int priority = 0);
   // Sends a chat message with a receipt request and <active/>; returns its id. Sends nothing and

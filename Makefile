@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 FUZZ_RUNS ?= 200000
+FUZZ_TIME ?= 1800
+FUZZ_TARGETS ?=
 RUN_DOMAIN ?= localhost
 RUN_DATA ?= data
 
@@ -61,9 +63,12 @@ test-tsan: build-tsan
 fuzz-short: build-fuzz
 	@bash scripts/fuzz.sh runs $(FUZZ_RUNS)
 
-# Opt-in: a long fuzz run (10 minutes per target).
+# Opt-in: a long fuzz run, FUZZ_TIME seconds per target (30 minutes unless told), of every target
+# or of FUZZ_TARGETS (e.g. FUZZ_TIME=300 FUZZ_TARGETS="jingle display_text" make fuzz-long), on the
+# ASan+UBSan fuzz build. New inputs that reach new coverage are merged into fuzz/corpus/<target>/;
+# the end prints each target's executions and coverage.
 fuzz-long: build-fuzz
-	@bash scripts/fuzz.sh time 600
+	@bash scripts/fuzz.sh time $(FUZZ_TIME) $(FUZZ_TARGETS)
 
 # Opt-in benchmark against Prosody, ejabberd and the floor (not part of `make test`).
 bench: deps build

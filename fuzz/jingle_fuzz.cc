@@ -2,12 +2,14 @@
 // payload parsers the kabar client runs on what peers send: Jingle actions (XEP-0166/0234/0260/
 // 0261), stream-initiation offers and answers (XEP-0095/0096) and XEP-0065 streamhost lists.
 // Checks their bounds, that what parses builds back into something that parses the same, and
-// that an offered file name is always safe to create inside a directory.
+// that an offered file name is always safe to create inside a directory (every promise
+// safe_file_name makes, on the first 600 bytes of the input and on each name offered).
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "xml/chars.h"
 #include "xml/stream_parser.h"
 #include "xmpp/jingle.h"
 
@@ -16,14 +18,20 @@ namespace {
 namespace jingle = kabar::xmpp::jingle;
 using kabar::xml::Element;
 
+// Every promise safe_file_name makes (jingle.h), checked on what it returns.
 void check_name(std::string_view offered) {
   const std::string n = jingle::safe_file_name(offered);
-  if (n.empty() || n.size() > jingle::kMaxNameBytes || n.find('/') != std::string::npos ||
-      n.find('\\') != std::string::npos || n.front() == '.' || n == "..") {
-    __builtin_trap();
+  if (n.empty() || n.size() > jingle::kMaxNameBytes || n == "." || n == "..") __builtin_trap();
+  if (n.find_first_of("/\\:") != std::string::npos) __builtin_trap();
+  if (n.front() == '.' || n.front() == ' ' || n.back() == '.' || n.back() == ' ') __builtin_trap();
+  for (std::size_t i = 0; i < n.size();) {
+    const kabar::xml::CodePoint c = kabar::xml::decode_utf8(n, i);
+    if (!c.valid || kabar::xml::is_control(c.value) || kabar::xml::is_bidi_control(c.value))
+      __builtin_trap();
+    i += c.length;
   }
-  for (char c : n)
-    if (static_cast<unsigned char>(c) < 0x20) __builtin_trap();
+  // The name it made is one it keeps as it is.
+  if (jingle::safe_file_name(n) != n) __builtin_trap();
 }
 
 void check(const Element& el) {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
 #include <vector>
 
@@ -141,16 +142,19 @@ class Client {
   // Subscription requests received and not yet answered in this session.
   const std::vector<std::string>& pending_requests() const;
 
-  // Own presence: show is "", away, chat, dnd or xa.
+  // Own presence: show is "", away, chat, dnd or xa. A status text check_text() refuses goes out
+  // with U+FFFD in place of each character XML cannot carry (the serializer's rule): check first.
   void send_presence(const std::string& show = {}, const std::string& status = {},
                      int priority = 0);
-  // Sends a chat message with a receipt request and <active/>; returns its id.
+  // Sends a chat message with a receipt request and <active/>; returns its id. Sends nothing and
+  // returns "" when check_text() refuses the body.
   std::string send_message(const std::string& to, const std::string& body);
   void send_chat_state(const std::string& to, const std::string& state);
   // XEP-0199 ping to the server; kTimeout when it does not answer.
   awaitable<Error> ping();
   // Sends a message, then pings the server so an immediate bounce (unknown contact) is seen:
-  // kNotFound with the server's condition when the message came back as an error.
+  // kNotFound with the server's condition when the message came back as an error; kBadInput, with
+  // nothing sent, for a body check_text() refuses.
   awaitable<Error> send_message_checked(const std::string& to, const std::string& body);
 
   // Contacts' presence: bare JID -> resource -> last available presence.
@@ -199,6 +203,13 @@ class Client {
  private:
   std::shared_ptr<Impl> impl_;
 };
+
+// Whether `text` (a person's text: a message body, a status) can travel in a stanza. kBadInput
+// naming the first character XML 1.0 §2.2 forbids (a control character such as ESC other than TAB,
+// LF and CR; U+FFFE; U+FFFF) or the first byte that is not UTF-8; `what` names the text in the
+// message ("the message"). kOk otherwise. The serializer would write U+FFFD for such characters;
+// this lets a caller say no instead of sending something else than what was asked.
+Error check_text(std::string_view what, std::string_view text);
 
 // Resolves _xmpp-client._tcp.<domain> (RFC 6120 §3.2.1): (host, port) ordered by priority,
 // empty when there is no record. Blocking; for connect().

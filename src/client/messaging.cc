@@ -36,6 +36,7 @@ void Client::Impl::handle_message(xml::Element& el) {
 }
 
 std::string Client::send_message(const std::string& to, const std::string& body) {
+  if (check_text("the message", body)) return {};
   xml::Element m("message", ns::kClient);
   std::string id = impl_->new_id();
   m.set_attr("to", to).set_attr("type", "chat").set_attr("id", id);
@@ -67,6 +68,7 @@ awaitable<Error> Client::send_message_checked(const std::string& to, const std::
   auto self = impl_;
   auto j = xmpp::Jid::parse(to);
   if (!j) co_return err(Errc::kBadInput, "'" + to + "' is not a valid JID");
+  if (Error e = check_text("the message", body)) co_return e;
   std::string id = send_message(j->str(), body);
   if (Error e = co_await ping()) co_return e;
   // A bounce from a remote router may trail the ping result a little.

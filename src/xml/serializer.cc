@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "xml/chars.h"
+
 namespace kabar::xml {
 
 namespace {
@@ -66,27 +68,53 @@ constexpr std::string_view reference_for(char c, bool attribute) {
   }
 }
 
-// Which bytes need a reference: bit 0 in text, bit 1 in attribute values.
+constexpr std::uint8_t kInText = 1;       // needs a reference in character data
+constexpr std::uint8_t kInAttribute = 2;  // needs a reference in an attribute value
+constexpr std::uint8_t kCheck = 4;        // a C0 control XML forbids, or the start of a UTF-8
+                                          // sequence that must be checked
+
 constexpr std::array<std::uint8_t, 256> kSpecial = [] {
   std::array<std::uint8_t, 256> t{};
   for (int c = 0; c < 256; ++c) {
     const char ch = static_cast<char>(c);
     t[static_cast<std::size_t>(c)] = static_cast<std::uint8_t>(
-        (reference_for(ch, false).empty() ? 0 : 1) | (reference_for(ch, true).empty() ? 0 : 2));
+        (reference_for(ch, false).empty() ? 0 : kInText) |
+        (reference_for(ch, true).empty() ? 0 : kInAttribute) |
+        (c >= 0x80 || !is_xml_char(static_cast<char32_t>(c)) ? kCheck : 0));
   }
   return t;
 }();
 
-// Runs of bytes that need no reference are appended whole: most text has none at all.
+// Runs of bytes that need no reference are appended whole: most text has none at all. ASCII
+// costs one table look-up a byte; a multi-byte sequence is decoded and checked.
 void escape(std::string_view in, std::string& out, bool attribute) {
-  const std::uint8_t mask = attribute ? 2 : 1;
+  const std::uint8_t mask = attribute ? kInAttribute : kInText;
   out.reserve(out.size() + in.size());
   std::size_t done = 0;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if ((kSpecial[static_cast<unsigned char>(in[i])] & mask) == 0) continue;
+  for (std::size_t i = 0; i < in.size();) {
+    const std::uint8_t kind = kSpecial[static_cast<unsigned char>(in[i])];
+    if ((kind & (mask | kCheck)) == 0) {
+      ++i;
+      continue;
+    }
+    if (kind & mask) {
+      out.append(in.substr(done, i - done));
+      out += reference_for(in[i], attribute);
+      done = ++i;
+      continue;
+    }
+    const CodePoint c = decode_utf8(in, i);
+    if (c.valid && is_xml_char(c.value)) {
+      i += c.length;
+      continue;
+    }
+    // XML 1.0 §2.2: a document holds only Chars, and no reference can carry the others either
+    // (WFC: Legal Character, §4.1). A peer would end the stream on it (RFC 6120 §11.1
+    // not-well-formed), so what cannot be written becomes U+FFFD.
     out.append(in.substr(done, i - done));
-    out += reference_for(in[i], attribute);
-    done = i + 1;
+    append_utf8(kReplacementCharacter, out);
+    i += c.length;
+    done = i;
   }
   out.append(in.substr(done));
 }

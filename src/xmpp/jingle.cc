@@ -2,8 +2,10 @@
 
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <charconv>
 
+#include "xml/chars.h"
 #include "xmpp/scram.h"
 
 namespace kabar::xmpp::jingle {
@@ -222,25 +224,64 @@ std::uint32_t candidate_priority(std::string_view type, std::uint16_t local_pref
   return (pref << 16) + local_preference;
 }
 
+namespace {
+
+bool trimmed_away(char c) { return c == '.' || c == ' '; }
+
+void trim_dots_and_spaces(std::string& s) {
+  std::size_t first = 0;
+  while (first < s.size() && trimmed_away(s[first])) ++first;
+  s.erase(0, first);
+  while (!s.empty() && trimmed_away(s.back())) s.pop_back();
+}
+
+// The longest prefix of valid UTF-8 `s` of at most `max` bytes that ends on a code point.
+std::size_t utf8_prefix(const std::string& s, std::size_t max) {
+  if (s.size() <= max) return s.size();
+  std::size_t keep = max;
+  while (keep > 0 && (static_cast<unsigned char>(s[keep]) & 0xC0) == 0x80) --keep;
+  return keep;
+}
+
+}  // namespace
+
 std::string safe_file_name(std::string_view offered) {
-  // Both separators count: a name made on another system must not climb out either.
+  // Both separators count: a name made on another system must not climb out either. Neither
+  // byte occurs inside a multi-byte UTF-8 sequence, so this cut is safe before decoding.
   auto slash = offered.find_last_of("/\\");
   if (slash != std::string_view::npos) offered.remove_prefix(slash + 1);
   std::string out;
-  for (char ch : offered) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f || ch == ':') continue;
-    out += ch;
+  out.reserve(std::min(offered.size(), 4 * kMaxNameBytes));
+  for (std::size_t i = 0; i < offered.size();) {
+    const xml::CodePoint c = xml::decode_utf8(offered, i);
+    i += c.length;
+    if (!c.valid) {
+      out += '_';  // an ill-formed sequence: the name stays valid UTF-8 and keeps its length
+    } else if (xml::is_control(c.value) || xml::is_bidi_control(c.value) || c.value == ':') {
+      continue;  // ':' is a stream separator on Windows and macOS's Finder shows '/' as ':'
+    } else {
+      xml::append_utf8(c.value, out);
+    }
   }
-  while (!out.empty() && (out.front() == '.' || out.front() == ' ')) out.erase(0, 1);
-  while (!out.empty() && (out.back() == ' ' || out.back() == '.')) out.pop_back();
+  // A leading dot hides the file (and ".", ".." are the directories themselves); Windows drops a
+  // trailing dot or space, so such a name is not the one we checked.
+  trim_dots_and_spaces(out);
   if (out.size() > kMaxNameBytes) {
-    // Keep the extension when cutting; never split a UTF-8 sequence.
-    auto dot = out.rfind('.');
-    std::string ext = dot != std::string::npos && out.size() - dot <= 16 ? out.substr(dot) : "";
-    std::size_t keep = kMaxNameBytes - ext.size();
-    while (keep > 0 && (static_cast<unsigned char>(out[keep]) & 0xC0) == 0x80) --keep;
-    out = out.substr(0, keep) + ext;
+    // Keep a short extension, but only with something before it: cutting a long name down to
+    // ".bashrc" alone would make a hidden file again.
+    const auto dot = out.rfind('.');
+    const std::size_t ext_len = dot == std::string::npos ? 0 : out.size() - dot;
+    std::size_t stem = 0;
+    if (ext_len > 0 && ext_len <= 16) stem = utf8_prefix(out, kMaxNameBytes - ext_len);
+    if (stem > 0) {
+      std::string ext = out.substr(dot);
+      out.resize(stem);
+      while (!out.empty() && trimmed_away(out.back())) out.pop_back();
+      out += ext;
+    } else {
+      out.resize(utf8_prefix(out, kMaxNameBytes));
+    }
+    trim_dots_and_spaces(out);
   }
   if (out.empty()) out = "file";
   return out;

@@ -86,9 +86,13 @@ std::string socks5_dst(std::string_view sid, std::string_view requester, std::st
 // XEP-0260 §2.4: priority = 2^16 * type preference + local preference.
 std::uint32_t candidate_priority(std::string_view type, std::uint16_t local_preference);
 
-// A name safe to create inside the accept directory: the last path component of `offered`,
-// without control characters, path separators or a leading dot, at most kMaxNameBytes;
-// "file" when nothing is left.
+// A name safe to create inside the accept directory, for every input: the last path component
+// of `offered` as valid UTF-8 (each ill-formed sequence becomes '_'), without control characters
+// (C0, DEL, C1), bidirectional overrides or isolates (which could disguise the extension), ':'
+// or path separators; no leading or trailing dot or space (so never ".", ".." or a hidden file);
+// at most kMaxNameBytes, cut on a code point boundary, keeping a short extension only when
+// something is left before it; "file" when nothing is left. safe_file_name(safe_file_name(x))
+// == safe_file_name(x).
 std::string safe_file_name(std::string_view offered);
 
 // True for a sid made of [A-Za-z0-9._-], 1..kMaxSidBytes long (used in file names and hashes).

@@ -144,6 +144,13 @@ def main():
         r = slot(a, "../etc/passwd", 10)
         R.check(error_condition(r) == "bad-request", "a file name with a slash -> bad-request")
         b = login(k.port, "bob", "bob-pw", resource="raw")
+        # A name that would be hidden, carries a newline (a line of the slot's meta file), a C1
+        # CSI and a right-to-left override ("evil<RLO>gpj.exe" shows as "evilexe.jpg"): the slot
+        # is granted under the sanitized name.
+        r = slot(b, ".x&#10;y&#x9B;&#x202E;gpj.exe", 1)
+        R.check(r.get("type") == "result" and urls(r)[0].endswith("/xygpj.exe"),
+                "a slot's name is sanitized like a Jingle file name (%s)" %
+                (urls(r)[0] if r.get("type") == "result" else tostr(r)[:300]))
         r = slot(b, "bob.txt", 5, "text/plain")
         R.check(r.get("type") == "result", "quota is per account: bob still gets a slot")
         put, get = urls(r)

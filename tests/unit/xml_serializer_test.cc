@@ -39,6 +39,11 @@ TEST(XmlSerializer, EscapesEveryByteAsTheRuleSays) {
       case '\n':
         return attribute ? "&#10;" : "\n";
       default:
+        // XML 1.0 §2.2: the other C0 controls are not Chars; in this input every byte from 0x80
+        // up is a maximal ill-formed subpart of its own (no lead byte is followed by a
+        // continuation byte it accepts). Each becomes U+FFFD.
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x80)
+          return "\xEF\xBF\xBD";
         return std::string(1, c);
     }
   };
@@ -62,6 +67,73 @@ TEST(XmlSerializer, LeavesUtf8Alone) {
   std::string out;
   escape_text("\xC3\xA9\xF0\x9F\x98\x80", out);
   EXPECT_EQ(out, "\xC3\xA9\xF0\x9F\x98\x80");
+}
+
+constexpr std::string_view kFffd = "\xEF\xBF\xBD";
+
+std::string text_of(std::string_view in) {
+  std::string out;
+  escape_text(in, out);
+  return out;
+}
+
+TEST(XmlSerializer, NeverWritesWhatXmlForbids) {
+  const std::string r(kFffd);
+  EXPECT_EQ(text_of("a\x1b[31mb"), "a" + r + "[31mb");  // ESC
+  EXPECT_EQ(text_of(std::string("a\0b", 3)), "a" + r + "b");
+  EXPECT_EQ(text_of("\x01\x08\x0b\x0c\x1f"), r + r + r + r + r);
+  EXPECT_EQ(text_of("\t\n"), "\t\n");                                  // the C0 controls XML allows
+  EXPECT_EQ(text_of("\x7f\xc2\x85\xc2\x9b"), "\x7f\xc2\x85\xc2\x9b");  // DEL, C1: Chars
+  EXPECT_EQ(text_of("\xef\xbf\xbe|\xef\xbf\xbf"), r + "|" + r);        // U+FFFE, U+FFFF
+  EXPECT_EQ(text_of("\xef\xbf\xbd"), r);                               // U+FFFD itself
+  EXPECT_EQ(text_of("\xf4\x8f\xbf\xbf"), "\xf4\x8f\xbf\xbf");          // U+10FFFF
+  // Ill-formed UTF-8, one U+FFFD per maximal subpart (Unicode §3.9).
+  EXPECT_EQ(text_of("\xed\xa0\x80"), r + r + r);          // a surrogate
+  EXPECT_EQ(text_of("\xc0\xaf"), r + r);                  // an overlong '/'
+  EXPECT_EQ(text_of("\xf4\x90\x80\x80"), r + r + r + r);  // past U+10FFFF
+  EXPECT_EQ(text_of("a\xe2\x82"), "a" + r);               // truncated at the end
+  EXPECT_EQ(text_of("\xe2\x82<"), r + "&lt;");            // truncated before a special character
+  EXPECT_EQ(text_of("\xaf\xaf"), r + r);
+  std::string attr;
+  escape_attr("x\x1b'\xff", attr);
+  EXPECT_EQ(attr, "x" + r + "&apos;" + r);
+}
+
+TEST(XmlSerializer, ValidXmlText) {
+  EXPECT_TRUE(valid_xml_text(""));
+  EXPECT_TRUE(valid_xml_text("plain \t\r\n text, caf\xc3\xa9 \xf0\x9f\x98\x80 \xc2\x9b"));
+  EXPECT_FALSE(valid_xml_text("esc \x1b"));
+  EXPECT_FALSE(valid_xml_text(std::string("nul \0", 5)));
+  EXPECT_FALSE(valid_xml_text("\xef\xbf\xbf"));
+  EXPECT_FALSE(valid_xml_text("\xed\xb0\x80"));
+  EXPECT_FALSE(valid_xml_text("\xe2\x82"));
+  EXPECT_FALSE(valid_xml_text("\x80"));
+  EXPECT_FALSE(valid_xml_text("\xf8\x88\x80\x80\x80"));
+}
+
+TEST(XmlSerializer, DecodesUtf8) {
+  auto c = decode_utf8("\xf0\x9f\x98\x80", 0);
+  EXPECT_TRUE(c.valid);
+  EXPECT_EQ(c.value, U'\U0001F600');
+  EXPECT_EQ(c.length, 4u);
+  c = decode_utf8("a\xc3\xa9", 1);
+  EXPECT_TRUE(c.valid);
+  EXPECT_EQ(c.value, U'\u00e9');
+  EXPECT_EQ(c.length, 2u);
+  c = decode_utf8("\xe0\x80\x80", 0);  // overlong: E0 takes A0..BF next
+  EXPECT_FALSE(c.valid);
+  EXPECT_EQ(c.length, 1u);
+  c = decode_utf8("\xf0\x9f\x98", 0);  // truncated after a valid prefix of three
+  EXPECT_FALSE(c.valid);
+  EXPECT_EQ(c.length, 3u);
+  std::string out;
+  for (char32_t v : {U'a', U'\u00e9', U'\u20ac', U'\U0010FFFF'}) append_utf8(v, out);
+  EXPECT_EQ(out, "a\xc3\xa9\xe2\x82\xac\xf4\x8f\xbf\xbf");
+  EXPECT_TRUE(is_bidi_control(0x202E));
+  EXPECT_TRUE(is_bidi_control(0x2066));
+  EXPECT_FALSE(is_bidi_control(0x200F));
+  EXPECT_TRUE(is_control(0x9B));
+  EXPECT_FALSE(is_control(0xA0));
 }
 
 TEST(XmlSerializer, SelfClosesEmptyElementsAndOmitsNamespaceInScope) {
@@ -176,6 +248,19 @@ TEST(XmlSerializer, RoundTripIsStable) {
   EXPECT_EQ(parsed[0].child("x", "jabber:x:data")->child("field")->attr("var"), "a\nb");
   EXPECT_NE(parsed[0].child("x")->child("raw", ""), nullptr);
   EXPECT_EQ(parsed[0].child("x")->child("raw")->xmlns(), "");
+}
+
+// What a peer's parser gets is well-formed whatever the element held: an ESC in a body used to
+// go out raw and end the sender's stream with not-well-formed.
+TEST(XmlSerializer, ForbiddenCharactersStillParse) {
+  Element m("message", "jabber:client");
+  m.set_attr("to", "a\x1b@b\xff");
+  m.add_child("body", "jabber:client").add_text(std::string("x\x1b[2J\0\xed\xa0\x80y", 10));
+  const std::vector<Element> parsed = parse_stanzas(serialize(m));
+  ASSERT_EQ(parsed.size(), 1u);
+  const std::string r(kFffd);
+  EXPECT_EQ(parsed[0].attr("to"), "a" + r + "@b" + r);
+  EXPECT_EQ(parsed[0].child_text("body"), "x" + r + "[2J" + r + r + r + r + "y");
 }
 
 TEST(XmlSerializer, ParsedStanzaSerializesCompactly) {

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "xml/chars.h"
 #include "xmpp/jingle.h"
 
 namespace kabar::xmpp::jingle {
@@ -110,6 +111,90 @@ TEST(Jingle, SafeFileName) {
   std::string longname(1000, 'x');
   EXPECT_EQ(safe_file_name(longname + ".png").size(), kMaxNameBytes);
   EXPECT_EQ(safe_file_name(longname + ".png").substr(kMaxNameBytes - 4), ".png");
+}
+
+// What every sanitized name must be, whatever was offered.
+void ExpectSafe(const std::string& n) {
+  ASSERT_FALSE(n.empty());
+  EXPECT_LE(n.size(), kMaxNameBytes);
+  EXPECT_TRUE(kabar::xml::valid_xml_text(n)) << n;  // valid UTF-8 (and nothing XML forbids)
+  EXPECT_EQ(n.find_first_of("/\\:"), std::string::npos) << n;
+  EXPECT_NE(n.front(), '.') << n;
+  EXPECT_NE(n.front(), ' ') << n;
+  EXPECT_NE(n.back(), '.') << n;
+  EXPECT_NE(n.back(), ' ') << n;
+  for (std::size_t i = 0; i < n.size();) {
+    auto c = kabar::xml::decode_utf8(n, i);
+    ASSERT_TRUE(c.valid);
+    EXPECT_FALSE(kabar::xml::is_control(c.value)) << n;
+    EXPECT_FALSE(kabar::xml::is_bidi_control(c.value)) << n;
+    i += c.length;
+  }
+  EXPECT_EQ(safe_file_name(n), n);
+}
+
+TEST(Jingle, SafeFileNameLongNameOfContinuationBytesIsNotHidden) {
+  // The cut used to step back over the continuation bytes to nothing and keep only ".bashrc".
+  const std::string n = safe_file_name(std::string(300, '\xaf') + ".bashrc");
+  ExpectSafe(n);
+  EXPECT_NE(n, ".bashrc");
+  EXPECT_NE(n, "bashrc");
+  EXPECT_EQ(n, std::string(kMaxNameBytes - 7, '_') + ".bashrc");
+}
+
+TEST(Jingle, SafeFileNameInvalidUtf8IsReplaced) {
+  EXPECT_EQ(safe_file_name("a\xaf"
+                           "b.txt"),
+            "a_b.txt");
+  EXPECT_EQ(safe_file_name("\xc0\xaf.txt"), "__.txt");              // overlong '/'
+  EXPECT_EQ(safe_file_name("x\xed\xa0\x80.txt"), "x___.txt");       // a surrogate: three subparts
+  EXPECT_EQ(safe_file_name("x\xe2\x82.txt"), "x_.txt");             // truncated sequence
+  EXPECT_EQ(safe_file_name("caf\xc3\xa9.txt"), "caf\xc3\xa9.txt");  // valid: kept
+  ExpectSafe(safe_file_name("\xff\xfe\xf5\x80"));
+}
+
+TEST(Jingle, SafeFileNameControlsAndBidi) {
+  EXPECT_EQ(safe_file_name("a\x1b[31mb\x7f.txt"), "a[31mb.txt");
+  EXPECT_EQ(safe_file_name("a\xc2\x9b"
+                           "31mb.txt"),
+            "a31mb.txt");  // U+009B CSI
+  // U+202E RIGHT-TO-LEFT OVERRIDE would show "photo\u202Egpj.exe" as "photoexe.jpg".
+  EXPECT_EQ(safe_file_name("photo\xe2\x80\xaegpj.exe"), "photogpj.exe");
+  EXPECT_EQ(safe_file_name("a\xe2\x81\xa6"
+                           "b\xe2\x81\xa9.sh"),
+            "ab.sh");  // U+2066, U+2069
+  EXPECT_EQ(safe_file_name("c:evil"), "cevil");
+}
+
+TEST(Jingle, SafeFileNameSpecialNames) {
+  EXPECT_EQ(safe_file_name("."), "file");
+  EXPECT_EQ(safe_file_name(" . . "), "file");
+  EXPECT_EQ(safe_file_name("name. "), "name");
+  EXPECT_EQ(safe_file_name("name..."), "name");
+  EXPECT_EQ(safe_file_name(" name"), "name");
+  EXPECT_EQ(safe_file_name("\xe2\x80\xae.bashrc"), "bashrc");  // the override goes, then the dot
+  EXPECT_EQ(safe_file_name("a/b/\x1b."), "file");
+}
+
+TEST(Jingle, SafeFileNameCut) {
+  // The cut never splits a UTF-8 sequence: 200 two-byte characters cut to 127 of them.
+  std::string e(200 * 2, ' ');
+  for (std::size_t i = 0; i < 200; ++i) e.replace(2 * i, 2, "\xc3\xa9");
+  ExpectSafe(safe_file_name(e));
+  EXPECT_EQ(safe_file_name(e).size(), 254u);
+  ExpectSafe(safe_file_name(e + ".jpeg"));
+  EXPECT_EQ(safe_file_name(e + ".jpeg").substr(safe_file_name(e + ".jpeg").size() - 5), ".jpeg");
+  // A stem that ends in dots or spaces at the cut loses them; the name never ends in one.
+  ExpectSafe(safe_file_name(std::string(250, 'a') + std::string(20, ' ') + "z"));
+  ExpectSafe(safe_file_name("a" + std::string(300, '.') + "png"));
+  EXPECT_EQ(safe_file_name("a" + std::string(300, ' ') + ".png"), "a.png");
+  // An extension longer than 16 bytes is not kept, and nothing is left hidden.
+  const std::string n = safe_file_name(std::string(300, 'x') + "." + std::string(40, 'y'));
+  ExpectSafe(n);
+  EXPECT_EQ(n, std::string(kMaxNameBytes, 'x'));
+  // A name that is only an extension after the cut gets no extension.
+  ExpectSafe(safe_file_name(std::string(300, '\x1b') + ".bashrc"));
+  EXPECT_EQ(safe_file_name(std::string(300, '\x1b') + ".bashrc"), "bashrc");
 }
 
 TEST(StreamInitiation, OfferAcceptAndStreamhosts) {

@@ -19,12 +19,16 @@
 #include <vector>
 
 #include "kabar/filetransfer.h"
+#include "xmpp/display_text.h"
 
 namespace kabar::cli {
 
 namespace {
 
-std::wstring widen(const std::string& s) {
+// Everything drawn goes through here: text from peers (names, bodies, status texts, JIDs) is made
+// terminal-safe first (xmpp::terminal_text), so no control, C1 or bidi character reaches ncurses.
+std::wstring widen(const std::string& raw) {
+  const std::string s = xmpp::terminal_text(raw);
   std::wstring out;
   std::mbstate_t st{};
   const char* p = s.data();
@@ -398,6 +402,10 @@ class ChatUi {
       status_ = "not connected; the message was not sent";
       return;
     }
+    if (client::Error e = client::check_text("the message", text)) {
+      status_ = e.message + "; it was not sent";
+      return;
+    }
     std::string id = client_.send_message(selected_, text);
     auto& c = convs_[selected_];
     c.composing_sent = false;
@@ -446,6 +454,10 @@ class ChatUi {
         return;
       }
       if (show == "online") show.clear();
+      if (client::Error e = client::check_text("the status text", st)) {
+        status_ = e.message;
+        return;
+      }
       client_.send_presence(show, st);
       save_status(SavedStatus{show, st});
       status_ = "status: " + (show.empty() ? std::string("online") : show);

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "xmpp/display_text.h"
 #include "xmpp/jid.h"
 
 namespace kabar::cli {
@@ -39,14 +40,16 @@ int exit_code(const client::Error& e) {
 
 int report(const client::Error& e) {
   if (!e) return kExitOk;
-  std::fprintf(stderr, "kabar: %s\n", e.message.c_str());
-  return exit_code(e);
+  return fail(exit_code(e), e.message);
 }
 
+// An error can quote what a server or a peer sent (a JID, a condition, a text).
 int fail(int code, const std::string& message) {
-  std::fprintf(stderr, "kabar: %s\n", message.c_str());
+  std::fprintf(stderr, "kabar: %s\n", xmpp::terminal_text(message).c_str());
   return code;
 }
+
+void print_line(const std::string& line) { std::printf("%s\n", xmpp::terminal_text(line).c_str()); }
 
 int run(asio::io_context& io, std::function<awaitable<int>()> fn) {
   int result = kExitError;
@@ -57,7 +60,7 @@ int run(asio::io_context& io, std::function<awaitable<int>()> fn) {
           try {
             std::rethrow_exception(ep);
           } catch (const std::exception& e) {
-            std::fprintf(stderr, "kabar: %s\n", e.what());
+            std::fprintf(stderr, "kabar: %s\n", xmpp::terminal_text(e.what()).c_str());
           }
           result = kExitError;
         } else {
@@ -108,37 +111,7 @@ std::string xmpp_bare(const std::string& jid) {
   return j ? j->bare_str() : std::string();
 }
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string json_string(const std::string& s) { return xmpp::json_quoted(s); }
 
 namespace {
 std::string human_bytes(double b) {

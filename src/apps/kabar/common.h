@@ -29,9 +29,11 @@ enum Exit {
 };
 
 int exit_code(const client::Error& e);
-// Prints "kabar: MESSAGE" on stderr; returns the exit code for it.
+// Prints "kabar: MESSAGE" on stderr, made terminal-safe; returns the exit code for it.
 int report(const client::Error& e);
 int fail(int code, const std::string& message);
+// Writes `line` and a newline on stdout, with what came from the network made terminal-safe.
+void print_line(const std::string& line);
 
 // Runs `fn` on `io` until it completes; returns its result. Exceptions become one line and 1.
 int run(asio::io_context& io, std::function<awaitable<int>()> fn);
@@ -52,7 +54,8 @@ void save_status(const SavedStatus& s);
 // The bare form of a JID, or empty when it is not a valid JID.
 std::string xmpp_bare(const std::string& jid);
 
-// Minimal JSON string escaping for `listen --json`.
+// A JSON string for `listen --json`: valid JSON whatever the bytes, and safe on a terminal
+// (xmpp::json_quoted).
 std::string json_string(const std::string& s);
 
 // "LABEL [#####.....]  45%  12.3 MiB/50.0 MiB  8.5 MiB/s  0:04 left"

@@ -13,6 +13,7 @@
 #include "chat.h"
 #include "common.h"
 #include "kabar/filetransfer.h"
+#include "xmpp/display_text.h"
 
 namespace kabar::cli {
 
@@ -213,9 +214,11 @@ awaitable<int> cmd_roster(asio::io_context& io, client::Options o, std::string a
   const client::RosterItem* item = bare.empty() ? nullptr : c.roster_item(bare);
   if (action == "list") {
     for (const auto& i : c.roster()) {
-      std::printf("%s\t%s%s", i.jid.c_str(), i.subscription.c_str(), i.ask ? " (asked)" : "");
-      if (!i.name.empty()) std::printf("\t%s", i.name.c_str());
-      std::printf("\n");
+      // The fields stay tab-separated; a tab inside one is shown escaped.
+      std::string line = xmpp::terminal_text(i.jid) + "\t" + xmpp::terminal_text(i.subscription) +
+                         (i.ask ? " (asked)" : "");
+      if (!i.name.empty()) line += "\t" + xmpp::terminal_text(i.name);
+      std::printf("%s\n", line.c_str());
     }
   } else if (action == "add") {
     if (auto e = co_await c.roster_set(bare)) {
@@ -255,6 +258,7 @@ awaitable<int> cmd_roster(asio::io_context& io, client::Options o, std::string a
 awaitable<int> cmd_status(asio::io_context& io, client::Options o, std::string show,
                           std::string text) {
   if (show == "online") show.clear();
+  if (auto e = client::check_text("the status text", text)) co_return report(e);
   client::Client c(io, o);
   if (auto e = co_await c.connect()) co_return report(e);
   c.send_presence(show, text);
@@ -328,8 +332,8 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
                        to + " has no online resource to send the file to, and " + e.message);
       co_return report(e);
     }
-    std::printf("%s has no online resource we can see: uploaded %s and sent the link %s\n",
-                to.c_str(), path.c_str(), url.c_str());
+    print_line(to + " has no online resource we can see: uploaded " + path + " and sent the link " +
+               url);
     co_return co_await finish(c, kExitOk);
   }
   ft.options.direct = !flags.no_direct;
@@ -403,7 +407,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     if (json)
       print_event_json(type, f);
     else {
-      std::printf("%s\n", text.c_str());
+      print_line(text);  // one line per event: a body's newline is shown as \n
       std::fflush(stdout);
     }
   };
@@ -504,7 +508,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     client::Error why = co_await c.wait_closed();
     *alive = false;
     if (stopping) break;
-    std::fprintf(stderr, "kabar: %s; reconnecting\n", why ? why.message.c_str() : "disconnected");
+    fail(0, (why ? why.message : std::string("disconnected")) + "; reconnecting");
   }
   signals.cancel();
   co_return kExitOk;

@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "server/c2s_session.h"
+#include "xmpp/jingle.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/scram.h"
 #include "xmpp/stanza.h"
@@ -166,7 +167,7 @@ awaitable<void> Upload::handle_iq(SessionPtr from, xml::Element iq) {
     from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
     co_return;
   }
-  const std::string filename(q->attr("filename"));
+  std::string filename(q->attr("filename"));
   std::uint64_t size = 0;
   try {
     std::size_t used = 0;
@@ -183,6 +184,10 @@ awaitable<void> Upload::handle_iq(SessionPtr from, xml::Element iq) {
                                       "a file name and a positive size are required"));
     co_return;
   }
+  // The name goes into the slot's URL, a line of its meta file and the log, and whoever downloads
+  // it may save the file under it: it keeps every promise of a name offered over Jingle (valid
+  // UTF-8, no control or bidi characters, no leading dot, at most 255 bytes).
+  filename = xmpp::jingle::safe_file_name(filename);
   if (size > cfg.upload_max_file_size) {
     xml::Element err =
         xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "not-acceptable",

@@ -69,6 +69,7 @@ awaitable<void> TcpTransport::run_direct_tls() {
     spdlog::error("c2s {}: {}", peer_addr_, e.what());
     ok = false;
   }
+  if (handler_ == nullptr) co_return;  // abandoned
   if (!ok) {
     handler_->on_transport_closed();
     co_return;
@@ -92,6 +93,7 @@ void TcpTransport::readable(void* self, const boost::system::error_code& ec) {
 }
 
 void TcpTransport::on_readable(const boost::system::error_code& wait_ec) {
+  if (handler_ == nullptr) return;  // abandoned
   EventScope scope(shard_);
   if (wait_ec || closed_) {
     if (wait_ec && wait_ec != asio::error::operation_aborted) {
@@ -391,6 +393,7 @@ void TcpTransport::wait_writable(bool for_read) {
   sock_.async_wait(for_read ? tcp::socket::wait_read : tcp::socket::wait_write,
                    [keep = handler_->keep_alive(), this](const boost::system::error_code& ec) {
                      write_waiting_ = false;
+                     if (handler_ == nullptr) return;  // abandoned
                      if (!ec && !closed_ && !failed_) {
                        // What we hold goes first; the handler hears once it is out.
                        const WriteStatus st = rec_   ? write_held_rec()
@@ -407,6 +410,11 @@ bool TcpTransport::holds_output() const {
 }
 
 bool TcpTransport::hibernate() { return rec_ && rec_->hibernate(); }
+
+void TcpTransport::abandon() {
+  close();
+  handler_ = nullptr;
+}
 
 void TcpTransport::close() {
   if (closed_) return;

@@ -33,6 +33,7 @@ class TcpTransport final : public Transport {
   bool holds_output() const override;
   boost::asio::awaitable<void> start_tls() override;
   void close() override;
+  void abandon() override;
   bool is_closed() const override { return closed_; }
   bool hibernate() override;
   const std::string& peer_address() const override { return peer_addr_; }

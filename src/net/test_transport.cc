@@ -43,6 +43,22 @@ void TestTransport::read() {
   if (!pending_.empty() || pending_close_) deliver();
 }
 
+void TestTransport::close() {
+  if (closed_) return;
+  closed_ = true;
+  // As a closed socket cancels the read under way: the handler hears of it from the loop.
+  if (std::exchange(reading_, false) && handler_ != nullptr) {
+    boost::asio::post(*shard_.io, [keep = handler_->keep_alive(), this] {
+      if (handler_ != nullptr) handler_->on_transport_closed();
+    });
+  }
+}
+
+void TestTransport::abandon() {
+  close();
+  handler_ = nullptr;
+}
+
 void TestTransport::drop() {
   if (closed_) return;
   closed_ = true;

@@ -45,7 +45,8 @@ class TestTransport final : public Transport {
   WriteResult write(std::span<const std::string_view> bufs) override;
   bool holds_output() const override { return false; }
   boost::asio::awaitable<void> start_tls() override;
-  void close() override { closed_ = true; }
+  void close() override;
+  void abandon() override;
   bool is_closed() const override { return closed_; }
   bool hibernate() override { return false; }
   const std::string& peer_address() const override { return peer_addr_; }

@@ -81,6 +81,9 @@ class Transport {
   // effort and without waiting, then the socket closes. No handler call follows but the
   // completion of operations already under way.
   virtual void close() = 0;
+  // close(), and the handler hears nothing more from this transport, not even of operations
+  // under way: its session goes on without it (or on another connection).
+  virtual void abandon() = 0;
   virtual bool is_closed() const = 0;
   // Frees what an idle connection need not hold (the TLS 1.3 cipher contexts); true if it
   // freed anything.

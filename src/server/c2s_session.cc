@@ -112,9 +112,58 @@ bool C2sSession::on_read_done() {
 void C2sSession::on_peer_closed() { peer_closed_ = true; }
 
 void C2sSession::on_transport_closed() {
+  if (detached_) return;  // the old connection's last word
+  if (resumable_ && bound_ && !closing_) {
+    detach();
+    return;
+  }
   closing_ = true;
   inbox_.clear();
   spawn_end();
+}
+
+void C2sSession::set_resumable(bool on) {
+  resumable_ = on;
+  out_.keep_unacked(on);
+}
+
+void C2sSession::detach() {
+  detached_ = true;
+  spdlog::info("c2s #{}: {} detached from its connection", serial_, jid_str_);
+  inbox_.clear();
+  writing_ = false;
+  // Operations of the old connection may still be queued with a pointer to it: it goes once
+  // they have run (the loop runs handlers in order, and those were queued when it closed).
+  transport_->abandon();
+  asio::post(*shard_.io, [t = std::move(transport_)] {});
+  notify_drained();
+}
+
+void C2sSession::attach(std::unique_ptr<net::Transport> transport) {
+  transport_ = std::move(transport);
+  detached_ = false;
+  peer_addr_ = transport_->peer_address();
+  last_read_ms = server_.now_ms();
+  ping_sent_ms = 0;
+  // The new connection's stream is open already: the parser starts inside one, and nothing of
+  // the old stream's bytes is written again.
+  parser_.reset();
+  continuing_stream_ = true;
+  std::string header = "<stream:stream xmlns='jabber:client' xmlns:stream='";
+  header += ns::kStream;
+  header += "'>";
+  feed(header);
+  continuing_stream_ = false;
+  phase_ = Phase::kBound;
+  stream_open_ = true;
+  out_.rewind();
+  spdlog::info("c2s #{} {}: {} attached; {} stanzas to write again", serial_, peer_addr_, jid_str_,
+               out_.unacked());
+  transport_->start(*this);
+  if (out_.has_unwritten() && !flush_posted_) {
+    flush_posted_ = true;
+    shard_.defer(shared_from_this());
+  }
 }
 
 awaitable<void> C2sSession::process_batch() {
@@ -183,6 +232,7 @@ bool C2sSession::feed(std::string_view bytes) {
 }
 
 void C2sSession::on_stream_open(const xml::Element& header, std::string_view default_xmlns) {
+  if (continuing_stream_) return;
   // RFC 6120 §4.7: answer with our own header, even when about to send a stream error.
   stream_id_ = xmpp::base64_encode(xmpp::random_bytes(12));
   std::string out = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='";
@@ -634,8 +684,9 @@ void C2sSession::send_shared(const std::shared_ptr<const std::string>& head, std
 
 void C2sSession::enqueue(OutQueue::Entry e) {
   // Stanzas routed here after the stream was closed (a broadcast from another session, posted
-  // from another shard) are dropped: nothing may follow </stream:stream>.
-  if (transport_closed() || stream_closed_) return;
+  // from another shard) are dropped: nothing may follow </stream:stream>. A detached session
+  // keeps them for its next connection.
+  if ((transport_closed() && !detached_) || stream_closed_) return;
   if (out_.unwritten_bytes() + e.size() > kMaxQueuedBytes) {
     spdlog::warn("c2s #{} {}: client is not reading; dropping the connection", serial_, peer_addr_);
     closing_ = true;
@@ -752,7 +803,11 @@ void C2sSession::stream_error(std::string_view condition, std::string_view text)
   closing_ = true;
   closed_at_ms = server_.now_ms();
   inbox_.clear();
-  if (!writing_ && !flush_posted_ && !out_.has_unwritten()) shutdown_socket();
+  if (detached_) {
+    spawn_end();
+  } else if (!writing_ && !flush_posted_ && !out_.has_unwritten()) {
+    shutdown_socket();
+  }
 }
 
 void C2sSession::close() {
@@ -766,13 +821,18 @@ void C2sSession::close() {
   closing_ = true;
   closed_at_ms = server_.now_ms();
   inbox_.clear();
-  if (!writing_ && !flush_posted_ && !out_.has_unwritten()) shutdown_socket();
+  if (detached_) {
+    spawn_end();
+  } else if (!writing_ && !flush_posted_ && !out_.has_unwritten()) {
+    shutdown_socket();
+  }
 }
 
 void C2sSession::abort() {
   closing_ = true;
   clear_outq();
   shutdown_socket();
+  if (detached_) spawn_end();
 }
 
 void C2sSession::shutdown_socket() {

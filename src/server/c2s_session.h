@@ -43,6 +43,20 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // The stanza write queue (counters of stanzas queued, written, acknowledged).
   const OutQueue& out_queue() const { return out_; }
 
+  // Sessions that outlive their connection (what XEP-0198 resumption needs). Resumable, a bound
+  // session whose connection dies is detached instead of ended: it stays bound, keeps every
+  // stanza not acknowledged, and queues what is sent to it meanwhile. Not resumable (the
+  // default), a closed connection ends the session.
+  void set_resumable(bool on);
+  bool detached() const { return detached_; }
+  // XEP-0198 §4: the peer has handled `h` stanzas (modulo 2^32); false when that is more than
+  // were written (nothing changes then).
+  bool ack(std::uint32_t h) { return out_.ack(h); }
+  // Continues a detached session on `transport`, whose stream (opened, authenticated, for this
+  // account) goes on where the bytes it brings start: every stanza not acknowledged is written
+  // again, in order, then what was queued while detached. On the session's shard.
+  void attach(std::unique_ptr<net::Transport> transport);
+
   // Stanzas up to this size are forwarded as received (Server::route_message_now()).
   static constexpr std::size_t kKeptBytes = 16 * 1024;
 
@@ -139,6 +153,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   void send_stream_level(std::string data);
   void send_stream_level(const xml::Element& el);
   void shutdown_socket();
+  // The connection is gone but the session stays (set_resumable()).
+  void detach();
 
   bool on_own_shard() const { return shard_.on_this_thread(); }
 
@@ -159,7 +175,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   bool stream_open_ = false;                        // we have sent our stream header
   bool stream_closed_ = false;                      // we have queued </stream:stream>
   bool peer_closed_ = false;
-  bool start_tls_ = false;  // STARTTLS accepted: handshake after <proceed/> is written
+  bool resumable_ = false;
+  bool detached_ = false;
+  bool continuing_stream_ = false;  // attach(): the parser is put inside the stream it continues
+  bool start_tls_ = false;          // STARTTLS accepted: handshake after <proceed/> is written
   Phase phase_ = Phase::kWaitStream;
   std::string stream_id_;
   std::string peer_addr_;

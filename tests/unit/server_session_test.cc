@@ -163,5 +163,65 @@ TEST_F(SessionTest, ClosedTransportEndsTheSession) {
   EXPECT_EQ(t->written(), "");
 }
 
+TEST_F(SessionTest, DetachedSessionResendsUnackedStanzasOnANewConnection) {
+  net::TestTransport* t = nullptr;
+  auto s = open(t);
+  auto jid = *xmpp::Jid::parse("alice@example.com/phone");
+  ASSERT_TRUE(s->bind_for_test(jid));
+  s->set_resumable(true);
+  for (int i = 1; i <= 3; ++i) s->send_raw("<message id='" + std::to_string(i) + "'/>");
+  run();
+  EXPECT_EQ(t->written(), "<message id='1'/><message id='2'/><message id='3'/>");
+  EXPECT_EQ(s->out_queue().written(), 3u);
+  EXPECT_TRUE(s->ack(1));  // the client has handled the first one
+  EXPECT_FALSE(s->ack(4));
+  EXPECT_EQ(s->out_queue().unacked(), 2u);
+
+  t->drop();  // the connection dies (t goes with it)
+  run();
+  EXPECT_TRUE(s->detached());
+  EXPECT_FALSE(s->closed());
+  EXPECT_EQ(server_.bound_session(jid), s) << "still bound while detached";
+  s->send_raw("<message id='4'/>");  // arrives meanwhile: kept for the next connection
+  run();
+  EXPECT_EQ(s->out_queue().unacked(), 3u);
+
+  auto fresh = std::make_unique<net::TestTransport>(shard_, "198.51.100.7");
+  net::TestTransport* t2 = fresh.get();
+  s->attach(std::move(fresh));
+  run();
+  EXPECT_FALSE(s->detached());
+  EXPECT_EQ(s->peer_address(), "198.51.100.7");
+  // Not acknowledged before, in order, whole; then what came while detached.
+  EXPECT_EQ(t2->take_written(), "<message id='2'/><message id='3'/><message id='4'/>");
+  EXPECT_TRUE(s->ack(4));
+  EXPECT_EQ(s->out_queue().unacked(), 0u);
+  // The stream goes on over the new connection: a ping is answered.
+  t2->push("<iq type='get' id='p1' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>");
+  run();
+  const std::string reply = t2->take_written();
+  EXPECT_NE(reply.find("id='p1'"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("type='result'"), std::string::npos) << reply;
+  EXPECT_FALSE(s->closed());
+}
+
+TEST_F(SessionTest, DetachedSessionEndsOnStreamError) {
+  net::TestTransport* t = nullptr;
+  auto s = open(t);
+  auto jid = *xmpp::Jid::parse("alice@example.com/phone");
+  ASSERT_TRUE(s->bind_for_test(jid));
+  net::TestTransport* t2 = nullptr;
+  auto other = open(t2);  // keeps the last-activity write (a store) away
+  ASSERT_TRUE(other->bind_for_test(*xmpp::Jid::parse("alice@example.com/laptop")));
+  s->set_resumable(true);
+  t->drop();
+  run();
+  ASSERT_TRUE(s->detached());
+  s->stream_error("connection-timeout");  // what the sweep does when nobody comes back
+  run();
+  EXPECT_TRUE(s->closed());
+  EXPECT_EQ(server_.bound_session(jid), nullptr);
+}
+
 }  // namespace
 }  // namespace kabar::server

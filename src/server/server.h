@@ -32,6 +32,7 @@
 #include "net/shard.h"
 #include "server/auth_throttle.h"
 #include "server/config.h"
+#include "server/core/cpu_pool.h"
 #include "store/store.h"
 #include "xml/element.h"
 #include "xmpp/jid.h"
@@ -94,6 +95,9 @@ class Server {
   // crashed kabard at the first registration.
   template <typename F>
   auto db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))>;
+
+  // CPU-heavy work (PBKDF2), off the shards and the store's thread.
+  CpuPool& cpu() { return cpu_; }
 
   // Waits for the shards' threads after stop() (main() calls it once io() has run out).
   void join();
@@ -176,6 +180,7 @@ class Server {
   Config cfg_;
   asio::ssl::context tls_;
   asio::thread_pool store_pool_{1};
+  CpuPool cpu_{2};
   std::unique_ptr<store::Store> store_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<std::unique_ptr<Shard>> shards_;

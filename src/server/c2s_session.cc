@@ -457,7 +457,7 @@ awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
   const std::string& tls_unique = transport_->security().tls_unique;
   if ((mech == "SCRAM-SHA-256" || mech == "SCRAM-SHA-1") && (!plus || !tls_unique.empty())) {
     scram_hash_ = mech == "SCRAM-SHA-1" ? xmpp::ScramHash::kSha1 : xmpp::ScramHash::kSha256;
-    scram_.emplace(scram_hash_);
+    scram_ = std::make_unique<xmpp::ScramServer>(scram_hash_);
     scram_->set_channel_binding(!tls_unique.empty(), plus, "tls-unique", tls_unique);
     xmpp::SaslFailure failure = xmpp::SaslFailure::kNone;
     auto user = scram_->client_first(payload, failure);

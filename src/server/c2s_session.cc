@@ -9,7 +9,7 @@
 #include <atomic>
 #include <span>
 
-#include "server/register/register.h"
+#include "server/modules/register/register.h"
 #include "tls/handover.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"

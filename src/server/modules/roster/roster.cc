@@ -5,7 +5,7 @@
 
 #include "server/c2s_session.h"
 #include "server/features.h"
-#include "server/roster/roster_items.h"
+#include "server/modules/roster/roster_items.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 

@@ -1,4 +1,4 @@
-#include "server/upload/upload.h"
+#include "server/modules/upload/upload.h"
 
 #include <spdlog/spdlog.h>
 

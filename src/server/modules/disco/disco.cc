@@ -1,9 +1,9 @@
 // Service discovery (XEP-0030) for the server and for accounts.
 #include "server/c2s_session.h"
 #include "server/features.h"
-#include "server/proxy65/proxy65.h"
-#include "server/roster/roster_items.h"
-#include "server/upload/upload.h"
+#include "server/modules/proxy65/proxy65.h"
+#include "server/modules/roster/roster_items.h"
+#include "server/modules/upload/upload.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 

@@ -8,7 +8,7 @@
 
 #include "server/c2s_session.h"
 #include "server/features.h"
-#include "server/proxy65/proxy65.h"
+#include "server/modules/proxy65/proxy65.h"
 #include "xmpp/scram.h"
 #include "xmpp/stanza.h"
 

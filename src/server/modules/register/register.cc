@@ -1,6 +1,6 @@
 // In-band registration (XEP-0077): account creation before authentication (when enabled),
 // password change and account removal after it.
-#include "server/register/register.h"
+#include "server/modules/register/register.h"
 
 #include <spdlog/spdlog.h>
 

@@ -451,9 +451,7 @@ void C2sSession::send_features() {
     }
   } else {
     f.add_child("bind", ns::kBind);
-    f.add_child("session", ns::kSession).add_child("optional", ns::kSession);
-    f.add_child("ver", ns::kRosterVer);
-    f.add_child("sub", ns::kPreApproval);
+    for (const xml::Element& feature : server_.modules().stream_features()) f.add_child(feature);
   }
   // The features element lives in the stream namespace: serialize with "stream:" prefix.
   std::string body = xml::serialize(f, ns::kStream);

@@ -17,6 +17,7 @@
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
 #include <vector>
 
+#include "server/core/session_ext.h"
 #include "server/read_wait.h"
 #include "server/server.h"
 #include "tls/record13.h"
@@ -68,9 +69,12 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   const std::string& username() const { return username_; }
   bool available = false;  // has sent initial presence and not gone unavailable
   int priority = 0;
-  bool roster_requested = false;                      // "interested resource" (RFC 6121 §2.1.6)
   std::shared_ptr<const xml::Element> last_presence;  // for probes and new resources
-  std::set<std::string> directed_to;  // full/bare JIDs given directed presence (RFC 6121 §4.6)
+  // A module's own state of this session (core/session_ext.h).
+  template <typename T>
+  T& ext() {
+    return ext_.get<T>();
+  }
   std::int64_t last_read_ms = 0;
   std::int64_t created_ms = 0;
   std::int64_t ping_sent_ms = 0;  // 0: no server ping outstanding
@@ -208,6 +212,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   xmpp::Jid jid_;
   std::string jid_str_;
   std::unique_ptr<asio::steady_timer> write_wait_;
+  SessionExt ext_;
 };
 
 }  // namespace kabar::server

@@ -1,14 +1,12 @@
-// One client-to-server connection (RFC 6120): stream negotiation (STARTTLS or direct TLS, SASL,
-// resource binding), then stanzas handed to the server. Lives on one shard: its state is touched
-// only on that shard's thread. The send functions, stream_error() and close() may be called from
-// any shard; off the session's own shard they post to it.
+// One client-to-server stream (RFC 6120): stream negotiation (STARTTLS or direct TLS, SASL,
+// resource binding), then stanzas handed to the server. It talks to its connection through a
+// net::Transport (TCP/TLS, or an in-memory one in tests) and sees no socket. Lives on one shard:
+// its state is touched only on that shard's thread. The send functions, stream_error() and
+// close() may be called from any shard; off the session's own shard they post to it.
 #pragma once
-
-#include <openssl/ssl.h>
 
 #include <atomic>
 #include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -17,22 +15,48 @@
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
 #include <vector>
 
+#include "net/transport.h"
+#include "server/core/out_queue.h"
 #include "server/core/session_ext.h"
-#include "server/read_wait.h"
 #include "server/server.h"
-#include "tls/record13.h"
 #include "xml/stream_parser.h"
 #include "xmpp/jid.h"
 #include "xmpp/scram.h"
 
 namespace kabar::server {
 
-class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml::StreamHandler {
+class C2sSession : public std::enable_shared_from_this<C2sSession>,
+                   public net::TransportHandler,
+                   public net::Deferred,
+                   private xml::StreamHandler {
  public:
-  C2sSession(Server& server, Shard& shard, asio::ip::tcp::socket sock, bool direct_tls);
+  // A session on `shard` over `transport` (TCP/TLS from a listener; a net::TestTransport in
+  // unit tests), which it owns.
+  C2sSession(Server& server, Shard& shard, std::unique_ptr<net::Transport> transport);
   ~C2sSession() override;
 
+  // Joins the shard's sessions and starts reading.
   void start();
+  // For unit tests of server code: makes a started session bound to the full JID `full` (of a
+  // local account) as if it had authenticated and bound it, without negotiation; false if
+  // another session holds that JID.
+  bool bind_for_test(const xmpp::Jid& full);
+  // The stanza write queue (counters of stanzas queued, written, acknowledged).
+  const OutQueue& out_queue() const { return out_; }
+
+  // Sessions that outlive their connection (what XEP-0198 resumption needs). Resumable, a bound
+  // session whose connection dies is detached instead of ended: it stays bound, keeps every
+  // stanza not acknowledged, and queues what is sent to it meanwhile. Not resumable (the
+  // default), a closed connection ends the session.
+  void set_resumable(bool on);
+  bool detached() const { return detached_; }
+  // XEP-0198 §4: the peer has handled `h` stanzas (modulo 2^32); false when that is more than
+  // were written (nothing changes then).
+  bool ack(std::uint32_t h) { return out_.ack(h); }
+  // Continues a detached session on `transport`, whose stream (opened, authenticated, for this
+  // account) goes on where the bytes it brings start: every stanza not acknowledged is written
+  // again, in order, then what was queued while detached. On the session's shard.
+  void attach(std::unique_ptr<net::Transport> transport);
 
   // Stanzas up to this size are forwarded as received (Server::route_message_now()).
   static constexpr std::size_t kKeptBytes = 16 * 1024;
@@ -81,6 +105,16 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   const std::string& peer_address() const { return peer_addr_; }
   std::uint64_t serial() const { return serial_; }
 
+  // net::TransportHandler
+  bool on_bytes(std::string_view bytes) override;
+  bool on_read_done() override;
+  void on_peer_closed() override;
+  void on_transport_closed() override;
+  void on_writable() override;
+  std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
+  // net::Deferred: the end-of-event flush.
+  void run_deferred() override { flush(); }
+
  private:
   enum class Phase { kWaitStream, kNegotiating, kTlsHandshake, kBound };
 
@@ -92,41 +126,16 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool on_element_bytes(const xml::ElementHead& head, std::string_view bytes) override;
   bool routable_now(std::string_view name, std::string_view xmlns) const;
 
-  awaitable<void> run();
-  awaitable<void> tls_handshake();
-  // Reads and feeds all the TLS connection has; false when the session ended or will resume
-  // reading by itself.
-  bool read_tls();
-  void flush_tls();
-  // TLS 1.3 after the handover from OpenSSL (tls/handover.h): our own record layer, rec_.
-  bool read_rec(bool& drained);
-  void flush_rec();
-  // Reads without a coroutine while idle (see arm_read in the .cc). `drained`: the socket was
-  // read dry in the current handler (read_wait.h).
-  void arm_read(bool drained = false);
-  void on_readable(const boost::system::error_code& ec);
-  static void readable(void* self, const boost::system::error_code& ec);
   awaitable<void> process_batch();
   awaitable<void> process_inbox();
   awaitable<void> begin_tls();
-  // The end of a session: flush, close the socket, tell the server. Runs once.
+  // The end of a session: flush, close the connection, tell the server. Runs once.
   awaitable<void> end();
   void spawn_end();
   void flush();
   void flush_now();
-  // Marks the shard as handling a read event; at the end of the outermost one, flushes every
-  // session that was given bytes meanwhile.
-  class EventScope {
-   public:
-    explicit EventScope(Shard& shard);
-    ~EventScope();
-    EventScope(const EventScope&) = delete;
-    EventScope& operator=(const EventScope&) = delete;
-
-   private:
-    Shard& shard_;
-    bool outer_;
-  };
+  bool transport_closed() const { return !transport_ || transport_->is_closed(); }
+  bool secure() const { return transport_ && transport_->security().tls; }
   bool drained() const;  // nothing queued, posted or being written
   awaitable<void> wait_drained();
   void notify_drained();
@@ -134,9 +143,6 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   void clear_outq();
   // Parses received bytes; on a parse error sends the matching stream error and returns false.
   bool feed(std::string_view bytes);
-  // Records the TLS channel-binding data once the handshake is done (SCRAM -PLUS).
-  void capture_channel_binding();
-  awaitable<void> write_loop();
   awaitable<void> process(xml::Element el);
   awaitable<void> handle_auth(const xml::Element& el);
   awaitable<void> handle_sasl_response(const xml::Element& el);
@@ -146,55 +152,37 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   awaitable<void> handle_bind(const xml::Element& iq);
   awaitable<void> handle_preauth_iq(const xml::Element& iq);
   void send_features();
+  // Stream-level bytes and elements (headers, features, SASL, errors): not stanzas, so never
+  // counted or resent by stream management.
+  void send_stream_level(std::string data);
+  void send_stream_level(const xml::Element& el);
   void shutdown_socket();
-  template <typename Buffers>
-  awaitable<std::size_t> write_some(const Buffers& bufs);
+  // The connection is gone but the session stays (set_resumable()).
+  void detach();
 
   bool on_own_shard() const { return shard_.on_this_thread(); }
 
   Server& server_;
   Shard& shard_;
-  Socket sock_;
-  ReadWait read_wait_;
-  struct SslFree {
-    void operator()(SSL* s) const { SSL_free(s); }
-  };
-  std::unique_ptr<SSL, SslFree> ssl_;
-  // Set instead of ssl_ once a TLS 1.3 handshake is done: an idle connection then holds a few
-  // hundred bytes of keys instead of OpenSSL's ~14 KB SSL object.
-  std::unique_ptr<tls::Record13> rec_;
-  bool tls_ready_ = false;  // handshake done
-  // With ssl_: plaintext being written as one record (kept on WANT_WRITE). With rec_: sealed
-  // records not yet written, from tls_out_off_ on.
-  std::string tls_out_;
-  std::size_t tls_out_off_ = 0;
-  std::vector<std::function<void()>> tls_out_done_;  // callbacks of what tls_out_ holds
-  bool direct_tls_;
+  std::unique_ptr<net::Transport> transport_;
   xml::StreamParser parser_;
   bool route_tried_ = false;  // on_element_bytes() tried to route the element on_element() gets
   // Vectors, not deques: an empty std::deque still holds a 576-byte block.
   std::vector<xml::Element> inbox_;
-  struct Out {
-    std::string data;
-    std::function<void()> on_written;
-    std::size_t offset = 0;                     // bytes already written
-    std::shared_ptr<const std::string> shared;  // when set, the bytes (shared by recipients)
-    std::string_view bytes() const { return shared ? std::string_view(*shared) : data; }
-  };
-  void enqueue(Out out);
-  std::vector<Out> outq_;
-  std::size_t outq_head_ = 0;  // entries before it are written
-  std::size_t queued_bytes_ = 0;
-  bool writing_ = false;
+  void enqueue(OutQueue::Entry e);
+  OutQueue out_;
+  bool writing_ = false;  // the transport took less than it was given: on_writable() follows
   bool flush_posted_ = false;
   bool ended_ = false;
   std::unique_ptr<asio::steady_timer> drain_wait_;  // wait_drained() sleeps on it
   std::atomic<bool> closing_{false};                // read by other shards (closed())
-  bool socket_closed_ = false;
-  bool stream_open_ = false;    // we have sent our stream header
-  bool stream_closed_ = false;  // we have queued </stream:stream>
+  bool stream_open_ = false;                        // we have sent our stream header
+  bool stream_closed_ = false;                      // we have queued </stream:stream>
   bool peer_closed_ = false;
-  bool start_tls_ = false;  // STARTTLS accepted: handshake after <proceed/> is written
+  bool resumable_ = false;
+  bool detached_ = false;
+  bool continuing_stream_ = false;  // attach(): the parser is put inside the stream it continues
+  bool start_tls_ = false;          // STARTTLS accepted: handshake after <proceed/> is written
   Phase phase_ = Phase::kWaitStream;
   std::string stream_id_;
   std::string peer_addr_;
@@ -202,7 +190,6 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
 
   // SASL
   std::optional<xmpp::ScramServer> scram_;
-  std::string tls_unique_;  // RFC 5929 tls-unique of this connection; empty: no -PLUS offered
   xmpp::ScramHash scram_hash_ = xmpp::ScramHash::kSha256;
   std::string sasl_user_;  // the username of the exchange under way
   int sasl_failures_ = 0;
@@ -211,7 +198,6 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>, private xml:
   bool jid_plain_ = false;  // jid_str_plain()
   xmpp::Jid jid_;
   std::string jid_str_;
-  std::unique_ptr<asio::steady_timer> write_wait_;
   SessionExt ext_;
 };
 

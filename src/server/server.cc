@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "net/tcp_transport.h"
 #include "server/c2s_session.h"
 #include "server/features.h"
 #include "server/http/http_server.h"
@@ -117,6 +118,7 @@ void Server::start() {
       sh->io = sh->own_io.get();
       sh->work.emplace(sh->own_io->get_executor());
     }
+    ring_.shards.push_back(sh.get());
     shards_.push_back(std::move(sh));
   }
   if (cfg_.c2s.empty() && cfg_.c2s_tls.empty()) {
@@ -156,53 +158,20 @@ void Server::listen(const Endpoint& ep, bool direct_tls) {
   auto bound = acc->local_endpoint();
   spdlog::info("listening for clients ({}) on {}:{}", direct_tls ? "direct TLS" : "STARTTLS",
                bound.address().to_string(), bound.port());
-  asio::co_spawn(io_, accept_loop(*acc, direct_tls), asio::detached);
+  asio::co_spawn(io_,
+                 net::accept_loop(*acc, stopping_, ring_,
+                                  [this, direct_tls](net::Shard& sh, tcp::socket sock) {
+                                    adopt(static_cast<Shard&>(sh), std::move(sock), direct_tls);
+                                  }),
+                 asio::detached);
   acceptors_.push_back(std::move(acc));
-}
-
-awaitable<void> Server::accept_loop(tcp::acceptor& acc, bool direct_tls) {
-  while (!stopping_) {
-    boost::system::error_code ec;
-    tcp::socket sock = co_await acc.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (stopping_) co_return;
-    if (ec) {
-      if (ec == asio::error::operation_aborted) co_return;
-      // Out of descriptors and the like: log, back off briefly, keep serving.
-      spdlog::warn("accept: {}", ec.message());
-      asio::steady_timer t(io_, std::chrono::milliseconds(100));
-      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      continue;
-    }
-    sock.set_option(tcp::no_delay(true), ec);
-    // Round robin over the shards; the connection stays on the one it gets.
-    Shard& sh = *shards_[next_shard_++ % shards_.size()];
-    if (sh.index == 0) {
-      adopt(sh, std::move(sock), direct_tls);
-      continue;
-    }
-    const bool v6 = acc.local_endpoint(ec).address().is_v6();
-    const int fd = sock.release(ec);
-    if (ec) continue;
-    asio::post(*sh.io, [this, &sh, fd, v6, direct_tls] {
-      tcp::socket moved(*sh.io);
-      boost::system::error_code aec;
-      moved.assign(v6 ? tcp::v6() : tcp::v4(), fd, aec);
-      if (aec) {
-        ::close(fd);
-        return;
-      }
-      adopt(sh, std::move(moved), direct_tls);
-    });
-  }
 }
 
 void Server::adopt(Shard& shard, tcp::socket sock, bool direct_tls) {
   if (stopping_) return;  // the socket closes as it goes
-  boost::system::error_code ec;
-  sock.non_blocking(true, ec);
-  auto session = std::make_shared<C2sSession>(*this, shard, std::move(sock), direct_tls);
-  shard.sessions[session.get()] = session;
-  session->start();
+  auto transport =
+      std::make_unique<net::TcpTransport>(shard, std::move(sock), tls_.native_handle(), direct_tls);
+  std::make_shared<C2sSession>(*this, shard, std::move(transport))->start();
 }
 
 awaitable<void> Server::sweep_loop(Shard& shard) {

@@ -28,6 +28,8 @@
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
 #include <vector>
 
+#include "net/listener.h"
+#include "net/shard.h"
 #include "server/auth_throttle.h"
 #include "server/config.h"
 #include "server/core/clock.h"
@@ -44,24 +46,10 @@ using asio::awaitable;
 class C2sSession;
 class HttpServer;
 
-// One event loop and its thread. A connection lives on one shard for its whole life.
-struct Shard {
-  unsigned index = 0;
-  asio::io_context* io = nullptr;            // shard 0: the io_context main() runs
-  std::unique_ptr<asio::io_context> own_io;  // shards 1..N-1
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
-  std::thread thread;
-  std::atomic<bool> done{false};
+// A shard (net/shard.h) with the c2s sessions living on it.
+struct Shard : net::Shard {
   // Touched only on this shard's thread:
   std::unordered_map<C2sSession*, std::weak_ptr<C2sSession>> sessions;
-  std::unique_ptr<asio::steady_timer> sweep_timer;
-  std::int64_t last_trim_ms = 0;
-  // While a read event is being handled, sessions given bytes to write wait here and are flushed
-  // once at its end (one sendmsg each, and no handler posted to the loop: a posted handler makes
-  // the loop poll epoll once more before it sleeps).
-  bool in_event = false;
-  std::vector<std::shared_ptr<C2sSession>> to_flush;
-  bool on_this_thread() const { return io->get_executor().running_in_this_thread(); }
 };
 
 // What the directory holds about a bound resource, copied out for readers on any shard.
@@ -194,7 +182,6 @@ class Server {
 
  private:
   void listen(const Endpoint& ep, bool direct_tls);
-  awaitable<void> accept_loop(asio::ip::tcp::acceptor& acc, bool direct_tls);
   // Makes the session on `shard` (called on that shard's thread).
   void adopt(Shard& shard, asio::ip::tcp::socket sock, bool direct_tls);
   // Runs `work` on shard 0 and resumes the caller on its own shard.
@@ -213,8 +200,8 @@ class Server {
   std::unique_ptr<store::Store> store_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<std::unique_ptr<Shard>> shards_;
-  std::size_t next_shard_ = 0;  // round robin over the shards (accepts run on shard 0)
-  mutable std::mutex dir_mu_;   // guards bound_
+  net::ShardRing ring_;        // round robin over the shards (accepts run on shard 0)
+  mutable std::mutex dir_mu_;  // guards bound_
   // Looked up by string_view too (no string built per routed message).
   struct StringHash {
     using is_transparent = void;

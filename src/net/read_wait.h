@@ -25,7 +25,7 @@
 #define KABAR_READ_WAIT_NO_REARM 0
 #endif
 
-namespace kabar::server {
+namespace kabar::net {
 
 // A TCP socket whose reactor registration ReadWait can reach.
 class Socket : public boost::asio::ip::tcp::socket {
@@ -84,4 +84,4 @@ class ReadWait {
 
 #endif
 
-}  // namespace kabar::server
+}  // namespace kabar::net

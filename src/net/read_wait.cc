@@ -1,10 +1,10 @@
-#include "server/read_wait.h"
+#include "net/read_wait.h"
 
 #if KABAR_READ_WAIT_NO_REARM
 
 #include <cassert>
 
-namespace kabar::server {
+namespace kabar::net {
 
 namespace detail = boost::asio::detail;
 
@@ -47,6 +47,6 @@ void ReadWait::do_complete(void* owner, detail::operation* base,
   if (owner) cb(target, ec);
 }
 
-}  // namespace kabar::server
+}  // namespace kabar::net
 
 #endif

@@ -102,6 +102,8 @@ class Server {
   // Unit tests: this store instead of the SQLite one start() opens (and no start() needed for
   // db() then).
   void use_store(std::unique_ptr<store::Store> st) { store_ = std::move(st); }
+  // Store calls posted and not yet handed back to their loop (unit tests wait for 0).
+  int db_pending() const { return db_pending_.load(std::memory_order_acquire); }
 
   // Runs `f(store)` on the storage thread and resumes on the I/O thread with its result.
   // Exceptions thrown by `f` (store::StoreError) are rethrown in the caller.
@@ -223,6 +225,7 @@ class Server {
   // has, the fast path reads only this counter.
   std::unordered_map<std::string, std::uint32_t, StringHash, std::equal_to<>> account_flags_;
   std::atomic<std::size_t> flagged_accounts_{0};
+  std::atomic<int> db_pending_{0};
   AuthThrottle throttle_;
   std::int64_t started_ms_ = 0;
   std::atomic<bool> stopping_{false};
@@ -253,6 +256,7 @@ auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
         [this, fn](auto handler) mutable {
           std::unique_ptr<F> owned(fn);
           auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
+          db_pending_.fetch_add(1, std::memory_order_acq_rel);
           asio::post(store_pool_, [this, owned = std::move(owned), handler = std::move(handler),
                                    io_ex]() mutable {
             std::exception_ptr ep;
@@ -266,6 +270,7 @@ auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
                        [handler = std::move(handler), ep, result = std::move(result)]() mutable {
                          std::move(handler)(ep, std::move(result));
                        });
+            db_pending_.fetch_sub(1, std::memory_order_acq_rel);
           });
         },
         asio::use_awaitable);

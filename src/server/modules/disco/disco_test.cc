@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "server/modules/testing/module_test.h"
 #include "server/server.h"
 #include "xmpp/namespaces.h"
 
@@ -85,6 +86,53 @@ TEST_F(DiscoTest, NoComponentsBeforeStart) {
   // The proxy and upload register their components when they start, with their listeners.
   Server& s = make(false);
   EXPECT_TRUE(s.modules().components().empty());
+}
+
+class DiscoSessionTest : public testing::ModuleTest {
+ protected:
+  void SetUp() override { add_account("alice"); }
+};
+
+TEST_F(DiscoSessionTest, TheServerAnswersWithTheRegisteredFeatures) {
+  auto& alice = connect("alice@example.com/phone");
+  send(alice,
+       "<iq type='get' id='d1' to='example.com'>"
+       "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+  auto got = alice.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].attr("type"), "result");
+  const xml::Element* q = got[0].child("query", ns::kDiscoInfo);
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(features_of(*q), server_.modules().disco_features(kToServer));
+}
+
+TEST_F(DiscoSessionTest, OwnBareJidIsAnsweredForTheAccount) {
+  // XEP-0030 §3.1, RFC 6121 §8.5: the account's bare JID is the account, not the server.
+  auto& alice = connect("alice@example.com/phone");
+  send(alice,
+       "<iq type='get' id='d2' to='alice@example.com'>"
+       "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+  auto got = alice.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].attr("type"), "result");
+  const xml::Element* q = got[0].child("query", ns::kDiscoInfo);
+  ASSERT_NE(q, nullptr);
+  auto ids = q->children("identity", ns::kDiscoInfo);
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0]->attr("category"), "account");
+  EXPECT_EQ(features_of(*q), server_.modules().disco_features(kToAccount));
+}
+
+TEST_F(DiscoSessionTest, AStrangersAccountIsNotDisclosed) {
+  add_account("bob");
+  auto& alice = connect("alice@example.com/phone");
+  send(alice,
+       "<iq type='get' id='d3' to='bob@example.com'>"
+       "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+  auto got = alice.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].attr("type"), "error");
+  EXPECT_NE(got[0].child("error")->child("service-unavailable"), nullptr);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "server/modules/testing/module_test.h"
 #include "server/server.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
@@ -59,6 +60,29 @@ TEST(EntityTime, RegistersAGetToTheServerAndItsDiscoFeature) {
   const auto account_features = reg.disco_features(kToAccount);
   EXPECT_EQ(std::find(account_features.begin(), account_features.end(), kTimeNs),
             account_features.end());
+}
+
+class EntityTimeSession : public testing::ModuleTest {};
+
+TEST_F(EntityTimeSession, TheServerAnswersWithItsClock) {
+  auto& alice = connect("alice@example.com/phone");
+  send(alice, "<iq type='get' id='t1' to='example.com'><time xmlns='urn:xmpp:time'/></iq>");
+  auto got = alice.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].attr("type"), "result");
+  const xml::Element* t = got[0].child("time", kTimeNs);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->child_text("utc", kTimeNs), "2006-12-19T17:58:35.000Z");
+  EXPECT_FALSE(t->child_text("tzo", kTimeNs).empty());
+}
+
+TEST_F(EntityTimeSession, ASetIsNotServed) {
+  auto& alice = connect("alice@example.com/phone");
+  send(alice, "<iq type='set' id='t2'><time xmlns='urn:xmpp:time'/></iq>");
+  auto got = alice.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].attr("type"), "error");
+  EXPECT_NE(got[0].child("error")->child("service-unavailable"), nullptr);
 }
 
 }  // namespace

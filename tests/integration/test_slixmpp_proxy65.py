@@ -86,6 +86,9 @@ async def scenario(k):
                 == hashlib.sha256(payload).hexdigest(),
                 "2 MiB from slixmpp to slixmpp through kabard's proxy, SHA-256 equal (%d bytes)"
                 % len(receiver.received))
+        # A close that came before the sender's would make the check below pass for nothing.
+        R.check(not receiver.closed.done(),
+                "the receiver's stream is still open before the sender closes it")
         sock.transport.close()
         await asyncio.wait_for(receiver.closed, STEP)
         R.check(True, "the sender's close reaches the receiver")

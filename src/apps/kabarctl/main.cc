@@ -1,14 +1,19 @@
 // kabarctl: offline administration of a kabar server's data directory (accounts for now).
 // It opens the same SQLite database as kabard; WAL mode and the store's busy timeout let both run
-// at once.
+// at once. What a running kabard must act on (deleting an account whose sessions are live) goes
+// through kabard's admin control socket, DATA/kabard.sock.
 #include <fmt/core.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
@@ -144,6 +149,42 @@ std::unique_ptr<Store> open_store(const std::string& data_dir, bool create) {
   }
 }
 
+// Sends one command line to the kabard running on `data_dir` and returns its answer line, or
+// nullopt when no kabard listens there (no socket, or a stale one: nothing to tell).
+std::optional<std::string> tell_kabard(const std::string& data_dir, const std::string& command) {
+  const std::string path = (fs::path(data_dir) / "kabard.sock").string();
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return std::nullopt;  // kabard cannot listen there
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  struct Fd {
+    int fd;
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } s{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  if (s.fd < 0) throw CommandError(fmt::format("socket: {}", std::strerror(errno)));
+  if (::connect(s.fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    if (errno == ENOENT || errno == ECONNREFUSED) return std::nullopt;
+    throw CommandError(fmt::format("cannot reach kabard at {}: {}", path, std::strerror(errno)));
+  }
+  timeval limit{60, 0};  // ending many sessions takes a moment, not a minute
+  ::setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  const std::string line = command + "\n";
+  if (::send(s.fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    throw CommandError(fmt::format("cannot write to kabard at {}: {}", path, std::strerror(errno)));
+  }
+  std::string answer;
+  char c = 0;
+  while (answer.size() < 1024) {
+    const ssize_t n = ::recv(s.fd, &c, 1, 0);
+    if (n <= 0) throw CommandError(fmt::format("no answer from kabard at {}", path));
+    if (c == '\n') return answer;
+    answer += c;
+  }
+  throw CommandError(fmt::format("an overlong answer from kabard at {}", path));
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"kabarctl: manage the accounts of a kabar XMPP server."};
   app.footer(
@@ -200,8 +241,17 @@ int run(int argc, char** argv) {
       }
     } else if (del->parsed()) {
       std::string name = account_name(user_arg);
-      auto store = open_store(data_dir, /*create=*/false);
-      if (!store->delete_account(name)) throw CommandError(fmt::format("no such user: {}", name));
+      auto store = open_store(data_dir, /*create=*/false);  // also checks the directory
+      // A running kabard deletes the account itself: its contacts see its sessions go
+      // unavailable before the roster that names them is gone, then the sessions end.
+      if (auto answer = tell_kabard(data_dir, "delete-account " + name)) {
+        if (*answer == "no-such-user") throw CommandError(fmt::format("no such user: {}", name));
+        if (*answer != "ok") throw CommandError(fmt::format("kabard: {}", *answer));
+        fmt::print("deleted {}; the running kabard ended its sessions\n", name);
+      } else {
+        if (!store->delete_account(name)) throw CommandError(fmt::format("no such user: {}", name));
+        fmt::print("deleted {}; no kabard is running on {}\n", name, data_dir);
+      }
     } else if (passwd->parsed()) {
       std::string name = account_name(user_arg);
       auto store = open_store(data_dir, /*create=*/false);

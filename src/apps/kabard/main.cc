@@ -1,13 +1,21 @@
 // kabard: the kabar XMPP server.
+#include <fcntl.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
+#include <string>
 
+#include "server/admin_socket.h"
 #include "server/config.h"
 #include "server/server.h"
 
@@ -28,6 +36,59 @@ void raise_fd_limit() {
   }
   spdlog::info("open-file limit {} (was {}; hard limit {})", rl.rlim_cur, before, rl.rlim_max);
 }
+
+// One kabard per data directory: two would each cache sessions, rosters and offline queues the
+// other cannot see. An exclusive flock on DATA/kabard.lock, held by this open descriptor for the
+// life of the process (the kernel drops it when the process ends, however it ends). kabarctl does
+// not take it: it may run beside kabard (SQLite's WAL mode and busy timeout serialize them).
+class DataDirLock {
+ public:
+  // Creates the data directory if needed (as Server::start() would) and takes the lock; on
+  // failure returns false with a one-line reason in `error`.
+  bool acquire(const std::filesystem::path& dir, std::string& error) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      error = "cannot create data directory " + dir.string() + ": " + ec.message();
+      return false;
+    }
+    const std::filesystem::path path = dir / "kabard.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      error = "cannot open " + path.string() + ": " + std::strerror(errno);
+      return false;
+    }
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      if (err != EWOULDBLOCK) {
+        error = "cannot lock " + path.string() + ": " + std::strerror(err);
+        return false;
+      }
+      error = "data directory " + dir.string() + " is in use by another kabard";
+      char buf[32] = {};
+      const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+      const std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
+      if (!pid.empty() && pid.find_first_not_of("0123456789\n") == std::string::npos) {
+        error += " (pid " + pid.substr(0, pid.find('\n')) + ")";
+      }
+      return false;
+    }
+    // The holder's pid, for the message above and for people (not used to decide anything).
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) != 0 ||
+        ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      spdlog::warn("could not write the pid into {}", path.string());
+    }
+    return true;
+  }
+
+  ~DataDirLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace
 
@@ -104,6 +165,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   spdlog::set_level(level);
+  DataDirLock lock;
+  if (std::string error; !lock.acquire(cfg.data_dir, error)) {
+    std::fprintf(stderr, "kabard: %s\n", error.c_str());
+    return 1;
+  }
   raise_fd_limit();
 
   boost::asio::io_context io(1);
@@ -115,10 +181,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kabard: %s\n", e.what());
     return 1;
   }
+  kabar::server::AdminSocket admin(server);
+  try {
+    admin.start();
+  } catch (const std::exception& e) {
+    // kabard serves without it; `kabarctl user delete` then cannot end live sessions.
+    spdlog::warn("no admin control socket: {}", e.what());
+  }
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: shutting down", sig);
+    admin.stop();
     server.stop();
   });
   std::signal(SIGPIPE, SIG_IGN);

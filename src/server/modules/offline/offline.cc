@@ -13,14 +13,59 @@ namespace kabar::server {
 
 namespace ns = xmpp::ns;
 
+namespace {
+
+constexpr std::string_view kHints = "urn:xmpp:hints";  // XEP-0334
+
+// Payloads that only say something about the moment they were sent: a chat state (XEP-0085), a
+// delivery receipt (XEP-0184), a displayed marker (XEP-0333), and what travels with them (the
+// thread, stanza ids, processing hints). Delivered a day later they would be wrong ("is typing").
+bool is_momentary(const xml::Element& child) {
+  const std::string& x = child.xmlns();
+  return x == "http://jabber.org/protocol/chatstates" || x == "urn:xmpp:receipts" ||
+         x == "urn:xmpp:chat-markers:0" || x == "urn:xmpp:sid:0" || x == kHints ||
+         child.is("thread", ns::kClient);
+}
+
+// Whether a message for an account with no available resource goes into its offline queue.
+bool worth_storing(const xml::Element& message) {
+  // XEP-0334 §4: <no-store/> asks that the message not be stored at all; <no-permanent-store/>
+  // is handled the same way for offline storage, as Prosody does for its archive.
+  if (message.child("no-store", kHints) != nullptr ||
+      message.child("no-permanent-store", kHints) != nullptr) {
+    return false;
+  }
+  // XEP-0334 §4: <store/> asks for storage whatever the payload.
+  if (message.child("store", kHints) != nullptr) return true;
+  // XEP-0160 §3: chat messages are stored "with the exception of messages that contain only
+  // XEP-0085 content"; XEP-0085 §8: servers SHOULD NOT store standalone notifications offline.
+  // Receipts and markers alone are notifications of the same kind. Anything else (a body, a
+  // subject, encrypted content, an invitation) is stored.
+  for (const xml::Element* child : message.children()) {
+    if (!is_momentary(*child)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// True when the message was taken care of: stored, or dropped on purpose without an error (RFC
+// 6121 §8.5.2.2.1 lets the server silently ignore a message it does not store; a sender is not
+// told that its "is typing" went nowhere). False when the account does not exist or its queue is
+// full: the caller bounces the message.
 awaitable<bool> store_offline(Server& s, const std::string& user, const xml::Element& message) {
-  xml::Element copy = message;
+  const bool keep = worth_storing(message);
   std::int64_t now = s.now_ms();
-  xmpp::add_delay(copy, s.config().domain, now, "Offline Storage");
-  std::string bytes = xml::serialize(copy, ns::kClient);
+  std::string bytes;
+  if (keep) {
+    xml::Element copy = message;
+    xmpp::add_delay(copy, s.config().domain, now, "Offline Storage");
+    bytes = xml::serialize(copy, ns::kClient);
+  }
   std::size_t limit = s.config().offline_limit;
-  auto op = [user, bytes, now, limit](store::Store& st) -> std::optional<std::int64_t> {
+  auto op = [user, bytes, now, limit, keep](store::Store& st) -> std::optional<std::int64_t> {
     if (!st.account(user)) return std::nullopt;
+    if (!keep) return 0;
     return st.push_offline(user, bytes, now, limit);
   };
   auto id = co_await s.db(std::move(op));

@@ -239,8 +239,11 @@ awaitable<std::vector<store::RosterItem>> roster_of(Server& s, const std::string
   co_return co_await s.db(std::move(op3));
 }
 
-// §4.2.2, §4.4.2: broadcast to contacts with a 'from' subscription and the user's other
-// available resources.
+// §4.2.2, §4.4.2: broadcast to contacts with a 'from' subscription and to all of the user's
+// available resources, "including the resource that generated the presence notification in the
+// first place" (clients wait for their own presence to come back). §4.5.2: unavailable presence
+// goes to the user's other available resources; a resource that sent it explicitly and is still
+// connected gets it back too, as Prosody reflects it (one that went away cannot).
 awaitable<void> broadcast(Server& s, const SessionPtr& who, const xml::Element& p,
                           bool include_directed) {
   auto items = co_await roster_of(s, who->username());
@@ -252,10 +255,12 @@ awaitable<void> broadcast(Server& s, const SessionPtr& who, const xml::Element& 
     if (!jid || !s.is_local(*jid)) continue;
     shared.send_to_account(s, jid->bare_str());
   }
-  for (auto& other : available_sessions(s, self_bare)) {
-    if (other.session.get() == who.get()) continue;
-    shared.send(other.session, other.session->jid().str());
+  bool sender_got_it = false;
+  for (auto& own : available_sessions(s, self_bare)) {
+    sender_got_it = sender_got_it || own.session.get() == who.get();
+    shared.send(own.session, own.session->jid().str());
   }
+  if (!sender_got_it && !who->closed()) shared.send(who, who->jid().str());
   if (include_directed) {
     auto& directed_to = who->ext<PresenceState>().directed_to;
     for (const auto& target : directed_to) {

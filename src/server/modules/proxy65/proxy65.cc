@@ -213,6 +213,7 @@ awaitable<void> Proxy65::negotiate(ConnPtr c) {
     co_await asio::async_write(c->sock, asio::buffer(reply), asio::use_awaitable);
   } catch (const boost::system::system_error& e) {
     spdlog::debug("proxy65: negotiation ended: {}", e.code().message());
+    if (c->activated) co_return;  // the activation cancelled the reply's write: the relay has it
     forget(c);
     c->close();
     co_return;
@@ -229,6 +230,11 @@ awaitable<void> Proxy65::refuse(ConnPtr c, std::uint8_t code) {
 }
 
 awaitable<void> Proxy65::wait_for_activation(ConnPtr c) {
+  // The activation may already have run: the reply's write completes on this loop after the
+  // initiator has read the reply, sent its activate IQ and had it handled here (a completion
+  // queued by this thread is run after what other shards posted meanwhile). The relay owns the
+  // connection then; forgetting and closing it here cut the stream before its first byte.
+  if (c->activated) co_return;
   // Unactivated connections expire like idle streams; bytes sent before activation are ignored
   // (XEP-0065 §8.1), the end of the connection ends the wait.
   c->timer = std::make_unique<asio::steady_timer>(

@@ -16,6 +16,9 @@ std::unique_ptr<Module> make_roster_module();
 std::unique_ptr<Module> make_presence_module();
 // Handles presence a bound session sends (roster removal sends unsubscribe/unsubscribed with it).
 awaitable<void> handle_presence(Server& s, SessionPtr from, xml::Element presence);
+// A session goes unavailable (an explicit end, an account deleted): its unavailable presence
+// goes to its contacts, its other resources and those it sent directed presence (§4.5.2).
+awaitable<void> broadcast_unavailable(Server& s, SessionPtr who, xml::Element presence);
 
 // offline/: XEP-0160.
 std::unique_ptr<Module> make_offline_module();

@@ -49,6 +49,8 @@ TEST_F(PresenceTest, InitialPresenceGoesToSubscribersAndProbesTheirs) {
   EXPECT_EQ(to_bob[0]->child_text("status"), "hi");
   // §4.3: alice gets bob's current presence (the answer to the probe of her contacts).
   const auto alice_got = alice.take();
+  // §4.2.2: and her own, back ("including the resource that generated" it).
+  EXPECT_EQ(presence_from(alice_got, "alice@example.com/phone").size(), 1u);
   auto to_alice = presence_from(alice_got, "bob@example.com/desk");
   ASSERT_EQ(to_alice.size(), 1u);
   EXPECT_EQ(to_alice[0]->child_text("show"), "away");

@@ -455,7 +455,7 @@ awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
   const std::string& tls_unique = transport_->security().tls_unique;
   if ((mech == "SCRAM-SHA-256" || mech == "SCRAM-SHA-1") && (!plus || !tls_unique.empty())) {
     scram_hash_ = mech == "SCRAM-SHA-1" ? xmpp::ScramHash::kSha1 : xmpp::ScramHash::kSha256;
-    scram_.emplace(scram_hash_);
+    scram_ = std::make_unique<xmpp::ScramServer>(scram_hash_);
     scram_->set_channel_binding(!tls_unique.empty(), plus, "tls-unique", tls_unique);
     xmpp::SaslFailure failure = xmpp::SaslFailure::kNone;
     auto user = scram_->client_first(payload, failure);
@@ -542,15 +542,19 @@ awaitable<void> C2sSession::finish_plain(const std::string& payload) {
     co_return;
   }
   bool ok = false;
-  if (!name.empty()) {
-    // The PBKDF2 derivation runs on the storage thread, off the I/O thread.
-    std::string password = xmpp::saslprep(plain->password).value_or(std::string());
-    auto op2 = [name, password](store::Store& s) {
-      auto account = s.account(name);
-      return account.has_value() &&
-             xmpp::verify_password(xmpp::ScramHash::kSha256, account->sha256, password);
-    };
-    if (!password.empty()) ok = co_await server_.db(std::move(op2));
+  std::string password = xmpp::saslprep(plain->password).value_or(std::string());
+  if (!name.empty() && !password.empty()) {
+    // The account from the store's thread; the PBKDF2 derivation (RFC 5802 §3, thousands of
+    // HMAC rounds) on the CPU pool, off both the shard and the store's thread, which serves
+    // roster and offline reads meanwhile.
+    auto op = [name](store::Store& s) { return s.account(name); };
+    auto account = co_await server_.db(std::move(op));
+    if (account) {
+      auto verify = [creds = account->sha256, password] {
+        return xmpp::verify_password(xmpp::ScramHash::kSha256, creds, password);
+      };
+      ok = co_await server_.cpu().run(std::move(verify));
+    }
   }
   if (closing_) co_return;
   if (!ok) {

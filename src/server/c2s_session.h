@@ -189,7 +189,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   std::uint64_t serial_ = 0;
 
   // SASL
-  std::optional<xmpp::ScramServer> scram_;
+  // Only while a SCRAM exchange is under way: an idle connection holds none of its ~500 bytes.
+  std::unique_ptr<xmpp::ScramServer> scram_;
   xmpp::ScramHash scram_hash_ = xmpp::ScramHash::kSha256;
   std::string sasl_user_;  // the username of the exchange under way
   int sasl_failures_ = 0;

@@ -33,6 +33,7 @@
 #include "server/auth_throttle.h"
 #include "server/config.h"
 #include "server/core/clock.h"
+#include "server/core/cpu_pool.h"
 #include "server/core/module.h"
 #include "store/store.h"
 #include "xml/element.h"
@@ -114,6 +115,9 @@ class Server {
   // crashed kabard at the first registration.
   template <typename F>
   auto db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))>;
+
+  // CPU-heavy work (PBKDF2), off the shards and the store's thread.
+  CpuPool& cpu() { return cpu_; }
 
   // Waits for the shards' threads after stop() (main() calls it once io() has run out).
   void join();
@@ -199,6 +203,7 @@ class Server {
   Config cfg_;
   asio::ssl::context tls_;
   asio::thread_pool store_pool_{1};
+  CpuPool cpu_{2};
   std::unique_ptr<store::Store> store_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -6,7 +6,7 @@
 #include <atomic>
 #include <span>
 
-#include "server/register/register.h"
+#include "server/modules/register/register.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
@@ -295,9 +295,7 @@ void C2sSession::send_features() {
     }
   } else {
     f.add_child("bind", ns::kBind);
-    f.add_child("session", ns::kSession).add_child("optional", ns::kSession);
-    f.add_child("ver", ns::kRosterVer);
-    f.add_child("sub", ns::kPreApproval);
+    for (const xml::Element& feature : server_.modules().stream_features()) f.add_child(feature);
   }
   // The features element lives in the stream namespace: serialize with "stream:" prefix.
   std::string body = xml::serialize(f, ns::kStream);

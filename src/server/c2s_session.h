@@ -17,6 +17,7 @@
 
 #include "net/transport.h"
 #include "server/core/out_queue.h"
+#include "server/core/session_ext.h"
 #include "server/server.h"
 #include "xml/stream_parser.h"
 #include "xmpp/jid.h"
@@ -92,9 +93,12 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   const std::string& username() const { return username_; }
   bool available = false;  // has sent initial presence and not gone unavailable
   int priority = 0;
-  bool roster_requested = false;                      // "interested resource" (RFC 6121 §2.1.6)
   std::shared_ptr<const xml::Element> last_presence;  // for probes and new resources
-  std::set<std::string> directed_to;  // full/bare JIDs given directed presence (RFC 6121 §4.6)
+  // A module's own state of this session (core/session_ext.h).
+  template <typename T>
+  T& ext() {
+    return ext_.get<T>();
+  }
   std::int64_t last_read_ms = 0;
   std::int64_t created_ms = 0;
   std::int64_t ping_sent_ms = 0;  // 0: no server ping outstanding
@@ -195,6 +199,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   bool jid_plain_ = false;  // jid_str_plain()
   xmpp::Jid jid_;
   std::string jid_str_;
+  SessionExt ext_;
 };
 
 }  // namespace kabar::server

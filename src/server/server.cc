@@ -12,9 +12,7 @@
 #include "server/features.h"
 #include "server/http/http_server.h"
 #include "server/listener.h"
-#include "server/proxy65/proxy65.h"
 #include "server/tls/certificate.h"
-#include "server/upload/upload.h"
 #include "tls/handover.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
@@ -30,12 +28,9 @@ Server::Server(asio::io_context& io, Config cfg)
       cfg_(std::move(cfg)),
       tls_(asio::ssl::context::tls_server),
       throttle_(cfg_.auth_failures_per_account, cfg_.auth_failures_per_address) {
-  register_roster(*this);
-  register_disco(*this);
-  register_basics(*this);
-  register_vcard(*this);
-  register_extdisco(*this);
-  register_register(*this);
+  registry_.modules_ = make_modules();
+  ModuleContext ctx(*this, registry_);
+  for (auto& m : registry_.modules_) m->setup(ctx);
 }
 
 Server::~Server() {
@@ -58,12 +53,6 @@ unsigned usable_cpus() {
 }
 
 }  // namespace
-
-std::int64_t Server::now_ms() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 void Server::setup_tls() {
   std::filesystem::path cert = cfg_.tls_cert;
@@ -107,13 +96,15 @@ void Server::start() {
                              fec.message());
   }
   ::chmod(cfg_.data_dir.c_str(), 0700);
-  try {
-    store_ = store::open_sqlite_store(cfg_.data_dir);
-  } catch (const store::StoreError& e) {
-    throw std::runtime_error(std::string("cannot open the store: ") + e.what());
+  if (!store_) {
+    try {
+      store_ = store::open_sqlite_store(cfg_.data_dir);
+    } catch (const store::StoreError& e) {
+      throw std::runtime_error(std::string("cannot open the store: ") + e.what());
+    }
+    spdlog::info("store: SQLite in {} (schema version {})", cfg_.data_dir.string(),
+                 store_->schema_version());
   }
-  spdlog::info("store: SQLite in {} (schema version {})", cfg_.data_dir.string(),
-               store_->schema_version());
   setup_tls();
   const unsigned wanted = cfg_.threads > 0 ? static_cast<unsigned>(cfg_.threads) : usable_cpus();
   const unsigned count = std::min(wanted, 256u);
@@ -135,14 +126,14 @@ void Server::start() {
   }
   for (const auto& ep : cfg_.c2s) listen(ep, false);
   for (const auto& ep : cfg_.c2s_tls) listen(ep, true);
-  if (!cfg_.proxy65.empty()) {
-    proxy65_ = std::make_unique<Proxy65>(*this);
-    proxy65_->start();
-  }
   if (!cfg_.http.empty()) {
     http_ = std::make_unique<HttpServer>(*this);
     http_->start();
-    upload_ = std::make_unique<Upload>(*this, *http_);
+  }
+  {
+    // Modules with sockets or timers of their own (the proxy, upload) start here, on shard 0.
+    ModuleContext ctx(*this, registry_);
+    for (auto& m : registry_.modules_) m->start(ctx);
   }
   for (auto& sh : shards_) {
     asio::co_spawn(*sh->io, sweep_loop(*sh), asio::detached);
@@ -227,10 +218,6 @@ awaitable<void> Server::sweep_loop(Shard& shard) {
         s->ping_sent_ms = now;
       }
     }
-    if (shard.index == 0 && upload_ && now - last_upload_sweep_ms_ > 60'000) {
-      upload_->sweep(now);
-      last_upload_sweep_ms_ = now;
-    }
     // What idle connections gave back goes back to the system too, not just to malloc's free
     // lists: a burst of logins that then sit idle would otherwise keep their peak RSS.
     if (hibernated >= 16 || (hibernated > 0 && now - shard.last_trim_ms > 10'000)) {
@@ -247,7 +234,7 @@ void Server::stop() {
     boost::system::error_code ec;
     acc->close(ec);
   }
-  if (proxy65_) proxy65_->stop();
+  for (auto& m : registry_.modules_) m->stop();
   if (http_) http_->stop();
   for (auto& sh : shards_) {
     Shard* raw = sh.get();
@@ -308,7 +295,6 @@ namespace {
 void copy_presence_state(const C2sSession& s, ResourceView& r) {
   r.available = s.available;
   r.priority = s.priority;
-  r.roster_requested = s.roster_requested;
   r.presence = s.last_presence;
 }
 
@@ -324,6 +310,9 @@ SessionPtr Server::bind(const SessionPtr& s) {
     if (other.session->jid() == s->jid()) return other.session;
   }
   resources.push_back(std::move(r));
+  if (!registry_.handlers(SessionEvent::kBound).empty()) {
+    asio::co_spawn(*s->shard().io, fire(SessionEvent::kBound, s), asio::detached);
+  }
   return nullptr;
 }
 
@@ -342,6 +331,58 @@ void Server::publish(const C2sSession& s) {
   if (it == bound_.end()) return;
   for (auto& r : it->second) {
     if (r.session.get() == &s) copy_presence_state(s, r);
+  }
+}
+
+void Server::set_resource_flags(const C2sSession& s, std::uint32_t bits, bool on) {
+  std::lock_guard lock(dir_mu_);
+  auto it = bound_.find(s.jid().bare_str());
+  if (it == bound_.end()) return;
+  for (auto& r : it->second) {
+    if (r.session.get() == &s) r.flags = on ? (r.flags | bits) : (r.flags & ~bits);
+  }
+}
+
+void Server::set_account_flags(std::string_view user, std::uint32_t bits, bool on) {
+  std::lock_guard lock(dir_mu_);
+  auto it = account_flags_.find(user);
+  if (on) {
+    if (it == account_flags_.end()) {
+      it = account_flags_.emplace(std::string(user), 0).first;
+      flagged_accounts_.fetch_add(1, std::memory_order_relaxed);
+    }
+    it->second |= bits;
+  } else if (it != account_flags_.end()) {
+    it->second &= ~bits;
+    if (it->second == 0) {
+      account_flags_.erase(it);
+      flagged_accounts_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+std::uint32_t Server::account_flags(std::string_view user) const {
+  if (flagged_accounts_.load(std::memory_order_relaxed) == 0) return 0;
+  std::lock_guard lock(dir_mu_);
+  auto it = account_flags_.find(user);
+  return it == account_flags_.end() ? 0 : it->second;
+}
+
+awaitable<bool> Server::run_hooks(Hook point, SessionPtr from, xml::Element& stanza) {
+  for (const auto& hook : registry_.hooks(point)) {
+    if (co_await hook(from, stanza) == HookResult::kStop) co_return true;
+  }
+  co_return false;
+}
+
+awaitable<void> Server::fire(SessionEvent event, SessionPtr s) {
+  for (const auto& handler : registry_.handlers(event)) {
+    try {
+      co_await handler(s);
+    } catch (const std::exception& e) {
+      spdlog::error("session event {} for {}: {}", static_cast<int>(event), s->jid().str(),
+                    e.what());
+    }
   }
 }
 
@@ -377,28 +418,9 @@ void Server::bounce(const xml::Element& stanza, std::string_view condition) {
 awaitable<void> Server::session_closed(SessionPtr s) {
   if (s->shard().sessions.erase(s.get()) == 0) co_return;  // already done
   if (!s->bound()) co_return;
-  bool was_available = s->available;
   unbind(s.get());
-  if (was_available) {
-    xml::Element unavailable("presence", ns::kClient);
-    unavailable.set_attr("type", "unavailable");
-    unavailable.set_attr("from", s->jid().str());
-    try {
-      co_await broadcast_unavailable(*this, s, std::move(unavailable));
-    } catch (const std::exception& e) {
-      spdlog::error("unavailable broadcast for {}: {}", s->jid().str(), e.what());
-    }
-  }
-  if (sessions_of(s->jid().bare_str()).empty()) {
-    std::string user = s->username();
-    store::LastActivity last{now_ms() / 1000, {}};
-    try {
-      auto op = [user, last](store::Store& st) { st.set_last_activity(user, last); };
-      co_await db(std::move(op));
-    } catch (const std::exception& e) {
-      spdlog::error("last activity for {}: {}", user, e.what());
-    }
-  }
+  // The presence module broadcasts the unavailable presence; basics records last activity.
+  co_await fire(SessionEvent::kClosed, s);
   spdlog::info("c2s #{}: {} offline", s->serial(), s->jid().str());
 }
 
@@ -422,11 +444,21 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
     co_return;
   }
   try {
+    if (!to.empty() && !registry_.components().empty()) {
+      // A component takes every stanza to its domain; it lives on shard 0.
+      auto jid = xmpp::Jid::parse(to);
+      if (Component* c = registry_.component(jid->domain())) {
+        co_await on_shard0(c->handle(from, std::move(stanza)));
+        co_return;
+      }
+    }
     if (stanza.name() == "message") {
       if (to.empty()) stanza.set_attr("to", from->jid().bare_str());
-      co_await route_message(std::move(stanza));
+      if (co_await run_hooks(Hook::kMessageOut, from, stanza)) co_return;
+      co_await route_message(from, std::move(stanza));
     } else if (stanza.name() == "presence") {
-      co_await handle_presence(*this, from, std::move(stanza));
+      // The presence module's processing is the last of these hooks.
+      co_await run_hooks(Hook::kPresenceOut, from, stanza);
     } else {
       co_await route_iq(from, std::move(stanza));
     }
@@ -435,46 +467,42 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
   }
 }
 
-awaitable<void> Server::route_message(xml::Element stanza) {
+awaitable<void> Server::route_message(SessionPtr from, xml::Element stanza) {
   auto to = xmpp::Jid::parse(stanza.attr("to"));
   std::string_view type = stanza.attr("type");
   auto bounce = [&](std::string_view condition) { this->bounce(stanza, condition); };
   if (!is_local(*to)) {
-    // Our components (proxy, upload) take IQs only (RFC 6120 §8.3.3.19); anything else is
-    // remote, and there are no server-to-server links yet (§10.4.3).
-    const bool component = (proxy65_ && to->domain() == proxy65_->jid()) ||
-                           (upload_ && to->domain() == upload_->jid());
-    if (component) {
-      if (type != "error" && type != "headline") bounce("service-unavailable");
-    } else {
-      bounce("remote-server-not-found");
-    }
+    // Components took theirs (handle_stanza); anything else is remote, and there are no
+    // server-to-server links yet (RFC 6120 §10.4.3).
+    bounce("remote-server-not-found");
     co_return;
   }
   if (to->local().empty()) {
     if (type != "error" && type != "headline") bounce("service-unavailable");
     co_return;
   }
+  co_await deliver(std::move(stanza), std::move(from));
+}
+
+awaitable<void> Server::deliver(xml::Element stanza, SessionPtr from) {
+  if (stanza.name() == "presence") {
+    // The presence module's delivery is the last of these hooks.
+    co_await run_hooks(Hook::kPresenceIn, std::move(from), stanza);
+    co_return;
+  }
+  if (stanza.name() != "message") co_return;
+  if (co_await run_hooks(Hook::kMessageIn, from, stanza)) co_return;
+  auto to = xmpp::Jid::parse(stanza.attr("to"));
+  if (!to) co_return;
   if (!to->is_bare()) {
     if (auto s = bound_session(*to)) {
       send_to(s, stanza);
       co_return;
     }
   }
-  co_await deliver(std::move(stanza));
-}
-
-awaitable<void> Server::deliver(xml::Element stanza) {
-  if (stanza.name() == "presence") {
-    co_await deliver_presence(*this, std::move(stanza));
-    co_return;
-  }
-  auto to = xmpp::Jid::parse(stanza.attr("to"));
-  if (!to) co_return;
   std::string type(stanza.attr("type"));
   if (type.empty()) type = "normal";
   auto bounce = [&](std::string_view condition) { this->bounce(stanza, condition); };
-  if (stanza.name() != "message") co_return;
   const bool to_full = !to->is_bare();
   // RFC 6121 §8.5.3.2.1: to an unbound full JID, only normal and chat fall back to the bare JID.
   if (to_full && type != "normal" && type != "chat") {
@@ -492,10 +520,9 @@ awaitable<void> Server::deliver(xml::Element stanza) {
     co_return;
   }
   if (type == "error" || type == "headline") co_return;
-  // No available resource: offline storage (XEP-0160) if the account exists.
-  std::string user = to->local();
-  bool stored = co_await store_offline(*this, user, stanza);
-  if (!stored) bounce("service-unavailable");
+  // No available resource: the offline module stores it (XEP-0160) if the account exists.
+  if (co_await run_hooks(Hook::kMessageUndelivered, std::move(from), stanza)) co_return;
+  bounce("service-unavailable");
 }
 
 std::vector<SessionPtr> Server::message_targets(const xmpp::Jid& to, std::string_view type) {
@@ -553,12 +580,19 @@ std::string with_from(std::string_view received, const C2sSession& from) {
 
 }  // namespace
 
-bool Server::instant_targets(std::string_view to_attr, std::string_view type,
-                             std::vector<SessionPtr>& targets) const {
+bool Server::instant_targets(std::string_view from_user, std::string_view to_attr,
+                             std::string_view type, std::vector<SessionPtr>& targets) const {
   // The common case needs neither the store nor a coroutine: a chat to a contact who is online
   // (RFC 6121 §8.5.2.1.1, §8.5.3.1). Anything else takes handle_stanza().
+  //
+  // This path runs no module hook. A module that must see messages (carbons, the archive) opts
+  // in by setting AccountFlag kSeesMessages on the account with set_account_flags(): a message
+  // from or to a flagged account then takes handle_stanza() and meets the kMessageOut and
+  // kMessageIn hooks. While no account is flagged, the check below is one relaxed atomic load.
   targets.clear();
   if (to_attr.empty() || type == "groupchat") return false;
+  const bool any_flagged = flagged_accounts_.load(std::memory_order_relaxed) != 0;
+  if (any_flagged && (account_flags(from_user) & kSeesMessages) != 0) return false;
   std::string_view bare;
   std::string_view full;  // empty for a bare JID
   std::string bare_buf;
@@ -566,11 +600,13 @@ bool Server::instant_targets(std::string_view to_attr, std::string_view type,
   if (const auto view = xmpp::canonical_jid(to_attr)) {
     // Already prepared (nearly always): looked up as it came, nothing built.
     if (view->local.empty() || view->domain != cfg_.domain) return false;
+    if (any_flagged && (account_flags(view->local) & kSeesMessages) != 0) return false;
     bare = view->bare;
     if (!view->resource.empty()) full = to_attr;
   } else {
     const auto to = xmpp::Jid::parse(to_attr);
     if (!to || !is_local(*to) || to->local().empty()) return false;
+    if (any_flagged && (account_flags(to->local()) & kSeesMessages) != 0) return false;
     bare_buf = to->bare_str();
     bare = bare_buf;
     if (!to->is_bare()) {
@@ -610,7 +646,9 @@ std::vector<SessionPtr>& instant_targets_buffer() {
 bool Server::route_message_now(const C2sSession& from, xml::Element& stanza,
                                std::string_view received) {
   std::vector<SessionPtr>& targets = instant_targets_buffer();
-  if (!instant_targets(stanza.attr("to"), stanza.attr("type"), targets)) return false;
+  if (!instant_targets(from.username(), stanza.attr("to"), stanza.attr("type"), targets)) {
+    return false;
+  }
   // A 'from' the client put there is replaced (RFC 6120 §8.1.2.1): that takes the element.
   if (!received.empty() && received.front() == '<' && !stanza.has_attr("from")) {
     send_to_all(targets, with_from(received, from));
@@ -625,7 +663,7 @@ bool Server::forward_message_now(const C2sSession& from, std::string_view to, st
                                  std::string_view received) {
   if (received.empty() || received.front() != '<') return false;
   std::vector<SessionPtr>& targets = instant_targets_buffer();
-  if (!instant_targets(to, type, targets)) return false;
+  if (!instant_targets(from.username(), to, type, targets)) return false;
   send_to_all(targets, with_from(received, from));
   return true;
 }
@@ -644,15 +682,6 @@ awaitable<void> Server::route_iq(SessionPtr from, xml::Element iq) {
   const bool is_request = type == "get" || type == "set";
   if (!is_request && type != "result" && type != "error") {
     send_to(from, xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
-    co_return;
-  }
-  // The components live on shard 0: their handlers run there.
-  if (to && upload_ && to->is_domain() && to->domain() == upload_->jid()) {
-    co_await on_shard0(upload_->handle_iq(from, std::move(iq)));
-    co_return;
-  }
-  if (to && proxy65_ && to->is_domain() && to->domain() == proxy65_->jid()) {
-    co_await on_shard0(proxy65_->handle_iq(from, std::move(iq)));
     co_return;
   }
   if (to && !is_local(*to)) {
@@ -681,12 +710,16 @@ awaitable<void> Server::route_iq(SessionPtr from, xml::Element iq) {
     send_to(from, xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
     co_return;
   }
-  auto it = iq_handlers_.find(payloads[0]->xmlns());
-  if (it == iq_handlers_.end()) {
+  // To the server (no 'to', or the domain) or to an account's bare JID (RFC 6120 §10.3.3): the
+  // module registered for the payload's namespace, this type and this target answers.
+  const Target target = !to || to->is_domain() ? kToServer : kToAccount;
+  const IqHandler* handler = registry_.iq_handler(payloads[0]->xmlns(), type, target);
+  if (handler == nullptr) {
+    // RFC 6120 §8.4: a request nobody here understands.
     send_to(from, xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
     co_return;
   }
-  co_await it->second(from, std::move(iq));
+  co_await (*handler)(from, std::move(iq));
 }
 
 }  // namespace kabar::server

@@ -1,5 +1,5 @@
-// The server: listeners, the session directory (router), storage threads, and the stanza
-// handlers each feature folder registers.
+// The server: listeners, the session directory (router), storage threads, and the registry of
+// the modules (modules/<feature>/, core/module.h) whose handlers and hooks the router runs.
 //
 // Threading (ARCHITECTURE.md): N shards, each an event loop on its own thread. A connection is
 // handed to one shard when it is accepted and lives there for good; only that shard's thread
@@ -32,7 +32,9 @@
 #include "net/shard.h"
 #include "server/auth_throttle.h"
 #include "server/config.h"
+#include "server/core/clock.h"
 #include "server/core/cpu_pool.h"
+#include "server/core/module.h"
 #include "store/store.h"
 #include "xml/element.h"
 #include "xmpp/jid.h"
@@ -43,10 +45,7 @@ namespace asio = boost::asio;
 using asio::awaitable;
 
 class C2sSession;
-class Proxy65;
 class HttpServer;
-class Upload;
-using SessionPtr = std::shared_ptr<C2sSession>;
 
 // A shard (net/shard.h) with the c2s sessions living on it.
 struct Shard : net::Shard {
@@ -59,12 +58,21 @@ struct ResourceView {
   SessionPtr session;
   bool available = false;  // has sent initial presence and not gone unavailable
   int priority = 0;
-  bool roster_requested = false;                 // "interested resource" (RFC 6121 §2.1.6)
+  std::uint32_t flags = 0;                       // ResourceFlag bits modules set
   std::shared_ptr<const xml::Element> presence;  // its last available presence, 'to' removed
 };
 
-// An IQ handler for one payload namespace. `iq` has 'from' stamped with the sender's full JID.
-using IqHandler = std::function<awaitable<void>(SessionPtr, xml::Element)>;
+// Flags modules keep in the session directory, where every shard can read them.
+// Of one bound resource:
+enum ResourceFlag : std::uint32_t {
+  kRosterInterested = 1u << 0,  // asked for the roster: an "interested resource" (RFC 6121 §2.1.6)
+};
+// Of a local account, by username (kept while any module wants them, online or not):
+enum AccountFlag : std::uint32_t {
+  // A module must see this account's messages, sent and received (carbons, the archive): they
+  // take the full path with its hooks instead of the byte fast path. See instant_targets().
+  kSeesMessages = 1u << 0,
+};
 
 class Server {
  public:
@@ -83,8 +91,20 @@ class Server {
   std::size_t shard_count() const { return shards_.size(); }
   asio::ssl::context& tls() { return tls_; }
   AuthThrottle& throttle() { return throttle_; }
-  std::int64_t now_ms() const;
+  // Time and randomness for the server and its modules; tests put fixed ones in before start().
+  const Clock& clock() const { return *clock_; }
+  Random& random() { return *random_; }
+  void set_clock(std::unique_ptr<Clock> c) { clock_ = std::move(c); }
+  void set_random(std::unique_ptr<Random> r) { random_ = std::move(r); }
+  std::int64_t now_ms() const { return clock_->now_ms(); }
   std::int64_t started_ms() const { return started_ms_; }
+  // What the modules registered (read-only once start() has run).
+  const ModuleRegistry& modules() const { return registry_; }
+  // Unit tests: this store instead of the SQLite one start() opens (and no start() needed for
+  // db() then).
+  void use_store(std::unique_ptr<store::Store> st) { store_ = std::move(st); }
+  // Store calls posted and not yet handed back to their loop (unit tests wait for 0).
+  int db_pending() const { return db_pending_.load(std::memory_order_acquire); }
 
   // Runs `f(store)` on the storage thread and resumes on the I/O thread with its result.
   // Exceptions thrown by `f` (store::StoreError) are rethrown in the caller.
@@ -111,9 +131,14 @@ class Server {
   // caller replaces it and tries again: the check and the bind are one step under the lock).
   SessionPtr bind(const SessionPtr& s);
   void unbind(C2sSession* s);
-  // Copies a session's presence state (available, priority, last_presence, roster_requested)
-  // into the directory; the session calls it on its own shard after changing any of them.
+  // Copies a session's presence state (available, priority, last_presence) into the
+  // directory; the session calls it on its own shard after changing any of them.
   void publish(const C2sSession& s);
+  // Sets (`on`) or clears ResourceFlag `bits` of a bound session.
+  void set_resource_flags(const C2sSession& s, std::uint32_t bits, bool on);
+  // Sets or clears AccountFlag `bits` of the local account `user`.
+  void set_account_flags(std::string_view user, std::uint32_t bits, bool on);
+  std::uint32_t account_flags(std::string_view user) const;
   // Bound sessions of an account (empty if none).
   std::vector<SessionPtr> sessions_of(const std::string& bare) const;
   // The same with what the directory knows of each.
@@ -140,17 +165,15 @@ class Server {
   void message_targets(std::string_view bare, std::string_view type,
                        std::vector<SessionPtr>& targets) const;
   // Delivers a stanza addressed to a local account or resource, as if from the network
-  // (RFC 6121 §8.5 rules). `stanza` has from/to set.
-  awaitable<void> deliver(xml::Element stanza);
-
-  // The SOCKS5 bytestreams proxy component, when configured (nullptr otherwise).
-  const Proxy65* proxy65() const { return proxy65_.get(); }
-  // The HTTP file-upload component, when an HTTP listener is configured (nullptr otherwise).
-  const Upload* upload() const { return upload_.get(); }
-
-  void register_iq(std::string xmlns, IqHandler h) {
-    iq_handlers_[std::move(xmlns)] = std::move(h);
-  }
+  // (RFC 6121 §8.5 rules), through the kMessageIn/kPresenceIn hooks. `stanza` has from/to set;
+  // `from` is the sending session when it is local and on this shard.
+  awaitable<void> deliver(xml::Element stanza, SessionPtr from = nullptr);
+  // Runs the hooks of `point` in order; true when one stopped the stanza.
+  awaitable<bool> run_hooks(Hook point, SessionPtr from, xml::Element& stanza);
+  // Runs every handler of `event` for `s` (a failing one is logged; the others still run).
+  awaitable<void> fire(SessionEvent event, SessionPtr s);
+  // HTTP listener, when configured (the upload module serves on it); nullptr otherwise.
+  HttpServer* http() const { return http_.get(); }
 
   // Sends a stanza to one session (serialized once).
   static void send_to(const SessionPtr& s, const xml::Element& stanza);
@@ -173,7 +196,7 @@ class Server {
   awaitable<void> end_replaced(SessionPtr old);
   void stop_shard(Shard& shard);
   void setup_tls();
-  awaitable<void> route_message(xml::Element stanza);
+  awaitable<void> route_message(SessionPtr from, xml::Element stanza);
   awaitable<void> route_iq(SessionPtr from, xml::Element stanza);
 
   asio::io_context& io_;
@@ -197,16 +220,21 @@ class Server {
       bound_;  // bare JID -> resources
   // Where a message to `to` of `type` goes at once (a chat to a contact who is online), into
   // `targets` (cleared first); false, `targets` empty, when it must take handle_stanza().
-  bool instant_targets(std::string_view to, std::string_view type,
+  // `from`: the sender's username (its AccountFlags may send the message down the full path).
+  bool instant_targets(std::string_view from, std::string_view to, std::string_view type,
                        std::vector<SessionPtr>& targets) const;
-  std::unordered_map<std::string, IqHandler> iq_handlers_;
+  ModuleRegistry registry_;
+  std::unique_ptr<Clock> clock_ = std::make_unique<SystemClock>();
+  std::unique_ptr<Random> random_ = std::make_unique<SystemRandom>();
+  // AccountFlags by username (guarded by dir_mu_), and how many accounts have any: while none
+  // has, the fast path reads only this counter.
+  std::unordered_map<std::string, std::uint32_t, StringHash, std::equal_to<>> account_flags_;
+  std::atomic<std::size_t> flagged_accounts_{0};
+  std::atomic<int> db_pending_{0};
   AuthThrottle throttle_;
   std::int64_t started_ms_ = 0;
   std::atomic<bool> stopping_{false};
-  std::unique_ptr<Proxy65> proxy65_;
   std::unique_ptr<HttpServer> http_;
-  std::unique_ptr<Upload> upload_;
-  std::int64_t last_upload_sweep_ms_ = 0;
   // A connection silent this long between stanzas gives its XML parser back (hibernate()).
   static constexpr std::int64_t kHibernateAfterMs = 2000;
 };
@@ -233,6 +261,7 @@ auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
         [this, fn](auto handler) mutable {
           std::unique_ptr<F> owned(fn);
           auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
+          db_pending_.fetch_add(1, std::memory_order_acq_rel);
           asio::post(store_pool_, [this, owned = std::move(owned), handler = std::move(handler),
                                    io_ex]() mutable {
             std::exception_ptr ep;
@@ -246,6 +275,7 @@ auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
                        [handler = std::move(handler), ep, result = std::move(result)]() mutable {
                          std::move(handler)(ep, std::move(result));
                        });
+            db_pending_.fetch_sub(1, std::memory_order_acq_rel);
           });
         },
         asio::use_awaitable);

@@ -1,6 +1,7 @@
-// The storage interface. Backends: SQLite (embedded default, store/sqlite_store.*); PostgreSQL
-// later. Calls are synchronous and may block: the server calls them on its storage threads, never
-// on a shard's I/O thread. Backend failures (disk full, corrupt file) throw StoreError.
+// The storage interfaces, one per feature. Backends: SQLite (embedded default,
+// store/sqlite_store.*), in memory for unit tests (store/memory_store.cc); PostgreSQL later.
+// Calls are synchronous and may block: the server calls them on its storage threads, never on a
+// shard's I/O thread. Backend failures (disk full, corrupt file) throw StoreError.
 #pragma once
 
 #include <cstdint>
@@ -43,8 +44,8 @@ struct RosterItem {
 };
 
 struct OfflineMessage {
-  std::int64_t id = 0;  // increasing in arrival order
-  std::string stanza;   // serialized <message/>, as routed
+  std::int64_t id = 0;        // increasing in arrival order
+  std::string stanza;         // serialized <message/>, as routed
   std::int64_t stamp_ms = 0;  // arrival time, Unix milliseconds
 };
 
@@ -53,20 +54,29 @@ struct LastActivity {
   std::string status;
 };
 
-class Store {
- public:
-  virtual ~Store() = default;
+// One interface per feature, so a module (and its unit test) names only the storage it uses.
+// Every time the store records is passed in by the caller (created_unix, stamp_ms, logout_unix):
+// the store reads no clock, so a test's fake clock decides every stamp.
 
-  // Accounts.
+// Accounts and their SCRAM credentials.
+class AccountStore {
+ public:
+  virtual ~AccountStore() = default;
   virtual bool create_account(const Account& a) = 0;  // false: the username is taken
   virtual std::optional<Account> account(std::string_view username) = 0;
   virtual bool set_credentials(const Account& a) = 0;  // false: no such account
   // Removes the account and everything it owns (roster, offline queue, vcard, last activity).
   virtual bool delete_account(std::string_view username) = 0;
   virtual std::vector<std::string> list_accounts() = 0;  // sorted
+};
 
-  // Rosters with a version (XEP-0237) that changes on every change to the user's roster.
-  virtual std::vector<RosterItem> roster(std::string_view username) = 0;
+// Rosters with a version (XEP-0237) that changes on every change to the user's roster. Versions
+// come from one sequence for all users and are never handed out twice, even to an account
+// deleted and registered again (its clients may still cache the old roster and version).
+class RosterStore {
+ public:
+  virtual ~RosterStore() = default;
+  virtual std::vector<RosterItem> roster(std::string_view username) = 0;  // sorted by contact
   virtual std::optional<RosterItem> roster_item(std::string_view username,
                                                 std::string_view contact) = 0;
   // Adds or replaces; returns the roster's new version.
@@ -75,8 +85,12 @@ class Store {
   virtual std::optional<std::int64_t> remove_roster_item(std::string_view username,
                                                          std::string_view contact) = 0;
   virtual std::int64_t roster_version(std::string_view username) = 0;
+};
 
-  // Offline messages (XEP-0160), kept in arrival order.
+// Offline messages (XEP-0160), kept in arrival order; ids increase and are never reused.
+class OfflineStore {
+ public:
+  virtual ~OfflineStore() = default;
   virtual std::size_t offline_count(std::string_view username) = 0;
   // Stores one message unless the user already has `limit` stored; nullopt when full.
   virtual std::optional<std::int64_t> push_offline(std::string_view username,
@@ -85,21 +99,42 @@ class Store {
   virtual std::vector<OfflineMessage> offline_messages(std::string_view username) = 0;
   // Deletes the given messages (after their delivery is certain).
   virtual void delete_offline(std::string_view username, const std::vector<std::int64_t>& ids) = 0;
+};
 
-  // vcard-temp (XEP-0054): the serialized <vCard/> element, or nullopt.
+// vcard-temp (XEP-0054): the serialized <vCard/> element, or nullopt.
+class VcardStore {
+ public:
+  virtual ~VcardStore() = default;
   virtual std::optional<std::string> vcard(std::string_view username) = 0;
   virtual void set_vcard(std::string_view username, std::string_view vcard_xml) = 0;
+};
 
-  // Last activity (XEP-0012).
+// Last activity (XEP-0012).
+class LastActivityStore {
+ public:
+  virtual ~LastActivityStore() = default;
   virtual std::optional<LastActivity> last_activity(std::string_view username) = 0;
   virtual void set_last_activity(std::string_view username, const LastActivity& last) = 0;
+};
 
-  // Schema version applied (migrations run at open).
+// Everything a backend provides. The server hands modules this (Server::db()); a module that
+// needs only a part names only that interface in its own functions.
+class Store : public AccountStore,
+              public RosterStore,
+              public OfflineStore,
+              public VcardStore,
+              public LastActivityStore {
+ public:
+  ~Store() override = default;
+  // Schema version applied (migrations run at open); 0 for a backend without a schema.
   virtual int schema_version() = 0;
 };
 
 // Opens (creating if needed) `data_dir/kabar.db` in WAL mode and applies pending migrations.
 // Throws StoreError on failure.
 std::unique_ptr<Store> open_sqlite_store(const std::filesystem::path& data_dir);
+// An in-memory backend with the same behaviour (store/memory_store.cc), for unit tests: nothing
+// persists, and it may be used from one thread at a time.
+std::unique_ptr<Store> make_memory_store();
 
 }  // namespace kabar::store

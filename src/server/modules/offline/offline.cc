@@ -105,4 +105,33 @@ awaitable<void> deliver_offline(Server& s, SessionPtr to) {
   spdlog::info("offline: delivering {} stored messages to {}", messages.size(), to->jid().str());
 }
 
+namespace {
+
+class OfflineModule final : public Module {
+ public:
+  std::string_view name() const override { return "offline"; }
+
+  void setup(ModuleContext& ctx) override {
+    Server& s = ctx.server();
+    ctx.disco_feature(ns::kOffline);
+    // A message no resource can take now is stored if the account exists and has room; if not,
+    // the router bounces it (service-unavailable).
+    ctx.hook(Hook::kMessageUndelivered,
+             [&s](SessionPtr, xml::Element& message) -> awaitable<HookResult> {
+               auto to = xmpp::Jid::parse(message.attr("to"));
+               if (!to || to->local().empty()) co_return HookResult::kContinue;
+               const bool stored = co_await store_offline(s, to->local(), message);
+               co_return stored ? HookResult::kStop : HookResult::kContinue;
+             });
+    // XEP-0160: stored messages go to the first resource with non-negative priority.
+    ctx.on(SessionEvent::kAvailable, [&s](SessionPtr to) -> awaitable<void> {
+      if (to->priority >= 0) co_await deliver_offline(s, std::move(to));
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_offline_module() { return std::make_unique<OfflineModule>(); }
+
 }  // namespace kabar::server

@@ -3,10 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <set>
 
 #include "server/c2s_session.h"
 #include "server/features.h"
-#include "server/roster/roster_items.h"
+#include "server/modules/roster/roster_items.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
@@ -19,6 +20,11 @@ using xmpp::Subscription;
 using xmpp::SubscriptionType;
 
 namespace {
+
+// What the presence module keeps per session (session->ext<PresenceState>()).
+struct PresenceState {
+  std::set<std::string> directed_to;  // full/bare JIDs given directed presence (RFC 6121 §4.6)
+};
 
 bool has_from(const xmpp::SubState& st) {
   return st.sub == Subscription::kFrom || st.sub == Subscription::kBoth;
@@ -256,14 +262,15 @@ awaitable<void> broadcast(Server& s, const SessionPtr& who, const xml::Element& 
   }
   if (!sender_got_it && !who->closed()) shared.send(who, who->jid().str());
   if (include_directed) {
-    for (const auto& target : who->directed_to) {
+    auto& directed_to = who->ext<PresenceState>().directed_to;
+    for (const auto& target : directed_to) {
       auto jid = xmpp::Jid::parse(target);
       if (!jid) continue;
       xml::Element copy = p;
       copy.set_attr("to", target);
       co_await s.deliver(std::move(copy));
     }
-    who->directed_to.clear();
+    directed_to.clear();
   }
 }
 
@@ -309,9 +316,9 @@ awaitable<void> handle_presence(Server& s, SessionPtr from, xml::Element p) {
     auto to = xmpp::Jid::parse(p.attr("to"));
     if (!to || !s.is_local(*to)) co_return;
     if (type.empty()) {
-      from->directed_to.insert(to->str());
+      from->ext<PresenceState>().directed_to.insert(to->str());
     } else if (type == "unavailable") {
-      from->directed_to.erase(to->str());
+      from->ext<PresenceState>().directed_to.erase(to->str());
     }
     co_await s.deliver(std::move(p));
     co_return;
@@ -346,8 +353,8 @@ awaitable<void> handle_presence(Server& s, SessionPtr from, xml::Element p) {
   co_await broadcast(s, from, p, false);
   if (initial) {
     co_await initial_presence(s, from);
-    // XEP-0160: stored messages go to the first resource with non-negative priority.
-    if (priority >= 0) co_await deliver_offline(s, from);
+    // The offline module delivers stored messages here (XEP-0160).
+    co_await s.fire(SessionEvent::kAvailable, from);
   }
 }
 
@@ -372,5 +379,47 @@ awaitable<void> broadcast_unavailable(Server& s, SessionPtr who, xml::Element pr
   s.publish(*who);
   co_await broadcast(s, who, presence, true);
 }
+
+namespace {
+
+// After every other hook: presence processing ends a presence stanza's way.
+constexpr int kLast = 1000;
+
+class PresenceModule final : public Module {
+ public:
+  std::string_view name() const override { return "presence"; }
+
+  void setup(ModuleContext& ctx) override {
+    Server& s = ctx.server();
+    // RFC 6121 §3.4: subscription pre-approval is announced as a stream feature.
+    ctx.stream_feature(xml::Element("sub", ns::kPreApproval));
+    ctx.hook(
+        Hook::kPresenceOut,
+        [&s](SessionPtr from, xml::Element& p) -> awaitable<HookResult> {
+          co_await handle_presence(s, std::move(from), std::move(p));
+          co_return HookResult::kStop;
+        },
+        kLast);
+    ctx.hook(
+        Hook::kPresenceIn,
+        [&s](SessionPtr, xml::Element& p) -> awaitable<HookResult> {
+          co_await deliver_presence(s, std::move(p));
+          co_return HookResult::kStop;
+        },
+        kLast);
+    // §4.5.2: a session that ends while available goes unavailable for everyone who saw it.
+    ctx.on(SessionEvent::kClosed, [&s](SessionPtr who) -> awaitable<void> {
+      if (!who->available) co_return;
+      xml::Element unavailable("presence", ns::kClient);
+      unavailable.set_attr("type", "unavailable");
+      unavailable.set_attr("from", who->jid().str());
+      co_await broadcast_unavailable(s, who, std::move(unavailable));
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_presence_module() { return std::make_unique<PresenceModule>(); }
 
 }  // namespace kabar::server

@@ -1,6 +1,6 @@
 // In-band registration (XEP-0077): account creation before authentication (when enabled),
 // password change and account removal after it.
-#include "server/register/register.h"
+#include "server/modules/register/register.h"
 
 #include <spdlog/spdlog.h>
 
@@ -72,8 +72,11 @@ awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& i
   co_return xmpp::make_iq_result(iq);
 }
 
-void register_register(Server& s) {
-  s.register_iq(ns::kRegister, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
+void register_register(ModuleContext& ctx) {
+  Server& s = ctx.server();
+  // XEP-0077 §8: announced only where in-band registration is on.
+  if (ctx.config().allow_registration) ctx.disco_feature(ns::kRegister);
+  ctx.iq(ns::kRegister, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
     std::string_view to = iq.attr("to");
     if (!to.empty() && to != s.config().domain) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
@@ -125,5 +128,17 @@ void register_register(Server& s) {
     from->send(xmpp::make_iq_result(iq));
   });
 }
+
+namespace {
+
+class RegisterModule final : public Module {
+ public:
+  std::string_view name() const override { return "register"; }
+  void setup(ModuleContext& ctx) override { register_register(ctx); }
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_register_module() { return std::make_unique<RegisterModule>(); }
 
 }  // namespace kabar::server

@@ -8,7 +8,7 @@
 
 #include "server/c2s_session.h"
 #include "server/features.h"
-#include "server/proxy65/proxy65.h"
+#include "server/modules/proxy65/proxy65.h"
 #include "xmpp/scram.h"
 #include "xmpp/stanza.h"
 
@@ -64,7 +64,8 @@ awaitable<void> services(Server& s, SessionPtr from, xml::Element iq) {
     for (const auto& svc : s.config().external_services) {
       if (want.empty() || want == svc.type) add_service(s, out, svc, user);
     }
-    if (const Proxy65* p = s.proxy65(); p != nullptr && (want.empty() || want == "socks5")) {
+    if (const Proxy65* p = s.modules().service<Proxy65>();
+        p != nullptr && (want.empty() || want == "socks5")) {
       xml::Element& e = out.add_child("service", kExtdisco);
       e.set_attr("type", "socks5");
       e.set_attr("host", p->host());
@@ -100,10 +101,24 @@ awaitable<void> services(Server& s, SessionPtr from, xml::Element iq) {
 
 }  // namespace
 
-void register_extdisco(Server& s) {
-  s.register_iq(kExtdisco, [&s](SessionPtr from, xml::Element iq) {
+void register_extdisco(ModuleContext& ctx) {
+  Server& s = ctx.server();
+  ctx.disco_feature(kExtdisco);
+  ctx.iq(kExtdisco, [&s](SessionPtr from, xml::Element iq) {
     return services(s, std::move(from), std::move(iq));
   });
 }
+
+namespace {
+
+class ExtdiscoModule final : public Module {
+ public:
+  std::string_view name() const override { return "extdisco"; }
+  void setup(ModuleContext& ctx) override { register_extdisco(ctx); }
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_extdisco_module() { return std::make_unique<ExtdiscoModule>(); }
 
 }  // namespace kabar::server

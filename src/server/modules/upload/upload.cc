@@ -1,4 +1,4 @@
-#include "server/upload/upload.h"
+#include "server/modules/upload/upload.h"
 
 #include <spdlog/spdlog.h>
 
@@ -208,7 +208,7 @@ awaitable<void> Upload::handle_iq(SessionPtr from, xml::Element iq) {
                                           std::to_string(cfg.upload_quota) + " bytes in use"));
     co_return;
   }
-  const std::string secret = hex(xmpp::random_bytes(16));
+  const std::string secret = hex(server_.random().bytes(16));
   slots_[secret] = Slot{owner, filename, std::string(q->attr("content-type")), size,
                         server_.now_ms() + kSlotLifetimeMs};
   used_[owner] += size;

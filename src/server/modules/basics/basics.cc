@@ -1,4 +1,6 @@
 // Software version (XEP-0092), ping (XEP-0199) and last activity (XEP-0012).
+#include <spdlog/spdlog.h>
+
 #include "server/c2s_session.h"
 #include "server/features.h"
 #include "xmpp/namespaces.h"
@@ -30,8 +32,28 @@ bool to_server(const xml::Element& iq) {
 
 }  // namespace
 
-void register_basics(Server& s) {
-  s.register_iq(ns::kVersion, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
+void register_basics(ModuleContext& ctx) {
+  Server& s = ctx.server();
+  ctx.disco_feature(ns::kVersion);
+  ctx.disco_feature(ns::kPing);
+  ctx.disco_feature(ns::kLast, kToServerOrAccount);
+  // RFC 6121 Appendix E: session establishment is offered as <optional/>.
+  xml::Element session_feature("session", ns::kSession);
+  session_feature.add_child("optional", ns::kSession);
+  ctx.stream_feature(std::move(session_feature));
+  // XEP-0012 §4: once an account's last resource has gone, that time is its last activity.
+  ctx.on(SessionEvent::kClosed, [&s](SessionPtr who) -> awaitable<void> {
+    if (!s.sessions_of(who->jid().bare_str()).empty()) co_return;
+    std::string user = who->username();
+    store::LastActivity last{s.now_ms() / 1000, {}};
+    try {
+      auto op = [user, last](store::Store& st) { st.set_last_activity(user, last); };
+      co_await s.db(std::move(op));
+    } catch (const std::exception& e) {
+      spdlog::error("last activity for {}: {}", user, e.what());
+    }
+  });
+  ctx.iq(ns::kVersion, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
     if (!to_server(iq) || iq.attr("type") != "get") {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;
@@ -44,21 +66,21 @@ void register_basics(Server& s) {
   });
   // RFC 3921 §3 session establishment: advertised as <optional/> in the stream features
   // (RFC 6121 Appendix E), so older clients still send it and expect an empty result.
-  s.register_iq(ns::kSession, [](SessionPtr from, xml::Element iq) -> awaitable<void> {
+  ctx.iq(ns::kSession, [](SessionPtr from, xml::Element iq) -> awaitable<void> {
     if (!to_server(iq) || iq.attr("type") != "set") {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;
     }
     from->send(xmpp::make_iq_result(iq));
   });
-  s.register_iq(ns::kPing, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
+  ctx.iq(ns::kPing, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
     if (!to_server_or_self(iq, from) || iq.attr("type") != "get") {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;
     }
     from->send(xmpp::make_iq_result(iq));
   });
-  s.register_iq(ns::kLast, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
+  ctx.iq(ns::kLast, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
     if (iq.attr("type") != "get") {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "not-allowed"));
       co_return;
@@ -114,5 +136,17 @@ void register_basics(Server& s) {
     from->send(reply);
   });
 }
+
+namespace {
+
+class BasicsModule final : public Module {
+ public:
+  std::string_view name() const override { return "basics"; }
+  void setup(ModuleContext& ctx) override { register_basics(ctx); }
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_basics_module() { return std::make_unique<BasicsModule>(); }
 
 }  // namespace kabar::server

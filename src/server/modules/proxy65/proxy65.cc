@@ -1,4 +1,4 @@
-#include "server/proxy65/proxy65.h"
+#include "server/modules/proxy65/proxy65.h"
 
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>

@@ -9,8 +9,10 @@ namespace kabar::server {
 
 namespace ns = xmpp::ns;
 
-void register_vcard(Server& s) {
-  s.register_iq(ns::kVcard, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
+void register_vcard(ModuleContext& ctx) {
+  Server& s = ctx.server();
+  ctx.disco_feature(ns::kVcard, kToServerOrAccount);
+  ctx.iq(ns::kVcard, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
     auto to = iq.has_attr("to") ? xmpp::Jid::parse(iq.attr("to")) : std::optional<xmpp::Jid>();
     if (to && to->is_domain()) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
@@ -56,5 +58,17 @@ void register_vcard(Server& s) {
     from->send_raw(std::move(bytes));
   });
 }
+
+namespace {
+
+class VcardModule final : public Module {
+ public:
+  std::string_view name() const override { return "vcard"; }
+  void setup(ModuleContext& ctx) override { register_vcard(ctx); }
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_vcard_module() { return std::make_unique<VcardModule>(); }
 
 }  // namespace kabar::server

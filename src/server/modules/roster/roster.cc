@@ -5,7 +5,7 @@
 
 #include "server/c2s_session.h"
 #include "server/features.h"
-#include "server/roster/roster_items.h"
+#include "server/modules/roster/roster_items.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 
@@ -34,7 +34,7 @@ void push_roster_item(Server& s, const std::string& user, const store::RosterIte
                       std::int64_t version, bool removed) {
   if (!item.in_roster && !removed) return;
   for (auto& r : s.resources_of(bare_of(s, user))) {
-    if (!r.roster_requested) continue;
+    if ((r.flags & kRosterInterested) == 0) continue;
     const SessionPtr& session = r.session;
     xml::Element iq("iq", ns::kClient);
     iq.set_attr("type", "set");
@@ -61,8 +61,7 @@ namespace {
 
 awaitable<void> roster_get(Server& s, SessionPtr from, xml::Element iq) {
   const std::string user = from->username();
-  from->roster_requested = true;
-  s.publish(*from);
+  s.set_resource_flags(*from, kRosterInterested, true);
   const xml::Element* q = iq.child("query", ns::kRoster);
   std::string client_ver(q->attr("ver"));
   bool has_ver = q->has_attr("ver");
@@ -166,10 +165,19 @@ awaitable<void> roster_set(Server& s, SessionPtr from, xml::Element iq) {
   push_roster_item(s, user, item, version);
 }
 
-}  // namespace
+class RosterModule final : public Module {
+ public:
+  std::string_view name() const override { return "roster"; }
+  void setup(ModuleContext& ctx) override;
+};
 
-void register_roster(Server& s) {
-  s.register_iq(ns::kRoster, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
+void RosterModule::setup(ModuleContext& ctx) {
+  Server& s = ctx.server();
+  ctx.disco_feature(ns::kRoster);
+  ctx.disco_feature(ns::kRosterVer);
+  // XEP-0237 §2: roster versioning is announced as a stream feature.
+  ctx.stream_feature(xml::Element("ver", ns::kRosterVer));
+  ctx.iq(ns::kRoster, [&s](SessionPtr from, xml::Element iq) -> awaitable<void> {
     // RFC 6121 §2.1.5: only the user's own roster, addressed to no one or to the bare JID.
     std::string_view to = iq.attr("to");
     if (!to.empty() && to != from->jid().bare_str()) {
@@ -183,5 +191,9 @@ void register_roster(Server& s) {
     }
   });
 }
+
+}  // namespace
+
+std::unique_ptr<Module> make_roster_module() { return std::make_unique<RosterModule>(); }
 
 }  // namespace kabar::server

@@ -1,9 +1,9 @@
 // Service discovery (XEP-0030) for the server and for accounts.
+#include "server/modules/disco/disco.h"
+
 #include "server/c2s_session.h"
 #include "server/features.h"
-#include "server/proxy65/proxy65.h"
-#include "server/roster/roster_items.h"
-#include "server/upload/upload.h"
+#include "server/modules/roster/roster_items.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 
@@ -37,20 +37,8 @@ awaitable<void> disco_info(Server& s, SessionPtr from, xml::Element iq) {
     from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found"));
     co_return;
   }
-  xml::Element& query = reply.add_child("query", ns::kDiscoInfo);
   if (!to || to->is_domain()) {
-    xml::Element& id = query.add_child("identity", ns::kDiscoInfo);
-    id.set_attr("category", "server");
-    id.set_attr("type", "im");
-    id.set_attr("name", "kabar");
-    for (const char* f : {ns::kDiscoInfo, ns::kDiscoItems, ns::kVersion, ns::kPing, ns::kLast,
-                          ns::kVcard, ns::kOffline, ns::kRoster, ns::kRosterVer}) {
-      query.add_child("feature", ns::kDiscoInfo).set_attr("var", f);
-    }
-    if (s.config().allow_registration) {
-      query.add_child("feature", ns::kDiscoInfo).set_attr("var", ns::kRegister);
-    }
-    query.add_child("feature", ns::kDiscoInfo).set_attr("var", "urn:xmpp:extdisco:2");
+    reply.add_child(disco_info_query(s.modules(), kToServer));
     from->send(reply);
     co_return;
   }
@@ -62,12 +50,7 @@ awaitable<void> disco_info(Server& s, SessionPtr from, xml::Element iq) {
     from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
     co_return;
   }
-  xml::Element& id = query.add_child("identity", ns::kDiscoInfo);
-  id.set_attr("category", "account");
-  id.set_attr("type", "registered");
-  for (const char* f : {ns::kDiscoInfo, ns::kDiscoItems, ns::kVcard, ns::kLast}) {
-    query.add_child("feature", ns::kDiscoInfo).set_attr("var", f);
-  }
+  reply.add_child(disco_info_query(s.modules(), kToAccount));
   from->send(reply);
 }
 
@@ -93,29 +76,58 @@ awaitable<void> disco_items(Server& s, SessionPtr from, xml::Element iq) {
   }
   xml::Element reply = xmpp::make_iq_result(iq);
   xml::Element& query = reply.add_child("query", ns::kDiscoItems);
-  // The server's components (XEP-0030 §4): the file-transfer proxy, when there is one.
-  if ((!to || to->is_domain()) && s.upload() != nullptr) {
-    xml::Element& item = query.add_child("item", ns::kDiscoItems);
-    item.set_attr("jid", s.upload()->jid());
-    item.set_attr("name", "HTTP File Upload");
-  }
-  if ((!to || to->is_domain()) && s.proxy65() != nullptr) {
-    xml::Element& item = query.add_child("item", ns::kDiscoItems);
-    item.set_attr("jid", s.proxy65()->jid());
-    item.set_attr("name", "SOCKS5 Bytestreams Service");
+  // The server's components (XEP-0030 §4): those the modules registered.
+  if (!to || to->is_domain()) {
+    for (const Component* c : s.modules().components()) {
+      xml::Element& item = query.add_child("item", ns::kDiscoItems);
+      item.set_attr("jid", c->jid());
+      item.set_attr("name", c->disco_name());
+    }
   }
   from->send(reply);
 }
 
 }  // namespace
 
-void register_disco(Server& s) {
-  s.register_iq(ns::kDiscoInfo, [&s](SessionPtr from, xml::Element iq) {
-    return disco_info(s, std::move(from), std::move(iq));
-  });
-  s.register_iq(ns::kDiscoItems, [&s](SessionPtr from, xml::Element iq) {
-    return disco_items(s, std::move(from), std::move(iq));
-  });
+xml::Element disco_info_query(const ModuleRegistry& registry, Target target) {
+  xml::Element query("query", ns::kDiscoInfo);
+  for (const DiscoIdentity& i : registry.disco_identities(target)) {
+    xml::Element& id = query.add_child("identity", ns::kDiscoInfo);
+    id.set_attr("category", i.category);
+    id.set_attr("type", i.type);
+    if (!i.name.empty()) id.set_attr("name", i.name);
+  }
+  for (const std::string& f : registry.disco_features(target)) {
+    query.add_child("feature", ns::kDiscoInfo).set_attr("var", f);
+  }
+  return query;
 }
+
+namespace {
+
+class DiscoModule final : public Module {
+ public:
+  std::string_view name() const override { return "disco"; }
+
+  void setup(ModuleContext& ctx) override {
+    Server& s = ctx.server();
+    // XEP-0030 §3.1: the server is a server/im; §3.1 and RFC 6121: the server answers for an
+    // account's bare JID, which is an account/registered.
+    ctx.disco_identity({"server", "im", "kabar"}, kToServer);
+    ctx.disco_identity({"account", "registered", ""}, kToAccount);
+    ctx.disco_feature(ns::kDiscoInfo, kToServerOrAccount);
+    ctx.disco_feature(ns::kDiscoItems, kToServerOrAccount);
+    ctx.iq(ns::kDiscoInfo, [&s](SessionPtr from, xml::Element iq) {
+      return disco_info(s, std::move(from), std::move(iq));
+    });
+    ctx.iq(ns::kDiscoItems, [&s](SessionPtr from, xml::Element iq) {
+      return disco_items(s, std::move(from), std::move(iq));
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_disco_module() { return std::make_unique<DiscoModule>(); }
 
 }  // namespace kabar::server

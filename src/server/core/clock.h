@@ -1,0 +1,39 @@
+// Time and randomness as the server and its modules see them: interfaces, so unit tests run on a
+// fixed clock and a predictable generator (ARCHITECTURE.md: tests are deterministic).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "xmpp/scram.h"
+
+namespace kabar::server {
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual std::int64_t now_ms() const = 0;  // Unix time, milliseconds
+};
+
+class Random {
+ public:
+  virtual ~Random() = default;
+  virtual std::string bytes(std::size_t n) = 0;  // for secrets: must be unpredictable
+};
+
+class SystemClock final : public Clock {
+ public:
+  std::int64_t now_ms() const override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+};
+
+class SystemRandom final : public Random {
+ public:
+  std::string bytes(std::size_t n) override { return xmpp::random_bytes(n); }
+};
+
+}  // namespace kabar::server

@@ -1,0 +1,27 @@
+// The one place kabard's modules are listed. Adding a XEP: a folder under modules/ with its
+// module and its test, and one line here (README, "Adding a XEP").
+#include "server/core/module.h"
+#include "server/features.h"
+#include "server/modules/time/time.h"
+
+namespace kabar::server {
+
+std::vector<std::unique_ptr<Module>> make_modules() {
+  std::vector<std::unique_ptr<Module>> m;
+  // Order matters where two modules handle the same event: presence broadcasts a closing
+  // session's unavailable presence before basics records the account's last activity.
+  m.push_back(make_roster_module());
+  m.push_back(make_presence_module());
+  m.push_back(make_offline_module());
+  m.push_back(make_disco_module());
+  m.push_back(make_basics_module());
+  m.push_back(make_vcard_module());
+  m.push_back(make_register_module());
+  m.push_back(make_extdisco_module());
+  m.push_back(make_proxy65_module());
+  m.push_back(make_upload_module());
+  m.push_back(make_time_module());
+  return m;
+}
+
+}  // namespace kabar::server

@@ -1,0 +1,172 @@
+// The in-memory backend of Store, for unit tests: the same contract as SqliteStore (the store
+// tests run against both), with nothing on disk. Not thread-safe: one thread at a time, as the
+// server's storage thread uses a store.
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "store/store.h"
+
+namespace kabar::store {
+namespace {
+
+class MemoryStore final : public Store {
+ public:
+  // Accounts.
+
+  bool create_account(const Account& a) override { return accounts_.emplace(a.username, a).second; }
+
+  std::optional<Account> account(std::string_view username) override {
+    auto it = accounts_.find(username);
+    if (it == accounts_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  bool set_credentials(const Account& a) override {
+    auto it = accounts_.find(a.username);
+    if (it == accounts_.end()) return false;
+    it->second.sha1 = a.sha1;
+    it->second.sha256 = a.sha256;  // the creation time is not a credential
+    return true;
+  }
+
+  bool delete_account(std::string_view username) override {
+    const bool existed = accounts_.erase(std::string(username)) == 1;
+    // Like SqliteStore: everything under the name goes, with or without an account row.
+    rosters_.erase(std::string(username));
+    versions_.erase(std::string(username));
+    offline_.erase(std::string(username));
+    vcards_.erase(std::string(username));
+    last_.erase(std::string(username));
+    return existed;
+  }
+
+  std::vector<std::string> list_accounts() override {
+    std::vector<std::string> names;
+    names.reserve(accounts_.size());
+    for (const auto& [name, a] : accounts_) names.push_back(name);
+    return names;  // std::map: sorted as std::string's operator< sorts
+  }
+
+  // Rosters.
+
+  std::vector<RosterItem> roster(std::string_view username) override {
+    std::vector<RosterItem> items;
+    auto it = rosters_.find(username);
+    if (it == rosters_.end()) return items;
+    for (const auto& [contact, item] : it->second) items.push_back(item);
+    return items;
+  }
+
+  std::optional<RosterItem> roster_item(std::string_view username,
+                                        std::string_view contact) override {
+    auto it = rosters_.find(username);
+    if (it == rosters_.end()) return std::nullopt;
+    auto item = it->second.find(contact);
+    if (item == it->second.end()) return std::nullopt;
+    return item->second;
+  }
+
+  std::int64_t put_roster_item(std::string_view username, const RosterItem& item) override {
+    RosterItem stored = item;
+    // Duplicate groups collapse, order kept (RFC 6121 §2.1.2.2), as SqliteStore stores them.
+    std::set<std::string> seen;
+    std::erase_if(stored.groups, [&seen](const std::string& g) { return !seen.insert(g).second; });
+    rosters_[std::string(username)].insert_or_assign(item.jid, std::move(stored));
+    return bump_version(username);
+  }
+
+  std::optional<std::int64_t> remove_roster_item(std::string_view username,
+                                                 std::string_view contact) override {
+    auto it = rosters_.find(username);
+    if (it == rosters_.end()) return std::nullopt;
+    auto item = it->second.find(contact);
+    if (item == it->second.end()) return std::nullopt;
+    it->second.erase(item);
+    return bump_version(username);
+  }
+
+  std::int64_t roster_version(std::string_view username) override {
+    auto it = versions_.find(username);
+    return it == versions_.end() ? 0 : it->second;
+  }
+
+  // Offline messages.
+
+  std::size_t offline_count(std::string_view username) override {
+    auto it = offline_.find(username);
+    return it == offline_.end() ? 0 : it->second.size();
+  }
+
+  std::optional<std::int64_t> push_offline(std::string_view username, std::string_view stanza,
+                                           std::int64_t stamp_ms, std::size_t limit) override {
+    auto& queue = offline_[std::string(username)];
+    if (queue.size() >= limit) return std::nullopt;
+    queue.push_back(OfflineMessage{++last_offline_id_, std::string(stanza), stamp_ms});
+    return last_offline_id_;
+  }
+
+  std::vector<OfflineMessage> offline_messages(std::string_view username) override {
+    auto it = offline_.find(username);
+    if (it == offline_.end()) return {};
+    return it->second;
+  }
+
+  void delete_offline(std::string_view username, const std::vector<std::int64_t>& ids) override {
+    auto it = offline_.find(username);
+    if (it == offline_.end()) return;
+    const std::set<std::int64_t> gone(ids.begin(), ids.end());
+    std::erase_if(it->second, [&gone](const OfflineMessage& m) { return gone.contains(m.id); });
+  }
+
+  // vcard-temp and last activity.
+
+  std::optional<std::string> vcard(std::string_view username) override {
+    auto it = vcards_.find(username);
+    if (it == vcards_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void set_vcard(std::string_view username, std::string_view vcard_xml) override {
+    vcards_.insert_or_assign(std::string(username), std::string(vcard_xml));
+  }
+
+  std::optional<LastActivity> last_activity(std::string_view username) override {
+    auto it = last_.find(username);
+    if (it == last_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void set_last_activity(std::string_view username, const LastActivity& last) override {
+    last_.insert_or_assign(std::string(username), last);
+  }
+
+  int schema_version() override { return 0; }
+
+ private:
+  std::int64_t bump_version(std::string_view username) {
+    // One sequence for every user, never reset: see RosterStore.
+    versions_.insert_or_assign(std::string(username), ++last_version_);
+    return last_version_;
+  }
+
+  template <typename V>
+  using ByName = std::map<std::string, V, std::less<>>;
+
+  ByName<Account> accounts_;
+  ByName<ByName<RosterItem>> rosters_;  // sorted by contact, as SqliteStore returns them
+  ByName<std::int64_t> versions_;
+  ByName<std::vector<OfflineMessage>> offline_;
+  ByName<std::string> vcards_;
+  ByName<LastActivity> last_;
+  std::int64_t last_version_ = 0;
+  std::int64_t last_offline_id_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> make_memory_store() { return std::make_unique<MemoryStore>(); }
+
+}  // namespace kabar::store

@@ -1,0 +1,381 @@
+// The contract every Store backend keeps, run against SQLite and the in-memory fake: a module
+// unit-tested against the fake sees what kabard's SQLite store would do.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "store/store.h"
+#include "store_test_util.h"
+
+namespace kabar::store {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace kabar::store::testing;
+
+enum class Backend { kSqlite, kMemory };
+
+class StoreContractTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Backend::kSqlite) {
+      std::string tmpl = (fs::temp_directory_path() / "kabar-store-contract-XXXXXX").string();
+      ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+      root_ = tmpl;
+    }
+    open();
+  }
+  void TearDown() override {
+    store_.reset();
+    if (!root_.empty()) {
+      std::error_code ec;
+      fs::remove_all(root_, ec);
+    }
+  }
+  void open() {
+    store_ =
+        GetParam() == Backend::kSqlite ? open_sqlite_store(root_ / "data") : make_memory_store();
+  }
+  // SQLite: closes and opens the file again (what persists must). The fake keeps its one copy.
+  void reopen() {
+    if (GetParam() == Backend::kSqlite) {
+      store_.reset();
+      open();
+    }
+  }
+
+  fs::path root_;
+  std::unique_ptr<Store> store_;
+};
+
+// Accounts.
+
+TEST_P(StoreContractTest, AccountCreateGet) {
+  Account a = make_account("alice");
+  ASSERT_TRUE(store_->create_account(a));
+  auto got = store_->account("alice");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->username, "alice");
+  expect_same(got->sha1, a.sha1);
+  expect_same(got->sha256, a.sha256);
+  EXPECT_EQ(got->created_unix, 1700000000);
+  EXPECT_FALSE(store_->account("bob"));
+  EXPECT_FALSE(store_->account("Alice"));  // the store compares exactly; callers nodeprep
+}
+
+TEST_P(StoreContractTest, AccountEmptyBlobsRoundTrip) {
+  Account a{"empty", {}, {}, 0};
+  ASSERT_TRUE(store_->create_account(a));
+  auto got = store_->account("empty");
+  ASSERT_TRUE(got);
+  expect_same(got->sha1, ScramCredentials{});
+  expect_same(got->sha256, ScramCredentials{});
+}
+
+TEST_P(StoreContractTest, AccountCreateConflictKeepsTheOriginal) {
+  ASSERT_TRUE(store_->create_account(make_account("alice", 'a')));
+  EXPECT_FALSE(store_->create_account(make_account("alice", 'z', 5)));
+  auto got = store_->account("alice");
+  ASSERT_TRUE(got);
+  expect_same(got->sha1, creds('a', 4096));
+  EXPECT_EQ(got->created_unix, 1700000000);
+}
+
+TEST_P(StoreContractTest, AccountSetCredentials) {
+  ASSERT_TRUE(store_->create_account(make_account("alice", 'a')));
+  Account changed = make_account("alice", 'q', 99);
+  ASSERT_TRUE(store_->set_credentials(changed));
+  auto got = store_->account("alice");
+  ASSERT_TRUE(got);
+  expect_same(got->sha1, changed.sha1);
+  expect_same(got->sha256, changed.sha256);
+  EXPECT_EQ(got->created_unix, 1700000000);  // creation time is not a credential
+  EXPECT_FALSE(store_->set_credentials(make_account("nobody")));
+  EXPECT_FALSE(store_->account("nobody"));
+}
+
+TEST_P(StoreContractTest, AccountDeleteAndList) {
+  EXPECT_TRUE(store_->list_accounts().empty());
+  for (const char* n : {"zed", "alice", "mallory", "bob"}) {
+    ASSERT_TRUE(store_->create_account(make_account(n)));
+  }
+  EXPECT_EQ(store_->list_accounts(), (std::vector<std::string>{"alice", "bob", "mallory", "zed"}));
+  EXPECT_TRUE(store_->delete_account("mallory"));
+  EXPECT_FALSE(store_->delete_account("mallory"));
+  EXPECT_FALSE(store_->account("mallory"));
+  EXPECT_EQ(store_->list_accounts(), (std::vector<std::string>{"alice", "bob", "zed"}));
+  // The name is free again.
+  EXPECT_TRUE(store_->create_account(make_account("mallory")));
+}
+
+TEST_P(StoreContractTest, DeleteAccountCascades) {
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  ASSERT_TRUE(store_->create_account(make_account("bob")));
+  for (const char* user : {"alice", "bob"}) {
+    store_->put_roster_item(user, item("x@example.com", {"G1", "G2"}));
+    store_->put_roster_item(user, item("y@example.com"));
+    ASSERT_TRUE(store_->push_offline(user, "<message/>", 1, 10));
+    store_->set_vcard(user, "<vCard/>");
+    store_->set_last_activity(user, {5, "bye"});
+  }
+  ASSERT_TRUE(store_->delete_account("alice"));
+  EXPECT_FALSE(store_->account("alice"));
+  EXPECT_TRUE(store_->roster("alice").empty());
+  EXPECT_FALSE(store_->roster_item("alice", "x@example.com"));
+  EXPECT_EQ(store_->roster_version("alice"), 0);
+  EXPECT_EQ(store_->offline_count("alice"), 0u);
+  EXPECT_TRUE(store_->offline_messages("alice").empty());
+  EXPECT_FALSE(store_->vcard("alice"));
+  EXPECT_FALSE(store_->last_activity("alice"));
+
+  // bob is untouched.
+  EXPECT_TRUE(store_->account("bob"));
+  ASSERT_EQ(store_->roster("bob").size(), 2u);
+  EXPECT_EQ(store_->roster("bob")[0].groups, (std::vector<std::string>{"G1", "G2"}));
+  EXPECT_EQ(store_->offline_count("bob"), 1u);
+  EXPECT_TRUE(store_->vcard("bob"));
+  EXPECT_TRUE(store_->last_activity("bob"));
+
+  // A re-registered alice starts empty.
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  EXPECT_TRUE(store_->roster("alice").empty());
+  EXPECT_EQ(store_->offline_count("alice"), 0u);
+}
+
+// Rosters.
+
+TEST_P(StoreContractTest, RosterPutGetRemoveWithVersions) {
+  EXPECT_EQ(store_->roster_version("alice"), 0);
+  EXPECT_TRUE(store_->roster("alice").empty());
+
+  std::int64_t v1 = store_->put_roster_item("alice", item("bob@example.com"));
+  EXPECT_GT(v1, 0);
+  EXPECT_EQ(store_->roster_version("alice"), v1);
+  std::int64_t v2 = store_->put_roster_item("alice", item("carol@example.com"));
+  EXPECT_GT(v2, v1);
+  EXPECT_EQ(store_->roster_version("alice"), v2);
+
+  // Replacing an item is a change too.
+  RosterItem renamed = item("bob@example.com");
+  renamed.name = "Bobby";
+  std::int64_t v3 = store_->put_roster_item("alice", renamed);
+  EXPECT_GT(v3, v2);
+  auto got = store_->roster_item("alice", "bob@example.com");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->name, "Bobby");
+  EXPECT_EQ(store_->roster("alice").size(), 2u);
+
+  auto v4 = store_->remove_roster_item("alice", "bob@example.com");
+  ASSERT_TRUE(v4);
+  EXPECT_GT(*v4, v3);
+  EXPECT_EQ(store_->roster_version("alice"), *v4);
+  EXPECT_FALSE(store_->roster_item("alice", "bob@example.com"));
+
+  // Removing a missing item changes nothing.
+  EXPECT_FALSE(store_->remove_roster_item("alice", "bob@example.com"));
+  EXPECT_FALSE(store_->remove_roster_item("nobody", "bob@example.com"));
+  EXPECT_EQ(store_->roster_version("alice"), *v4);
+  EXPECT_EQ(store_->roster_version("nobody"), 0);
+
+  ASSERT_EQ(store_->roster("alice").size(), 1u);
+  EXPECT_EQ(store_->roster("alice")[0].jid, "carol@example.com");
+}
+
+TEST_P(StoreContractTest, RosterIsPerUserAndSortedByContact) {
+  store_->put_roster_item("alice", item("zoe@example.com"));
+  store_->put_roster_item("alice", item("adam@example.com"));
+  store_->put_roster_item("bob", item("mike@example.com"));
+  auto r = store_->roster("alice");
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].jid, "adam@example.com");
+  EXPECT_EQ(r[1].jid, "zoe@example.com");
+  EXPECT_EQ(store_->roster("bob").size(), 1u);
+  EXPECT_FALSE(store_->roster_item("bob", "adam@example.com"));
+}
+
+TEST_P(StoreContractTest, RosterGroupsRoundTrip) {
+  store_->put_roster_item("alice", item("bob@example.com", {"Work", "Friends", "Ünïcode, \"q\""}));
+  store_->put_roster_item("alice", item("carol@example.com", {}));
+  store_->put_roster_item("alice", item("dave@example.com", {"B", "A", "B"}));
+
+  auto bob = store_->roster_item("alice", "bob@example.com");
+  ASSERT_TRUE(bob);
+  EXPECT_EQ(bob->groups, (std::vector<std::string>{"Work", "Friends", "Ünïcode, \"q\""}));
+  EXPECT_TRUE(store_->roster_item("alice", "carol@example.com")->groups.empty());
+  // Duplicates collapse (RFC 6121 §2.1.2.2), order kept.
+  EXPECT_EQ(store_->roster_item("alice", "dave@example.com")->groups,
+            (std::vector<std::string>{"B", "A"}));
+
+  auto all = store_->roster("alice");
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].groups, bob->groups);
+  EXPECT_TRUE(all[1].groups.empty());
+  EXPECT_EQ(all[2].groups, (std::vector<std::string>{"B", "A"}));
+
+  // Replacing the item replaces its groups.
+  store_->put_roster_item("alice", item("bob@example.com", {"Family"}));
+  EXPECT_EQ(store_->roster_item("alice", "bob@example.com")->groups,
+            std::vector<std::string>{"Family"});
+  store_->put_roster_item("alice", item("bob@example.com"));
+  EXPECT_TRUE(store_->roster_item("alice", "bob@example.com")->groups.empty());
+}
+
+TEST_P(StoreContractTest, RosterSubStateRoundTrip) {
+  int n = 0;
+  for (Subscription sub :
+       {Subscription::kNone, Subscription::kTo, Subscription::kFrom, Subscription::kBoth}) {
+    for (int flags = 0; flags < 8; ++flags) {
+      SubState s{sub, (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0};
+      std::string jid = "c" + std::to_string(n++) + "@example.com";
+      RosterItem it = item(jid, {}, s);
+      it.pending_in_stanza = s.pending_in ? "<presence type='subscribe' from='" + jid + "'/>" : "";
+      store_->put_roster_item("alice", it);
+      auto got = store_->roster_item("alice", jid);
+      ASSERT_TRUE(got);
+      EXPECT_EQ(got->state, s) << jid;
+      EXPECT_EQ(got->name, it.name);
+      EXPECT_EQ(got->pending_in_stanza, it.pending_in_stanza);
+    }
+  }
+  reopen();
+  EXPECT_EQ(store_->roster("alice").size(), 32u);
+}
+
+TEST_P(StoreContractTest, RosterKeepsEntriesOutsideTheVisibleRoster) {
+  // A pending inbound request without a roster item (RFC 6121 §3.1.3) is stored, flagged.
+  RosterItem pending = item("eve@example.com", {}, SubState{Subscription::kNone, false, true});
+  pending.in_roster = false;
+  pending.pending_in_stanza = "<presence type='subscribe'/>";
+  store_->put_roster_item("alice", pending);
+  store_->put_roster_item("alice", item("bob@example.com"));
+  auto got = store_->roster_item("alice", "eve@example.com");
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(got->in_roster);
+  EXPECT_TRUE(store_->roster_item("alice", "bob@example.com")->in_roster);
+  auto all = store_->roster("alice");
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_TRUE(all[0].in_roster);   // bob
+  EXPECT_FALSE(all[1].in_roster);  // eve
+  pending.in_roster = true;
+  store_->put_roster_item("alice", pending);
+  EXPECT_TRUE(store_->roster_item("alice", "eve@example.com")->in_roster);
+}
+
+TEST_P(StoreContractTest, RosterVersionNeverReusedAfterAccountDeletion) {
+  // A client may still cache the deleted account's roster under its last version.
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  store_->put_roster_item("alice", item("bob@example.com"));
+  std::int64_t old_version = store_->put_roster_item("alice", item("carol@example.com"));
+  ASSERT_TRUE(store_->delete_account("alice"));
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  EXPECT_GT(store_->put_roster_item("alice", item("dave@example.com")), old_version);
+  reopen();
+  EXPECT_GT(store_->put_roster_item("alice", item("erin@example.com")), old_version + 1);
+}
+
+// Offline messages.
+
+TEST_P(StoreContractTest, OfflineKeepsArrivalOrder) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    auto id = store_->push_offline("alice", "<message id='" + std::to_string(i) + "'/>",
+                                   1000 - i,  // stamps out of order: order is by arrival
+                                   100);
+    ASSERT_TRUE(id);
+    if (!ids.empty()) {
+      EXPECT_GT(*id, ids.back());
+    }
+    ids.push_back(*id);
+  }
+  ASSERT_TRUE(store_->push_offline("bob", "<message id='bob'/>", 7, 100));
+  auto msgs = store_->offline_messages("alice");
+  ASSERT_EQ(msgs.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(msgs[i].id, ids[i]);
+    EXPECT_EQ(msgs[i].stanza, "<message id='" + std::to_string(i) + "'/>");
+    EXPECT_EQ(msgs[i].stamp_ms, 1000 - i);
+  }
+  EXPECT_EQ(store_->offline_count("alice"), 5u);
+  EXPECT_EQ(store_->offline_count("bob"), 1u);
+  EXPECT_EQ(store_->offline_count("carol"), 0u);
+}
+
+TEST_P(StoreContractTest, OfflineLimit) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(store_->push_offline("alice", "<m/>", i, 3));
+  EXPECT_FALSE(store_->push_offline("alice", "<m/>", 4, 3));
+  EXPECT_EQ(store_->offline_count("alice"), 3u);
+  // The limit is per user.
+  EXPECT_TRUE(store_->push_offline("bob", "<m/>", 4, 3));
+  // A larger limit lets more in; zero lets nothing in.
+  EXPECT_TRUE(store_->push_offline("alice", "<m/>", 5, 4));
+  EXPECT_FALSE(store_->push_offline("carol", "<m/>", 5, 0));
+  EXPECT_EQ(store_->offline_count("carol"), 0u);
+  EXPECT_TRUE(store_->push_offline("carol", "<m/>", 5, static_cast<std::size_t>(-1)));
+}
+
+TEST_P(StoreContractTest, OfflineDelete) {
+  std::vector<std::int64_t> ids;
+  ids.reserve(4);
+  for (int i = 0; i < 4; ++i) ids.push_back(*store_->push_offline("alice", "<m/>", i, 4));
+  auto bob_id = *store_->push_offline("bob", "<m/>", 0, 4);
+
+  store_->delete_offline("alice", {ids[0], ids[2]});
+  auto left = store_->offline_messages("alice");
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[0].id, ids[1]);
+  EXPECT_EQ(left[1].id, ids[3]);
+
+  // Unknown ids, and another user's ids, are ignored.
+  store_->delete_offline("alice", {bob_id, 999999});
+  store_->delete_offline("alice", {});
+  EXPECT_EQ(store_->offline_count("alice"), 2u);
+  EXPECT_EQ(store_->offline_count("bob"), 1u);
+
+  // Room again below the limit; ids are never reused.
+  auto fresh = store_->push_offline("alice", "<m/>", 9, 4);
+  ASSERT_TRUE(fresh);
+  EXPECT_GT(*fresh, bob_id);
+  store_->delete_offline("alice", {ids[1], ids[3], *fresh});
+  EXPECT_EQ(store_->offline_count("alice"), 0u);
+  auto after = store_->push_offline("alice", "<m/>", 10, 4);
+  ASSERT_TRUE(after);
+  EXPECT_GT(*after, *fresh);
+}
+
+// vcard-temp and last activity.
+
+TEST_P(StoreContractTest, Vcard) {
+  EXPECT_FALSE(store_->vcard("alice"));
+  store_->set_vcard("alice", "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>");
+  EXPECT_EQ(store_->vcard("alice"), "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>");
+  store_->set_vcard("alice", "<vCard xmlns='vcard-temp'/>");
+  EXPECT_EQ(store_->vcard("alice"), "<vCard xmlns='vcard-temp'/>");
+  EXPECT_FALSE(store_->vcard("bob"));
+}
+
+TEST_P(StoreContractTest, LastActivity) {
+  EXPECT_FALSE(store_->last_activity("alice"));
+  store_->set_last_activity("alice", {1700000000, "Going to bed"});
+  auto got = store_->last_activity("alice");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->logout_unix, 1700000000);
+  EXPECT_EQ(got->status, "Going to bed");
+  store_->set_last_activity("alice", {1700000100, ""});
+  got = store_->last_activity("alice");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->logout_unix, 1700000100);
+  EXPECT_EQ(got->status, "");
+  EXPECT_FALSE(store_->last_activity("bob"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kMemory),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param == Backend::kSqlite ? "Sqlite" : "Memory";
+                         });
+
+}  // namespace
+}  // namespace kabar::store

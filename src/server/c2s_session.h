@@ -90,6 +90,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // jid_str() as an attribute value needs no character references (nearly always).
   bool jid_str_plain() const { return jid_plain_; }
   bool bound() const { return bound_; }
+  // Stream negotiation is under way: the negotiator is held (freed once bound).
+  bool negotiating() const { return negotiator_ != nullptr; }
   bool authenticated() const { return !username_.empty(); }
   const std::string& username() const { return username_; }
   bool available = false;  // has sent initial presence and not gone unavailable

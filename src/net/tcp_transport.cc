@@ -394,11 +394,12 @@ void TcpTransport::wait_writable(bool for_read) {
                    [keep = handler_->keep_alive(), this](const boost::system::error_code& ec) {
                      write_waiting_ = false;
                      if (handler_ == nullptr) return;  // abandoned
-                     if (!ec && !closed_ && !failed_) {
-                       // What we hold goes first; the handler hears once it is out.
-                       const WriteStatus st = rec_   ? write_held_rec()
-                                              : ssl_ ? write_held_ssl()
-                                                     : WriteStatus::kDone;
+                     if (!ec && !closed_) {
+                       // What we hold goes first (after a failure too: our alert, sealed
+                       // already); the handler hears once it is out.
+                       const WriteStatus st = rec_               ? write_held_rec()
+                                              : ssl_ && !failed_ ? write_held_ssl()
+                                                                 : WriteStatus::kDone;
                        if (st == WriteStatus::kBlocked) return;
                      }
                      handler_->on_writable();

@@ -383,7 +383,9 @@ void C2sSession::negotiation_events_now() {
 awaitable<void> C2sSession::negotiate() {
   using Kind = xmpp::stream::Event::Kind;
   while (negotiator_ && negotiator_->has_events()) {
-    for (xmpp::stream::Event& ev : negotiator_->take_events()) {
+    // A named vector, not a temporary in the range-for: it lives across the co_awaits below.
+    std::vector<xmpp::stream::Event> events = negotiator_->take_events();
+    for (xmpp::stream::Event& ev : events) {
       // Closed meanwhile (a stream error from elsewhere, the connection gone): nothing more.
       if (closing_) co_return;
       if (negotiation_event(ev)) continue;

@@ -94,6 +94,28 @@ TEST_F(SessionTest, StartTlsThroughTheTransport) {
   EXPECT_FALSE(s->closed());
 }
 
+TEST_F(SessionTest, DirectTlsOffersSaslWithChannelBinding) {
+  net::TestTransport* t = nullptr;
+  auto s = open(t);
+  // XEP-0368: the handshake is done before the stream starts; TLS 1.2 has tls-unique.
+  net::Security sec;
+  sec.tls = true;
+  sec.tls_version = 0x0303;
+  sec.tls_unique = "0123456789ab";
+  t->set_security(sec);
+  t->push(
+      "<?xml version='1.0'?><stream:stream to='example.com' version='1.0' "
+      "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+  const std::string out = t->take_written();
+  EXPECT_EQ(out.find("<starttls"), std::string::npos) << "secure already: " << out;
+  EXPECT_NE(out.find("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>"
+                     "SCRAM-SHA-256-PLUS</mechanism>"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("<channel-binding type='tls-unique'/>"), std::string::npos) << out;
+  EXPECT_FALSE(s->closed());
+}
+
 TEST_F(SessionTest, BadXmlIsAStreamError) {
   net::TestTransport* t = nullptr;
   auto s = open(t);

@@ -17,15 +17,25 @@ namespace ns = xmpp::ns;
 namespace {
 
 constexpr std::size_t kMaxQueuedBytes = 4 * 1024 * 1024;  // a reader this far behind is dropped
-constexpr int kMaxSaslFailuresPerStream = 3;
 
 std::atomic<std::uint64_t> g_serial{0};
 
 // Buffers per write (one sendmsg).
 constexpr std::size_t kMaxBuffers = 64;
 
-xml::Element sasl_element(std::string_view name) {
-  return xml::Element(std::string(name), ns::kSasl);
+// What the negotiator offers and allows: the server's configuration, and next to <bind/> the
+// stream features the modules registered (legacy session, roster versioning, pre-approval, ...).
+xmpp::stream::ServerOptions negotiator_options(const Server& server) {
+  const Config& cfg = server.config();
+  xmpp::stream::ServerOptions o;
+  o.domain = cfg.domain;
+  o.tls_available = true;  // kabard always has a certificate (generated when none is given)
+  o.allow_plaintext = cfg.allow_plaintext;
+  o.allow_registration = cfg.allow_registration;
+  o.bound_features = server.modules().stream_features();
+  // RFC 6120 §6.4.5: the stream is closed after this many failed attempts.
+  o.max_auth_failures = 3;
+  return o;
 }
 
 }  // namespace
@@ -34,7 +44,8 @@ C2sSession::C2sSession(Server& server, Shard& shard, std::unique_ptr<net::Transp
     : server_(server),
       shard_(shard),
       transport_(std::move(transport)),
-      parser_(*this, xml::StreamLimits{server.config().max_stanza_bytes, 32, 64, kKeptBytes}) {
+      parser_(*this, xml::StreamLimits{server.config().max_stanza_bytes, 32, 64, kKeptBytes}),
+      negotiator_(std::make_unique<xmpp::stream::ServerNegotiator>(negotiator_options(server))) {
   serial_ = ++g_serial;
   peer_addr_ = transport_->peer_address();
   created_ms = last_read_ms = server.now_ms();
@@ -56,7 +67,7 @@ bool C2sSession::bind_for_test(const xmpp::Jid& full) {
   jid_plain_ = escaped == jid_str_;
   if (server_.bind(shared_from_this())) return false;
   bound_ = true;
-  phase_ = Phase::kBound;
+  negotiator_.reset();
   stream_open_ = true;
   return true;
 }
@@ -154,7 +165,6 @@ void C2sSession::attach(std::unique_ptr<net::Transport> transport) {
   header += "'>";
   feed(header);
   continuing_stream_ = false;
-  phase_ = Phase::kBound;
   stream_open_ = true;
   out_.rewind();
   spdlog::info("c2s #{} {}: {} attached; {} stanzas to write again", serial_, peer_addr_, jid_str_,
@@ -207,17 +217,23 @@ awaitable<void> C2sSession::begin_tls() {
   co_await wait_drained();
   if (transport_closed()) throw boost::system::system_error(asio::error::connection_aborted);
   inbox_.clear();
-  phase_ = Phase::kTlsHandshake;
   co_await transport_->start_tls();
   parser_.reset();
-  phase_ = Phase::kWaitStream;
-  stream_open_ = false;
+  // RFC 6120 §5.4.3.3: the negotiator restarts the stream; SCRAM -PLUS binds to this channel.
+  const std::string& cb = transport_->security().tls_unique;
+  negotiator_->tls_established(cb.empty() ? "" : "tls-unique", cb);
+  negotiation_events_now();
 }
 
 bool C2sSession::feed(std::string_view bytes) {
   auto r = parser_.feed(bytes);
   if (r.status == xml::StreamParser::Status::kOk) return true;
   inbox_.clear();
+  if (negotiator_) {
+    negotiator_->parse_error(r.error, r.message);
+    negotiation_events_now();
+    return false;
+  }
   switch (r.error) {
     case xml::ParseError::kRestrictedXml:
       stream_error("restricted-xml");
@@ -232,91 +248,22 @@ bool C2sSession::feed(std::string_view bytes) {
 }
 
 void C2sSession::on_stream_open(const xml::Element& header, std::string_view default_xmlns) {
-  if (continuing_stream_) return;
-  // RFC 6120 §4.7: answer with our own header, even when about to send a stream error.
-  stream_id_ = xmpp::base64_encode(xmpp::random_bytes(12));
-  std::string out = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='";
-  out += ns::kStream;
-  out += "' id='";
-  out += stream_id_;
-  out += "' from='";
-  xml::escape_attr(server_.config().domain, out);
-  out += "' version='1.0' xml:lang='en'>";
-  send_stream_level(std::move(out));
-  stream_open_ = true;
-
-  if (header.name() != "stream" || header.xmlns() != ns::kStream) {
-    stream_error("invalid-namespace");
-    return;
+  // attach(): the new connection's stream is open already. A bound stream has no more headers.
+  if (continuing_stream_ || !negotiator_) return;
+  // Direct TLS (XEP-0368): the handshake was done before the first byte of the stream.
+  if (secure() && !negotiator_->secure()) {
+    const std::string& cb = transport_->security().tls_unique;
+    negotiator_->tls_established(cb.empty() ? "" : "tls-unique", cb);
   }
-  if (default_xmlns != ns::kClient) {
-    stream_error("invalid-namespace", "only jabber:client streams are served here");
-    return;
-  }
-  std::string_view to = header.attr("to");
-  auto to_jid = xmpp::Jid::parse(to);
-  if (!to_jid || to_jid->domain() != server_.config().domain || !to_jid->is_domain()) {
-    stream_error("host-unknown");
-    return;
-  }
-  std::string_view version = header.attr("version");
-  if (version.empty() || version[0] < '1') {
-    stream_error("unsupported-version");
-    return;
-  }
-  phase_ = bound_ ? Phase::kBound : Phase::kNegotiating;
-  send_features();
-}
-
-void C2sSession::send_features() {
-  const bool secure = this->secure();
-  const std::string& tls_unique = transport_->security().tls_unique;
-  const Config& cfg = server_.config();
-  xml::Element f("features", ns::kStream);
-  if (!authenticated()) {
-    if (!secure) {
-      xml::Element& st = f.add_child("starttls", ns::kTls);
-      if (!cfg.allow_plaintext) st.add_child("required", ns::kTls);
-    }
-    if (secure || cfg.allow_plaintext) {
-      xml::Element& mechs = f.add_child("mechanisms", ns::kSasl);
-      if (!tls_unique.empty()) {
-        mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-256-PLUS");
-        mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-1-PLUS");
-        // XEP-0440: which channel-binding type the -PLUS mechanisms use here.
-        f.add_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
-            .add_child("channel-binding", "urn:xmpp:sasl-cb:0")
-            .set_attr("type", "tls-unique");
-      }
-      mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-256");
-      mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-1");
-      mechs.add_child("mechanism", ns::kSasl).add_text("PLAIN");
-      if (cfg.allow_registration) f.add_child("register", ns::kRegisterFeature);
-    }
-  } else {
-    f.add_child("bind", ns::kBind);
-    for (const xml::Element& feature : server_.modules().stream_features()) f.add_child(feature);
-  }
-  // The features element lives in the stream namespace: serialize with "stream:" prefix.
-  std::string body = xml::serialize(f, ns::kStream);
-  // serialize() writes <features xmlns=...>; rewrite the outer tag with the stream prefix.
-  std::string out = "<stream:features>";
-  std::size_t start = body.find('>');
-  if (body.size() >= 2 && body[start - 1] == '/') {
-    out += "</stream:features>";
-  } else {
-    out += body.substr(start + 1, body.size() - (start + 1) - std::string("</features>").size());
-    out += "</stream:features>";
-  }
-  send_stream_level(std::move(out));
+  negotiator_->stream_opened(header, default_xmlns);
+  negotiation_events_now();
 }
 
 // A message that can be delivered now goes from the parser's callback, as the bytes it was
 // received in, without a coroutine: a chat to a contact who is online. Anything else, and
 // everything after it (to keep the order), goes to process_batch().
 bool C2sSession::routable_now(std::string_view name, std::string_view xmlns) const {
-  return inbox_.empty() && phase_ == Phase::kBound && !closing_ && name == "message" &&
-         xmlns == ns::kClient;
+  return inbox_.empty() && bound_ && !closing_ && name == "message" && xmlns == ns::kClient;
 }
 
 bool C2sSession::wants_bytes(const xml::ElementHead& head) {
@@ -355,59 +302,179 @@ void C2sSession::on_element(xml::Element&& element) {
 void C2sSession::on_stream_close() { peer_closed_ = true; }
 
 awaitable<void> C2sSession::process(xml::Element el) {
-  if (phase_ == Phase::kBound) {
-    if (el.xmlns() != ns::kClient ||
-        (el.name() != "message" && el.name() != "presence" && el.name() != "iq")) {
-      stream_error("unsupported-stanza-type");
-      co_return;
-    }
-    // RFC 6120 §8.1.2.1: the server stamps the full JID of the sender.
-    el.set_attr("from", jid_.str());
-    co_await server_.handle_stanza(shared_from_this(), std::move(el));
+  if (!bound_) {
+    negotiator_->element(std::move(el));
+    co_await negotiate();
     co_return;
   }
-  if (phase_ != Phase::kNegotiating) {
-    stream_error("not-authorized");
+  if (el.xmlns() != ns::kClient ||
+      (el.name() != "message" && el.name() != "presence" && el.name() != "iq")) {
+    stream_error("unsupported-stanza-type");
     co_return;
   }
-  if (el.is("starttls", ns::kTls)) {
-    if (secure() || authenticated()) {
-      stream_error("policy-violation", "TLS is already negotiated");
-      co_return;
-    }
-    send_stream_level("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-    start_tls_ = true;
-    co_return;
-  }
-  if (el.xmlns() == ns::kSasl) {
-    if (authenticated()) {
-      stream_error("policy-violation", "already authenticated");
-    } else if (el.name() == "auth") {
-      co_await handle_auth(el);
-    } else if (el.name() == "response") {
-      co_await handle_sasl_response(el);
-    } else if (el.name() == "abort") {
-      scram_.reset();
-      sasl_failure("aborted");
-    } else {
-      stream_error("unsupported-stanza-type");
-    }
-    co_return;
-  }
-  if (el.is("iq", ns::kClient)) {
-    if (authenticated()) {
-      const xml::Element* bind = el.child("bind", ns::kBind);
-      if (bind != nullptr && el.attr("type") == "set") {
-        co_await handle_bind(el);
-        co_return;
+  // RFC 6120 §8.1.2.1: the server stamps the full JID of the sender.
+  el.set_attr("from", jid_.str());
+  co_await server_.handle_stanza(shared_from_this(), std::move(el));
+}
+
+bool C2sSession::negotiation_event(xmpp::stream::Event& ev) {
+  using Kind = xmpp::stream::Event::Kind;
+  switch (ev.kind) {
+    case Kind::kSend:
+      // Headers, features, SASL, the bind result: stream-level, never counted as stanzas.
+      send_stream_level(std::move(ev.data));
+      return true;
+    case Kind::kStartTls:
+      // The handshake follows once <proceed/> is written (process_batch(), begin_tls()).
+      start_tls_ = true;
+      return true;
+    case Kind::kRestartStream:
+      // RFC 6120 §5.3.4, §6.4.6: the next stream starts with a fresh parser; whatever was
+      // pipelined behind the element that ended this one is dropped.
+      parser_.reset();
+      inbox_.clear();
+      return true;
+    case Kind::kAuthFailed:
+      server_.throttle().record_failure(peer_addr_, ev.user, server_.now_ms());
+      return true;
+    case Kind::kAuthenticated:
+      username_ = ev.user;
+      spdlog::info("c2s #{} {}: authenticated as {}@{}", serial_, peer_addr_, username_,
+                   server_.config().domain);
+      return true;
+    case Kind::kBound:
+      bound_ = true;
+      stream_open_ = true;
+      spdlog::info("c2s #{}: bound {} (shard {})", serial_, jid_str_, shard_.index);
+      return true;
+    case Kind::kClosed:
+      if (!ev.condition.empty()) {
+        spdlog::info("c2s #{} {}: stream error {}{}{}", serial_, peer_addr_, ev.condition,
+                     ev.text.empty() ? "" : ": ", ev.text);
       }
-    } else if (el.child("query", ns::kRegister) != nullptr) {
-      co_await handle_preauth_iq(el);
-      co_return;
+      stream_ended();
+      return true;
+    case Kind::kReady:  // client side only
+      return true;
+    case Kind::kNeedScramCredentials:
+    case Kind::kVerifyPlain:
+    case Kind::kBindRequest:
+    case Kind::kStanza:
+      return false;
+  }
+  return false;
+}
+
+void C2sSession::negotiation_events_now() {
+  if (!negotiator_) return;
+  for (xmpp::stream::Event& ev : negotiator_->take_events()) {
+    if (!negotiation_event(ev)) {
+      // Not emitted by the calls made outside negotiate() (see negotiation_event()).
+      spdlog::error("c2s #{}: negotiation question outside negotiate() dropped", serial_);
     }
   }
-  // RFC 6120 §6.4.1/§7.1: nothing but negotiation before authentication and binding.
-  stream_error("not-authorized");
+}
+
+awaitable<void> C2sSession::negotiate() {
+  using Kind = xmpp::stream::Event::Kind;
+  while (negotiator_ && negotiator_->has_events()) {
+    // A named vector, not a temporary in the range-for: it lives across the co_awaits below.
+    std::vector<xmpp::stream::Event> events = negotiator_->take_events();
+    for (xmpp::stream::Event& ev : events) {
+      // Closed meanwhile (a stream error from elsewhere, the connection gone): nothing more.
+      if (closing_) co_return;
+      if (negotiation_event(ev)) continue;
+      switch (ev.kind) {
+        case Kind::kNeedScramCredentials:
+          co_await check_scram(std::move(ev));
+          break;
+        case Kind::kVerifyPlain:
+          co_await check_plain(std::move(ev));
+          break;
+        case Kind::kBindRequest:
+          co_await bind_resource(std::move(ev.jid));
+          break;
+        case Kind::kStanza:
+          // Before authentication only a registration IQ (XEP-0077) comes here; stanzas that
+          // followed the bind request come after kBound and take the bound path.
+          if (bound_) {
+            co_await process(std::move(*ev.element));
+          } else {
+            co_await handle_preauth_iq(*ev.element);
+          }
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  // Bound: the negotiator is done, and an idle bound connection does not keep it.
+  if (bound_) negotiator_.reset();
+}
+
+awaitable<void> C2sSession::check_scram(xmpp::stream::Event ev) {
+  const std::int64_t now = server_.now_ms();
+  if (server_.throttle().address_blocked(peer_addr_, now) ||
+      (!ev.user.empty() && server_.throttle().account_blocked(ev.user, now))) {
+    negotiator_->refuse_auth("temporary-auth-failure");
+    co_return;
+  }
+  std::optional<xmpp::ScramCredentials> creds;
+  if (!ev.user.empty()) {
+    auto op = [name = ev.user](store::Store& s) { return s.account(name); };
+    auto account = co_await server_.db(std::move(op));
+    if (closing_) co_return;
+    if (account) creds = ev.hash == xmpp::ScramHash::kSha1 ? account->sha1 : account->sha256;
+  }
+  // No such account: the exchange goes on and fails only at its end (RFC 5802 §9).
+  negotiator_->scram_credentials(std::move(creds));
+}
+
+awaitable<void> C2sSession::check_plain(xmpp::stream::Event ev) {
+  const std::int64_t now = server_.now_ms();
+  if (server_.throttle().address_blocked(peer_addr_, now) ||
+      (!ev.user.empty() && server_.throttle().account_blocked(ev.user, now))) {
+    negotiator_->refuse_auth("temporary-auth-failure");
+    co_return;
+  }
+  bool ok = false;
+  if (!ev.user.empty() && !ev.password.empty()) {
+    // The account from the store's thread; the PBKDF2 derivation (RFC 5802 §3, thousands of
+    // HMAC rounds) on the CPU pool, off both the shard and the store's thread, which serves
+    // roster and offline reads meanwhile.
+    auto op = [name = ev.user](store::Store& s) { return s.account(name); };
+    auto account = co_await server_.db(std::move(op));
+    if (account && !closing_) {
+      auto verify = [creds = account->sha256, password = std::move(ev.password)] {
+        return xmpp::verify_password(xmpp::ScramHash::kSha256, creds, password);
+      };
+      ok = co_await server_.cpu().run(std::move(verify));
+    }
+    if (closing_) co_return;
+  }
+  negotiator_->plain_result(ok);
+}
+
+awaitable<void> C2sSession::bind_resource(std::string full) {
+  auto jid = xmpp::Jid::parse(full);
+  if (!jid) {  // the negotiator made it from prepared parts: not expected
+    negotiator_->bind_refused("internal-server-error");
+    co_return;
+  }
+  jid_ = *jid;
+  jid_str_ = jid_.str();
+  {
+    std::string escaped;
+    xml::escape_attr(jid_str_, escaped);
+    jid_plain_ = escaped == jid_str_;
+  }
+  // RFC 6120 §7.7.2.2: the new session wins; the old one gets <conflict/>. It is ended on its
+  // own shard, and its unavailable presence goes out before this one binds.
+  while (auto old = server_.bind(shared_from_this())) {
+    co_await server_.replace_session(old);
+    if (closing_) co_return;
+  }
+  negotiator_->bind_accepted();
 }
 
 awaitable<void> C2sSession::handle_preauth_iq(const xml::Element& iq) {
@@ -423,221 +490,6 @@ awaitable<void> C2sSession::handle_preauth_iq(const xml::Element& iq) {
   }
   xml::Element reply = co_await handle_register_preauth(server_, iq);
   send(reply);
-}
-
-awaitable<void> C2sSession::handle_auth(const xml::Element& el) {
-  const Config& cfg = server_.config();
-  if (!secure() && !cfg.allow_plaintext) {
-    sasl_failure("encryption-required");
-    co_return;
-  }
-  std::string_view mech = el.attr("mechanism");
-  std::string payload;
-  std::string text = el.text();
-  if (!text.empty() && text != "=") {
-    auto decoded = xmpp::base64_decode(text);
-    if (!decoded) {
-      sasl_failure("incorrect-encoding");
-      co_return;
-    }
-    payload = std::move(*decoded);
-  }
-  if (server_.throttle().address_blocked(peer_addr_, server_.now_ms())) {
-    sasl_failure("temporary-auth-failure", "too many failed attempts; try again later");
-    co_return;
-  }
-  if (mech == "PLAIN") {
-    co_await finish_plain(payload);
-    co_return;
-  }
-  const bool plus = mech.ends_with("-PLUS");
-  if (plus) mech.remove_suffix(5);
-  const std::string& tls_unique = transport_->security().tls_unique;
-  if ((mech == "SCRAM-SHA-256" || mech == "SCRAM-SHA-1") && (!plus || !tls_unique.empty())) {
-    scram_hash_ = mech == "SCRAM-SHA-1" ? xmpp::ScramHash::kSha1 : xmpp::ScramHash::kSha256;
-    scram_ = std::make_unique<xmpp::ScramServer>(scram_hash_);
-    scram_->set_channel_binding(!tls_unique.empty(), plus, "tls-unique", tls_unique);
-    xmpp::SaslFailure failure = xmpp::SaslFailure::kNone;
-    auto user = scram_->client_first(payload, failure);
-    if (!user) {
-      scram_.reset();
-      sasl_failure(failure == xmpp::SaslFailure::kNone ? "malformed-request"
-                                                       : xmpp::failure_name(failure));
-      co_return;
-    }
-    auto prepared = xmpp::nodeprep(*user);
-    sasl_user_ = prepared ? *prepared : std::string();
-    if (!scram_->authzid().empty()) {
-      auto az = xmpp::Jid::parse(scram_->authzid());
-      if (!az || az->bare_str() != sasl_user_ + "@" + server_.config().domain) {
-        scram_.reset();
-        sasl_failure("invalid-authzid");
-        co_return;
-      }
-    }
-    if (!sasl_user_.empty() && server_.throttle().account_blocked(sasl_user_, server_.now_ms())) {
-      scram_.reset();
-      sasl_failure("temporary-auth-failure", "too many failed attempts; try again later");
-      co_return;
-    }
-    std::optional<xmpp::ScramCredentials> creds;
-    if (!sasl_user_.empty()) {
-      auto hash = scram_hash_;
-      auto name = sasl_user_;
-      auto op = [name](store::Store& s) { return s.account(name); };
-      auto account = co_await server_.db(std::move(op));
-      if (account) creds = hash == xmpp::ScramHash::kSha1 ? account->sha1 : account->sha256;
-    }
-    if (closing_) co_return;
-    std::string challenge = scram_->server_first(creds);
-    xml::Element c = sasl_element("challenge");
-    c.add_text(xmpp::base64_encode(challenge));
-    send_stream_level(c);
-    co_return;
-  }
-  sasl_failure("invalid-mechanism");
-}
-
-awaitable<void> C2sSession::handle_sasl_response(const xml::Element& el) {
-  if (!scram_) {
-    sasl_failure("malformed-request");
-    co_return;
-  }
-  auto decoded = xmpp::base64_decode(el.text());
-  if (!decoded) {
-    scram_.reset();
-    sasl_failure("incorrect-encoding");
-    co_return;
-  }
-  xmpp::SaslFailure failure = xmpp::SaslFailure::kNone;
-  auto final_msg = scram_->client_final(*decoded, failure);
-  scram_.reset();
-  if (!final_msg || sasl_user_.empty()) {
-    server_.throttle().record_failure(peer_addr_, sasl_user_, server_.now_ms());
-    sasl_failure(failure == xmpp::SaslFailure::kNone ? "not-authorized"
-                                                     : xmpp::failure_name(failure));
-    co_return;
-  }
-  username_ = sasl_user_;
-  sasl_success(*final_msg);
-}
-
-awaitable<void> C2sSession::finish_plain(const std::string& payload) {
-  auto plain = xmpp::parse_plain(payload);
-  if (!plain) {
-    sasl_failure("malformed-request");
-    co_return;
-  }
-  auto user = xmpp::nodeprep(plain->authcid);
-  std::string name = user ? *user : std::string();
-  if (!plain->authzid.empty()) {
-    auto az = xmpp::Jid::parse(plain->authzid);
-    if (!az || az->bare_str() != name + "@" + server_.config().domain) {
-      sasl_failure("invalid-authzid");
-      co_return;
-    }
-  }
-  if (!name.empty() && server_.throttle().account_blocked(name, server_.now_ms())) {
-    sasl_failure("temporary-auth-failure", "too many failed attempts; try again later");
-    co_return;
-  }
-  bool ok = false;
-  std::string password = xmpp::saslprep(plain->password).value_or(std::string());
-  if (!name.empty() && !password.empty()) {
-    // The account from the store's thread; the PBKDF2 derivation (RFC 5802 §3, thousands of
-    // HMAC rounds) on the CPU pool, off both the shard and the store's thread, which serves
-    // roster and offline reads meanwhile.
-    auto op = [name](store::Store& s) { return s.account(name); };
-    auto account = co_await server_.db(std::move(op));
-    if (account) {
-      auto verify = [creds = account->sha256, password] {
-        return xmpp::verify_password(xmpp::ScramHash::kSha256, creds, password);
-      };
-      ok = co_await server_.cpu().run(std::move(verify));
-    }
-  }
-  if (closing_) co_return;
-  if (!ok) {
-    server_.throttle().record_failure(peer_addr_, name, server_.now_ms());
-    sasl_failure("not-authorized");
-    co_return;
-  }
-  username_ = name;
-  sasl_success({});
-}
-
-void C2sSession::sasl_failure(std::string_view condition, std::string_view text) {
-  xml::Element f = sasl_element("failure");
-  f.add_child(std::string(condition), ns::kSasl);
-  if (!text.empty()) f.add_child("text", ns::kSasl).add_text(text);
-  send_stream_level(f);
-  if (condition == "not-authorized" && ++sasl_failures_ >= kMaxSaslFailuresPerStream) {
-    // RFC 6120 §6.4.5: the server may close the stream after a configurable number of retries.
-    stream_error("policy-violation", "too many failed authentication attempts");
-  }
-}
-
-void C2sSession::sasl_success(std::string_view additional) {
-  xml::Element s = sasl_element("success");
-  if (!additional.empty()) s.add_text(xmpp::base64_encode(additional));
-  send_stream_level(s);
-  spdlog::info("c2s #{} {}: authenticated as {}@{}", serial_, peer_addr_, username_,
-               server_.config().domain);
-  // RFC 6120 §6.4.6: a new stream follows. Until its header is answered, a stream error needs
-  // a header of its own (§4.9.1.1).
-  parser_.reset();
-  inbox_.clear();
-  phase_ = Phase::kWaitStream;
-  stream_open_ = false;
-}
-
-awaitable<void> C2sSession::handle_bind(const xml::Element& iq) {
-  if (bound_) {
-    send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "not-allowed"));
-    co_return;
-  }
-  const xml::Element* bind = iq.child("bind", ns::kBind);
-  std::string requested = bind->child_text("resource", ns::kBind);
-  std::string resource;
-  if (!requested.empty()) {
-    auto prepped = xmpp::resourceprep(requested);
-    if (!prepped) {
-      send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
-      co_return;
-    }
-    resource = *prepped;
-  } else {
-    resource = "kabar-" + xmpp::base64_encode(xmpp::random_bytes(6));
-    for (char& c : resource) {
-      if (c == '/' || c == '+') c = 'x';
-    }
-  }
-  auto jid = xmpp::Jid::from_parts(username_, server_.config().domain, resource);
-  if (!jid) {
-    send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
-    co_return;
-  }
-  // RFC 6120 §7.7.2.2: the new session wins; the old one gets <conflict/>. It is ended on its
-  // own shard, and its unavailable presence goes out before this one binds.
-  jid_ = *jid;
-  jid_str_ = jid_.str();
-  {
-    std::string escaped;
-    xml::escape_attr(jid_str_, escaped);
-    jid_plain_ = escaped == jid_str_;
-  }
-  while (auto old = server_.bind(shared_from_this())) {
-    co_await server_.replace_session(old);
-    if (closing_) co_return;
-  }
-  bound_ = true;
-  phase_ = Phase::kBound;
-  xml::Element reply = xmpp::make_iq_result(iq);
-  reply.remove_attr("from");
-  reply.remove_attr("to");
-  reply.add_child("bind", ns::kBind).add_child("jid", ns::kBind).add_text(jid_.str());
-  send(reply);
-  spdlog::info("c2s #{}: bound {} (shard {})", serial_, jid_.str(), shard_.index);
 }
 
 void C2sSession::send(const xml::Element& stanza, std::function<void()> on_written) {
@@ -789,6 +641,12 @@ void C2sSession::stream_error(std::string_view condition, std::string_view text)
                             t = std::string(text)] { self->stream_error(c, t); });
     return;
   }
+  if (negotiator_) {
+    // Not bound yet: the negotiator knows whether our header is out (RFC 6120 §4.9.1.1).
+    negotiator_->stream_error(condition, text);
+    negotiation_events_now();
+    return;
+  }
   spdlog::info("c2s #{} {}: stream error {}{}{}", serial_, peer_addr_, condition,
                text.empty() ? "" : ": ", text);
   if (!stream_open_) {
@@ -801,15 +659,7 @@ void C2sSession::stream_error(std::string_view condition, std::string_view text)
     stream_open_ = true;
   }
   send_stream_level(xmpp::stream_error_xml(condition, text));
-  stream_closed_ = true;  // nothing may follow </stream:stream>
-  closing_ = true;
-  closed_at_ms = server_.now_ms();
-  inbox_.clear();
-  if (detached_) {
-    spawn_end();
-  } else if (!writing_ && !flush_posted_ && !out_.has_unwritten()) {
-    shutdown_socket();
-  }
+  stream_ended();
 }
 
 void C2sSession::close() {
@@ -818,8 +668,18 @@ void C2sSession::close() {
     asio::post(*shard_.io, [self = shared_from_this()] { self->close(); });
     return;
   }
+  if (negotiator_) {
+    // Not bound yet: the negotiator closes its stream (</stream:stream> if ours is open).
+    negotiator_->stream_closed();
+    negotiation_events_now();
+    return;
+  }
   if (stream_open_) send_stream_level("</stream:stream>");
-  stream_closed_ = true;
+  stream_ended();
+}
+
+void C2sSession::stream_ended() {
+  stream_closed_ = true;  // nothing may follow </stream:stream>
   closing_ = true;
   closed_at_ms = server_.now_ms();
   inbox_.clear();

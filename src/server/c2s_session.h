@@ -1,5 +1,7 @@
 // One client-to-server stream (RFC 6120): stream negotiation (STARTTLS or direct TLS, SASL,
-// resource binding), then stanzas handed to the server. It talks to its connection through a
+// resource binding) through an xmpp::stream::ServerNegotiator, which the session answers (store
+// lookups, PBKDF2 on the CPU pool, the auth throttle, binding) and frees once the stream is
+// bound; then stanzas handed to the server. It talks to its connection through a
 // net::Transport (TCP/TLS, or an in-memory one in tests) and sees no socket. Lives on one shard:
 // its state is touched only on that shard's thread. The send functions, stream_error() and
 // close() may be called from any shard; off the session's own shard they post to it.
@@ -21,7 +23,7 @@
 #include "server/server.h"
 #include "xml/stream_parser.h"
 #include "xmpp/jid.h"
-#include "xmpp/scram.h"
+#include "xmpp/stream/negotiator.h"
 
 namespace kabar::server {
 
@@ -89,6 +91,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // jid_str() as an attribute value needs no character references (nearly always).
   bool jid_str_plain() const { return jid_plain_; }
   bool bound() const { return bound_; }
+  // Stream negotiation is under way: the negotiator is held (freed once bound).
+  bool negotiating() const { return negotiator_ != nullptr; }
   bool authenticated() const { return !username_.empty(); }
   const std::string& username() const { return username_; }
   bool available = false;  // has sent initial presence and not gone unavailable
@@ -116,8 +120,6 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   void run_deferred() override { flush(); }
 
  private:
-  enum class Phase { kWaitStream, kNegotiating, kTlsHandshake, kBound };
-
   // xml::StreamHandler
   void on_stream_open(const xml::Element& header, std::string_view default_xmlns) override;
   void on_element(xml::Element&& element) override;
@@ -144,14 +146,20 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // Parses received bytes; on a parse error sends the matching stream error and returns false.
   bool feed(std::string_view bytes);
   awaitable<void> process(xml::Element el);
-  awaitable<void> handle_auth(const xml::Element& el);
-  awaitable<void> handle_sasl_response(const xml::Element& el);
-  awaitable<void> finish_plain(const std::string& payload);
-  void sasl_failure(std::string_view condition, std::string_view text = {});
-  void sasl_success(std::string_view additional);
-  awaitable<void> handle_bind(const xml::Element& iq);
+  // Negotiation: acts on the negotiator's events, in order, until it has none left, answering
+  // its questions (which may wait for the store or the CPU pool). Frees it once bound.
+  awaitable<void> negotiate();
+  // The events the negotiator can emit without a question (kSend, kRestartStream, kClosed:
+  // what stream_opened(), parse_error(), stream_error(), stream_closed() and tls_established()
+  // emit), acted on at once; false for a question (left to negotiate()).
+  bool negotiation_event(xmpp::stream::Event& ev);
+  void negotiation_events_now();
+  awaitable<void> check_scram(xmpp::stream::Event ev);
+  awaitable<void> check_plain(xmpp::stream::Event ev);
+  awaitable<void> bind_resource(std::string full);
   awaitable<void> handle_preauth_iq(const xml::Element& iq);
-  void send_features();
+  // After the last bytes of a closed stream are queued: nothing more is sent or read.
+  void stream_ended();
   // Stream-level bytes and elements (headers, features, SASL, errors): not stanzas, so never
   // counted or resent by stream management.
   void send_stream_level(std::string data);
@@ -183,17 +191,11 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   bool detached_ = false;
   bool continuing_stream_ = false;  // attach(): the parser is put inside the stream it continues
   bool start_tls_ = false;          // STARTTLS accepted: handshake after <proceed/> is written
-  Phase phase_ = Phase::kWaitStream;
-  std::string stream_id_;
   std::string peer_addr_;
   std::uint64_t serial_ = 0;
 
-  // SASL
-  // Only while a SCRAM exchange is under way: an idle connection holds none of its ~500 bytes.
-  std::unique_ptr<xmpp::ScramServer> scram_;
-  xmpp::ScramHash scram_hash_ = xmpp::ScramHash::kSha256;
-  std::string sasl_user_;  // the username of the exchange under way
-  int sasl_failures_ = 0;
+  // Until the stream is bound (nullptr afterwards: an idle bound connection does not keep it).
+  std::unique_ptr<xmpp::stream::ServerNegotiator> negotiator_;
   std::string username_;
   bool bound_ = false;
   bool jid_plain_ = false;  // jid_str_plain()

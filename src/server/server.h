@@ -118,6 +118,8 @@ class Server {
 
   // CPU-heavy work (PBKDF2), off the shards and the store's thread.
   CpuPool& cpu() { return cpu_; }
+  // For unit tests of server code: the store db() uses, without start().
+  void use_store_for_test(std::unique_ptr<store::Store> store) { store_ = std::move(store); }
 
   // Waits for the shards' threads after stop() (main() calls it once io() has run out).
   void join();

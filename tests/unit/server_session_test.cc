@@ -2,13 +2,20 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio.hpp>
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
 
 #include "net/test_transport.h"
 #include "server/c2s_session.h"
 #include "server/server.h"
+#include "store/store.h"
+#include "xmpp/scram.h"
 
 namespace kabar::server {
 namespace {
@@ -84,6 +91,28 @@ TEST_F(SessionTest, StartTlsThroughTheTransport) {
   t->push(header);
   const std::string out = t->take_written();
   EXPECT_NE(out.find("<mechanism>SCRAM-SHA-256</mechanism>"), std::string::npos) << out;
+  EXPECT_FALSE(s->closed());
+}
+
+TEST_F(SessionTest, DirectTlsOffersSaslWithChannelBinding) {
+  net::TestTransport* t = nullptr;
+  auto s = open(t);
+  // XEP-0368: the handshake is done before the stream starts; TLS 1.2 has tls-unique.
+  net::Security sec;
+  sec.tls = true;
+  sec.tls_version = 0x0303;
+  sec.tls_unique = "0123456789ab";
+  t->set_security(sec);
+  t->push(
+      "<?xml version='1.0'?><stream:stream to='example.com' version='1.0' "
+      "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+  const std::string out = t->take_written();
+  EXPECT_EQ(out.find("<starttls"), std::string::npos) << "secure already: " << out;
+  EXPECT_NE(out.find("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>"
+                     "SCRAM-SHA-256-PLUS</mechanism>"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("<channel-binding type='tls-unique'/>"), std::string::npos) << out;
   EXPECT_FALSE(s->closed());
 }
 
@@ -221,6 +250,282 @@ TEST_F(SessionTest, DetachedSessionEndsOnStreamError) {
   run();
   EXPECT_TRUE(s->closed());
   EXPECT_EQ(server_.bound_session(jid), nullptr);
+}
+
+// Negotiation through the session: a scripted client over the test transport, a real store (on
+// its thread) and the CPU pool. Every step's bytes are delivered whole, byte by byte, or cut in
+// two at one offset (the same offset for every step).
+class LoginTest : public ::testing::Test {
+ protected:
+  static constexpr std::size_t kWhole = 0;
+  static constexpr std::size_t kBytewise = std::numeric_limits<std::size_t>::max();
+
+  LoginTest() : server_(io_, make_config()) {
+    shard_.io = &io_;
+    dir_ =
+        std::filesystem::temp_directory_path() /
+        ("kabar-login-test-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+         "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto store = store::open_sqlite_store(dir_);
+    store::Account alice;
+    alice.username = "alice";
+    alice.sha1 = xmpp::make_credentials(xmpp::ScramHash::kSha1, kPassword);
+    alice.sha256 = xmpp::make_credentials(xmpp::ScramHash::kSha256, kPassword);
+    EXPECT_TRUE(store->create_account(alice));
+    store::Account bob = alice;
+    bob.username = "bob";
+    EXPECT_TRUE(store->create_account(bob));
+    server_.use_store_for_test(std::move(store));
+  }
+  ~LoginTest() override {
+    for (auto& [raw, weak] : shard_.sessions) {
+      if (auto s = weak.lock()) s->abort();
+    }
+    run_until([&] { return shard_.sessions.empty(); });
+    std::filesystem::remove_all(dir_);
+  }
+
+  static Config make_config() {
+    Config cfg;
+    cfg.domain = "example.com";
+    cfg.allow_plaintext = true;
+    cfg.auth_failures_per_account = 2;
+    return cfg;
+  }
+
+  std::shared_ptr<C2sSession> open(net::TestTransport*& t) {
+    auto transport = std::make_unique<net::TestTransport>(shard_);
+    t = transport.get();
+    auto s = std::make_shared<C2sSession>(server_, shard_, std::move(transport));
+    s->start();
+    return s;
+  }
+
+  void run() {
+    io_.restart();
+    io_.poll();
+  }
+  // Runs the loop until `done` (the store and the CPU pool answer from their threads).
+  template <typename F>
+  bool run_until(F done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      run();
+      if (done()) return true;
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+
+  // A SASL PLAIN message (RFC 4616 §2) without authzid.
+  static std::string plain(std::string_view user, std::string_view password) {
+    std::string m(1, '\0');
+    m += user;
+    m += '\0';
+    m += password;
+    return m;
+  }
+
+  // Sends `bytes` as the client, cut by `cut`.
+  static void push(net::TestTransport* t, std::string_view bytes, std::size_t cut) {
+    if (cut == kWhole || cut >= bytes.size()) {
+      t->push(bytes);
+    } else if (cut == kBytewise) {
+      for (char c : bytes) t->push(std::string_view(&c, 1));
+    } else {
+      t->push(bytes.substr(0, cut));
+      t->push(bytes.substr(cut));
+    }
+  }
+  // Sends `bytes` and returns what the session wrote up to and including `until`.
+  std::string exchange(net::TestTransport* t, std::string_view bytes, std::size_t cut,
+                       std::string_view until) {
+    push(t, bytes, cut);
+    const bool done = run_until([&] { return t->written().find(until) != std::string::npos; });
+    EXPECT_TRUE(done) << "waiting for " << until << " after " << bytes << " (cut " << cut
+                      << "), got: " << t->written();
+    return t->take_written();
+  }
+
+  // SCRAM-SHA-256 in the clear up to the server's answer to the client-final message (a
+  // <success/> or a <failure/>). `c` is the client's state, for checking the signature.
+  std::string scram(net::TestTransport* t, xmpp::ScramClient& c, std::size_t cut) {
+    const std::string challenge =
+        exchange(t,
+                 "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>" +
+                     xmpp::base64_encode(c.client_first()) + "</auth>",
+                 cut, "</challenge>");
+    const std::string prefix = "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
+    EXPECT_EQ(challenge.rfind(prefix, 0), 0u) << challenge;
+    auto server_first =
+        xmpp::base64_decode(challenge.substr(prefix.size(), challenge.size() - prefix.size() - 12));
+    EXPECT_TRUE(server_first) << challenge;
+    auto client_final = c.client_final(server_first.value_or(""));
+    EXPECT_TRUE(client_final) << *server_first;
+    push(t,
+         "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" +
+             xmpp::base64_encode(client_final.value_or("")) + "</response>",
+         cut);
+    const bool answered = run_until([&] {
+      return t->written().find("</failure>") != std::string::npos ||
+             t->written().find("</success>") != std::string::npos;
+    });
+    EXPECT_TRUE(answered) << t->written();
+    return t->take_written();
+  }
+
+  // A full login as alice: stream, SCRAM-SHA-256 in the clear, restart, bind of `resource`.
+  std::shared_ptr<C2sSession> login(net::TestTransport*& t, std::size_t cut,
+                                    const std::string& resource) {
+    auto s = open(t);
+    const std::string features = exchange(t, kHeader, cut, "</stream:features>");
+    // RFC 6120 §5.3.1: STARTTLS offered but not required where the clear is allowed.
+    EXPECT_NE(features.find("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+              std::string::npos)
+        << features;
+    EXPECT_NE(features.find("<mechanism>SCRAM-SHA-256</mechanism>"), std::string::npos) << features;
+    EXPECT_EQ(features.find("-PLUS"), std::string::npos) << "no channel binding: " << features;
+    xmpp::ScramClient c(xmpp::ScramHash::kSha256, "alice", kPassword);
+    const std::string success = scram(t, c, cut);
+    const std::string prefix = "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
+    EXPECT_EQ(success.rfind(prefix, 0), 0u) << success;
+    auto server_final =
+        xmpp::base64_decode(success.substr(prefix.size(), success.size() - prefix.size() - 10));
+    EXPECT_TRUE(server_final && c.verify_server_final(*server_final)) << success;
+    EXPECT_TRUE(s->authenticated());
+    EXPECT_EQ(s->username(), "alice");
+    EXPECT_FALSE(s->bound());
+
+    const std::string bound_features = exchange(t, kHeader, cut, "</stream:features>");
+    EXPECT_NE(
+        // Beside <bind/>: what the modules registered, in their setup order (roster, presence,
+        // basics).
+        bound_features.find("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+                            "<ver xmlns='urn:xmpp:features:rosterver'/>"
+                            "<sub xmlns='urn:xmpp:features:pre-approval'/>"
+                            "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/>"
+                            "</session>"
+                            "</stream:features>"),
+        std::string::npos)
+        << bound_features;
+    EXPECT_EQ(bound_features.find("<mechanisms"), std::string::npos) << bound_features;
+
+    const std::string bind = exchange(t,
+                                      "<iq type='set' id='b1'><bind "
+                                      "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" +
+                                          resource + "</resource></bind></iq>",
+                                      cut, "</iq>");
+    EXPECT_EQ(bind,
+              "<iq id='b1' type='result'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>"
+              "alice@example.com/" +
+                  resource + "</jid></bind></iq>");
+    return s;
+  }
+
+  static constexpr const char* kPassword = "correct horse";
+  static constexpr std::string_view kHeader =
+      "<?xml version='1.0'?><stream:stream to='example.com' version='1.0' "
+      "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+  boost::asio::io_context io_;
+  Server server_;
+  Shard shard_;
+  std::filesystem::path dir_;
+};
+
+TEST_F(LoginTest, ScramSha256InTheClearThenBind) {
+  // Whole, byte by byte, then cut in two at every offset up to the longest step's length.
+  std::vector<std::size_t> cuts = {kWhole, kBytewise};
+  for (std::size_t k = 1; k < 200; ++k) cuts.push_back(k);
+  for (std::size_t cut : cuts) {
+    SCOPED_TRACE("cut " + std::to_string(cut));
+    const std::string resource = "r" + std::to_string(cut % 1000);
+    net::TestTransport* t = nullptr;
+    auto s = login(t, cut, resource);
+    ASSERT_TRUE(s->bound());
+    EXPECT_EQ(s->jid_str(), "alice@example.com/" + resource);
+    EXPECT_EQ(server_.bound_session(s->jid()), s);
+    EXPECT_FALSE(s->negotiating()) << "the negotiator is freed once bound";
+    EXPECT_EQ(s->out_queue().queued(), 0u) << "negotiation is stream-level, not stanzas";
+    // Bound: stanzas go to the server (a ping to the server is answered).
+    const std::string pong =
+        exchange(t, "<iq type='get' id='p1' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>",
+                 cut, "id='p1'");
+    EXPECT_NE(pong.find("id='p1'"), std::string::npos) << pong;
+    EXPECT_NE(pong.find("type='result'"), std::string::npos) << pong;
+    EXPECT_FALSE(s->closed());
+    s->close();
+    ASSERT_TRUE(run_until([&] { return shard_.sessions.count(s.get()) == 0; }));
+    EXPECT_EQ(t->written(), "</stream:stream>");
+  }
+}
+
+TEST_F(LoginTest, BadPasswordFailsAndIsCounted) {
+  // Each run with an account of its own: the throttle counts per account for a minute.
+  for (auto [cut, user] : {std::pair{kWhole, "alice"}, std::pair{kBytewise, "bob"}}) {
+    SCOPED_TRACE("cut " + std::to_string(cut));
+    net::TestTransport* t = nullptr;
+    auto s = open(t);
+    exchange(t, kHeader, cut, "</stream:features>");
+    xmpp::ScramClient wrong(xmpp::ScramHash::kSha256, user, "wrong horse");
+    EXPECT_EQ(scram(t, wrong, cut),
+              "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>");
+    EXPECT_FALSE(s->authenticated());
+    EXPECT_FALSE(s->closed()) << "RFC 6120 §6.4.5: the client may try again";
+    // PLAIN's check runs on the CPU pool; a wrong password is the same failure.
+    EXPECT_EQ(exchange(t,
+                       "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" +
+                           xmpp::base64_encode(plain(user, "wrong horse")) + "</auth>",
+                       cut, "</failure>"),
+              "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>");
+    EXPECT_FALSE(s->authenticated());
+    // Two failures for the account within the minute (auth_failures_per_account = 2): now even the
+    // right password is refused before it is checked.
+    const std::string refused =
+        exchange(t,
+                 "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" +
+                     xmpp::base64_encode(plain(user, kPassword)) + "</auth>",
+                 cut, "</failure>");
+    EXPECT_EQ(refused,
+              "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/>"
+              "<text>too many failed attempts; try again later</text></failure>");
+    EXPECT_FALSE(s->authenticated());
+    // RFC 6120 §6.4.5: the third not-authorized on this stream closes it.
+    xmpp::ScramClient again(xmpp::ScramHash::kSha256, "nobody", "x");
+    const std::string last = scram(t, again, cut);
+    EXPECT_NE(last.find("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/>"),
+              std::string::npos)
+        << last;
+    EXPECT_NE(last.find("<stream:error><policy-violation "), std::string::npos) << last;
+    EXPECT_TRUE(last.ends_with("</stream:error></stream:stream>")) << last;
+    EXPECT_TRUE(s->closed());
+    EXPECT_TRUE(run_until([&] { return t->is_closed(); }));
+  }
+}
+
+TEST_F(LoginTest, BindReplacesTheSessionOfTheSameFullJid) {
+  for (std::size_t cut : {kWhole, kBytewise, std::size_t{7}}) {
+    SCOPED_TRACE("cut " + std::to_string(cut));
+    net::TestTransport* t1 = nullptr;
+    auto first = login(t1, cut, "phone");
+    ASSERT_TRUE(first->bound());
+    net::TestTransport* t2 = nullptr;
+    auto second = login(t2, cut, "phone");
+    // RFC 6120 §7.7.2.2: the new session binds; the old one ends with a <conflict/> error.
+    ASSERT_TRUE(second->bound());
+    EXPECT_EQ(server_.bound_session(*xmpp::Jid::parse("alice@example.com/phone")), second);
+    EXPECT_TRUE(first->closed());
+    EXPECT_NE(t1->written().find("<stream:error><conflict "
+                                 "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+              std::string::npos)
+        << t1->written();
+    EXPECT_TRUE(run_until([&] { return t1->is_closed(); }));
+    EXPECT_EQ(server_.sessions_of("alice@example.com"), std::vector<SessionPtr>{second});
+    second->close();
+    ASSERT_TRUE(run_until([&] { return shard_.sessions.empty(); }));
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "client/client_impl.h"
+#include "xmpp/stanza.h"
 
 namespace kabar::client {
 
@@ -54,14 +55,7 @@ awaitable<xml::Element> Client::Impl::next_element() {
   xml::Element el = std::move(inbox.front());
   inbox.pop_front();
   if (el.is("error", ns::kStream)) {
-    std::string cond = "undefined-condition";
-    std::string text;
-    for (const xml::Element* c : el.children()) {
-      if (c->name() == "text")
-        text = c->text();
-      else if (c->xmlns() == ns::kStreams)
-        cond = c->name();
-    }
+    const auto [cond, text] = xmpp::read_stream_error(el);
     throw std::runtime_error("stream error from the server: " + cond +
                              (text.empty() ? "" : " (" + text + ")"));
   }

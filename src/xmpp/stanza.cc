@@ -96,4 +96,16 @@ void add_delay(xml::Element& stanza, std::string_view from, std::int64_t unix_ms
   if (!reason.empty()) d.add_text(reason);
 }
 
+StreamErrorInfo read_stream_error(const xml::Element& error) {
+  StreamErrorInfo info{"undefined-condition", {}};
+  for (const xml::Element* c : error.children()) {
+    if (c->name() == "text") {
+      info.text = c->text();
+    } else if (c->xmlns() == ns::kStreams) {
+      info.condition = c->name();
+    }
+  }
+  return info;
+}
+
 }  // namespace kabar::xmpp

@@ -27,6 +27,14 @@ xml::Element make_iq_result(const xml::Element& iq);
 // serialized, followed by </stream:stream>, for a stream whose "stream" prefix is declared.
 std::string stream_error_xml(std::string_view condition, std::string_view text = {});
 
+// What a received <stream:error/> says (RFC 6120 §4.9.2): its defined condition
+// ("undefined-condition" when it names none) and its text, if any.
+struct StreamErrorInfo {
+  std::string condition;
+  std::string text;
+};
+StreamErrorInfo read_stream_error(const xml::Element& error);
+
 // XEP-0082 date-time in UTC with milliseconds: 2002-09-10T23:08:25.123Z
 std::string format_datetime(std::int64_t unix_ms);
 

@@ -5,6 +5,7 @@
 #include "xml/serializer.h"
 #include "xmpp/jid.h"
 #include "xmpp/namespaces.h"
+#include "xmpp/stanza.h"
 #include "xmpp/stream/negotiator.h"
 
 namespace kabar::xmpp::stream {
@@ -77,14 +78,7 @@ void ClientNegotiator::element(xml::Element&& el) {
   if (state_ == State::kClosed || state_ == State::kStartTls || state_ == State::kIdle) return;
   if (el.is("error", ns::kStream)) {
     // RFC 6120 §4.9: the stream is over; say which condition and the text, if any.
-    std::string cond = "undefined-condition";
-    std::string text;
-    for (const xml::Element* c : el.children()) {
-      if (c->name() == "text")
-        text = c->text();
-      else if (c->xmlns() == ns::kStreams)
-        cond = c->name();
-    }
+    const auto [cond, text] = read_stream_error(el);
     fail(FailureKind::kStreamError,
          "stream error from the server: " + cond + (text.empty() ? "" : " (" + text + ")"), cond,
          text);

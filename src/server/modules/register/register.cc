@@ -60,9 +60,15 @@ awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& i
   std::string user = *prepared;
   int iterations = s.config().scram_iterations;
   std::int64_t now_s = s.now_ms() / 1000;
-  auto op = [user, password, iterations, now_s](store::Store& st) {
-    if (st.account(user)) return false;
-    return st.create_account(make_account(user, password, iterations, now_s));
+  // PBKDF2 twice (SHA-1 and SHA-256 keys) on the CPU pool, not on the store's thread, which
+  // serves every roster and offline read meanwhile.
+  auto derive = [user, password, iterations, now_s] {
+    return make_account(user, password, iterations, now_s);
+  };
+  store::Account account = co_await s.cpu().run(std::move(derive));
+  auto op = [account = std::move(account)](store::Store& st) {
+    if (st.account(account.username)) return false;
+    return st.create_account(account);
   };
   bool created = co_await s.db(std::move(op));
   if (!created) {
@@ -120,9 +126,11 @@ void register_register(ModuleContext& ctx) {
     int iterations = s.config().scram_iterations;
     std::int64_t now_s = s.now_ms() / 1000;
     password = *prepared_password;
-    auto op3 = [user, password, iterations, now_s](store::Store& st) {
-      st.set_credentials(make_account(user, password, iterations, now_s));
+    auto derive = [user, password, iterations, now_s] {
+      return make_account(user, password, iterations, now_s);
     };
+    store::Account account = co_await s.cpu().run(std::move(derive));
+    auto op3 = [account = std::move(account)](store::Store& st) { st.set_credentials(account); };
     co_await s.db(std::move(op3));
     spdlog::info("password changed for {}@{}", user, s.config().domain);
     from->send(xmpp::make_iq_result(iq));

@@ -189,6 +189,10 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
 
   awaitable<std::unique_ptr<tcp::socket>> connect_streamhost(const jingle::Candidate& c,
                                                              std::string dst);
+  // XEP-0065 §6.3.3: asks the proxy `proxy_jid` to activate bytestream `sid` towards `target`;
+  // true when it answered with a result.
+  awaitable<bool> activate_at_proxy(const std::string& proxy_jid, const std::string& sid,
+                                    const std::string& target);
 
   // ---- sending: filetransfer_send.cc ----
 

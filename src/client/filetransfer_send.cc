@@ -309,16 +309,7 @@ awaitable<Error> FileTransfer::Impl::run_sender(SessionPtr s, int fd, TransferRe
       kind = "s5b-proxy";
       sock = co_await connect_streamhost(*c, s->direct_dst);
       bool activated = false;
-      if (sock) {
-        xml::Element act("iq", "jabber:client");
-        act.set_attr("type", "set").set_attr("to", c->jid);
-        act.add_child("query", jingle::kBytestreams)
-            .set_attr("sid", s->s5b_sid)
-            .add_child("activate", jingle::kBytestreams)
-            .add_text(s->responder);
-        auto ar = co_await client->send_iq(std::move(act));
-        activated = Client::iq_condition(ar).empty();
-      }
+      if (sock) activated = co_await activate_at_proxy(c->jid, s->s5b_sid, s->responder);
       jingle::Action info = action(*s, "transport-info");
       info.transport.kind = jingle::Transport::Kind::kS5b;
       info.transport.sid = s->s5b_sid;

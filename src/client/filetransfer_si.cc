@@ -273,14 +273,7 @@ awaitable<Error> FileTransfer::Impl::run_si_sender(SessionPtr s, int fd, std::st
     if (result) result->transport = "s5b-proxy";
     sock = co_await connect_streamhost(*proxy, s->direct_dst);
     if (sock) {
-      xml::Element act("iq", "jabber:client");
-      act.set_attr("type", "set").set_attr("to", proxy->jid);
-      act.add_child("query", jingle::kBytestreams)
-          .set_attr("sid", s->s5b_sid)
-          .add_child("activate", jingle::kBytestreams)
-          .add_text(s->responder);
-      auto ar = co_await client->send_iq(std::move(act));
-      if (!Client::iq_condition(ar).empty()) sock.reset();
+      if (!co_await activate_at_proxy(proxy->jid, s->s5b_sid, s->responder)) sock.reset();
     }
   }
   if (!sock) co_return err(Errc::kUnreachable, "the chosen streamhost did not work");

@@ -153,4 +153,17 @@ awaitable<std::unique_ptr<tcp::socket>> FileTransfer::Impl::connect_streamhost(
   co_return sock;
 }
 
+awaitable<bool> FileTransfer::Impl::activate_at_proxy(const std::string& proxy_jid,
+                                                      const std::string& sid,
+                                                      const std::string& target) {
+  xml::Element act("iq", "jabber:client");
+  act.set_attr("type", "set").set_attr("to", proxy_jid);
+  act.add_child("query", jingle::kBytestreams)
+      .set_attr("sid", sid)
+      .add_child("activate", jingle::kBytestreams)
+      .add_text(target);
+  auto ar = co_await client->send_iq(std::move(act));
+  co_return Client::iq_condition(ar).empty();
+}
+
 }  // namespace kabar::client

@@ -173,6 +173,11 @@ int main(int argc, char** argv) {
   raise_fd_limit();
 
   boost::asio::io_context io(1);
+  // Registered before the listeners open: a SIGTERM that arrives once a client can connect but
+  // before io.run() is queued for the handler below instead of killing the process (the default
+  // action), so kabard always shuts down cleanly.
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  std::signal(SIGPIPE, SIG_IGN);
   kabar::server::Server server(io, cfg);
   try {
     server.start();
@@ -188,14 +193,12 @@ int main(int argc, char** argv) {
     // kabard serves without it; `kabarctl user delete` then cannot end live sessions.
     spdlog::warn("no admin control socket: {}", e.what());
   }
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: shutting down", sig);
     admin.stop();
     server.stop();
   });
-  std::signal(SIGPIPE, SIG_IGN);
   io.run();
   server.join();
   spdlog::info("stopped; store closed");

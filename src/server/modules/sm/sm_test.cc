@@ -17,6 +17,8 @@ std::string chat_to(std::string_view to, int i) {
 
 class SmTest : public ModuleTest {
  protected:
+  SmTest() = default;
+  explicit SmTest(Config cfg) : ModuleTest(std::move(cfg)) {}
   void SetUp() override {
     add_account("alice");
     add_account("bob");
@@ -330,6 +332,38 @@ TEST_F(SmTest, OfflineMessagesAreDeletedOnlyWhenAcked) {
   const auto n = laptop.session()->out_queue().written();
   send(laptop, "<a xmlns='urn:xmpp:sm:3' h='" + std::to_string(n) + "'/>");
   EXPECT_EQ(store().offline_count("alice"), 0u);
+}
+
+Config with_large_offline_limit() {
+  Config cfg;
+  cfg.domain = "example.com";
+  cfg.offline_limit = 20'000;
+  return cfg;
+}
+
+class SmCapTest : public SmTest {
+ protected:
+  SmCapTest() : SmTest(with_large_offline_limit()) {}
+};
+
+TEST_F(SmCapTest, PastTheUnackedCapTheSessionEndsAndNothingIsDropped) {
+  auto& alice = connect("alice@example.com/phone");
+  auto& bob = connect("bob@example.com/desk");
+  enable(alice, true);
+  send(alice, "<presence/>");
+  alice.take();
+  const SessionPtr old = alice.session();
+  alice.transport().drop();
+  run();
+  ASSERT_TRUE(old->detached());
+  // 10,000 unacknowledged stanzas is the cap; these are 10,050.
+  std::string burst;
+  for (int i = 0; i < 10'050; ++i) burst += chat_to("alice@example.com/phone", i);
+  send(bob, burst);
+  EXPECT_TRUE(old->closed());
+  EXPECT_EQ(server_.bound_session(*xmpp::Jid::parse("alice@example.com/phone")), nullptr);
+  EXPECT_EQ(store().offline_count("alice"), 10'050u) << "every one stored, none dropped";
+  EXPECT_TRUE(named(bob.take(), "message").empty()) << "none bounced";
 }
 
 }  // namespace

@@ -334,6 +334,50 @@ TEST_F(SmTest, OfflineMessagesAreDeletedOnlyWhenAcked) {
   EXPECT_EQ(store().offline_count("alice"), 0u);
 }
 
+TEST_F(SmTest, ResumeTakesOverAConnectionStillOpen) {
+  // The server has not noticed the old connection died: the resumption drops it (XEP-0198 §5).
+  auto& alice = connect("alice@example.com/phone");
+  auto& bob = connect("bob@example.com/desk");
+  const std::string id(enable(alice, true).attr("id"));
+  send(alice, "<presence/>");
+  send(bob, chat_to("alice@example.com/phone", 1));
+  alice.take();
+  auto& again = authenticated("alice");
+  send(again, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='0'/>");
+  auto got = again.take();
+  ASSERT_FALSE(got.empty());
+  EXPECT_TRUE(got[0].is("resumed", "urn:xmpp:sm:3"));
+  EXPECT_EQ(bodies(got), (std::vector<std::string>{"hello 1"}));
+  EXPECT_TRUE(alice.transport().is_closed());
+  EXPECT_TRUE(alice.session()->closed());
+  EXPECT_EQ(server_.bound_session(*xmpp::Jid::parse("alice@example.com/phone")), again.session());
+}
+
+TEST_F(SmTest, ResumeWithAnAckTooHighEndsTheStream) {
+  auto& alice = connect("alice@example.com/phone");
+  auto& bob = connect("bob@example.com/desk");
+  const std::string id(enable(alice, true).attr("id"));
+  send(alice, "<presence/>");
+  send(bob, chat_to("alice@example.com/phone", 1));
+  alice.take();
+  const auto sent = alice.session()->out_queue().written();  // its own presence, the message
+  alice.transport().drop();
+  run();
+  auto& again = authenticated("alice");
+  send(again, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='7'/>");
+  auto got = again.take();
+  ASSERT_FALSE(got.empty());
+  const xml::Element& err = got.back();
+  EXPECT_EQ(err.name(), "error");
+  const xml::Element* high = err.child("handled-count-too-high", "urn:xmpp:sm:3");
+  ASSERT_NE(high, nullptr);
+  EXPECT_EQ(high->attr("h"), "7");
+  EXPECT_EQ(high->attr("send-count"), std::to_string(sent));
+  EXPECT_TRUE(again.session()->closed());
+  // The session ended: its unacknowledged message is stored, not lost.
+  EXPECT_EQ(store().offline_count("alice"), 1u);
+}
+
 Config with_large_offline_limit() {
   Config cfg;
   cfg.domain = "example.com";

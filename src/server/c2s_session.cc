@@ -330,7 +330,9 @@ awaitable<void> C2sSession::process_batch() {
     co_await end();
     co_return;
   }
-  transport_->read();
+  // Detached meanwhile (XEP-0198: its connection failed while a stanza was handled): nothing to
+  // read until a new connection resumes the session.
+  if (transport_) transport_->read();
 }
 
 awaitable<void> C2sSession::process_inbox() {

@@ -2,8 +2,9 @@
 messages from another client while its TCP connection is cut (reset, no stream close) at random
 points (fixed seed) several times.
 
-1. Resumption: after each cut it resumes with <resume h/>; every message must arrive exactly
-   once, in order.
+1. Resumption (kabard with four shards, the sender sending from its own thread throughout):
+   after each cut it resumes with <resume h/>; every message must arrive exactly once, in
+   order.
 2. The window expires (resume_timeout = 1 s): after each cut the session times out; the client
    logs in afresh and what it had not acknowledged comes from offline storage. Every message must
    arrive exactly once, in order.
@@ -11,6 +12,7 @@ Each part prints its counts."""
 import os
 import random
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
@@ -109,6 +111,8 @@ def run(k, expire, cuts):
     bob.send("<presence to='alice@localhost' type='subscribe'/>")
     r.c.send("<presence to='bob@localhost' type='subscribed'/>")
     bob.drain(0.2)
+    if not expire:
+        return run_concurrent(bob, r, points)
     sent = 0
     draining = False  # after a fresh login: the stored messages first, then new ones
     while len(r.received) < N:
@@ -136,6 +140,44 @@ def run(k, expire, cuts):
     return r
 
 
+def run_concurrent(bob, r, points):
+    """Resumption: the sender keeps sending from its own thread (at most AHEAD messages beyond
+    what was received), so messages reach kabard while the receiver's connection is being cut,
+    detached, resumed and handed over."""
+    cond = threading.Condition()
+    state = {"sent": 0, "failed": None}
+
+    def sender():
+        try:
+            while state["sent"] < N:
+                with cond:
+                    cond.wait_for(lambda: state["sent"] - len(r.received) < AHEAD, timeout=30)
+                bob.send("<message to='alice@localhost/loss' type='chat'><body>m%d</body>"
+                         "</message>" % state["sent"])
+                state["sent"] += 1
+        except Exception as e:  # noqa: BLE001
+            state["failed"] = e
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    while len(r.received) < N:
+        got = r.handle(r.next())
+        if got:
+            with cond:
+                cond.notify()
+        if got and points and len(r.received) >= points[0]:
+            points.pop(0)
+            r.cut(bob)
+    t.join(timeout=30)
+    if state["failed"] is not None:
+        raise state["failed"]
+    for el in r.c.drain(0.5):
+        r.handle(el)
+    r.c.close()
+    bob.close()
+    return r
+
+
 def check(r, what):
     dups = len(r.received) - len(set(r.received))
     missing = sorted(set(range(N)) - set(r.received))
@@ -153,7 +195,8 @@ def main():
 
     @R.section
     def resumption():
-        with kabartest.Kabard(args) as k:
+        # Four shards: the new connection and the old session are often on different ones.
+        with kabartest.Kabard(args, extra_flags=["--threads", "4"]) as k:
             for user, pw in PW.items():
                 k.add_user(user, pw)
             r = run(k, expire=False, cuts=6)

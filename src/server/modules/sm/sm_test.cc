@@ -378,6 +378,32 @@ TEST_F(SmTest, ResumeWithAnAckTooHighEndsTheStream) {
   EXPECT_EQ(store().offline_count("alice"), 1u);
 }
 
+TEST_F(SmTest, ConnectionLostWithAStanzaUnhandledDetaches) {
+  auto& alice = connect("alice@example.com/phone");
+  const std::string id(enable(alice, true).attr("id"));
+  add_account("carol");
+  // Read, not handled yet (it waits for its turn in a coroutine) when the connection dies: not
+  // counted, so the client sends it again after resuming.
+  alice.send(chat_to("carol@example.com", 1));
+  alice.transport().drop();
+  run();
+  EXPECT_TRUE(alice.session()->detached());
+  EXPECT_FALSE(alice.session()->closed());
+  EXPECT_EQ(store().offline_count("carol"), 0u);
+  auto& again = authenticated("alice");
+  send(again, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='0'/>");
+  auto got = again.take();
+  ASSERT_FALSE(got.empty());
+  EXPECT_TRUE(got[0].is("resumed", "urn:xmpp:sm:3"));
+  EXPECT_EQ(got[0].attr("h"), "0");
+  send(again, chat_to("carol@example.com", 1));
+  send(again, "<r xmlns='urn:xmpp:sm:3'/>");
+  got = again.take();
+  ASSERT_EQ(named(got, "a").size(), 1u);
+  EXPECT_EQ(named(got, "a")[0]->attr("h"), "1");
+  EXPECT_EQ(store().offline_count("carol"), 1u);
+}
+
 Config with_large_offline_limit() {
   Config cfg;
   cfg.domain = "example.com";

@@ -18,6 +18,14 @@ namespace {
 
 constexpr std::size_t kMaxQueuedBytes = 4 * 1024 * 1024;  // a reader this far behind is dropped
 
+// XEP-0198: the server asks for an ack after this many stanzas, or after this long with stanzas
+// unacknowledged; a client further behind than kMaxUnacked stanzas (or kMaxQueuedBytes
+// unwritten) loses its stream, its unacknowledged stanzas handled as undelivered.
+constexpr std::uint32_t kAckRequestEvery = 5;
+constexpr std::int64_t kAckRequestMs = 5000;
+constexpr std::uint64_t kMaxUnacked = 10'000;
+constexpr std::string_view kAckRequest = "<r xmlns='urn:xmpp:sm:3'/>";
+
 std::atomic<std::uint64_t> g_serial{0};
 
 // Buffers per write (one sendmsg).
@@ -123,7 +131,7 @@ bool C2sSession::on_read_done() {
 void C2sSession::on_peer_closed() { peer_closed_ = true; }
 
 void C2sSession::on_transport_closed() {
-  if (detached_) return;  // the old connection's last word
+  if (detached_ || handed_over_) return;  // the old connection's last word
   if (resumable_ && bound_ && !closing_) {
     detach();
     return;
@@ -140,6 +148,7 @@ void C2sSession::set_resumable(bool on) {
 
 void C2sSession::detach() {
   detached_ = true;
+  detached_at_ms = server_.now_ms();
   spdlog::info("c2s #{}: {} detached from its connection", serial_, jid_str_);
   inbox_.clear();
   writing_ = false;
@@ -176,6 +185,134 @@ void C2sSession::attach(std::unique_ptr<net::Transport> transport) {
   }
 }
 
+void C2sSession::enable_sm(bool resumable, std::int64_t resume_window_ms) {
+  sm_ = true;
+  resumable_ = resumable;
+  resume_window_ms_ = resume_window_ms;
+  handled_in_ = 0;
+  since_request_ = 0;
+  last_request_ms_ = server_.now_ms();
+  out_.start_counting();
+}
+
+bool C2sSession::ack(std::uint32_t h) {
+  if (!out_.ack(h)) return false;
+  out_.run_written();  // what the ack made certain (offline messages are deleted)
+  return true;
+}
+
+void C2sSession::request_ack() {
+  since_request_ = 0;
+  last_request_ms_ = server_.now_ms();
+  send_stream_level(std::string(kAckRequest));
+}
+
+std::vector<OutQueue::Entry> C2sSession::take_unacked() {
+  std::vector<OutQueue::Entry> out = std::move(undelivered_);
+  undelivered_.clear();
+  for (auto& e : out_.take_unacked()) out.push_back(std::move(e));
+  return out;
+}
+
+bool C2sSession::sm_tick(std::int64_t now_ms) {
+  if (!sm_ || handed_over_) return detached_;
+  if (detached_) {
+    // XEP-0198 §5: the session is kept for the resumption window only; then it ends as a
+    // cleanly closed one would (unavailable presence, its unacked stanzas undelivered).
+    if (!closing_ && now_ms - detached_at_ms >= resume_window_ms_) {
+      spdlog::info("c2s #{}: {} not resumed in time", serial_, jid_str_);
+      close();
+    }
+    return true;
+  }
+  if (!closing_ && out_.unacked() > 0 && now_ms - last_request_ms_ >= kAckRequestMs) {
+    request_ack();
+  }
+  return false;
+}
+
+bool C2sSession::detach_if_resumable() {
+  if (!resumable_ || !bound_ || closing_ || detached_ || handed_over_) return false;
+  detach();
+  return true;
+}
+
+void C2sSession::begin_resume(const xmpp::Jid& full) {
+  // Fixed before the directory points here (hand_over() on the old session's shard): other
+  // shards read jid_str() there.
+  jid_ = full;
+  jid_str_ = jid_.str();
+  std::string escaped;
+  xml::escape_attr(jid_str_, escaped);
+  jid_plain_ = escaped == jid_str_;
+  resuming_ = true;
+}
+
+void C2sSession::resume_failed() {
+  resuming_ = false;
+  jid_ = xmpp::Jid();
+  jid_str_.clear();
+  // Nothing can have been held: the directory never pointed here.
+  held_.clear();
+}
+
+std::optional<C2sSession::Resumption> C2sSession::hand_over(const SessionPtr& successor) {
+  if (!bound_ || !sm_ || !resumable_ || closing_ || ended_ || handed_over_) return std::nullopt;
+  // XEP-0198 §5: a connection still open (the server has not noticed it died) is dropped.
+  if (!detached_) detach();
+  Resumption r;
+  r.username = username_;
+  r.available = available;
+  r.priority = priority;
+  r.last_presence = last_presence;
+  r.ext = std::move(ext_);
+  r.out = std::move(out_);
+  out_ = OutQueue();
+  r.handled_in = handled_in_;
+  r.resumable = resumable_;
+  r.resume_window_ms = resume_window_ms_;
+  server_.rebind(*this, successor);
+  successor_ = successor;
+  handed_over_ = true;
+  // Ends without a trace: not bound any more, so no unavailable presence and no kClosed.
+  bound_ = false;
+  closing_ = true;
+  closed_at_ms = server_.now_ms();
+  spawn_end();
+  return r;
+}
+
+bool C2sSession::adopt(Resumption r, std::uint32_t h, std::string resumed) {
+  available = r.available;
+  priority = r.priority;
+  last_presence = std::move(r.last_presence);
+  ext_ = std::move(r.ext);
+  out_ = std::move(r.out);
+  handled_in_ = r.handled_in;
+  sm_ = true;
+  resumable_ = r.resumable;
+  resume_window_ms_ = r.resume_window_ms;
+  since_request_ = 0;
+  last_request_ms_ = server_.now_ms();
+  bound_ = true;
+  stream_open_ = true;
+  negotiator_.reset();
+  resuming_ = false;
+  // §5: 'h' is handled as on an <a/>, then everything still unacknowledged goes again.
+  const bool h_ok = ack(h);
+  out_.rewind(std::move(resumed));
+  std::vector<OutQueue::Entry> held = std::move(held_);
+  held_.clear();
+  for (auto& e : held) enqueue(std::move(e));
+  spdlog::info("c2s #{} {}: resumed {}; {} stanzas to write again", serial_, peer_addr_, jid_str_,
+               out_.unacked());
+  if (out_.has_unwritten() && !flush_posted_ && !writing_) {
+    flush_posted_ = true;
+    shard_.defer(shared_from_this());
+  }
+  return h_ok;
+}
+
 awaitable<void> C2sSession::process_batch() {
   bool failed = false;
   try {
@@ -193,7 +330,9 @@ awaitable<void> C2sSession::process_batch() {
     co_await end();
     co_return;
   }
-  transport_->read();
+  // Detached meanwhile (XEP-0198: its connection failed while a stanza was handled): nothing to
+  // read until a new connection resumes the session.
+  if (transport_) transport_->read();
 }
 
 awaitable<void> C2sSession::process_inbox() {
@@ -287,6 +426,7 @@ bool C2sSession::on_element_bytes(const xml::ElementHead& head, std::string_view
   route_tried_ = true;
   if (!server_.forward_message_now(*this, to, type, bytes)) return false;
   route_tried_ = false;
+  ++handled_in_;  // queued to the recipient: handled (XEP-0198 §4, see handled_in())
   return true;
 }
 
@@ -294,6 +434,7 @@ void C2sSession::on_element(xml::Element&& element) {
   const bool tried = std::exchange(route_tried_, false);
   if (!tried && routable_now(element.name(), element.xmlns()) &&
       server_.route_message_now(*this, element, parser_.element_bytes())) {
+    ++handled_in_;
     return;
   }
   inbox_.push_back(std::move(element));
@@ -303,18 +444,32 @@ void C2sSession::on_stream_close() { peer_closed_ = true; }
 
 awaitable<void> C2sSession::process(xml::Element el) {
   if (!bound_) {
+    // Authenticated, not bound: a module's nonza (XEP-0198 §5 <resume/>, or <enable/> sent
+    // too early), in order with the rest.
+    if (authenticated() && el.xmlns() != ns::kClient) {
+      if (const NonzaHandler* h = server_.modules().nonza_handler(el.xmlns())) {
+        co_await (*h)(shared_from_this(), std::move(el));
+        co_return;
+      }
+    }
     negotiator_->element(std::move(el));
     co_await negotiate();
     co_return;
   }
   if (el.xmlns() != ns::kClient ||
       (el.name() != "message" && el.name() != "presence" && el.name() != "iq")) {
+    if (const NonzaHandler* h = server_.modules().nonza_handler(el.xmlns())) {
+      co_await (*h)(shared_from_this(), std::move(el));
+      co_return;
+    }
     stream_error("unsupported-stanza-type");
     co_return;
   }
   // RFC 6120 §8.1.2.1: the server stamps the full JID of the sender.
   el.set_attr("from", jid_.str());
   co_await server_.handle_stanza(shared_from_this(), std::move(el));
+  // XEP-0198 §4: handled once the router's work for it is done (see handled_in()).
+  ++handled_in_;
 }
 
 bool C2sSession::negotiation_event(xmpp::stream::Event& ev) {
@@ -537,6 +692,48 @@ void C2sSession::send_shared(const std::shared_ptr<const std::string>& head, std
 }
 
 void C2sSession::enqueue(OutQueue::Entry e) {
+  if (handed_over_) [[unlikely]] {
+    // Resumed on another stream (hand_over()): routed here before the directory changed.
+    if (auto next = successor_.lock(); next && e.stanza) {
+      if (next->on_own_shard()) {
+        next->enqueue(std::move(e));
+      } else {
+        asio::post(*next->shard_.io,
+                   [next, e = std::move(e)]() mutable { next->enqueue(std::move(e)); });
+      }
+    }
+    return;
+  }
+  if (resuming_) [[unlikely]] {
+    held_.push_back(std::move(e));  // after <resumed/> and the resent stanzas (adopt())
+    return;
+  }
+  if (sm_) [[unlikely]] {
+    if (e.stanza && (stream_closed_ || closing_)) {
+      // Too late for this stream, but the session's end hands it on as undelivered.
+      undelivered_.push_back(std::move(e));
+      return;
+    }
+    if (!e.stanza && (stream_closed_ || (transport_closed() && !detached_))) return;
+    const bool stanza = e.stanza;
+    // A client this far behind loses its stream; its stanzas are kept for the session's end,
+    // which handles them as undelivered (never dropped).
+    const bool over = stanza && (out_.unacked() >= kMaxUnacked ||
+                                 out_.unwritten_bytes() + e.size() > kMaxQueuedBytes);
+    out_.push(std::move(e));
+    if (over) {
+      spdlog::warn("c2s #{} {}: {} stanzas unacknowledged; ending the stream", serial_, peer_addr_,
+                   out_.unacked());
+      stream_error("policy-violation", "too many unacknowledged stanzas");
+      return;
+    }
+    if (stanza && !detached_ && ++since_request_ >= kAckRequestEvery) request_ack();
+    if (!writing_ && !flush_posted_) {
+      flush_posted_ = true;
+      shard_.defer(shared_from_this());
+    }
+    return;
+  }
   // Stanzas routed here after the stream was closed (a broadcast from another session, posted
   // from another shard) are dropped: nothing may follow </stream:stream>. A detached session
   // keeps them for its next connection.
@@ -557,6 +754,10 @@ void C2sSession::enqueue(OutQueue::Entry e) {
 }
 
 void C2sSession::clear_outq() {
+  if (sm_) {
+    // XEP-0198: what the client did not acknowledge is undelivered, not lost (take_unacked()).
+    for (auto& e : out_.take_unacked()) undelivered_.push_back(std::move(e));
+  }
   out_.clear();
   notify_drained();
 }
@@ -608,6 +809,8 @@ void C2sSession::flush_now() {
     out_.taken(r.taken);
     if (r.status == net::Transport::WriteStatus::kFailed) {
       spdlog::debug("c2s #{}: write failed", serial_);
+      // A resumable session outlives its connection (XEP-0198 §5).
+      if (detach_if_resumable()) return;
       clear_outq();
       closing_ = true;
       shutdown_socket();
@@ -634,11 +837,13 @@ void C2sSession::on_writable() {
   flush();
 }
 
-void C2sSession::stream_error(std::string_view condition, std::string_view text) {
+void C2sSession::stream_error(std::string_view condition, std::string_view text,
+                              std::string_view app) {
   if (closing_) return;
   if (!on_own_shard()) {
-    asio::post(*shard_.io, [self = shared_from_this(), c = std::string(condition),
-                            t = std::string(text)] { self->stream_error(c, t); });
+    asio::post(*shard_.io,
+               [self = shared_from_this(), c = std::string(condition), t = std::string(text),
+                a = std::string(app)] { self->stream_error(c, t, a); });
     return;
   }
   if (negotiator_) {
@@ -658,7 +863,13 @@ void C2sSession::stream_error(std::string_view condition, std::string_view text)
     send_stream_level(std::move(out));
     stream_open_ = true;
   }
-  send_stream_level(xmpp::stream_error_xml(condition, text));
+  std::string err = xmpp::stream_error_xml(condition, text);
+  if (!app.empty()) {
+    // RFC 6120 §4.9.4: an application-specific condition goes beside the defined one.
+    const std::size_t end = err.rfind("</stream:error>");
+    if (end != std::string::npos) err.insert(end, app);
+  }
+  send_stream_level(std::move(err));
   stream_ended();
 }
 

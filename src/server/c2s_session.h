@@ -43,6 +43,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // local account) as if it had authenticated and bound it, without negotiation; false if
   // another session holds that JID.
   bool bind_for_test(const xmpp::Jid& full);
+  // For unit tests: authenticated as `user` (what SASL success does), not bound.
+  void authenticate_for_test(std::string user) { username_ = std::move(user); }
   // The stanza write queue (counters of stanzas queued, written, acknowledged).
   const OutQueue& out_queue() const { return out_; }
 
@@ -53,12 +55,65 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   void set_resumable(bool on);
   bool detached() const { return detached_; }
   // XEP-0198 §4: the peer has handled `h` stanzas (modulo 2^32); false when that is more than
-  // were written (nothing changes then).
-  bool ack(std::uint32_t h) { return out_.ack(h); }
+  // were written (nothing changes then). The callbacks of the stanzas it covers run.
+  bool ack(std::uint32_t h);
   // Continues a detached session on `transport`, whose stream (opened, authenticated, for this
   // account) goes on where the bytes it brings start: every stanza not acknowledged is written
   // again, in order, then what was queued while detached. On the session's shard.
   void attach(std::unique_ptr<net::Transport> transport);
+
+  // --- XEP-0198 stream management: the seams modules/sm drives (the protocol lives there).
+  // Starts counting stanzas both ways from here (§4), keeps written stanzas until acked (their
+  // on_written callbacks wait for the ack), and asks the client for acks. `resumable`: a dead
+  // connection detaches the session for `resume_window_ms` (§5). Its own shard.
+  void enable_sm(bool resumable, std::int64_t resume_window_ms);
+  bool sm_enabled() const { return sm_; }
+  // Stanzas received since enable_sm() whose handling has finished (modulo 2^32): the 'h' of
+  // the <a/> this side sends. A message counts once routed: queued to an online recipient
+  // (the byte fast path) or, taking the general path, once the router's work for it returned
+  // (stored offline, bounced, queued).
+  std::uint32_t handled_in() const { return handled_in_; }
+  // Queues stream-level bytes (not a stanza: never counted nor resent).
+  void send_nonza(std::string bytes) { send_stream_level(std::move(bytes)); }
+  // Stanzas of a session that is over which the client never acknowledged (those of a
+  // connection that failed included), in order, their callbacks not run. Once, at its end.
+  std::vector<OutQueue::Entry> take_unacked();
+  // The sweep's part (every second): a detached session past its window ends; a connected one
+  // asks for an ack while stanzas wait unacknowledged. True when the session is detached (no
+  // ping for it).
+  bool sm_tick(std::int64_t now_ms);
+  // The connection is presumed dead (no answer to a ping): a resumable session detaches
+  // (true); otherwise nothing happens (false).
+  bool detach_if_resumable();
+  std::int64_t detached_at_ms = 0;
+
+  // Resumption (§5): what a detached (or superseded) session hands to the new stream that
+  // resumes it. Its state moves: the stream belongs to the new session's shard.
+  struct Resumption {
+    std::string username;
+    bool available = false;
+    int priority = 0;
+    std::shared_ptr<const xml::Element> last_presence;
+    SessionExt ext;
+    OutQueue out;
+    std::uint32_t handled_in = 0;
+    bool resumable = false;
+    std::int64_t resume_window_ms = 0;
+  };
+  // On the new (authenticated, unbound) session's shard, before hand_over(): takes the full
+  // JID it resumes, and holds what is sent to it until adopt() (or resume_failed()).
+  void begin_resume(const xmpp::Jid& full);
+  void resume_failed();
+  // On the old session's shard: gives its state to `successor` (the directory points at it
+  // from now on; what is sent to this one still is forwarded there) and ends without a trace
+  // (no unavailable presence, no kClosed); its connection, if it still has one, is dropped.
+  // Nothing when it has ended or is not resumable.
+  std::optional<Resumption> hand_over(const SessionPtr& successor);
+  // On the new session's shard: continues the old session on this stream. `h` acknowledges
+  // the old queue (false, nothing acked, when too high: the caller ends the stream);
+  // `resumed` (<resumed/>) is written first, then every unacknowledged stanza again, in order,
+  // then what came meanwhile.
+  bool adopt(Resumption r, std::uint32_t h, std::string resumed);
 
   // Stanzas up to this size are forwarded as received (Server::route_message_now()).
   static constexpr std::size_t kKeptBytes = 16 * 1024;
@@ -71,8 +126,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // broadcast: one serialization, only the 'to' differs); written with the rest in one writev.
   void send_shared(const std::shared_ptr<const std::string>& head, std::string own,
                    const std::shared_ptr<const std::string>& tail);
-  // Sends <stream:error/> and closes the stream (RFC 6120 §4.9.1.1).
-  void stream_error(std::string_view condition, std::string_view text = {});
+  // Sends <stream:error/> and closes the stream (RFC 6120 §4.9.1.1). `app`: an
+  // application-specific condition element, serialized (XEP-0198 §6 handled-count-too-high).
+  void stream_error(std::string_view condition, std::string_view text = {},
+                    std::string_view app = {});
   // Closes the stream cleanly (</stream:stream>) and the connection.
   void close();
   // Drops the connection at once, without flushing (a peer that does not read).
@@ -189,6 +246,18 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   bool peer_closed_ = false;
   bool resumable_ = false;
   bool detached_ = false;
+  // XEP-0198 (enable_sm()).
+  bool sm_ = false;
+  bool resuming_ = false;     // begin_resume(): writes wait in held_
+  bool handed_over_ = false;  // hand_over(): what is sent here goes to successor_
+  std::uint32_t handled_in_ = 0;
+  std::uint32_t since_request_ = 0;  // stanzas queued since our last <r/>
+  std::int64_t last_request_ms_ = 0;
+  std::int64_t resume_window_ms_ = 0;
+  std::vector<OutQueue::Entry> held_;
+  std::vector<OutQueue::Entry> undelivered_;  // unacked stanzas of a connection that failed
+  std::weak_ptr<C2sSession> successor_;
+  void request_ack();
   bool continuing_stream_ = false;  // attach(): the parser is put inside the stream it continues
   bool start_tls_ = false;          // STARTTLS accepted: handshake after <proceed/> is written
   std::string peer_addr_;

@@ -195,6 +195,18 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             throw std::runtime_error(full + ": unknown key");
           }
         }
+      } else if (key == "sm") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "sm." + sub;
+          if (sub == "resume_timeout") {
+            cfg.sm_resume_timeout_s = get_positive(n2, full);
+          } else {
+            throw std::runtime_error(full + ": unknown key");
+          }
+        }
       } else if (key == "proxy65") {
         const auto* t = node.as_table();
         if (t == nullptr) throw std::runtime_error(key + ": expected a table");

@@ -51,6 +51,9 @@ struct Config {
   int auth_failures_per_address = 20;  // per minute
   int scram_iterations = 4096;
 
+  // [sm] (XEP-0198): how long a session whose connection died waits to be resumed
+  int sm_resume_timeout_s = 300;
+
   // [http], [upload] (XEP-0363)
   std::string http_base_url;  // the URL clients reach the HTTP listener at; empty: its address
   std::uint64_t upload_max_file_size = 100ull * 1024 * 1024;

@@ -195,6 +195,8 @@ awaitable<void> Server::sweep_loop(Shard& shard) {
         continue;
       }
       if (now - s->last_read_ms >= kHibernateAfterMs && s->hibernate()) ++hibernated;
+      // XEP-0198: acks asked for on a timer; a detached session waits for its resumption.
+      if (s->sm_tick(now)) continue;
       if (!s->bound()) {
         if (now - s->created_ms > std::int64_t{cfg_.auth_timeout_s} * 1000) {
           s->stream_error("connection-timeout", "no authentication in time");
@@ -203,7 +205,8 @@ awaitable<void> Server::sweep_loop(Shard& shard) {
       }
       if (s->ping_sent_ms != 0 && s->last_read_ms >= s->ping_sent_ms) s->ping_sent_ms = 0;
       if (s->ping_sent_ms != 0) {
-        if (now - s->ping_sent_ms > std::int64_t{cfg_.ping_timeout_s} * 1000) {
+        if (now - s->ping_sent_ms > std::int64_t{cfg_.ping_timeout_s} * 1000 &&
+            !s->detach_if_resumable()) {
           s->stream_error("connection-timeout", "no answer to ping");
         }
       } else if (now - s->last_read_ms > std::int64_t{cfg_.idle_timeout_s} * 1000) {
@@ -331,6 +334,15 @@ void Server::publish(const C2sSession& s) {
   if (it == bound_.end()) return;
   for (auto& r : it->second) {
     if (r.session.get() == &s) copy_presence_state(s, r);
+  }
+}
+
+void Server::rebind(const C2sSession& old, const SessionPtr& now) {
+  std::lock_guard lock(dir_mu_);
+  auto it = bound_.find(old.jid().bare_str());
+  if (it == bound_.end()) return;
+  for (auto& r : it->second) {
+    if (r.session.get() == &old) r.session = now;
   }
 }
 

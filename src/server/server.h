@@ -133,6 +133,9 @@ class Server {
   // caller replaces it and tries again: the check and the bind are one step under the lock).
   SessionPtr bind(const SessionPtr& s);
   void unbind(C2sSession* s);
+  // XEP-0198 §5: the resource `old` holds is `now`'s from here on (its presence state and flags
+  // stay); `now` has old's full JID already.
+  void rebind(const C2sSession& old, const SessionPtr& now);
   // Copies a session's presence state (available, priority, last_presence) into the
   // directory; the session calls it on its own shard after changing any of them.
   void publish(const C2sSession& s);

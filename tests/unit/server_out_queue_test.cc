@@ -196,5 +196,78 @@ TEST(OutQueue, EmptyEntryCompletes) {
   EXPECT_FALSE(q.has_unwritten());
 }
 
+TEST(OutQueue, KeptStanzasRunTheirCallbacksWhenAcked) {
+  // XEP-0198: delivery is certain only once the peer acknowledges (offline messages are deleted
+  // then), not when the bytes are with the kernel.
+  OutQueue q;
+  q.keep_unacked(true);
+  int done = 0;
+  q.push(stanza("<m1/>", [&] { ++done; }));
+  q.push(stanza("<m2/>", [&] { ++done; }));
+  write(q);
+  q.run_written();
+  EXPECT_EQ(done, 0);
+  EXPECT_TRUE(q.ack(1));
+  q.run_written();
+  EXPECT_EQ(done, 1);
+  EXPECT_TRUE(q.ack(2));
+  q.run_written();
+  EXPECT_EQ(done, 2);
+}
+
+TEST(OutQueue, StartCountingLeavesEarlierEntriesUncounted) {
+  OutQueue q;
+  q.push(stanza("<before/>"));
+  write(q);
+  q.push(stanza("<queued-before/>"));
+  q.start_counting();
+  EXPECT_EQ(q.queued(), 0u);
+  q.push(stanza("<m1/>"));
+  EXPECT_EQ(write(q), "<queued-before/><m1/>");
+  EXPECT_EQ(q.written(), 1u);
+  EXPECT_FALSE(q.ack(2));
+  EXPECT_TRUE(q.ack(1));
+  EXPECT_EQ(q.unacked(), 0u);
+}
+
+TEST(OutQueue, TakeUnackedReturnsStanzasInOrderWithoutRunningCallbacks) {
+  OutQueue q;
+  q.keep_unacked(true);
+  int done = 0;
+  for (int i = 1; i <= 3; ++i) q.push(stanza("<m" + std::to_string(i) + "/>", [&] { ++done; }));
+  OutQueue::Entry r;
+  r.own = "<r/>";
+  r.stanza = false;
+  q.push(std::move(r));
+  q.push(stanza("<m4/>"));
+  write(q, 10);  // m1 and m2
+  EXPECT_TRUE(q.ack(1));
+  q.run_written();
+  EXPECT_EQ(done, 1);
+  auto left = q.take_unacked();
+  ASSERT_EQ(left.size(), 3u);
+  EXPECT_EQ(left[0].own, "<m2/>");
+  EXPECT_EQ(left[1].own, "<m3/>");
+  EXPECT_EQ(left[2].own, "<m4/>");
+  EXPECT_TRUE(left[0].on_written != nullptr);
+  q.run_written();
+  EXPECT_EQ(done, 1);
+  EXPECT_EQ(q.unacked(), 0u);
+  EXPECT_FALSE(q.has_unwritten());
+}
+
+TEST(OutQueue, RewindWritesThePrefaceFirst) {
+  OutQueue q;
+  q.keep_unacked(true);
+  q.push(stanza("<m1/>"));
+  q.push(stanza("<m2/>"));
+  write(q);
+  EXPECT_TRUE(q.ack(1));
+  q.rewind("<resumed/>");
+  EXPECT_EQ(write(q), "<resumed/><m2/>");
+  EXPECT_TRUE(q.ack(2));
+  EXPECT_EQ(q.unacked(), 0u);
+}
+
 }  // namespace
 }  // namespace kabar::server

@@ -62,6 +62,17 @@ void ModuleContext::stream_feature(xml::Element feature) {
   reg_.stream_features_.push_back(std::move(feature));
 }
 
+void ModuleContext::nonza(std::string xmlns, NonzaHandler handler) {
+  reg_.nonzas_.emplace_back(std::move(xmlns), std::move(handler));
+}
+
+const NonzaHandler* ModuleRegistry::nonza_handler(std::string_view xmlns) const {
+  for (const auto& [x, h] : nonzas_) {
+    if (x == xmlns) return &h;
+  }
+  return nullptr;
+}
+
 void ModuleContext::hook(Hook point, StanzaHook hook, int order) {
   const auto i = static_cast<std::size_t>(point);
   auto& ordered = reg_.ordered_[i];

@@ -39,6 +39,9 @@ using SessionPtr = std::shared_ptr<C2sSession>;
 
 // An IQ handler. `iq` has 'from' stamped with the sender's full JID.
 using IqHandler = std::function<awaitable<void>(SessionPtr, xml::Element)>;
+// A top-level element that is not a stanza (a "nonza": XEP-0198's <enable/>, <r/>, ...) from an
+// authenticated session, bound or not, in order with its stanzas.
+using NonzaHandler = std::function<awaitable<void>(SessionPtr, xml::Element)>;
 
 // Where an IQ or a disco answer is addressed (bit set): the server itself (no 'to', or the
 // domain), or a local account's bare JID (the account's own included: RFC 6120 §10.3.3).
@@ -62,8 +65,7 @@ using StanzaHook = std::function<awaitable<HookResult>(SessionPtr from, xml::Ele
 
 // kBound: resource bound (the session is in the directory). kAvailable: initial presence sent
 // (RFC 6121 §4.2). kClosed: the session ended, after its unavailable presence went out and it
-// left the directory. kResumed: a detached session attached to a new connection (XEP-0198; no
-// session resumes yet).
+// left the directory. kResumed: a detached session went on over a new connection (XEP-0198 §5).
 enum class SessionEvent { kBound, kAvailable, kClosed, kResumed };
 inline constexpr std::size_t kSessionEventCount = 4;
 using SessionHandler = std::function<awaitable<void>(SessionPtr)>;
@@ -109,6 +111,8 @@ class ModuleRegistry {
   std::vector<DiscoIdentity> disco_identities(Target target) const;
   // Offered after authentication (RFC 6120 §4.3.2), beside bind.
   const std::vector<xml::Element>& stream_features() const { return stream_features_; }
+  // The handler of top-level elements in `xmlns` that are not stanzas; nullptr if none.
+  const NonzaHandler* nonza_handler(std::string_view xmlns) const;
   const std::vector<StanzaHook>& hooks(Hook h) const { return hooks_[static_cast<std::size_t>(h)]; }
   const std::vector<SessionHandler>& handlers(SessionEvent e) const {
     return events_[static_cast<std::size_t>(e)];
@@ -162,6 +166,7 @@ class ModuleRegistry {
   std::vector<DiscoFeature> features_;
   std::vector<DiscoId> identities_;
   std::vector<xml::Element> stream_features_;
+  std::vector<std::pair<std::string, NonzaHandler>> nonzas_;
   std::vector<OrderedHook> ordered_[kHookCount];
   std::vector<StanzaHook> hooks_[kHookCount];  // ordered_, sorted by order (stable)
   std::vector<SessionHandler> events_[kSessionEventCount];
@@ -185,6 +190,8 @@ class ModuleContext {
   void disco_feature(std::string var, unsigned targets = kToServer);
   void disco_identity(DiscoIdentity id, unsigned targets = kToServer);
   void stream_feature(xml::Element feature);
+  // Top-level elements in `xmlns` from an authenticated session (stream management).
+  void nonza(std::string xmlns, NonzaHandler handler);
   // Lower `order` runs first; equal orders run in registration order.
   void hook(Hook point, StanzaHook hook, int order = 0);
   void on(SessionEvent event, SessionHandler handler);

@@ -47,7 +47,8 @@ void OutQueue::taken(std::size_t n) {
     }
     n -= left;
     off_ = 0;
-    if (e.on_written) done_.push_back(std::move(e.on_written));
+    // Kept for acks: the callback waits for the ack that covers the entry (ack()).
+    if (e.on_written && !keep_) done_.push_back(std::move(e.on_written));
     if (e.stanza) ++written_;
     ++pos_;
   }
@@ -72,17 +73,46 @@ bool OutQueue::ack(std::uint32_t h) {
   if (more > written_ - acked_) return false;
   std::uint64_t left = more;
   while (first_ < pos_ && (left > 0 || !q_[first_].stanza)) {
-    if (q_[first_].stanza) --left;
-    q_[first_++] = Entry();
+    Entry& e = q_[first_++];
+    if (e.stanza) --left;
+    // Delivery is certain now: the peer says it handled the stanza.
+    if (e.on_written) done_.push_back(std::move(e.on_written));
+    e = Entry();
   }
   acked_ += more;
   compact();
   return true;
 }
 
-void OutQueue::rewind() {
+void OutQueue::start_counting() {
+  // Entries not taken yet belong to the stream before <enabled/>: no longer stanzas to count.
+  for (std::size_t i = pos_; i < q_.size(); ++i) q_[i].stanza = false;
+  queued_ = written_ = acked_ = 0;
+  keep_ = true;
+}
+
+std::vector<OutQueue::Entry> OutQueue::take_unacked() {
+  std::vector<Entry> out;
+  for (std::size_t i = first_; i < q_.size(); ++i) {
+    if (q_[i].stanza) out.push_back(std::move(q_[i]));
+  }
+  acked_ = queued_;
+  written_ = queued_;
+  q_.clear();
+  first_ = pos_ = off_ = 0;
+  unwritten_bytes_ = 0;
+  return out;
+}
+
+void OutQueue::rewind(std::string preface) {
   std::vector<Entry> kept;
-  kept.reserve(q_.size() - first_);
+  kept.reserve(q_.size() - first_ + 1);
+  if (!preface.empty()) {
+    Entry p;
+    p.own = std::move(preface);
+    p.stanza = false;
+    kept.push_back(std::move(p));
+  }
   for (std::size_t i = first_; i < q_.size(); ++i) {
     if (q_[i].stanza) kept.push_back(std::move(q_[i]));
   }

@@ -23,7 +23,11 @@ class OutQueue {
     std::shared_ptr<const std::string> head;  // shared with other recipients, or null
     std::string own;
     std::shared_ptr<const std::string> tail;  // shared with other recipients, or null
-    // Runs once the entry's bytes are with the kernel (offline messages are deleted then).
+    // Runs once the entry's delivery is certain (offline messages are deleted then): once its
+    // bytes are with the kernel, or, while unacknowledged stanzas are kept (keep_unacked(),
+    // XEP-0198), once the peer's ack covers it. It never runs for an entry that is dropped or
+    // handed on undelivered (clear(), take_unacked()): whoever made the entry keeps what it
+    // stands for.
     std::function<void()> on_written;
     // A stanza (XEP-0198 §4 counts stanzas only); false for stream-level bytes (headers,
     // features, SASL, </stream:stream>), which belong to one connection and are never resent.
@@ -47,8 +51,13 @@ class OutQueue {
   bool has_written_callbacks() const { return !done_.empty(); }
 
   // Stream management. While kept, written stanzas stay until acked (else they are dropped once
-  // written).
+  // written), and their callbacks wait for the ack.
   void keep_unacked(bool keep) { keep_ = keep; }
+  bool keeps_unacked() const { return keep_; }
+  // XEP-0198 §4: counting starts at <enabled/>. What is queued before it (the stream-level
+  // <enabled/> included) is neither counted nor resent; the counters start from zero and
+  // written stanzas are kept until acked from now on.
+  void start_counting();
   // XEP-0198 §4: `h` is the count (modulo 2^32) of stanzas the peer has handled. Drops the
   // stanzas it acknowledges; false when it acknowledges more than was written (the peer is
   // wrong, XEP-0198 §5 "handled-count-too-high"), then nothing changes.
@@ -57,8 +66,14 @@ class OutQueue {
   std::uint64_t unacked() const { return queued_ - acked_; }
   // For a new connection: every stanza not acknowledged is to be written again, from its first
   // byte, in order; stream-level bytes of the old connection not written yet are dropped.
-  void rewind();
-  // Counters of stanzas since the queue was made.
+  // `preface`, when not empty, is stream-level bytes written before them (XEP-0198 §5
+  // <resumed/>).
+  void rewind(std::string preface = {});
+  // Removes and returns every stanza entry not acknowledged (written or not), in order, their
+  // callbacks not run: the session is over and they are undelivered (XEP-0198 §5: the server
+  // handles them as it would stanzas to an unavailable resource). Stream-level entries go.
+  std::vector<Entry> take_unacked();
+  // Counters of stanzas since the queue was made (or since start_counting()).
   std::uint64_t queued() const { return queued_; }
   std::uint64_t written() const { return written_; }
   std::uint64_t acked() const { return acked_; }

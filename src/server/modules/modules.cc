@@ -2,6 +2,7 @@
 // module and its test, and one line here (README, "Adding a XEP").
 #include "server/core/module.h"
 #include "server/features.h"
+#include "server/modules/sm/sm.h"
 #include "server/modules/time/time.h"
 
 namespace kabar::server {
@@ -11,6 +12,9 @@ std::vector<std::unique_ptr<Module>> make_modules() {
   // Order matters where two modules handle the same event: presence broadcasts a closing
   // session's unavailable presence before basics records the account's last activity.
   m.push_back(make_roster_module());
+  // Before presence: a closing session's unacknowledged messages are stored (or sent to another
+  // resource) before its contacts see it go unavailable.
+  m.push_back(make_sm_module());
   m.push_back(make_presence_module());
   m.push_back(make_offline_module());
   m.push_back(make_disco_module());

@@ -106,6 +106,7 @@ awaitable<void> AdminSocket::serve(std::shared_ptr<Local::socket> client) {
     in.consume(n);
     std::string answer;
     constexpr std::string_view kDelete = "delete-account ";
+    constexpr std::string_view kClearOffline = "clear-offline ";
     if (line.starts_with(kDelete)) {
       auto user = xmpp::nodeprep(std::string_view(line).substr(kDelete.size()));
       if (!user || user->empty()) {
@@ -113,6 +114,17 @@ awaitable<void> AdminSocket::serve(std::shared_ptr<Local::socket> client) {
       } else {
         try {
           answer = co_await delete_account(*user);
+        } catch (const std::exception& e) {
+          answer = std::string("error ") + e.what();
+        }
+      }
+    } else if (line.starts_with(kClearOffline)) {
+      auto user = xmpp::nodeprep(std::string_view(line).substr(kClearOffline.size()));
+      if (!user || user->empty()) {
+        answer = "error invalid username";
+      } else {
+        try {
+          answer = co_await clear_offline(*user);
         } catch (const std::exception& e) {
           answer = std::string("error ") + e.what();
         }
@@ -171,6 +183,19 @@ awaitable<std::string> AdminSocket::delete_account(std::string user) {
   }
   spdlog::info("account {} deleted by the administrator", bare);
   co_return deleted ? "ok" : "no-such-user";
+}
+
+// A delivery under way to one of the account's sessions reads the queue a page at a time after
+// the last id it sent: with the rows gone it finds nothing more and ends.
+awaitable<std::string> AdminSocket::clear_offline(std::string user) {
+  auto op = [user](store::Store& st) -> std::optional<std::size_t> {
+    if (!st.account(user)) return std::nullopt;
+    return st.clear_offline(user);
+  };
+  auto cleared = co_await server_.db(std::move(op));
+  if (!cleared) co_return "no-such-user";
+  spdlog::info("offline queue of {} cleared by the administrator ({} messages)", user, *cleared);
+  co_return "ok " + std::to_string(*cleared);
 }
 
 }  // namespace kabar::server

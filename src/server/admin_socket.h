@@ -14,6 +14,7 @@ namespace kabar::server {
 // A unix-domain stream socket, DATA/kabard.sock (mode 0600, in the 0700 data directory), served
 // on shard 0's loop. One command per line, one answer line per command:
 //   delete-account USER  ->  "ok" | "no-such-user" | "error TEXT"
+//   clear-offline USER   ->  "ok N" (N messages deleted) | "no-such-user" | "error TEXT"
 // Only a process that may open the data directory can connect: it already has the database.
 //
 // Why a channel rather than kabard noticing the deletion in the database: kabard holds the
@@ -42,6 +43,7 @@ class AdminSocket {
   awaitable<void> accept_loop();
   awaitable<void> serve(std::shared_ptr<Local::socket> sock);
   awaitable<std::string> delete_account(std::string user);
+  awaitable<std::string> clear_offline(std::string user);
 
   Server& server_;
   std::filesystem::path path_;

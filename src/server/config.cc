@@ -248,6 +248,10 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.max_stanza_bytes = static_cast<std::size_t>(get_positive(n2, full));
           } else if (sub == "offline_messages") {
             cfg.offline_limit = static_cast<std::size_t>(get_positive(n2, full));
+          } else if (sub == "offline_bytes") {
+            cfg.offline_limit_bytes = static_cast<std::size_t>(get_positive(n2, full));
+          } else if (sub == "offline_per_sender") {
+            cfg.offline_limit_per_sender = static_cast<std::size_t>(get_positive(n2, full));
           } else if (sub == "auth_timeout") {
             cfg.auth_timeout_s = get_positive(n2, full);
           } else if (sub == "idle_timeout") {

@@ -25,8 +25,8 @@ std::unique_ptr<Module> make_offline_module();
 // Stores a message for an account with no available resource; false when the queue is full or
 // the account does not exist.
 awaitable<bool> store_offline(Server& s, const std::string& user, const xml::Element& message);
-// Sends stored messages to a session that has just sent initial presence, deleting each once
-// written to the connection.
+// Sends stored messages to a session that has just sent initial presence, a batch at a time (the
+// next once the one before is written), deleting each batch once written to the connection.
 awaitable<void> deliver_offline(Server& s, SessionPtr to);
 
 // disco/: XEP-0030, answers built from the registry; basics/: XEP-0092 version, XEP-0199 ping,

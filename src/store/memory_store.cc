@@ -100,12 +100,29 @@ class MemoryStore final : public Store {
     return it == offline_.end() ? 0 : it->second.size();
   }
 
-  std::optional<std::int64_t> push_offline(std::string_view username, std::string_view stanza,
-                                           std::int64_t stamp_ms, std::size_t limit) override {
+  OfflinePush push_offline_from(std::string_view username, std::string_view sender,
+                                std::string_view stanza, std::int64_t stamp_ms,
+                                const OfflineLimits& limits) override {
     auto& queue = offline_[std::string(username)];
-    if (queue.size() >= limit) return std::nullopt;
-    queue.push_back(OfflineMessage{++last_offline_id_, std::string(stanza), stamp_ms});
-    return last_offline_id_;
+    std::size_t bytes = 0;
+    std::size_t from_sender = 0;
+    for (const OfflineMessage& m : queue) {
+      bytes += m.stanza.size();
+      if (m.sender == sender) ++from_sender;
+    }
+    OfflinePush r;
+    if (queue.size() >= limits.messages) {
+      r.full = OfflinePush::Full::kMessages;
+    } else if (stanza.size() > limits.bytes || bytes > limits.bytes - stanza.size()) {
+      r.full = OfflinePush::Full::kBytes;
+    } else if (from_sender >= limits.per_sender) {
+      r.full = OfflinePush::Full::kSender;
+    } else {
+      queue.push_back(
+          OfflineMessage{++last_offline_id_, std::string(stanza), stamp_ms, std::string(sender)});
+      r.id = last_offline_id_;
+    }
+    return r;
   }
 
   std::vector<OfflineMessage> offline_messages(std::string_view username) override {
@@ -114,11 +131,52 @@ class MemoryStore final : public Store {
     return it->second;
   }
 
+  std::vector<OfflineMessage> offline_page(std::string_view username, std::int64_t after_id,
+                                           std::size_t max_count, std::size_t max_bytes) override {
+    std::vector<OfflineMessage> out;
+    auto it = offline_.find(username);
+    if (it == offline_.end()) return out;
+    std::size_t bytes = 0;
+    for (const OfflineMessage& m : it->second) {
+      if (m.id <= after_id) continue;
+      if (out.size() >= max_count || (!out.empty() && bytes >= max_bytes)) break;
+      bytes += m.stanza.size();
+      out.push_back(m);
+    }
+    return out;
+  }
+
+  OfflineSummary offline_summary(std::string_view username) override {
+    OfflineSummary sum;
+    auto it = offline_.find(username);
+    if (it == offline_.end()) return sum;
+    std::map<std::string, std::size_t> by_sender;
+    for (const OfflineMessage& m : it->second) {
+      sum.oldest_ms = sum.count == 0 ? m.stamp_ms : std::min(sum.oldest_ms, m.stamp_ms);
+      sum.newest_ms = sum.count == 0 ? m.stamp_ms : std::max(sum.newest_ms, m.stamp_ms);
+      ++sum.count;
+      sum.bytes += m.stanza.size();
+      ++by_sender[m.sender];
+    }
+    sum.senders.assign(by_sender.begin(), by_sender.end());
+    std::stable_sort(sum.senders.begin(), sum.senders.end(),
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
+    return sum;
+  }
+
   void delete_offline(std::string_view username, const std::vector<std::int64_t>& ids) override {
     auto it = offline_.find(username);
     if (it == offline_.end()) return;
     const std::set<std::int64_t> gone(ids.begin(), ids.end());
     std::erase_if(it->second, [&gone](const OfflineMessage& m) { return gone.contains(m.id); });
+  }
+
+  std::size_t clear_offline(std::string_view username) override {
+    auto it = offline_.find(username);
+    if (it == offline_.end()) return 0;
+    const std::size_t n = it->second.size();
+    offline_.erase(it);
+    return n;
   }
 
   // vcard-temp and last activity.

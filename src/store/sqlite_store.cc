@@ -104,6 +104,15 @@ CREATE TABLE last_activity (
   status TEXT NOT NULL
 );
 )sql"},
+    // Offline queue limits per recipient in bytes and per sender: each message's size and sender
+    // are kept, so the checks need no stanza parsed or read. Rows stored before have no known
+    // sender ('').
+    {2, R"sql(
+ALTER TABLE offline ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+ALTER TABLE offline ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE offline SET bytes = length(CAST(stanza AS BLOB));
+CREATE INDEX offline_by_sender ON offline (username, sender);
+)sql"},
 };
 
 constexpr int kLatestSchema = kMigrations[std::size(kMigrations) - 1].version;
@@ -432,36 +441,106 @@ class SqliteStore final : public Store {
     return static_cast<std::size_t>(q.int64(0));
   }
 
-  std::optional<std::int64_t> push_offline(std::string_view username, std::string_view stanza,
-                                           std::int64_t stamp_ms, std::size_t limit) override {
-    // The count and the insert are one statement inside a write transaction: no other writer can
-    // slip a message in between, so the limit holds.
-    const auto max = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+  OfflinePush push_offline_from(std::string_view username, std::string_view sender,
+                                std::string_view stanza, std::int64_t stamp_ms,
+                                const OfflineLimits& limits) override {
+    // The checks and the insert run inside one write transaction (BEGIN IMMEDIATE): no other
+    // writer can slip a message in between, so the limits hold.
+    OfflinePush r;
     Transaction tx(*this);
+    std::size_t count = 0;
+    std::size_t bytes = 0;
+    {
+      Query q = query("SELECT count(*), coalesce(sum(bytes), 0) FROM offline WHERE username = ?1");
+      q.bind(1, username);
+      q.step();
+      count = static_cast<std::size_t>(q.int64(0));
+      bytes = static_cast<std::size_t>(q.int64(1));
+    }
+    if (count >= limits.messages) {
+      r.full = OfflinePush::Full::kMessages;
+      return r;
+    }
+    if (stanza.size() > limits.bytes || bytes > limits.bytes - stanza.size()) {
+      r.full = OfflinePush::Full::kBytes;
+      return r;
+    }
+    if (limits.per_sender != SIZE_MAX) {
+      Query q = query("SELECT count(*) FROM offline WHERE username = ?1 AND sender = ?2");
+      q.bind(1, username).bind(2, sender);
+      q.step();
+      if (static_cast<std::size_t>(q.int64(0)) >= limits.per_sender) {
+        r.full = OfflinePush::Full::kSender;
+        return r;
+      }
+    }
     {
       Query q = query(
-          "INSERT INTO offline (username, stanza, stamp_ms) SELECT ?1, ?2, ?3 "
-          "WHERE (SELECT count(*) FROM offline WHERE username = ?1) < ?4");
+          "INSERT INTO offline (username, stanza, stamp_ms, sender, bytes) "
+          "VALUES (?1, ?2, ?3, ?4, ?5)");
       q.bind(1, username)
           .bind(2, stanza)
           .bind(3, stamp_ms)
-          .bind(4, static_cast<std::int64_t>(std::min(limit, max)));
+          .bind(4, sender)
+          .bind(5, static_cast<std::int64_t>(stanza.size()));
       q.run();
-      if (sqlite3_changes(db_) == 0) return std::nullopt;
     }
-    std::int64_t id = sqlite3_last_insert_rowid(db_);
+    r.id = sqlite3_last_insert_rowid(db_);
     tx.commit();
-    return id;
+    return r;
   }
 
   std::vector<OfflineMessage> offline_messages(std::string_view username) override {
-    Query q = query("SELECT id, stanza, stamp_ms FROM offline WHERE username = ?1 ORDER BY id");
+    Query q =
+        query("SELECT id, stanza, stamp_ms, sender FROM offline WHERE username = ?1 ORDER BY id");
     q.bind(1, username);
     std::vector<OfflineMessage> out;
     while (q.step()) {
-      out.push_back(OfflineMessage{q.int64(0), q.text(1), q.int64(2)});
+      out.push_back(OfflineMessage{q.int64(0), q.text(1), q.int64(2), q.text(3)});
     }
     return out;
+  }
+
+  std::vector<OfflineMessage> offline_page(std::string_view username, std::int64_t after_id,
+                                           std::size_t max_count, std::size_t max_bytes) override {
+    std::vector<OfflineMessage> out;
+    if (max_count == 0) return out;
+    const auto max = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+    Query q = query(
+        "SELECT id, stanza, stamp_ms, sender FROM offline WHERE username = ?1 AND id > ?2 "
+        "ORDER BY id LIMIT ?3");
+    q.bind(1, username)
+        .bind(2, after_id)
+        .bind(3, static_cast<std::int64_t>(std::min(max_count, max)));
+    std::size_t bytes = 0;
+    // Rows are read one at a time and the reading stops at the byte bound: a page never holds
+    // more than one message past it.
+    while ((out.empty() || bytes < max_bytes) && q.step()) {
+      out.push_back(OfflineMessage{q.int64(0), q.text(1), q.int64(2), q.text(3)});
+      bytes += out.back().stanza.size();
+    }
+    return out;
+  }
+
+  OfflineSummary offline_summary(std::string_view username) override {
+    OfflineSummary sum;
+    {
+      Query q = query(
+          "SELECT count(*), coalesce(sum(bytes), 0), coalesce(min(stamp_ms), 0), "
+          "coalesce(max(stamp_ms), 0) FROM offline WHERE username = ?1");
+      q.bind(1, username);
+      q.step();
+      sum.count = static_cast<std::size_t>(q.int64(0));
+      sum.bytes = static_cast<std::size_t>(q.int64(1));
+      sum.oldest_ms = q.int64(2);
+      sum.newest_ms = q.int64(3);
+    }
+    Query q = query(
+        "SELECT sender, count(*) AS n FROM offline WHERE username = ?1 GROUP BY sender "
+        "ORDER BY n DESC, sender");
+    q.bind(1, username);
+    while (q.step()) sum.senders.emplace_back(q.text(0), static_cast<std::size_t>(q.int64(1)));
+    return sum;
   }
 
   void delete_offline(std::string_view username, const std::vector<std::int64_t>& ids) override {
@@ -472,6 +551,12 @@ class SqliteStore final : public Store {
       q.bind(1, username).bind(2, id).run();
     }
     tx.commit();
+  }
+
+  std::size_t clear_offline(std::string_view username) override {
+    Query q = query("DELETE FROM offline WHERE username = ?1");
+    q.bind(1, username).run();
+    return static_cast<std::size_t>(sqlite3_changes(db_));
   }
 
   // vcard-temp.

@@ -4,6 +4,7 @@
 // shard's I/O thread. Backend failures (disk full, corrupt file) throw StoreError.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "xmpp/scram.h"
@@ -47,6 +49,33 @@ struct OfflineMessage {
   std::int64_t id = 0;        // increasing in arrival order
   std::string stanza;         // serialized <message/>, as routed
   std::int64_t stamp_ms = 0;  // arrival time, Unix milliseconds
+  std::string sender;         // bare JID of the sender; empty when not known
+};
+
+// The limits on one recipient's offline queue. A message is stored only if, with it, the queue
+// holds at most `messages` messages and `bytes` bytes of stanzas, and at most `per_sender`
+// messages from its sender (so that one sender cannot fill someone's queue alone).
+struct OfflineLimits {
+  std::size_t messages = SIZE_MAX;
+  std::size_t bytes = SIZE_MAX;
+  std::size_t per_sender = SIZE_MAX;
+};
+
+// What push_offline_from() did: stored (`id`), or which limit refused the message.
+struct OfflinePush {
+  enum class Full { kNone, kMessages, kBytes, kSender };
+  std::optional<std::int64_t> id;
+  Full full = Full::kNone;
+};
+
+// An account's offline queue at a glance (kabarctl user offline).
+struct OfflineSummary {
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+  std::int64_t oldest_ms = 0;  // stamps of the oldest and newest message; 0 when empty
+  std::int64_t newest_ms = 0;
+  // Messages per sender (bare JID; empty: not known), most first, then by sender.
+  std::vector<std::pair<std::string, std::size_t>> senders;
 };
 
 struct LastActivity {
@@ -92,13 +121,30 @@ class OfflineStore {
  public:
   virtual ~OfflineStore() = default;
   virtual std::size_t offline_count(std::string_view username) = 0;
+  // Stores one message from `sender` (a bare JID; empty: not known) within `limits`. The checks
+  // and the insert are atomic: concurrent pushes cannot together pass a limit.
+  virtual OfflinePush push_offline_from(std::string_view username, std::string_view sender,
+                                        std::string_view stanza, std::int64_t stamp_ms,
+                                        const OfflineLimits& limits) = 0;
   // Stores one message unless the user already has `limit` stored; nullopt when full.
-  virtual std::optional<std::int64_t> push_offline(std::string_view username,
-                                                   std::string_view stanza, std::int64_t stamp_ms,
-                                                   std::size_t limit) = 0;
+  std::optional<std::int64_t> push_offline(std::string_view username, std::string_view stanza,
+                                           std::int64_t stamp_ms, std::size_t limit) {
+    OfflineLimits limits;
+    limits.messages = limit;
+    return push_offline_from(username, {}, stanza, stamp_ms, limits).id;
+  }
+  // Every stored message, in order (tests and small queues; delivery reads offline_page()).
   virtual std::vector<OfflineMessage> offline_messages(std::string_view username) = 0;
+  // The next messages after id `after_id` (0: from the start), in order: at most `max_count`,
+  // and no more once they reach `max_bytes` of stanzas (but at least one, however large).
+  virtual std::vector<OfflineMessage> offline_page(std::string_view username, std::int64_t after_id,
+                                                   std::size_t max_count,
+                                                   std::size_t max_bytes) = 0;
+  virtual OfflineSummary offline_summary(std::string_view username) = 0;
   // Deletes the given messages (after their delivery is certain).
   virtual void delete_offline(std::string_view username, const std::vector<std::int64_t>& ids) = 0;
+  // Deletes the whole queue; returns how many messages it held.
+  virtual std::size_t clear_offline(std::string_view username) = 0;
 };
 
 // vcard-temp (XEP-0054): the serialized <vCard/> element, or nullopt.

@@ -524,7 +524,10 @@ def offline_messages(k):
     for i in range(1, 5):
         a.message("erin@localhost", "lim %d" % i, id_="l%d" % i)
     e = a.expect_message(type="error", id="l4")
-    R.check(error_condition(e) == "service-unavailable", "4th offline message -> <service-unavailable/>")
+    err = e.find(q(NS_CLIENT, "error"))
+    R.check(error_condition(e) == "resource-constraint" and err is not None
+            and err.get("type") == "wait",
+            "4th offline message -> <resource-constraint/>, type wait (RFC 6120 §8.3.3.18)")
     errs = [x.get("id") for x in a.drain(0.3) if x.get("type") == "error"]
     R.check(not errs, "the first three were accepted (%s)" % errs)
     er = login(k.port, "erin", PW["erin"], resource="e")

@@ -69,6 +69,8 @@ key = "/k.pem"
 [limits]
 max_stanza_bytes = 1000
 offline_messages = 3
+offline_bytes = 7000
+offline_per_sender = 2
 auth_timeout = 2
 idle_timeout = 4
 ping_timeout = 5
@@ -113,6 +115,8 @@ scram_iterations = 5000
   EXPECT_EQ(cfg.tls_key, "/k.pem");
   EXPECT_EQ(cfg.max_stanza_bytes, 1000u);
   EXPECT_EQ(cfg.offline_limit, 3u);
+  EXPECT_EQ(cfg.offline_limit_bytes, 7000u);
+  EXPECT_EQ(cfg.offline_limit_per_sender, 2u);
   EXPECT_EQ(cfg.auth_timeout_s, 2);
   EXPECT_EQ(cfg.idle_timeout_s, 4);
   EXPECT_EQ(cfg.ping_timeout_s, 5);

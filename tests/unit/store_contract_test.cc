@@ -345,6 +345,107 @@ TEST_P(StoreContractTest, OfflineDelete) {
   EXPECT_GT(*after, *fresh);
 }
 
+TEST_P(StoreContractTest, OfflineLimitsOfBytesAndPerSender) {
+  OfflineLimits limits;
+  limits.messages = 10;
+  limits.bytes = 20;
+  limits.per_sender = 2;
+  const std::string ten(10, 'x');
+  auto r = store_->push_offline_from("alice", "bob@example.com", ten, 1, limits);
+  ASSERT_TRUE(r.id);
+  EXPECT_EQ(r.full, OfflinePush::Full::kNone);
+  // 10 + 11 > 20 bytes.
+  r = store_->push_offline_from("alice", "carol@example.com", ten + "x", 2, limits);
+  EXPECT_FALSE(r.id);
+  EXPECT_EQ(r.full, OfflinePush::Full::kBytes);
+  // Exactly 20 fits.
+  r = store_->push_offline_from("alice", "bob@example.com", ten, 3, limits);
+  ASSERT_TRUE(r.id);
+  EXPECT_EQ(store_->offline_count("alice"), 2u);
+  // One stanza larger than the whole limit never fits.
+  EXPECT_EQ(
+      store_->push_offline_from("erin", "bob@example.com", std::string(21, 'y'), 1, limits).full,
+      OfflinePush::Full::kBytes);
+
+  limits.bytes = 1000;
+  // bob has 2 stored for alice: his third is refused, carol's first is not.
+  r = store_->push_offline_from("alice", "bob@example.com", "<m/>", 4, limits);
+  EXPECT_FALSE(r.id);
+  EXPECT_EQ(r.full, OfflinePush::Full::kSender);
+  EXPECT_TRUE(store_->push_offline_from("alice", "carol@example.com", "<m/>", 5, limits).id);
+  // The sender limit is per recipient.
+  EXPECT_TRUE(store_->push_offline_from("dave", "bob@example.com", "<m/>", 6, limits).id);
+  // The count limit is checked first.
+  limits.messages = 3;
+  EXPECT_EQ(store_->push_offline_from("alice", "bob@example.com", "<m/>", 7, limits).full,
+            OfflinePush::Full::kMessages);
+  auto msgs = store_->offline_messages("alice");
+  ASSERT_EQ(msgs.size(), 3u);
+  EXPECT_EQ(msgs[0].sender, "bob@example.com");
+  EXPECT_EQ(msgs[2].sender, "carol@example.com");
+  // Room again once delivered messages are deleted.
+  store_->delete_offline("alice", {msgs[0].id});
+  EXPECT_TRUE(store_->push_offline_from("alice", "bob@example.com", "<m/>", 8, limits).id);
+}
+
+TEST_P(StoreContractTest, OfflinePages) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 7; ++i) {
+    ids.push_back(
+        *store_->push_offline("alice", std::string(10, static_cast<char>('a' + i)), i, 100));
+  }
+  ASSERT_TRUE(store_->push_offline("bob", "<m/>", 0, 100));
+  // By count.
+  auto page = store_->offline_page("alice", 0, 3, SIZE_MAX);
+  ASSERT_EQ(page.size(), 3u);
+  EXPECT_EQ(page[0].id, ids[0]);
+  EXPECT_EQ(page[2].id, ids[2]);
+  EXPECT_EQ(page[1].stanza, std::string(10, 'b'));
+  EXPECT_EQ(page[1].stamp_ms, 1);
+  // After an id; by bytes: reading stops once 25 bytes are reached (the third message passes).
+  page = store_->offline_page("alice", ids[2], 100, 25);
+  ASSERT_EQ(page.size(), 3u);
+  EXPECT_EQ(page[0].id, ids[3]);
+  EXPECT_EQ(page[2].id, ids[5]);
+  page = store_->offline_page("alice", ids[2], 100, 20);
+  ASSERT_EQ(page.size(), 2u);
+  // At least one message, however small the byte bound.
+  page = store_->offline_page("alice", ids[5], 100, 1);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].id, ids[6]);
+  EXPECT_TRUE(store_->offline_page("alice", ids[6], 100, 100).empty());
+  EXPECT_TRUE(store_->offline_page("carol", 0, 100, 100).empty());
+}
+
+TEST_P(StoreContractTest, OfflineSummaryAndClear) {
+  OfflineSummary empty = store_->offline_summary("alice");
+  EXPECT_EQ(empty.count, 0u);
+  EXPECT_EQ(empty.bytes, 0u);
+  EXPECT_EQ(empty.oldest_ms, 0);
+  EXPECT_TRUE(empty.senders.empty());
+
+  OfflineLimits limits;
+  ASSERT_TRUE(store_->push_offline_from("alice", "carol@example.com", "<a/>", 500, limits).id);
+  ASSERT_TRUE(store_->push_offline_from("alice", "bob@example.com", "<bb/>", 300, limits).id);
+  ASSERT_TRUE(store_->push_offline_from("alice", "bob@example.com", "<c/>", 900, limits).id);
+  ASSERT_TRUE(store_->push_offline_from("alice", "dave@example.com", "<d/>", 600, limits).id);
+  ASSERT_TRUE(store_->push_offline_from("bob", "alice@example.com", "<e/>", 1, limits).id);
+  OfflineSummary sum = store_->offline_summary("alice");
+  EXPECT_EQ(sum.count, 4u);
+  EXPECT_EQ(sum.bytes, 4u + 5u + 4u + 4u);
+  EXPECT_EQ(sum.oldest_ms, 300);
+  EXPECT_EQ(sum.newest_ms, 900);
+  using Senders = std::vector<std::pair<std::string, std::size_t>>;
+  EXPECT_EQ(sum.senders,
+            (Senders{{"bob@example.com", 2}, {"carol@example.com", 1}, {"dave@example.com", 1}}));
+
+  EXPECT_EQ(store_->clear_offline("alice"), 4u);
+  EXPECT_EQ(store_->offline_count("alice"), 0u);
+  EXPECT_EQ(store_->offline_summary("alice").count, 0u);
+  EXPECT_EQ(store_->clear_offline("alice"), 0u);
+  EXPECT_EQ(store_->offline_count("bob"), 1u);
+}
+
 // vcard-temp and last activity.
 
 TEST_P(StoreContractTest, Vcard) {

@@ -87,6 +87,37 @@ TEST_F(SqliteStoreTest, MigrationsAreIdempotentOnReopen) {
   EXPECT_EQ(store_->schema_version(), v);
 }
 
+TEST_F(SqliteStoreTest, MigratesAnOfflineQueueOfSchemaOne) {
+  // A data directory written by a kabar of schema 1, with two messages queued (the first holds
+  // a two-byte character: sizes are kept in bytes).
+  store_.reset();
+  fs::remove_all(dir_);
+  fs::create_directories(dir_);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_file().c_str(), &db), SQLITE_OK);
+  const char* v1 =
+      "CREATE TABLE offline (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL, "
+      "stanza TEXT NOT NULL, stamp_ms INTEGER NOT NULL);"
+      "CREATE INDEX offline_by_user ON offline (username, id);"
+      "INSERT INTO offline (username, stanza, stamp_ms) VALUES ('alice', '<m>\xc3\xa9</m>', 5);"
+      "INSERT INTO offline (username, stanza, stamp_ms) VALUES ('alice', '<m/>', 6);"
+      "PRAGMA user_version = 1;";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  store_ = open_sqlite_store(dir_);
+  EXPECT_GE(store_->schema_version(), 2);
+  OfflineSummary sum = store_->offline_summary("alice");
+  EXPECT_EQ(sum.count, 2u);
+  EXPECT_EQ(sum.bytes, 9u + 4u);
+  EXPECT_EQ(sum.oldest_ms, 5);
+  ASSERT_EQ(sum.senders.size(), 1u);
+  EXPECT_EQ(sum.senders[0].first, "");  // not known for rows stored before
+  OfflineLimits limits;
+  limits.bytes = 14;
+  EXPECT_EQ(store_->push_offline_from("alice", "bob@example.com", "<x/>", 7, limits).full,
+            OfflinePush::Full::kBytes);
+}
+
 TEST_F(SqliteStoreTest, RefusesNewerSchema) {
   store_.reset();
   raw_query(db_file(), "PRAGMA user_version = 9999");

@@ -1,4 +1,5 @@
-// kabarctl: offline administration of a kabar server's data directory (accounts for now).
+// kabarctl: offline administration of a kabar server's data directory (accounts and their
+// offline message queues).
 // It opens the same SQLite database as kabard; WAL mode and the store's busy timeout let both run
 // at once. What a running kabard must act on (deleting an account whose sessions are live) goes
 // through kabard's admin control socket, DATA/kabard.sock.
@@ -54,6 +55,16 @@ std::string account_name(std::string_view arg) {
     throw CommandError(fmt::format("invalid username: {}", arg));
   }
   return *local;
+}
+
+// Unix milliseconds as an RFC 3339 / XEP-0082 UTC stamp.
+std::string utc_stamp(std::int64_t ms) {
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{}.{:03}Z", buf, ms % 1000);
 }
 
 // --- Reading a password without echo --------------------------------------------------------
@@ -195,6 +206,9 @@ int run(int argc, char** argv) {
       "asked for on the terminal (twice, without echo), else read as one line from standard\n"
       "input. A password on the command line is visible to other local users.\n"
       "\n"
+      "'user offline USER' reads the database, also while kabard runs; with --clear, a running\n"
+      "kabard deletes the queue itself (through DATA/kabard.sock).\n"
+      "\n"
       "Exit status: 0 on success, 1 on an error (user exists, no such user, invalid username,\n"
       "bad data dir, ...), 2 on a usage error.");
   app.require_subcommand(1);
@@ -222,6 +236,12 @@ int run(int argc, char** argv) {
   passwd->add_option("PASSWORD", password_arg, "The new password (see below when omitted)");
 
   user->add_subcommand("list", "List the accounts, one per line, sorted");
+
+  bool clear_offline = false;
+  auto* offline = user->add_subcommand(
+      "offline", "Show an account's offline message queue (count, bytes, stamps, per sender)");
+  offline->add_option("USER", user_arg, "Account whose queue to show")->required();
+  offline->add_flag("--clear", clear_offline, "Delete every message in the queue");
 
   try {
     app.parse(argc, argv);
@@ -259,6 +279,31 @@ int run(int argc, char** argv) {
       std::string password = obtain_password(password_arg, name);
       if (!store->set_credentials(make_account(name, password))) {
         throw CommandError(fmt::format("no such user: {}", name));
+      }
+    } else if (offline->parsed()) {
+      std::string name = account_name(user_arg);
+      auto store = open_store(data_dir, /*create=*/false);
+      if (!store->account(name)) throw CommandError(fmt::format("no such user: {}", name));
+      if (clear_offline) {
+        // A running kabard clears the queue itself, so a delivery under way stops with it.
+        if (auto answer = tell_kabard(data_dir, "clear-offline " + name)) {
+          if (*answer == "no-such-user") throw CommandError(fmt::format("no such user: {}", name));
+          if (!answer->starts_with("ok ")) throw CommandError(fmt::format("kabard: {}", *answer));
+          fmt::print("cleared {} offline messages of {} through the running kabard\n",
+                     answer->substr(3), name);
+        } else {
+          fmt::print("cleared {} offline messages of {}\n", store->clear_offline(name), name);
+        }
+      } else {
+        // Read from the database, also while kabard runs (WAL: readers do not wait for it).
+        const kabar::store::OfflineSummary sum = store->offline_summary(name);
+        fmt::print("user {}\nmessages {}\nbytes {}\n", name, sum.count, sum.bytes);
+        if (sum.count > 0) {
+          fmt::print("oldest {}\nnewest {}\n", utc_stamp(sum.oldest_ms), utc_stamp(sum.newest_ms));
+        }
+        for (const auto& [sender, count] : sum.senders) {
+          fmt::print("from {} {}\n", sender.empty() ? "(unknown)" : sender, count);
+        }
       }
     } else {  // list
       auto store = open_store(data_dir, /*create=*/false);

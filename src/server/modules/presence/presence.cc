@@ -6,6 +6,7 @@
 #include <set>
 
 #include "server/c2s_session.h"
+#include "server/core/paced_send.h"
 #include "server/features.h"
 #include "server/modules/roster/roster_items.h"
 #include "xml/serializer.h"
@@ -279,7 +280,8 @@ awaitable<void> broadcast(Server& s, const SessionPtr& who, const xml::Element& 
 awaitable<void> initial_presence(Server& s, const SessionPtr& who) {
   auto items = co_await roster_of(s, who->username());
   const std::string me = who->jid().str();
-  for (const auto& item : items) {
+  std::vector<std::string> requests;
+  for (auto& item : items) {
     if (has_to(item.state)) {
       auto jid = xmpp::Jid::parse(item.jid);
       if (jid && s.is_local(*jid)) {
@@ -290,9 +292,12 @@ awaitable<void> initial_presence(Server& s, const SessionPtr& who) {
     }
     // §3.1.3: subscription requests that arrived while the user was away.
     if (item.state.pending_in && !item.pending_in_stanza.empty()) {
-      who->send_raw(item.pending_in_stanza);
+      requests.push_back(std::move(item.pending_in_stanza));
     }
   }
+  // Each request may be as large as a stanza may be, and every contact may have sent one: paced,
+  // so that a login is never cut off by its own output cap.
+  send_paced(who, std::move(requests));
   for (auto& other : available_sessions(s, who->jid().bare_str())) {
     if (other.session.get() != who.get()) who->send(presence_of(other, me));
   }

@@ -1,4 +1,7 @@
 // Presence (RFC 6121 §4) and the subscription handshake (§3) through scripted sessions.
+#include <algorithm>
+#include <set>
+
 #include "server/modules/testing/module_test.h"
 
 namespace kabar::server {
@@ -54,6 +57,44 @@ TEST_F(PresenceTest, InitialPresenceGoesToSubscribersAndProbesTheirs) {
   auto to_alice = presence_from(alice_got, "bob@example.com/desk");
   ASSERT_EQ(to_alice.size(), 1u);
   EXPECT_EQ(to_alice[0]->child_text("show"), "away");
+}
+
+// §3.1.3: the subscription requests that came while the user was away are redelivered at login.
+// Thirty of 200 KiB (about 6 MiB, past the 4 MiB output cap) arrive paced, and the session stays.
+TEST_F(PresenceTest, ManyLargePendingSubscriptionRequestsArriveWhole) {
+  constexpr int kContacts = 30;
+  const std::string status(200 * 1024, 's');
+  for (int i = 0; i < kContacts; ++i) {
+    store::RosterItem it;
+    it.jid = "c" + std::to_string(i) + "@example.com";
+    it.state.sub = xmpp::Subscription::kNone;
+    it.state.pending_in = true;
+    it.in_roster = false;
+    it.pending_in_stanza = "<presence type='subscribe' from='" + it.jid +
+                           "' to='bob@example.com'><status>" + status + "</status></presence>";
+    store().put_roster_item("bob", it);
+  }
+  auto& bob = connect("bob@example.com/desk");
+  bob.transport().set_write_limit(64 * 1024);
+  send(bob, "<presence/>");
+  std::set<std::string> from;
+  std::size_t most = 0;
+  for (int step = 0; step < 10000 && from.size() < kContacts; ++step) {
+    most = std::max(most, bob.session()->out_queue().unwritten_bytes());
+    ASSERT_FALSE(bob.session()->closed()) << "cut off after " << from.size();
+    const auto got = bob.take();
+    for (const auto* p : named(got, "presence")) {
+      if (p->attr("type") == "subscribe") {
+        EXPECT_EQ(p->child_text("status").size(), status.size());
+        from.insert(std::string(p->attr("from")));
+      }
+    }
+    bob.transport().unblock();
+    run();
+  }
+  EXPECT_EQ(from.size(), static_cast<std::size_t>(kContacts));
+  EXPECT_LE(most, 256 * 1024 + status.size() + 1024);
+  EXPECT_FALSE(bob.session()->closed());
 }
 
 TEST_F(PresenceTest, NoPresenceForThoseWithoutASubscription) {

@@ -8,6 +8,8 @@ only the client's unanswered ack request can tell).
   "reconnected" (a JSON event), once per resumption, and nothing else.
 - `kabar chat` (in tmux) as alice sending lines to bob (a raw client, direct) while her
   connection is cut: bob receives every line exactly once, in order.
+- The resumption window running out while bob cannot reconnect: kabar binds a new session (and
+  says so), and what was sent to bob meanwhile arrives once each, from the server's storage.
 
 Run: /usr/bin/python3 test_client_sm.py --kabard PATH --kabarctl PATH
 """
@@ -51,6 +53,7 @@ class Relay:
         self.peer = {}        # socket -> the other socket of its pair
         self.silenced = []    # sockets kept open, never read again
         self.accepted = 0
+        self.refusing = False  # new connections are reset at once
         self.commands = []
         self.lock = threading.Lock()
         self.stopping = False
@@ -67,6 +70,10 @@ class Relay:
                 s = key.fileobj
                 if s is self.lsock:
                     c, _ = self.lsock.accept()
+                    if self.refusing:
+                        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        c.close()
+                        continue
                     try:
                         up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
                     except OSError:
@@ -254,18 +261,71 @@ def chat_case(res, name, k, srv, relay, work):
             bob.abort()
 
 
+def expired_case(res, name, k, srv, relay):
+    """bob's connection is cut and every reconnection refused until the server has given up the
+    session (its resumption window is short here): kabar binds a new session, says so, announces
+    its presence again, and the messages sent to it meanwhile arrive once each (the server kept
+    them for an absent client)."""
+    d = srv.domain
+    e = k.env("bob")
+    e["KABAR_SERVER"] = f"127.0.0.1:{relay.port}"
+    lb = kabartest.JsonLines([k.binary, "listen", "--json", "--keepalive", "2"], e)
+    try:
+        ready = lb.wait(lambda ev: ev["type"] == "ready", timeout=20)
+        res.check(ready is not None, f"{name}: bob listens through the relay")
+        if ready is None:
+            return
+        alice = xmpp_raw.login(srv.port, "alice", client_matrix.PASSWORDS["alice"], domain=d,
+                               mech="PLAIN", resource="raw2")
+        alice.presence()
+        relay.refusing = True
+        relay.cut()
+        want = [f"late{i:02d}" for i in range(20)]
+        for body in want:
+            alice.message(f"bob@{d}", body)
+        alice.pump(0.2)
+        # The server's resumption window is a clock on its side: let it run out (and then some).
+        time.sleep(srv.resume_timeout + 3)
+        relay.refusing = False
+        ev = lb.wait(lambda ev: ev["type"] in ("new-session", "reconnected"), timeout=30)
+        res.check(ev is not None and ev["type"] == "new-session",
+                  f"{name}: after the window, a new session, and kabar says so ({ev})")
+
+        def printed():
+            return [x["body"] for x in lb.events
+                    if x["type"] == "message" and x.get("body", "").startswith("late")]
+
+        lb.wait(lambda ev: len(printed()) >= len(want), timeout=20)
+        lb.wait(lambda ev: False, timeout=1.5)
+        got = printed()
+        print(f"{name}: after a new session listen printed {len(got)} of {len(want)} messages "
+              f"sent while it was away, {len(got) - len(set(got))} twice", flush=True)
+        res.check(got == want, f"{name}: each message sent while away printed once, in order "
+                               f"({got[:3]}...)")
+        res.check(lb.proc.poll() is None, f"{name}: kabar listen stayed up")
+        alice.close()
+    finally:
+        lb.stop()
+
+
 def run(res, kind, binary, work):
-    with peers.start(kind, stream_management=True) as srv:
-        k = client_matrix.Kabar(binary, srv.port, srv.domain, work)
-        for user in ("alice", "bob"):
-            r = k.run("register", f"{user}@{srv.domain}", user=user)
-            res.check(r.returncode == 0, f"{kind}: register {user} ({r.stderr.strip()})")
-        relay = Relay(srv.port)
-        try:
-            listen_case(res, kind, k, srv, relay)
-            chat_case(res, kind, k, srv, relay, work)
-        finally:
-            relay.stop()
+    # The default resumption window for the cuts; a 2 s one (its own server) for the expiry.
+    for resume_timeout, cases in ((None, ("listen", "chat")), (2, ("expired",))):
+        with peers.start(kind, stream_management=True, resume_timeout=resume_timeout) as srv:
+            k = client_matrix.Kabar(binary, srv.port, srv.domain, work)
+            for user in ("alice", "bob"):
+                r = k.run("register", f"{user}@{srv.domain}", user=user)
+                res.check(r.returncode == 0, f"{kind}: register {user} ({r.stderr.strip()})")
+            relay = Relay(srv.port)
+            try:
+                if "listen" in cases:
+                    listen_case(res, kind, k, srv, relay)
+                if "chat" in cases:
+                    chat_case(res, kind, k, srv, relay, work)
+                if "expired" in cases:
+                    expired_case(res, kind, k, srv, relay)
+            finally:
+                relay.stop()
 
 
 def main():

@@ -15,7 +15,7 @@ awaitable<void> Client::disconnect() {
   auto self = impl_;
   if (!self->is_connected) co_return;
   self->closing = true;
-  if (!self->link_up) {  // reconnecting: nothing to close on the wire
+  if (self->link_down) {  // reconnecting: nothing to close on the wire
     self->finish(Error{});
     co_return;
   }

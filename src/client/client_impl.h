@@ -117,11 +117,11 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   // ---- XEP-0198 stream management ----
   using Clock = std::chrono::steady_clock;
   xmpp::stream::SmClient sm;
-  bool link_up = false;                        // a connection carries the session now
-  std::uint64_t link_gen = 0;                  // which connection the reader and ticker belong to
-  bool resuming = false;                       // negotiate() sends <resume/> instead of binding
-  std::optional<xml::Element> resume_answer;   // <resumed/> (negotiate() with resuming)
-  std::optional<xml::Element> bound_features;  // the features that offered <bind/>
+  bool link_down = false;                     // reconnecting: no connection carries the session now
+  std::uint64_t link_gen = 0;                 // which connection the reader and ticker belong to
+  bool resuming = false;                      // negotiate() sends <resume/> instead of binding
+  std::optional<xml::Element> resume_answer;  // <resumed/> (negotiate() with resuming)
+  std::optional<xml::Element> bound_features;     // the features that offered <bind/>
   std::vector<std::string> resend_after_failure;  // unacked when resumption failed
   std::deque<xml::Element> uncounted;             // arrived before <enabled/>: handled, not counted
   std::string last_presence;    // our broadcast presence, announced again in a new session

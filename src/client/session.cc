@@ -16,7 +16,7 @@ void Client::Impl::start_loops() {
 }
 
 void Client::Impl::start_link() {
-  link_up = true;
+  link_down = false;
   const std::uint64_t gen = ++link_gen;
   last_rx = Clock::now();
   auto self = shared_from_this();
@@ -122,11 +122,11 @@ awaitable<void> Client::Impl::ticker(std::uint64_t gen) {
   asio::steady_timer t(io);
   std::uint64_t acks_seen = sm.acks_received();
   Clock::time_point waiting_since = Clock::now();
-  while (gen == link_gen && link_up) {
+  while (gen == link_gen && !link_down) {
     t.expires_after(tick);
     boost::system::error_code ec;
     co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
-    if (gen != link_gen || !link_up || !sm.on()) co_return;
+    if (gen != link_gen || link_down || !sm.on()) co_return;
     const auto now = Clock::now();
     if (sm.unacked() > 0 && !sm.request_outstanding() && now - last_tx >= tick)
       send_raw(sm.request());
@@ -148,7 +148,7 @@ awaitable<void> Client::Impl::ticker(std::uint64_t gen) {
 
 awaitable<void> Client::Impl::relink(Error why) {
   auto self = shared_from_this();
-  link_up = false;
+  link_down = true;
   ++link_gen;
   outq.clear();
   close_socket();
@@ -224,7 +224,6 @@ void Client::Impl::finish(const Error& why) {
   if (!is_connected && !running) return;
   is_connected = false;
   running = false;
-  link_up = false;
   ++link_gen;
   close_reason = why;
   close_socket();
@@ -243,6 +242,12 @@ void Client::Impl::close_socket() {
 
 void Client::Impl::send_stanza_bytes(std::string data) {
   if (!is_connected) return;
+  if (link_down && !sm.on()) {
+    // Reconnecting after a failed resumption (the old queue is handed back, the new session
+    // not yet enabled): it goes out in the new session, after the old session's leftovers.
+    resend_after_failure.push_back(std::move(data));
+    return;
+  }
   if (sm.state() == xmpp::stream::SmClient::State::kOff) {
     send_raw(std::move(data));
     return;
@@ -254,7 +259,7 @@ void Client::Impl::send_stanza_bytes(std::string data) {
 }
 
 void Client::Impl::send_raw(std::string data) {
-  if (!is_connected || !link_up) return;
+  if (!is_connected || link_down) return;
   outq.push_back(std::move(data));
   if (writing) return;
   writing = true;
@@ -266,7 +271,7 @@ void Client::Impl::send_raw(std::string data) {
 awaitable<void> Client::Impl::writer() {
   auto self = shared_from_this();
   try {
-    while (!outq.empty() && stream && link_up) {
+    while (!outq.empty() && stream && !link_down) {
       std::string data = std::move(outq.front());
       outq.pop_front();
       co_await write_raw(data);
@@ -274,7 +279,7 @@ awaitable<void> Client::Impl::writer() {
   } catch (const std::exception&) {
     outq.clear();
     // A failed write is a failed connection: the reader sees it closed (and resumes).
-    if (sm.resumable() && link_up) close_socket();
+    if (sm.resumable() && !link_down) close_socket();
   }
   writing = false;
 }

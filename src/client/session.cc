@@ -57,7 +57,7 @@ bool Client::Impl::take(xml::Element& el, Error& why) {
       send_raw(
           "<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
           "<handled-count-too-high xmlns='urn:xmpp:sm:3' h='" +
-          std::string(el.attr("h")) + "' send-count='" + std::to_string(sm.unacked()) +
+          std::string(el.attr("h")) + "' send-count='" + std::to_string(sm.sent()) +
           "'/></stream:error></stream:stream>");
       why = err(Errc::kProtocol, "the server acknowledged stanzas we never sent");
       return false;

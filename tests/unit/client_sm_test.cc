@@ -80,11 +80,16 @@ TEST_F(ClientSm, SentStanzasWaitForTheirAck) {
 }
 
 TEST_F(ClientSm, AckTooHighEndsTheStream) {
+  client.send_message("bob@example.org", "one");
+  EXPECT_TRUE(take("<a xmlns='urn:xmpp:sm:3' h='1'/>"));
+  client.send_message("bob@example.org", "two");
+  written();
   xml::Element el = parse("<a xmlns='urn:xmpp:sm:3' h='3'/>");
   Error why;
   EXPECT_FALSE(impl.take(el, why));
   EXPECT_EQ(why.code, Errc::kProtocol);
-  EXPECT_NE(written().find("<handled-count-too-high xmlns='urn:xmpp:sm:3' h='3'"),
+  // XEP-0198 §6: with what we sent in all (two), not only what is unacknowledged (one).
+  EXPECT_NE(written().find("<handled-count-too-high xmlns='urn:xmpp:sm:3' h='3' send-count='2'/>"),
             std::string::npos);
 }
 

@@ -87,6 +87,8 @@ class SmClient {
   std::uint32_t handled() const { return h_; }
   // Stanzas sent and not yet acknowledged.
   std::size_t unacked() const { return queue_.size(); }
+  // Stanzas sent since <enable/> (mod 2^32): acknowledged and not.
+  std::uint32_t sent() const { return acked_ + static_cast<std::uint32_t>(queue_.size()); }
 
  private:
   // Drops the stanzas `h` acknowledges; false when it acknowledges more than were sent.

@@ -66,6 +66,27 @@ struct Options {
   std::string resource;    // empty: the one in `jid`, else "kabar"
   std::string roster_cache;  // file for the versioned roster cache (XEP-0237); empty: none
   std::chrono::milliseconds timeout{15000};  // connect, negotiation and each IQ
+  // XEP-0198 stream management when the server offers it: every stanza sent is kept until the
+  // server acknowledges it, and a lost connection is resumed (or, when the server no longer has
+  // the session, a new one bound) and the unacknowledged stanzas sent again, without ending the
+  // session; on_connection says what happened.
+  bool stream_management = true;
+  // With stream management: after this long without a byte from the server, ask it for an ack;
+  // an ack request unanswered for this long again means the connection is dead. 0: never ask
+  // when idle.
+  std::chrono::milliseconds keepalive{60000};
+};
+
+// What the connection under a stream-managed session did (Client::on_connection).
+struct ConnectionEvent {
+  enum class Kind {
+    kLost,          // the connection failed; reconnecting (the session goes on meanwhile)
+    kResumed,       // reconnected and the session resumed (XEP-0198 §5): nothing was lost
+    kResumeFailed,  // reconnected, but the server had dropped the session: a new one is bound
+  };
+  Kind kind = Kind::kLost;
+  std::string message;     // one line for a person
+  std::size_t resent = 0;  // kResumed, kResumeFailed: our stanzas sent again
 };
 
 struct RosterItem {
@@ -165,6 +186,8 @@ class Client {
   // Waits until the connection ends; returns why (kOk after disconnect()).
   awaitable<Error> wait_closed();
   bool connected() const;
+  // Whether XEP-0198 stream management is on for this session (the server enabled it).
+  bool stream_managed() const;
 
   const Options& options() const;
   std::string bound_jid() const;           // full JID after bind
@@ -197,6 +220,9 @@ class Client {
   std::function<void(const Presence&)> on_presence;
   std::function<void(const RosterItem&, bool removed)> on_roster_push;
   std::function<void(const Error&)> on_disconnect;
+  // With stream management: the connection was lost and is being re-established, or was (see
+  // ConnectionEvent). Stanzas sent meanwhile are queued and go out once it is back.
+  std::function<void(const ConnectionEvent&)> on_connection;
 
   struct Impl;
 

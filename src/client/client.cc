@@ -14,8 +14,14 @@ Client::~Client() {
 awaitable<void> Client::disconnect() {
   auto self = impl_;
   if (!self->is_connected) co_return;
-  self->send_raw("</stream:stream>");
   self->closing = true;
+  if (self->link_down) {  // reconnecting: nothing to close on the wire
+    self->finish(Error{});
+    co_return;
+  }
+  // XEP-0198 §4: tell the server what we handled before closing, so nothing comes again.
+  if (self->sm.on()) self->send_raw(self->sm.ack());
+  self->send_raw("</stream:stream>");
   // Wait for the server's closing tag (RFC 6120 §4.4), at most two seconds.
   asio::steady_timer t(self->io, std::chrono::seconds(2));
   t.async_wait([self](boost::system::error_code e) {
@@ -37,6 +43,7 @@ awaitable<Error> Client::wait_closed() {
 }
 
 bool Client::connected() const { return impl_->is_connected; }
+bool Client::stream_managed() const { return impl_->sm.on(); }
 
 awaitable<std::optional<xml::Element>> Client::send_iq(xml::Element iq) {
   auto self = impl_;

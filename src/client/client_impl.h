@@ -6,9 +6,11 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "xml/stream_parser.h"
 #include "xmpp/jid.h"
 #include "xmpp/namespaces.h"
+#include "xmpp/stream/sm_client.h"
 
 namespace kabar::client {
 
@@ -111,6 +114,29 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   StanzaHandlers handlers;                 // registered by extensions (file transfer, calls)
   std::vector<std::string> extra_features;
 
+  // ---- XEP-0198 stream management ----
+  using Clock = std::chrono::steady_clock;
+  xmpp::stream::SmClient sm;
+  bool link_down = false;                     // reconnecting: no connection carries the session now
+  std::uint64_t link_gen = 0;                 // which connection the reader and ticker belong to
+  bool resuming = false;                      // negotiate() sends <resume/> instead of binding
+  std::optional<xml::Element> resume_answer;  // <resumed/> (negotiate() with resuming)
+  std::optional<xml::Element> bound_features;     // the features that offered <bind/>
+  std::vector<std::string> resend_after_failure;  // unacked when resumption failed
+  std::deque<xml::Element> uncounted;             // arrived before <enabled/>: handled, not counted
+  std::string last_presence;    // our broadcast presence, announced again in a new session
+  Clock::time_point last_rx{};  // last bytes from the server
+  Clock::time_point last_tx{};  // last stanza sent
+
+  // Writes a serialized stanza, kept for resending while stream management is on.
+  void send_stanza_bytes(std::string data);
+  // One top-level element from the running stream; false when it ends the session (set `why`).
+  bool take(xml::Element& el, Error& why);
+  awaitable<Error> establish();  // connect (or reconnect): transport, negotiation, <enable/>
+  void start_link();             // reader and ticker for the current connection
+  awaitable<void> ticker(std::uint64_t gen);
+  awaitable<void> relink(Error why);
+
   // StreamHandler
   void on_stream_open(const xml::Element&, std::string_view) override {}
   void on_element(xml::Element&& el) override { inbox.push_back(std::move(el)); }
@@ -139,10 +165,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
 
   // ---- running session ----
   void start_loops();
-  awaitable<void> reader();
+  awaitable<void> reader(std::uint64_t gen);
   void finish(const Error& why);
   void close_socket();
-  void send(const xml::Element& el) { send_raw(xml::serialize(el)); }
+  void send(const xml::Element& el) { send_stanza_bytes(xml::serialize(el)); }
   void send_raw(std::string data);
   awaitable<void> writer();
   awaitable<std::optional<xml::Element>> iq(xml::Element iq);

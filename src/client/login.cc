@@ -102,6 +102,12 @@ awaitable<std::optional<Error>> Client::Impl::negotiate(bool authenticate) {
   o.password = opt.password;
   o.resource = opt.resource;
   o.authenticate = authenticate;
+  if (resuming && sm.resumable()) {
+    o.resume_previd = sm.id();
+    o.resume_h = sm.handled();
+  }
+  resume_answer.reset();
+  bound_features.reset();
   xmpp::stream::ClientNegotiator negotiator(std::move(o));
   parser = std::make_unique<xml::StreamParser>(*this);
   inbox.clear();
@@ -138,9 +144,23 @@ awaitable<std::optional<Error>> Client::Impl::negotiate(bool authenticate) {
             early.push_back(std::move(*ev.element));
             break;
           case xmpp::stream::Event::Kind::kBound:
+            done = true;
+            if (ev.element && ev.element->is("resumed", xmpp::stream::kSmNs)) {
+              resume_answer = std::move(ev.element);  // XEP-0198 §5: the session goes on
+              break;
+            }
             bound = ev.jid;
             roster_ver_supported = ev.element && ev.element->child("ver", ns::kRosterVer);
-            done = true;
+            bound_features = std::move(ev.element);
+            if (negotiator.resume_refused()) {
+              // XEP-0198 §5: what the old session did not acknowledge goes out in the new one.
+              std::optional<std::uint32_t> h;
+              if (negotiator.resume_failure()) h = xmpp::stream::sm_h(*negotiator.resume_failure());
+              std::vector<std::string> rest = sm.failed(h);
+              resend_after_failure.insert(resend_after_failure.end(),
+                                          std::make_move_iterator(rest.begin()),
+                                          std::make_move_iterator(rest.end()));
+            }
             break;
           case xmpp::stream::Event::Kind::kReady:
             done = true;
@@ -162,11 +182,9 @@ awaitable<std::optional<Error>> Client::Impl::negotiate(bool authenticate) {
     inbox.pop_front();
     negotiator.element(std::move(el));
   }
-  // What came behind the last negotiation answer is the session's, after what came before it.
-  while (!early.empty()) {
-    inbox.push_front(std::move(early.back()));
-    early.pop_back();
-  }
+  // What came while binding is handled first (and, being before <enable/>, not counted), then
+  // what came behind the last negotiation answer.
+  for (xml::Element& el : early) uncounted.push_back(std::move(el));
   co_return std::nullopt;
 }
 
@@ -199,14 +217,37 @@ awaitable<Error> Client::Impl::guarded(std::function<awaitable<std::optional<Err
   co_return result;
 }
 
+awaitable<Error> Client::Impl::establish() {
+  uncounted.clear();
+  co_return co_await guarded([this]() -> awaitable<std::optional<Error>> {
+    if (auto e = co_await open_transport()) co_return e;
+    if (auto e = co_await negotiate(true)) co_return e;
+    if (resume_answer || !opt.stream_management || !bound_features ||
+        !xmpp::stream::SmClient::offered(*bound_features))
+      co_return std::nullopt;
+    // XEP-0198 §4: enable (resumable) after binding, before any stanza of ours; the answer is
+    // awaited here so the counts start where the server's do.
+    co_await write_raw(sm.enable(true));
+    while (true) {
+      xml::Element el = co_await next_element();
+      if (el.is("enabled", xmpp::stream::kSmNs) || el.is("failed", xmpp::stream::kSmNs)) {
+        sm.inbound(el);
+        break;
+      }
+      uncounted.push_back(std::move(el));
+    }
+    co_return std::nullopt;
+  });
+}
+
 awaitable<Error> Client::Impl::connect() {
   closing = false;
   close_reason = {};
-  Error e = co_await guarded([this]() -> awaitable<std::optional<Error>> {
-    if (auto e = co_await open_transport()) co_return e;
-    co_return co_await negotiate(true);
-  });
-  if (e) co_return e;
+  resuming = false;
+  sm = xmpp::stream::SmClient();
+  resend_after_failure.clear();
+  last_presence.clear();
+  if (Error e = co_await establish()) co_return e;
   is_connected = true;
   start_loops();
   co_return Error{};

@@ -56,6 +56,7 @@ void Client::send_presence(const std::string& show, const std::string& status, i
   if (!show.empty() && show != "online") p.add_child("show", ns::kClient).add_text(show);
   if (!status.empty()) p.add_child("status", ns::kClient).add_text(status);
   if (priority != 0) p.add_child("priority", ns::kClient).add_text(std::to_string(priority));
+  impl_->last_presence = xml::serialize(p);
   impl_->send(p);
 }
 

@@ -71,7 +71,9 @@ def stop_proc(proc, timeout=10):
 class Peer:
     kind = "?"
 
-    def __init__(self, keep=False):
+    def __init__(self, keep=False, stream_management=False, resume_timeout=None):
+        self.stream_management = stream_management  # XEP-0198 on (mod_smacks, mod_stream_mgmt)
+        self.resume_timeout = resume_timeout  # seconds a detached session waits to be resumed
         self.dir = tempfile.mkdtemp(prefix=f"kabar-{self.kind}-")
         os.chmod(self.dir, 0o755)
         self.domain = DOMAIN
@@ -122,9 +124,10 @@ s2s_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
 modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "offline";
-                    "posix"; }}
+                    "posix"; {'"smacks";' if self.stream_management else ''} }}
 modules_disabled = {{ "s2s"; }}
 allow_registration = true
+{f'smacks_hibernation_time = {self.resume_timeout}' if self.resume_timeout else ''}
 min_seconds_between_registrations = 0
 registration_throttle_max = 1000
 c2s_require_encryption = true
@@ -184,6 +187,10 @@ modules:
   mod_offline: {{}}
   mod_ping: {{}}
   mod_disco: {{}}
+{'  mod_stream_mgmt:' if self.stream_management else ''}
+{f'    resume_timeout: {self.resume_timeout}' if self.stream_management and self.resume_timeout
+ else ''}
+{'    resend_on_timeout: if_offline' if self.stream_management else ''}
 """)
         subprocess.run(["chown", "-R", "ejabberd:ejabberd", self.dir], check=True)
         epmd_port = free_port()
@@ -225,5 +232,6 @@ modules:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start(kind, keep=False):
-    return {"prosody": Prosody, "ejabberd": Ejabberd}[kind](keep=keep)
+def start(kind, keep=False, stream_management=False, resume_timeout=None):
+    return {"prosody": Prosody, "ejabberd": Ejabberd}[kind](
+        keep=keep, stream_management=stream_management, resume_timeout=resume_timeout)

@@ -103,6 +103,14 @@ class ChatUi {
     client_.on_message = [this](const client::Message& m) { on_message(m); };
     client_.on_presence = [this](const client::Presence& p) { on_presence(p); };
     client_.on_roster_push = [this](const client::RosterItem&, bool) { draw(); };
+    // Stream management: a lost connection is resumed underneath; the status line says so.
+    client_.on_connection = [this](const client::ConnectionEvent& ev) {
+      status_ = ev.kind == client::ConnectionEvent::Kind::kLost ? "connection lost; reconnecting..."
+                : ev.kind == client::ConnectionEvent::Kind::kResumed
+                    ? "online as " + client_.bound_jid()
+                    : ev.message;
+      draw();
+    };
     setup_files();
     watch_resize();
     asio::co_spawn(io_, read_keys(), asio::detached);

@@ -390,6 +390,9 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
       co_return fail(kExitUsage, "--accept-files: " + files.dir + " is not a directory");
   }
   o.roster_cache = roster_cache_path(o.jid);
+  // With stream management the library asks for acks after this long idle (and resumes when
+  // none comes); without it, the XEP-0199 pings below do.
+  o.keepalive = std::chrono::seconds(keepalive > 0 ? keepalive : 0);
   client::Client c(io, o);
   client::FileTransfer ft(c);
   ft.accept_dir = files.dir;
@@ -470,6 +473,19 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
               " bytes over " + r.transport + (r.hash_checked ? ", SHA-256 checked)" : ")"));
     }
   };
+  // A lost connection under stream management is resumed by the library: one line at most
+  // (on stderr; with --json an event on stdout instead).
+  c.on_connection = [&](const client::ConnectionEvent& ev) {
+    if (ev.kind == client::ConnectionEvent::Kind::kLost) return;
+    const bool resumed = ev.kind == client::ConnectionEvent::Kind::kResumed;
+    const std::string resent = ev.resent ? std::to_string(ev.resent) : "";
+    if (json)
+      print_event_json(resumed ? "reconnected" : "new-session",
+                       {{"resent", resent}, {"message", resumed ? "" : ev.message}});
+    else
+      fail(0, resumed ? "reconnected" + (resent.empty() ? "" : " (" + resent + " sent again)")
+                      : ev.message);
+  };
   SavedStatus st = load_status();
   bool first = true;
   while (!stopping) {
@@ -487,7 +503,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     out("ready", {{"jid", c.bound_jid()}}, "listening as " + c.bound_jid());
     // XEP-0199 keepalive: a server that stops answering ends the connection, then we reconnect.
     auto alive = std::make_shared<bool>(true);
-    if (keepalive > 0) {
+    if (keepalive > 0 && !c.stream_managed()) {
       asio::co_spawn(
           io,
           [&c, &io, alive, keepalive]() -> awaitable<void> {
@@ -583,6 +599,10 @@ int main(int argc, char** argv) {
   auto* chat = app.add_subcommand(
       "chat", "Full-screen terminal chat; /file PATH sends a file, offers ask /accept or /decline");
   std::string chat_dir;
+  int chat_keepalive = 60;
+  chat->add_option("--keepalive", chat_keepalive,
+                   "Seconds idle before the server is asked for an ack, and to wait for it (0: "
+                   "never)");
   chat->add_option("--accept-files", chat_dir,
                    "Where accepted files go (default: ~/Downloads, created when needed)");
 
@@ -609,6 +629,7 @@ int main(int argc, char** argv) {
     return run(io, [&]() { return cmd_sendfile(io, o, sf_to, sf_path, sf_flags); });
   if (chat->parsed()) {
     o.roster_cache = roster_cache_path(o.jid);
+    o.keepalive = std::chrono::seconds(chat_keepalive > 0 ? chat_keepalive : 0);
     if (chat_dir.empty()) chat_dir = env("HOME") + "/Downloads";
     return run(io, [&]() { return chat_main(io, o, chat_dir); });
   }

@@ -7,6 +7,7 @@
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 #include "xmpp/stream/negotiator.h"
+#include "xmpp/stream/sm_client.h"
 
 namespace kabar::xmpp::stream {
 
@@ -109,6 +110,9 @@ void ClientNegotiator::element(xml::Element&& el) {
     case State::kWaitSession:
       on_bind_result(std::move(el));
       return;
+    case State::kWaitResume:
+      on_resume_answer(std::move(el));
+      return;
     case State::kDone: {
       Event ev{Event::Kind::kStanza};
       ev.element = std::move(el);
@@ -146,6 +150,46 @@ void ClientNegotiator::on_features(xml::Element&& features) {
     choose_mechanism(features);
     return;
   }
+  if (!opt_.resume_previd.empty()) {
+    // XEP-0198 §5: resume the former session (with the count of stanzas we handled on it)
+    // instead of binding; the features are kept for binding if the server refuses.
+    if (features.child("sm", kSmNs) != nullptr) {
+      std::string r =
+          "<resume xmlns='urn:xmpp:sm:3' h='" + std::to_string(opt_.resume_h) + "' previd='";
+      xml::escape_attr(opt_.resume_previd, r);
+      send(r + "'/>");
+      features_ = std::move(features);
+      state_ = State::kWaitResume;
+      return;
+    }
+    resume_refused_ = true;
+  }
+  request_bind(std::move(features));
+}
+
+void ClientNegotiator::on_resume_answer(xml::Element&& el) {
+  if (el.is("resumed", kSmNs)) {
+    state_ = State::kDone;
+    bound_ = true;
+    features_.reset();
+    Event ev{Event::Kind::kBound};
+    ev.element = std::move(el);
+    emit(std::move(ev));
+    return;
+  }
+  if (el.is("failed", kSmNs)) {
+    // §5: the server SHOULD then let the client bind a resource without negotiating again.
+    resume_refused_ = true;
+    resume_failure_ = std::move(el);
+    xml::Element features = std::move(*features_);
+    features_.reset();
+    request_bind(std::move(features));
+    return;
+  }
+  fail(FailureKind::kProtocol, "expected <resumed/> or <failed/>, got <" + el.name() + "/>");
+}
+
+void ClientNegotiator::request_bind(xml::Element&& features) {
   if (features.child("bind", ns::kBind) == nullptr) {
     fail(FailureKind::kProtocol, "the server offers no resource binding");
     return;

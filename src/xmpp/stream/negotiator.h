@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <optional>
@@ -67,7 +68,9 @@ struct Event {
     // registration IQ (XEP-0077) it must answer itself; client: a stanza the server sent while
     // binding.
     kStanza,
-    // Negotiation is done: `jid` is bound. Client: `features` holds the last stream features.
+    // Negotiation is done: `jid` is bound. Client: `features` holds the last stream features;
+    // client resuming (ClientOptions::resume_previd): `element` holds the server's <resumed/>
+    // (XEP-0198 §5) and `jid` is empty: the former session goes on, nothing is bound anew.
     kBound,
     // Client with authenticate = false: the stream is secured (or allowed in the clear) and
     // `features` holds its features; the caller goes on itself (in-band registration).
@@ -224,6 +227,10 @@ struct ClientOptions {
   bool allow_plaintext = false;
   // false: stop at the first features of the secured stream (kReady), for in-band registration.
   bool authenticate = true;
+  // XEP-0198 §5: after authentication, resume the session with this SM-ID instead of binding,
+  // reporting `resume_h` stanzas handled; empty: bind.
+  std::string resume_previd;
+  std::uint32_t resume_h = 0;
   RandomBytes random;  // empty: xmpp::random_bytes
 };
 
@@ -247,6 +254,10 @@ class ClientNegotiator final : public Negotiator {
   const std::string& mechanism() const { return mechanism_; }
   const std::string& bound_jid() const { return bound_jid_; }
   FailureKind failure() const { return failure_; }
+  // Resuming: whether the server refused (or offered no stream management) so a new session
+  // was bound, and its <failed/> if it sent one (XEP-0198 §5: it may carry 'h').
+  bool resume_refused() const { return resume_refused_; }
+  const std::optional<xml::Element>& resume_failure() const { return resume_failure_; }
 
  private:
   enum class State {
@@ -257,10 +268,13 @@ class ClientNegotiator final : public Negotiator {
     kWaitSasl,
     kWaitBind,
     kWaitSession,
+    kWaitResume,
     kDone,
     kClosed,
   };
   void send_header();
+  void request_bind(xml::Element&& features);
+  void on_resume_answer(xml::Element&& el);
   void on_features(xml::Element&& features);
   void choose_mechanism(const xml::Element& features);
   void on_sasl(const xml::Element& el);
@@ -286,6 +300,8 @@ class ClientNegotiator final : public Negotiator {
   std::string session_id_;
   std::string bound_jid_;
   std::optional<xml::Element> features_;
+  bool resume_refused_ = false;
+  std::optional<xml::Element> resume_failure_;
   FailureKind failure_ = FailureKind::kNone;
 };
 

@@ -47,7 +47,7 @@ struct Config {
   // The offline queue's limits in bytes per account, and in messages from one sender (a bare
   // JID) per account; past any limit a message is bounced with <resource-constraint/>.
   std::size_t offline_limit_bytes = 32 * 1024 * 1024;
-  std::size_t offline_limit_per_sender = 100;
+  std::size_t offline_limit_per_sender = 500;
   int auth_timeout_s = 30;   // a connection that has not authenticated by then is closed
   int idle_timeout_s = 300;  // after this much silence the server pings the client (XEP-0199)
   int ping_timeout_s = 30;   // and closes the connection if no answer comes in this time

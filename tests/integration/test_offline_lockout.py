@@ -122,7 +122,7 @@ def owner_receives_all(k, owner, ids, size):
 
 def main():
     args = kabartest.parse_args()
-    k = kabartest.Kabard(args)
+    k = kabartest.Kabard(args, config="[limits]\noffline_per_sender = 100\n")
     try:
         k.start()
         senders = ["s%02d" % i for i in range(30)]
@@ -184,7 +184,7 @@ def main():
 
         @R.section
         def per_sender_limit():
-            # The default share: 100 messages from one sender per recipient.
+            # The share configured above: 100 messages from one sender per recipient.
             c = login(k.port, "s00", PW, resource="flood")
             for i in range(101):
                 c.send("<message to='owner4@localhost' type='chat' id='f%d'><body>%d</body>"

@@ -205,7 +205,8 @@ def main():
 
     @R.section
     def expiry():
-        with kabartest.Kabard(args, config="[sm]\nresume_timeout = 1\n") as k:
+        with kabartest.Kabard(args, config="[sm]\nresume_timeout = 1\n"
+                              "[limits]\noffline_per_sender = 1000\n") as k:
             for user, pw in PW.items():
                 k.add_user(user, pw)
             r = run(k, expire=True, cuts=3)

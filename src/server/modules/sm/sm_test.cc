@@ -408,6 +408,7 @@ Config with_large_offline_limit() {
   Config cfg;
   cfg.domain = "example.com";
   cfg.offline_limit = 20'000;
+  cfg.offline_limit_per_sender = 20'000;  // every stanza comes from one sender here
   return cfg;
 }
 

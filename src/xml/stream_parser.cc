@@ -737,6 +737,8 @@ StreamParser::Result StreamParser::feed(std::string_view bytes) { return impl_->
 
 void StreamParser::reset() { impl_->reset(); }
 
+void StreamParser::set_max_kept_bytes(std::size_t bytes) { impl_->limits.max_kept_bytes = bytes; }
+
 void StreamParser::set_max_stanza_bytes(std::size_t bytes) {
   impl_->limits.max_stanza_bytes = bytes;
 }

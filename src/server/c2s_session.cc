@@ -45,8 +45,8 @@ C2sSession::C2sSession(Server& server, Shard& shard, std::unique_ptr<net::Transp
       shard_(shard),
       transport_(std::move(transport)),
       // Until authenticated the stanza limit is the small pre-auth one: an unauthenticated
-      // connection can hold no more than that of an unfinished element (RFC 6120 §13.12 asks
-      // for limits on what an unauthenticated peer may make the server hold). Nothing is
+      // connection can hold no more than that of an unfinished element (RFC 6120 §13.12: limit
+      // the size of stanzas before authentication, e.g. to 10,000 bytes). Nothing is
       // forwarded as bytes before bind, so no copy of the element's bytes is kept either.
       parser_(*this, xml::StreamLimits{std::min(server.config().preauth_stanza_bytes,
                                                 server.config().max_stanza_bytes),
@@ -464,8 +464,9 @@ awaitable<void> C2sSession::check_plain(xmpp::stream::Event ev) {
     auto account = co_await server_.db(std::move(op));
     if (closing_) co_return;
     // No such account: the same derivation on credentials no password matches, so that an
-    // unknown user takes as long as a wrong password (RFC 6120 §13.9.4 asks that the
-    // answers not reveal which accounts exist; SCRAM fakes a salt for the same reason).
+    // unknown user takes as long as a wrong password: neither the answer nor its timing may
+    // tell which accounts exist (RFC 6120 §13.11, directory harvesting; SCRAM fakes a salt for
+    // the same reason).
     const bool known = account.has_value();
     auto verify = [creds = known ? account->sha256 : server_.unknown_user_credentials(),
                    password = std::move(ev.password), known] {

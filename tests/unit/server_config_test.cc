@@ -73,6 +73,13 @@ idle_timeout = 4
 ping_timeout = 5
 auth_failures_per_account = 6
 auth_failures_per_address = 7
+auth_failure_delay_ms = 11
+auth_failure_max_delay_ms = 12
+auth_failures_slow_account = 13
+preauth_stanza_bytes = 9000
+unauthenticated_connections = 14
+unauthenticated_per_address = 15
+registrations_per_address = 16
 scram_iterations = 5000
 )");
   Config cfg;
@@ -117,6 +124,13 @@ scram_iterations = 5000
   EXPECT_EQ(cfg.ping_timeout_s, 5);
   EXPECT_EQ(cfg.auth_failures_per_account, 6);
   EXPECT_EQ(cfg.auth_failures_per_address, 7);
+  EXPECT_EQ(cfg.auth_failure_delay_ms, 11);
+  EXPECT_EQ(cfg.auth_failure_max_delay_ms, 12);
+  EXPECT_EQ(cfg.auth_failures_slow_account, 13);
+  EXPECT_EQ(cfg.preauth_stanza_bytes, 9000u);
+  EXPECT_EQ(cfg.unauthenticated_connections, 14);
+  EXPECT_EQ(cfg.unauthenticated_per_address, 15);
+  EXPECT_EQ(cfg.registrations_per_address, 16);
   EXPECT_EQ(cfg.scram_iterations, 5000);
 }
 

@@ -4,9 +4,9 @@ instructions, silent clients, connections that never authenticate, password gues
 Throughout, two other logged-in clients keep exchanging messages (kabard keeps serving
 others), kabard must stay alive, and an offline message stored before the attacks must be
 delivered after them. Two kabard instances: one with a per-account auth throttle (an account
-from one address; the address limit raised), one with a per-address throttle (the account limit raised) and short
-auth/idle/ping timeouts. Both with short delays before a guess from a failing address is
-checked.
+from one address; the address limit raised), one with a per-address throttle (the account limit
+raised) and short auth/idle/ping timeouts. Both with short delays before a guess from a failing
+address is checked.
 """
 import os
 import select

@@ -52,7 +52,13 @@ C2sSession::C2sSession(Server& server, Shard& shard, std::unique_ptr<net::Transp
     : server_(server),
       shard_(shard),
       transport_(std::move(transport)),
-      parser_(*this, xml::StreamLimits{server.config().max_stanza_bytes, 32, 64, kKeptBytes}),
+      // Until authenticated the stanza limit is the small pre-auth one: an unauthenticated
+      // connection can hold no more than that of an unfinished element (RFC 6120 §13.12: limit
+      // the size of stanzas before authentication, e.g. to 10,000 bytes). Nothing is
+      // forwarded as bytes before bind, so no copy of the element's bytes is kept either.
+      parser_(*this, xml::StreamLimits{std::min(server.config().preauth_stanza_bytes,
+                                                server.config().max_stanza_bytes),
+                                       32, 64, 0}),
       negotiator_(std::make_unique<xmpp::stream::ServerNegotiator>(negotiator_options(server))) {
   serial_ = ++g_serial;
   peer_addr_ = transport_->peer_address();
@@ -68,6 +74,8 @@ void C2sSession::start() {
 
 bool C2sSession::bind_for_test(const xmpp::Jid& full) {
   username_ = full.local();
+  parser_.set_max_stanza_bytes(server_.config().max_stanza_bytes);
+  parser_.set_max_kept_bytes(kKeptBytes);
   jid_ = full;
   jid_str_ = jid_.str();
   std::string escaped;
@@ -494,6 +502,10 @@ bool C2sSession::negotiation_event(xmpp::stream::Event& ev) {
       return true;
     case Kind::kAuthenticated:
       username_ = ev.user;
+      // The restarted stream's stanzas may be as large as the configured limit.
+      parser_.set_max_stanza_bytes(server_.config().max_stanza_bytes);
+      parser_.set_max_kept_bytes(kKeptBytes);
+      server_.unauthenticated().release(preauth_ticket);
       spdlog::info("c2s #{} {}: authenticated as {}@{}", serial_, peer_addr_, username_,
                    server_.config().domain);
       return true;
@@ -567,13 +579,24 @@ awaitable<void> C2sSession::negotiate() {
   if (bound_) negotiator_.reset();
 }
 
-awaitable<void> C2sSession::check_scram(xmpp::stream::Event ev) {
-  const std::int64_t now = server_.now_ms();
-  if (server_.throttle().address_blocked(peer_addr_, now) ||
-      (!ev.user.empty() && server_.throttle().account_blocked(ev.user, now))) {
+awaitable<bool> C2sSession::throttle_attempt(const std::string& user) {
+  const AuthThrottle::Decision d = server_.throttle().check(peer_addr_, user, server_.now_ms());
+  if (d.refuse) {
     negotiator_->refuse_auth("temporary-auth-failure");
-    co_return;
+    co_return false;
   }
+  if (d.delay_ms > 0) {
+    // The guessing address waits before its guess is checked (auth_throttle.h); its other
+    // connections and everyone else's are served meanwhile.
+    asio::steady_timer wait(*shard_.io, std::chrono::milliseconds(d.delay_ms));
+    boost::system::error_code ec;
+    co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return !closing_;
+}
+
+awaitable<void> C2sSession::check_scram(xmpp::stream::Event ev) {
+  if (!co_await throttle_attempt(ev.user)) co_return;
   std::optional<xmpp::ScramCredentials> creds;
   if (!ev.user.empty()) {
     auto op = [name = ev.user](store::Store& s) { return s.account(name); };
@@ -586,12 +609,7 @@ awaitable<void> C2sSession::check_scram(xmpp::stream::Event ev) {
 }
 
 awaitable<void> C2sSession::check_plain(xmpp::stream::Event ev) {
-  const std::int64_t now = server_.now_ms();
-  if (server_.throttle().address_blocked(peer_addr_, now) ||
-      (!ev.user.empty() && server_.throttle().account_blocked(ev.user, now))) {
-    negotiator_->refuse_auth("temporary-auth-failure");
-    co_return;
-  }
+  if (!co_await throttle_attempt(ev.user)) co_return;
   bool ok = false;
   if (!ev.user.empty() && !ev.password.empty()) {
     // The account from the store's thread; the PBKDF2 derivation (RFC 5802 §3, thousands of
@@ -599,12 +617,17 @@ awaitable<void> C2sSession::check_plain(xmpp::stream::Event ev) {
     // roster and offline reads meanwhile.
     auto op = [name = ev.user](store::Store& s) { return s.account(name); };
     auto account = co_await server_.db(std::move(op));
-    if (account && !closing_) {
-      auto verify = [creds = account->sha256, password = std::move(ev.password)] {
-        return xmpp::verify_password(xmpp::ScramHash::kSha256, creds, password);
-      };
-      ok = co_await server_.cpu().run(std::move(verify));
-    }
+    if (closing_) co_return;
+    // No such account: the same derivation on credentials no password matches, so that an
+    // unknown user takes as long as a wrong password: neither the answer nor its timing may
+    // tell which accounts exist (RFC 6120 §13.11, directory harvesting; SCRAM fakes a salt for
+    // the same reason).
+    const bool known = account.has_value();
+    auto verify = [creds = known ? account->sha256 : server_.unknown_user_credentials(),
+                   password = std::move(ev.password), known] {
+      return xmpp::verify_password(xmpp::ScramHash::kSha256, creds, password) && known;
+    };
+    ok = co_await server_.cpu().run(std::move(verify));
     if (closing_) co_return;
   }
   negotiator_->plain_result(ok);
@@ -643,7 +666,7 @@ awaitable<void> C2sSession::handle_preauth_iq(const xml::Element& iq) {
                                 "registration requires TLS"));
     co_return;
   }
-  xml::Element reply = co_await handle_register_preauth(server_, iq);
+  xml::Element reply = co_await handle_register_preauth(server_, iq, peer_addr_);
   send(reply);
 }
 

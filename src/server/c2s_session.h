@@ -163,6 +163,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   std::int64_t last_read_ms = 0;
   std::int64_t created_ms = 0;
   std::int64_t ping_sent_ms = 0;  // 0: no server ping outstanding
+  // Counted by Server::unauthenticated() until authenticated (0: not counted).
+  std::uint64_t preauth_ticket = 0;
   const std::string& peer_address() const { return peer_addr_; }
   std::uint64_t serial() const { return serial_; }
 
@@ -211,6 +213,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // emit), acted on at once; false for a question (left to negotiate()).
   bool negotiation_event(xmpp::stream::Event& ev);
   void negotiation_events_now();
+  // The auth throttle's word on an attempt (refused: answered here, false; delayed: waits).
+  awaitable<bool> throttle_attempt(const std::string& user);
   awaitable<void> check_scram(xmpp::stream::Event ev);
   awaitable<void> check_plain(xmpp::stream::Event ev);
   awaitable<void> bind_resource(std::string full);

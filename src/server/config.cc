@@ -246,6 +246,8 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
           std::string full = "limits." + sub;
           if (sub == "max_stanza_bytes") {
             cfg.max_stanza_bytes = static_cast<std::size_t>(get_positive(n2, full));
+          } else if (sub == "preauth_stanza_bytes") {
+            cfg.preauth_stanza_bytes = static_cast<std::size_t>(get_positive(n2, full));
           } else if (sub == "offline_messages") {
             cfg.offline_limit = static_cast<std::size_t>(get_positive(n2, full));
           } else if (sub == "offline_bytes") {
@@ -262,6 +264,18 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.auth_failures_per_account = get_positive(n2, full);
           } else if (sub == "auth_failures_per_address") {
             cfg.auth_failures_per_address = get_positive(n2, full);
+          } else if (sub == "auth_failure_delay_ms") {
+            cfg.auth_failure_delay_ms = get_positive(n2, full);
+          } else if (sub == "auth_failure_max_delay_ms") {
+            cfg.auth_failure_max_delay_ms = get_positive(n2, full);
+          } else if (sub == "auth_failures_slow_account") {
+            cfg.auth_failures_slow_account = get_positive(n2, full);
+          } else if (sub == "unauthenticated_connections") {
+            cfg.unauthenticated_connections = get_positive(n2, full);
+          } else if (sub == "unauthenticated_per_address") {
+            cfg.unauthenticated_per_address = get_positive(n2, full);
+          } else if (sub == "registrations_per_address") {
+            cfg.registrations_per_address = get_positive(n2, full);
           } else if (sub == "scram_iterations") {
             cfg.scram_iterations = get_positive(n2, full);
             if (cfg.scram_iterations < 4096) {

@@ -43,6 +43,8 @@ struct Config {
   int threads = 0;
 
   std::size_t max_stanza_bytes = 256 * 1024;
+  // Before authentication (SASL, STARTTLS, a registration form fit easily; Prosody uses 10000).
+  std::size_t preauth_stanza_bytes = 10'000;
   std::size_t offline_limit = 1000;
   // The offline queue's limits in bytes per account, and in messages from one sender (a bare
   // JID) per account; past any limit a message is bounced with <resource-constraint/>.
@@ -51,8 +53,18 @@ struct Config {
   int auth_timeout_s = 30;   // a connection that has not authenticated by then is closed
   int idle_timeout_s = 300;  // after this much silence the server pings the client (XEP-0199)
   int ping_timeout_s = 30;   // and closes the connection if no answer comes in this time
-  int auth_failures_per_account = 5;   // per minute, then attempts are refused unchecked
-  int auth_failures_per_address = 20;  // per minute
+  // Failed logins (auth_throttle.h): per minute on one account from one address, then that
+  // account is refused unchecked from that address (never from the others).
+  int auth_failures_per_account = 5;
+  int auth_failures_per_address = 30;  // per minute from one address, then refused unchecked
+  int auth_failure_delay_ms = 250;     // an address's next attempt waits this, doubled per failure
+  int auth_failure_max_delay_ms = 5000;
+  int auth_failures_slow_account = 100;  // per minute from anywhere: the account's logins slow
+  // Connections that have not authenticated: past the total the oldest is closed with
+  // <resource-constraint/>; past the per-address count a new one gets <policy-violation/>.
+  int unauthenticated_connections = 4096;
+  int unauthenticated_per_address = 32;
+  int registrations_per_address = 5;  // accounts made by in-band registration per address per hour
   int scram_iterations = 4096;
 
   // [sm] (XEP-0198): how long a session whose connection died waits to be resumed

@@ -27,7 +27,17 @@ Server::Server(asio::io_context& io, Config cfg)
     : io_(io),
       cfg_(std::move(cfg)),
       tls_(asio::ssl::context::tls_server),
-      throttle_(cfg_.auth_failures_per_account, cfg_.auth_failures_per_address) {
+      throttle_(AuthThrottleLimits{
+          .per_address = cfg_.auth_failures_per_address,
+          .per_account_address = cfg_.auth_failures_per_account,
+          .slow_account_after = cfg_.auth_failures_slow_account,
+          .delay_ms = cfg_.auth_failure_delay_ms,
+          .max_delay_ms = std::max(cfg_.auth_failure_max_delay_ms, cfg_.auth_failure_delay_ms),
+      }),
+      unauth_(static_cast<std::size_t>(cfg_.unauthenticated_connections),
+              static_cast<std::size_t>(cfg_.unauthenticated_per_address)) {
+  unknown_user_ = xmpp::make_credentials(xmpp::ScramHash::kSha256, xmpp::random_bytes(16),
+                                         cfg_.scram_iterations);
   registry_.modules_ = make_modules();
   ModuleContext ctx(*this, registry_);
   for (auto& m : registry_.modules_) m->setup(ctx);
@@ -167,11 +177,58 @@ void Server::listen(const Endpoint& ep, bool direct_tls) {
   acceptors_.push_back(std::move(acc));
 }
 
+namespace {
+
+// A connection over its address's cap of unauthenticated ones, closed before any session or TLS
+// state is made for it. On the STARTTLS port it is told why first: our stream header and a
+// <policy-violation/> stream error (RFC 6120 §4.9.1.1: the header precedes the error), written
+// at once without waiting for the client's header (a few hundred bytes always fit a new
+// socket's send buffer). On the direct TLS port it is just closed.
+void refuse_connection(tcp::socket& sock, bool direct_tls, const std::string& domain) {
+  boost::system::error_code ec;
+  sock.non_blocking(true, ec);
+  if (!direct_tls && !ec) {
+    std::string out = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='";
+    out += ns::kStream;
+    out += "' version='1.0' from='";
+    xml::escape_attr(domain, out);
+    out += "'>";
+    out += xmpp::stream_error_xml("policy-violation",
+                                  "too many unauthenticated connections from your address");
+    sock.write_some(asio::buffer(out), ec);
+    // Bytes the client sent already would turn the close into a reset that can overtake the
+    // error: read them first (only what has arrived; never wait).
+    std::array<char, 4096> scratch;
+    for (int i = 0; i < 16 && !ec; ++i) sock.read_some(asio::buffer(scratch), ec);
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+  }
+  sock.close(ec);
+}
+
+}  // namespace
+
 void Server::adopt(Shard& shard, tcp::socket sock, bool direct_tls) {
   if (stopping_) return;  // the socket closes as it goes
+  boost::system::error_code ec;
+  const auto remote = sock.remote_endpoint(ec);
+  const std::string key = ec ? std::string("?") : address_key(remote.address().to_string());
+  UnauthenticatedConnections::Admission admission = unauth_.admit(key);
+  if (!admission.admitted) {
+    spdlog::debug("c2s {}: over {} unauthenticated connections from that address: refused", key,
+                  cfg_.unauthenticated_per_address);
+    refuse_connection(sock, direct_tls, cfg_.domain);
+    return;
+  }
   auto transport =
       std::make_unique<net::TcpTransport>(shard, std::move(sock), tls_.native_handle(), direct_tls);
-  std::make_shared<C2sSession>(*this, shard, std::move(transport))->start();
+  auto session = std::make_shared<C2sSession>(*this, shard, std::move(transport));
+  session->preauth_ticket = admission.ticket;
+  const bool counted = unauth_.attach(admission.ticket, session);
+  session->start();
+  constexpr std::string_view kFull = "too many unauthenticated connections";
+  // Evicted by a connection admitted on another shard between admit() and attach().
+  if (!counted) session->stream_error("resource-constraint", kFull);
+  if (auto oldest = admission.evicted.lock()) oldest->stream_error("resource-constraint", kFull);
 }
 
 awaitable<void> Server::sweep_loop(Shard& shard) {
@@ -223,9 +280,12 @@ awaitable<void> Server::sweep_loop(Shard& shard) {
     }
     // What idle connections gave back goes back to the system too, not just to malloc's free
     // lists: a burst of logins that then sit idle would otherwise keep their peak RSS.
-    if (hibernated >= 16 || (hibernated > 0 && now - shard.last_trim_ms > 10'000)) {
+    // So does what a burst of connections that ended held (a flood of unauthenticated ones).
+    const std::size_t freed = hibernated + shard.closed_since_trim;
+    if (freed >= 16 || (freed > 0 && now - shard.last_trim_ms > 10'000)) {
       malloc_trim(0);
       shard.last_trim_ms = now;
+      shard.closed_since_trim = 0;
     }
   }
 }
@@ -429,6 +489,8 @@ void Server::bounce(const xml::Element& stanza, std::string_view condition) {
 
 awaitable<void> Server::session_closed(SessionPtr s) {
   if (s->shard().sessions.erase(s.get()) == 0) co_return;  // already done
+  unauth_.release(s->preauth_ticket);
+  ++s->shard().closed_since_trim;
   if (!s->bound()) co_return;
   unbind(s.get());
   // The presence module broadcasts the unavailable presence; basics records last activity.

@@ -35,9 +35,11 @@
 #include "server/core/clock.h"
 #include "server/core/cpu_pool.h"
 #include "server/core/module.h"
+#include "server/unauthenticated.h"
 #include "store/store.h"
 #include "xml/element.h"
 #include "xmpp/jid.h"
+#include "xmpp/scram.h"
 
 namespace kabar::server {
 
@@ -51,6 +53,7 @@ class HttpServer;
 struct Shard : net::Shard {
   // Touched only on this shard's thread:
   std::unordered_map<C2sSession*, std::weak_ptr<C2sSession>> sessions;
+  std::size_t closed_since_trim = 0;  // sessions ended since the last malloc_trim()
 };
 
 // What the directory holds about a bound resource, copied out for readers on any shard.
@@ -91,6 +94,11 @@ class Server {
   std::size_t shard_count() const { return shards_.size(); }
   asio::ssl::context& tls() { return tls_; }
   AuthThrottle& throttle() { return throttle_; }
+  // Connections not yet authenticated, capped in total and per address (unauthenticated.h).
+  UnauthenticatedConnections& unauthenticated() { return unauth_; }
+  // SCRAM-SHA-256 credentials of no account, derived like real ones at start: PLAIN checks an
+  // unknown user's password against them, to take as long as a wrong password.
+  const xmpp::ScramCredentials& unknown_user_credentials() const { return unknown_user_; }
   // Time and randomness for the server and its modules; tests put fixed ones in before start().
   const Clock& clock() const { return *clock_; }
   Random& random() { return *random_; }
@@ -237,6 +245,8 @@ class Server {
   std::atomic<std::size_t> flagged_accounts_{0};
   std::atomic<int> db_pending_{0};
   AuthThrottle throttle_;
+  UnauthenticatedConnections unauth_;
+  xmpp::ScramCredentials unknown_user_;
   std::int64_t started_ms_ = 0;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<HttpServer> http_;

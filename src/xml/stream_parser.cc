@@ -82,7 +82,7 @@ struct StreamParser::Impl {
   ~Impl() { free_parser(); }
 
   StreamHandler& handler;
-  const StreamLimits limits;
+  StreamLimits limits;
   XML_Parser parser = nullptr;
   std::unique_ptr<ParserArena> arena;  // the parser's memory (parser_arena.h)
 
@@ -560,8 +560,11 @@ struct StreamParser::Impl {
     }
     if (hibernating && !bytes.empty() && !wake()) return error;
     in_feed = true;
+    // A slice never exceeds the stanza limit by more than a byte, so that what expat buffers of
+    // an unfinished element stays within the limit too (a small limit before authentication).
+    const std::size_t slice_bytes = std::min(kSliceBytes, limits.max_stanza_bytes + 1);
     while (!bytes.empty() && error.status == Status::kOk) {
-      const std::string_view slice = bytes.substr(0, kSliceBytes);
+      const std::string_view slice = bytes.substr(0, slice_bytes);
       const std::int64_t base = fed;
       fed += static_cast<std::int64_t>(slice.size());
       slice_now = slice;
@@ -733,6 +736,12 @@ StreamParser::~StreamParser() = default;
 StreamParser::Result StreamParser::feed(std::string_view bytes) { return impl_->feed(bytes); }
 
 void StreamParser::reset() { impl_->reset(); }
+
+void StreamParser::set_max_kept_bytes(std::size_t bytes) { impl_->limits.max_kept_bytes = bytes; }
+
+void StreamParser::set_max_stanza_bytes(std::size_t bytes) {
+  impl_->limits.max_stanza_bytes = bytes;
+}
 
 std::string_view StreamParser::element_bytes() const { return impl_->kept; }
 

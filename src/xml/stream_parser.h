@@ -116,6 +116,12 @@ class StreamParser {
   // as the start of the new stream.
   void reset();
 
+  // Changes StreamLimits::max_stanza_bytes from the next element on (a server raises it once the
+  // peer has authenticated). Not from inside a handler callback of the element being parsed.
+  void set_max_stanza_bytes(std::size_t bytes);
+  // The same for StreamLimits::max_kept_bytes.
+  void set_max_kept_bytes(std::size_t bytes);
+
   // Inside StreamHandler::on_element: the element's bytes exactly as received (start tag to end
   // tag), valid until the callback returns, so that a stanza can be forwarded without being
   // serialized again. Empty when they were not kept: larger than max_kept_bytes, or using a

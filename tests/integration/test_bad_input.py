@@ -3,9 +3,10 @@ instructions, silent clients, connections that never authenticate, password gues
 
 Throughout, two other logged-in clients keep exchanging messages (kabard keeps serving
 others), kabard must stay alive, and an offline message stored before the attacks must be
-delivered after them. Two kabard instances: one with a per-account auth throttle (the address
-limit raised), one with a per-address throttle (the account limit raised) and short
-auth/idle/ping timeouts.
+delivered after them. Two kabard instances: one with a per-account auth throttle (an account
+from one address; the address limit raised), one with a per-address throttle (the account limit
+raised) and short auth/idle/ping timeouts. Both with short delays before a guess from a failing
+address is checked.
 """
 import os
 import select
@@ -512,10 +513,13 @@ def run_instance(args, config, sections):
 def main():
     args = kabartest.parse_args()
     t0 = time.monotonic()
-    run_instance(args, "[limits]\nauth_failures_per_account = 5\nauth_failures_per_address = 1000\n",
+    # Short delays before checking a guess from an address that failed: the attempts are many.
+    delays = "auth_failure_delay_ms = 20\nauth_failure_max_delay_ms = 200\n"
+    run_instance(args, "[limits]\nauth_failures_per_account = 5\nauth_failures_per_address = 1000\n"
+                       + delays,
                  (malformed, entity_bombs, oversized, account_throttle))
     run_instance(args, "[limits]\nauth_timeout = 2\nidle_timeout = 2\nping_timeout = 2\n"
-                       "auth_failures_per_account = 1000\nauth_failures_per_address = 10\n",
+                       "auth_failures_per_account = 1000\nauth_failures_per_address = 10\n" + delays,
                  (timeouts, address_throttle))
     print("took %.1fs" % (time.monotonic() - t0))
     R.finish()

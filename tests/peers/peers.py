@@ -203,7 +203,15 @@ modules:
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(epmd)
-        time.sleep(0.3)
+        # erl gives up at once (econnrefused) if epmd is not listening yet: wait until it is
+        # (a fixed pause was too short on a loaded machine).
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and epmd.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", epmd_port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.05)
         out = open(os.path.join(self.dir, "stdout.log"), "w")
         name = f"kabar{self.port}@localhost"
         proc = subprocess.Popen(

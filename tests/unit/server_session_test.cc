@@ -292,6 +292,8 @@ class LoginTest : public ::testing::Test {
     cfg.domain = "example.com";
     cfg.allow_plaintext = true;
     cfg.auth_failures_per_account = 2;
+    cfg.auth_failure_delay_ms = 1;  // the throttle's delays are tested on their own
+    cfg.auth_failure_max_delay_ms = 1;
     return cfg;
   }
 
@@ -464,7 +466,8 @@ TEST_F(LoginTest, ScramSha256InTheClearThenBind) {
 }
 
 TEST_F(LoginTest, BadPasswordFailsAndIsCounted) {
-  // Each run with an account of its own: the throttle counts per account for a minute.
+  // Each run with an account of its own: the throttle counts per account (from the test's one
+  // address) for a minute.
   for (auto [cut, user] : {std::pair{kWhole, "alice"}, std::pair{kBytewise, "bob"}}) {
     SCOPED_TRACE("cut " + std::to_string(cut));
     net::TestTransport* t = nullptr;

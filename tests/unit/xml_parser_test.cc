@@ -468,6 +468,51 @@ TEST(XmlStreamParser, StanzaAtSizeLimitAcceptedOneMoreRejected) {
   EXPECT_EQ(o.events, Events{kOpenEvent});
 }
 
+TEST(XmlStreamParser, RaisedStanzaLimitAppliesFromTheNextElement) {
+  // A server starts a stream with a small limit and raises it after authentication.
+  const std::string big = "<message><body>" + std::string(500, 'z') + "</body></message>";
+  StreamLimits limits;
+  limits.max_stanza_bytes = 200;
+  {
+    Recorder rec;
+    StreamParser parser(rec, limits);
+    ASSERT_EQ(parser.feed(with_header("<auth/>")).status, StreamParser::Status::kOk);
+    parser.set_max_stanza_bytes(1000);
+    EXPECT_EQ(parser.feed(big).status, StreamParser::Status::kOk);
+    EXPECT_EQ(rec.events.size(), 3u);
+  }
+  {
+    Recorder rec;
+    StreamParser parser(rec, limits);
+    ASSERT_EQ(parser.feed(with_header("<auth/>")).status, StreamParser::Status::kOk);
+    const StreamParser::Result r = parser.feed(big);
+    EXPECT_EQ(r.error, ParseError::kPolicyViolation);
+  }
+}
+
+TEST(XmlStreamParser, UnfinishedStartTagHeldNoLongerThanTheLimit) {
+  // A start tag that never ends is buffered by expat without any callback: the limit must still
+  // stop it within the limit, however the bytes are split.
+  StreamLimits limits;
+  limits.max_stanza_bytes = 1000;
+  for (const std::size_t chunk : {std::size_t{1}, std::size_t{999}, std::size_t{100'000}}) {
+    Recorder rec;
+    StreamParser parser(rec, limits);
+    ASSERT_EQ(parser.feed(with_header("")).status, StreamParser::Status::kOk);
+    const std::string tag = "<message to='" + std::string(200'000, 'a');
+    std::size_t fed = 0;
+    StreamParser::Result r;
+    while (fed < tag.size() && r.status == StreamParser::Status::kOk) {
+      r = parser.feed(std::string_view(tag).substr(fed, chunk));
+      fed += std::min(chunk, tag.size() - fed);
+      if (r.status == StreamParser::Status::kOk) {
+        EXPECT_LE(parser.pending_bytes(), limits.max_stanza_bytes) << "chunk " << chunk;
+      }
+    }
+    EXPECT_EQ(r.error, ParseError::kPolicyViolation) << "chunk " << chunk;
+  }
+}
+
 TEST(XmlStreamParser, OversizeStartTagRejected) {
   StreamLimits limits;
   limits.max_stanza_bytes = 300;

@@ -27,7 +27,37 @@ store::Account make_account(const std::string& user, const std::string& password
 
 }  // namespace
 
-awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& iq) {
+bool RegistrationLimit::take(std::string_view address, std::int64_t now_ms) {
+  const std::string key = address_key(address);
+  std::lock_guard lock(mu_);
+  if (by_address_.size() >= kMaxKeys && by_address_.find(key) == by_address_.end()) {
+    // A flood from this many addresses: forgetting them all beats growing without bound.
+    by_address_.clear();
+  }
+  auto& q = by_address_[key];
+  while (!q.empty() && q.front() <= now_ms - kWindowMs) q.pop_front();
+  if (static_cast<int>(q.size()) >= per_hour_) return false;
+  q.push_back(now_ms);
+  return true;
+}
+
+void RegistrationLimit::give_back(std::string_view address, std::int64_t taken_ms) {
+  const std::string key = address_key(address);
+  std::lock_guard lock(mu_);
+  auto it = by_address_.find(key);
+  if (it == by_address_.end()) return;
+  auto& q = it->second;
+  for (auto t = q.begin(); t != q.end(); ++t) {
+    if (*t == taken_ms) {
+      q.erase(t);
+      break;
+    }
+  }
+  if (q.empty()) by_address_.erase(it);
+}
+
+awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& iq,
+                                                std::string_view peer_address) {
   const xml::Element* q = iq.child("query", ns::kRegister);
   if (iq.attr("type") == "get") {
     xml::Element reply = xmpp::make_iq_result(iq);
@@ -58,6 +88,17 @@ awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& i
   }
   password = *prepared_password;
   std::string user = *prepared;
+  // Checked before the costly derivation, so that a flood over the limit costs nothing.
+  RegistrationLimit* limit = s.modules().service<RegistrationLimit>();
+  const std::int64_t taken_ms = s.now_ms();
+  if (limit != nullptr && !limit->take(peer_address, taken_ms)) {
+    spdlog::info("registration from {} refused: {} accounts in the last hour", peer_address,
+                 s.config().registrations_per_address);
+    // XEP-0077 §3.1.1: a server MAY answer <not-acceptable/> to an entity that registers too
+    // many times; of type wait (RFC 6120 §8.3.2: retry later), as the limit is per hour.
+    co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kWait, "not-acceptable",
+                                     "too many accounts registered from your address; try later");
+  }
   int iterations = s.config().scram_iterations;
   std::int64_t now_s = s.now_ms() / 1000;
   // PBKDF2 twice (SHA-1 and SHA-256 keys) on the CPU pool, not on the store's thread, which
@@ -71,6 +112,7 @@ awaitable<xml::Element> handle_register_preauth(Server& s, const xml::Element& i
     return st.create_account(account);
   };
   bool created = co_await s.db(std::move(op));
+  if (!created && limit != nullptr) limit->give_back(peer_address, taken_ms);
   if (!created) {
     co_return xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "conflict");
   }
@@ -142,7 +184,14 @@ namespace {
 class RegisterModule final : public Module {
  public:
   std::string_view name() const override { return "register"; }
-  void setup(ModuleContext& ctx) override { register_register(ctx); }
+  void setup(ModuleContext& ctx) override {
+    limit_ = std::make_unique<RegistrationLimit>(ctx.config().registrations_per_address);
+    ctx.provide(*limit_);
+    register_register(ctx);
+  }
+
+ private:
+  std::unique_ptr<RegistrationLimit> limit_;
 };
 
 }  // namespace

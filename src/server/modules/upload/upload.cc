@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <system_error>
@@ -53,6 +55,39 @@ std::string url_encode(std::string_view in) {
     }
   }
   return out;
+}
+
+// The headers every stored file is served with, so that no upload acts as a page of the upload
+// origin (a text/html or SVG file with scripts would run with that origin's rights):
+// - Content-Disposition (RFC 6266): attachment (saved, not shown) unless the type is an image,
+//   audio or video a browser shows inline; SVG, an image type that can carry scripts, is an
+//   attachment too. The uploader's file name goes in filename* (RFC 8187 encoding).
+// - X-Content-Type-Options: nosniff, so the browser keeps the declared type.
+// - Content-Security-Policy: nothing may load, and the document is sandboxed (no scripts, a
+//   unique origin), should a browser render it anyway.
+template <typename Response>
+void set_served_file_headers(Response& res, std::string_view content_type,
+                             std::string_view filename) {
+  std::string type(content_type);
+  // Stored as the uploader gave it: anything a header cannot carry is replaced.
+  const bool printable = std::all_of(type.begin(), type.end(), [](char c) {
+    return static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+  });
+  if (type.empty() || !printable) type = "application/octet-stream";
+  std::string media = type.substr(0, type.find(';'));
+  std::transform(media.begin(), media.end(), media.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  while (!media.empty() && media.back() == ' ') media.pop_back();
+  const bool inline_type =
+      (media.starts_with("image/") || media.starts_with("audio/") || media.starts_with("video/")) &&
+      !media.starts_with("image/svg");
+  std::string disposition = inline_type ? "inline" : "attachment";
+  if (!filename.empty()) disposition += "; filename*=UTF-8''" + url_encode(filename);
+  res.set(http::field::server, "kabard");
+  res.set(http::field::content_type, type);
+  res.set(http::field::content_disposition, disposition);
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Content-Security-Policy", "default-src 'none'; sandbox");
 }
 
 struct Meta {
@@ -332,9 +367,7 @@ awaitable<bool> Upload::get(HttpExchange& ex, const std::string& id, bool head) 
   boost::system::error_code ec;
   if (head) {
     http::response<http::empty_body> res{http::status::ok, version};
-    res.set(http::field::server, "kabard");
-    res.set(http::field::content_type,
-            m.content_type.empty() ? "application/octet-stream" : m.content_type);
+    set_served_file_headers(res, m.content_type, m.filename);
     res.content_length(m.size);
     res.keep_alive(keep);
     co_await http::async_write(ex.sock, res, asio::redirect_error(asio::use_awaitable, ec));
@@ -344,9 +377,7 @@ awaitable<bool> Upload::get(HttpExchange& ex, const std::string& id, bool head) 
   file.open((dir_ / id / "file").c_str(), beast::file_mode::scan, ec);
   if (ec) co_return co_await ex.respond(http::status::not_found, "not found\n");
   http::response<http::file_body> res{http::status::ok, version};
-  res.set(http::field::server, "kabard");
-  res.set(http::field::content_type,
-          m.content_type.empty() ? "application/octet-stream" : m.content_type);
+  set_served_file_headers(res, m.content_type, m.filename);
   res.body() = std::move(file);
   res.prepare_payload();
   res.keep_alive(keep);

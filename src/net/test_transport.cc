@@ -46,6 +46,7 @@ void TestTransport::read() {
 void TestTransport::close() {
   if (closed_) return;
   closed_ = true;
+  *ended_ = true;
   // As a closed socket cancels the read under way: the handler hears of it from the loop.
   if (std::exchange(reading_, false) && handler_ != nullptr) {
     boost::asio::post(*shard_.io, [keep = handler_->keep_alive(), this] {
@@ -62,6 +63,7 @@ void TestTransport::abandon() {
 void TestTransport::drop() {
   if (closed_) return;
   closed_ = true;
+  *ended_ = true;
   reading_ = false;
   if (handler_ != nullptr) {
     EventScope scope(shard_);

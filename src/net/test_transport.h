@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -38,6 +39,10 @@ class TestTransport final : public Transport {
   void unblock();
   void set_security(Security s) { security_ = std::move(s); }
   bool reading() const { return reading_; }
+  // True once the connection is closed or the transport destroyed; still readable after the
+  // session that owns the transport has let go of it (the transport itself is gone then).
+  std::shared_ptr<const bool> ended() const { return ended_; }
+  ~TestTransport() override { *ended_ = true; }
 
   // --- Transport.
   void start(TransportHandler& handler) override;
@@ -63,6 +68,7 @@ class TestTransport final : public Transport {
   bool pending_close_ = false;
   bool reading_ = false;
   bool closed_ = false;
+  std::shared_ptr<bool> ended_ = std::make_shared<bool>(false);
   bool stalled_ = false;
   bool blocked_ = false;  // a write came back kBlocked
   std::size_t write_limit_ = 0;

@@ -36,6 +36,10 @@ def make_cert(d):
     return key, cert, both
 
 
+class EpmdRace(Exception):
+    """Our epmd lost its port to another process before it could bind it."""
+
+
 def wait_listen(port, proc, log, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -193,6 +197,20 @@ modules:
 {'    resend_on_timeout: if_offline' if self.stream_management else ''}
 """)
         subprocess.run(["chown", "-R", "ejabberd:ejabberd", self.dir], check=True)
+        # The port of our own epmd comes from free_port(), so another process (a test opening
+        # thousands of client connections beside this one) may take it before epmd binds it:
+        # then epmd exits and erl fails with "register/listen error: econnrefused". Each
+        # attempt takes a new port; an attempt fails only on that race.
+        for attempt in range(5):
+            try:
+                self._start_node(cfg, spool)
+                return
+            except EpmdRace as e:
+                self._stop_procs()
+                if attempt == 4:
+                    raise RuntimeError("ejabberd could not register with epmd: %s" % e)
+
+    def _start_node(self, cfg, spool):
         epmd_port = free_port()
         env = {"PATH": "/usr/bin:/bin", "HOME": self.dir, "EJABBERD_CONFIG_PATH": cfg,
                "EJABBERD_LOG_PATH": self.log_path, "ERL_LIBS": "/usr/lib/x86_64-linux-gnu",
@@ -203,16 +221,21 @@ modules:
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(epmd)
-        # erl gives up at once (econnrefused) if epmd is not listening yet: wait until it is
-        # (a fixed pause was too short on a loaded machine).
+        # erl gives up at once if epmd is not listening yet: wait until ours answers (asking it
+        # for its names, so an unrelated listener on the port does not count).
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and epmd.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", epmd_port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        out = open(os.path.join(self.dir, "stdout.log"), "w")
+        while True:
+            if epmd.poll() is not None:
+                raise EpmdRace("epmd on port %d exited (%s)" % (epmd_port, epmd.returncode))
+            names = subprocess.run(["epmd", "-port", str(epmd_port), "-names"], env=env,
+                                   capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if names.returncode == 0 and "up and running" in names.stdout:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("epmd on port %d did not answer in time" % epmd_port)
+            time.sleep(0.05)
+        log = os.path.join(self.dir, "stdout.log")
+        out = open(log, "w")
         name = f"kabar{self.port}@localhost"
         proc = subprocess.Popen(
             ["setpriv", "--reuid=ejabberd", "--regid=ejabberd", "--clear-groups", "erl",
@@ -220,9 +243,15 @@ modules:
              "-s", "ejabberd"], env=env, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(proc)
-        wait_listen(self.port, proc, os.path.join(self.dir, "stdout.log"), 40)
+        try:
+            wait_listen(self.port, proc, log, 40)
+        except RuntimeError as e:
+            if "register/listen error" in str(e):
+                raise EpmdRace("%s (epmd %s)" % (e, "exited" if epmd.poll() is not None
+                                                   else "running"))
+            raise
 
-    def stop(self):
+    def _stop_procs(self):
         # erl ends on SIGTERM in OTP 25; its process group holds its helpers too.
         for p in reversed(self.procs):
             if p.poll() is None:
@@ -236,6 +265,9 @@ modules:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
         self.procs = []
+
+    def stop(self):
+        self._stop_procs()
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 

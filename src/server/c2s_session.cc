@@ -19,11 +19,10 @@ namespace {
 constexpr std::size_t kMaxQueuedBytes = 4 * 1024 * 1024;  // a reader this far behind is dropped
 
 // XEP-0198: the server asks for an ack after this many stanzas, or after this long with stanzas
-// unacknowledged; a client further behind than kMaxUnacked stanzas (or kMaxQueuedBytes
-// unwritten) loses its stream, its unacknowledged stanzas handled as undelivered.
+// unacknowledged; a client further behind than Config::sm_max_unacked stanzas (or
+// kMaxQueuedBytes unwritten) loses its stream, its unacknowledged stanzas handled as undelivered.
 constexpr std::uint32_t kAckRequestEvery = 5;
 constexpr std::int64_t kAckRequestMs = 5000;
-constexpr std::uint64_t kMaxUnacked = 10'000;
 constexpr std::string_view kAckRequest = "<r xmlns='urn:xmpp:sm:3'/>";
 
 std::atomic<std::uint64_t> g_serial{0};
@@ -741,7 +740,7 @@ void C2sSession::enqueue(OutQueue::Entry e) {
     const bool stanza = e.stanza;
     // A client this far behind loses its stream; its stanzas are kept for the session's end,
     // which handles them as undelivered (never dropped).
-    const bool over = stanza && (out_.unacked() >= kMaxUnacked ||
+    const bool over = stanza && (out_.unacked() >= server_.config().sm_max_unacked ||
                                  out_.unwritten_bytes() + e.size() > kMaxQueuedBytes);
     out_.push(std::move(e));
     if (over) {

@@ -203,6 +203,8 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
           std::string full = "sm." + sub;
           if (sub == "resume_timeout") {
             cfg.sm_resume_timeout_s = get_positive(n2, full);
+          } else if (sub == "max_unacked") {
+            cfg.sm_max_unacked = static_cast<std::size_t>(get_positive(n2, full));
           } else {
             throw std::runtime_error(full + ": unknown key");
           }

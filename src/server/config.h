@@ -69,6 +69,9 @@ struct Config {
 
   // [sm] (XEP-0198): how long a session whose connection died waits to be resumed
   int sm_resume_timeout_s = 300;
+  // A client further behind than this many unacknowledged stanzas loses its stream (its
+  // stanzas handled as undelivered: other resource, offline storage, or an error).
+  std::size_t sm_max_unacked = 10'000;
 
   // [http], [upload] (XEP-0363)
   std::string http_base_url;  // the URL clients reach the HTTP listener at; empty: its address

@@ -83,6 +83,10 @@ unauthenticated_connections = 14
 unauthenticated_per_address = 15
 registrations_per_address = 16
 scram_iterations = 5000
+
+[sm]
+resume_timeout = 17
+max_unacked = 18
 )");
   Config cfg;
   load_config_file(path, cfg);
@@ -136,6 +140,8 @@ scram_iterations = 5000
   EXPECT_EQ(cfg.unauthenticated_per_address, 15);
   EXPECT_EQ(cfg.registrations_per_address, 16);
   EXPECT_EQ(cfg.scram_iterations, 5000);
+  EXPECT_EQ(cfg.sm_resume_timeout_s, 17);
+  EXPECT_EQ(cfg.sm_max_unacked, 18u);
 }
 
 TEST(ConfigFile, ExternalServiceUris) {

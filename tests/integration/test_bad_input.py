@@ -270,7 +270,12 @@ def oversized(k, w):
     expect_stream_error(c, "policy-violation", "200 attributes")
     # A big attribute value in the stream header itself.
     c = Conn(k.port)
-    c.send(HEADER[:-1] + " x='" + "B" * (600 * 1024) + "'>")
+    try:
+        c.send(HEADER[:-1] + " x='" + "B" * (600 * 1024) + "'>")
+    except (BrokenPipeError, ConnectionResetError) as e:
+        # kabard closes at the pre-authentication limit (10 kB), long before the 600 kB are
+        # written; its stream error was sent before the close and is still ours to read.
+        print("   send ended: %s" % e)
     try:
         cond = c.stream_error(5)
     except XmppError as e:

@@ -76,7 +76,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // Queues stream-level bytes (not a stanza: never counted nor resent).
   void send_nonza(std::string bytes) { send_stream_level(std::move(bytes)); }
   // Stanzas of a session that is over which the client never acknowledged (those of a
-  // connection that failed included), in order, their callbacks not run. Once, at its end.
+  // connection that failed included) or, without stream management, that were never written,
+  // in order, their callbacks not run. Once, at its end (Server::session_closed() routes them
+  // again); what is sent to the session afterwards is routed again as it comes.
   std::vector<OutQueue::Entry> take_unacked();
   // The sweep's part (every second): a detached session past its window ends; a connected one
   // asks for an ack while stanzas wait unacknowledged. True when the session is detached (no
@@ -115,6 +117,28 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // then what came meanwhile.
   bool adopt(Resumption r, std::uint32_t h, std::string resumed);
 
+  // --- Back-pressure: a slow reader slows its senders instead of being dropped.
+  // Past kHighWatermark bytes of unwritten output a session is congested: a session that sends
+  // it a stanza stops reading its own socket (TCP back-pressure then slows its client) until the
+  // output drains below kLowWatermark, or the congested session ends. Senders to others read on.
+  // The hard cap (4 MiB) and write_stall_timeout still cut a reader that stops reading.
+  static constexpr std::size_t kHighWatermark = 1024 * 1024;
+  static constexpr std::size_t kLowWatermark = 256 * 1024;
+  // Any shard may ask (a relaxed load: the flag is advice, the post below settles races).
+  bool congested() const { return congested_.load(std::memory_order_relaxed); }
+  // On this (the sender's) shard: a stanza of this session has been queued for `to`.
+  void sent_to(C2sSession& to) {
+    if (to.congested()) [[unlikely]]
+      wait_for(to);
+  }
+  // Reading is held back until congested recipients drain (on this session's shard).
+  bool waiting_for_recipients() const { return !waiting_for_.empty(); }
+  // Congested and nothing taken by the connection since this time (ms): the sweep cuts it.
+  std::int64_t congested_progress_ms() const { return progress_ms_; }
+  // A congested session whose client reads nothing any more: its connection is dropped (a
+  // resumable XEP-0198 session detaches) and what it had queued is routed again.
+  void cut_stalled();
+
   // Stanzas up to this size are forwarded as received (Server::route_message_now()).
   static constexpr std::size_t kKeptBytes = 16 * 1024;
 
@@ -135,6 +159,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // Drops the connection at once, without flushing (a peer that does not read).
   void abort();
   bool closed() const { return closing_; }  // any shard may ask
+  bool ended() const { return ended_; }     // end() has begun (its own shard)
   Shard& shard() const { return shard_; }
   // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come)
   // and the TLS 1.3 cipher contexts; true if it freed anything.
@@ -259,7 +284,26 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   std::int64_t last_request_ms_ = 0;
   std::int64_t resume_window_ms_ = 0;
   std::vector<OutQueue::Entry> held_;
-  std::vector<OutQueue::Entry> undelivered_;  // unacked stanzas of a connection that failed
+  std::vector<OutQueue::Entry> undelivered_;  // stanzas this stream will not deliver
+  bool undelivered_taken_ = false;            // take_unacked() has run
+  // Back-pressure (see congested()).
+  std::atomic<bool> congested_{false};
+  std::int64_t progress_ms_ = 0;  // congested: when the connection last took bytes
+  // Senders holding back their reads until this session's output drains (its own shard).
+  std::vector<std::weak_ptr<C2sSession>> waiters_;
+  // Congested recipients this session waits for (compared, never dereferenced).
+  std::vector<const C2sSession*> waiting_for_;
+  bool read_held_ = false;  // reading is due but held back by waiting_for_
+  void wait_for(C2sSession& to);
+  void add_waiter(const std::shared_ptr<C2sSession>& sender);
+  void release_waiters();
+  void recipient_drained(const C2sSession* to);
+  void check_congestion();
+  // Resumes reading after a pause (process_batch(), back-pressure), unless held back.
+  void read_on();
+  // A stanza this stream will not deliver: kept for take_unacked(), or, after it, routed again
+  // at once (core/undelivered.h).
+  void undeliverable(OutQueue::Entry e);
   std::weak_ptr<C2sSession> successor_;
   void request_ack();
   bool continuing_stream_ = false;  // attach(): the parser is put inside the stream it continues

@@ -165,12 +165,11 @@ class Server {
   // take handle_stanza() instead. `received`, when not empty, is the stanza's bytes as the
   // parser received them (StreamParser::element_bytes(), in the jabber:client default
   // namespace): forwarded with 'from' put in, as they are, instead of serialized again.
-  bool route_message_now(const C2sSession& from, xml::Element& stanza,
-                         std::string_view received = {});
+  bool route_message_now(C2sSession& from, xml::Element& stanza, std::string_view received = {});
   // The same for a message the parser did not build (StreamHandler::wants_bytes()): its 'to'
   // and 'type' attributes and `received`, all of its bytes, with no 'from' of its own. Forwarded
   // with 'from' put in; never serialized.
-  bool forward_message_now(const C2sSession& from, std::string_view to, std::string_view type,
+  bool forward_message_now(C2sSession& from, std::string_view to, std::string_view type,
                            std::string_view received);
   // Where a message to a local account goes (RFC 6121 §8.5.2.1.1); empty when nobody is available.
   std::vector<SessionPtr> message_targets(const xmpp::Jid& to, std::string_view type);

@@ -22,7 +22,11 @@ namespace {
 
 class SessionTest : public ::testing::Test {
  protected:
-  SessionTest() : server_(io_, make_config()) { shard_.io = &io_; }
+  SessionTest() : server_(io_, make_config()) {
+    shard_.io = &io_;
+    // Stanzas a session ends without delivering are routed again, which may reach the store.
+    server_.use_store(store::make_memory_store());
+  }
   ~SessionTest() override {
     // Every session the test made ends with its connection.
     // (Bound ones are left bound: their end would record the last activity in a store.)

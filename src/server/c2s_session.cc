@@ -129,6 +129,7 @@ bool C2sSession::on_bytes(std::string_view bytes) {
 
 bool C2sSession::on_read_done() {
   if (!inbox_.empty() || start_tls_) {
+    processing_ = true;
     auto self = shared_from_this();
     asio::co_spawn(
         *shard_.io, [self]() -> awaitable<void> { co_await self->process_batch(); },
@@ -355,6 +356,8 @@ awaitable<void> C2sSession::process_batch() {
   bool failed = false;
   try {
     co_await process_inbox();
+    // The server stops: everything read has been handled; nothing more is read.
+    if (shutting_down_ && !closing_) stream_error("system-shutdown");
     if (peer_closed_) close();
     if (!closing_ && start_tls_) co_await begin_tls();
   } catch (const boost::system::system_error& e) {
@@ -364,6 +367,7 @@ awaitable<void> C2sSession::process_batch() {
     spdlog::error("c2s #{} {}: {}", serial_, peer_addr_, e.what());
     failed = true;
   }
+  processing_ = false;
   if (failed || closing_) {
     co_await end();
     co_return;
@@ -371,6 +375,13 @@ awaitable<void> C2sSession::process_batch() {
   // Detached meanwhile (XEP-0198: its connection failed while a stanza was handled): nothing to
   // read until a new connection resumes the session.
   if (transport_) read_on();
+}
+
+void C2sSession::shut_down() {
+  shutting_down_ = true;
+  // Stanzas being handled are finished first (process_batch() ends the stream after them).
+  if (processing_) return;
+  stream_error("system-shutdown");
 }
 
 void C2sSession::read_on() {
@@ -429,7 +440,7 @@ void C2sSession::check_congestion() {
 }
 
 void C2sSession::cut_stalled() {
-  if (closing_ || ended_ || !congested()) return;
+  if (closing_ || ended_ || !congested_.load(std::memory_order_relaxed)) return;
   spdlog::warn("c2s #{} {}: {} bytes queued and nothing read for too long; dropping the connection",
                serial_, peer_addr_, out_.unwritten_bytes());
   if (detach_if_resumable()) {
@@ -779,9 +790,7 @@ void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
   e.on_written = std::move(on_written);
   if (!on_own_shard()) {
     // From another shard: serialized there, queued here (ARCHITECTURE.md: a post to the shard).
-    asio::post(*shard_.io, [self = shared_from_this(), e = std::move(e)]() mutable {
-      self->enqueue(std::move(e));
-    });
+    post_enqueue(std::move(e));
     return;
   }
   enqueue(std::move(e));
@@ -805,12 +814,24 @@ void C2sSession::send_shared(const std::shared_ptr<const std::string>& head, std
   e.own = std::move(own);
   e.tail = tail;
   if (!on_own_shard()) {
-    asio::post(*shard_.io, [self = shared_from_this(), e = std::move(e)]() mutable {
-      self->enqueue(std::move(e));
-    });
+    post_enqueue(std::move(e));
     return;
   }
   enqueue(std::move(e));
+}
+
+void C2sSession::post_enqueue(OutQueue::Entry e) {
+  // Bytes on their way from other shards count toward congestion (congested()): a sender on
+  // another shard sees the recipient fill up before the posts have run.
+  const std::size_t n = e.size();
+  posted_bytes_.fetch_add(n, std::memory_order_relaxed);
+  asio::post(*shard_.io, [self = shared_from_this(), e = std::move(e), n]() mutable {
+    self->posted_bytes_.fetch_sub(n, std::memory_order_relaxed);
+    self->enqueue(std::move(e));
+    // Senders held back by posts in flight alone (the connection took the bytes at once).
+    if (!self->waiters_.empty() && !self->congested()) [[unlikely]]
+      self->release_waiters();
+  });
 }
 
 void C2sSession::enqueue(OutQueue::Entry e) {
@@ -844,7 +865,7 @@ void C2sSession::enqueue(OutQueue::Entry e) {
                                  out_.unwritten_bytes() + e.size() > kMaxQueuedBytes);
     out_.push(std::move(e));
     if (out_.unwritten_bytes() > kHighWatermark && !detached_) [[unlikely]] {
-      if (!congested()) progress_ms_ = server_.now_ms();
+      if (!congested_.load(std::memory_order_relaxed)) progress_ms_ = server_.now_ms();
       congested_.store(true, std::memory_order_relaxed);
     }
     if (over) {
@@ -877,7 +898,7 @@ void C2sSession::enqueue(OutQueue::Entry e) {
   }
   out_.push(std::move(e));
   if (out_.unwritten_bytes() > kHighWatermark && !detached_) [[unlikely]] {
-    if (!congested()) progress_ms_ = server_.now_ms();
+    if (!congested_.load(std::memory_order_relaxed)) progress_ms_ = server_.now_ms();
     congested_.store(true, std::memory_order_relaxed);
   }
   if (!writing_ && !flush_posted_) {
@@ -892,7 +913,7 @@ void C2sSession::clear_outq() {
   // acknowledged) is undelivered, not lost: the session's end routes it again (take_unacked()).
   for (auto& e : out_.take_unacked()) undeliverable(std::move(e));
   out_.clear();
-  if (congested()) check_congestion();
+  if (congested_.load(std::memory_order_relaxed)) check_congestion();
   notify_drained();
 }
 
@@ -941,7 +962,7 @@ void C2sSession::flush_now() {
     const std::size_t count = out_.gather(bufs);
     const auto r = transport_->write(std::span<const std::string_view>(bufs.data(), count));
     out_.taken(r.taken);
-    if (congested()) [[unlikely]] {
+    if (congested_.load(std::memory_order_relaxed)) [[unlikely]] {
       if (r.taken > 0) progress_ms_ = server_.now_ms();
       check_congestion();
     }

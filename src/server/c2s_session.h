@@ -125,7 +125,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   static constexpr std::size_t kHighWatermark = 1024 * 1024;
   static constexpr std::size_t kLowWatermark = 256 * 1024;
   // Any shard may ask (a relaxed load: the flag is advice, the post below settles races).
-  bool congested() const { return congested_.load(std::memory_order_relaxed); }
+  bool congested() const {
+    return congested_.load(std::memory_order_relaxed) ||
+           posted_bytes_.load(std::memory_order_relaxed) > kHighWatermark;
+  }
   // On this (the sender's) shard: a stanza of this session has been queued for `to`.
   void sent_to(C2sSession& to) {
     if (to.congested()) [[unlikely]]
@@ -133,8 +136,11 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   }
   // Reading is held back until congested recipients drain (on this session's shard).
   bool waiting_for_recipients() const { return !waiting_for_.empty(); }
-  // Congested and nothing taken by the connection since this time (ms): the sweep cuts it.
-  std::int64_t congested_progress_ms() const { return progress_ms_; }
+  // Its output is over the high watermark and the connection has taken nothing for
+  // `timeout_ms`: the sweep cuts it.
+  bool write_stalled(std::int64_t now_ms, std::int64_t timeout_ms) const {
+    return congested_.load(std::memory_order_relaxed) && now_ms - progress_ms_ > timeout_ms;
+  }
   // A congested session whose client reads nothing any more: its connection is dropped (a
   // resumable XEP-0198 session detaches) and what it had queued is routed again.
   void cut_stalled();
@@ -160,6 +166,11 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   void abort();
   bool closed() const { return closing_; }  // any shard may ask
   bool ended() const { return ended_; }     // end() has begun (its own shard)
+  // The server stops (SIGTERM): nothing more is read; the stanzas already read are handled
+  // (messages stored, routed), then the stream ends with <system-shutdown/>. Its own shard.
+  void shut_down();
+  // Stanzas read are being handled (a coroutine runs; reading waits for it).
+  bool processing() const { return processing_; }
   Shard& shard() const { return shard_; }
   // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come)
   // and the TLS 1.3 cipher contexts; true if it freed anything.
@@ -199,6 +210,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   void on_peer_closed() override;
   void on_transport_closed() override;
   void on_writable() override;
+  bool hold_reading() const override { return !waiting_for_.empty(); }
   std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
   // net::Deferred: the end-of-event flush.
   void run_deferred() override { flush(); }
@@ -288,12 +300,16 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   bool undelivered_taken_ = false;            // take_unacked() has run
   // Back-pressure (see congested()).
   std::atomic<bool> congested_{false};
+  std::atomic<std::size_t> posted_bytes_{0};  // posted here from other shards, not yet queued
+  void post_enqueue(OutQueue::Entry e);
   std::int64_t progress_ms_ = 0;  // congested: when the connection last took bytes
   // Senders holding back their reads until this session's output drains (its own shard).
   std::vector<std::weak_ptr<C2sSession>> waiters_;
   // Congested recipients this session waits for (compared, never dereferenced).
   std::vector<const C2sSession*> waiting_for_;
-  bool read_held_ = false;  // reading is due but held back by waiting_for_
+  bool read_held_ = false;      // reading is due but held back by waiting_for_
+  bool processing_ = false;     // process_batch() runs
+  bool shutting_down_ = false;  // shut_down()
   void wait_for(C2sSession& to);
   void add_waiter(const std::shared_ptr<C2sSession>& sender);
   void release_waiters();

@@ -254,8 +254,7 @@ awaitable<void> Server::sweep_loop(Shard& shard) {
       }
       // A client that reads nothing while its output is over the high watermark holds up its
       // senders: it is cut, and what it had queued routed again (C2sSession::cut_stalled()).
-      if (s->congested() &&
-          now - s->congested_progress_ms() > std::int64_t{cfg_.write_stall_timeout_s} * 1000) {
+      if (s->write_stalled(now, std::int64_t{cfg_.write_stall_timeout_s} * 1000)) {
         s->cut_stalled();
         continue;
       }
@@ -322,12 +321,19 @@ void Server::stop_shard(Shard& shard) {
   if (!live.empty()) {
     spdlog::info("shard {}: closing {} connections", shard.index, live.size());
   }
-  for (auto& s : live) s->stream_error("system-shutdown");
-  // Peers that do not read are cut off after a grace period; then the shard's loop may end.
+  // Nothing more is read; what was read is handled (stored, routed) before each stream ends.
+  for (auto& s : live) s->shut_down();
+  // Peers that do not read are cut off after a grace period (what they had queued is routed
+  // again, core/undelivered.h); then the shard's loop may end once the work under way is done.
   auto timer = std::make_shared<asio::steady_timer>(*shard.io, std::chrono::seconds(2));
   timer->async_wait([&shard, timer](const boost::system::error_code&) {
+    std::vector<SessionPtr> left;
     for (auto& [raw, weak] : shard.sessions) {
-      if (auto s = weak.lock()) s->abort();
+      if (auto s = weak.lock()) left.push_back(std::move(s));
+    }
+    // A session still handling what it read finishes (join() bounds the wait).
+    for (auto& s : left) {
+      if (!s->processing()) s->abort();
     }
     shard.work.reset();
   });

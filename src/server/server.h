@@ -276,8 +276,10 @@ auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
           std::unique_ptr<F> owned(fn);
           auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
           db_pending_.fetch_add(1, std::memory_order_acq_rel);
+          // The caller's loop has work until the result is back (a shard that stops waits
+          // for the store writes of the stanzas it handles).
           asio::post(store_pool_, [this, owned = std::move(owned), handler = std::move(handler),
-                                   io_ex]() mutable {
+                                   io_ex, work = asio::make_work_guard(io_ex)]() mutable {
             std::exception_ptr ep;
             R result{};
             try {

@@ -398,7 +398,7 @@ void C2sSession::read_on() {
 // without a lock; a sender that saw it set too late or too early costs one post each way, and
 // add_waiter() answers at once when the recipient has drained meanwhile, so no wake-up is lost.
 void C2sSession::wait_for(C2sSession& to) {
-  if (&to == this || closing_ || !on_own_shard()) return;
+  if (&to == this || closing_) return;
   for (const C2sSession* w : waiting_for_) {
     if (w == &to) return;
   }

@@ -25,6 +25,23 @@ BODY = 1000
 STALL_S = 3
 
 
+def server_rx_queue(server_port, client_port):
+    """Bytes the kernel holds unread for kabard on the connection from client_port, or None."""
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    local, remote, queues = parts[1], parts[2], parts[4]
+                    if int(local.split(":")[1], 16) == server_port and \
+                            int(remote.split(":")[1], 16) == client_port:
+                        return int(queues.split(":")[1], 16)
+        except OSError:
+            pass
+    return None
+
+
 def offline_count(k, user):
     r = k.ctl("user", "offline", user, check=False)
     for line in r.stdout.splitlines():
@@ -100,6 +117,7 @@ def main():
             c3 = online(k.port, "c", PW, "r", roster=False)
             c4 = online(k.port, "d", PW, "r", roster=False)
             sender = login(k.port, "flood", PW, "r")
+            sender_port = sender.sock.getsockname()[1]
             flood = Flood(sender, "slow@localhost")
             latencies = []
             stop_chat = threading.Event()
@@ -125,22 +143,27 @@ def main():
                 bodies_of(slow.queue, got)
                 slow.queue = []
                 time.sleep(0.01)
-            sent_when_stopped = flood.sent
+            t_stopped = time.monotonic()
             print("receiver stops reading after %d messages; %d sent by then"
-                  % (len(got), sent_when_stopped), flush=True)
-            R.check(sent_when_stopped < N, "the sender has not got everything out yet (%d of %d)"
-                    % (sent_when_stopped, N))
-            # The sender is held back while the receiver reads nothing: it gets everything out
-            # only once kabard has cut the receiver, after write_stall_timeout.
+                  % (len(got), flood.sent), flush=True)
+            # While the receiver reads nothing (until kabard cuts it, write_stall_timeout later)
+            # kabard reads the sender only as the kernel takes more of the receiver's output
+            # (its send buffer grows), so the sender's bytes wait unread in kabard's socket.
+            time.sleep(0.5)
+            held1 = server_rx_queue(k.port, sender_port)
+            time.sleep(1.5)
+            held2 = server_rx_queue(k.port, sender_port)
+            print("unread in kabard's socket from the sender: %s, 1.5 s later %s bytes"
+                  % (held1, held2), flush=True)
+            # (How much waits there depends on how far the kernel's buffers have grown, so it
+            # is printed; the check that the flood was held back is the cut below.)
             flood.done.wait(120)
             t_flood = time.monotonic() - t_start
             R.check(flood.error is None and flood.sent == N,
                     "the sender got all %d messages out (%s)" % (N, flood.error))
-            R.check(t_flood >= STALL_S,
-                    "the sender was slowed: its send took %.1f s (the receiver stalled it for %d s)"
-                    % (t_flood, STALL_S))
-            R.check(flood.longest_block >= 1.0,
-                    "its socket blocked: the longest single send took %.1f s" % flood.longest_block)
+            print("the sender's send took %.1f s (the receiver stopped after %.1f s); its longest "
+                  "single send %.1f s" % (t_flood, t_stopped - t_start, flood.longest_block),
+                  flush=True)
             stop_chat.set()
             chatter.join(15)
             R.check(not chat_error and len(latencies) >= 10,
@@ -177,6 +200,13 @@ def main():
                     % (delivered, stored, len(bounced), N))
             R.check(len(set(got)) == len(got), "no message delivered twice")
             R.check(delivered < N and stored > 0, "the receiver was cut and the rest stored")
+            # Without back-pressure the flood passes the 4 MiB cap within a fraction of a
+            # second; held back, the receiver's queue stays near the 1 MiB watermark until the
+            # receiver is cut for reading nothing.
+            log = k.read_log()
+            R.check("nothing read for too long" in log and "client is not reading" not in log,
+                    "the sender was held back: the receiver was cut for reading nothing for "
+                    "write_stall_timeout, never at the 4 MiB cap")
 
             # The stored ones arrive at the next login, none of them delivered before.
             again = online(k.port, "slow", PW, "r2", roster=False)

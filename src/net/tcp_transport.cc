@@ -223,6 +223,9 @@ bool TcpTransport::read_rec(bool& drained) {
       drained = true;
       return true;
     }
+    // The rest stays in the socket (a partial record in rec_) until read().
+    if (handler_->hold_reading()) [[unlikely]]
+      return true;
   }
 }
 
@@ -236,6 +239,9 @@ bool TcpTransport::read_tls() {
       if (!handler_->on_bytes(std::string_view(g_scratch.data(), static_cast<std::size_t>(n)))) {
         return false;
       }
+      // Stops only with nothing decrypted left in OpenSSL (it would never wake epoll again).
+      if (handler_->hold_reading() && SSL_pending(ssl_.get()) == 0) [[unlikely]]
+        return true;
       continue;
     }
     const int err = SSL_get_error(ssl_.get(), n);

@@ -41,6 +41,10 @@ class TransportHandler {
   virtual void on_transport_closed() = 0;
   // After a write() that came back kBlocked: the transport can take more.
   virtual void on_writable() = 0;
+  // Asked between the reads of one read event: true ends the event early (on_read_done()
+  // follows), leaving the rest in the socket until read() (back-pressure: the handler's
+  // recipients are not keeping up).
+  virtual bool hold_reading() const { return false; }
   // What pending operations on the transport hold alive: the handler itself (its
   // shared_from_this()), which owns the transport.
   virtual std::shared_ptr<void> keep_alive() = 0;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <span>
 
+#include "server/core/undelivered.h"
 #include "server/modules/register/register.h"
 #include "xml/serializer.h"
 #include "xmpp/namespaces.h"
@@ -97,7 +98,13 @@ awaitable<void> C2sSession::end() {
   // is cut off by the sweep (abort() after 5 s), which closes the connection and ends this wait.
   co_await wait_drained();
   shutdown_socket();
+  // Its output goes no further: senders waiting for it read on.
+  congested_.store(false, std::memory_order_relaxed);
+  release_waiters();
   co_await server_.session_closed(shared_from_this());
+  // Ended from elsewhere (Server::replace_session()), it has left the directory before its
+  // last bytes went: what it did not deliver is routed again now (core/undelivered.h).
+  if (bound_ && !undelivered_taken_) co_await hand_on_undelivered(server_, *this, take_unacked());
 }
 
 void C2sSession::spawn_end() {
@@ -121,6 +128,7 @@ bool C2sSession::on_bytes(std::string_view bytes) {
 
 bool C2sSession::on_read_done() {
   if (!inbox_.empty() || start_tls_) {
+    processing_ = true;
     auto self = shared_from_this();
     asio::co_spawn(
         *shard_.io, [self]() -> awaitable<void> { co_await self->process_batch(); },
@@ -130,6 +138,11 @@ bool C2sSession::on_read_done() {
   if (peer_closed_) {
     close();
     spawn_end();
+    return false;
+  }
+  if (!waiting_for_.empty()) [[unlikely]] {
+    // A recipient of what was just read is congested: no more until it drains.
+    read_held_ = true;
     return false;
   }
   return true;
@@ -218,7 +231,25 @@ std::vector<OutQueue::Entry> C2sSession::take_unacked() {
   std::vector<OutQueue::Entry> out = std::move(undelivered_);
   undelivered_.clear();
   for (auto& e : out_.take_unacked()) out.push_back(std::move(e));
+  undelivered_taken_ = true;
   return out;
+}
+
+void C2sSession::undeliverable(OutQueue::Entry e) {
+  // Stream-level bytes belong to one connection; an unbound stream has no stanza to route.
+  if (!e.stanza || !bound_) return;
+  if (!undelivered_taken_) {
+    undelivered_.push_back(std::move(e));  // handed on with the rest at the session's end
+    return;
+  }
+  // The session's end has handed on its queue already: this one (routed here just before the
+  // session left the directory) follows alone.
+  std::vector<OutQueue::Entry> one;
+  one.push_back(std::move(e));
+  auto hand_on = [self = shared_from_this(), one = std::move(one)]() mutable -> awaitable<void> {
+    co_await hand_on_undelivered(self->server_, *self, std::move(one));
+  };
+  asio::co_spawn(*shard_.io, std::move(hand_on), asio::detached);
 }
 
 bool C2sSession::sm_tick(std::int64_t now_ms) {
@@ -324,6 +355,8 @@ awaitable<void> C2sSession::process_batch() {
   bool failed = false;
   try {
     co_await process_inbox();
+    // The server stops: everything read has been handled; nothing more is read.
+    if (shutting_down_ && !closing_) stream_error("system-shutdown");
     if (peer_closed_) close();
     if (!closing_ && start_tls_) co_await begin_tls();
   } catch (const boost::system::system_error& e) {
@@ -333,13 +366,90 @@ awaitable<void> C2sSession::process_batch() {
     spdlog::error("c2s #{} {}: {}", serial_, peer_addr_, e.what());
     failed = true;
   }
+  processing_ = false;
   if (failed || closing_) {
     co_await end();
     co_return;
   }
   // Detached meanwhile (XEP-0198: its connection failed while a stanza was handled): nothing to
   // read until a new connection resumes the session.
+  if (transport_) read_on();
+}
+
+void C2sSession::shut_down() {
+  shutting_down_ = true;
+  // Stanzas being handled are finished first (process_batch() ends the stream after them).
+  if (processing_) return;
+  stream_error("system-shutdown");
+}
+
+void C2sSession::read_on() {
+  if (!waiting_for_.empty()) {
+    read_held_ = true;  // recipient_drained() reads on
+    return;
+  }
+  read_held_ = false;
   if (transport_) transport_->read();
+}
+
+// Back-pressure. The sender notes a congested recipient on its own shard and asks to be woken;
+// the recipient, on its shard, wakes its waiters once drained (or ended). The flag is read
+// without a lock; a sender that saw it set too late or too early costs one post each way, and
+// add_waiter() answers at once when the recipient has drained meanwhile, so no wake-up is lost.
+void C2sSession::wait_for(C2sSession& to) {
+  if (&to == this || closing_) return;
+  for (const C2sSession* w : waiting_for_) {
+    if (w == &to) return;
+  }
+  waiting_for_.push_back(&to);
+  auto add = [to = to.shared_from_this(), sender = shared_from_this()] { to->add_waiter(sender); };
+  asio::post(*to.shard_.io, std::move(add));
+}
+
+void C2sSession::add_waiter(const std::shared_ptr<C2sSession>& sender) {
+  waiters_.push_back(sender);
+  if (!congested() || ended_) release_waiters();
+}
+
+void C2sSession::release_waiters() {
+  if (waiters_.empty()) return;
+  std::vector<std::weak_ptr<C2sSession>> waiters = std::move(waiters_);
+  waiters_.clear();
+  for (auto& w : waiters) {
+    if (auto sender = w.lock()) {
+      asio::post(*sender->shard_.io, [sender, me = static_cast<const C2sSession*>(this)] {
+        sender->recipient_drained(me);
+      });
+    }
+  }
+}
+
+void C2sSession::recipient_drained(const C2sSession* to) {
+  std::erase(waiting_for_, to);
+  if (!waiting_for_.empty() || !read_held_) return;
+  read_held_ = false;
+  if (closing_ || ended_) return;
+  read_on();
+}
+
+void C2sSession::check_congestion() {
+  if (out_.unwritten_bytes() > kLowWatermark && !transport_closed() && !detached_) return;
+  congested_.store(false, std::memory_order_relaxed);
+  release_waiters();
+}
+
+void C2sSession::cut_stalled() {
+  if (closing_ || ended_ || !congested_.load(std::memory_order_relaxed)) return;
+  spdlog::warn("c2s #{} {}: {} bytes queued and nothing read for too long; dropping the connection",
+               serial_, peer_addr_, out_.unwritten_bytes());
+  if (detach_if_resumable()) {
+    // XEP-0198 §5: kept for a resumption; what it holds no longer holds up its senders.
+    congested_.store(false, std::memory_order_relaxed);
+    release_waiters();
+    return;
+  }
+  abort();
+  spawn_end();
 }
 
 awaitable<void> C2sSession::process_inbox() {
@@ -679,9 +789,7 @@ void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
   e.on_written = std::move(on_written);
   if (!on_own_shard()) {
     // From another shard: serialized there, queued here (ARCHITECTURE.md: a post to the shard).
-    asio::post(*shard_.io, [self = shared_from_this(), e = std::move(e)]() mutable {
-      self->enqueue(std::move(e));
-    });
+    post_enqueue(std::move(e));
     return;
   }
   enqueue(std::move(e));
@@ -705,12 +813,24 @@ void C2sSession::send_shared(const std::shared_ptr<const std::string>& head, std
   e.own = std::move(own);
   e.tail = tail;
   if (!on_own_shard()) {
-    asio::post(*shard_.io, [self = shared_from_this(), e = std::move(e)]() mutable {
-      self->enqueue(std::move(e));
-    });
+    post_enqueue(std::move(e));
     return;
   }
   enqueue(std::move(e));
+}
+
+void C2sSession::post_enqueue(OutQueue::Entry e) {
+  // Bytes on their way from other shards count toward congestion (congested()): a sender on
+  // another shard sees the recipient fill up before the posts have run.
+  const std::size_t n = e.size();
+  posted_bytes_.fetch_add(n, std::memory_order_relaxed);
+  asio::post(*shard_.io, [self = shared_from_this(), e = std::move(e), n]() mutable {
+    self->posted_bytes_.fetch_sub(n, std::memory_order_relaxed);
+    self->enqueue(std::move(e));
+    // Senders held back by posts in flight alone (the connection took the bytes at once).
+    if (!self->waiters_.empty() && !self->congested()) [[unlikely]]
+      self->release_waiters();
+  });
 }
 
 void C2sSession::enqueue(OutQueue::Entry e) {
@@ -733,7 +853,7 @@ void C2sSession::enqueue(OutQueue::Entry e) {
   if (sm_) [[unlikely]] {
     if (e.stanza && (stream_closed_ || closing_)) {
       // Too late for this stream, but the session's end hands it on as undelivered.
-      undelivered_.push_back(std::move(e));
+      undeliverable(std::move(e));
       return;
     }
     if (!e.stanza && (stream_closed_ || (transport_closed() && !detached_))) return;
@@ -743,6 +863,10 @@ void C2sSession::enqueue(OutQueue::Entry e) {
     const bool over = stanza && (out_.unacked() >= server_.config().sm_max_unacked ||
                                  out_.unwritten_bytes() + e.size() > kMaxQueuedBytes);
     out_.push(std::move(e));
+    if (out_.unwritten_bytes() > kHighWatermark && !detached_) [[unlikely]] {
+      if (!congested_.load(std::memory_order_relaxed)) progress_ms_ = server_.now_ms();
+      congested_.store(true, std::memory_order_relaxed);
+    }
     if (over) {
       spdlog::warn("c2s #{} {}: {} stanzas unacknowledged; ending the stream", serial_, peer_addr_,
                    out_.unacked());
@@ -756,18 +880,26 @@ void C2sSession::enqueue(OutQueue::Entry e) {
     }
     return;
   }
-  // Stanzas routed here after the stream was closed (a broadcast from another session, posted
-  // from another shard) are dropped: nothing may follow </stream:stream>. A detached session
-  // keeps them for its next connection.
-  if ((transport_closed() && !detached_) || stream_closed_) return;
-  if (out_.unwritten_bytes() + e.size() > kMaxQueuedBytes) {
+  // Stanzas routed here after the stream was closed (posted from another shard) are not
+  // written: nothing may follow </stream:stream>. They are routed again at the session's end
+  // (core/undelivered.h). A detached session keeps them for its next connection.
+  if ((transport_closed() && !detached_) || stream_closed_) [[unlikely]] {
+    undeliverable(std::move(e));
+    return;
+  }
+  if (out_.unwritten_bytes() + e.size() > kMaxQueuedBytes) [[unlikely]] {
     spdlog::warn("c2s #{} {}: client is not reading; dropping the connection", serial_, peer_addr_);
     closing_ = true;
     clear_outq();
+    undeliverable(std::move(e));
     shutdown_socket();
     return;
   }
   out_.push(std::move(e));
+  if (out_.unwritten_bytes() > kHighWatermark && !detached_) [[unlikely]] {
+    if (!congested_.load(std::memory_order_relaxed)) progress_ms_ = server_.now_ms();
+    congested_.store(true, std::memory_order_relaxed);
+  }
   if (!writing_ && !flush_posted_) {
     // Written once the current event is handled: stanzas queued meanwhile go out in one write.
     flush_posted_ = true;
@@ -776,11 +908,11 @@ void C2sSession::enqueue(OutQueue::Entry e) {
 }
 
 void C2sSession::clear_outq() {
-  if (sm_) {
-    // XEP-0198: what the client did not acknowledge is undelivered, not lost (take_unacked()).
-    for (auto& e : out_.take_unacked()) undelivered_.push_back(std::move(e));
-  }
+  // What the client did not get (without XEP-0198: what was not written; with it: what was not
+  // acknowledged) is undelivered, not lost: the session's end routes it again (take_unacked()).
+  for (auto& e : out_.take_unacked()) undeliverable(std::move(e));
   out_.clear();
+  if (congested_.load(std::memory_order_relaxed)) check_congestion();
   notify_drained();
 }
 
@@ -829,6 +961,10 @@ void C2sSession::flush_now() {
     const std::size_t count = out_.gather(bufs);
     const auto r = transport_->write(std::span<const std::string_view>(bufs.data(), count));
     out_.taken(r.taken);
+    if (congested_.load(std::memory_order_relaxed)) [[unlikely]] {
+      if (r.taken > 0) progress_ms_ = server_.now_ms();
+      check_congestion();
+    }
     if (r.status == net::Transport::WriteStatus::kFailed) {
       spdlog::debug("c2s #{}: write failed", serial_);
       // A resumable session outlives its connection (XEP-0198 §5).
@@ -916,7 +1052,8 @@ void C2sSession::stream_ended() {
   closing_ = true;
   closed_at_ms = server_.now_ms();
   inbox_.clear();
-  if (detached_) {
+  if (detached_ || read_held_) {
+    // No read under way to notice the end (back-pressure held it back): end from here.
     spawn_end();
   } else if (!writing_ && !flush_posted_ && !out_.has_unwritten()) {
     shutdown_socket();
@@ -927,13 +1064,15 @@ void C2sSession::abort() {
   closing_ = true;
   clear_outq();
   shutdown_socket();
-  if (detached_) spawn_end();
+  if (detached_ || read_held_) spawn_end();
 }
 
 void C2sSession::shutdown_socket() {
   if (transport_closed()) return;
   transport_->close();
   notify_drained();
+  // No read is under way to hear of the close (back-pressure held it back): the end is ours.
+  if (read_held_ && !ended_) spawn_end();
 }
 
 }  // namespace kabar::server

@@ -76,7 +76,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // Queues stream-level bytes (not a stanza: never counted nor resent).
   void send_nonza(std::string bytes) { send_stream_level(std::move(bytes)); }
   // Stanzas of a session that is over which the client never acknowledged (those of a
-  // connection that failed included), in order, their callbacks not run. Once, at its end.
+  // connection that failed included) or, without stream management, that were never written,
+  // in order, their callbacks not run. Once, at its end (Server::session_closed() routes them
+  // again); what is sent to the session afterwards is routed again as it comes.
   std::vector<OutQueue::Entry> take_unacked();
   // The sweep's part (every second): a detached session past its window ends; a connected one
   // asks for an ack while stanzas wait unacknowledged. True when the session is detached (no
@@ -115,6 +117,34 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // then what came meanwhile.
   bool adopt(Resumption r, std::uint32_t h, std::string resumed);
 
+  // --- Back-pressure: a slow reader slows its senders instead of being dropped.
+  // Past kHighWatermark bytes of unwritten output a session is congested: a session that sends
+  // it a stanza stops reading its own socket (TCP back-pressure then slows its client) until the
+  // output drains below kLowWatermark, or the congested session ends. Senders to others read on.
+  // The hard cap (4 MiB) and write_stall_timeout still cut a reader that stops reading.
+  static constexpr std::size_t kHighWatermark = 1024 * 1024;
+  static constexpr std::size_t kLowWatermark = 256 * 1024;
+  // Any shard may ask (a relaxed load: the flag is advice, the post below settles races).
+  bool congested() const {
+    return congested_.load(std::memory_order_relaxed) ||
+           posted_bytes_.load(std::memory_order_relaxed) > kHighWatermark;
+  }
+  // On this (the sender's) shard: a stanza of this session has been queued for `to`.
+  void sent_to(C2sSession& to) {
+    if (to.congested()) [[unlikely]]
+      wait_for(to);
+  }
+  // Reading is held back until congested recipients drain (on this session's shard).
+  bool waiting_for_recipients() const { return !waiting_for_.empty(); }
+  // Its output is over the high watermark and the connection has taken nothing for
+  // `timeout_ms`: the sweep cuts it.
+  bool write_stalled(std::int64_t now_ms, std::int64_t timeout_ms) const {
+    return congested_.load(std::memory_order_relaxed) && now_ms - progress_ms_ > timeout_ms;
+  }
+  // A congested session whose client reads nothing any more: its connection is dropped (a
+  // resumable XEP-0198 session detaches) and what it had queued is routed again.
+  void cut_stalled();
+
   // Stanzas up to this size are forwarded as received (Server::route_message_now()).
   static constexpr std::size_t kKeptBytes = 16 * 1024;
 
@@ -135,6 +165,12 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // Drops the connection at once, without flushing (a peer that does not read).
   void abort();
   bool closed() const { return closing_; }  // any shard may ask
+  bool ended() const { return ended_; }     // end() has begun (its own shard)
+  // The server stops (SIGTERM): nothing more is read; the stanzas already read are handled
+  // (messages stored, routed), then the stream ends with <system-shutdown/>. Its own shard.
+  void shut_down();
+  // Stanzas read are being handled (a coroutine runs; reading waits for it).
+  bool processing() const { return processing_; }
   Shard& shard() const { return shard_; }
   // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come)
   // and the TLS 1.3 cipher contexts; true if it freed anything.
@@ -174,6 +210,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   void on_peer_closed() override;
   void on_transport_closed() override;
   void on_writable() override;
+  bool hold_reading() const override { return !waiting_for_.empty(); }
   std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
   // net::Deferred: the end-of-event flush.
   void run_deferred() override { flush(); }
@@ -259,7 +296,30 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   std::int64_t last_request_ms_ = 0;
   std::int64_t resume_window_ms_ = 0;
   std::vector<OutQueue::Entry> held_;
-  std::vector<OutQueue::Entry> undelivered_;  // unacked stanzas of a connection that failed
+  std::vector<OutQueue::Entry> undelivered_;  // stanzas this stream will not deliver
+  bool undelivered_taken_ = false;            // take_unacked() has run
+  // Back-pressure (see congested()).
+  std::atomic<bool> congested_{false};
+  std::atomic<std::size_t> posted_bytes_{0};  // posted here from other shards, not yet queued
+  void post_enqueue(OutQueue::Entry e);
+  std::int64_t progress_ms_ = 0;  // congested: when the connection last took bytes
+  // Senders holding back their reads until this session's output drains (its own shard).
+  std::vector<std::weak_ptr<C2sSession>> waiters_;
+  // Congested recipients this session waits for (compared, never dereferenced).
+  std::vector<const C2sSession*> waiting_for_;
+  bool read_held_ = false;      // reading is due but held back by waiting_for_
+  bool processing_ = false;     // process_batch() runs
+  bool shutting_down_ = false;  // shut_down()
+  void wait_for(C2sSession& to);
+  void add_waiter(const std::shared_ptr<C2sSession>& sender);
+  void release_waiters();
+  void recipient_drained(const C2sSession* to);
+  void check_congestion();
+  // Resumes reading after a pause (process_batch(), back-pressure), unless held back.
+  void read_on();
+  // A stanza this stream will not deliver: kept for take_unacked(), or, after it, routed again
+  // at once (core/undelivered.h).
+  void undeliverable(OutQueue::Entry e);
   std::weak_ptr<C2sSession> successor_;
   void request_ack();
   bool continuing_stream_ = false;  // attach(): the parser is put inside the stream it continues

@@ -262,6 +262,8 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.idle_timeout_s = get_positive(n2, full);
           } else if (sub == "ping_timeout") {
             cfg.ping_timeout_s = get_positive(n2, full);
+          } else if (sub == "write_stall_timeout") {
+            cfg.write_stall_timeout_s = get_positive(n2, full);
           } else if (sub == "auth_failures_per_account") {
             cfg.auth_failures_per_account = get_positive(n2, full);
           } else if (sub == "auth_failures_per_address") {

@@ -53,6 +53,9 @@ struct Config {
   int auth_timeout_s = 30;   // a connection that has not authenticated by then is closed
   int idle_timeout_s = 300;  // after this much silence the server pings the client (XEP-0199)
   int ping_timeout_s = 30;   // and closes the connection if no answer comes in this time
+  // A client whose unwritten output is over the high watermark (its senders held back) and that
+  // takes no byte for this long is closed; what it had queued is routed again.
+  int write_stall_timeout_s = 60;
   // Failed logins (auth_throttle.h): per minute on one account from one address, then that
   // account is refused unchecked from that address (never from the others).
   int auth_failures_per_account = 5;

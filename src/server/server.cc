@@ -9,6 +9,7 @@
 
 #include "net/tcp_transport.h"
 #include "server/c2s_session.h"
+#include "server/core/undelivered.h"
 #include "server/features.h"
 #include "server/http/http_server.h"
 #include "server/listener.h"
@@ -260,6 +261,12 @@ awaitable<void> Server::sweep_loop(Shard& shard) {
         if (s->closed_at_ms != 0 && now - s->closed_at_ms > 5000) s->abort();
         continue;
       }
+      // A client that reads nothing while its output is over the high watermark holds up its
+      // senders: it is cut, and what it had queued routed again (C2sSession::cut_stalled()).
+      if (s->write_stalled(now, std::int64_t{cfg_.write_stall_timeout_s} * 1000)) {
+        s->cut_stalled();
+        continue;
+      }
       if (now - s->last_read_ms >= kHibernateAfterMs && s->hibernate()) ++hibernated;
       // XEP-0198: acks asked for on a timer; a detached session waits for its resumption.
       if (s->sm_tick(now)) continue;
@@ -323,12 +330,19 @@ void Server::stop_shard(Shard& shard) {
   if (!live.empty()) {
     spdlog::info("shard {}: closing {} connections", shard.index, live.size());
   }
-  for (auto& s : live) s->stream_error("system-shutdown");
-  // Peers that do not read are cut off after a grace period; then the shard's loop may end.
+  // Nothing more is read; what was read is handled (stored, routed) before each stream ends.
+  for (auto& s : live) s->shut_down();
+  // Peers that do not read are cut off after a grace period (what they had queued is routed
+  // again, core/undelivered.h); then the shard's loop may end once the work under way is done.
   auto timer = std::make_shared<asio::steady_timer>(*shard.io, std::chrono::seconds(2));
   timer->async_wait([&shard, timer](const boost::system::error_code&) {
+    std::vector<SessionPtr> left;
     for (auto& [raw, weak] : shard.sessions) {
-      if (auto s = weak.lock()) s->abort();
+      if (auto s = weak.lock()) left.push_back(std::move(s));
+    }
+    // A session still handling what it read finishes (join() bounds the wait).
+    for (auto& s : left) {
+      if (!s->processing()) s->abort();
     }
     shard.work.reset();
   });
@@ -503,6 +517,12 @@ awaitable<void> Server::session_closed(SessionPtr s) {
   if (!s->bound()) co_return;
   unbind(s.get());
   // The presence module broadcasts the unavailable presence; basics records last activity.
+  // What it had queued and not written (or, with XEP-0198, not had acknowledged) is routed
+  // again, now that the resource is gone, before its contacts see it go (a client that logs in
+  // again on that finds them stored): nothing is dropped in silence.
+  // (A session ended from elsewhere, replaced by a new stream, first writes what it has queued
+  // for the old one, its stream error: its own end() hands the rest on.)
+  if (s->ended()) co_await hand_on_undelivered(*this, *s, s->take_unacked());
   co_await fire(SessionEvent::kClosed, s);
   spdlog::info("c2s #{}: {} offline", s->serial(), s->jid().str());
 }
@@ -580,6 +600,7 @@ awaitable<void> Server::deliver(xml::Element stanza, SessionPtr from) {
   if (!to->is_bare()) {
     if (auto s = bound_session(*to)) {
       send_to(s, stanza);
+      if (from) from->sent_to(*s);
       co_return;
     }
   }
@@ -599,7 +620,10 @@ awaitable<void> Server::deliver(xml::Element stanza, SessionPtr from) {
   std::vector<SessionPtr> targets = message_targets(*to, type);
   if (!targets.empty()) {
     std::string bytes = xml::serialize(stanza, ns::kClient);
-    for (auto& s : targets) s->send_raw(bytes);
+    for (auto& s : targets) {
+      s->send_raw(bytes);
+      if (from) from->sent_to(*s);  // a congested recipient holds back the sender's reads
+    }
     co_return;
   }
   if (type == "error" || type == "headline") co_return;
@@ -712,9 +736,14 @@ namespace {
 
 // Hands `bytes` to each target, the last (usually the only) one taking them; empties `targets`
 // so that no session is kept alive by it.
-void send_to_all(std::vector<SessionPtr>& targets, std::string bytes) {
-  for (std::size_t i = 0; i + 1 < targets.size(); ++i) targets[i]->send_raw(bytes);
+// `from` stops reading while any of them is congested (C2sSession::sent_to()).
+void send_to_all(std::vector<SessionPtr>& targets, std::string bytes, C2sSession& from) {
+  for (std::size_t i = 0; i + 1 < targets.size(); ++i) {
+    targets[i]->send_raw(bytes);
+    from.sent_to(*targets[i]);
+  }
   targets.back()->send_raw(std::move(bytes));
+  from.sent_to(*targets.back());
   targets.clear();
 }
 
@@ -726,28 +755,27 @@ std::vector<SessionPtr>& instant_targets_buffer() {
 
 }  // namespace
 
-bool Server::route_message_now(const C2sSession& from, xml::Element& stanza,
-                               std::string_view received) {
+bool Server::route_message_now(C2sSession& from, xml::Element& stanza, std::string_view received) {
   std::vector<SessionPtr>& targets = instant_targets_buffer();
   if (!instant_targets(from.username(), stanza.attr("to"), stanza.attr("type"), targets)) {
     return false;
   }
   // A 'from' the client put there is replaced (RFC 6120 §8.1.2.1): that takes the element.
   if (!received.empty() && received.front() == '<' && !stanza.has_attr("from")) {
-    send_to_all(targets, with_from(received, from));
+    send_to_all(targets, with_from(received, from), from);
   } else {
     stanza.set_attr("from", from.jid_str());
-    send_to_all(targets, xml::serialize(stanza, ns::kClient));
+    send_to_all(targets, xml::serialize(stanza, ns::kClient), from);
   }
   return true;
 }
 
-bool Server::forward_message_now(const C2sSession& from, std::string_view to, std::string_view type,
+bool Server::forward_message_now(C2sSession& from, std::string_view to, std::string_view type,
                                  std::string_view received) {
   if (received.empty() || received.front() != '<') return false;
   std::vector<SessionPtr>& targets = instant_targets_buffer();
   if (!instant_targets(from.username(), to, type, targets)) return false;
-  send_to_all(targets, with_from(received, from));
+  send_to_all(targets, with_from(received, from), from);
   return true;
 }
 

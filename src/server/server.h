@@ -165,12 +165,11 @@ class Server {
   // take handle_stanza() instead. `received`, when not empty, is the stanza's bytes as the
   // parser received them (StreamParser::element_bytes(), in the jabber:client default
   // namespace): forwarded with 'from' put in, as they are, instead of serialized again.
-  bool route_message_now(const C2sSession& from, xml::Element& stanza,
-                         std::string_view received = {});
+  bool route_message_now(C2sSession& from, xml::Element& stanza, std::string_view received = {});
   // The same for a message the parser did not build (StreamHandler::wants_bytes()): its 'to'
   // and 'type' attributes and `received`, all of its bytes, with no 'from' of its own. Forwarded
   // with 'from' put in; never serialized.
-  bool forward_message_now(const C2sSession& from, std::string_view to, std::string_view type,
+  bool forward_message_now(C2sSession& from, std::string_view to, std::string_view type,
                            std::string_view received);
   // Where a message to a local account goes (RFC 6121 §8.5.2.1.1); empty when nobody is available.
   std::vector<SessionPtr> message_targets(const xmpp::Jid& to, std::string_view type);
@@ -277,8 +276,10 @@ auto Server::db(F f) -> awaitable<decltype(f(std::declval<store::Store&>()))> {
           std::unique_ptr<F> owned(fn);
           auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
           db_pending_.fetch_add(1, std::memory_order_acq_rel);
+          // The caller's loop has work until the result is back (a shard that stops waits
+          // for the store writes of the stanzas it handles).
           asio::post(store_pool_, [this, owned = std::move(owned), handler = std::move(handler),
-                                   io_ex]() mutable {
+                                   io_ex, work = asio::make_work_guard(io_ex)]() mutable {
             std::exception_ptr ep;
             R result{};
             try {

@@ -22,7 +22,11 @@ namespace {
 
 class SessionTest : public ::testing::Test {
  protected:
-  SessionTest() : server_(io_, make_config()) { shard_.io = &io_; }
+  SessionTest() : server_(io_, make_config()) {
+    shard_.io = &io_;
+    // Stanzas a session ends without delivering are routed again, which may reach the store.
+    server_.use_store(store::make_memory_store());
+  }
   ~SessionTest() override {
     // Every session the test made ends with its connection.
     // (Bound ones are left bound: their end would record the last activity in a store.)
@@ -39,6 +43,10 @@ class SessionTest : public ::testing::Test {
   }
 
   // A started session over a new test transport.
+ public:
+  std::shared_ptr<C2sSession> open_for_test(net::TestTransport*& t) { return open(t); }
+
+ protected:
   std::shared_ptr<C2sSession> open(net::TestTransport*& t) {
     auto transport = std::make_unique<net::TestTransport>(shard_);
     t = transport.get();
@@ -56,6 +64,17 @@ class SessionTest : public ::testing::Test {
   Server server_;
   Shard shard_;
 };
+
+// A bound session whose client has opened its stream (bind_for_test() skips the header).
+std::shared_ptr<C2sSession> bound_with_stream(SessionTest& t, net::TestTransport*& tr,
+                                              std::string_view full) {
+  auto s = t.open_for_test(tr);
+  EXPECT_TRUE(s->bind_for_test(*xmpp::Jid::parse(full)));
+  tr->push(
+      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+      "to='example.com' version='1.0'>");
+  return s;
+}
 
 TEST_F(SessionTest, AnswersTheStreamHeaderWithFeatures) {
   net::TestTransport* t = nullptr;
@@ -169,6 +188,88 @@ TEST_F(SessionTest, ShortWritesGoOnWhenTheTransportCan) {
   }
   EXPECT_EQ(t->written(), "<message id='1'/><message id='2'/>");
   EXPECT_EQ(written, 2);
+}
+
+// 64 messages of about 1 KB to `to`: one read event's worth.
+std::string flood_chunk(std::string_view to, int first) {
+  std::string out;
+  for (int i = first; i < first + 64; ++i) {
+    out += "<message to='" + std::string(to) + "' type='chat' id='f" + std::to_string(i) +
+           "'><body>" + std::string(1000, 'x') + "</body></message>";
+  }
+  return out;
+}
+
+TEST_F(SessionTest, ACongestedReaderHoldsBackItsSenderUntilItDrains) {
+  net::TestTransport* tr = nullptr;
+  net::TestTransport* ts = nullptr;
+  net::TestTransport* to = nullptr;
+  net::TestTransport* tx = nullptr;
+  auto reader = bound_with_stream(*this, tr, "bob@example.com/phone");
+  auto sender = bound_with_stream(*this, ts, "alice@example.com/pc");
+  auto other = bound_with_stream(*this, to, "dave@example.com/pc");
+  auto third = bound_with_stream(*this, tx, "carol@example.com/pc");
+  tr->stall();  // the reader's client reads nothing
+  int chunks = 0;
+  while (ts->reading() && chunks < 64) {
+    ts->push(flood_chunk("bob@example.com/phone", chunks * 64));
+    run();
+    ++chunks;
+  }
+  // Held back past the high watermark, well before the hard cap (4 MiB) would cut the reader.
+  EXPECT_FALSE(ts->reading());
+  EXPECT_TRUE(reader->congested());
+  EXPECT_FALSE(reader->closed());
+  EXPECT_GT(reader->out_queue().queued(), C2sSession::kHighWatermark / 1100);
+  EXPECT_LT(reader->out_queue().queued(), C2sSession::kHighWatermark / 1000 + 64 + 1);
+  // What the sender's client sends meanwhile waits in its socket.
+  const std::uint64_t queued = reader->out_queue().queued();
+  ts->push(flood_chunk("bob@example.com/phone", 100'000));
+  run();
+  EXPECT_EQ(reader->out_queue().queued(), queued);
+  // Others are not held back.
+  tx->push("<message to='dave@example.com/pc' type='chat' id='c1'><body>hi</body></message>");
+  run();
+  EXPECT_TRUE(tx->reading());
+  EXPECT_NE(to->written().find("id='c1'"), std::string::npos);
+  // The reader's client reads, slowly: still over the low watermark, the sender waits.
+  tr->set_write_limit(64 * 1024);
+  tr->unblock();
+  run();
+  EXPECT_FALSE(ts->reading());
+  EXPECT_TRUE(reader->congested());
+  // Drained below the low watermark: the sender reads on, and what waited arrives.
+  tr->set_write_limit(0);
+  tr->unblock();
+  run();
+  EXPECT_FALSE(reader->congested());
+  EXPECT_TRUE(ts->reading());
+  EXPECT_EQ(reader->out_queue().queued(), queued + 64);
+  EXPECT_NE(tr->written().find("id='f100063'"), std::string::npos);
+  EXPECT_FALSE(reader->closed());
+}
+
+TEST_F(SessionTest, ASenderHeldBackByAReaderThatStopsIsFreedWhenTheReaderIsCut) {
+  net::TestTransport* tr = nullptr;
+  net::TestTransport* ts = nullptr;
+  auto reader = bound_with_stream(*this, tr, "bob@example.com/phone");
+  auto sender = bound_with_stream(*this, ts, "alice@example.com/pc");
+  tr->stall();
+  for (int i = 0; ts->reading() && i < 64; ++i) {
+    ts->push(flood_chunk("bob@example.com/phone", i * 64));
+    run();
+  }
+  ASSERT_FALSE(ts->reading());
+  ASSERT_TRUE(reader->congested());
+  // No progress: not stalled before the timeout, stalled after it.
+  const std::int64_t now = server_.now_ms();
+  EXPECT_FALSE(reader->write_stalled(now, 60'000));
+  EXPECT_TRUE(reader->write_stalled(now + 60'001, 60'000));
+  reader->cut_stalled();
+  run();
+  EXPECT_TRUE(reader->closed());
+  EXPECT_FALSE(reader->congested());
+  EXPECT_TRUE(ts->reading());
 }
 
 TEST_F(SessionTest, ClosedTransportEndsTheSession) {

@@ -72,41 +72,6 @@ std::string failed(std::string_view condition, std::optional<std::uint32_t> h = 
   return out;
 }
 
-// Stanza bytes a session had queued, parsed back into elements (they were written in the
-// jabber:client default namespace with no prefix of the stream's own).
-class StanzaReader final : private xml::StreamHandler {
- public:
-  explicit StanzaReader(std::size_t max_bytes)
-      : parser_(*this, xml::StreamLimits{max_bytes + 4096, 64, 128, 0}) {
-    std::string header = "<stream:stream xmlns='jabber:client' xmlns:stream='";
-    header += ns::kStream;
-    header += "'>";
-    ok_ = parser_.feed(header).status == xml::StreamParser::Status::kOk;
-  }
-  // The stanza in `bytes`, or nothing when they do not parse (then no more parsing).
-  std::optional<xml::Element> read(const OutQueue::Entry& e) {
-    if (!ok_) return std::nullopt;
-    got_.reset();
-    for (const std::string* part : {e.head.get(), &e.own, e.tail.get()}) {
-      if (part == nullptr || part->empty()) continue;
-      if (parser_.feed(*part).status != xml::StreamParser::Status::kOk) {
-        ok_ = false;
-        return std::nullopt;
-      }
-    }
-    return std::exchange(got_, std::nullopt);
-  }
-
- private:
-  void on_stream_open(const xml::Element&, std::string_view) override {}
-  void on_element(xml::Element&& e) override { got_ = std::move(e); }
-  void on_stream_close() override {}
-
-  xml::StreamParser parser_;
-  std::optional<xml::Element> got_;
-  bool ok_ = false;
-};
-
 class SmModule final : public Module {
  public:
   std::string_view name() const override { return "sm"; }
@@ -269,43 +234,8 @@ class SmModule final : public Module {
         gone_order_.pop_front();
       }
     }
-    std::vector<OutQueue::Entry> unacked = s->take_unacked();
-    if (unacked.empty()) co_return;
-    spdlog::info("sm: {} ended with {} stanzas unacknowledged", s->jid_str(), unacked.size());
-    StanzaReader reader(server_->config().max_stanza_bytes);
-    for (OutQueue::Entry& e : unacked) {
-      // An entry with a delivery callback belongs to whoever queued it (an offline message is
-      // still stored, and deleted only when an ack covers it): not sent anywhere else.
-      if (e.on_written) continue;
-      std::optional<xml::Element> stanza = reader.read(e);
-      if (!stanza) {
-        spdlog::error("sm: an unacknowledged stanza of {} did not parse", s->jid_str());
-        continue;
-      }
-      try {
-        co_await undelivered(*s, std::move(*stanza));
-      } catch (const std::exception& ex) {
-        spdlog::error("sm: handing on an unacknowledged stanza of {}: {}", s->jid_str(), ex.what());
-      }
-    }
-  }
-
-  // XEP-0198 §5 (and RFC 6121 §8.5.3.2.1): an unacknowledged stanza is handled as if the
-  // resource had gone before it arrived.
-  awaitable<void> undelivered(const C2sSession& s, xml::Element stanza) {
-    const std::string& kind = stanza.name();
-    const std::string_view type = stanza.attr("type");
-    if (kind == "message") {
-      if (type == "error") co_return;  // never answered, never stored (RFC 6120 §8.3.1)
-      if (!stanza.has_attr("to")) stanza.set_attr("to", s.jid_str());
-      // To the full JID that has gone: normal and chat fall back to the bare JID (another
-      // resource, else offline storage, else an error to the sender); the rest is dropped as
-      // the router drops it.
-      co_await server_->deliver(std::move(stanza));
-    } else if (kind == "iq") {
-      if (type == "get" || type == "set") server_->bounce(stanza, "service-unavailable");
-    }
-    // Presence: dropped (RFC 6121 §4.3.3, §4.5: presence for an unavailable resource).
+    // Its unacknowledged stanzas were routed again before kClosed (Server::session_closed(),
+    // core/undelivered.h).
   }
 
   Server* server_ = nullptr;

@@ -29,6 +29,9 @@ awaitable<bool> store_offline(Server& s, const std::string& user, const xml::Ele
 // next once the one before is written), deleting each batch once written to the connection.
 awaitable<void> deliver_offline(Server& s, SessionPtr to);
 
+// carbons/: XEP-0280 message carbons.
+std::unique_ptr<Module> make_carbons_module();
+
 // disco/: XEP-0030, answers built from the registry; basics/: XEP-0092 version, XEP-0199 ping,
 // XEP-0012 last activity, RFC 3921 session; vcard/: XEP-0054; register/: XEP-0077 for
 // authenticated users; extdisco/: XEP-0215; proxy65/: XEP-0065 proxy component; upload/:

@@ -534,6 +534,7 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
       // The presence module's processing is the last of these hooks.
       co_await run_hooks(Hook::kPresenceOut, from, stanza);
     } else {
+      if (co_await run_hooks(Hook::kIqOut, from, stanza)) co_return;
       co_await route_iq(from, std::move(stanza));
     }
   } catch (const store::StoreError& e) {

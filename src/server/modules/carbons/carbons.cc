@@ -132,8 +132,9 @@ class CarbonsModule final : public Module {
     // A session that ends (or is replaced) no longer wants copies; the account's flag goes with
     // the last enabled resource.
     ctx.on(SessionEvent::kClosed, [this, &s](SessionPtr who) -> awaitable<void> {
-      if (who->ext<CarbonsState>().enabled) {
-        who->ext<CarbonsState>().enabled = false;
+      who->ext<CarbonsState>().enabled = false;
+      // It has left the directory: the flag is recomputed from the resources still bound.
+      if ((s.account_flags(who->username()) & kCarbonsUser) != 0) {
         update_account(s, who->username(), who->jid().bare_str());
       }
       co_return;
@@ -158,13 +159,11 @@ class CarbonsModule final : public Module {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kModify, "bad-request"));
       co_return;
     }
-    // §8: enabling or disabling again is no error, just a result.
-    auto& st = from->ext<CarbonsState>();
-    if (st.enabled != enable) {
-      st.enabled = enable;
-      s.set_resource_flags(*from, kCarbonsEnabled, enable);
-      update_account(s, from->username(), from->jid().bare_str());
-    }
+    // §8: enabling or disabling again is no error, just a result. The directory is written
+    // every time: it, not this session's record, is what the copies and the account flag follow.
+    from->ext<CarbonsState>().enabled = enable;
+    s.set_resource_flags(*from, kCarbonsEnabled, enable);
+    update_account(s, from->username(), from->jid().bare_str());
     // The result is sent once the flags are set: a message the client sends after reading it
     // already takes the full path.
     from->send(xmpp::make_iq_result(iq));

@@ -134,15 +134,24 @@ class BlockingModule final : public Module {
     ctx.hook(
         Hook::kPresenceOut,
         [this](SessionPtr from, xml::Element& p) -> awaitable<HookResult> {
-          // Broadcasts (no 'to') are filtered by the presence module through BlockingView.
-          if (!p.has_attr("to")) co_return HookResult::kContinue;
+          // Broadcasts (no 'to') are filtered by the presence module through BlockingView; the
+          // lists must be in memory for that.
+          if (!p.has_attr("to")) {
+            co_await load();
+            co_return HookResult::kContinue;
+          }
           co_return co_await outbound(from, p);
         },
         -100);
     ctx.hook(
         Hook::kIqOut,
         [this](SessionPtr from, xml::Element& iq) -> awaitable<HookResult> {
+          // An IQ to the server (no 'to', or the domain) is the server's to answer.
           if (!iq.has_attr("to")) co_return HookResult::kContinue;
+          if (auto to = xmpp::Jid::parse(iq.attr("to"));
+              to && to->is_domain() && to->domain() == server_->config().domain) {
+            co_return HookResult::kContinue;
+          }
           if (co_await outbound(from, iq) == HookResult::kStop) co_return HookResult::kStop;
           co_return co_await inbound(iq);
         },
@@ -159,11 +168,11 @@ class BlockingModule final : public Module {
           co_return co_await inbound(p);
         },
         -100);
-    // The lists are in memory before the first stanza can need them: loaded at start (and, in
-    // tests that do not start the server, on a session's bind).
-    ctx.on(SessionEvent::kBound, [this](SessionPtr) -> awaitable<void> { co_await load(); });
   }
 
+  // The lists are loaded at start (Server::start(), before any client can have logged in and
+  // sent a stanza); a server that was never started (unit tests) loads them on the first stanza a
+  // hook sees. load() after that is one atomic load.
   void start(ModuleContext& ctx) override {
     asio::co_spawn(ctx.server().io(), load(), asio::detached);
   }
@@ -191,9 +200,6 @@ class BlockingModule final : public Module {
     co_await load();
     auto to = xmpp::Jid::parse(st.attr("to"));
     if (!to || to->bare_str() == from->jid().bare_str()) co_return HookResult::kContinue;
-    if (st.name() == "iq" && to->is_domain() && to->domain() == server_->config().domain) {
-      co_return HookResult::kContinue;  // the user's own server answers
-    }
     if (!lists_.blocks(from->username(), *to)) co_return HookResult::kContinue;
     const std::string_view type = st.attr("type");
     if (type != "error" && type != "result") from->send(error_reply(st, "not-acceptable", true));

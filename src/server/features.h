@@ -42,6 +42,9 @@ class BlockingView {
   // Whether the local account of `user` blocks `other`, or `other` (a local account) blocks
   // `user`; never between one account's own resources (XEP-0191 §5).
   virtual bool blocked_either_way(const xmpp::Jid& user, const xmpp::Jid& other) const = 0;
+  // The account `user` was deleted from the store (its blocklist with it): forgets the list it
+  // keeps in memory. Called on the store's thread, in the deleting operation.
+  virtual void forget(const std::string& user) = 0;
 };
 
 // disco/: XEP-0030, answers built from the registry; basics/: XEP-0092 version, XEP-0199 ping,

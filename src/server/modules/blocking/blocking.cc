@@ -44,6 +44,7 @@ struct Blocklists final : BlockingView {
   std::unordered_map<std::string, std::unordered_set<std::string>> lists;  // by username
   std::atomic<std::size_t> blocking_accounts{0};
   std::atomic<bool> loaded{false};
+  Server* server = nullptr;
 
   // XEP-0191 §7 (the XEP-0016 order): user@domain/resource, user@domain, domain/resource,
   // domain.
@@ -68,6 +69,8 @@ struct Blocklists final : BlockingView {
     if (blocks(user.local(), other)) return true;
     return !other.local().empty() && other.domain() == user.domain() && blocks(other.local(), user);
   }
+
+  void forget(const std::string& user) override { install(*server, user, {}); }
 
   std::vector<std::string> list_of(const std::string& user) const {
     std::lock_guard lock(mu);
@@ -116,6 +119,7 @@ class BlockingModule final : public Module {
   void setup(ModuleContext& ctx) override {
     Server& s = ctx.server();
     server_ = &s;
+    lists_.server = &s;
     ctx.provide<BlockingView>(lists_);
     ctx.disco_feature(std::string(kBlockingNs), kToServer);
     ctx.iq(

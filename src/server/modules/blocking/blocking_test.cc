@@ -14,7 +14,7 @@ constexpr std::string_view kNs = "urn:xmpp:blocking";
 class BlockingTest : public ModuleTest {
  protected:
   void SetUp() override {
-    for (const char* u : {"alice", "bob", "carol"}) add_account(u);
+    for (const char* u : {"alice", "bob", "carol", "dave"}) add_account(u);
   }
   void befriend(const std::string& a, const std::string& b) {
     store::RosterItem it;
@@ -269,6 +269,47 @@ TEST_F(BlockingTest, BlocklistsAreLoadedFromTheStore) {
   EXPECT_TRUE(named(a.take(), "message").empty());
   auto r = iq(a, "<iq type='get' id='g'><blocklist xmlns='urn:xmpp:blocking'/></iq>");
   EXPECT_EQ(items(r.child("blocklist", kNs)), std::vector<std::string>{"bob@example.com"});
+}
+
+TEST_F(BlockingTest, AccountsWithoutBlocksKeepTheBytePath) {
+  // The byte fast path forwards a message as the bytes it came in (double quotes kept); the
+  // full path serializes it again. Only the blocking account's messages leave the byte path.
+  auto& a = online("alice@example.com/home");
+  auto& b = online("bob@example.com/desk");
+  auto& d = online("dave@example.com/x");
+  iq(a,
+     "<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='carol@example.com'/>"
+     "</block></iq>");
+  EXPECT_EQ(server_.account_flags("bob"), 0u);
+  send(b, "<message to=\"dave@example.com\" type=\"chat\"><body>x</body></message>");
+  EXPECT_NE(d.transport().written().find("type=\"chat\""), std::string::npos)
+      << d.transport().written();
+  d.take();
+  send(b, "<message to=\"alice@example.com\" type=\"chat\"><body>x</body></message>");
+  EXPECT_NE(a.transport().written().find("type='chat'"), std::string::npos)
+      << a.transport().written();
+  ASSERT_EQ(named(a.take(), "message").size(), 1u);
+}
+
+TEST_F(BlockingTest, ADeletedAccountsBlocklistIsForgotten) {
+  auto& a = online("alice@example.com/home");
+  iq(a,
+     "<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='bob@example.com'/>"
+     "</block></iq>");
+  auto r = iq(a,
+              "<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query>"
+              "</iq>");
+  EXPECT_EQ(r.attr("type"), "result");
+  EXPECT_TRUE(store().blocklist("alice").empty());
+  EXPECT_EQ(server_.account_flags("alice") & kBlocksJids, 0u);
+  // The name registered again starts with an empty list, and bob gets through.
+  add_account("alice");
+  auto& a2 = online("alice@example.com/new");
+  r = iq(a2, "<iq type='get' id='g'><blocklist xmlns='urn:xmpp:blocking'/></iq>");
+  EXPECT_TRUE(items(r.child("blocklist", kNs)).empty());
+  auto& b = online("bob@example.com/desk");
+  send(b, "<message to='alice@example.com' type='chat'><body>hi</body></message>");
+  EXPECT_EQ(named(a2.take(), "message").size(), 1u);
 }
 
 }  // namespace

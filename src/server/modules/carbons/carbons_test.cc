@@ -288,5 +288,18 @@ TEST_F(CarbonsTest, DiscoAnnouncesTheFeature) {
   EXPECT_NE(written.find("urn:xmpp:carbons:2"), std::string::npos) << written;
 }
 
+TEST_F(CarbonsTest, AccountsWithoutCarbonsKeepTheBytePath) {
+  // The byte fast path forwards a message as the bytes it came in (double quotes kept); the
+  // full path serializes it again. Only the account with carbons on leaves the byte path.
+  online("romeo@example.com/home", true);
+  auto& juliet = online("juliet@example.com/balcony", false);
+  auto& tybalt = online("tybalt@example.com/home", false);
+  EXPECT_EQ(server_.account_flags("juliet"), 0u);
+  send(juliet, "<message to=\"tybalt@example.com\" type=\"chat\"><body>x</body></message>");
+  EXPECT_NE(tybalt.transport().written().find("type=\"chat\""), std::string::npos)
+      << tybalt.transport().written();
+  tybalt.take();
+}
+
 }  // namespace
 }  // namespace kabar::server

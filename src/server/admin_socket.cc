@@ -175,7 +175,12 @@ awaitable<std::string> AdminSocket::delete_account(std::string user) {
     asio::steady_timer tick(server_.io(), std::chrono::milliseconds(10));
     co_await tick.async_wait(asio::use_awaitable);
   }
-  auto delete_op = [user](store::Store& st) { return st.delete_account(user); };
+  BlockingView* blocking = server_.modules().service<BlockingView>();
+  auto delete_op = [user, blocking](store::Store& st) {
+    const bool existed = st.delete_account(user);
+    if (blocking != nullptr) blocking->forget(user);  // its blocklist went with it
+    return existed;
+  };
   const bool deleted = co_await server_.db(std::move(delete_op));
   // A login that completed meanwhile holds a session of an account that is gone now.
   for (const SessionPtr& session : server_.sessions_of(bare)) {

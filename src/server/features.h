@@ -29,6 +29,24 @@ awaitable<bool> store_offline(Server& s, const std::string& user, const xml::Ele
 // next once the one before is written), deleting each batch once written to the connection.
 awaitable<void> deliver_offline(Server& s, SessionPtr to);
 
+// carbons/: XEP-0280 message carbons.
+std::unique_ptr<Module> make_carbons_module();
+
+// blocking/: XEP-0191 blocking command.
+std::unique_ptr<Module> make_blocking_module();
+// What the blocking module offers others (registry service<BlockingView>(); nullptr without it):
+// the presence module hides presence between a user and a JID either of them blocks.
+class BlockingView {
+ public:
+  virtual ~BlockingView() = default;
+  // Whether the local account of `user` blocks `other`, or `other` (a local account) blocks
+  // `user`; never between one account's own resources (XEP-0191 §5).
+  virtual bool blocked_either_way(const xmpp::Jid& user, const xmpp::Jid& other) const = 0;
+  // The account `user` was deleted from the store (its blocklist with it): forgets the list it
+  // keeps in memory. Called on the store's thread, in the deleting operation.
+  virtual void forget(const std::string& user) = 0;
+};
+
 // disco/: XEP-0030, answers built from the registry; basics/: XEP-0092 version, XEP-0199 ping,
 // XEP-0012 last activity, RFC 3921 session; vcard/: XEP-0054; register/: XEP-0077 for
 // authenticated users; extdisco/: XEP-0215; proxy65/: XEP-0065 proxy component; upload/:

@@ -563,6 +563,7 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
       // The presence module's processing is the last of these hooks.
       co_await run_hooks(Hook::kPresenceOut, from, stanza);
     } else {
+      if (co_await run_hooks(Hook::kIqOut, from, stanza)) co_return;
       co_await route_iq(from, std::move(stanza));
     }
   } catch (const store::StoreError& e) {
@@ -699,7 +700,7 @@ bool Server::instant_targets(std::string_view from_user, std::string_view to_att
   targets.clear();
   if (to_attr.empty() || type == "groupchat") return false;
   const bool any_flagged = flagged_accounts_.load(std::memory_order_relaxed) != 0;
-  if (any_flagged && (account_flags(from_user) & kSeesMessages) != 0) return false;
+  if (any_flagged && (account_flags(from_user) & kFullMessagePath) != 0) return false;
   std::string_view bare;
   std::string_view full;  // empty for a bare JID
   std::string bare_buf;
@@ -707,13 +708,13 @@ bool Server::instant_targets(std::string_view from_user, std::string_view to_att
   if (const auto view = xmpp::canonical_jid(to_attr)) {
     // Already prepared (nearly always): looked up as it came, nothing built.
     if (view->local.empty() || view->domain != cfg_.domain) return false;
-    if (any_flagged && (account_flags(view->local) & kSeesMessages) != 0) return false;
+    if (any_flagged && (account_flags(view->local) & kFullMessagePath) != 0) return false;
     bare = view->bare;
     if (!view->resource.empty()) full = to_attr;
   } else {
     const auto to = xmpp::Jid::parse(to_attr);
     if (!to || !is_local(*to) || to->local().empty()) return false;
-    if (any_flagged && (account_flags(to->local()) & kSeesMessages) != 0) return false;
+    if (any_flagged && (account_flags(to->local()) & kFullMessagePath) != 0) return false;
     bare_buf = to->bare_str();
     bare = bare_buf;
     if (!to->is_bare()) {

@@ -69,13 +69,21 @@ struct ResourceView {
 // Of one bound resource:
 enum ResourceFlag : std::uint32_t {
   kRosterInterested = 1u << 0,  // asked for the roster: an "interested resource" (RFC 6121 §2.1.6)
+  kCarbonsEnabled = 1u << 1,    // wants message carbons (XEP-0280, modules/carbons/)
+  kBlocklistWanted = 1u << 2,   // asked for the blocklist: gets its pushes (XEP-0191 §3.3)
 };
 // Of a local account, by username (kept while any module wants them, online or not):
 enum AccountFlag : std::uint32_t {
   // A module must see this account's messages, sent and received (carbons, the archive): they
   // take the full path with its hooks instead of the byte fast path. See instant_targets().
   kSeesMessages = 1u << 0,
+  // The same, for one reason each, so that modules set and clear them independently: a resource
+  // has message carbons on (modules/carbons/), the account blocks someone (modules/blocking/).
+  kCarbonsUser = 1u << 1,
+  kBlocksJids = 1u << 2,
 };
+// Any of these sends an account's messages down the full path (instant_targets()).
+inline constexpr std::uint32_t kFullMessagePath = kSeesMessages | kCarbonsUser | kBlocksJids;
 
 class Server {
  public:

@@ -40,6 +40,7 @@ class MemoryStore final : public Store {
     offline_.erase(std::string(username));
     vcards_.erase(std::string(username));
     last_.erase(std::string(username));
+    blocklists_.erase(std::string(username));
     return existed;
   }
 
@@ -201,6 +202,53 @@ class MemoryStore final : public Store {
     last_.insert_or_assign(std::string(username), last);
   }
 
+  // Blocklists.
+
+  std::vector<std::string> blocklist(std::string_view username) override {
+    auto it = blocklists_.find(username);
+    if (it == blocklists_.end()) return {};
+    return {it->second.begin(), it->second.end()};
+  }
+
+  std::vector<std::string> block(std::string_view username,
+                                 const std::vector<std::string>& jids) override {
+    std::set<std::string> added;
+    auto& list = blocklists_[std::string(username)];
+    for (const auto& j : jids) {
+      if (list.insert(j).second) added.insert(j);
+    }
+    if (list.empty()) blocklists_.erase(std::string(username));
+    return {added.begin(), added.end()};
+  }
+
+  std::vector<std::string> unblock(std::string_view username,
+                                   const std::vector<std::string>& jids) override {
+    auto it = blocklists_.find(username);
+    if (it == blocklists_.end()) return {};
+    std::set<std::string> removed;
+    for (const auto& j : jids) {
+      if (it->second.erase(j) == 1) removed.insert(j);
+    }
+    if (it->second.empty()) blocklists_.erase(it);
+    return {removed.begin(), removed.end()};
+  }
+
+  std::vector<std::string> unblock_all(std::string_view username) override {
+    auto it = blocklists_.find(username);
+    if (it == blocklists_.end()) return {};
+    std::vector<std::string> all(it->second.begin(), it->second.end());
+    blocklists_.erase(it);
+    return all;
+  }
+
+  std::vector<std::pair<std::string, std::vector<std::string>>> all_blocklists() override {
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    for (const auto& [user, list] : blocklists_) {
+      out.emplace_back(user, std::vector<std::string>(list.begin(), list.end()));
+    }
+    return out;
+  }
+
   int schema_version() override { return 0; }
 
  private:
@@ -219,6 +267,7 @@ class MemoryStore final : public Store {
   ByName<std::vector<OfflineMessage>> offline_;
   ByName<std::string> vcards_;
   ByName<LastActivity> last_;
+  ByName<std::set<std::string>> blocklists_;  // never holds an empty set
   std::int64_t last_version_ = 0;
   std::int64_t last_offline_id_ = 0;
 };

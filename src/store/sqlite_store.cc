@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <set>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -112,6 +113,14 @@ ALTER TABLE offline ADD COLUMN sender TEXT NOT NULL DEFAULT '';
 ALTER TABLE offline ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
 UPDATE offline SET bytes = length(CAST(stanza AS BLOB));
 CREATE INDEX offline_by_sender ON offline (username, sender);
+)sql"},
+    // Blocklists (XEP-0191): one row per blocked JID.
+    {3, R"sql(
+CREATE TABLE blocklist (
+  username TEXT NOT NULL,
+  jid TEXT NOT NULL,
+  PRIMARY KEY (username, jid)
+) WITHOUT ROWID;
 )sql"},
 };
 
@@ -310,7 +319,8 @@ class SqliteStore final : public Store {
          {"DELETE FROM roster_groups WHERE username = ?1", "DELETE FROM roster WHERE username = ?1",
           "DELETE FROM roster_version WHERE username = ?1",
           "DELETE FROM offline WHERE username = ?1", "DELETE FROM vcard WHERE username = ?1",
-          "DELETE FROM last_activity WHERE username = ?1"}) {
+          "DELETE FROM last_activity WHERE username = ?1",
+          "DELETE FROM blocklist WHERE username = ?1"}) {
       Query q = query(sql);
       q.bind(1, username).run();
     }
@@ -598,6 +608,66 @@ class SqliteStore final : public Store {
       q.bind(1, username).bind(2, last.logout_unix).bind(3, last.status).run();
     }
     tx.commit();
+  }
+
+  // Blocklists.
+
+  std::vector<std::string> blocklist(std::string_view username) override {
+    // BINARY collation: the same order as std::string's operator<.
+    Query q = query("SELECT jid FROM blocklist WHERE username = ?1 ORDER BY jid");
+    q.bind(1, username);
+    std::vector<std::string> out;
+    while (q.step()) out.push_back(q.text(0));
+    return out;
+  }
+
+  std::vector<std::string> block(std::string_view username,
+                                 const std::vector<std::string>& jids) override {
+    std::set<std::string> added;
+    Transaction tx(*this);
+    for (const auto& j : jids) {
+      Query q = query("INSERT OR IGNORE INTO blocklist (username, jid) VALUES (?1, ?2)");
+      q.bind(1, username).bind(2, j).run();
+      if (sqlite3_changes(db_) == 1) added.insert(j);
+    }
+    tx.commit();
+    return {added.begin(), added.end()};
+  }
+
+  std::vector<std::string> unblock(std::string_view username,
+                                   const std::vector<std::string>& jids) override {
+    std::set<std::string> removed;
+    Transaction tx(*this);
+    for (const auto& j : jids) {
+      Query q = query("DELETE FROM blocklist WHERE username = ?1 AND jid = ?2");
+      q.bind(1, username).bind(2, j).run();
+      if (sqlite3_changes(db_) == 1) removed.insert(j);
+    }
+    tx.commit();
+    return {removed.begin(), removed.end()};
+  }
+
+  std::vector<std::string> unblock_all(std::string_view username) override {
+    Transaction tx(*this);
+    std::vector<std::string> all = blocklist(username);
+    {
+      Query q = query("DELETE FROM blocklist WHERE username = ?1");
+      q.bind(1, username).run();
+    }
+    tx.commit();
+    return all;
+  }
+
+  std::vector<std::pair<std::string, std::vector<std::string>>> all_blocklists() override {
+    Query q = query("SELECT username, jid FROM blocklist ORDER BY username, jid");
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    while (q.step()) {
+      std::string user = q.text(0);
+      if (out.empty() || out.back().first != user)
+        out.emplace_back(std::move(user), std::vector<std::string>());
+      out.back().second.push_back(q.text(1));
+    }
+    return out;
   }
 
   int schema_version() override { return user_version(); }

@@ -94,7 +94,8 @@ class AccountStore {
   virtual bool create_account(const Account& a) = 0;  // false: the username is taken
   virtual std::optional<Account> account(std::string_view username) = 0;
   virtual bool set_credentials(const Account& a) = 0;  // false: no such account
-  // Removes the account and everything it owns (roster, offline queue, vcard, last activity).
+  // Removes the account and everything it owns (roster, offline queue, vcard, last activity,
+  // blocklist).
   virtual bool delete_account(std::string_view username) = 0;
   virtual std::vector<std::string> list_accounts() = 0;  // sorted
 };
@@ -163,13 +164,32 @@ class LastActivityStore {
   virtual void set_last_activity(std::string_view username, const LastActivity& last) = 0;
 };
 
+// Blocklists (XEP-0191): the JIDs an account blocks, as prepared JID strings (bare, full or a
+// domain), sorted.
+class BlockingStore {
+ public:
+  virtual ~BlockingStore() = default;
+  virtual std::vector<std::string> blocklist(std::string_view username) = 0;
+  // Adds `jids`; returns those that were not in the list before (sorted).
+  virtual std::vector<std::string> block(std::string_view username,
+                                         const std::vector<std::string>& jids) = 0;
+  // Removes `jids`; returns those that were in the list (sorted).
+  virtual std::vector<std::string> unblock(std::string_view username,
+                                           const std::vector<std::string>& jids) = 0;
+  // Empties the list; returns what it held (sorted).
+  virtual std::vector<std::string> unblock_all(std::string_view username) = 0;
+  // Every account's non-empty blocklist, by username (the server keeps them in memory).
+  virtual std::vector<std::pair<std::string, std::vector<std::string>>> all_blocklists() = 0;
+};
+
 // Everything a backend provides. The server hands modules this (Server::db()); a module that
 // needs only a part names only that interface in its own functions.
 class Store : public AccountStore,
               public RosterStore,
               public OfflineStore,
               public VcardStore,
-              public LastActivityStore {
+              public LastActivityStore,
+              public BlockingStore {
  public:
   ~Store() override = default;
   // Schema version applied (migrations run at open); 0 for a backend without a schema.

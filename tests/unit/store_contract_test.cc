@@ -472,6 +472,40 @@ TEST_P(StoreContractTest, LastActivity) {
   EXPECT_FALSE(store_->last_activity("bob"));
 }
 
+// Blocklists (XEP-0191).
+
+TEST_P(StoreContractTest, BlocklistBlockUnblockPersist) {
+  using V = std::vector<std::string>;
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  EXPECT_EQ(store_->blocklist("alice"), V{});
+  EXPECT_EQ(store_->block("alice", {"z@example.com", "a@example.com", "z@example.com"}),
+            (V{"a@example.com", "z@example.com"}));
+  // Already there: nothing new.
+  EXPECT_EQ(store_->block("alice", {"a@example.com", "example.org"}), V{"example.org"});
+  reopen();
+  EXPECT_EQ(store_->blocklist("alice"), (V{"a@example.com", "example.org", "z@example.com"}));
+  EXPECT_EQ(store_->blocklist("bob"), V{});
+  EXPECT_EQ(store_->unblock("alice", {"a@example.com", "nobody@example.com"}), V{"a@example.com"});
+  store_->block("bob", {"x@example.com"});
+  const auto all = store_->all_blocklists();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].first, "alice");
+  EXPECT_EQ(all[0].second, (V{"example.org", "z@example.com"}));
+  EXPECT_EQ(all[1].first, "bob");
+  EXPECT_EQ(store_->unblock_all("alice"), (V{"example.org", "z@example.com"}));
+  EXPECT_EQ(store_->blocklist("alice"), V{});
+  EXPECT_EQ(store_->unblock_all("alice"), V{});
+  EXPECT_EQ(store_->all_blocklists().size(), 1u);
+}
+
+TEST_P(StoreContractTest, BlocklistGoesWithTheAccount) {
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  store_->block("alice", {"x@example.com"});
+  ASSERT_TRUE(store_->delete_account("alice"));
+  EXPECT_TRUE(store_->blocklist("alice").empty());
+  EXPECT_TRUE(store_->all_blocklists().empty());
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest,
                          ::testing::Values(Backend::kSqlite, Backend::kMemory),
                          [](const ::testing::TestParamInfo<Backend>& info) {

@@ -105,7 +105,7 @@ TEST_F(SqliteStoreTest, MigratesAnOfflineQueueOfSchemaOne) {
   ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
   sqlite3_close(db);
   store_ = open_sqlite_store(dir_);
-  EXPECT_GE(store_->schema_version(), 2);
+  EXPECT_GE(store_->schema_version(), 3);
   OfflineSummary sum = store_->offline_summary("alice");
   EXPECT_EQ(sum.count, 2u);
   EXPECT_EQ(sum.bytes, 9u + 4u);

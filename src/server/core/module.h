@@ -52,10 +52,11 @@ enum IqKind : unsigned { kIqGet = 1, kIqSet = 2, kIqGetOrSet = 3 };
 // Hook points on the stanza path, in the order a stanza meets them:
 //  kMessageOut / kPresenceOut: sent by a bound session, 'from' stamped, before routing;
 //  kMessageIn / kPresenceIn: addressed to a local account or resource, before delivery;
-//  kMessageUndelivered: a message to a local account no resource can take (offline storage).
+//  kMessageUndelivered: a message to a local account no resource can take (offline storage);
+//  kIqOut: an IQ sent by a bound session, 'from' stamped, before it is routed or answered.
 // The last hook of kPresenceOut and kPresenceIn is the presence module's processing.
-enum class Hook { kMessageOut, kPresenceOut, kMessageIn, kPresenceIn, kMessageUndelivered };
-inline constexpr std::size_t kHookCount = 5;
+enum class Hook { kMessageOut, kPresenceOut, kMessageIn, kPresenceIn, kMessageUndelivered, kIqOut };
+inline constexpr std::size_t kHookCount = 6;
 // kStop: the stanza was handled (consumed, answered or dropped): later hooks and the default
 // routing do not run. A hook may change the stanza and return kContinue.
 enum class HookResult { kContinue, kStop };

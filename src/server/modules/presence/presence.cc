@@ -148,6 +148,11 @@ awaitable<void> outbound_subscription(Server& s, SessionPtr from, xml::Element p
   if (out.d.state_changed) push_roster_item(s, user, out.item, out.version);
   if (!out.d.route) co_return;
   if (!s.is_local(*to)) co_return;  // no server-to-server links yet: dropped (§3.1.2)
+  // XEP-0191 §3.5: a contact who blocks the user gets none of its presence, and says nothing.
+  if (const auto* blocking = s.modules().service<BlockingView>();
+      blocking != nullptr && blocking->blocked_either_way(from->jid(), *to)) {
+    co_return;
+  }
   co_await inbound_subscription(s, p, type);
   if (type == SubscriptionType::kSubscribed) {
     // §3.1.5: after approving, the user's current presence goes to the contact.
@@ -250,10 +255,13 @@ awaitable<void> broadcast(Server& s, const SessionPtr& who, const xml::Element& 
   auto items = co_await roster_of(s, who->username());
   const std::string self_bare = who->jid().bare_str();
   const SharedPresence shared(p);
+  const BlockingView* blocking = s.modules().service<BlockingView>();
   for (const auto& item : items) {
     if (!has_from(item.state)) continue;
     auto jid = xmpp::Jid::parse(item.jid);
     if (!jid || !s.is_local(*jid)) continue;
+    // XEP-0191 §3.3, §3.5: no presence between a user and a JID either of them blocks.
+    if (blocking != nullptr && blocking->blocked_either_way(who->jid(), *jid)) continue;
     shared.send_to_account(s, jid->bare_str());
   }
   bool sender_got_it = false;
@@ -281,10 +289,12 @@ awaitable<void> initial_presence(Server& s, const SessionPtr& who) {
   auto items = co_await roster_of(s, who->username());
   const std::string me = who->jid().str();
   std::vector<std::string> requests;
+  const BlockingView* blocking = s.modules().service<BlockingView>();
   for (auto& item : items) {
     if (has_to(item.state)) {
       auto jid = xmpp::Jid::parse(item.jid);
-      if (jid && s.is_local(*jid)) {
+      if (jid && s.is_local(*jid) &&
+          (blocking == nullptr || !blocking->blocked_either_way(who->jid(), *jid))) {
         for (auto& contact : available_sessions(s, jid->bare_str())) {
           who->send(presence_of(contact, me));
         }

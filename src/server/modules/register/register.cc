@@ -143,7 +143,11 @@ void register_register(ModuleContext& ctx) {
     }
     if (q->child("remove", ns::kRegister) != nullptr) {
       // XEP-0077 §3.2: remove the account, answer, and end the account's sessions.
-      auto op2 = [user](store::Store& st) { st.delete_account(user); };
+      BlockingView* blocking = s.modules().service<BlockingView>();
+      auto op2 = [user, blocking](store::Store& st) {
+        st.delete_account(user);
+        if (blocking != nullptr) blocking->forget(user);  // its blocklist went with it
+      };
       co_await s.db(std::move(op2));
       spdlog::info("account {}@{} removed by its owner", user, s.config().domain);
       from->send(xmpp::make_iq_result(iq));

@@ -1,0 +1,173 @@
+"""Message carbons (XEP-0280) and blocking (XEP-0191) with slixmpp's own plugins (Debian's
+python3-slixmpp 1.8.3: xep_0280, xep_0191) over STARTTLS.
+
+Two resources of romeo enable carbons; juliet writes to one and the other sees a received carbon;
+one writes to juliet and the other sees a sent carbon. Then romeo blocks juliet: the resource
+that fetched the blocklist gets the push, juliet's message is refused with service-unavailable,
+romeo's to her with <blocked/>; after the unblock both ways work again.
+
+Run: /usr/bin/python3 test_slixmpp_carbons_blocking.py --kabard PATH --kabarctl PATH
+"""
+import asyncio
+import logging
+import os
+import ssl
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kabartest  # noqa: E402
+
+import slixmpp  # noqa: E402
+from slixmpp.exceptions import IqError  # noqa: E402
+
+STEP = 10.0
+TOTAL = 80.0
+DOMAIN = "localhost"
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password):
+        super().__init__(jid, password)
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.whitespace_keepalive = False
+        for p in ("xep_0030", "xep_0297", "xep_0280", "xep_0191"):
+            self.register_plugin(p)
+        self.outcome = asyncio.get_event_loop().create_future()
+        self.messages = asyncio.Queue()
+        self.errors = asyncio.Queue()
+        self.carbons = asyncio.Queue()
+        self.pushes = asyncio.Queue()
+        self.add_event_handler("session_start", lambda e: self._settle("session"))
+        self.add_event_handler("failed_auth", lambda e: self._settle("failed_auth"))
+        self.add_event_handler("connection_failed", lambda e: (self._settle("failed"), self.abort()))
+        self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
+        self.add_event_handler("message_error", lambda m: self.errors.put_nowait(m))
+        self.add_event_handler("carbon_received", lambda m: self.carbons.put_nowait(("received", m)))
+        self.add_event_handler("carbon_sent", lambda m: self.carbons.put_nowait(("sent", m)))
+        self.add_event_handler("blocked", lambda iq: self.pushes.put_nowait(("block", iq)))
+        self.add_event_handler("unblocked", lambda iq: self.pushes.put_nowait(("unblock", iq)))
+
+    def _settle(self, v):
+        if not self.outcome.done():
+            self.outcome.set_result(v)
+
+
+async def next_matching(queue, pred, timeout=STEP):
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            item = await asyncio.wait_for(queue.get(), left)
+        except asyncio.TimeoutError:
+            return None
+        if pred(item):
+            return item
+
+
+async def login(r, kd, jid, pw):
+    c = Client(jid, pw)
+    c.connect(("127.0.0.1", kd.port), force_starttls=True)
+    try:
+        outcome = await asyncio.wait_for(asyncio.shield(c.outcome), STEP)
+    except asyncio.TimeoutError:
+        outcome = "timeout"
+    r.check(outcome == "session", f"{jid} logs in ({outcome})")
+    c.send_presence()
+    return c
+
+
+async def scenario(r, kd, clients):
+    kd.add_user("romeo", "romeo-pw")
+    kd.add_user("juliet", "juliet-pw")
+    a = await login(r, kd, f"romeo@{DOMAIN}/a", "romeo-pw")
+    b = await login(r, kd, f"romeo@{DOMAIN}/b", "romeo-pw")
+    j = await login(r, kd, f"juliet@{DOMAIN}/balcony", "juliet-pw")
+    clients += [a, b, j]
+    info = await a["xep_0030"].get_info(jid=DOMAIN, timeout=STEP)
+    feats = info["disco_info"]["features"]
+    r.check("urn:xmpp:carbons:2" in feats and "urn:xmpp:blocking" in feats,
+            "the server announces carbons and blocking")
+    for c in (a, b):
+        res = await c["xep_0280"].enable(timeout=STEP)
+        r.check(res["type"] == "result", f"{c.boundjid} enables carbons")
+
+    j.send_message(mto=f"romeo@{DOMAIN}/a", mbody="to a 41", mtype="chat")
+    m = await next_matching(a.messages, lambda m: m["body"] == "to a 41")
+    r.check(m is not None, "romeo/a gets juliet's message")
+    c = await next_matching(b.carbons, lambda c: c[0] == "received")
+    inner = c[1]["carbon_received"] if c else None
+    r.check(inner is not None and inner["body"] == "to a 41"
+            and str(inner["from"]) == f"juliet@{DOMAIN}/balcony",
+            "romeo/b sees it as a received carbon")
+
+    a.send_message(mto=f"juliet@{DOMAIN}", mbody="from a 42", mtype="chat")
+    m = await next_matching(j.messages, lambda m: m["body"] == "from a 42")
+    r.check(m is not None, "juliet gets romeo/a's message")
+    c = await next_matching(b.carbons, lambda c: c[0] == "sent")
+    inner = c[1]["carbon_sent"] if c else None
+    r.check(inner is not None and inner["body"] == "from a 42"
+            and str(inner["to"]) == f"juliet@{DOMAIN}", "romeo/b sees it as a sent carbon")
+
+    # Blocking.
+    for c in (a, b):
+        res = await c["xep_0191"].get_blocked(timeout=STEP)
+        r.check(len(res["blocklist"]["items"]) == 0, f"{c.boundjid}: the blocklist is empty")
+    await a["xep_0191"].block(f"juliet@{DOMAIN}", timeout=STEP)
+    p = await next_matching(b.pushes, lambda p: p[0] == "block")
+    r.check(p is not None and {str(x) for x in p[1]["block"]["items"]} == {f"juliet@{DOMAIN}"},
+            "romeo/b gets the block push")
+    res = await b["xep_0191"].get_blocked(timeout=STEP)
+    r.check({str(x) for x in res["blocklist"]["items"]} == {f"juliet@{DOMAIN}"},
+            "the blocklist holds juliet")
+    j.send_message(mto=f"romeo@{DOMAIN}", mbody="blocked 43", mtype="chat")
+    e = await next_matching(j.errors, lambda e: True)
+    r.check(e is not None and e["error"]["condition"] == "service-unavailable",
+            "juliet's message is refused with service-unavailable"
+            + ("" if e is None else f" ({e['error']['condition']})"))
+    a.send_message(mto=f"juliet@{DOMAIN}", mbody="to blocked 44", mtype="chat")
+    e = await next_matching(a.errors, lambda e: True)
+    r.check(e is not None and e["error"]["condition"] == "not-acceptable"
+            and e.xml.find(".//{urn:xmpp:blocking:errors}blocked") is not None,
+            "romeo's message to her is refused with not-acceptable and <blocked/>")
+    try:
+        await j["xep_0030"].get_info(jid=f"romeo@{DOMAIN}/a", timeout=STEP)
+        iq_refused = False
+    except IqError as ex:
+        iq_refused = ex.iq["error"]["condition"] == "service-unavailable"
+    r.check(iq_refused, "juliet's IQ to romeo/a is refused with service-unavailable")
+
+    await a["xep_0191"].unblock(f"juliet@{DOMAIN}", timeout=STEP)
+    p = await next_matching(b.pushes, lambda p: p[0] == "unblock")
+    r.check(p is not None, "romeo/b gets the unblock push")
+    j.send_message(mto=f"romeo@{DOMAIN}/a", mbody="again 45", mtype="chat")
+    m = await next_matching(a.messages, lambda m: m["body"] == "again 45")
+    r.check(m is not None, "after the unblock juliet's messages arrive again")
+
+
+def main():
+    args = kabartest.parse_args()
+    r = kabartest.Results("slixmpp_carbons_blocking")
+    logging.basicConfig(level=logging.CRITICAL)
+    with kabartest.Kabard(args) as kd:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        clients = []
+        try:
+            loop.run_until_complete(asyncio.wait_for(scenario(r, kd, clients), TOTAL))
+        except asyncio.TimeoutError:
+            r.check(False, f"scenario finished within {TOTAL:.0f} s")
+        finally:
+            for c in clients:
+                c.abort()
+            loop.run_until_complete(asyncio.sleep(0.2))
+            kabartest.shutdown_loop(loop)
+        r.check(kd.alive(), "kabard still running at the end")
+    r.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,9 @@
 // Sending a long run of stanzas to one session without filling its output: a batch at a time,
 // the next queued only once the session has written the last stanza of the one before (its
-// on_written callback). A session's output is capped (a client that does not read is dropped at
-// 4 MiB, c2s_session.cc); what a login hands the client at once (subscription requests that came
-// while it was away, offline messages) must not reach that cap however much of it there is.
+// on_written callback). A session's output is bounded (past 1 MiB unwritten its senders are held
+// back, and a client that stops reading is cut at the 4 MiB hard cap or after write_stall_timeout:
+// c2s_session.h); what a login hands the client at once (subscription requests that came while
+// it was away, offline messages) must not reach those bounds however much of it there is.
 #pragma once
 
 #include <cstddef>

@@ -3,10 +3,13 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <stdexcept>
+#include <vector>
 
 #include "tls/handover.h"
 
@@ -32,7 +35,81 @@ constexpr std::size_t kSslRecord = 16384;
 // Buffers per sendmsg.
 constexpr std::size_t kMaxBuffers = 64;
 
+// A lingering close (as nginx's lingering_close): closing a socket while the peer's bytes are
+// still unread, or still arriving, makes the kernel answer with a RST, and a peer that gets it
+// may throw away what it has not read yet: the stream error written just before (RFC 6120
+// §4.9.1.1: the error element is sent, then the stream and the connection closed). So our side of
+// the connection is shut (a FIN after the last bytes) and what the peer still sends is read and
+// dropped until it closes too, kLingerMs pass, or an error; only then is the socket closed. At
+// most kMaxLingering sockets per shard wait so; past that a socket closes at once.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr std::size_t kMaxLingering = 1024;
+class Linger;
+thread_local std::vector<Linger*> g_lingering;  // this shard's
+thread_local bool g_no_linger = false;          // set by stop_lingering()
+
+class Linger : public std::enable_shared_from_this<Linger> {
+ public:
+  Linger(asio::io_context& io, int fd) : sock_(io), timer_(io) {
+    boost::system::error_code ec;
+    // The protocol is not looked at for a read or a close.
+    sock_.assign(tcp::v6(), fd, ec);
+    if (ec) ::close(fd);
+  }
+
+  void start() {
+    if (!sock_.is_open()) return;
+    g_lingering.push_back(this);
+    boost::system::error_code ec;
+    sock_.non_blocking(true, ec);
+    timer_.expires_after(kLingerTime);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec) self->finish();
+    });
+    wait();
+  }
+
+ private:
+  void wait() {
+    sock_.async_wait(tcp::socket::wait_read,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       if (ec) return self->finish();
+                       self->drain();
+                     });
+  }
+
+  void drain() {
+    // A bounded turn (1 MiB at most), then the wait again: other connections of the shard go on.
+    for (int i = 0; i < 64; ++i) {
+      boost::system::error_code ec;
+      sock_.read_some(asio::buffer(g_scratch), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      if (ec) return finish();  // EOF (the peer closed too) or an error
+    }
+    wait();
+  }
+
+  void finish() {  // on the shard's thread; closes the socket, and the pending waits end
+    if (done_) return;
+    done_ = true;
+    std::erase(g_lingering, this);
+    boost::system::error_code ec;
+    timer_.cancel();
+    sock_.close(ec);
+  }
+
+  tcp::socket sock_;
+  asio::steady_timer timer_;
+  bool done_ = false;
+};
+
 }  // namespace
+
+void stop_lingering() {
+  g_no_linger = true;
+  // finish() takes each out of the list; their pending handlers then release them.
+  while (!g_lingering.empty()) g_lingering.back()->finish();
+}
 
 TcpTransport::TcpTransport(Shard& shard, tcp::socket sock, SSL_CTX* tls, bool direct_tls)
     : shard_(shard), sock_(std::move(sock)), tls_ctx_(tls), direct_tls_(direct_tls) {
@@ -98,6 +175,7 @@ void TcpTransport::on_readable(const boost::system::error_code& wait_ec) {
   if (wait_ec || closed_) {
     if (wait_ec && wait_ec != asio::error::operation_aborted) {
       spdlog::debug("c2s {}: connection ended: {}", peer_addr_, wait_ec.message());
+      peer_done_ = true;
     }
     handler_->on_transport_closed();
     return;
@@ -118,6 +196,7 @@ void TcpTransport::on_readable(const boost::system::error_code& wait_ec) {
     drained = n < g_scratch.size();
     if (ec) {
       spdlog::debug("c2s {}: connection ended: {}", peer_addr_, ec.message());
+      peer_done_ = true;
       handler_->on_transport_closed();
       return;
     }
@@ -197,6 +276,7 @@ bool TcpTransport::read_rec(bool& drained) {
     }
     if (ec) {
       spdlog::debug("c2s {}: connection ended: {}", peer_addr_, ec.message());
+      peer_done_ = true;
       handler_->on_transport_closed();
       return false;
     }
@@ -216,6 +296,7 @@ bool TcpTransport::read_rec(bool& drained) {
     // A KeyUpdate answer to send.
     if (tls_out_off_ < tls_out_.size() && !write_waiting_) write_held_rec();
     if (status == tls::Record13::Status::kClosed) {
+      peer_done_ = true;
       handler_->on_peer_closed();
       return true;
     }
@@ -258,10 +339,12 @@ bool TcpTransport::read_tls() {
     if (err == SSL_ERROR_ZERO_RETURN) {
       // close_notify: the client is done; what it sent before is still handled, then the
       // stream is closed from our side too.
+      peer_done_ = true;
       handler_->on_peer_closed();
       return true;
     }
     spdlog::debug("c2s {}: TLS connection ended (error {})", peer_addr_, err);
+    peer_done_ = true;
     handler_->on_transport_closed();
     return false;
   }
@@ -443,7 +526,19 @@ void TcpTransport::close() {
     tls_out_off_ = 0;
   }
   boost::system::error_code ec;
-  sock_.shutdown(tcp::socket::shutdown_both, ec);
+  if (!peer_done_ && !failed_ && !g_no_linger && g_lingering.size() < kMaxLingering &&
+      sock_.is_open()) {
+    // Our side ends after what is written; a second descriptor keeps the connection open to read
+    // what the peer still sends (the first one closes below, with every wait on it).
+    sock_.shutdown(tcp::socket::shutdown_send, ec);
+    if (const int fd = ::dup(sock_.native_handle()); !ec && fd >= 0) {
+      std::make_shared<Linger>(*shard_.io, fd)->start();
+    } else if (fd >= 0) {
+      ::close(fd);
+    }
+  } else {
+    sock_.shutdown(tcp::socket::shutdown_both, ec);
+  }
   sock_.close(ec);
 }
 

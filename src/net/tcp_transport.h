@@ -21,6 +21,10 @@
 
 namespace kabar::net {
 
+// Closes the sockets of this thread's shard that are waiting in a lingering close (see close()),
+// and closes at once from then on: called when the shard stops.
+void stop_lingering();
+
 class TcpTransport final : public Transport {
  public:
   // `tls`: the context for STARTTLS and direct TLS. `sock` is already on `shard`'s io_context.
@@ -32,6 +36,9 @@ class TcpTransport final : public Transport {
   WriteResult write(std::span<const std::string_view> bufs) override;
   bool holds_output() const override;
   boost::asio::awaitable<void> start_tls() override;
+  // Shuts our side (after TLS close_notify) and, unless the peer has already closed or broken
+  // the connection, keeps reading and dropping what it still sends for a short while before the
+  // socket closes (a lingering close: no RST that could make the peer lose our last bytes).
   void close() override;
   void abandon() override;
   bool is_closed() const override { return closed_; }
@@ -81,6 +88,7 @@ class TcpTransport final : public Transport {
   bool direct_tls_;
   bool closed_ = false;
   bool failed_ = false;         // a write failed or our record layer sent an alert
+  bool peer_done_ = false;      // the peer closed or broke the connection: no lingering close
   bool write_waiting_ = false;  // wait_writable() is under way
   std::string peer_addr_;
   Security security_;

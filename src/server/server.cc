@@ -344,6 +344,7 @@ void Server::stop_shard(Shard& shard) {
     for (auto& s : left) {
       if (!s->processing()) s->abort();
     }
+    net::stop_lingering();  // closed connections waiting for their peers' FIN keep no loop alive
     shard.work.reset();
   });
 }

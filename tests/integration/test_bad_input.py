@@ -150,6 +150,52 @@ def malformed(k, w):
 
 
 @section
+def lingering_close(k, w):
+    """A client still writing when kabard ends its stream gets the error and then a clean end of
+    the connection, not a RST: kabard shuts its side, reads and drops what still comes until the
+    client closes (or a short while passes), and only then closes. Closing with unread input
+    makes the kernel send a RST, which can make a peer discard bytes it has not read yet (the
+    stream error among them) and fails the peer's writes. 8 MB, far more than the socket
+    buffers hold, follow the bad bytes: without the lingering close the write itself fails."""
+    junk = b"<message><body>" + b"x" * 65536 + b"</body></message>"
+    for stage in ("open", "tls", "bound"):
+        c = raw_conn(k, stage)
+        sock = c.sock
+        sock.settimeout(10)
+        err = None
+        try:
+            sock.sendall(b"<<<not xml>>>" + junk * 128)
+            if stage == "open":
+                sock.shutdown(socket.SHUT_WR)
+        except (OSError, ssl.SSLError) as e:
+            err = e
+        R.check(err is None, "8 MB written after the bad bytes (%s)%s"
+                % (stage, "" if err is None else ": %r" % err))
+        data = b""
+        end = None
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    end = "eof"
+                    break
+                data += chunk
+        except ConnectionResetError:
+            end = "reset"
+        except ssl.SSLError as e:
+            end = "tls error %s" % e
+        except socket.timeout:
+            end = "timeout"
+        R.check(b"not-well-formed" in data, "then the stream error (%s)" % stage)
+        R.check(end == "eof", "then a clean close, not a RST (%s): %s" % (stage, end))
+        try:
+            sock.close()
+        except OSError:
+            pass
+    w.exchange("lingering close")
+
+
+@section
 def entity_bombs(k, w):
     ents = ["<!ENTITY lol \"lol\">"]
     for i in range(1, 10):
@@ -522,7 +568,7 @@ def main():
     delays = "auth_failure_delay_ms = 20\nauth_failure_max_delay_ms = 200\n"
     run_instance(args, "[limits]\nauth_failures_per_account = 5\nauth_failures_per_address = 1000\n"
                        + delays,
-                 (malformed, entity_bombs, oversized, account_throttle))
+                 (malformed, lingering_close, entity_bombs, oversized, account_throttle))
     run_instance(args, "[limits]\nauth_timeout = 2\nidle_timeout = 2\nping_timeout = 2\n"
                        "auth_failures_per_account = 1000\nauth_failures_per_address = 10\n" + delays,
                  (timeouts, address_throttle))

@@ -8,16 +8,16 @@
 namespace kabar::xmpp::stream {
 namespace {
 
+using testing::bind_result;
 using testing::Conversation;
 using testing::converse;
+using testing::kServerHeader;
 using testing::last_between;
 using testing::log_text;
 using testing::Outcome;
+using testing::send;
 using testing::Step;
 
-constexpr std::string_view kServerHeader =
-    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-    "xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='example.com' version='1.0'>";
 const std::string kStarttlsFeatures =
     "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
     "</stream:features>";
@@ -62,10 +62,6 @@ std::string initial(const Outcome& o, std::string_view mech) {
       .value_or("?");
 }
 
-Step send(std::string bytes) {
-  return [bytes](const std::string&) { return bytes; };
-}
-
 // The server half of a SCRAM exchange, answering what the client wrote.
 struct ScriptedScramServer {
   std::shared_ptr<ScramServer> server;
@@ -104,14 +100,6 @@ struct ScriptedScramServer {
   ScramHash hash_;
   ScramHash hash() const { return hash_; }
 };
-
-Step bind_result(std::string jid) {
-  return [jid](const std::string& written) {
-    std::string id = last_between(written, "id='", "'");
-    return "<iq type='result' id='" + id +
-           "'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>" + jid + "</jid></bind></iq>";
-  };
-}
 
 TEST(StreamClient, StarttlsScramSha256AndBind) {
   ClientSetup s;

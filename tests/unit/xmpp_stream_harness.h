@@ -93,6 +93,25 @@ using Step = std::function<std::string(const std::string& written)>;
 // Answers a question event (server role: credentials, PLAIN, bind).
 using Answer = std::function<void(Negotiator&, const Event&)>;
 
+// A step that answers whatever was written with `bytes`.
+inline Step send(std::string bytes) {
+  return [bytes](const std::string&) { return bytes; };
+}
+
+// The server's answer to the last bind request written: `jid` bound.
+inline Step bind_result(std::string jid) {
+  return [jid](const std::string& written) {
+    std::string id = last_between(written, "id='", "'");
+    return "<iq type='result' id='" + id +
+           "'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>" + jid + "</jid></bind></iq>";
+  };
+}
+
+// A server's stream header (example.com, stream id s1).
+inline constexpr std::string_view kServerHeader =
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    "xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='example.com' version='1.0'>";
+
 struct Conversation {
   std::function<std::unique_ptr<Negotiator>()> make;
   std::function<void(Negotiator&)> start;  // e.g. ClientNegotiator::start(); may be empty

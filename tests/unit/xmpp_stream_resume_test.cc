@@ -11,11 +11,10 @@ using testing::Conversation;
 using testing::converse;
 using testing::log_text;
 using testing::Outcome;
+using testing::send;
 using testing::Step;
 
-constexpr std::string_view kHeader =
-    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-    "xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='example.com' version='1.0'>";
+constexpr std::string_view kHeader = testing::kServerHeader;
 const std::string kPlain =
     "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
     "<mechanism>PLAIN</mechanism></mechanisms></stream:features>";
@@ -46,18 +45,7 @@ Conversation resuming(std::string previd, std::uint32_t h) {
   return c;
 }
 
-Step send(std::string bytes) {
-  return [bytes](const std::string&) { return bytes; };
-}
-
-Step bind_result() {
-  return [](const std::string& written) {
-    std::string id = testing::last_between(written, "id='", "'");
-    return "<iq type='result' id='" + id +
-           "'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@example.com/r</jid>"
-           "</bind></iq>";
-  };
-}
+Step bind_result() { return testing::bind_result("alice@example.com/r"); }
 
 TEST(StreamResume, ResumedInsteadOfBinding) {
   Outcome o = converse(resuming("sm-<id>&1", 7),

@@ -15,6 +15,7 @@ using testing::converse;
 using testing::last_between;
 using testing::log_text;
 using testing::Outcome;
+using testing::send;
 using testing::Step;
 
 constexpr std::string_view kHeader =
@@ -87,10 +88,6 @@ Conversation server(ServerSetup setup) {
   };
   c.answer = setup.store;
   return c;
-}
-
-Step send(std::string bytes) {
-  return [bytes](const std::string&) { return bytes; };
 }
 
 std::string auth(std::string_view mech, std::string_view initial) {

@@ -29,6 +29,21 @@ def parse_args():
     return ap.parse_args()
 
 
+def http_request(method, url, body=None, headers=None, timeout=15):
+    """One HTTP request on a new connection: (status, body, headers with lower-case names)."""
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        c.request(method, u.path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        return r.status, data, {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        c.close()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,6 @@
   <policy-violation/>, and the memory goes back once they close.
 """
 import errno
-import http.client
 import os
 import resource
 import select
@@ -21,10 +20,10 @@ import socket
 import statistics
 import sys
 import time
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+from kabartest import http_request  # noqa: E402
 from xmpp_raw import (NS_SASL, Conn, XmppError, error_condition, login, q,  # noqa: E402
                       vmrss_kb)
 
@@ -45,17 +44,6 @@ def sanitized(binary):
     with open(binary, "rb") as f:
         return b"__asan_init" in f.read()
 FLOOD_PER_ADDRESS = 20  # under the per-address cap: the total cap is what they meet
-
-
-def http_request(method, url, body=None, headers=None):
-    u = urllib.parse.urlsplit(url)
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
-    c.request(method, u.path, body=body, headers=headers or {})
-    r = c.getresponse()
-    data = r.read()
-    hdrs = {k.lower(): v for k, v in r.getheaders()}
-    c.close()
-    return r.status, data, hdrs
 
 
 @section

@@ -18,6 +18,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+from kabartest import http_request  # noqa: E402
 from xmpp_raw import error_condition, login, q, tostr  # noqa: E402
 
 import slixmpp  # noqa: E402
@@ -27,16 +28,6 @@ NS = "urn:xmpp:http:upload:0"
 STEP = 15.0
 MAX = 3 * 1024 * 1024
 QUOTA = 5 * 1024 * 1024
-
-
-def http_request(method, url, body=None, headers=None):
-    u = urllib.parse.urlsplit(url)
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
-    c.request(method, u.path, body=body, headers=headers or {})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data, r.getheader("Content-Type")
 
 
 class Client(slixmpp.ClientXMPP):
@@ -120,7 +111,8 @@ def main():
             st, _, _ = http_request("PUT", put_url, b"again", {"Content-Type": "image/jpeg"})
             R.check(st == 409, "a second PUT to the same slot -> 409 (%d)" % st)
             # bob downloads what alice uploaded
-            st, data, ctype = http_request("GET", get_url)
+            st, data, hdrs = http_request("GET", get_url)
+            ctype = hdrs.get("content-type")
             R.check(st == 200 and hashlib.sha256(data).digest() == hashlib.sha256(payload).digest()
                     and ctype == "image/jpeg",
                     "another client downloads the same 2 MiB, as image/jpeg (%d, %s)" % (st, ctype))

@@ -143,20 +143,33 @@ class Relay:
         self.lsock.close()
 
 
-def listen_case(res, name, k, srv, relay):
-    """bob listens through the relay; alice (raw, direct) sends COUNT messages; cuts meanwhile."""
-    d = srv.domain
+def listen_through_relay(res, name, k, srv, relay, resource):
+    """`kabar listen --json` as bob through the relay, and alice (raw, direct, available) logged
+    in as `resource`: (listen, alice), or (listen, None) when listen did not come up."""
     e = k.env("bob")
     e["KABAR_SERVER"] = f"127.0.0.1:{relay.port}"
     lb = kabartest.JsonLines([k.binary, "listen", "--json", "--keepalive", "2"], e)
+    ready = lb.wait(lambda ev: ev["type"] == "ready", timeout=20)
+    res.check(ready is not None, f"{name}: bob listens through the relay")
+    if ready is None:
+        return lb, None
     try:
-        ready = lb.wait(lambda ev: ev["type"] == "ready", timeout=20)
-        res.check(ready is not None, f"{name}: bob listens through the relay")
-        if ready is None:
-            return
-        alice = xmpp_raw.login(srv.port, "alice", client_matrix.PASSWORDS["alice"], domain=d,
-                               mech="PLAIN", resource="raw")
+        alice = xmpp_raw.login(srv.port, "alice", client_matrix.PASSWORDS["alice"],
+                               domain=srv.domain, mech="PLAIN", resource=resource)
         alice.presence()
+    except BaseException:
+        lb.stop()
+        raise
+    return lb, alice
+
+
+def listen_case(res, name, k, srv, relay):
+    """bob listens through the relay; alice (raw, direct) sends COUNT messages; cuts meanwhile."""
+    d = srv.domain
+    lb, alice = listen_through_relay(res, name, k, srv, relay, "raw")
+    try:
+        if alice is None:
+            return
         want = [f"m{i:04d}" for i in range(COUNT)]
         # Sent in runs; between runs the relay's connection is reset or silenced, and the next
         # run goes out while kabar is still on the dead connection or reconnecting. The cut
@@ -267,17 +280,10 @@ def expired_case(res, name, k, srv, relay):
     its presence again, and the messages sent to it meanwhile arrive once each (the server kept
     them for an absent client)."""
     d = srv.domain
-    e = k.env("bob")
-    e["KABAR_SERVER"] = f"127.0.0.1:{relay.port}"
-    lb = kabartest.JsonLines([k.binary, "listen", "--json", "--keepalive", "2"], e)
+    lb, alice = listen_through_relay(res, name, k, srv, relay, "raw2")
     try:
-        ready = lb.wait(lambda ev: ev["type"] == "ready", timeout=20)
-        res.check(ready is not None, f"{name}: bob listens through the relay")
-        if ready is None:
+        if alice is None:
             return
-        alice = xmpp_raw.login(srv.port, "alice", client_matrix.PASSWORDS["alice"], domain=d,
-                               mech="PLAIN", resource="raw2")
-        alice.presence()
         relay.refusing = True
         relay.cut()
         want = [f"late{i:02d}" for i in range(20)]

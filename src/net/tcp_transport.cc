@@ -69,6 +69,15 @@ class Linger : public std::enable_shared_from_this<Linger> {
     wait();
   }
 
+  void finish() {  // on the shard's thread; closes the socket, and the pending waits end
+    if (done_) return;
+    done_ = true;
+    std::erase(g_lingering, this);
+    boost::system::error_code ec;
+    timer_.cancel();
+    sock_.close(ec);
+  }
+
  private:
   void wait() {
     sock_.async_wait(tcp::socket::wait_read,
@@ -87,15 +96,6 @@ class Linger : public std::enable_shared_from_this<Linger> {
       if (ec) return finish();  // EOF (the peer closed too) or an error
     }
     wait();
-  }
-
-  void finish() {  // on the shard's thread; closes the socket, and the pending waits end
-    if (done_) return;
-    done_ = true;
-    std::erase(g_lingering, this);
-    boost::system::error_code ec;
-    timer_.cancel();
-    sock_.close(ec);
   }
 
   tcp::socket sock_;

@@ -405,13 +405,20 @@ def unauthenticated_flood(k):
     for s in socks:
         s.close()
     peak = rss
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + (0 if sanitized(k.args.kabard) else 30)
     while time.monotonic() < deadline:
         rss = vmrss_kb(k.proc.pid)
         if rss - rss0 < (peak - rss0) / 4:
             break
         time.sleep(0.5)
     print("kabard VmRSS after they closed: %d kB (peak %d kB, before %d kB)" % (rss, peak, rss0))
+    if sanitized(k.args.kabard):
+        # AddressSanitizer's allocator keeps freed blocks in its quarantine (up to 256 MB) and
+        # kabard does not trim a heap it does not own (trim_heap() in server.cc), so what goes
+        # back is up to the sanitizer: checked in the release build only.
+        print("(not checked under AddressSanitizer: %d kB of %d kB kept)"
+              % (rss - rss0, peak - rss0))
+        return
     R.check(rss - rss0 < (peak - rss0) / 4, "at least 3/4 of the growth goes back once they close "
             "(%d kB of %d kB kept)" % (rss - rss0, peak - rss0))
 

@@ -9,10 +9,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <iterator>
 
 #include "chat.h"
 #include "common.h"
 #include "kabar/filetransfer.h"
+#include "version/version.h"
 #include "xmpp/display_text.h"
 
 namespace kabar::cli {
@@ -537,6 +539,11 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
 int main(int argc, char** argv) {
   using namespace kabar::cli;
   CLI::App app{"kabar: an XMPP client for the terminal."};
+  // One line, named like every other error of kabar.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("kabar: ") + e.what() + " (see kabar --help)\n";
+  });
+  app.set_version_flag("--version", std::string("kabar ") + kabar::version());
   app.require_subcommand(1);
   app.fallthrough();  // global flags may follow the subcommand too
   Settings s;
@@ -555,10 +562,13 @@ int main(int argc, char** argv) {
   reg->add_option("JID", reg_jid, "The new account")->required();
   auto* passwd = app.add_subcommand(
       "passwd", "Change the account's password (KABAR_NEW_PASSWORD or a prompt)");
-  std::string send_to, send_text;
-  auto* send = app.add_subcommand("send", "Send one message");
+  std::string send_to;
+  std::vector<std::string> send_words;
+  auto* send = app.add_subcommand(
+      "send", "Send one message: the words after JID, else all of standard input");
   send->add_option("JID", send_to)->required();
-  send->add_option("TEXT", send_text)->required();
+  send->add_option("TEXT", send_words,
+                   "The message; several words form one message, separated by spaces");
   std::string action = "list", roster_jid;
   auto* roster = app.add_subcommand("roster", "List or change the contact list");
   roster->add_option("ACTION", action, "list, add, remove, approve, deny")
@@ -620,7 +630,22 @@ int main(int argc, char** argv) {
   }
   if (int r = make_options(s, "", true, o)) return r;
   if (passwd->parsed()) return run(io, [&]() { return cmd_passwd(io, o); });
-  if (send->parsed()) return run(io, [&]() { return cmd_send(io, o, send_to, send_text); });
+  if (send->parsed()) {
+    std::string text;
+    if (send_words.empty()) {
+      // The message from standard input (a long text, or one from another program), after the
+      // password if that came from standard input too. One final newline is not part of it.
+      if (::isatty(0)) std::fprintf(stderr, "kabar: type the message, then Ctrl-D on a line\n");
+      text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+      if (!text.empty() && text.back() == '\n') text.pop_back();
+      if (!text.empty() && text.back() == '\r') text.pop_back();
+      if (text.empty())
+        return fail(kExitUsage, "no message: give TEXT or pipe it on standard input");
+    } else {
+      for (std::size_t i = 0; i < send_words.size(); ++i) text += (i ? " " : "") + send_words[i];
+    }
+    return run(io, [&]() { return cmd_send(io, o, send_to, text); });
+  }
   if (roster->parsed()) return run(io, [&]() { return cmd_roster(io, o, action, roster_jid); });
   if (status->parsed()) return run(io, [&]() { return cmd_status(io, o, show, status_text); });
   if (listen->parsed())

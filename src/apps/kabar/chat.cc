@@ -92,6 +92,7 @@ class ChatUi {
  public:
   ChatUi(asio::io_context& io, client::Options o, std::string accept_dir)
       : io_(io),
+        account_(o.jid),
         client_(io, o),
         ft_(client_),
         accept_dir_(std::move(accept_dir)),
@@ -116,7 +117,7 @@ class ChatUi {
     asio::co_spawn(io_, read_keys(), asio::detached);
     status_ = "connecting to the server...";
     draw();
-    SavedStatus st = load_status();
+    SavedStatus st = load_status(account_);
     int result = kExitOk;
     bool first = true;
     while (!quit_) {
@@ -467,7 +468,7 @@ class ChatUi {
         return;
       }
       client_.send_presence(show, st);
-      save_status(SavedStatus{show, st});
+      save_status(account_, SavedStatus{show, st});
       status_ = "status: " + (show.empty() ? std::string("online") : show);
     } else {
       status_ =
@@ -604,6 +605,7 @@ class ChatUi {
   }
 
   asio::io_context& io_;
+  std::string account_;  // the JID as configured: names the account's files
   client::Client client_;
   client::FileTransfer ft_;  // after client_: it registers handlers on it
   std::string accept_dir_;

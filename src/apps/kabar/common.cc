@@ -1,8 +1,11 @@
 #include "common.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -93,17 +96,50 @@ std::string config_dir() { return xdg("XDG_CONFIG_HOME", ".config"); }
 std::string cache_dir() { return ensure(xdg("XDG_CACHE_HOME", ".cache")); }
 std::string state_dir() { return ensure(xdg("XDG_STATE_HOME", ".local/state")); }
 
-SavedStatus load_status() {
+std::string account_file_name(const std::string& jid) {
+  std::string bare = xmpp_bare(jid);
+  if (bare.empty()) bare = jid;
+  std::string name;
+  for (char c : bare)
+    name +=
+        (std::isalnum(static_cast<unsigned char>(c)) || c == '@' || c == '.' || c == '-') ? c : '_';
+  return name;
+}
+
+bool write_private_file(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  // An older file of that name keeps its mode through O_CREAT: set it.
+  bool ok = ::fchmod(fd, 0600) == 0;
+  for (std::size_t off = 0; ok && off < content.size();) {
+    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) off += static_cast<std::size_t>(n);
+  }
+  ok = ::close(fd) == 0 && ok;
+  if (ok) ok = std::rename(tmp.c_str(), path.c_str()) == 0;
+  if (!ok) ::unlink(tmp.c_str());
+  return ok;
+}
+
+namespace {
+std::string status_path(const std::string& jid) {
+  return state_dir() + "/status-" + account_file_name(jid);
+}
+}  // namespace
+
+SavedStatus load_status(const std::string& jid) {
   SavedStatus s;
-  std::ifstream f(state_dir() + "/status");
+  std::ifstream f(status_path(jid));
   std::getline(f, s.show);
   std::getline(f, s.status);
   return s;
 }
 
-void save_status(const SavedStatus& s) {
-  std::ofstream f(state_dir() + "/status", std::ios::trunc);
-  f << s.show << "\n" << s.status << "\n";
+bool save_status(const std::string& jid, const SavedStatus& s) {
+  return write_private_file(status_path(jid), s.show + "\n" + s.status + "\n");
 }
 
 std::string xmpp_bare(const std::string& jid) {

@@ -151,11 +151,7 @@ int make_options(const Settings& s, const std::string& jid_arg, bool need_passwo
 }
 
 std::string roster_cache_path(const std::string& jid) {
-  std::string name;
-  for (char c : jid)
-    name +=
-        (std::isalnum(static_cast<unsigned char>(c)) || c == '@' || c == '.' || c == '-') ? c : '_';
-  return cache_dir() + "/roster-" + name;
+  return cache_dir() + "/roster-" + account_file_name(jid);
 }
 
 awaitable<int> finish(client::Client& c, int code) {
@@ -264,7 +260,8 @@ awaitable<int> cmd_status(asio::io_context& io, client::Options o, std::string s
   client::Client c(io, o);
   if (auto e = co_await c.connect()) co_return report(e);
   c.send_presence(show, text);
-  save_status(SavedStatus{show, text});
+  if (!save_status(o.jid, SavedStatus{show, text}))
+    fail(0, "could not save the status in " + state_dir() + " (listen and chat will not use it)");
   co_return co_await finish(c, kExitOk);
 }
 
@@ -488,7 +485,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
       fail(0, resumed ? "reconnected" + (resent.empty() ? "" : " (" + resent + " sent again)")
                       : ev.message);
   };
-  SavedStatus st = load_status();
+  SavedStatus st = load_status(o.jid);
   bool first = true;
   while (!stopping) {
     client::Error e = co_await client::with_backoff(

@@ -285,6 +285,8 @@ class ChatUi {
   std::vector<std::string> contacts() const {
     std::vector<std::string> out;
     for (const auto& i : client_.roster()) out.push_back(i.jid);
+    for (const auto& jid : client_.pending_requests())
+      if (std::find(out.begin(), out.end(), jid) == out.end()) out.push_back(jid);
     for (const auto& [jid, c] : convs_)
       if (std::find(out.begin(), out.end(), jid) == out.end()) out.push_back(jid);
     return out;
@@ -441,15 +443,8 @@ class ChatUi {
             draw();
           },
           asio::detached);
-    } else if (cmd == "/approve" && !bare.empty()) {
-      client_.approve(bare);
-      const client::RosterItem* i = client_.roster_item(bare);
-      if (!i || (i->subscription != "to" && i->subscription != "both" && !i->ask))
-        client_.subscribe(bare);
-      status_ = "approved " + bare;
-    } else if (cmd == "/deny" && !bare.empty()) {
-      client_.deny(bare);
-      status_ = "denied " + bare;
+    } else if (cmd == "/approve" || cmd == "/deny") {
+      answer_request(cmd == "/approve", arg, bare);
     } else if (cmd == "/accept" || cmd == "/decline") {
       answer_offer(cmd == "/accept");
     } else if (cmd == "/file" && !arg.empty() && !selected_.empty()) {
@@ -474,6 +469,41 @@ class ChatUi {
       status_ =
           "commands: /to JID, /add JID, /approve JID, /deny JID, /status SHOW [TEXT], /file PATH, "
           "/accept, /decline, /quit";
+    }
+  }
+
+  // /approve [JID], /deny [JID]: without a JID, the one request waiting (if several wait, which
+  // ones).
+  void answer_request(bool approve, const std::string& arg, std::string bare) {
+    const std::string cmd = approve ? "/approve" : "/deny";
+    const auto& waiting = client_.pending_requests();
+    if (arg.empty()) {
+      if (waiting.empty()) {
+        status_ = "no subscription request is waiting; " + cmd + " JID answers one by name";
+        return;
+      }
+      if (waiting.size() > 1) {
+        std::string names;
+        for (const auto& j : waiting) names += (names.empty() ? "" : ", ") + j;
+        status_ =
+            std::to_string(waiting.size()) + " requests wait (" + names + "): " + cmd + " JID";
+        return;
+      }
+      bare = waiting.front();
+    } else if (bare.empty()) {
+      status_ = "'" + arg + "' is not a valid JID";
+      return;
+    }
+    if (approve) {
+      client_.approve(bare);
+      // Approving makes it mutual: ask back unless we already see their presence or asked.
+      const client::RosterItem* i = client_.roster_item(bare);
+      if (!i || (i->subscription != "to" && i->subscription != "both" && !i->ask))
+        client_.subscribe(bare);
+      status_ = "approved " + bare + ": they see your presence";
+    } else {
+      client_.deny(bare);
+      status_ = "denied " + bare;
     }
   }
 
@@ -507,8 +537,12 @@ class ChatUi {
   }
 
   void on_presence(const client::Presence& p) {
-    if (p.type == "subscribe")
-      status_ = bare_of(p.from) + " asks to see your presence: /approve or /deny";
+    if (p.type == "subscribe") {
+      const std::string from = bare_of(p.from);
+      status_ = client_.pending_requests().size() > 1
+                    ? from + " asks to see your presence: /approve " + from + " or /deny " + from
+                    : from + " asks to see your presence: /approve or /deny";
+    }
     draw();
   }
 
@@ -546,7 +580,12 @@ class ChatUi {
     for (const auto& jid : contacts()) {
       if (y >= rows - 3) break;
       std::string show = show_of(jid);
-      std::string mark = show == "online" ? "[+] " : show == "offline" ? "[ ] " : "[~] ";
+      const auto& waiting = client_.pending_requests();
+      const bool asks = std::find(waiting.begin(), waiting.end(), jid) != waiting.end();
+      std::string mark = asks                ? "[?] "
+                         : show == "online"  ? "[+] "
+                         : show == "offline" ? "[ ] "
+                                             : "[~] ";
       std::string line = mark + jid;
       int unread = convs_.count(jid) ? convs_.at(jid).unread : 0;
       if (unread) line += " (" + std::to_string(unread) + ")";

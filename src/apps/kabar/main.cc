@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -211,13 +212,33 @@ awaitable<int> cmd_roster(asio::io_context& io, client::Options o, std::string a
   }
   const client::RosterItem* item = bare.empty() ? nullptr : c.roster_item(bare);
   if (action == "list") {
+    // RFC 6121 §3.4: the server hands over the subscription requests that wait for us when we
+    // send presence (priority -1: this short-lived resource takes no messages). They precede the
+    // answer to the ping that follows.
+    c.send_presence({}, {}, -1);
+    if (auto e = co_await c.ping()) {
+      co_await c.disconnect();
+      co_return report(e);
+    }
+    const auto& asking = c.pending_requests();
+    auto asks = [&](const std::string& jid) {
+      return std::find(asking.begin(), asking.end(), jid) != asking.end();
+    };
+    auto hint = [](const std::string& jid) {
+      return " (asks you: kabar roster approve " + jid + ", or deny)";
+    };
     for (const auto& i : c.roster()) {
       // The fields stay tab-separated; a tab inside one is shown escaped.
       std::string line = xmpp::terminal_text(i.jid) + "\t" + xmpp::terminal_text(i.subscription) +
-                         (i.ask ? " (asked)" : "");
+                         (i.ask ? " (asked)" : "") + (asks(i.jid) ? hint(i.jid) : "");
       if (!i.name.empty()) line += "\t" + xmpp::terminal_text(i.name);
       std::printf("%s\n", line.c_str());
     }
+    // Requests from JIDs not in the roster (the usual case: a stranger asks first).
+    for (const auto& jid : asking)
+      if (!c.roster_item(jid))
+        std::printf("%s\tnone%s\n", xmpp::terminal_text(jid).c_str(),
+                    xmpp::terminal_text(hint(jid)).c_str());
   } else if (action == "add") {
     if (auto e = co_await c.roster_set(bare)) {
       co_await c.disconnect();
@@ -435,6 +456,10 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
   c.on_presence = [&](const client::Presence& p) {
     std::string type = p.type.empty() ? "presence" : p.type;
     std::string shown = p.type.empty() ? (p.show.empty() ? "online" : p.show) : p.type;
+    if (p.type == "subscribe") {
+      const std::string bare = xmpp_bare(p.from);
+      shown = "asks to see your presence: kabar roster approve " + bare + " (or deny " + bare + ")";
+    }
     out(type,
         {{"from", p.from},
          {"show", p.show},

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -73,12 +74,15 @@ std::string clock_of_stamp(const std::string& stamp) {
   return stamp.substr(5, 5) + " " + stamp.substr(11, 5);
 }
 
+// A conversation line: a message (`who` is "me" or the contact's name) or, with `who` empty, a
+// note from kabar itself (a file offer, a transfer's outcome, an error), drawn as "-- TEXT".
 struct Line {
   std::string time;
   std::string who;
   std::string text;
-  std::string id;  // our message id, for its receipt
+  std::string id;  // our message id, for its receipt or its error
   bool delivered = false;
+  std::string failed;  // the error condition that came back for it
 };
 
 struct Conversation {
@@ -86,6 +90,7 @@ struct Conversation {
   int unread = 0;
   std::string chat_state;  // theirs
   bool composing_sent = false;
+  bool no_chat_states = false;  // a notification bounced: send none
 };
 
 class ChatUi {
@@ -107,9 +112,8 @@ class ChatUi {
     // Stream management: a lost connection is resumed underneath; the status line says so.
     client_.on_connection = [this](const client::ConnectionEvent& ev) {
       status_ = ev.kind == client::ConnectionEvent::Kind::kLost ? "connection lost; reconnecting..."
-                : ev.kind == client::ConnectionEvent::Kind::kResumed
-                    ? "online as " + client_.bound_jid()
-                    : ev.message;
+                : ev.kind == client::ConnectionEvent::Kind::kResumed ? presence_line()
+                                                                     : ev.message;
       draw();
     };
     setup_files();
@@ -131,8 +135,10 @@ class ChatUi {
       }
       first = false;
       co_await client_.fetch_roster();
-      client_.send_presence(st.show, st.status);
-      status_ = "online as " + client_.bound_jid();
+      my_show_ = st.show;
+      my_status_ = st.status;
+      client_.send_presence(my_show_, my_status_);
+      status_ = presence_line();
       if (selected_.empty() && !client_.roster().empty()) selected_ = client_.roster()[0].jid;
       draw();
       client::Error why = co_await client_.wait_closed();
@@ -158,10 +164,11 @@ class ChatUi {
       auto& c = convs_[from];
       c.lines.push_back(Line{
           clock_now(),
-          "*",
+          "",
           "offers " + f.safe_name + " (" + std::to_string(f.size) + " bytes): /accept or /decline",
           {},
-          false});
+          false,
+          {}});
       if (from != selected_) ++c.unread;
       status_ = from + " offers " + f.safe_name + ": /accept or /decline";
       draw();
@@ -180,7 +187,7 @@ class ChatUi {
       std::string text = r.error ? "file failed: " + r.error.message
                                  : "received " + r.path + " (" + std::to_string(r.bytes) +
                                        " bytes" + (r.hash_checked ? ", hash checked)" : ")");
-      convs_[bare_of(r.peer)].lines.push_back(Line{clock_now(), "*", text, {}, false});
+      convs_[bare_of(r.peer)].lines.push_back(Line{clock_now(), "", text, {}, false, {}});
       status_ = text;
       draw();
     };
@@ -217,7 +224,7 @@ class ChatUi {
     std::string text = e                ? "sending failed: " + e.message
                        : target.empty() ? "uploaded " + path + " and sent the link " + url
                                         : "sent " + path + " over " + r.transport;
-    convs_[to].lines.push_back(Line{clock_now(), "*", text, {}, false});
+    convs_[to].lines.push_back(Line{clock_now(), "", text, {}, false, {}});
     status_ = text;
     draw();
   }
@@ -303,6 +310,8 @@ class ChatUi {
   }
 
   void handle_key(bool code, wint_t ch) {
+    show_help_ = false;
+    if (code || ch != 4) interrupt_armed_ = false;
     if (code) {
       switch (ch) {
         case KEY_BTAB:
@@ -376,7 +385,7 @@ class ChatUi {
         return;
       }
       case 4:  // Ctrl-D
-        quit();
+        interrupt();
         return;
       default:
         if (ch >= 32) {
@@ -390,7 +399,7 @@ class ChatUi {
   void typing() {
     if (selected_.empty() || input_.empty() || input_[0] == L'/' || !client_.connected()) return;
     auto& c = convs_[selected_];
-    if (!c.composing_sent) {
+    if (!c.composing_sent && !c.no_chat_states) {
       client_.send_chat_state(selected_, "composing");
       c.composing_sent = true;
     }
@@ -420,7 +429,7 @@ class ChatUi {
     std::string id = client_.send_message(selected_, text);
     auto& c = convs_[selected_];
     c.composing_sent = false;
-    c.lines.push_back(Line{clock_now(), "me", text, id, false});
+    c.lines.push_back(Line{clock_now(), "me", text, id, false, {}});
   }
 
   void command(const std::string& text) {
@@ -463,15 +472,46 @@ class ChatUi {
         return;
       }
       client_.send_presence(show, st);
-      save_status(account_, SavedStatus{show, st});
-      status_ = "status: " + (show.empty() ? std::string("online") : show);
+      my_show_ = show;
+      my_status_ = st;
+      status_ = presence_line();
+      if (!save_status(account_, SavedStatus{show, st}))
+        status_ += " (could not save it for the next start)";
+    } else if (cmd == "/help" || cmd == "/?") {
+      show_help_ = true;
+      status_ = "any key closes the help";
+    } else if (cmd == "/to" || cmd == "/add") {
+      status_ = arg.empty() ? "usage: " + cmd + " JID" : "'" + arg + "' is not a valid JID";
+    } else if (cmd == "/file") {
+      status_ = arg.empty() ? "usage: /file PATH (to the selected contact)"
+                            : "no contact selected: /to JID opens a conversation";
     } else {
-      status_ =
-          "commands: /to JID, /add JID, /approve JID, /deny JID, /status SHOW [TEXT], /file PATH, "
-          "/accept, /decline, /quit";
+      status_ = "unknown command " + cmd + ": /help lists the commands";
     }
   }
 
+  // Our own presence as announced, for the status bar: "dnd (busy) as alice@example.org/kabar.x".
+  std::string presence_line() const {
+    std::string s = my_show_.empty() ? "online" : my_show_;
+    if (!my_status_.empty()) s += " (" + my_status_ + ")";
+    return s + " as " + client_.bound_jid();
+  }
+
+ public:
+  // Ctrl-C (SIGINT) or Ctrl-D: quits, unless a line is half-typed: then the first press keeps it
+  // and says how to quit without it.
+  void interrupt() {
+    if (input_.empty() || interrupt_armed_) {
+      quit();
+      return;
+    }
+    interrupt_armed_ = true;
+    status_ = "your line is not sent yet: Enter sends it, Ctrl-C again quits without it";
+    draw();
+  }
+  bool quitting() const { return quit_; }
+
+ private:
   // /approve [JID], /deny [JID]: without a JID, the one request waiting (if several wait, which
   // ones).
   void answer_request(bool approve, const std::string& arg, std::string bare) {
@@ -516,14 +556,30 @@ class ChatUi {
     std::string from = bare_of(m.from);
     if (m.type == "error") {
       auto& c = convs_[from];
-      c.lines.push_back(Line{clock_now(), "!", "not delivered: " + m.error, {}, false});
+      if (m.id.empty()) {
+        // Only our chat-state notifications go without an id: a bounce of one says the contact
+        // cannot take them; XEP-0085 §5.1: send no more (the message's own error is shown).
+        c.no_chat_states = true;
+      } else {
+        // The error marks the message it answers, else it is a note of its own.
+        const std::string cond = m.error.empty() ? "error" : m.error;
+        bool marked = false;
+        for (auto& l : c.lines)
+          if (l.id == m.id) {
+            l.failed = cond;
+            marked = true;
+          }
+        if (!marked)
+          c.lines.push_back(Line{clock_now(), "", "not delivered: " + cond, {}, false, {}});
+      }
     } else if (!m.body.empty()) {
       auto& c = convs_[from];
       c.lines.push_back(Line{m.delay.empty() ? clock_now() : clock_of_stamp(m.delay),
                              xmpp_bare(m.from).substr(0, xmpp_bare(m.from).find('@')),
                              m.body,
                              {},
-                             false});
+                             false,
+                             {}});
       c.chat_state = "active";
       if (from != selected_) ++c.unread;
       if (selected_.empty()) selected_ = from;
@@ -557,6 +613,16 @@ class ChatUi {
       if (s == "away" || (s == "dnd" && best == "xa")) best = s;
     }
     return best;
+  }
+
+  // The status text of the contact's highest-priority resource (the one `show_of` reflects).
+  std::string status_text_of(const std::string& jid) const {
+    auto it = client_.presences().find(jid);
+    if (it == client_.presences().end()) return {};
+    const client::Presence* best = nullptr;
+    for (const auto& [res, p] : it->second)
+      if (!best || p.priority > best->priority) best = &p;
+    return best ? best->status : std::string();
   }
 
   void put(int y, int x, const std::string& s, int width, attr_t attr = A_NORMAL) {
@@ -598,8 +664,32 @@ class ChatUi {
     // Conversation.
     int cx = left + 1;
     int cw = cols - cx;
-    if (!selected_.empty()) {
+    if (show_help_) {
+      static const char* const kHelp[] = {
+          "Commands",
+          "  /to JID            open a conversation",
+          "  /add JID           add a contact and ask to see their presence",
+          "  /approve [JID]     let them see your presence (no JID: the one request waiting)",
+          "  /deny [JID]        refuse a request (no JID: the one request waiting)",
+          "  /status SHOW [TEXT]  online, away, dnd, xa or chat, with an optional text",
+          "  /file PATH         send a file to the selected contact",
+          "  /accept, /decline  answer the latest file offer",
+          "  /help              this help",
+          "  /quit              leave (also Ctrl-D, Ctrl-C)",
+          "Keys",
+          "  Tab, Shift-Tab, Up, Down, Ctrl-N, Ctrl-P   change the contact",
+          "  Left, Right, Home, End, Ctrl-A, Ctrl-E, Backspace, Delete, Ctrl-U, Ctrl-K, Ctrl-W",
+          "                     edit the line; Enter sends it",
+      };
+      int row = 0;
+      for (const char* line : kHelp) {
+        if (row >= rows - 2) break;
+        put(row, cx, line, cw, line[0] != ' ' ? A_BOLD : A_NORMAL);
+        ++row;
+      }
+    } else if (!selected_.empty()) {
       std::string head = selected_ + " - " + show_of(selected_);
+      if (std::string text = status_text_of(selected_); !text.empty()) head += ": " + text;
       auto it = convs_.find(selected_);
       if (it != convs_.end() && it->second.chat_state == "composing") head += " (typing...)";
       put(0, cx, head, cw, A_BOLD);
@@ -607,8 +697,9 @@ class ChatUi {
         // Wrap, then show the last lines that fit.
         std::vector<std::pair<std::wstring, bool>> wrapped;
         for (const auto& l : it->second.lines) {
-          std::wstring w =
-              widen("[" + l.time + "] " + l.who + ": " + l.text + (l.delivered ? " ✓" : ""));
+          std::wstring w = widen("[" + l.time + "] " + (l.who.empty() ? "-- " : l.who + ": ") +
+                                 l.text + (l.delivered ? " ✓" : "") +
+                                 (l.failed.empty() ? "" : "  (not delivered: " + l.failed + ")"));
           for (std::size_t i = 0; i < w.size() || i == 0; i += std::max(1, cw)) {
             wrapped.emplace_back(w.substr(i, std::max(1, cw)), l.who == "me");
             if (w.empty()) break;
@@ -654,6 +745,9 @@ class ChatUi {
   asio::signal_set signals_;
   bool screen_ = false;
   bool quit_ = false;
+  bool show_help_ = false;
+  bool interrupt_armed_ = false;  // Ctrl-C kept a half-typed line once
+  std::string my_show_, my_status_;
   std::string selected_;
   std::string status_;
   std::map<std::string, Conversation> convs_;
@@ -667,9 +761,18 @@ awaitable<int> chat_main(asio::io_context& io, client::Options options, std::str
   if (!::isatty(0) || !::isatty(1)) co_return fail(kExitUsage, "kabar chat needs a terminal");
   auto ui = std::make_shared<ChatUi>(io, std::move(options), std::move(accept_dir));
   asio::signal_set stop(io, SIGINT, SIGTERM);
-  stop.async_wait([ui](boost::system::error_code ec, int) {
-    if (!ec) ui->quit();
-  });
+  // SIGINT is Ctrl-C (a half-typed line is kept once); SIGTERM quits.
+  std::function<void()> arm = [&stop, &arm, ui]() {
+    stop.async_wait([&arm, ui](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      if (sig == SIGINT)
+        ui->interrupt();
+      else
+        ui->quit();
+      if (!ui->quitting()) arm();
+    });
+  };
+  arm();
   int r = co_await ui->run();
   stop.cancel();
   co_return r;

@@ -1,6 +1,7 @@
 // `kabar chat`: contacts with presence on the left (unread counts), one conversation on the right
-// (this run's history), an editable input line at the bottom. ncurses in wide-character mode;
-// keyboard input and SIGWINCH come through Asio so the client's reader runs in the same loop.
+// (its local history, PageUp/PageDown), an editable input line at the bottom. ncurses in
+// wide-character mode; keyboard input and SIGWINCH come through Asio so the client's reader runs in
+// the same loop.
 #include "chat.h"
 
 #include <curses.h>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "kabar/filetransfer.h"
+#include "local_history.h"
 #include "xmpp/display_text.h"
 
 namespace kabar::cli {
@@ -68,10 +70,23 @@ std::string clock_now() {
   return buf;
 }
 
-// "2024-05-01T10:20:30Z" -> "05-01 10:20" (UTC, marked as delayed).
-std::string clock_of_stamp(const std::string& stamp) {
-  if (stamp.size() < 16) return stamp;
-  return stamp.substr(5, 5) + " " + stamp.substr(11, 5);
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Local time: "10:20" today, "05-01 10:20" on another day.
+std::string clock_of(std::int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::time_t now = std::time(nullptr);
+  std::tm tm{}, today{};
+  localtime_r(&t, &tm);
+  localtime_r(&now, &today);
+  char buf[16];
+  const bool same_day = tm.tm_year == today.tm_year && tm.tm_yday == today.tm_yday;
+  std::strftime(buf, sizeof buf, same_day ? "%H:%M" : "%m-%d %H:%M", &tm);
+  return buf;
 }
 
 // A conversation line: a message (`who` is "me" or the contact's name) or, with `who` empty, a
@@ -120,6 +135,8 @@ class ChatUi {
     watch_resize();
     asio::co_spawn(io_, read_keys(), asio::detached);
     status_ = "connecting to the server...";
+    if (std::string why; !history_.open(history_path(account_), why))
+      status_ = "no local history (" + why + "); connecting to the server...";
     draw();
     SavedStatus st = load_status(account_);
     int result = kExitOk;
@@ -161,7 +178,7 @@ class ChatUi {
     ft_.on_offer = [this](const client::FileOffer& f) {
       offers_.push_back(f);
       std::string from = bare_of(f.from);
-      auto& c = convs_[from];
+      auto& c = conv(from);
       c.lines.push_back(Line{
           clock_now(),
           "",
@@ -187,7 +204,7 @@ class ChatUi {
       std::string text = r.error ? "file failed: " + r.error.message
                                  : "received " + r.path + " (" + std::to_string(r.bytes) +
                                        " bytes" + (r.hash_checked ? ", hash checked)" : ")");
-      convs_[bare_of(r.peer)].lines.push_back(Line{clock_now(), "", text, {}, false, {}});
+      conv(bare_of(r.peer)).lines.push_back(Line{clock_now(), "", text, {}, false, {}});
       status_ = text;
       draw();
     };
@@ -224,7 +241,7 @@ class ChatUi {
     std::string text = e                ? "sending failed: " + e.message
                        : target.empty() ? "uploaded " + path + " and sent the link " + url
                                         : "sent " + path + " over " + r.transport;
-    convs_[to].lines.push_back(Line{clock_now(), "", text, {}, false, {}});
+    conv(to).lines.push_back(Line{clock_now(), "", text, {}, false, {}});
     status_ = text;
     draw();
   }
@@ -306,7 +323,8 @@ class ChatUi {
     int idx = it == cs.end() ? 0 : static_cast<int>(it - cs.begin());
     idx = (idx + delta + static_cast<int>(cs.size())) % static_cast<int>(cs.size());
     selected_ = cs[idx];
-    convs_[selected_].unread = 0;
+    scroll_ = 0;
+    conv(selected_).unread = 0;
   }
 
   void handle_key(bool code, wint_t ch) {
@@ -341,6 +359,12 @@ class ChatUi {
           break;
         case KEY_ENTER:
           submit();
+          break;
+        case KEY_PPAGE:
+          scroll_ += page_;
+          break;
+        case KEY_NPAGE:
+          scroll_ = std::max(0, scroll_ - page_);
           break;
         default:
           break;
@@ -398,7 +422,7 @@ class ChatUi {
   // XEP-0085: <composing/> once per message being typed to a contact.
   void typing() {
     if (selected_.empty() || input_.empty() || input_[0] == L'/' || !client_.connected()) return;
-    auto& c = convs_[selected_];
+    auto& c = conv(selected_);
     if (!c.composing_sent && !c.no_chat_states) {
       client_.send_chat_state(selected_, "composing");
       c.composing_sent = true;
@@ -427,9 +451,10 @@ class ChatUi {
       return;
     }
     std::string id = client_.send_message(selected_, text);
-    auto& c = convs_[selected_];
+    auto& c = conv(selected_);
     c.composing_sent = false;
     c.lines.push_back(Line{clock_now(), "me", text, id, false, {}});
+    history_.append(selected_, HistoryEntry{now_ms(), true, text, id, false});
   }
 
   void command(const std::string& text) {
@@ -440,7 +465,8 @@ class ChatUi {
       quit();
     } else if (cmd == "/to" && !bare.empty()) {
       selected_ = bare;
-      convs_[bare].unread = 0;
+      scroll_ = 0;
+      conv(bare).unread = 0;
     } else if (cmd == "/add" && !bare.empty()) {
       auto jid = bare;
       asio::co_spawn(
@@ -547,6 +573,27 @@ class ChatUi {
     }
   }
 
+  std::string name_of(const std::string& bare) const { return bare.substr(0, bare.find('@')); }
+
+  // The conversation with `peer`, its history loaded from the local store when first used (before
+  // anything of this run is added to it).
+  Conversation& conv(const std::string& peer) {
+    auto [it, created] = convs_.try_emplace(peer);
+    if (created && history_.is_open()) {
+      for (const HistoryEntry& e : history_.tail(peer, kHistoryLines))
+        it->second.lines.push_back(Line{clock_of(e.stamp_ms),
+                                        e.outgoing ? "me" : name_of(peer),
+                                        e.body,
+                                        e.msg_id,
+                                        e.delivered,
+                                        {}});
+      // Where the server keeps an archive (XEP-0313), what was missed since the newest line
+      // kept here is asked for from it.
+      if (fill_gap) fill_gap(peer, history_.newest_stamp(peer));
+    }
+    return it->second;
+  }
+
   std::string bare_of(const std::string& full) {
     std::string b = xmpp_bare(full);
     return b.empty() ? full : b;
@@ -555,7 +602,7 @@ class ChatUi {
   void on_message(const client::Message& m) {
     std::string from = bare_of(m.from);
     if (m.type == "error") {
-      auto& c = convs_[from];
+      auto& c = conv(from);
       if (m.id.empty()) {
         // Only our chat-state notifications go without an id: a bounce of one says the contact
         // cannot take them; XEP-0085 §5.1: send no more (the message's own error is shown).
@@ -573,21 +620,20 @@ class ChatUi {
           c.lines.push_back(Line{clock_now(), "", "not delivered: " + cond, {}, false, {}});
       }
     } else if (!m.body.empty()) {
-      auto& c = convs_[from];
-      c.lines.push_back(Line{m.delay.empty() ? clock_now() : clock_of_stamp(m.delay),
-                             xmpp_bare(m.from).substr(0, xmpp_bare(m.from).find('@')),
-                             m.body,
-                             {},
-                             false,
-                             {}});
+      auto& c = conv(from);
+      const std::int64_t stamp = m.delay.empty() ? 0 : parse_stamp_ms(m.delay);
+      c.lines.push_back(
+          Line{stamp ? clock_of(stamp) : clock_now(), name_of(from), m.body, {}, false, {}});
+      history_.append(from, HistoryEntry{stamp ? stamp : now_ms(), false, m.body, m.id, false});
       c.chat_state = "active";
       if (from != selected_) ++c.unread;
       if (selected_.empty()) selected_ = from;
     } else if (!m.receipt_for.empty()) {
-      for (auto& l : convs_[from].lines)
+      for (auto& l : conv(from).lines)
         if (l.id == m.receipt_for) l.delivered = true;
+      history_.mark_delivered(from, m.receipt_for);
     } else if (!m.chat_state.empty()) {
-      convs_[from].chat_state = m.chat_state;
+      conv(from).chat_state = m.chat_state;
     }
     draw();
   }
@@ -690,8 +736,10 @@ class ChatUi {
     } else if (!selected_.empty()) {
       std::string head = selected_ + " - " + show_of(selected_);
       if (std::string text = status_text_of(selected_); !text.empty()) head += ": " + text;
+      conv(selected_);  // loads its history when first shown
       auto it = convs_.find(selected_);
       if (it != convs_.end() && it->second.chat_state == "composing") head += " (typing...)";
+      if (scroll_ > 0) head += "  [older lines: PageDown for newer]";
       put(0, cx, head, cw, A_BOLD);
       if (it != convs_.end()) {
         // Wrap, then show the last lines that fit.
@@ -706,9 +754,14 @@ class ChatUi {
           }
         }
         int avail = rows - 3;
-        int start = std::max(0, static_cast<int>(wrapped.size()) - avail);
+        page_ = std::max(1, avail - 1);
+        // PageUp/PageDown: `scroll_` wrapped lines up from the newest, at most to the oldest.
+        const int total = static_cast<int>(wrapped.size());
+        scroll_ = std::clamp(scroll_, 0, std::max(0, total - avail));
+        int end = total - scroll_;
+        int start = std::max(0, end - avail);
         int row = 1;
-        for (std::size_t i = start; i < wrapped.size(); ++i, ++row) {
+        for (std::size_t i = start; i < static_cast<std::size_t>(end); ++i, ++row) {
           attr_t a = wrapped[i].second && has_colors() ? COLOR_PAIR(3) : A_NORMAL;
           attron(a);
           mvaddnwstr(row, cx, wrapped[i].first.c_str(), static_cast<int>(wrapped[i].first.size()));
@@ -746,6 +799,17 @@ class ChatUi {
   bool screen_ = false;
   bool quit_ = false;
   bool show_help_ = false;
+  int scroll_ = 0;  // wrapped lines above the newest (PageUp)
+  int page_ = 10;   // how far PageUp/PageDown move: the conversation pane's height
+  History history_;
+  static constexpr int kHistoryLines = 1000;  // loaded when a conversation opens
+
+ public:
+  // Asked with a contact and the newest stamp kept locally when a conversation opens, to fill
+  // the gap from a server archive (XEP-0313) where there is one; unset, nothing is asked.
+  std::function<void(const std::string& peer, std::int64_t since_ms)> fill_gap;
+
+ private:
   bool interrupt_armed_ = false;  // Ctrl-C kept a half-typed line once
   std::string my_show_, my_status_;
   std::string selected_;

@@ -95,6 +95,7 @@ std::string ensure(std::string dir) {
 std::string config_dir() { return xdg("XDG_CONFIG_HOME", ".config"); }
 std::string cache_dir() { return ensure(xdg("XDG_CACHE_HOME", ".cache")); }
 std::string state_dir() { return ensure(xdg("XDG_STATE_HOME", ".local/state")); }
+std::string data_dir() { return ensure(xdg("XDG_DATA_HOME", ".local/share")); }
 
 std::string account_file_name(const std::string& jid) {
   std::string bare = xmpp_bare(jid);

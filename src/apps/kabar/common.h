@@ -42,6 +42,7 @@ int run(asio::io_context& io, std::function<awaitable<int>()> fn);
 std::string config_dir();  // $XDG_CONFIG_HOME/kabar or ~/.config/kabar
 std::string cache_dir();   // $XDG_CACHE_HOME/kabar or ~/.cache/kabar; created
 std::string state_dir();   // $XDG_STATE_HOME/kabar or ~/.local/state/kabar; created
+std::string data_dir();    // $XDG_DATA_HOME/kabar or ~/.local/share/kabar; created
 
 // An account's name in a file name: its bare JID (normalized), with anything but letters, digits,
 // '@', '.' and '-' replaced by '_'.

@@ -234,12 +234,18 @@ class ChatUi {
     client::TransferResult r;
     client::Error e;
     std::string url;
-    if (target.empty())
-      e = co_await ft_.upload_and_send(to, path, &url);
-    else
+    std::string why;  // why it went by upload
+    if (!target.empty()) {
       e = co_await ft_.send_file(target, path, &r);
+      // Their client cannot take it peer to peer: upload it and send the link instead.
+      if (e.code == client::Errc::kUnsupported) {
+        why = e.message + ": ";
+        target.clear();
+      }
+    }
+    if (target.empty()) e = co_await ft_.upload_and_send(to, path, &url);
     std::string text = e                ? "sending failed: " + e.message
-                       : target.empty() ? "uploaded " + path + " and sent the link " + url
+                       : target.empty() ? why + "uploaded " + path + " and sent the link " + url
                                         : "sent " + path + " over " + r.transport;
     conv(to).lines.push_back(Line{clock_now(), "", text, {}, false, {}});
     status_ = text;

@@ -143,6 +143,23 @@ bool save_status(const std::string& jid, const SavedStatus& s) {
   return write_private_file(status_path(jid), s.show + "\n" + s.status + "\n");
 }
 
+int clean_parts(const std::string& dir, int max_age_days) {
+  if (max_age_days <= 0) return 0;
+  namespace fs = std::filesystem;
+  const auto limit = fs::file_time_type::clock::now() - std::chrono::hours(24) * max_age_days;
+  int removed = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() < 7 || name.front() != '.' || !name.ends_with(".part")) continue;
+    std::error_code e2;
+    if (!it->is_regular_file(e2) || it->is_symlink(e2)) continue;
+    auto when = fs::last_write_time(it->path(), e2);
+    if (!e2 && when < limit && fs::remove(it->path(), e2)) ++removed;
+  }
+  return removed;
+}
+
 std::string xmpp_bare(const std::string& jid) {
   auto j = xmpp::Jid::parse(jid);
   return j ? j->bare_str() : std::string();

@@ -61,6 +61,10 @@ struct SavedStatus {
 SavedStatus load_status(const std::string& jid);
 bool save_status(const std::string& jid, const SavedStatus& s);
 
+// Removes the unfinished transfers kept for a resume (hidden ".NAME.KEY.part" files) in `dir`
+// last written more than `max_age_days` days ago; 0 days: none. Returns how many it removed.
+int clean_parts(const std::string& dir, int max_age_days);
+
 // The bare form of a JID, or empty when it is not a valid JID.
 std::string xmpp_bare(const std::string& jid);
 

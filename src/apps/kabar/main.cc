@@ -332,7 +332,13 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
   c.send_presence({}, {}, -1);
   std::string target = co_await pick_resource(io, c, to);
   client::FileTransfer ft(c);
+  // Ctrl-C: the contact is told (session-terminate <cancel/>) and keeps what it has.
+  asio::signal_set stop(io, SIGINT, SIGTERM);
+  stop.async_wait([&ft](boost::system::error_code ec, int) {
+    if (!ec) ft.cancel();
+  });
   if (target.empty()) {
+    stop.cancel();
     if (flags.no_upload) {
       co_await c.disconnect();
       co_return fail(kExitNotFound, to + " has no online resource to send the file to");
@@ -361,14 +367,42 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
   ft.options.ibb = !flags.no_ibb;
   if (flags.si) ft.options.protocol = client::TransferOptions::Protocol::kSi;
   ProgressBar bar(path);
-  ft.on_progress = [&bar](const std::string&, std::uint64_t done, std::uint64_t total) {
+  std::uint64_t moved = 0;
+  ft.on_progress = [&bar, &moved](const std::string&, std::uint64_t done, std::uint64_t total) {
+    moved = std::max(moved, done);
     bar.update(done, total);
   };
   client::TransferResult res;
   client::Error e = co_await ft.send_file(target, path, &res);
   bar.finish();
+  stop.cancel();
+  // The contact's client cannot take it peer to peer (no Jingle or SI in its disco#info, no
+  // answer to the offer or to the request to accept it): HTTP upload and a link instead, which
+  // every client shows (XEP-0363, XEP-0066).
+  const bool p2p_impossible = e.code == client::Errc::kUnsupported ||
+                              (e.code == client::Errc::kTimeout && moved == 0 && c.connected());
+  if (p2p_impossible && !flags.no_upload) {
+    std::string url;
+    ft.on_progress = [&bar](const std::string&, std::uint64_t done, std::uint64_t total) {
+      bar.update(done, total);
+    };
+    client::Error ue = co_await ft.upload_and_send(xmpp_bare(to), path, &url);
+    bar.finish();
+    if (ue) {
+      co_await c.disconnect();
+      co_return fail(exit_code(ue) == kExitUsage ? kExitError : exit_code(ue),
+                     e.message + ", and uploading failed: " + ue.message);
+    }
+    print_line(e.message + ": uploaded " + path + " and sent the link " + url);
+    co_return co_await finish(c, kExitOk);
+  }
   if (e) {
+    const bool online = c.connected();
     co_await c.disconnect();
+    // A contact that does not answer is not an unreachable server (exit 4): exit 1.
+    if (e.code == client::Errc::kTimeout && online) co_return fail(kExitError, e.message);
+    if (p2p_impossible)
+      co_return fail(kExitError, e.message + " (and --no-upload forbids the HTTP upload)");
     co_return report(e);
   }
   if (res.protocol == "si")
@@ -400,6 +434,7 @@ void print_event_json(const std::string& type,
 struct AcceptFlags {
   std::string dir;
   std::uint64_t max_size = 0;
+  int part_max_age_days = 7;
 };
 
 awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, int keepalive,
@@ -408,6 +443,10 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     struct stat st {};
     if (::stat(files.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       co_return fail(kExitUsage, "--accept-files: " + files.dir + " is not a directory");
+    if (int n = clean_parts(files.dir, files.part_max_age_days))
+      fail(0, "removed " + std::to_string(n) + " unfinished file" + (n == 1 ? "" : "s") +
+                  " older than " + std::to_string(files.part_max_age_days) + " days from " +
+                  files.dir);
   }
   o.roster_cache = roster_cache_path(o.jid);
   // With stream management the library asks for acks after this long idle (and resumes when
@@ -430,6 +469,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     if (json)
       print_event_json(type, f);
     else {
+      for (auto& [sid, b] : bars) b->finish();  // a progress line ends before another line
       print_line(text);  // one line per event: a body's newline is shown as \n
       std::fflush(stdout);
     }
@@ -611,6 +651,12 @@ int main(int argc, char** argv) {
                      "Accept every file offered (Jingle file transfer) into this directory");
   listen->add_option("--max-file-size", accept.max_size,
                      "Decline offered files larger than this many bytes (0: no limit)");
+  listen
+      ->add_option("--part-max-age", accept.part_max_age_days,
+                   "Remove unfinished transfers (hidden .part files kept for a resume) older "
+                   "than this many days from the --accept-files directory at start (0: keep)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   std::string sf_to, sf_path;
   SendFileFlags sf_flags;
   auto* sendfile = app.add_subcommand(
@@ -637,6 +683,12 @@ int main(int argc, char** argv) {
                    "never)");
   chat->add_option("--accept-files", chat_dir,
                    "Where accepted files go (default: ~/Downloads, created when needed)");
+  int chat_part_days = 7;
+  chat->add_option("--part-max-age", chat_part_days,
+                   "Remove unfinished transfers (.part files) older than this many days from "
+                   "that directory at start (0: keep)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 
   try {
     app.parse(argc, argv);
@@ -678,6 +730,7 @@ int main(int argc, char** argv) {
     o.roster_cache = roster_cache_path(o.jid);
     o.keepalive = std::chrono::seconds(chat_keepalive > 0 ? chat_keepalive : 0);
     if (chat_dir.empty()) chat_dir = env("HOME") + "/Downloads";
+    clean_parts(chat_dir, chat_part_days);
     return run(io, [&]() { return chat_main(io, o, chat_dir); });
   }
   return kExitUsage;

@@ -606,6 +606,7 @@ int main(int argc, char** argv) {
     return std::string("kabar: ") + e.what() + " (see kabar --help)\n";
   });
   app.set_version_flag("--version", std::string("kabar ") + kabar::version());
+  app.set_help_all_flag("--help-all", "Print this help with every command's options and exit");
   app.require_subcommand(1);
   app.fallthrough();  // global flags may follow the subcommand too
   Settings s;

@@ -219,6 +219,7 @@ int run(int argc, char** argv) {
     return std::string("kabarctl: ") + e.what() + " (see kabarctl --help)\n";
   });
   app.set_version_flag("--version", std::string("kabarctl ") + kabar::version());
+  app.set_help_all_flag("--help-all", "Print this help with every command's options and exit");
   // The same default as kabard's: both run from the same directory find the same data.
   std::string data_dir = "data";
   app.add_option("--data-dir", data_dir,

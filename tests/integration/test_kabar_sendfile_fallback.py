@@ -6,7 +6,8 @@
 - slixmpp announcing Jingle file transfer but refusing the offer: the same fallback.
 - kabar to kabar: the sender's Ctrl-C tells the receiver, who says why the transfer stopped and
   keeps what arrived; sending the same file again resumes from there. Old .part files are
-  removed by `listen --part-max-age`.
+  removed by `listen --part-max-age`. In a terminal (tmux), the receiver's progress line ends
+  before the line that says why the transfer stopped.
 
 Run: /usr/bin/python3 test_kabar_sendfile_fallback.py --kabard PATH --kabarctl PATH
 """
@@ -28,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import client_matrix  # noqa: E402
 import kabartest  # noqa: E402
+from test_client_chat import Tmux  # noqa: E402
 
 import slixmpp  # noqa: E402
 
@@ -155,6 +157,38 @@ def stop_and_resume(R, srv, k, tmp):
         li.stop()
 
 
+def stopped_in_a_terminal(R, srv, k, tmp):
+    inbox = os.path.join(tmp, "bob-tty-in")
+    os.makedirs(inbox)
+    tmux = Tmux(tmp)
+    try:
+        e = {kk: v for kk, v in k.env("bob").items()
+             if kk.startswith("KABAR_") or kk in ("HOME", "PATH")}
+        e["LANG"] = "C.UTF-8"
+        tmux.start("bob", f"{k.binary} listen --accept-files {inbox}", e)
+        ok, text = tmux.wait("bob", "listening as ")
+        R.check(ok, "bob listens in a terminal\n" + text)
+        full = text[text.index("listening as ") + len("listening as "):].split()[0]
+        src = os.path.join(tmp, "tty.bin")
+        random_file(src, 24 * 1024 * 1024)
+        sender = subprocess.Popen([k.binary, "sendfile", "--no-direct", "--no-proxy", full, src],
+                                  env=k.env("alice"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        ok, text = tmux.wait("bob", "tty.bin [", timeout=30)  # the progress bar is drawn
+        R.check(ok, "bob's progress bar is drawn\n" + text)
+        sender.send_signal(signal.SIGINT)
+        sender.communicate(timeout=30)
+        ok, text = tmux.wait("bob", "the sender cancelled it after")
+        lines = [l for l in text.splitlines() if "the sender cancelled it" in l]
+        R.check(ok and len(lines) == 1 and lines[0].startswith("file from alice@"),
+                "the reason is a line of its own, not appended to the progress line\n" + text)
+        bars = [l for l in text.splitlines() if "tty.bin [" in l]
+        R.check(len(bars) == 1 and "cancelled" not in bars[0],
+                "the progress line ended where the transfer stopped\n" + text)
+    finally:
+        tmux.kill()
+
+
 def main():
     args = kabartest.parse_args()
     R = kabartest.Results("test_kabar_sendfile_fallback")
@@ -175,6 +209,7 @@ def main():
             finally:
                 kabartest.shutdown_loop(loop)
             R.section(stop_and_resume)(R, srv, k, tmp)
+            R.section(stopped_in_a_terminal)(R, srv, k, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     R.finish()

@@ -41,6 +41,8 @@ enum class Errc {
   kProtocol,      // the server said something we cannot follow
   kTimeout,       // no answer in time
   kDisconnected,  // the connection ended
+  kUnsupported,   // the contact's client cannot do it (no such feature, or no answer to it)
+  kCancelled,     // stopped here (FileTransfer::cancel)
 };
 
 struct Error {

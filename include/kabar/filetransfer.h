@@ -85,6 +85,9 @@ class FileTransfer {
   // options.accept_timeout) for decide(offer.sid, yes). Unset: accept.
   std::function<OfferDecision(const FileOffer&)> on_offer;
   void decide(const std::string& sid, bool accept);
+  // Stops every transfer under way, telling each peer (session-terminate <cancel/>); the senders'
+  // send_file() returns Errc::kCancelled. A receiver keeps a resumable part.
+  void cancel();
   std::function<void(const TransferResult&)> on_received;  // success or failure
 
   // Progress of any transfer, sending or receiving: bytes done of total.

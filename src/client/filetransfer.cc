@@ -19,6 +19,19 @@ std::string to_hex(std::string_view raw) {
   return out;
 }
 
+std::string stop_reason_text(const std::string& reason) {
+  if (reason == "gone") return "went offline";
+  if (reason == "cancel") return "cancelled it";
+  if (reason == "decline") return "declined it";
+  if (reason == "timeout") return "gave up waiting";
+  if (reason == "connectivity-error") return "lost the connection";
+  if (reason == "failed-transport") return "found no working transport";
+  if (reason == "failed-application") return "could not write the file";
+  if (reason == "media-error") return "found the file damaged";
+  if (reason == "busy") return "is busy";
+  return "ended it (" + (reason.empty() ? std::string("no reason given") : reason) + ")";
+}
+
 std::string random_id() { return to_hex(xmpp::random_bytes(8)); }
 
 bool write_all(int fd, const char* p, std::size_t n) {
@@ -72,6 +85,25 @@ FileTransfer::FileTransfer(Client& client) : impl_(std::make_shared<Impl>(*this,
     if (i) i->on_bytestreams_iq(iq);
     return i != nullptr;
   }));
+  // A peer whose resource goes offline ends its transfers with it: the waits and a read that
+  // would otherwise hang on a bytestream the peer's side never closed end now, saying why.
+  tokens.push_back(client.add_presence_handler("", [weak](const xml::Element& p) {
+    auto i = weak.lock();
+    if (!i || p.attr("type") != "unavailable") return false;
+    const std::string from(p.attr("from"));
+    for (auto& [sid, s] : i->sessions) {
+      if (s->peer != from || s->closed) continue;
+      jingle::Action gone;
+      gone.action = "session-terminate";
+      gone.sid = s->sid;
+      gone.reason = "gone";
+      s->actions.push_back(std::move(gone));
+      error_code ig;
+      if (s->reading) s->reading->close(ig);
+      s->notify();
+    }
+    return false;  // the presence is the client's too
+  }));
   for (const char* f : {jingle::kJingle, jingle::kFileTransfer, jingle::kS5b, jingle::kIbbTransport,
                         jingle::kIbb, jingle::kBytestreams, jingle::kSi, jingle::kSiFileTransfer})
     client.add_feature(f);
@@ -94,6 +126,20 @@ void FileTransfer::decide(const std::string& sid, bool accept) {
   if (it == impl_->sessions.end() || it->second->sending || it->second->decision) return;
   it->second->decision = accept;
   it->second->notify();
+}
+
+void FileTransfer::cancel() {
+  for (auto& [sid, s] : impl_->sessions) {
+    if (s->closed) continue;
+    s->cancelled = true;
+    if (!s->si) impl_->terminate(*s, "cancel");
+    error_code ig;
+    if (s->reading) s->reading->close(ig);
+    if (s->direct) s->direct->close(ig);
+    if (s->acceptor) s->acceptor->close(ig);
+    s->notify();
+  }
+  impl_->cancelled = true;
 }
 
 awaitable<Error> FileTransfer::upload_and_send(std::string to, std::string path, std::string* url) {

@@ -112,6 +112,10 @@ awaitable<bool> socks5_client(tcp::socket& s, const std::string& dst);
 // The server side, on our own listener (we are the streamhost for direct candidates).
 awaitable<bool> socks5_server(tcp::socket& s, const std::string& expected_dst);
 
+// Why a peer ended a session, in words, from its XEP-0166 §7.4 reason: "went offline",
+// "cancelled it", ...
+std::string stop_reason_text(const std::string& reason);
+
 // One Jingle session, sending or receiving. Lives in Impl::sessions while it runs; the coroutine
 // that drives it holds a shared_ptr, so it outlives every await in it.
 struct Session {
@@ -136,6 +140,7 @@ struct Session {
   std::string direct_dst;
   int accepted = 0;
   bool closed = false;
+  bool cancelled = false;  // by us (FileTransfer::cancel)
 
   void notify() { signal.cancel(); }
 };
@@ -150,6 +155,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
   std::optional<jingle::Candidate> proxy;      // discovered once
   std::set<std::string> parts_in_use;          // resumable .part files of running sessions
   bool proxy_looked_up = false;
+  bool cancelled = false;                    // FileTransfer::cancel(): no further offers
   std::vector<HandlerToken> handler_tokens;  // our registrations on the client
 
   std::string me() const { return client->bound_jid(); }

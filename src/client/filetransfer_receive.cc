@@ -202,7 +202,7 @@ awaitable<Error> FileTransfer::Impl::run_receiver(SessionPtr s, jingle::Action i
         co_return err(Errc::kTimeout, "the sender went quiet");
       }
       if (a->action == "session-terminate")
-        co_return err(Errc::kDisconnected, "the sender ended the transfer (" + a->reason + ")");
+        co_return err(Errc::kDisconnected, "the sender " + stop_reason_text(a->reason));
       if (a->action == "transport-replace") {
         if (a->transport.kind != jingle::Transport::Kind::kIbb) {
           jingle::Action rej = action(*s, "transport-reject");
@@ -239,9 +239,18 @@ awaitable<Error> FileTransfer::Impl::run_receiver(SessionPtr s, jingle::Action i
         std::size_t n = co_await sock->async_read_some(asio::buffer(buf.data(), want),
                                                        asio::redirect_error(use_awaitable, ec));
         if (ec) {
-          terminate(*s, "connectivity-error");
-          co_return err(Errc::kDisconnected, "the bytestream broke after " + std::to_string(got) +
-                                                 " bytes: " + ec.message());
+          // Why: the sender said so (a session-terminate closed the stream), or went offline.
+          std::string why;
+          for (const jingle::Action& a : s->actions)
+            if (a.action == "session-terminate") why = "the sender " + stop_reason_text(a.reason);
+          if (s->cancelled) why = "cancelled here";
+          if (why.empty()) terminate(*s, "connectivity-error");
+          if (why.empty()) why = "the bytestream broke (" + ec.message() + ")";
+          co_return err(
+              Errc::kDisconnected,
+              why + " after " + std::to_string(got) + " of " + std::to_string(s->file.size) +
+                  " bytes" +
+                  (guard.keep ? "; they are kept, and the same file sent again resumes" : ""));
         }
         if (!write_all(fd.fd, buf.data(), n)) {
           terminate(*s, "failed-application");
@@ -260,7 +269,10 @@ awaitable<Error> FileTransfer::Impl::run_receiver(SessionPtr s, jingle::Action i
     res.transport = "ibb";
     if (Error e = co_await receive_ibb(s, fd.fd, hash, got)) {
       terminate(*s, "connectivity-error");
-      co_return e;
+      co_return err(
+          e.code, e.message + " after " + std::to_string(got) + " of " +
+                      std::to_string(s->file.size) + " bytes" +
+                      (guard.keep ? "; they are kept, and the same file sent again resumes" : ""));
     }
   }
   if (got != s->file.size) {
@@ -302,7 +314,7 @@ awaitable<Error> FileTransfer::Impl::receive_ibb(SessionPtr s, int fd, Hashes& h
         jingle::Action a = std::move(s->actions.front());
         s->actions.pop_front();
         if (a.action == "session-terminate")
-          co_return err(Errc::kDisconnected, "the sender ended the transfer (" + a.reason + ")");
+          co_return err(Errc::kDisconnected, "the sender " + stop_reason_text(a.reason));
         continue;
       }
       if (!co_await wait(*s, until)) co_return err(Errc::kTimeout, "the in-band stream stalled");

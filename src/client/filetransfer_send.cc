@@ -112,7 +112,8 @@ awaitable<Error> FileTransfer::Impl::wait_for_verdict(SessionPtr s) {
     if (!a) co_return err(Errc::kTimeout, "the contact did not confirm the file");
     if (a->action != "session-terminate") continue;
     if (a->reason == "success") co_return Error{};
-    co_return err(Errc::kProtocol, "the contact ended the transfer: " + a->reason);
+    co_return err(a->reason == "gone" ? Errc::kDisconnected : Errc::kProtocol,
+                  "the contact " + stop_reason_text(a->reason));
   }
 }
 
@@ -167,6 +168,13 @@ awaitable<Error> FileTransfer::Impl::send_file(std::string to, std::string path,
         if (f->attr("var") == jingle::kSiFileTransfer) sift = true;
       }
     use_si = !jft && sift;
+    // An answer that announces neither: its client cannot take a file peer to peer (a caller can
+    // upload it instead). No answer at all: try Jingle.
+    if (q && !jft && !sift)
+      co_return err(Errc::kUnsupported,
+                    s->peer +
+                        "'s client does not support Jingle file transfer (XEP-0234) or "
+                        "stream initiation (XEP-0096)");
   }
   if (result) result->protocol = use_si ? "si" : "jingle";
   sessions[s->sid] = s;
@@ -196,6 +204,12 @@ awaitable<Error> FileTransfer::Impl::send_file(std::string to, std::string path,
       }
       e = co_await run_sender(s, fd.fd, result);
       end(s);
+      if (s->cancelled || cancelled) {
+        e = err(Errc::kCancelled,
+                "stopped; the receiver keeps what arrived, so sending the "
+                "file again resumes");
+        break;
+      }
       if (e.code != Errc::kDisconnected || !client->connected() || i + 1 == attempts) break;
       asio::steady_timer t(io, std::chrono::seconds(1));
       error_code ig;
@@ -248,8 +262,8 @@ awaitable<Error> FileTransfer::Impl::run_sender(SessionPtr s, int fd, TransferRe
   init.transport.candidates = candidates;
   auto r = co_await send_jingle(*s, init);
   if (std::string c = Client::iq_condition(r); !c.empty())
-    co_return err(c == "timeout" ? Errc::kTimeout : Errc::kNotFound,
-                  "the contact did not take the offer (" + c + ")");
+    co_return err(Errc::kUnsupported, c == "timeout" ? s->peer + " did not answer the offer"
+                                                     : s->peer + " refused the offer (" + c + ")");
   // Wait for the answer.
   auto accepted = co_await next_action(*s, opts.accept_timeout);
   if (!accepted) {
@@ -257,7 +271,10 @@ awaitable<Error> FileTransfer::Impl::run_sender(SessionPtr s, int fd, TransferRe
     co_return err(Errc::kTimeout, "the contact did not accept the file in time");
   }
   if (accepted->action == "session-terminate")
-    co_return err(Errc::kNotAllowed, "the contact declined the file (" + accepted->reason + ")");
+    co_return err(accepted->reason == "gone" ? Errc::kUnsupported : Errc::kNotAllowed,
+                  accepted->reason == "gone"
+                      ? "the contact went offline before answering"
+                      : "the contact declined the file (" + accepted->reason + ")");
   if (accepted->action != "session-accept") {
     terminate(*s, "failed-application");
     co_return err(Errc::kProtocol, "unexpected " + accepted->action + " from the contact");
@@ -291,7 +308,7 @@ awaitable<Error> FileTransfer::Impl::run_sender(SessionPtr s, int fd, TransferRe
       co_return err(Errc::kTimeout, "the contact did not report on the candidates");
     }
     if (a->action == "session-terminate")
-      co_return err(Errc::kNotAllowed, "the contact ended the transfer (" + a->reason + ")");
+      co_return err(Errc::kNotAllowed, "the contact " + stop_reason_text(a->reason));
     if (a->action != "transport-info") continue;
     if (!a->transport.candidate_used.empty()) used = a->transport.candidate_used;
     if (a->transport.candidate_error) their_error = true;
@@ -361,7 +378,7 @@ awaitable<Error> FileTransfer::Impl::run_sender(SessionPtr s, int fd, TransferRe
       co_return err(Errc::kTimeout, "the contact did not accept the in-band fallback");
     }
     if (a->action == "session-terminate")
-      co_return err(Errc::kNotAllowed, "the contact ended the transfer (" + a->reason + ")");
+      co_return err(Errc::kNotAllowed, "the contact " + stop_reason_text(a->reason));
     if (a->action == "transport-reject") {
       terminate(*s, "failed-transport");
       co_return err(Errc::kNotAllowed, "the contact rejected the in-band fallback");

@@ -51,6 +51,9 @@ void Client::Impl::handle_iq(xml::Element& el) {
       } else {
         roster.push_back(ri);
       }
+      // A request answered from another resource of ours no longer waits (RFC 6121 §3.1.5).
+      if (removed || ri.subscription == "from" || ri.subscription == "both")
+        requests.erase(std::remove(requests.begin(), requests.end(), ri.jid), requests.end());
       if (owner && owner->on_roster_push) owner->on_roster_push(ri, removed);
     }
     save_roster();

@@ -29,6 +29,9 @@ void Client::Impl::handle_presence(xml::Element& el) {
   } else if (p.type == "subscribe") {
     if (std::find(requests.begin(), requests.end(), bare) == requests.end())
       requests.push_back(bare);
+  } else if (p.type == "unsubscribe") {
+    // RFC 6121 §3.3: a contact that withdraws its pending request cancels it.
+    requests.erase(std::remove(requests.begin(), requests.end(), bare), requests.end());
   }
   if (owner && owner->on_presence) owner->on_presence(p);
 }

@@ -3,22 +3,24 @@
 #include <cstdlib>
 
 #include "apps/kabar-bench/bench.h"
+#include "version/version.h"
 
 namespace kabar::bench {
 
 namespace {
 
+constexpr const char* kUsage =
+    "usage: kabar-bench --mode register|subscribe|messages|idle|logins|presence\n"
+    "  [--host H] [--port P] [--domain D] [--users N] [--first I] [--prefix u]\n"
+    "  [--password PW] [--resources R] [--contacts K] [--sources S] [--concurrency C]\n"
+    "  [--tls none|starttls|direct] [--mech auto|plain|scram-sha-1|scram-sha-256]\n"
+    "  [--rates R1,R2,...] [--warmup S] [--measure S] [--drain S] [--max-p99-ms MS]\n"
+    "  [--hold S] [--duration S] [--churn N] [--login-timeout S] [--time-limit S]\n"
+    "  [--no-presence] [--no-stop] [--server-pid PID] [--perf-dir DIR] [--label L]\n"
+    "  kabar-bench --help | --version\n";
+
 [[noreturn]] void usage(const char* msg) {
-  std::fprintf(stderr,
-               "kabar-bench: %s\n"
-               "usage: kabar-bench --mode register|subscribe|messages|idle|logins|presence\n"
-               "  [--host H] [--port P] [--domain D] [--users N] [--first I] [--prefix u]\n"
-               "  [--password PW] [--resources R] [--contacts K] [--sources S] [--concurrency C]\n"
-               "  [--tls none|starttls|direct] [--mech auto|plain|scram-sha-1|scram-sha-256]\n"
-               "  [--rates R1,R2,...] [--warmup S] [--measure S] [--drain S] [--max-p99-ms MS]\n"
-               "  [--hold S] [--duration S] [--churn N] [--login-timeout S] [--time-limit S]\n"
-               "  [--no-presence] [--no-stop] [--server-pid PID] [--perf-dir DIR] [--label L]\n",
-               msg);
+  std::fprintf(stderr, "kabar-bench: %s\n%s", msg, kUsage);
   std::exit(2);
 }
 
@@ -39,6 +41,14 @@ Options parse_options(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value");
       return argv[++i];
     };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (a == "--version") {
+      std::printf("kabar-bench %s\n", kabar::version());
+      std::exit(0);
+    }
     if (a == "--mode")
       o.mode = val();
     else if (a == "--host")

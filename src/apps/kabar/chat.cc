@@ -1,6 +1,7 @@
 // `kabar chat`: contacts with presence on the left (unread counts), one conversation on the right
-// (this run's history), an editable input line at the bottom. ncurses in wide-character mode;
-// keyboard input and SIGWINCH come through Asio so the client's reader runs in the same loop.
+// (its local history, PageUp/PageDown), an editable input line at the bottom. ncurses in
+// wide-character mode; keyboard input and SIGWINCH come through Asio so the client's reader runs in
+// the same loop.
 #include "chat.h"
 
 #include <curses.h>
@@ -13,12 +14,14 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "kabar/filetransfer.h"
+#include "local_history.h"
 #include "xmpp/display_text.h"
 
 namespace kabar::cli {
@@ -67,18 +70,34 @@ std::string clock_now() {
   return buf;
 }
 
-// "2024-05-01T10:20:30Z" -> "05-01 10:20" (UTC, marked as delayed).
-std::string clock_of_stamp(const std::string& stamp) {
-  if (stamp.size() < 16) return stamp;
-  return stamp.substr(5, 5) + " " + stamp.substr(11, 5);
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
+// Local time: "10:20" today, "05-01 10:20" on another day.
+std::string clock_of(std::int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::time_t now = std::time(nullptr);
+  std::tm tm{}, today{};
+  localtime_r(&t, &tm);
+  localtime_r(&now, &today);
+  char buf[16];
+  const bool same_day = tm.tm_year == today.tm_year && tm.tm_yday == today.tm_yday;
+  std::strftime(buf, sizeof buf, same_day ? "%H:%M" : "%m-%d %H:%M", &tm);
+  return buf;
+}
+
+// A conversation line: a message (`who` is "me" or the contact's name) or, with `who` empty, a
+// note from kabar itself (a file offer, a transfer's outcome, an error), drawn as "-- TEXT".
 struct Line {
   std::string time;
   std::string who;
   std::string text;
-  std::string id;  // our message id, for its receipt
+  std::string id;  // our message id, for its receipt or its error
   bool delivered = false;
+  std::string failed;  // the error condition that came back for it
 };
 
 struct Conversation {
@@ -86,12 +105,14 @@ struct Conversation {
   int unread = 0;
   std::string chat_state;  // theirs
   bool composing_sent = false;
+  bool no_chat_states = false;  // a notification bounced: send none
 };
 
 class ChatUi {
  public:
   ChatUi(asio::io_context& io, client::Options o, std::string accept_dir)
       : io_(io),
+        account_(o.jid),
         client_(io, o),
         ft_(client_),
         accept_dir_(std::move(accept_dir)),
@@ -106,17 +127,18 @@ class ChatUi {
     // Stream management: a lost connection is resumed underneath; the status line says so.
     client_.on_connection = [this](const client::ConnectionEvent& ev) {
       status_ = ev.kind == client::ConnectionEvent::Kind::kLost ? "connection lost; reconnecting..."
-                : ev.kind == client::ConnectionEvent::Kind::kResumed
-                    ? "online as " + client_.bound_jid()
-                    : ev.message;
+                : ev.kind == client::ConnectionEvent::Kind::kResumed ? presence_line()
+                                                                     : ev.message;
       draw();
     };
     setup_files();
     watch_resize();
     asio::co_spawn(io_, read_keys(), asio::detached);
     status_ = "connecting to the server...";
+    if (std::string why; !history_.open(history_path(account_), why))
+      status_ = "no local history (" + why + "); connecting to the server...";
     draw();
-    SavedStatus st = load_status();
+    SavedStatus st = load_status(account_);
     int result = kExitOk;
     bool first = true;
     while (!quit_) {
@@ -130,8 +152,10 @@ class ChatUi {
       }
       first = false;
       co_await client_.fetch_roster();
-      client_.send_presence(st.show, st.status);
-      status_ = "online as " + client_.bound_jid();
+      my_show_ = st.show;
+      my_status_ = st.status;
+      client_.send_presence(my_show_, my_status_);
+      status_ = presence_line();
       if (selected_.empty() && !client_.roster().empty()) selected_ = client_.roster()[0].jid;
       draw();
       client::Error why = co_await client_.wait_closed();
@@ -154,13 +178,14 @@ class ChatUi {
     ft_.on_offer = [this](const client::FileOffer& f) {
       offers_.push_back(f);
       std::string from = bare_of(f.from);
-      auto& c = convs_[from];
+      auto& c = conv(from);
       c.lines.push_back(Line{
           clock_now(),
-          "*",
+          "",
           "offers " + f.safe_name + " (" + std::to_string(f.size) + " bytes): /accept or /decline",
           {},
-          false});
+          false,
+          {}});
       if (from != selected_) ++c.unread;
       status_ = from + " offers " + f.safe_name + ": /accept or /decline";
       draw();
@@ -179,7 +204,7 @@ class ChatUi {
       std::string text = r.error ? "file failed: " + r.error.message
                                  : "received " + r.path + " (" + std::to_string(r.bytes) +
                                        " bytes" + (r.hash_checked ? ", hash checked)" : ")");
-      convs_[bare_of(r.peer)].lines.push_back(Line{clock_now(), "*", text, {}, false});
+      conv(bare_of(r.peer)).lines.push_back(Line{clock_now(), "", text, {}, false, {}});
       status_ = text;
       draw();
     };
@@ -209,14 +234,20 @@ class ChatUi {
     client::TransferResult r;
     client::Error e;
     std::string url;
-    if (target.empty())
-      e = co_await ft_.upload_and_send(to, path, &url);
-    else
+    std::string why;  // why it went by upload
+    if (!target.empty()) {
       e = co_await ft_.send_file(target, path, &r);
+      // Their client cannot take it peer to peer: upload it and send the link instead.
+      if (e.code == client::Errc::kUnsupported) {
+        why = e.message + ": ";
+        target.clear();
+      }
+    }
+    if (target.empty()) e = co_await ft_.upload_and_send(to, path, &url);
     std::string text = e                ? "sending failed: " + e.message
-                       : target.empty() ? "uploaded " + path + " and sent the link " + url
+                       : target.empty() ? why + "uploaded " + path + " and sent the link " + url
                                         : "sent " + path + " over " + r.transport;
-    convs_[to].lines.push_back(Line{clock_now(), "*", text, {}, false});
+    conv(to).lines.push_back(Line{clock_now(), "", text, {}, false, {}});
     status_ = text;
     draw();
   }
@@ -284,6 +315,8 @@ class ChatUi {
   std::vector<std::string> contacts() const {
     std::vector<std::string> out;
     for (const auto& i : client_.roster()) out.push_back(i.jid);
+    for (const auto& jid : client_.pending_requests())
+      if (std::find(out.begin(), out.end(), jid) == out.end()) out.push_back(jid);
     for (const auto& [jid, c] : convs_)
       if (std::find(out.begin(), out.end(), jid) == out.end()) out.push_back(jid);
     return out;
@@ -296,10 +329,13 @@ class ChatUi {
     int idx = it == cs.end() ? 0 : static_cast<int>(it - cs.begin());
     idx = (idx + delta + static_cast<int>(cs.size())) % static_cast<int>(cs.size());
     selected_ = cs[idx];
-    convs_[selected_].unread = 0;
+    scroll_ = 0;
+    conv(selected_).unread = 0;
   }
 
   void handle_key(bool code, wint_t ch) {
+    show_help_ = false;
+    if (code || ch != 4) interrupt_armed_ = false;
     if (code) {
       switch (ch) {
         case KEY_BTAB:
@@ -329,6 +365,12 @@ class ChatUi {
           break;
         case KEY_ENTER:
           submit();
+          break;
+        case KEY_PPAGE:
+          scroll_ += page_;
+          break;
+        case KEY_NPAGE:
+          scroll_ = std::max(0, scroll_ - page_);
           break;
         default:
           break;
@@ -373,7 +415,7 @@ class ChatUi {
         return;
       }
       case 4:  // Ctrl-D
-        quit();
+        interrupt();
         return;
       default:
         if (ch >= 32) {
@@ -386,8 +428,8 @@ class ChatUi {
   // XEP-0085: <composing/> once per message being typed to a contact.
   void typing() {
     if (selected_.empty() || input_.empty() || input_[0] == L'/' || !client_.connected()) return;
-    auto& c = convs_[selected_];
-    if (!c.composing_sent) {
+    auto& c = conv(selected_);
+    if (!c.composing_sent && !c.no_chat_states) {
       client_.send_chat_state(selected_, "composing");
       c.composing_sent = true;
     }
@@ -415,9 +457,10 @@ class ChatUi {
       return;
     }
     std::string id = client_.send_message(selected_, text);
-    auto& c = convs_[selected_];
+    auto& c = conv(selected_);
     c.composing_sent = false;
-    c.lines.push_back(Line{clock_now(), "me", text, id, false});
+    c.lines.push_back(Line{clock_now(), "me", text, id, false, {}});
+    history_.append(selected_, HistoryEntry{now_ms(), true, text, id, false});
   }
 
   void command(const std::string& text) {
@@ -428,7 +471,8 @@ class ChatUi {
       quit();
     } else if (cmd == "/to" && !bare.empty()) {
       selected_ = bare;
-      convs_[bare].unread = 0;
+      scroll_ = 0;
+      conv(bare).unread = 0;
     } else if (cmd == "/add" && !bare.empty()) {
       auto jid = bare;
       asio::co_spawn(
@@ -440,15 +484,8 @@ class ChatUi {
             draw();
           },
           asio::detached);
-    } else if (cmd == "/approve" && !bare.empty()) {
-      client_.approve(bare);
-      const client::RosterItem* i = client_.roster_item(bare);
-      if (!i || (i->subscription != "to" && i->subscription != "both" && !i->ask))
-        client_.subscribe(bare);
-      status_ = "approved " + bare;
-    } else if (cmd == "/deny" && !bare.empty()) {
-      client_.deny(bare);
-      status_ = "denied " + bare;
+    } else if (cmd == "/approve" || cmd == "/deny") {
+      answer_request(cmd == "/approve", arg, bare);
     } else if (cmd == "/accept" || cmd == "/decline") {
       answer_offer(cmd == "/accept");
     } else if (cmd == "/file" && !arg.empty() && !selected_.empty()) {
@@ -467,13 +504,100 @@ class ChatUi {
         return;
       }
       client_.send_presence(show, st);
-      save_status(SavedStatus{show, st});
-      status_ = "status: " + (show.empty() ? std::string("online") : show);
+      my_show_ = show;
+      my_status_ = st;
+      status_ = presence_line();
+      if (!save_status(account_, SavedStatus{show, st}))
+        status_ += " (could not save it for the next start)";
+    } else if (cmd == "/help" || cmd == "/?") {
+      show_help_ = true;
+      status_ = "any key closes the help";
+    } else if (cmd == "/to" || cmd == "/add") {
+      status_ = arg.empty() ? "usage: " + cmd + " JID" : "'" + arg + "' is not a valid JID";
+    } else if (cmd == "/file") {
+      status_ = arg.empty() ? "usage: /file PATH (to the selected contact)"
+                            : "no contact selected: /to JID opens a conversation";
     } else {
-      status_ =
-          "commands: /to JID, /add JID, /approve JID, /deny JID, /status SHOW [TEXT], /file PATH, "
-          "/accept, /decline, /quit";
+      status_ = "unknown command " + cmd + ": /help lists the commands";
     }
+  }
+
+  // Our own presence as announced, for the status bar: "dnd (busy) as alice@example.org/kabar.x".
+  std::string presence_line() const {
+    std::string s = my_show_.empty() ? "online" : my_show_;
+    if (!my_status_.empty()) s += " (" + my_status_ + ")";
+    return s + " as " + client_.bound_jid();
+  }
+
+ public:
+  // Ctrl-C (SIGINT) or Ctrl-D: quits, unless a line is half-typed: then the first press keeps it
+  // and says how to quit without it.
+  void interrupt() {
+    if (input_.empty() || interrupt_armed_) {
+      quit();
+      return;
+    }
+    interrupt_armed_ = true;
+    status_ = "your line is not sent yet: Enter sends it, Ctrl-C again quits without it";
+    draw();
+  }
+  bool quitting() const { return quit_; }
+
+ private:
+  // /approve [JID], /deny [JID]: without a JID, the one request waiting (if several wait, which
+  // ones).
+  void answer_request(bool approve, const std::string& arg, std::string bare) {
+    const std::string cmd = approve ? "/approve" : "/deny";
+    const auto& waiting = client_.pending_requests();
+    if (arg.empty()) {
+      if (waiting.empty()) {
+        status_ = "no subscription request is waiting; " + cmd + " JID answers one by name";
+        return;
+      }
+      if (waiting.size() > 1) {
+        std::string names;
+        for (const auto& j : waiting) names += (names.empty() ? "" : ", ") + j;
+        status_ =
+            std::to_string(waiting.size()) + " requests wait (" + names + "): " + cmd + " JID";
+        return;
+      }
+      bare = waiting.front();
+    } else if (bare.empty()) {
+      status_ = "'" + arg + "' is not a valid JID";
+      return;
+    }
+    if (approve) {
+      client_.approve(bare);
+      // Approving makes it mutual: ask back unless we already see their presence or asked.
+      const client::RosterItem* i = client_.roster_item(bare);
+      if (!i || (i->subscription != "to" && i->subscription != "both" && !i->ask))
+        client_.subscribe(bare);
+      status_ = "approved " + bare + ": they see your presence";
+    } else {
+      client_.deny(bare);
+      status_ = "denied " + bare;
+    }
+  }
+
+  std::string name_of(const std::string& bare) const { return bare.substr(0, bare.find('@')); }
+
+  // The conversation with `peer`, its history loaded from the local store when first used (before
+  // anything of this run is added to it).
+  Conversation& conv(const std::string& peer) {
+    auto [it, created] = convs_.try_emplace(peer);
+    if (created && history_.is_open()) {
+      for (const HistoryEntry& e : history_.tail(peer, kHistoryLines))
+        it->second.lines.push_back(Line{clock_of(e.stamp_ms),
+                                        e.outgoing ? "me" : name_of(peer),
+                                        e.body,
+                                        e.msg_id,
+                                        e.delivered,
+                                        {}});
+      // Where the server keeps an archive (XEP-0313), what was missed since the newest line
+      // kept here is asked for from it.
+      if (fill_gap) fill_gap(peer, history_.newest_stamp(peer));
+    }
+    return it->second;
   }
 
   std::string bare_of(const std::string& full) {
@@ -484,30 +608,49 @@ class ChatUi {
   void on_message(const client::Message& m) {
     std::string from = bare_of(m.from);
     if (m.type == "error") {
-      auto& c = convs_[from];
-      c.lines.push_back(Line{clock_now(), "!", "not delivered: " + m.error, {}, false});
+      auto& c = conv(from);
+      if (m.id.empty()) {
+        // Only our chat-state notifications go without an id: a bounce of one says the contact
+        // cannot take them; XEP-0085 §5.1: send no more (the message's own error is shown).
+        c.no_chat_states = true;
+      } else {
+        // The error marks the message it answers, else it is a note of its own.
+        const std::string cond = m.error.empty() ? "error" : m.error;
+        bool marked = false;
+        for (auto& l : c.lines)
+          if (l.id == m.id) {
+            l.failed = cond;
+            marked = true;
+          }
+        if (!marked)
+          c.lines.push_back(Line{clock_now(), "", "not delivered: " + cond, {}, false, {}});
+      }
     } else if (!m.body.empty()) {
-      auto& c = convs_[from];
-      c.lines.push_back(Line{m.delay.empty() ? clock_now() : clock_of_stamp(m.delay),
-                             xmpp_bare(m.from).substr(0, xmpp_bare(m.from).find('@')),
-                             m.body,
-                             {},
-                             false});
+      auto& c = conv(from);
+      const std::int64_t stamp = m.delay.empty() ? 0 : parse_stamp_ms(m.delay);
+      c.lines.push_back(
+          Line{stamp ? clock_of(stamp) : clock_now(), name_of(from), m.body, {}, false, {}});
+      history_.append(from, HistoryEntry{stamp ? stamp : now_ms(), false, m.body, m.id, false});
       c.chat_state = "active";
       if (from != selected_) ++c.unread;
       if (selected_.empty()) selected_ = from;
     } else if (!m.receipt_for.empty()) {
-      for (auto& l : convs_[from].lines)
+      for (auto& l : conv(from).lines)
         if (l.id == m.receipt_for) l.delivered = true;
+      history_.mark_delivered(from, m.receipt_for);
     } else if (!m.chat_state.empty()) {
-      convs_[from].chat_state = m.chat_state;
+      conv(from).chat_state = m.chat_state;
     }
     draw();
   }
 
   void on_presence(const client::Presence& p) {
-    if (p.type == "subscribe")
-      status_ = bare_of(p.from) + " asks to see your presence: /approve or /deny";
+    if (p.type == "subscribe") {
+      const std::string from = bare_of(p.from);
+      status_ = client_.pending_requests().size() > 1
+                    ? from + " asks to see your presence: /approve " + from + " or /deny " + from
+                    : from + " asks to see your presence: /approve or /deny";
+    }
     draw();
   }
 
@@ -522,6 +665,16 @@ class ChatUi {
       if (s == "away" || (s == "dnd" && best == "xa")) best = s;
     }
     return best;
+  }
+
+  // The status text of the contact's highest-priority resource (the one `show_of` reflects).
+  std::string status_text_of(const std::string& jid) const {
+    auto it = client_.presences().find(jid);
+    if (it == client_.presences().end()) return {};
+    const client::Presence* best = nullptr;
+    for (const auto& [res, p] : it->second)
+      if (!best || p.priority > best->priority) best = &p;
+    return best ? best->status : std::string();
   }
 
   void put(int y, int x, const std::string& s, int width, attr_t attr = A_NORMAL) {
@@ -545,7 +698,12 @@ class ChatUi {
     for (const auto& jid : contacts()) {
       if (y >= rows - 3) break;
       std::string show = show_of(jid);
-      std::string mark = show == "online" ? "[+] " : show == "offline" ? "[ ] " : "[~] ";
+      const auto& waiting = client_.pending_requests();
+      const bool asks = std::find(waiting.begin(), waiting.end(), jid) != waiting.end();
+      std::string mark = asks                ? "[?] "
+                         : show == "online"  ? "[+] "
+                         : show == "offline" ? "[ ] "
+                                             : "[~] ";
       std::string line = mark + jid;
       int unread = convs_.count(jid) ? convs_.at(jid).unread : 0;
       if (unread) line += " (" + std::to_string(unread) + ")";
@@ -558,26 +716,58 @@ class ChatUi {
     // Conversation.
     int cx = left + 1;
     int cw = cols - cx;
-    if (!selected_.empty()) {
+    if (show_help_) {
+      static const char* const kHelp[] = {
+          "Commands",
+          "  /to JID            open a conversation",
+          "  /add JID           add a contact and ask to see their presence",
+          "  /approve [JID]     let them see your presence (no JID: the one request waiting)",
+          "  /deny [JID]        refuse a request (no JID: the one request waiting)",
+          "  /status SHOW [TEXT]  online, away, dnd, xa or chat, with an optional text",
+          "  /file PATH         send a file to the selected contact",
+          "  /accept, /decline  answer the latest file offer",
+          "  /help              this help",
+          "  /quit              leave (also Ctrl-D, Ctrl-C)",
+          "Keys",
+          "  Tab, Shift-Tab, Up, Down, Ctrl-N, Ctrl-P   change the contact",
+          "  Left, Right, Home, End, Ctrl-A, Ctrl-E, Backspace, Delete, Ctrl-U, Ctrl-K, Ctrl-W",
+          "                     edit the line; Enter sends it",
+      };
+      int row = 0;
+      for (const char* line : kHelp) {
+        if (row >= rows - 2) break;
+        put(row, cx, line, cw, line[0] != ' ' ? A_BOLD : A_NORMAL);
+        ++row;
+      }
+    } else if (!selected_.empty()) {
       std::string head = selected_ + " - " + show_of(selected_);
+      if (std::string text = status_text_of(selected_); !text.empty()) head += ": " + text;
+      conv(selected_);  // loads its history when first shown
       auto it = convs_.find(selected_);
       if (it != convs_.end() && it->second.chat_state == "composing") head += " (typing...)";
+      if (scroll_ > 0) head += "  [older lines: PageDown for newer]";
       put(0, cx, head, cw, A_BOLD);
       if (it != convs_.end()) {
         // Wrap, then show the last lines that fit.
         std::vector<std::pair<std::wstring, bool>> wrapped;
         for (const auto& l : it->second.lines) {
-          std::wstring w =
-              widen("[" + l.time + "] " + l.who + ": " + l.text + (l.delivered ? " ✓" : ""));
+          std::wstring w = widen("[" + l.time + "] " + (l.who.empty() ? "-- " : l.who + ": ") +
+                                 l.text + (l.delivered ? " ✓" : "") +
+                                 (l.failed.empty() ? "" : "  (not delivered: " + l.failed + ")"));
           for (std::size_t i = 0; i < w.size() || i == 0; i += std::max(1, cw)) {
             wrapped.emplace_back(w.substr(i, std::max(1, cw)), l.who == "me");
             if (w.empty()) break;
           }
         }
         int avail = rows - 3;
-        int start = std::max(0, static_cast<int>(wrapped.size()) - avail);
+        page_ = std::max(1, avail - 1);
+        // PageUp/PageDown: `scroll_` wrapped lines up from the newest, at most to the oldest.
+        const int total = static_cast<int>(wrapped.size());
+        scroll_ = std::clamp(scroll_, 0, std::max(0, total - avail));
+        int end = total - scroll_;
+        int start = std::max(0, end - avail);
         int row = 1;
-        for (std::size_t i = start; i < wrapped.size(); ++i, ++row) {
+        for (std::size_t i = start; i < static_cast<std::size_t>(end); ++i, ++row) {
           attr_t a = wrapped[i].second && has_colors() ? COLOR_PAIR(3) : A_NORMAL;
           attron(a);
           mvaddnwstr(row, cx, wrapped[i].first.c_str(), static_cast<int>(wrapped[i].first.size()));
@@ -604,6 +794,7 @@ class ChatUi {
   }
 
   asio::io_context& io_;
+  std::string account_;  // the JID as configured: names the account's files
   client::Client client_;
   client::FileTransfer ft_;  // after client_: it registers handlers on it
   std::string accept_dir_;
@@ -613,6 +804,20 @@ class ChatUi {
   asio::signal_set signals_;
   bool screen_ = false;
   bool quit_ = false;
+  bool show_help_ = false;
+  int scroll_ = 0;  // wrapped lines above the newest (PageUp)
+  int page_ = 10;   // how far PageUp/PageDown move: the conversation pane's height
+  History history_;
+  static constexpr int kHistoryLines = 1000;  // loaded when a conversation opens
+
+ public:
+  // Asked with a contact and the newest stamp kept locally when a conversation opens, to fill
+  // the gap from a server archive (XEP-0313) where there is one; unset, nothing is asked.
+  std::function<void(const std::string& peer, std::int64_t since_ms)> fill_gap;
+
+ private:
+  bool interrupt_armed_ = false;  // Ctrl-C kept a half-typed line once
+  std::string my_show_, my_status_;
   std::string selected_;
   std::string status_;
   std::map<std::string, Conversation> convs_;
@@ -626,9 +831,18 @@ awaitable<int> chat_main(asio::io_context& io, client::Options options, std::str
   if (!::isatty(0) || !::isatty(1)) co_return fail(kExitUsage, "kabar chat needs a terminal");
   auto ui = std::make_shared<ChatUi>(io, std::move(options), std::move(accept_dir));
   asio::signal_set stop(io, SIGINT, SIGTERM);
-  stop.async_wait([ui](boost::system::error_code ec, int) {
-    if (!ec) ui->quit();
-  });
+  // SIGINT is Ctrl-C (a half-typed line is kept once); SIGTERM quits.
+  std::function<void()> arm = [&stop, &arm, ui]() {
+    stop.async_wait([&arm, ui](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      if (sig == SIGINT)
+        ui->interrupt();
+      else
+        ui->quit();
+      if (!ui->quitting()) arm();
+    });
+  };
+  arm();
   int r = co_await ui->run();
   stop.cancel();
   co_return r;

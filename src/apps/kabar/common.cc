@@ -1,8 +1,11 @@
 #include "common.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -92,18 +95,69 @@ std::string ensure(std::string dir) {
 std::string config_dir() { return xdg("XDG_CONFIG_HOME", ".config"); }
 std::string cache_dir() { return ensure(xdg("XDG_CACHE_HOME", ".cache")); }
 std::string state_dir() { return ensure(xdg("XDG_STATE_HOME", ".local/state")); }
+std::string data_dir() { return ensure(xdg("XDG_DATA_HOME", ".local/share")); }
 
-SavedStatus load_status() {
+std::string account_file_name(const std::string& jid) {
+  std::string bare = xmpp_bare(jid);
+  if (bare.empty()) bare = jid;
+  std::string name;
+  for (char c : bare)
+    name +=
+        (std::isalnum(static_cast<unsigned char>(c)) || c == '@' || c == '.' || c == '-') ? c : '_';
+  return name;
+}
+
+bool write_private_file(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  // An older file of that name keeps its mode through O_CREAT: set it.
+  bool ok = ::fchmod(fd, 0600) == 0;
+  for (std::size_t off = 0; ok && off < content.size();) {
+    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) off += static_cast<std::size_t>(n);
+  }
+  ok = ::close(fd) == 0 && ok;
+  if (ok) ok = std::rename(tmp.c_str(), path.c_str()) == 0;
+  if (!ok) ::unlink(tmp.c_str());
+  return ok;
+}
+
+namespace {
+std::string status_path(const std::string& jid) {
+  return state_dir() + "/status-" + account_file_name(jid);
+}
+}  // namespace
+
+SavedStatus load_status(const std::string& jid) {
   SavedStatus s;
-  std::ifstream f(state_dir() + "/status");
+  std::ifstream f(status_path(jid));
   std::getline(f, s.show);
   std::getline(f, s.status);
   return s;
 }
 
-void save_status(const SavedStatus& s) {
-  std::ofstream f(state_dir() + "/status", std::ios::trunc);
-  f << s.show << "\n" << s.status << "\n";
+bool save_status(const std::string& jid, const SavedStatus& s) {
+  return write_private_file(status_path(jid), s.show + "\n" + s.status + "\n");
+}
+
+int clean_parts(const std::string& dir, int max_age_days) {
+  if (max_age_days <= 0) return 0;
+  namespace fs = std::filesystem;
+  const auto limit = fs::file_time_type::clock::now() - std::chrono::hours(24) * max_age_days;
+  int removed = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() < 7 || name.front() != '.' || !name.ends_with(".part")) continue;
+    std::error_code e2;
+    if (!it->is_regular_file(e2) || it->is_symlink(e2)) continue;
+    auto when = fs::last_write_time(it->path(), e2);
+    if (!e2 && when < limit && fs::remove(it->path(), e2)) ++removed;
+  }
+  return removed;
 }
 
 std::string xmpp_bare(const std::string& jid) {

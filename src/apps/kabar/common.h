@@ -42,14 +42,28 @@ int run(asio::io_context& io, std::function<awaitable<int>()> fn);
 std::string config_dir();  // $XDG_CONFIG_HOME/kabar or ~/.config/kabar
 std::string cache_dir();   // $XDG_CACHE_HOME/kabar or ~/.cache/kabar; created
 std::string state_dir();   // $XDG_STATE_HOME/kabar or ~/.local/state/kabar; created
+std::string data_dir();    // $XDG_DATA_HOME/kabar or ~/.local/share/kabar; created
 
-// The saved own presence that listen and chat announce (set by `kabar status`).
+// An account's name in a file name: its bare JID (normalized), with anything but letters, digits,
+// '@', '.' and '-' replaced by '_'.
+std::string account_file_name(const std::string& jid);
+
+// Writes `content` to `path` through a temporary file and a rename, created with mode 0600 (only
+// the user may read it), whatever the umask. Returns false (and leaves `path` as it was) on error.
+bool write_private_file(const std::string& path, const std::string& content);
+
+// The saved own presence that listen and chat announce (set by `kabar status` or /status), one
+// per account: state_dir()/status-ACCOUNT, mode 0600.
 struct SavedStatus {
   std::string show;
   std::string status;
 };
-SavedStatus load_status();
-void save_status(const SavedStatus& s);
+SavedStatus load_status(const std::string& jid);
+bool save_status(const std::string& jid, const SavedStatus& s);
+
+// Removes the unfinished transfers kept for a resume (hidden ".NAME.KEY.part" files) in `dir`
+// last written more than `max_age_days` days ago; 0 days: none. Returns how many it removed.
+int clean_parts(const std::string& dir, int max_age_days);
 
 // The bare form of a JID, or empty when it is not a valid JID.
 std::string xmpp_bare(const std::string& jid);

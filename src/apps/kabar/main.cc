@@ -6,13 +6,16 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <iterator>
 
 #include "chat.h"
 #include "common.h"
 #include "kabar/filetransfer.h"
+#include "version/version.h"
 #include "xmpp/display_text.h"
 
 namespace kabar::cli {
@@ -149,11 +152,7 @@ int make_options(const Settings& s, const std::string& jid_arg, bool need_passwo
 }
 
 std::string roster_cache_path(const std::string& jid) {
-  std::string name;
-  for (char c : jid)
-    name +=
-        (std::isalnum(static_cast<unsigned char>(c)) || c == '@' || c == '.' || c == '-') ? c : '_';
-  return cache_dir() + "/roster-" + name;
+  return cache_dir() + "/roster-" + account_file_name(jid);
 }
 
 awaitable<int> finish(client::Client& c, int code) {
@@ -213,13 +212,33 @@ awaitable<int> cmd_roster(asio::io_context& io, client::Options o, std::string a
   }
   const client::RosterItem* item = bare.empty() ? nullptr : c.roster_item(bare);
   if (action == "list") {
+    // RFC 6121 §3.4: the server hands over the subscription requests that wait for us when we
+    // send presence (priority -1: this short-lived resource takes no messages). They precede the
+    // answer to the ping that follows.
+    c.send_presence({}, {}, -1);
+    if (auto e = co_await c.ping()) {
+      co_await c.disconnect();
+      co_return report(e);
+    }
+    const auto& asking = c.pending_requests();
+    auto asks = [&](const std::string& jid) {
+      return std::find(asking.begin(), asking.end(), jid) != asking.end();
+    };
+    auto hint = [](const std::string& jid) {
+      return " (asks you: kabar roster approve " + jid + ", or deny)";
+    };
     for (const auto& i : c.roster()) {
       // The fields stay tab-separated; a tab inside one is shown escaped.
       std::string line = xmpp::terminal_text(i.jid) + "\t" + xmpp::terminal_text(i.subscription) +
-                         (i.ask ? " (asked)" : "");
+                         (i.ask ? " (asked)" : "") + (asks(i.jid) ? hint(i.jid) : "");
       if (!i.name.empty()) line += "\t" + xmpp::terminal_text(i.name);
       std::printf("%s\n", line.c_str());
     }
+    // Requests from JIDs not in the roster (the usual case: a stranger asks first).
+    for (const auto& jid : asking)
+      if (!c.roster_item(jid))
+        std::printf("%s\tnone%s\n", xmpp::terminal_text(jid).c_str(),
+                    xmpp::terminal_text(hint(jid)).c_str());
   } else if (action == "add") {
     if (auto e = co_await c.roster_set(bare)) {
       co_await c.disconnect();
@@ -262,7 +281,8 @@ awaitable<int> cmd_status(asio::io_context& io, client::Options o, std::string s
   client::Client c(io, o);
   if (auto e = co_await c.connect()) co_return report(e);
   c.send_presence(show, text);
-  save_status(SavedStatus{show, text});
+  if (!save_status(o.jid, SavedStatus{show, text}))
+    fail(0, "could not save the status in " + state_dir() + " (listen and chat will not use it)");
   co_return co_await finish(c, kExitOk);
 }
 
@@ -312,7 +332,13 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
   c.send_presence({}, {}, -1);
   std::string target = co_await pick_resource(io, c, to);
   client::FileTransfer ft(c);
+  // Ctrl-C: the contact is told (session-terminate <cancel/>) and keeps what it has.
+  asio::signal_set stop(io, SIGINT, SIGTERM);
+  stop.async_wait([&ft](boost::system::error_code ec, int) {
+    if (!ec) ft.cancel();
+  });
   if (target.empty()) {
+    stop.cancel();
     if (flags.no_upload) {
       co_await c.disconnect();
       co_return fail(kExitNotFound, to + " has no online resource to send the file to");
@@ -341,14 +367,42 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
   ft.options.ibb = !flags.no_ibb;
   if (flags.si) ft.options.protocol = client::TransferOptions::Protocol::kSi;
   ProgressBar bar(path);
-  ft.on_progress = [&bar](const std::string&, std::uint64_t done, std::uint64_t total) {
+  std::uint64_t moved = 0;
+  ft.on_progress = [&bar, &moved](const std::string&, std::uint64_t done, std::uint64_t total) {
+    moved = std::max(moved, done);
     bar.update(done, total);
   };
   client::TransferResult res;
   client::Error e = co_await ft.send_file(target, path, &res);
   bar.finish();
+  stop.cancel();
+  // The contact's client cannot take it peer to peer (no Jingle or SI in its disco#info, no
+  // answer to the offer or to the request to accept it): HTTP upload and a link instead, which
+  // every client shows (XEP-0363, XEP-0066).
+  const bool p2p_impossible = e.code == client::Errc::kUnsupported ||
+                              (e.code == client::Errc::kTimeout && moved == 0 && c.connected());
+  if (p2p_impossible && !flags.no_upload) {
+    std::string url;
+    ft.on_progress = [&bar](const std::string&, std::uint64_t done, std::uint64_t total) {
+      bar.update(done, total);
+    };
+    client::Error ue = co_await ft.upload_and_send(xmpp_bare(to), path, &url);
+    bar.finish();
+    if (ue) {
+      co_await c.disconnect();
+      co_return fail(exit_code(ue) == kExitUsage ? kExitError : exit_code(ue),
+                     e.message + ", and uploading failed: " + ue.message);
+    }
+    print_line(e.message + ": uploaded " + path + " and sent the link " + url);
+    co_return co_await finish(c, kExitOk);
+  }
   if (e) {
+    const bool online = c.connected();
     co_await c.disconnect();
+    // A contact that does not answer is not an unreachable server (exit 4): exit 1.
+    if (e.code == client::Errc::kTimeout && online) co_return fail(kExitError, e.message);
+    if (p2p_impossible)
+      co_return fail(kExitError, e.message + " (and --no-upload forbids the HTTP upload)");
     co_return report(e);
   }
   if (res.protocol == "si")
@@ -380,6 +434,7 @@ void print_event_json(const std::string& type,
 struct AcceptFlags {
   std::string dir;
   std::uint64_t max_size = 0;
+  int part_max_age_days = 7;
 };
 
 awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, int keepalive,
@@ -388,6 +443,10 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     struct stat st {};
     if (::stat(files.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       co_return fail(kExitUsage, "--accept-files: " + files.dir + " is not a directory");
+    if (int n = clean_parts(files.dir, files.part_max_age_days))
+      fail(0, "removed " + std::to_string(n) + " unfinished file" + (n == 1 ? "" : "s") +
+                  " older than " + std::to_string(files.part_max_age_days) + " days from " +
+                  files.dir);
   }
   o.roster_cache = roster_cache_path(o.jid);
   // With stream management the library asks for acks after this long idle (and resumes when
@@ -410,6 +469,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     if (json)
       print_event_json(type, f);
     else {
+      for (auto& [sid, b] : bars) b->finish();  // a progress line ends before another line
       print_line(text);  // one line per event: a body's newline is shown as \n
       std::fflush(stdout);
     }
@@ -436,6 +496,10 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
   c.on_presence = [&](const client::Presence& p) {
     std::string type = p.type.empty() ? "presence" : p.type;
     std::string shown = p.type.empty() ? (p.show.empty() ? "online" : p.show) : p.type;
+    if (p.type == "subscribe") {
+      const std::string bare = xmpp_bare(p.from);
+      shown = "asks to see your presence: kabar roster approve " + bare + " (or deny " + bare + ")";
+    }
     out(type,
         {{"from", p.from},
          {"show", p.show},
@@ -486,7 +550,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
       fail(0, resumed ? "reconnected" + (resent.empty() ? "" : " (" + resent + " sent again)")
                       : ev.message);
   };
-  SavedStatus st = load_status();
+  SavedStatus st = load_status(o.jid);
   bool first = true;
   while (!stopping) {
     client::Error e = co_await client::with_backoff(
@@ -537,6 +601,12 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
 int main(int argc, char** argv) {
   using namespace kabar::cli;
   CLI::App app{"kabar: an XMPP client for the terminal."};
+  // One line, named like every other error of kabar.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("kabar: ") + e.what() + " (see kabar --help)\n";
+  });
+  app.set_version_flag("--version", std::string("kabar ") + kabar::version());
+  app.set_help_all_flag("--help-all", "Print this help with every command's options and exit");
   app.require_subcommand(1);
   app.fallthrough();  // global flags may follow the subcommand too
   Settings s;
@@ -555,10 +625,13 @@ int main(int argc, char** argv) {
   reg->add_option("JID", reg_jid, "The new account")->required();
   auto* passwd = app.add_subcommand(
       "passwd", "Change the account's password (KABAR_NEW_PASSWORD or a prompt)");
-  std::string send_to, send_text;
-  auto* send = app.add_subcommand("send", "Send one message");
+  std::string send_to;
+  std::vector<std::string> send_words;
+  auto* send = app.add_subcommand(
+      "send", "Send one message: the words after JID, else all of standard input");
   send->add_option("JID", send_to)->required();
-  send->add_option("TEXT", send_text)->required();
+  send->add_option("TEXT", send_words,
+                   "The message; several words form one message, separated by spaces");
   std::string action = "list", roster_jid;
   auto* roster = app.add_subcommand("roster", "List or change the contact list");
   roster->add_option("ACTION", action, "list, add, remove, approve, deny")
@@ -579,6 +652,12 @@ int main(int argc, char** argv) {
                      "Accept every file offered (Jingle file transfer) into this directory");
   listen->add_option("--max-file-size", accept.max_size,
                      "Decline offered files larger than this many bytes (0: no limit)");
+  listen
+      ->add_option("--part-max-age", accept.part_max_age_days,
+                   "Remove unfinished transfers (hidden .part files kept for a resume) older "
+                   "than this many days from the --accept-files directory at start (0: keep)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   std::string sf_to, sf_path;
   SendFileFlags sf_flags;
   auto* sendfile = app.add_subcommand(
@@ -605,6 +684,12 @@ int main(int argc, char** argv) {
                    "never)");
   chat->add_option("--accept-files", chat_dir,
                    "Where accepted files go (default: ~/Downloads, created when needed)");
+  int chat_part_days = 7;
+  chat->add_option("--part-max-age", chat_part_days,
+                   "Remove unfinished transfers (.part files) older than this many days from "
+                   "that directory at start (0: keep)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 
   try {
     app.parse(argc, argv);
@@ -620,7 +705,22 @@ int main(int argc, char** argv) {
   }
   if (int r = make_options(s, "", true, o)) return r;
   if (passwd->parsed()) return run(io, [&]() { return cmd_passwd(io, o); });
-  if (send->parsed()) return run(io, [&]() { return cmd_send(io, o, send_to, send_text); });
+  if (send->parsed()) {
+    std::string text;
+    if (send_words.empty()) {
+      // The message from standard input (a long text, or one from another program), after the
+      // password if that came from standard input too. One final newline is not part of it.
+      if (::isatty(0)) std::fprintf(stderr, "kabar: type the message, then Ctrl-D on a line\n");
+      text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+      if (!text.empty() && text.back() == '\n') text.pop_back();
+      if (!text.empty() && text.back() == '\r') text.pop_back();
+      if (text.empty())
+        return fail(kExitUsage, "no message: give TEXT or pipe it on standard input");
+    } else {
+      for (std::size_t i = 0; i < send_words.size(); ++i) text += (i ? " " : "") + send_words[i];
+    }
+    return run(io, [&]() { return cmd_send(io, o, send_to, text); });
+  }
   if (roster->parsed()) return run(io, [&]() { return cmd_roster(io, o, action, roster_jid); });
   if (status->parsed()) return run(io, [&]() { return cmd_status(io, o, show, status_text); });
   if (listen->parsed())
@@ -631,6 +731,7 @@ int main(int argc, char** argv) {
     o.roster_cache = roster_cache_path(o.jid);
     o.keepalive = std::chrono::seconds(chat_keepalive > 0 ? chat_keepalive : 0);
     if (chat_dir.empty()) chat_dir = env("HOME") + "/Downloads";
+    clean_parts(chat_dir, chat_part_days);
     return run(io, [&]() { return chat_main(io, o, chat_dir); });
   }
   return kExitUsage;

@@ -24,6 +24,7 @@
 #include <string_view>
 
 #include "store/store.h"
+#include "version/version.h"
 #include "xmpp/jid.h"
 #include "xmpp/scram.h"
 
@@ -213,10 +214,17 @@ int run(int argc, char** argv) {
       "bad data dir, ...), 2 on a usage error.");
   app.require_subcommand(1);
 
-  std::string data_dir;
+  // One line, named like every other error of kabarctl.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("kabarctl: ") + e.what() + " (see kabarctl --help)\n";
+  });
+  app.set_version_flag("--version", std::string("kabarctl ") + kabar::version());
+  app.set_help_all_flag("--help-all", "Print this help with every command's options and exit");
+  // The same default as kabard's: both run from the same directory find the same data.
+  std::string data_dir = "data";
   app.add_option("--data-dir", data_dir,
                  "Data directory of kabard, holding kabar.db (created by 'user add' if missing)")
-      ->required();
+      ->capture_default_str();
 
   std::string user_arg;
   std::optional<std::string> password_arg;

@@ -18,6 +18,7 @@
 #include "server/admin_socket.h"
 #include "server/config.h"
 #include "server/server.h"
+#include "version/version.h"
 
 namespace {
 
@@ -120,7 +121,22 @@ int main(int argc, char** argv) {
                  "process may run on)")
       ->check(CLI::Range(1, 256));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default: info)");
-  CLI11_PARSE(app, argc, argv);
+  // One line, named like every other error of kabard.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("kabard: ") + e.what() + " (see kabard --help)\n";
+  });
+  app.set_version_flag("--version", std::string("kabard ") + kabar::version());
+  app.footer(
+      "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the server cannot\n"
+      "start (a port in use, the data directory locked by another kabard), 2 on a\n"
+      "command-line or configuration error.");
+  // Every command-line error (an unknown flag, a missing or bad value) exits 2, as a bad
+  // configuration does; --help and --version exit 0.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("kabard"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

@@ -1,0 +1,94 @@
+"""`kabar` with Debian's Profanity 0.13 (in tmux) on the other side:
+- Profanity asks bob for his presence: `kabar roster` shows the request with how to answer,
+  `kabar roster approve` answers it (Profanity's account then has bob as "to").
+- `kabar sendfile` to Profanity, which has no Jingle file transfer: the file goes by HTTP upload
+  and a link (Profanity shows the link), with the reason said, exit 0.
+
+Run: /usr/bin/python3 test_kabar_profanity.py --kabard PATH --kabarctl PATH
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import client_matrix  # noqa: E402
+import kabartest  # noqa: E402
+from test_client_chat import Tmux  # noqa: E402
+
+STEP = 20
+
+
+def main():
+    args = kabartest.parse_args()
+    R = kabartest.Results("test_kabar_profanity")
+    if shutil.which("profanity") is None or shutil.which("tmux") is None:
+        R.check(False, "profanity and tmux are installed")
+        R.finish()
+    tmp = tempfile.mkdtemp(prefix="kabar-prof2-")
+    tmux = Tmux(tmp)
+    http_port = kabartest.free_port()
+    try:
+        with kabartest.Kabard(args, extra_flags=["--http", f"127.0.0.1:{http_port}"]) as srv:
+            carol_pw = "Carol-Prof-7"
+            srv.add_user("carol", carol_pw)
+            srv.add_user("bob", client_matrix.PASSWORDS["bob"])
+            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
+            bob, carol = f"bob@{srv.domain}", f"carol@{srv.domain}"
+            home = os.path.join(tmp, "prof-home")
+            os.makedirs(home)
+            env = {"HOME": home, "XDG_CONFIG_HOME": os.path.join(home, ".config"),
+                   "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
+                   "TERM": "xterm-256color", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+            tmux.start("prof", "profanity", env)
+            ok, text = tmux.wait("prof", "Profanity", timeout=STEP)
+            R.check(ok, "profanity starts")
+            tmux.keys("prof", f"/connect {carol} server 127.0.0.1 port {srv.port} tls trust")
+            ok, text = tmux.wait("prof", "password:", timeout=STEP)
+            tmux.keys("prof", carol_pw)
+            ok, text = tmux.wait("prof", "logged in successfully", timeout=STEP)
+            if not R.check(ok, "profanity logs in as carol\n" + text):
+                return
+
+            tmux.keys("prof", f"/sub request {bob}")
+            r = None
+            for _ in range(50):  # until kabard has the request (bob is offline: it waits there)
+                r = k.run("roster", user="bob")
+                if carol in r.stdout:
+                    break
+            lines = dict(l.split("\t", 1) for l in r.stdout.splitlines() if "\t" in l)
+            R.check(lines.get(carol) == f"none (asks you: kabar roster approve {carol}, or deny)",
+                    f"bob's roster shows Profanity's request and how to answer: {r.stdout!r}")
+            r = k.run("roster", "approve", carol, user="bob")
+            R.check(r.returncode == 0, f"bob approves carol ({r.stderr.strip()})")
+            r = k.run("roster", user="carol", password=carol_pw)
+            lines = dict(l.split("\t", 1) for l in r.stdout.splitlines() if "\t" in l)
+            R.check(lines.get(bob, "").startswith("to"),
+                    f"carol's roster (Profanity's account) now sees bob's presence: {lines.get(bob)!r}")
+            R.check("asks you" in lines.get(bob, ""), "and bob asked back")
+            tmux.keys("prof", f"/sub allow {bob}")
+
+            src = os.path.join(tmp, "minutes.txt")
+            with open(src, "w") as f:
+                f.write("the minutes of the meeting\n" * 1000)
+            r = k.run("sendfile", carol, src, user="bob", timeout=120)
+            R.check(r.returncode == 0 and "does not support Jingle file transfer" in r.stdout and
+                    "uploaded" in r.stdout,
+                    f"sendfile to Profanity: why, then upload and link, exit 0 "
+                    f"({r.returncode}: {r.stdout.strip()} {r.stderr.strip()})")
+            ok, text = tmux.wait("prof", "/minutes.txt", timeout=5)
+            if not ok:
+                tmux.keys("prof", f"/msg {bob}")
+                ok, text = tmux.wait("prof", "/minutes.txt", timeout=STEP)
+            R.check(ok and f"http://127.0.0.1:{http_port}/" in text.replace("\n", ""),
+                    "Profanity shows the link\n" + text)
+            tmux.keys("prof", "/quit")
+    finally:
+        tmux.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    R.finish()
+
+
+if __name__ == "__main__":
+    main()

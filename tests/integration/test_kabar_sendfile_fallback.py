@@ -1,0 +1,219 @@
+"""`kabar sendfile` to clients that cannot take a file peer to peer, and transfers that stop.
+
+- slixmpp as a client whose disco#info announces no Jingle file transfer: sendfile asks first
+  (XEP-0030), uploads (XEP-0363) and sends the link instead, says why, exits 0; the link carries
+  the same bytes. With --no-upload: exit 1 and the reason, not the "unreachable" 4.
+- slixmpp announcing Jingle file transfer but refusing the offer: the same fallback.
+- kabar to kabar: the sender's Ctrl-C tells the receiver, who says why the transfer stopped and
+  keeps what arrived; sending the same file again resumes from there. Old .part files are
+  removed by `listen --part-max-age`. In a terminal (tmux), the receiver's progress line ends
+  before the line that says why the transfer stopped.
+
+Run: /usr/bin/python3 test_kabar_sendfile_fallback.py --kabard PATH --kabarctl PATH
+"""
+import asyncio
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import client_matrix  # noqa: E402
+import kabartest  # noqa: E402
+from test_client_chat import Tmux  # noqa: E402
+
+import slixmpp  # noqa: E402
+
+STEP = 20.0
+JINGLE_FT = "urn:xmpp:jingle:apps:file-transfer:5"
+
+
+class Peer(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, features=()):
+        super().__init__(jid, password)
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.register_plugin("xep_0030")
+        for f in features:
+            self["xep_0030"].add_feature(f)
+        self.started = asyncio.get_event_loop().create_future()
+        self.messages = []
+        self.add_event_handler("session_start",
+                               lambda e: self.started.done() or self.started.set_result(True))
+        self.add_event_handler("message", lambda m: self.messages.append(m))
+
+
+def fetch(url):
+    u = urllib.parse.urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
+    c.request("GET", u.path)
+    data = c.getresponse().read()
+    c.close()
+    return data
+
+
+def random_file(path, size):
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+async def to_slixmpp(R, srv, k, tmp):
+    pw = "Slix-Secret-9"
+    srv.add_user("dave", pw)
+    srv.add_user("erin", pw)
+    src = os.path.join(tmp, "notes.txt")
+    want = random_file(src, 300_000)
+    for user, features, why in (("dave", (), "does not support Jingle file transfer"),
+                                ("erin", (JINGLE_FT,), "refused the offer")):
+        peer = Peer(f"{user}@{srv.domain}/slix", pw, features)
+        peer.connect(("127.0.0.1", srv.port), force_starttls=True)
+        try:
+            await asyncio.wait_for(asyncio.shield(peer.started), STEP)
+            peer.send_presence()
+            full = f"{user}@{srv.domain}/slix"
+            r = await asyncio.to_thread(k.run, "sendfile", full, src, user="alice")
+            R.check(r.returncode == 0 and why in r.stdout and "uploaded" in r.stdout,
+                    f"sendfile to slixmpp ({user}): says why, uploads, exit 0: "
+                    f"{r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+            deadline = time.monotonic() + STEP
+            while not peer.messages and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            body = peer.messages[0]["body"] if peer.messages else ""
+            R.check(body.startswith("http://") and
+                    hashlib.sha256(await asyncio.to_thread(fetch, body)).hexdigest() == want,
+                    f"{user} (slixmpp) gets a link to the same bytes: {body!r}")
+            r = await asyncio.to_thread(k.run, "sendfile", "--no-upload", full, src, user="alice")
+            R.check(r.returncode == 1 and why in r.stderr and "--no-upload" in r.stderr,
+                    f"with --no-upload: exit 1 and why ({r.returncode}: {r.stderr.strip()})")
+        finally:
+            peer.disconnect()
+            await asyncio.sleep(0.2)
+
+
+def stop_and_resume(R, srv, k, tmp):
+    inbox = os.path.join(tmp, "bob-in")
+    os.makedirs(inbox)
+    # An abandoned part from long ago, and a recent one.
+    old = os.path.join(inbox, ".old.bin.0123456789abcdef01234567.part")
+    new = os.path.join(inbox, ".new.bin.89abcdef0123456789abcdef.part")
+    for p in (old, new):
+        with open(p, "wb") as f:
+            f.write(b"x" * 100)
+    past = time.time() - 10 * 86400
+    os.utime(old, (past, past))
+    li = k.listen("bob", "--accept-files", inbox, "--part-max-age", "7")
+    try:
+        R.check(li.wait(lambda e: e.get("type") == "ready") is not None, "bob listens")
+        R.check(not os.path.exists(old) and os.path.exists(new),
+                "listen --part-max-age 7 removed the 10-day-old .part, kept the recent one")
+        src = os.path.join(tmp, "big.bin")
+        size = 24 * 1024 * 1024
+        want = random_file(src, size)
+        full = None
+        ev = li.wait(lambda e: e.get("type") == "ready")
+        full = ev.get("jid") if ev else f"bob@{srv.domain}"
+        # In-band (no SOCKS5): slow enough to stop halfway.
+        sender = subprocess.Popen([k.binary, "sendfile", "--no-direct", "--no-proxy", full, src],
+                                  env=k.env("alice"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        part, got = None, 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and got < 1024 * 1024:
+            parts = [n for n in os.listdir(inbox) if n.startswith(".big.bin.") and n.endswith(".part")]
+            if parts:
+                part = os.path.join(inbox, parts[0])
+                got = os.path.getsize(part)
+            time.sleep(0.02)
+        R.check(part is not None and 0 < got < size, f"the transfer is under way ({got} bytes)")
+        sender.send_signal(signal.SIGINT)
+        out, err = sender.communicate(timeout=30)
+        R.check(sender.returncode != 0 and "stopped" in err and "resumes" in err,
+                f"the sender's Ctrl-C: it says it stopped ({sender.returncode}: {err.strip()})")
+        ev = li.wait(lambda e: e.get("type") == "file-error", timeout=STEP)
+        R.check(ev is not None and "the sender cancelled it after" in ev.get("error", "") and
+                "the same file sent again resumes" in ev.get("error", ""),
+                f"the receiver says the sender cancelled it: {ev}")
+        kept = os.path.getsize(part) if part and os.path.exists(part) else 0
+        R.check(kept > 0, f"the receiver kept {kept} bytes in its .part file")
+        r = k.run("sendfile", full, src, user="alice", timeout=240)
+        R.check(r.returncode == 0 and "resumed at byte" in r.stdout,
+                f"sending again resumes ({r.stdout.strip()} {r.stderr.strip()})")
+        ev = li.wait(lambda e: e.get("type") == "file", timeout=STEP)
+        R.check(ev is not None and ev.get("sha256") == want and int(ev.get("resumed_from", 0)) > 0,
+                f"bob has the whole file, resumed from {ev and ev.get('resumed_from')}")
+        R.check(not os.path.exists(part), "and no .part is left")
+    finally:
+        li.stop()
+
+
+def stopped_in_a_terminal(R, srv, k, tmp):
+    inbox = os.path.join(tmp, "bob-tty-in")
+    os.makedirs(inbox)
+    tmux = Tmux(tmp)
+    try:
+        e = {kk: v for kk, v in k.env("bob").items()
+             if kk.startswith("KABAR_") or kk in ("HOME", "PATH")}
+        e["LANG"] = "C.UTF-8"
+        tmux.start("bob", f"{k.binary} listen --accept-files {inbox}", e)
+        ok, text = tmux.wait("bob", "listening as ")
+        R.check(ok, "bob listens in a terminal\n" + text)
+        full = text[text.index("listening as ") + len("listening as "):].split()[0]
+        src = os.path.join(tmp, "tty.bin")
+        random_file(src, 24 * 1024 * 1024)
+        sender = subprocess.Popen([k.binary, "sendfile", "--no-direct", "--no-proxy", full, src],
+                                  env=k.env("alice"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        ok, text = tmux.wait("bob", "tty.bin [", timeout=30)  # the progress bar is drawn
+        R.check(ok, "bob's progress bar is drawn\n" + text)
+        sender.send_signal(signal.SIGINT)
+        sender.communicate(timeout=30)
+        ok, text = tmux.wait("bob", "the sender cancelled it after")
+        lines = [l for l in text.splitlines() if "the sender cancelled it" in l]
+        R.check(ok and len(lines) == 1 and lines[0].startswith("file from alice@"),
+                "the reason is a line of its own, not appended to the progress line\n" + text)
+        bars = [l for l in text.splitlines() if "tty.bin [" in l]
+        R.check(len(bars) == 1 and "cancelled" not in bars[0],
+                "the progress line ended where the transfer stopped\n" + text)
+    finally:
+        tmux.kill()
+
+
+def main():
+    args = kabartest.parse_args()
+    R = kabartest.Results("test_kabar_sendfile_fallback")
+    logging.basicConfig(level=logging.CRITICAL)
+    tmp = tempfile.mkdtemp(prefix="kabar-fallback-")
+    http_port = kabartest.free_port()
+    try:
+        with kabartest.Kabard(args, extra_flags=["--http", f"127.0.0.1:{http_port}"]) as srv:
+            for user, pw in client_matrix.PASSWORDS.items():
+                srv.add_user(user, pw)
+            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(asyncio.wait_for(to_slixmpp(R, srv, k, tmp), 120))
+            except Exception as e:  # noqa: BLE001
+                R.check(False, f"the slixmpp part finished ({type(e).__name__}: {e})")
+            finally:
+                kabartest.shutdown_loop(loop)
+            R.section(stop_and_resume)(R, srv, k, tmp)
+            R.section(stopped_in_a_terminal)(R, srv, k, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    R.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -226,8 +226,8 @@ def kills(args):
             stop = threading.Event()
             last = round_no == KILLS
             limit = alice.next + 300 if last else None
-            tb = threading.Thread(target=bob.run, args=(stop,))
-            ta = threading.Thread(target=alice.run, args=(limit, stop))
+            tb = threading.Thread(target=bob.run, args=(stop,), daemon=True)
+            ta = threading.Thread(target=alice.run, args=(limit, stop), daemon=True)
             tb.start()
             ta.start()
             if last:

@@ -89,7 +89,7 @@ bool Bench::on_piece(int slot, Piece kind, std::string_view el) {
     }
     c.authed = true;
     start_stream(slot);  // RFC 6120 §6.4.6: restart; the scanner level is back to 0
-  } else if (name == "r" && c.sm_on) {
+  } else if (name == "r" && c.sm_on && c.st != St::kClosing) {
     // XEP-0198 §4: answered at once with the count of stanzas received.
     ++sm_requests_;
     send(slot, "<a xmlns='urn:xmpp:sm:3' h='" + std::to_string(c.sm_in) + "'/>");

@@ -52,6 +52,7 @@ class Server:
         self.ladder = next((r for r in mine if r.get("scenario") == "throughput" and
                             r.get("summary")), None)
         self.perf = next((r for r in mine if r.get("scenario") == "perf" and "step" in r), None)
+        self.sm_steps = [r for r in mine if r.get("scenario") == "sm" and "step" in r]
         self.logins = next((r for r in mine if r.get("scenario") == "logins"), None)
         self.presence = next((r for r in mine if r.get("scenario") == "presence"), None)
         self.memory = {r.get("tls"): r for r in mine if r.get("scenario") == "memory"}
@@ -82,6 +83,13 @@ class Server:
         if not self.steps:
             return None
         return min(self.steps, key=lambda s: abs(s["offered"] - rate))
+
+    def sm_best(self):
+        ok = [s for s in self.sm_steps if s.get("pass")]
+        return max(ok, key=lambda s: s["delivered_per_s"]) if ok else None
+
+    def sm_at(self, rate):
+        return next((s for s in self.sm_steps if s["offered"] == rate), None)
 
     def mem(self, tls):
         r = self.memory.get(tls)
@@ -277,6 +285,42 @@ def main():
     w("The floor offers only SASL PLAIN, so its login figures are PLAIN logins; it has no rosters "
       "or presence and is not run in the presence scenario.")
     w("")
+
+    sm_present = [n for n in present if S[n].sm_steps]
+    if sm_present:
+        w("## Stream management (the sm scenario)")
+        w("")
+        w("The throughput ladder again with XEP-0198 enabled on every connection and an ack "
+          "requested after every 5 messages sent (what Conversations does). kabard acknowledges a "
+          "message only once it is durable (committed to its message log, in group commits); "
+          "Prosody (mod_smacks) and ejabberd (mod_stream_mgmt) acknowledge what they have "
+          "handled in memory. The floor has no stream management: its figures are its plain "
+          "ladder, run again in this scenario as the reference.")
+        w("")
+        w("| | " + " | ".join(NAMES[n] for n in sm_present) + " |")
+        w("|---|" + "---|" * len(sm_present))
+
+        def smrow(label, fn, digits=0):
+            w(f"| {label} | " + " | ".join(fmt(fn(S[n]), digits) for n in sm_present) + " |")
+
+        smrow("max sustained delivered msg/s", lambda s: s.sm_best() and
+              s.sm_best()["delivered_per_s"])
+        smrow("msgs per server CPU-second at that max", lambda s: s.per_cpu(s.sm_best()))
+        for rate in sorted({r["offered"] for n in sm_present for r in S[n].sm_steps}):
+            smrow(f"msgs per server CPU-second at {rate:,.0f} msg/s offered",
+                  lambda s, r=rate: s.per_cpu(s.sm_at(r)))
+            smrow(f"p99 latency at {rate:,.0f} msg/s (ms)",
+                  lambda s, r=rate: s.sm_at(r) and s.sm_at(r)["p99_ms"], 2)
+        smrow("msgs per server CPU-second at 4,000 msg/s without stream management",
+              lambda s: s.per_cpu(s.at_rate(4000)))
+        if "kabard" in sm_present:
+            for n in sm_present:
+                if n == "kabard":
+                    continue
+                for rate in sorted({r["offered"] for r in k.sm_steps}):
+                    w(f"- kabard / {NAMES[n]} at {rate:,.0f} msg/s, msgs per CPU-second: "
+                      f"{ratio(k.per_cpu(k.sm_at(rate)), S[n].per_cpu(S[n].sm_at(rate)))}")
+        w("")
 
     w("## kabard's ratios")
     w("")

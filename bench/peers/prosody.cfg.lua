@@ -19,7 +19,8 @@ s2s_ports = { }
 component_ports = { }
 http_ports = { }
 https_ports = { }
-modules_enabled = { "roster", "saslauth", "tls", "disco", "register", "ping", "posix" }
+-- smacks: XEP-0198 for the sm scenario (clients that do not enable it do not pay for it).
+modules_enabled = { "roster", "saslauth", "tls", "disco", "register", "ping", "posix", "smacks" }
 modules_disabled = { "s2s", "offline" }
 authentication = "internal_hashed"
 default_iteration_count = 4096

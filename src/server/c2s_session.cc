@@ -213,6 +213,56 @@ void C2sSession::enable_sm(bool resumable, std::int64_t resume_window_ms) {
   since_request_ = 0;
   last_request_ms_ = server_.now_ms();
   out_.start_counting();
+  logs_messages_.store(true, std::memory_order_relaxed);
+}
+
+std::function<void(bool)> C2sSession::durable_later() {
+  // The stanza being handled is counted once its handling returns (handled_in()).
+  const std::uint32_t index = handled_in_ + 1;
+  if (!pending_commits_.empty() && pending_commits_.back().index == index) {
+    ++pending_commits_.back().count;
+  } else {
+    pending_commits_.push_back(PendingCommit{index, 1});
+  }
+  return [self = shared_from_this(), index](bool ok) {
+    asio::post(*self->shard_.io, [self, index, ok] { self->committed(index, ok); });
+  };
+}
+
+void C2sSession::committed(std::uint32_t index, bool ok) {
+  if (handed_over_) {
+    // Resumed on another stream, which took the waiting commits with the rest.
+    if (auto next = successor_.lock()) {
+      asio::post(*next->shard_.io, [next, index, ok] { next->committed(index, ok); });
+    }
+    return;
+  }
+  for (auto it = pending_commits_.begin(); it != pending_commits_.end(); ++it) {
+    if (it->index != index) continue;
+    if (--it->count == 0) pending_commits_.erase(it);
+    break;
+  }
+  if (!ok) {
+    // Not durable, so never acknowledged: the client sends it again on its next stream.
+    stream_error("internal-server-error", "a message could not be stored");
+    return;
+  }
+  pay_owed_ack();
+}
+
+void C2sSession::answer_ack_request() {
+  ack_owed_ = true;
+  ack_target_ = handled_in_;
+  pay_owed_ack();
+}
+
+void C2sSession::pay_owed_ack() {
+  if (!ack_owed_ || closing_) return;
+  const std::uint32_t h = durable_h();
+  // Modulo 2^32 (XEP-0198 §4): h has reached the target when the difference is "positive".
+  if (static_cast<std::int32_t>(h - ack_target_) < 0) return;
+  ack_owed_ = false;
+  send_nonza("<a xmlns='urn:xmpp:sm:3' h='" + std::to_string(h) + "'/>");
 }
 
 bool C2sSession::ack(std::uint32_t h) {
@@ -307,6 +357,8 @@ std::optional<C2sSession::Resumption> C2sSession::hand_over(const SessionPtr& su
   r.out = std::move(out_);
   out_ = OutQueue();
   r.handled_in = handled_in_;
+  for (const PendingCommit& p : pending_commits_) r.pending_commits.emplace_back(p.index, p.count);
+  pending_commits_.clear();
   r.resumable = resumable_;
   r.resume_window_ms = resume_window_ms_;
   server_.rebind(*this, successor);
@@ -327,7 +379,11 @@ bool C2sSession::adopt(Resumption r, std::uint32_t h, std::string resumed) {
   ext_ = std::move(r.ext);
   out_ = std::move(r.out);
   handled_in_ = r.handled_in;
+  for (const auto& [index, count] : r.pending_commits) {
+    pending_commits_.push_back(PendingCommit{index, count});
+  }
   sm_ = true;
+  logs_messages_.store(true, std::memory_order_relaxed);
   resumable_ = r.resumable;
   resume_window_ms_ = r.resume_window_ms;
   since_request_ = 0;
@@ -789,6 +845,18 @@ void C2sSession::send_raw(std::string data, std::function<void()> on_written) {
   e.on_written = std::move(on_written);
   if (!on_own_shard()) {
     // From another shard: serialized there, queued here (ARCHITECTURE.md: a post to the shard).
+    post_enqueue(std::move(e));
+    return;
+  }
+  enqueue(std::move(e));
+}
+
+void C2sSession::send_logged(std::string data, std::function<void()> on_delivered) {
+  OutQueue::Entry e;
+  e.own = std::move(data);
+  e.on_written = std::move(on_delivered);
+  e.reroute = true;
+  if (!on_own_shard()) {
     post_enqueue(std::move(e));
     return;
   }

@@ -75,6 +75,33 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   std::uint32_t handled_in() const { return handled_in_; }
   // Queues stream-level bytes (not a stanza: never counted nor resent).
   void send_nonza(std::string bytes) { send_stream_level(std::move(bytes)); }
+
+  // --- Acknowledged means durable (store/message_log.h). An <a h/> counts a stanza only once
+  // its effects are durable: a message it sent to an online recipient is committed to the
+  // message log first. Any shard may ask whether messages to this session are logged (it uses
+  // stream management, so it acknowledges them itself).
+  bool logs_messages() const { return logs_messages_.load(std::memory_order_relaxed); }
+  // On this session's shard, while it handles a stanza: an effect of that stanza (a message
+  // logged) is not durable yet. The function returned (any thread, once) reports its commit;
+  // `ok` false, the commit failed and the stream ends (the client sends it again elsewhere).
+  std::function<void(bool ok)> durable_later();
+  // Stanzas received whose handling is over and durable: handled_in() less those waiting for
+  // a commit (and everything after the first of them).
+  std::uint32_t durable_h() const {
+    return pending_commits_.empty() ? handled_in_ : pending_commits_.front().index - 1;
+  }
+  // XEP-0198 §4: an <r/> is answered with durable_h() once it covers every stanza handled when
+  // it came (at once when nothing waits for a commit).
+  void answer_ack_request();
+  // XEP-0198 §4: asks the client for an ack now when stream management is on and stanzas wait
+  // unacknowledged (offline delivery asks after each batch: the next follows the ack).
+  void ask_for_ack() {
+    if (sm_ && !closing_ && !detached_ && out_.unacked() > 0) request_ack();
+  }
+  // Queues a message logged in flight: `on_delivered` runs once its delivery is certain (written
+  // without stream management, acknowledged with it); undelivered, it is routed again first
+  // (OutQueue::Entry::reroute).
+  void send_logged(std::string data, std::function<void()> on_delivered);
   // Stanzas of a session that is over which the client never acknowledged (those of a
   // connection that failed included) or, without stream management, that were never written,
   // in order, their callbacks not run. Once, at its end (Server::session_closed() routes them
@@ -99,6 +126,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
     SessionExt ext;
     OutQueue out;
     std::uint32_t handled_in = 0;
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> pending_commits;  // index, count
     bool resumable = false;
     std::int64_t resume_window_ms = 0;
   };
@@ -292,6 +320,18 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   bool resuming_ = false;     // begin_resume(): writes wait in held_
   bool handed_over_ = false;  // hand_over(): what is sent here goes to successor_
   std::uint32_t handled_in_ = 0;
+  std::atomic<bool> logs_messages_{false};  // logs_messages()
+  // Stanzas (by their count, handled_in_ once handled) with effects not committed yet, in
+  // order, with how many commits each waits for.
+  struct PendingCommit {
+    std::uint32_t index;
+    std::uint32_t count;
+  };
+  std::vector<PendingCommit> pending_commits_;
+  bool ack_owed_ = false;  // an <r/> waits for durable_h() to reach ack_target_
+  std::uint32_t ack_target_ = 0;
+  void committed(std::uint32_t index, bool ok);
+  void pay_owed_ack();
   std::uint32_t since_request_ = 0;  // stanzas queued since our last <r/>
   std::int64_t last_request_ms_ = 0;
   std::int64_t resume_window_ms_ = 0;

@@ -21,6 +21,65 @@
 
 namespace kabar::server {
 
+namespace {
+
+// `stanza` (one serialized element) with a XEP-0203 <delay/> as its last child, put in as text:
+// the message log stores what a message would be as an offline message, on the store's thread,
+// without parsing it.
+std::string with_delay(std::string stanza, const std::string& domain, std::int64_t stamp_ms) {
+  std::string delay = "<delay xmlns='urn:xmpp:delay' from='";
+  xml::escape_attr(domain, delay);
+  delay += "' stamp='" + xmpp::format_datetime(stamp_ms) + "'>Offline Storage</delay>";
+  std::size_t end = stanza.size();
+  while (end > 0 && (stanza[end - 1] == ' ' || stanza[end - 1] == '\n' || stanza[end - 1] == '\r' ||
+                     stanza[end - 1] == '\t')) {
+    --end;
+  }
+  stanza.resize(end);
+  if (end >= 2 && stanza.compare(end - 2, 2, "/>") == 0) {
+    // An empty element: it gets content and an end tag with its qualified name.
+    std::size_t name_end = 1;
+    while (name_end < stanza.size() && stanza[name_end] != ' ' && stanza[name_end] != '/' &&
+           stanza[name_end] != '>' && stanza[name_end] != '\t' && stanza[name_end] != '\n' &&
+           stanza[name_end] != '\r') {
+      ++name_end;
+    }
+    const std::string name = stanza.substr(1, name_end - 1);
+    stanza.resize(end - 2);
+    stanza += '>';
+    stanza += delay;
+    stanza += "</" + name + ">";
+    return stanza;
+  }
+  const std::size_t close = stanza.rfind("</");
+  if (close == std::string::npos) return stanza;
+  stanza.insert(close, delay);
+  return stanza;
+}
+
+// How long the message log gathers operations before a batch is committed.
+constexpr int kLogGatherMs = 2;
+
+// Set on a shard's thread when an ack lets logged messages go (Server::take_log_removals()).
+thread_local bool t_log_removals = false;
+
+// A message logged in flight, held by its entry in the recipient's queue: delivered, its record
+// goes; dropped without delivery (the entry destroyed), it becomes an offline message.
+struct LoggedDelivery {
+  std::shared_ptr<store::MessageLog> log;
+  std::shared_ptr<store::LogRecord> rec;
+  bool delivered = false;
+  LoggedDelivery(std::shared_ptr<store::MessageLog> l, std::shared_ptr<store::LogRecord> r)
+      : log(std::move(l)), rec(std::move(r)) {}
+  LoggedDelivery(const LoggedDelivery&) = delete;
+  LoggedDelivery& operator=(const LoggedDelivery&) = delete;
+  ~LoggedDelivery() {
+    if (!delivered) log->release(std::move(rec));
+  }
+};
+
+}  // namespace
+
 namespace ns = xmpp::ns;
 using asio::ip::tcp;
 
@@ -39,6 +98,23 @@ Server::Server(asio::io_context& io, Config cfg)
               static_cast<std::size_t>(cfg_.unauthenticated_per_address)) {
   unknown_user_ = xmpp::make_credentials(xmpp::ScramHash::kSha256, xmpp::random_bytes(16),
                                          cfg_.scram_iterations);
+  log_ = std::make_shared<store::MessageLog>(
+      [this] {
+        db_pending_.fetch_add(1, std::memory_order_acq_rel);
+        // The batch gathers for kLogGatherMs before it runs: every commit writes whole pages to
+        // the WAL, so a few messages per transaction instead of one cost far less, and a message
+        // acknowledged within the window is never written. The sender's ack waits that much
+        // longer.
+        auto timer = std::make_shared<asio::steady_timer>(store_pool_.get_executor(),
+                                                          std::chrono::milliseconds(kLogGatherMs));
+        timer->async_wait([this, timer](const boost::system::error_code&) {
+          if (auto error = log_->run(*store_)) spdlog::error("store: message log: {}", *error);
+          db_pending_.fetch_sub(1, std::memory_order_acq_rel);
+        });
+      },
+      [domain = cfg_.domain](std::string stanza, std::int64_t stamp_ms) {
+        return with_delay(std::move(stanza), domain, stamp_ms);
+      });
   registry_.modules_ = make_modules();
   ModuleContext ctx(*this, registry_);
   for (auto& m : registry_.modules_) m->setup(ctx);
@@ -46,6 +122,8 @@ Server::Server(asio::io_context& io, Config cfg)
 
 Server::~Server() {
   join();
+  // What is still in flight stays so; the next start makes it offline messages.
+  log_->close();
   store_pool_.join();
 }
 
@@ -124,6 +202,15 @@ void Server::start() {
     }
     spdlog::info("store: SQLite in {} (schema version {})", cfg_.data_dir.string(),
                  store_->schema_version());
+    // Messages logged in flight when kabard last stopped without settling them (a crash):
+    // their delivery is not certain, so they are offline messages now.
+    try {
+      if (const std::size_t n = store_->release_in_flight(); n > 0) {
+        spdlog::info("store: {} messages in flight at the last stop are offline messages now", n);
+      }
+    } catch (const store::StoreError& e) {
+      throw std::runtime_error(std::string("cannot open the store: ") + e.what());
+    }
   }
   setup_tls();
   const unsigned wanted = cfg_.threads > 0 ? static_cast<unsigned>(cfg_.threads) : usable_cpus();
@@ -599,9 +686,14 @@ awaitable<void> Server::deliver(xml::Element stanza, SessionPtr from) {
   if (co_await run_hooks(Hook::kMessageIn, from, stanza)) co_return;
   auto to = xmpp::Jid::parse(stanza.attr("to"));
   if (!to) co_return;
+  // The sender's bare JID, for the message log's records.
+  auto sender_of = [&stanza] {
+    auto j = xmpp::Jid::parse(stanza.attr("from"));
+    return j ? j->bare_str() : std::string();
+  };
   if (!to->is_bare()) {
     if (auto s = bound_session(*to)) {
-      send_to(s, stanza);
+      send_message(s, xml::serialize(stanza, ns::kClient), from.get(), sender_of());
       if (from) from->sent_to(*s);
       co_return;
     }
@@ -622,8 +714,9 @@ awaitable<void> Server::deliver(xml::Element stanza, SessionPtr from) {
   std::vector<SessionPtr> targets = message_targets(*to, type);
   if (!targets.empty()) {
     std::string bytes = xml::serialize(stanza, ns::kClient);
+    const std::string sender = sender_of();
     for (auto& s : targets) {
-      s->send_raw(bytes);
+      send_message(s, bytes, from.get(), sender);
       if (from) from->sent_to(*s);  // a congested recipient holds back the sender's reads
     }
     co_return;
@@ -739,12 +832,23 @@ namespace {
 // Hands `bytes` to each target, the last (usually the only) one taking them; empties `targets`
 // so that no session is kept alive by it.
 // `from` stops reading while any of them is congested (C2sSession::sent_to()).
-void send_to_all(std::vector<SessionPtr>& targets, std::string bytes, C2sSession& from) {
+void send_to_all(Server& server, std::vector<SessionPtr>& targets, std::string bytes,
+                 C2sSession& from) {
+  // With stream management on either side the message is logged too (Server::send_message()).
+  const bool sm = from.sm_enabled();
   for (std::size_t i = 0; i + 1 < targets.size(); ++i) {
-    targets[i]->send_raw(bytes);
+    if (sm || targets[i]->logs_messages()) [[unlikely]] {
+      server.send_message(targets[i], bytes, &from, {});
+    } else {
+      targets[i]->send_raw(bytes);
+    }
     from.sent_to(*targets[i]);
   }
-  targets.back()->send_raw(std::move(bytes));
+  if (sm || targets.back()->logs_messages()) [[unlikely]] {
+    server.send_message(targets.back(), std::move(bytes), &from, {});
+  } else {
+    targets.back()->send_raw(std::move(bytes));
+  }
   from.sent_to(*targets.back());
   targets.clear();
 }
@@ -764,10 +868,10 @@ bool Server::route_message_now(C2sSession& from, xml::Element& stanza, std::stri
   }
   // A 'from' the client put there is replaced (RFC 6120 §8.1.2.1): that takes the element.
   if (!received.empty() && received.front() == '<' && !stanza.has_attr("from")) {
-    send_to_all(targets, with_from(received, from), from);
+    send_to_all(*this, targets, with_from(received, from), from);
   } else {
     stanza.set_attr("from", from.jid_str());
-    send_to_all(targets, xml::serialize(stanza, ns::kClient), from);
+    send_to_all(*this, targets, xml::serialize(stanza, ns::kClient), from);
   }
   return true;
 }
@@ -777,8 +881,56 @@ bool Server::forward_message_now(C2sSession& from, std::string_view to, std::str
   if (received.empty() || received.front() != '<') return false;
   std::vector<SessionPtr>& targets = instant_targets_buffer();
   if (!instant_targets(from.username(), to, type, targets)) return false;
-  send_to_all(targets, with_from(received, from), from);
+  send_to_all(*this, targets, with_from(received, from), from);
   return true;
+}
+
+void Server::send_message(const SessionPtr& to, std::string bytes, C2sSession* from,
+                          std::string_view sender_bare) {
+  const bool from_sm = from != nullptr && from->sm_enabled();
+  if (!from_sm && !to->logs_messages()) {
+    to->send_raw(std::move(bytes));
+    return;
+  }
+  // Logged in flight (store/message_log.h) and queued at once: the recipient gets the bytes
+  // without waiting for the store; the record goes once its delivery is certain (written to a
+  // client without stream management, acknowledged by one with it), and a crash before that
+  // leaves it an offline message. The sender's <a h/> counts the message once it is committed.
+  auto rec = std::make_shared<store::LogRecord>();
+  rec->username = to->username();  // fixed before the session was bound
+  std::string sender(sender_bare);
+  if (sender.empty() && from != nullptr) sender = from->jid().bare_str();
+  log_->add(rec, std::move(sender), bytes, now_ms(),
+            from_sm ? from->durable_later() : store::MessageLog::Done());
+  auto held = std::make_shared<LoggedDelivery>(log_, std::move(rec));
+  to->send_logged(std::move(bytes), [held = std::move(held)] {
+    held->delivered = true;
+    held->log->remove(held->rec);
+    t_log_removals = true;
+  });
+}
+
+void Server::delete_delivered_offline(const std::string& user, std::int64_t id) {
+  auto rec = std::make_shared<store::LogRecord>();
+  rec->username = user;
+  rec->id = id;
+  log_->remove(std::move(rec));
+  t_log_removals = true;
+}
+
+bool Server::take_log_removals() { return std::exchange(t_log_removals, false); }
+
+awaitable<bool> Server::log_committed() {
+  // As in db(): the initiation holds only a pointer (GCC 12 relocates it bytewise).
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(bool)>(
+      [this](auto handler) {
+        auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        log_->barrier([h, io_ex, work = asio::make_work_guard(io_ex)](bool ok) mutable {
+          asio::post(io_ex, [h, ok]() mutable { std::move (*h)(ok); });
+        });
+      },
+      asio::use_awaitable);
 }
 
 awaitable<void> Server::on_shard0(awaitable<void> work) {

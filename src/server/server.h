@@ -36,6 +36,7 @@
 #include "server/core/cpu_pool.h"
 #include "server/core/module.h"
 #include "server/unauthenticated.h"
+#include "store/message_log.h"
 #include "store/store.h"
 #include "xml/element.h"
 #include "xmpp/jid.h"
@@ -197,6 +198,22 @@ class Server {
 
   // Sends a stanza to one session (serialized once).
   static void send_to(const SessionPtr& s, const xml::Element& stanza);
+  // Queues a message (serialized: `bytes`) for `to`; `from` is the local sending session on this
+  // shard, or null. Where either side uses stream management the message is also logged in
+  // flight (store/message_log.h) until its delivery is certain, and the sender's acks wait for
+  // the log's commit; otherwise the bytes are queued and nothing else happens (the fast path).
+  void send_message(const SessionPtr& to, std::string bytes, C2sSession* from,
+                    std::string_view sender_bare);
+  // An offline message of `user` whose delivery is certain: deleted in the log's next group
+  // commit (what log_committed() waits for).
+  void delete_delivered_offline(const std::string& user, std::int64_t id);
+  // Resumes once everything logged so far is committed (false: the commit failed).
+  awaitable<bool> log_committed();
+  // On the shard's thread: whether an ack since the last call let logged messages go (the
+  // caller waits for log_committed() before it goes on, so that an answered <r/> means the
+  // acknowledged messages will not come again after a crash).
+  static bool take_log_removals();
+  const store::MessageLog& message_log() const { return *log_; }
   // Answers `stanza` to its local sender with a cancel-type stanza error (never for errors).
   void bounce(const xml::Element& stanza, std::string_view condition);
 
@@ -225,6 +242,8 @@ class Server {
   asio::thread_pool store_pool_{1};
   CpuPool cpu_{2};
   std::unique_ptr<store::Store> store_;
+  // Shared with the deliveries it tracks, which may outlive the server at exit.
+  std::shared_ptr<store::MessageLog> log_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<std::unique_ptr<Shard>> shards_;
   net::ShardRing ring_;        // round robin over the shards (accepts run on shard 0)

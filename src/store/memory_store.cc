@@ -38,6 +38,8 @@ class MemoryStore final : public Store {
     rosters_.erase(std::string(username));
     versions_.erase(std::string(username));
     offline_.erase(std::string(username));
+    std::erase_if(in_flight_,
+                  [username](const auto& kv) { return kv.second.username == username; });
     vcards_.erase(std::string(username));
     last_.erase(std::string(username));
     blocklists_.erase(std::string(username));
@@ -180,6 +182,35 @@ class MemoryStore final : public Store {
     return n;
   }
 
+  void log_in_flight(std::vector<InFlightMessage>& added,
+                     const std::vector<InFlightChange>& changed) override {
+    for (InFlightMessage& m : added) {
+      m.id = ++last_offline_id_;
+      if (m.offline) {
+        to_offline(m);
+      } else {
+        in_flight_.emplace(m.id, m);
+      }
+    }
+    for (const InFlightChange& c : changed) {
+      auto it = in_flight_.find(c.id);
+      if (it == in_flight_.end() || it->second.username != c.username) {
+        // An offline message delivered is removed the same way.
+        if (!c.to_offline) delete_offline(c.username, {c.id});
+        continue;
+      }
+      if (c.to_offline) to_offline(it->second);
+      in_flight_.erase(it);
+    }
+  }
+
+  std::size_t release_in_flight() override {
+    const std::size_t n = in_flight_.size();
+    for (auto& [id, m] : in_flight_) to_offline(m);
+    in_flight_.clear();
+    return n;
+  }
+
   // vcard-temp and last activity.
 
   std::optional<std::string> vcard(std::string_view username) override {
@@ -258,6 +289,14 @@ class MemoryStore final : public Store {
     return last_version_;
   }
 
+  // A message in flight joins its account's queue, in id order.
+  void to_offline(const InFlightMessage& m) {
+    auto& queue = offline_[m.username];
+    auto at = std::find_if(queue.begin(), queue.end(),
+                           [&m](const OfflineMessage& o) { return o.id > m.id; });
+    queue.insert(at, OfflineMessage{m.id, m.stanza, m.stamp_ms, m.sender});
+  }
+
   template <typename V>
   using ByName = std::map<std::string, V, std::less<>>;
 
@@ -265,6 +304,7 @@ class MemoryStore final : public Store {
   ByName<ByName<RosterItem>> rosters_;  // sorted by contact, as SqliteStore returns them
   ByName<std::int64_t> versions_;
   ByName<std::vector<OfflineMessage>> offline_;
+  std::map<std::int64_t, InFlightMessage> in_flight_;  // by id
   ByName<std::string> vcards_;
   ByName<LastActivity> last_;
   ByName<std::set<std::string>> blocklists_;  // never holds an empty set

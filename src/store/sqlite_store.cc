@@ -445,7 +445,7 @@ class SqliteStore final : public Store {
   // Offline messages.
 
   std::size_t offline_count(std::string_view username) override {
-    Query q = query("SELECT count(*) FROM offline WHERE username = ?1");
+    Query q = query("SELECT count(*) FROM offline WHERE username = ?1 AND stamp_ms >= 0");
     q.bind(1, username);
     q.step();
     return static_cast<std::size_t>(q.int64(0));
@@ -461,7 +461,9 @@ class SqliteStore final : public Store {
     std::size_t count = 0;
     std::size_t bytes = 0;
     {
-      Query q = query("SELECT count(*), coalesce(sum(bytes), 0) FROM offline WHERE username = ?1");
+      Query q = query(
+          "SELECT count(*), coalesce(sum(bytes), 0) FROM offline WHERE username = ?1 "
+          "AND stamp_ms >= 0");
       q.bind(1, username);
       q.step();
       count = static_cast<std::size_t>(q.int64(0));
@@ -476,7 +478,9 @@ class SqliteStore final : public Store {
       return r;
     }
     if (limits.per_sender != SIZE_MAX) {
-      Query q = query("SELECT count(*) FROM offline WHERE username = ?1 AND sender = ?2");
+      Query q = query(
+          "SELECT count(*) FROM offline WHERE username = ?1 AND sender = ?2 "
+          "AND stamp_ms >= 0");
       q.bind(1, username).bind(2, sender);
       q.step();
       if (static_cast<std::size_t>(q.int64(0)) >= limits.per_sender) {
@@ -501,8 +505,9 @@ class SqliteStore final : public Store {
   }
 
   std::vector<OfflineMessage> offline_messages(std::string_view username) override {
-    Query q =
-        query("SELECT id, stanza, stamp_ms, sender FROM offline WHERE username = ?1 ORDER BY id");
+    Query q = query(
+        "SELECT id, stanza, stamp_ms, sender FROM offline WHERE username = ?1 AND stamp_ms >= 0 "
+        "ORDER BY id");
     q.bind(1, username);
     std::vector<OfflineMessage> out;
     while (q.step()) {
@@ -518,7 +523,7 @@ class SqliteStore final : public Store {
     const auto max = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
     Query q = query(
         "SELECT id, stanza, stamp_ms, sender FROM offline WHERE username = ?1 AND id > ?2 "
-        "ORDER BY id LIMIT ?3");
+        "AND stamp_ms >= 0 ORDER BY id LIMIT ?3");
     q.bind(1, username)
         .bind(2, after_id)
         .bind(3, static_cast<std::int64_t>(std::min(max_count, max)));
@@ -537,7 +542,7 @@ class SqliteStore final : public Store {
     {
       Query q = query(
           "SELECT count(*), coalesce(sum(bytes), 0), coalesce(min(stamp_ms), 0), "
-          "coalesce(max(stamp_ms), 0) FROM offline WHERE username = ?1");
+          "coalesce(max(stamp_ms), 0) FROM offline WHERE username = ?1 AND stamp_ms >= 0");
       q.bind(1, username);
       q.step();
       sum.count = static_cast<std::size_t>(q.int64(0));
@@ -546,7 +551,8 @@ class SqliteStore final : public Store {
       sum.newest_ms = q.int64(3);
     }
     Query q = query(
-        "SELECT sender, count(*) AS n FROM offline WHERE username = ?1 GROUP BY sender "
+        "SELECT sender, count(*) AS n FROM offline WHERE username = ?1 AND stamp_ms >= 0 "
+        "GROUP BY sender "
         "ORDER BY n DESC, sender");
     q.bind(1, username);
     while (q.step()) sum.senders.emplace_back(q.text(0), static_cast<std::size_t>(q.int64(1)));
@@ -567,6 +573,51 @@ class SqliteStore final : public Store {
     Query q = query("DELETE FROM offline WHERE username = ?1");
     q.bind(1, username).run();
     return static_cast<std::size_t>(sqlite3_changes(db_));
+  }
+
+  // Messages in flight are rows of the offline table with a negative stamp_ms, -1 - the stamp:
+  // every query of the offline queue skips them, and making one an offline message is one update
+  // of the row (no schema change: the offline table already holds what a message needs).
+  void log_in_flight(std::vector<InFlightMessage>& added,
+                     const std::vector<InFlightChange>& changed) override {
+    if (added.empty() && changed.empty()) return;
+    Transaction tx(*this);
+    for (InFlightMessage& m : added) {
+      Query q = query(
+          "INSERT INTO offline (username, stanza, stamp_ms, sender, bytes) "
+          "VALUES (?1, ?2, ?3, ?4, ?5)");
+      q.bind(1, m.username)
+          .bind(2, m.stanza)
+          .bind(3, m.offline ? m.stamp_ms : -1 - m.stamp_ms)
+          .bind(4, m.sender)
+          .bind(5, static_cast<std::int64_t>(m.stanza.size()));
+      q.run();
+      m.id = sqlite3_last_insert_rowid(db_);
+    }
+    for (const InFlightChange& c : changed) {
+      if (c.to_offline) {
+        Query q = query(
+            "UPDATE offline SET stamp_ms = -1 - stamp_ms "
+            "WHERE username = ?1 AND id = ?2 AND stamp_ms < 0");
+        q.bind(1, c.username).bind(2, c.id).run();
+      } else {
+        // An offline message delivered is removed the same way (ids are never reused).
+        Query q = query("DELETE FROM offline WHERE username = ?1 AND id = ?2");
+        q.bind(1, c.username).bind(2, c.id).run();
+      }
+    }
+    tx.commit();
+  }
+
+  std::size_t release_in_flight() override {
+    Transaction tx(*this);
+    {
+      Query q = query("UPDATE offline SET stamp_ms = -1 - stamp_ms WHERE stamp_ms < 0");
+      q.run();
+    }
+    const auto n = static_cast<std::size_t>(sqlite3_changes(db_));
+    tx.commit();
+    return n;
   }
 
   // vcard-temp.

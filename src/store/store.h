@@ -68,6 +68,26 @@ struct OfflinePush {
   Full full = Full::kNone;
 };
 
+// A message delivered live and logged until its delivery is certain (OfflineStore::
+// log_in_flight()). `stanza` is stored as it would be as an offline message (with its delay).
+struct InFlightMessage {
+  std::string username;
+  std::string sender;  // bare JID; empty when not known
+  std::string stanza;
+  std::int64_t stamp_ms = 0;
+  // Written straight as an offline message (its delivery failed before it was written).
+  bool offline = false;
+  std::int64_t id = 0;  // set when written
+};
+
+// What becomes of a message in flight: removed (delivered), or an offline message (not). An
+// offline message delivered may be removed the same way, by its id.
+struct InFlightChange {
+  std::string username;
+  std::int64_t id = 0;
+  bool to_offline = false;
+};
+
 // An account's offline queue at a glance (kabarctl user offline).
 struct OfflineSummary {
   std::size_t count = 0;
@@ -146,6 +166,17 @@ class OfflineStore {
   virtual void delete_offline(std::string_view username, const std::vector<std::int64_t>& ids) = 0;
   // Deletes the whole queue; returns how many messages it held.
   virtual std::size_t clear_offline(std::string_view username) = 0;
+
+  // Messages in flight: the durable log behind acknowledgements (XEP-0198 acks that mean
+  // durable, store/message_log.h). A message delivered live to a session is also written here,
+  // invisible to the queries above (count, page, summary, limits), until its delivery is certain
+  // (then removed) or has failed (then it becomes an offline message). After a crash every
+  // message still in flight becomes an offline message (release_in_flight(), at start).
+  // Writes `added` (their ids are set) and applies `changed`, in one transaction.
+  virtual void log_in_flight(std::vector<InFlightMessage>& added,
+                             const std::vector<InFlightChange>& changed) = 0;
+  // Every message in flight becomes an offline message; returns how many there were.
+  virtual std::size_t release_in_flight() = 0;
 };
 
 // vcard-temp (XEP-0054): the serialized <vCard/> element, or nullopt.

@@ -1,6 +1,7 @@
 """Smoke run of kabar-bench against kabard (plain TCP with --allow-plaintext), so the load tool
 and the benchmark path keep working: accounts made with kabarctl, rosters filled by the tool,
-then logins with SCRAM and with PLAIN, a short message-rate run, idle connections over direct TLS,
+then logins with SCRAM and with PLAIN, a short message-rate run (also with stream management on
+every connection), idle connections over direct TLS,
 and a few seconds of logins and presence churn. Checks only that messages are delivered and that
 nothing errs; the figures themselves belong to `make bench`.
 """
@@ -62,6 +63,18 @@ def main():
                       f"{mech}: both rate steps delivered")
             res.check(all(s["server_cpu_s"] >= 0 and s["server_rss_kib"] > 0 for s in steps),
                       f"{mech}: server CPU and RSS sampled")
+
+        # Stream management on every connection (the sm scenario of bench/run): acks are asked
+        # for and answered, and nothing is lost or errs.
+        rc, out = bench(tool, kd, "--mode", "messages", "--rates", "200", "--warmup", "1",
+                        "--measure", "3", "--sm", "--sm-every", "5", "--server-pid", pid,
+                        "--no-stop", "--label", "smoke-sm")
+        summary = out[-1] if out else {}
+        res.check(rc == 0 and summary.get("errors") == 0 and summary.get("lost", 1) == 0 and
+                  summary.get("received", 0) > 0, f"sm: messages delivered, no errors ({summary})")
+        res.check(summary.get("sm") is True and summary.get("sm_acks", 0) > 0 and
+                  summary.get("sm_requests", 0) > 0,
+                  "sm: kabard answered the tool's <r/> and asked for acks itself")
 
         rc, out = bench(tool, kd, "--mode", "idle", "--resources", "5", "--hold", "1",
                         "--tls", "direct", "--server-pid", pid, tls_port=True)

@@ -65,6 +65,10 @@ struct Options {
   double login_timeout = 120;
   double time_limit = 0;  // 0: derived from the scenario
   bool presence = true;   // initial presence and roster get after bind
+  // Stream management (XEP-0198) on every connection, an ack requested after every `sm_every`
+  // messages sent (Conversations asks after 5), the server's requests answered.
+  bool sm = false;
+  int sm_every = 5;
   bool stop_on_fail = true;
   int server_pid = 0;
   std::string perf_dir;  // run `perf stat` on the server over each measured window
@@ -206,6 +210,9 @@ struct Conn {
   bool tls_active = false;
   bool counted_online = false;
   bool session_required = false;  // an old server that wants the RFC 3921 session IQ
+  bool sm_on = false;             // <enabled/> received: stanzas are counted from there
+  std::uint32_t sm_in = 0;        // stanzas received since <enabled/> (the 'h' we send)
+  std::uint32_t sm_out = 0;       // messages sent since <enabled/>
   std::uint32_t user = 0;         // account index (0-based, offset by --first on the wire)
   std::uint16_t resource = 0;
   std::int64_t t_start = 0;  // when this login began
@@ -319,6 +326,8 @@ class Bench {
   long registered_ = 0;
   long subscribed_ = 0;
   long presence_rx_ = 0;
+  std::uint64_t sm_acks_ = 0;      // <a/> received
+  std::uint64_t sm_requests_ = 0;  // <r/> received (and answered)
   long closed_ = 0;
   Histogram login_lat_;
   bool login_lat_on_ = false;

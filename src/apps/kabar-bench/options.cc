@@ -17,6 +17,7 @@ constexpr const char* kUsage =
     "  [--rates R1,R2,...] [--warmup S] [--measure S] [--drain S] [--max-p99-ms MS]\n"
     "  [--hold S] [--duration S] [--churn N] [--login-timeout S] [--time-limit S]\n"
     "  [--no-presence] [--no-stop] [--server-pid PID] [--perf-dir DIR] [--label L]\n"
+    "  [--sm] [--sm-every N]\n"
     "  kabar-bench --help | --version\n";
 
 [[noreturn]] void usage(const char* msg) {
@@ -106,6 +107,10 @@ Options parse_options(int argc, char** argv) {
       o.time_limit = to_double(val());
     else if (a == "--no-presence")
       o.presence = false;
+    else if (a == "--sm")
+      o.sm = true;
+    else if (a == "--sm-every")
+      o.sm_every = std::max(1, static_cast<int>(to_double(val())));
     else if (a == "--no-stop")
       o.stop_on_fail = false;
     else if (a == "--server-pid")

@@ -250,6 +250,9 @@ int Bench::run_messages() {
         m.append(num, r.ptr);
         m += "</body></message>";
         send(slot, m);
+        if (conns_[slot].sm_on && ++conns_[slot].sm_out % o_.sm_every == 0) {
+          send(slot, "<r xmlns='urn:xmpp:sm:3'/>");
+        }
         ++msgs_sent_;
         if (t >= s.t0 && t < s.t1) ++s.sent;
       }
@@ -321,7 +324,9 @@ int Bench::run_messages() {
       ",\"p99_ms\":" + fmt_num(all.percentile_us(0.99) / 1000.0, 3) +
       ",\"p999_ms\":" + fmt_num(all.percentile_us(0.999) / 1000.0, 3) +
       ",\"errors_before_steps\":" + std::to_string(errors_before) +
-      ",\"scram_derivations\":" + std::to_string(scram_cache_.derivations()) + ",";
+      ",\"scram_derivations\":" + std::to_string(scram_cache_.derivations()) +
+      ",\"sm\":" + (o_.sm ? "true" : "false") + ",\"sm_acks\":" + std::to_string(sm_acks_) +
+      ",\"sm_requests\":" + std::to_string(sm_requests_) + ",";
   print_errors_json(j);
   emit(j + "}");
   std::fprintf(stderr, "kabar-bench %s: sent %llu, received %llu, best %.0f msg/s, errors %llu\n",

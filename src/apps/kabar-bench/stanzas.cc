@@ -17,6 +17,7 @@ bool Bench::on_piece(int slot, Piece kind, std::string_view el) {
     return false;
   }
   std::string_view name = local_name(el);
+  if (c.sm_on && (name == "message" || name == "presence" || name == "iq")) ++c.sm_in;
   if (name == "message") {
     on_message(slot, el);
   } else if (name == "presence") {
@@ -88,6 +89,16 @@ bool Bench::on_piece(int slot, Piece kind, std::string_view el) {
     }
     c.authed = true;
     start_stream(slot);  // RFC 6120 §6.4.6: restart; the scanner level is back to 0
+  } else if (name == "r" && c.sm_on && c.st != St::kClosing) {
+    // XEP-0198 §4: answered at once with the count of stanzas received.
+    ++sm_requests_;
+    send(slot, "<a xmlns='urn:xmpp:sm:3' h='" + std::to_string(c.sm_in) + "'/>");
+  } else if (name == "a" && c.sm_on) {
+    ++sm_acks_;
+  } else if (name == "enabled") {
+    c.sm_on = true;
+  } else if (name == "failed") {
+    error("sm: " + std::string(el.substr(0, 200)));
   } else if (name == "failure") {
     error("sasl failure: " + std::string(el.substr(0, 160)));
     close_conn(slot);
@@ -201,6 +212,8 @@ void Bench::on_iq(int slot, std::string_view el) {
     --in_flight_;
     send(slot, "</stream:stream>");
   } else if (c.st == St::kBind && id == "b") {
+    // XEP-0198 §3: after binding, with resumption, as mobile clients ask for it.
+    if (o_.sm) send(slot, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
     if (c.session_required) {
       c.st = St::kSession;
       send(slot,

@@ -29,6 +29,9 @@ class OutQueue {
     // handed on undelivered (clear(), take_unacked()): whoever made the entry keeps what it
     // stands for.
     std::function<void()> on_written;
+    // A message also logged in flight (store/message_log.h): handed on undelivered, it is
+    // routed again like any stanza, and then its callback runs (the log lets it go).
+    bool reroute = false;
     // A stanza (XEP-0198 §4 counts stanzas only); false for stream-level bytes (headers,
     // features, SASL, </stream:stream>), which belong to one connection and are never resent.
     bool stanza = true;

@@ -80,7 +80,7 @@ awaitable<void> hand_on_undelivered(Server& server, const C2sSession& s,
                entries.size());
   StanzaReader reader(server.config().max_stanza_bytes);
   for (OutQueue::Entry& e : entries) {
-    if (e.on_written || !e.stanza) continue;
+    if ((e.on_written && !e.reroute) || !e.stanza) continue;
     std::optional<xml::Element> stanza = reader.read(e);
     if (!stanza) {
       spdlog::error("c2s #{}: an undelivered stanza of {} did not parse", s.serial(), s.jid_str());
@@ -88,6 +88,8 @@ awaitable<void> hand_on_undelivered(Server& server, const C2sSession& s,
     }
     try {
       co_await route_again(server, s, std::move(*stanza));
+      // Delivered elsewhere, stored or bounced: its record in flight goes.
+      if (e.reroute && e.on_written) std::exchange(e.on_written, {})();
     } catch (const std::exception& ex) {
       spdlog::error("c2s #{}: handing on an undelivered stanza of {}: {}", s.serial(), s.jid_str(),
                     ex.what());

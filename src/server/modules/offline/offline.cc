@@ -6,7 +6,10 @@
 // the next is read from the store only once the session has written the last stanza of the one
 // before (its on_written callback). A queue of any size thus arrives without ever holding more
 // than a batch in the session's output, whose cap (c2s_session.cc) drops a client that does not
-// read. Each batch is deleted once written; a session that ends mid-delivery keeps the rest.
+// read. Each message is deleted once its delivery is certain (written, or acknowledged with
+// XEP-0198), through the message log's group commit (store/message_log.h), so that an answered
+// <r/> after the client's <a/> means the deletions are committed; a session that ends
+// mid-delivery keeps the rest.
 //
 // Limits per recipient (messages and bytes) and per sender keep one sender from filling someone's
 // queue; a message past them is bounced to its sender with <resource-constraint/>.
@@ -125,7 +128,6 @@ namespace {
 // One delivery of an account's offline queue to one session, batch by batch. Owned by the
 // on_written callbacks of the batch in the session's output (and by the coroutine reading the
 // next batch): when the session drops them (its connection ended), the delivery ends with them.
-// What was written of a batch cut short is deleted when the session closes (kClosed).
 struct OfflineDelivery {
   OfflineDelivery(Server& s, const SessionPtr& session)
       : server(s), to(session), user(session->username()), io(session->shard().io) {}
@@ -134,14 +136,13 @@ struct OfflineDelivery {
   Server& server;
   std::weak_ptr<C2sSession> to;  // not kept alive by its own callbacks
   std::string user;
-  asio::io_context* io;               // the session's shard: callbacks and batches run there
-  std::int64_t after = 0;             // the last id queued
-  std::vector<std::int64_t> written;  // written to the connection, not yet deleted
+  asio::io_context* io;    // the session's shard: callbacks and batches run there
+  std::int64_t after = 0;  // the last id queued
   std::size_t delivered = 0;
 };
 
 // Per session: the delivery under way, so that a second initial presence (after an unavailable
-// one) does not start another beside it, and the session's end deletes what it wrote.
+// one) does not start another beside it.
 struct OfflineState {
   std::weak_ptr<OfflineDelivery> delivery;
 };
@@ -156,12 +157,6 @@ void spawn_next_batch(const std::shared_ptr<OfflineDelivery>& d) {
 
 awaitable<void> next_batch(std::shared_ptr<OfflineDelivery> d) {
   const std::string user = d->user;
-  if (!d->written.empty()) {
-    auto ids = std::exchange(d->written, {});
-    d->delivered += ids.size();
-    auto del = [user, ids](store::Store& st) { st.delete_offline(user, ids); };
-    co_await d->server.db(std::move(del));
-  }
   SessionPtr to = d->to.lock();
   if (!to || to->closed()) co_return;  // the rest stays stored
   to.reset();
@@ -184,10 +179,14 @@ awaitable<void> next_batch(std::shared_ptr<OfflineDelivery> d) {
     // Written in order: when the last one's callback runs, the whole batch is out. The next
     // batch is read then, not from inside the session's flush.
     to->send_raw(std::move(page[i].stanza), [d, id = page[i].id, last] {
-      d->written.push_back(id);
+      d->server.delete_delivered_offline(d->user, id);
+      ++d->delivered;
       if (last) spawn_next_batch(d);
     });
   }
+  // With stream management the callbacks wait for the client's ack: asked for at once, so the
+  // next batch does not wait for the periodic request.
+  to->ask_for_ack();
 }
 
 }  // namespace
@@ -230,15 +229,6 @@ class OfflineModule final : public Module {
                co_await s.deliver(std::move(error));
                co_return HookResult::kStop;
              });
-    // A session that ends mid-batch: what it wrote of the batch is delivered, the rest stays.
-    ctx.on(SessionEvent::kClosed, [&s](SessionPtr who) -> awaitable<void> {
-      auto d = who->ext<OfflineState>().delivery.lock();
-      if (!d || d->written.empty()) co_return;
-      auto ids = std::exchange(d->written, {});
-      const std::string user = d->user;
-      auto del = [user, ids](store::Store& st) { st.delete_offline(user, ids); };
-      co_await s.db(std::move(del));
-    });
     // XEP-0160: stored messages go to the first resource with non-negative priority.
     ctx.on(SessionEvent::kAvailable, [&s](SessionPtr to) -> awaitable<void> {
       if (to->priority >= 0) co_await deliver_offline(s, std::move(to));

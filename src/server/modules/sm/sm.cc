@@ -107,11 +107,17 @@ class SmModule final : public Module {
     } else if (n == "resume") {
       co_await resume(s, el);
     } else if (n == "r" && s->sm_enabled()) {
-      // §4: answered at once with the count of stanzas handled so far (process() counts each
-      // when its handling is over; <r/> is processed in order behind them).
-      s->send_nonza("<a xmlns='urn:xmpp:sm:3' h='" + std::to_string(s->handled_in()) + "'/>");
+      // §4: answered with the count of stanzas handled so far (process() counts each when its
+      // handling is over; <r/> is processed in order behind them), once their effects are
+      // durable: at once, or when the message log has committed what they logged.
+      s->answer_ack_request();
     } else if (n == "a" && s->sm_enabled()) {
+      Server::take_log_removals();
       ack(*s, el);
+      // The ack let logged messages go: the next element (an <r/> perhaps) is handled once
+      // that is committed, so the client can tell its ack is on disk (a crash then brings none
+      // of those messages back).
+      if (Server::take_log_removals()) co_await server_->log_committed();
     } else {
       // <r/> or <a/> without stream management, or an element the client does not send.
       s->stream_error("unsupported-stanza-type");
@@ -227,7 +233,7 @@ class SmModule final : public Module {
       std::lock_guard lock(mu_);
       auto it = live_.find(id);
       if (it != live_.end() && it->second.session.lock() == s) live_.erase(it);
-      gone_[id] = Tombstone{s->username(), s->handled_in(), server_->now_ms() + window_ms_};
+      gone_[id] = Tombstone{s->username(), s->durable_h(), server_->now_ms() + window_ms_};
       gone_order_.push_back(id);
       while (gone_order_.size() > kMaxTombstones) {
         gone_.erase(gone_order_.front());

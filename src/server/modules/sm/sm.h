@@ -1,12 +1,13 @@
 // Stream management (XEP-0198, urn:xmpp:sm:3) for client streams.
 //
-// What an <a h/> from kabard means today: the stanzas it counts have been handled, each once
-// its processing finished: a message to an online recipient once it is queued to that
-// recipient's connection (the byte fast path), anything else once the router's work for it has
-// returned (for a message to an offline user: the offline store has committed it; a bounce: the
-// error is queued). A message queued to an online recipient is not yet durable: if kabard dies
-// before that recipient acknowledges it, it is lost. Durable acks for online recipients (a
-// message log committed before the ack) are a later step.
+// What an <a h/> from kabard means: the stanzas it counts have been handled and their effects
+// are durable. A message to an offline user counts once the offline store has committed it; a
+// message to an online recipient once it is queued there when neither side uses stream
+// management, else once the message log (store/message_log.h) has committed it as a message in
+// flight (group commit: one transaction per turn of the store's thread). The record goes when
+// the recipient acknowledges the message (or has it written, without stream management); after
+// a crash it is an offline message. Anything else counts once the router's work for it has
+// returned (a bounce: the error is queued).
 //
 // Outbound, every stanza written after <enabled/> stays queued until the client acknowledges
 // it; the server asks for acks itself (<r/> after a few stanzas or a few seconds). A resumable

@@ -334,6 +334,69 @@ TEST_F(SmTest, OfflineMessagesAreDeletedOnlyWhenAcked) {
   EXPECT_EQ(store().offline_count("alice"), 0u);
 }
 
+// Acknowledged means durable (store/message_log.h): a message delivered live where either side
+// uses stream management is logged in flight before the sender's <a/> counts it; the record
+// goes when the recipient acknowledges it, and a message never acknowledged is routed again.
+TEST_F(SmTest, AMessageDeliveredLiveIsLoggedUntilItsRecipientAcks) {
+  auto& alice = connect("alice@example.com/phone");
+  auto& bob = connect("bob@example.com/desk");
+  enable(alice, false);
+  enable(bob, false);
+  send(bob, "<presence/>");
+  bob.take();
+  send(alice, chat_to("bob@example.com/desk", 1));
+  EXPECT_EQ(bodies(bob.take()).size(), 1u);
+  EXPECT_EQ(server_.message_log().counts().written, 1u);
+  send(alice, "<r xmlns='urn:xmpp:sm:3'/>");
+  const auto got = alice.take();
+  auto acks = named(got, "a");
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0]->attr("h"), "1");
+  EXPECT_EQ(alice.session()->durable_h(), 1u);
+  EXPECT_EQ(store().offline_count("bob"), 0u) << "in flight, not an offline message";
+  const auto n = bob.session()->out_queue().written();
+  send(bob, "<a xmlns='urn:xmpp:sm:3' h='" + std::to_string(n) + "'/>");
+  EXPECT_EQ(store().release_in_flight(), 0u) << "nothing would come back after a crash";
+  // Not acknowledged: the session's end routes it again (offline here) and lets the record go.
+  send(alice, chat_to("bob@example.com/desk", 2));
+  EXPECT_EQ(bodies(bob.take()).size(), 1u);
+  bob.transport().drop();
+  run();
+  EXPECT_EQ(store().offline_count("bob"), 1u);
+  EXPECT_EQ(store().release_in_flight(), 0u);
+}
+
+TEST_F(SmTest, WithoutStreamManagementNothingIsLogged) {
+  auto& alice = connect("alice@example.com/phone");
+  auto& bob = connect("bob@example.com/desk");
+  send(bob, "<presence/>");
+  bob.take();
+  for (int i = 1; i <= 3; ++i) send(alice, chat_to("bob@example.com", i));
+  EXPECT_EQ(bodies(bob.take()).size(), 3u);
+  EXPECT_EQ(server_.message_log().counts().batches, 0u);
+  EXPECT_FALSE(bob.session()->logs_messages());
+}
+
+// Without stream management on the recipient, the record goes once the message is written:
+// in the batch that would have written it, so it never reaches the disk.
+TEST_F(SmTest, ASenderWithStreamManagementToAClientWithoutIt) {
+  auto& alice = connect("alice@example.com/phone");
+  auto& bob = connect("bob@example.com/desk");
+  enable(alice, false);
+  send(bob, "<presence/>");
+  bob.take();
+  send(alice, chat_to("bob@example.com", 1));
+  EXPECT_EQ(bodies(bob.take()).size(), 1u);
+  send(alice, "<r xmlns='urn:xmpp:sm:3'/>");
+  const auto got = alice.take();
+  auto acks = named(got, "a");
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0]->attr("h"), "1");
+  const auto counts = server_.message_log().counts();
+  EXPECT_EQ(counts.written + counts.never_written, 1u);
+  EXPECT_EQ(store().release_in_flight(), 0u);
+}
+
 TEST_F(SmTest, ResumeTakesOverAConnectionStillOpen) {
   // The server has not noticed the old connection died: the resumption drops it (XEP-0198 §5).
   auto& alice = connect("alice@example.com/phone");

@@ -1,0 +1,128 @@
+#include "store/message_log.h"
+
+#include <utility>
+
+namespace kabar::store {
+
+MessageLog::MessageLog(std::function<void()> schedule,
+                       std::function<std::string(std::string, std::int64_t)> prepare)
+    : schedule_(std::move(schedule)), prepare_(std::move(prepare)) {}
+
+void MessageLog::push(Op op) {
+  bool schedule = false;
+  bool taken = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!closed_) {
+      queue_.push_back(std::move(op));
+      taken = true;
+      schedule = !std::exchange(scheduled_, true);
+    }
+  }
+  if (schedule) schedule_();
+  if (!taken && op.done) op.done(false);  // closed: nothing more is committed
+}
+
+void MessageLog::add(std::shared_ptr<LogRecord> rec, std::string sender, std::string stanza,
+                     std::int64_t stamp_ms, Done done) {
+  push(Op{Kind::kAdd, std::move(rec), std::move(sender), std::move(stanza), stamp_ms,
+          std::move(done)});
+}
+
+void MessageLog::remove(std::shared_ptr<LogRecord> rec) {
+  push(Op{Kind::kRemove, std::move(rec), {}, {}, 0, {}});
+}
+
+void MessageLog::release(std::shared_ptr<LogRecord> rec) {
+  push(Op{Kind::kRelease, std::move(rec), {}, {}, 0, {}});
+}
+
+void MessageLog::barrier(Done done) {
+  push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done)});
+}
+
+void MessageLog::close() {
+  std::lock_guard lock(mu_);
+  closed_ = true;
+}
+
+MessageLog::Counts MessageLog::counts() const {
+  std::lock_guard lock(mu_);
+  return counts_;
+}
+
+std::optional<std::string> MessageLog::run(Store& store) {
+  std::vector<Op> ops;
+  {
+    std::lock_guard lock(mu_);
+    ops.swap(queue_);
+    scheduled_ = false;
+  }
+  // Operations on one record come in order (its add is queued before the message is sent, so
+  // before anything can remove or release it).
+  std::vector<InFlightMessage> added;
+  std::vector<LogRecord*> added_recs;
+  std::vector<bool> keep;  // per added: still to be written
+  std::vector<InFlightChange> changed;
+  std::uint64_t never_written = 0;
+  for (Op& op : ops) {
+    LogRecord* rec = op.rec.get();
+    switch (op.kind) {
+      case Kind::kAdd:
+        rec->slot = static_cast<std::int32_t>(added.size());
+        added.push_back(InFlightMessage{rec->username, std::move(op.sender),
+                                        prepare_(std::move(op.stanza), op.stamp_ms), op.stamp_ms});
+        added_recs.push_back(rec);
+        keep.push_back(true);
+        break;
+      case Kind::kRemove:
+      case Kind::kRelease:
+        if (rec->settled) break;
+        rec->settled = true;
+        if (rec->slot >= 0) {
+          // Queued in this batch: removed, it is not written at all; released, it is written
+          // as an offline message straight away.
+          if (op.kind == Kind::kRemove) {
+            keep[static_cast<std::size_t>(rec->slot)] = false;
+            ++never_written;
+          } else {
+            added[static_cast<std::size_t>(rec->slot)].offline = true;
+          }
+        } else if (rec->id != 0) {
+          changed.push_back(InFlightChange{rec->username, rec->id, op.kind == Kind::kRelease});
+        }
+        break;
+      case Kind::kBarrier:
+        break;
+    }
+  }
+  std::vector<InFlightMessage> to_write;
+  std::vector<LogRecord*> written_recs;
+  for (std::size_t i = 0; i < added.size(); ++i) {
+    if (!keep[i]) continue;
+    to_write.push_back(std::move(added[i]));
+    written_recs.push_back(added_recs[i]);
+  }
+  std::optional<std::string> error;
+  try {
+    store.log_in_flight(to_write, changed);
+    for (std::size_t i = 0; i < to_write.size(); ++i) written_recs[i]->id = to_write[i].id;
+  } catch (const StoreError& e) {
+    error = e.what();
+  }
+  for (LogRecord* rec : added_recs) rec->slot = -1;
+  {
+    std::lock_guard lock(mu_);
+    if (!error) {
+      ++counts_.batches;
+      counts_.written += to_write.size();
+      counts_.never_written += never_written;
+    }
+  }
+  for (Op& op : ops) {
+    if (op.done) op.done(!error);
+  }
+  return error;
+}
+
+}  // namespace kabar::store

@@ -1,0 +1,89 @@
+// The durable message log behind acknowledgements (XEP-0198 acks that mean durable): messages
+// delivered live are written as messages in flight (OfflineStore::log_in_flight()) by group
+// commit, removed once their delivery is certain, made offline messages when it failed.
+//
+// Any thread queues operations; the store's thread runs them. Everything queued while the store
+// thread was busy goes into one transaction (run()): one commit per batch, not one per message.
+// A message removed in the same batch that would write it (its recipient acknowledged it, or had
+// it written, before the store thread came to it) is never written at all.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+
+namespace kabar::store {
+
+// One message's entry in the log. Its fields are the store thread's.
+struct LogRecord {
+  std::string username;    // the recipient's account
+  std::int64_t id = 0;     // its row once written; 0 before, or when it never was
+  std::int32_t slot = -1;  // run(): its place in the batch being written
+  bool settled = false;    // removed or made offline
+};
+
+class MessageLog {
+ public:
+  // Runs on the store's thread after the commit of the batch that holds the operation: `ok`
+  // false when that transaction failed (nothing of it is durable).
+  using Done = std::function<void(bool ok)>;
+  // `schedule` asks for run() on the store's thread; called (outside the lock) when an
+  // operation is queued while none waits. `prepare` turns a stanza into what is stored (the
+  // server adds its delay stamp), on the store's thread.
+  MessageLog(std::function<void()> schedule,
+             std::function<std::string(std::string stanza, std::int64_t stamp_ms)> prepare);
+
+  // Writes a message in flight for `rec->username`; `done` (may be empty) once committed.
+  void add(std::shared_ptr<LogRecord> rec, std::string sender, std::string stanza,
+           std::int64_t stamp_ms, Done done);
+  // Its delivery is certain: the record goes.
+  void remove(std::shared_ptr<LogRecord> rec);
+  // It was not delivered: it becomes an offline message (delivered at the next login).
+  void release(std::shared_ptr<LogRecord> rec);
+  // `done` once everything queued before it is committed.
+  void barrier(Done done);
+  // No more operations are taken (the server is going; what is in flight stays in flight and
+  // becomes offline at the next start).
+  void close();
+
+  // On the store's thread: everything queued, in one transaction, then the completions. The
+  // store's error message when the transaction failed.
+  std::optional<std::string> run(Store& store);
+
+  // Totals since start (tests, logs): batches committed, messages written, messages removed
+  // before they were written.
+  struct Counts {
+    std::uint64_t batches = 0;
+    std::uint64_t written = 0;
+    std::uint64_t never_written = 0;
+  };
+  Counts counts() const;
+
+ private:
+  enum class Kind { kAdd, kRemove, kRelease, kBarrier };
+  struct Op {
+    Kind kind;
+    std::shared_ptr<LogRecord> rec;
+    std::string sender;
+    std::string stanza;
+    std::int64_t stamp_ms = 0;
+    Done done;
+  };
+  void push(Op op);
+
+  std::function<void()> schedule_;
+  std::function<std::string(std::string, std::int64_t)> prepare_;
+  mutable std::mutex mu_;
+  std::vector<Op> queue_;   // guarded by mu_
+  bool scheduled_ = false;  // guarded by mu_: a run() will take queue_
+  bool closed_ = false;     // guarded by mu_
+  Counts counts_;           // guarded by mu_
+};
+
+}  // namespace kabar::store

@@ -1,0 +1,201 @@
+// Messages in flight (OfflineStore::log_in_flight(), release_in_flight()) against both backends,
+// and the group commit of store::MessageLog over them.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "store/message_log.h"
+#include "store/store.h"
+
+namespace kabar::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+enum class Backend { kSqlite, kMemory };
+
+class InFlightTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Backend::kSqlite) {
+      std::string tmpl = (fs::temp_directory_path() / "kabar-store-log-XXXXXX").string();
+      ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+      root_ = tmpl;
+    }
+    open();
+  }
+  void TearDown() override {
+    store_.reset();
+    if (!root_.empty()) {
+      std::error_code ec;
+      fs::remove_all(root_, ec);
+    }
+  }
+  void open() {
+    store_ =
+        GetParam() == Backend::kSqlite ? open_sqlite_store(root_ / "data") : make_memory_store();
+  }
+  // SQLite: what is in flight survives closing the file (as after a crash).
+  void reopen() {
+    if (GetParam() == Backend::kSqlite) {
+      store_.reset();
+      open();
+    }
+  }
+  static InFlightMessage msg(std::string user, std::string body, std::int64_t stamp) {
+    return InFlightMessage{std::move(user), "carol@localhost", "<message>" + body + "</message>",
+                           stamp};
+  }
+
+  fs::path root_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_P(InFlightTest, InvisibleUntilReleased) {
+  ASSERT_TRUE(store_->push_offline("bob", "<message>stored</message>", 5, 100));
+  std::vector<InFlightMessage> added{msg("bob", "a", 10), msg("bob", "b", 11),
+                                     msg("alice", "c", 12)};
+  store_->log_in_flight(added, {});
+  EXPECT_GT(added[0].id, 0);
+  EXPECT_LT(added[0].id, added[1].id);
+  // Not offline messages: no count, page, summary, or share of the limits.
+  EXPECT_EQ(store_->offline_count("bob"), 1u);
+  EXPECT_EQ(store_->offline_page("bob", 0, 10, 1 << 20).size(), 1u);
+  EXPECT_EQ(store_->offline_summary("bob").count, 1u);
+  EXPECT_EQ(store_->offline_count("alice"), 0u);
+  EXPECT_TRUE(store_->push_offline("bob", "<message>second</message>", 6, 2));
+  reopen();
+  EXPECT_EQ(store_->release_in_flight(), 3u);
+  EXPECT_EQ(store_->release_in_flight(), 0u);
+  auto bob = store_->offline_messages("bob");
+  ASSERT_EQ(bob.size(), 4u);
+  // In id order, with their own stamps.
+  EXPECT_EQ(bob[0].stanza, "<message>stored</message>");
+  EXPECT_EQ(bob[1].stanza, "<message>a</message>");
+  EXPECT_EQ(bob[1].stamp_ms, 10);
+  EXPECT_EQ(bob[1].sender, "carol@localhost");
+  EXPECT_EQ(bob[2].stanza, "<message>b</message>");
+  EXPECT_EQ(bob[3].stanza, "<message>second</message>");
+  EXPECT_EQ(store_->offline_count("alice"), 1u);
+}
+
+TEST_P(InFlightTest, RemovedOrMadeOffline) {
+  std::vector<InFlightMessage> added{msg("bob", "a", 10), msg("bob", "b", 11), msg("bob", "c", 12)};
+  store_->log_in_flight(added, {});
+  std::vector<InFlightMessage> none;
+  // Another account's id changes nothing.
+  store_->log_in_flight(none, {InFlightChange{"alice", added[0].id, false}});
+  store_->log_in_flight(
+      none, {InFlightChange{"bob", added[0].id, false}, InFlightChange{"bob", added[1].id, true}});
+  auto bob = store_->offline_messages("bob");
+  ASSERT_EQ(bob.size(), 1u);
+  EXPECT_EQ(bob[0].stanza, "<message>b</message>");
+  EXPECT_EQ(bob[0].stamp_ms, 11);
+  // An offline message delivered is removed by its id the same way.
+  store_->log_in_flight(none, {InFlightChange{"bob", bob[0].id, false}});
+  EXPECT_EQ(store_->offline_count("bob"), 0u);
+  EXPECT_EQ(store_->release_in_flight(), 1u);  // "c"
+  // Written straight as an offline message.
+  std::vector<InFlightMessage> direct{msg("bob", "d", 13)};
+  direct[0].offline = true;
+  store_->log_in_flight(direct, {});
+  EXPECT_EQ(store_->offline_count("bob"), 2u);
+  EXPECT_EQ(store_->release_in_flight(), 0u);
+}
+
+TEST_P(InFlightTest, GoesWithTheAccount) {
+  std::vector<InFlightMessage> added{msg("bob", "a", 10)};
+  store_->log_in_flight(added, {});
+  store_->delete_account("bob");
+  EXPECT_EQ(store_->release_in_flight(), 0u);
+}
+
+// MessageLog: what is queued between two runs goes in one transaction.
+class MessageLogTest : public InFlightTest {
+ protected:
+  void SetUp() override {
+    InFlightTest::SetUp();
+    log_ = std::make_unique<MessageLog>([this] { ++scheduled_; },
+                                        [](std::string stanza, std::int64_t stamp) {
+                                          return stanza + "@" + std::to_string(stamp);
+                                        });
+  }
+  std::shared_ptr<LogRecord> rec(const std::string& user) {
+    auto r = std::make_shared<LogRecord>();
+    r->username = user;
+    return r;
+  }
+  std::unique_ptr<MessageLog> log_;
+  int scheduled_ = 0;
+};
+
+TEST_P(MessageLogTest, GroupCommit) {
+  std::vector<bool> done;
+  auto a = rec("bob");
+  auto b = rec("bob");
+  log_->add(a, "alice@localhost", "<message>a</message>", 1, [&](bool ok) { done.push_back(ok); });
+  log_->add(b, "alice@localhost", "<message>b</message>", 2, [&](bool ok) { done.push_back(ok); });
+  EXPECT_EQ(scheduled_, 1);  // one run for the whole batch
+  EXPECT_TRUE(done.empty());
+  EXPECT_FALSE(log_->run(*store_));
+  EXPECT_EQ(done, (std::vector<bool>{true, true}));
+  EXPECT_EQ(log_->counts().batches, 1u);
+  EXPECT_EQ(log_->counts().written, 2u);
+  EXPECT_GT(a->id, 0);
+  // a delivered, b not: b is an offline message, with what prepare made of it.
+  log_->remove(a);
+  log_->release(b);
+  log_->remove(b);  // settled already: nothing more happens to it
+  EXPECT_EQ(scheduled_, 2);
+  EXPECT_FALSE(log_->run(*store_));
+  auto bob = store_->offline_messages("bob");
+  ASSERT_EQ(bob.size(), 1u);
+  EXPECT_EQ(bob[0].stanza, "<message>b</message>@2");
+  EXPECT_EQ(store_->release_in_flight(), 0u);
+}
+
+TEST_P(MessageLogTest, RemovedBeforeItsBatchRunsIsNeverWritten) {
+  bool committed = false;
+  auto a = rec("bob");
+  auto c = rec("bob");
+  log_->add(a, "", "<message>a</message>", 1, [&](bool ok) { committed = ok; });
+  log_->add(c, "", "<message>c</message>", 3, {});
+  log_->remove(a);   // acknowledged before the store's thread came to it
+  log_->release(c);  // failed before: written straight as an offline message
+  bool barrier = false;
+  log_->barrier([&](bool ok) { barrier = ok; });
+  EXPECT_FALSE(log_->run(*store_));
+  EXPECT_TRUE(committed);  // its sender may count it: it was delivered
+  EXPECT_TRUE(barrier);
+  EXPECT_EQ(log_->counts().never_written, 1u);
+  EXPECT_EQ(log_->counts().written, 1u);
+  auto bob = store_->offline_messages("bob");
+  ASSERT_EQ(bob.size(), 1u);
+  EXPECT_EQ(bob[0].stanza, "<message>c</message>@3");
+  EXPECT_EQ(store_->release_in_flight(), 0u);
+}
+
+TEST_P(MessageLogTest, ClosedTakesNothing) {
+  log_->close();
+  bool called = false;
+  bool ok = true;
+  log_->barrier([&](bool r) {
+    called = true;
+    ok = r;
+  });
+  EXPECT_TRUE(called);
+  EXPECT_FALSE(ok);
+  EXPECT_EQ(scheduled_, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, InFlightTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kMemory));
+INSTANTIATE_TEST_SUITE_P(Backends, MessageLogTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kMemory));
+
+}  // namespace
+}  // namespace kabar::store

@@ -29,7 +29,7 @@ thread_local std::array<char, 16384> g_scratch;
 thread_local std::string g_plain;
 thread_local std::string g_gather;
 // Plaintext sealed per write: up to four full records in one send.
-constexpr std::size_t kTlsBatch = 4 * tls::kMaxPlaintext;
+constexpr std::size_t kTlsBatch = TcpTransport::kSealedMax * tls::kMaxPlaintext;
 // Plaintext per SSL_write (OpenSSL, TLS 1.2): one record.
 constexpr std::size_t kSslRecord = 16384;
 // Buffers per sendmsg.
@@ -396,19 +396,27 @@ Transport::WriteResult TcpTransport::write_plain(std::span<const std::string_vie
   return {n, WriteStatus::kDone};
 }
 
+// Bytes count as taken only once they are with the kernel (OpenSSL has written their records):
+// what is held here when the connection is cut was never sent, and the session still has it as
+// unwritten (a stalled reader's messages are handed on, not lost). Held bytes are the front of
+// what the session offers next, so they are not taken twice. held_plain_ is what was given to
+// OpenSSL and not reported taken yet; tls_out_ the part of it SSL_write has not accepted.
 Transport::WriteResult TcpTransport::write_ssl(std::span<const std::string_view> bufs) {
-  if (!tls_out_.empty()) {
-    // Kept from a write that wanted the socket: SSL_write must be given the same bytes again.
-    const WriteStatus st = write_held_ssl();
-    if (st != WriteStatus::kDone) return {0, st};
+  if (held_plain_ == 0) {
+    // What is given, up to one record's worth, in one SSL_write: one record, one write.
+    std::size_t i = 0;
+    while (i < bufs.size() &&
+           (tls_out_.empty() || tls_out_.size() + bufs[i].size() <= kSslRecord)) {
+      tls_out_.append(bufs[i++]);
+    }
+    held_plain_ = tls_out_.size();
   }
-  // What is given, up to one record's worth, in one SSL_write: one record, one write.
-  std::size_t i = 0;
-  while (i < bufs.size() && (tls_out_.empty() || tls_out_.size() + bufs[i].size() <= kSslRecord)) {
-    tls_out_.append(bufs[i++]);
-  }
-  const std::size_t taken = tls_out_.size();
-  return {taken, write_held_ssl()};
+  // (Kept from a write that wanted the socket: SSL_write must be given the same bytes again.)
+  const WriteStatus st = tls_out_.empty() ? WriteStatus::kDone : write_held_ssl();
+  if (st == WriteStatus::kFailed) return {0, st};
+  const std::size_t done = held_plain_ - tls_out_.size();
+  held_plain_ = tls_out_.size();
+  return {done, st};
 }
 
 Transport::WriteStatus TcpTransport::write_held_ssl() {
@@ -435,23 +443,50 @@ Transport::WriteStatus TcpTransport::write_held_ssl() {
 }
 
 Transport::WriteResult TcpTransport::write_rec(std::span<const std::string_view> bufs) {
-  if (tls_out_off_ < tls_out_.size()) {
-    const WriteStatus st = write_held_rec();
-    if (st != WriteStatus::kDone) return {0, st};
+  if (held_plain_ > 0 || tls_out_off_ < tls_out_.size()) {
+    // Records sealed before (their plaintext is the front of `bufs`, not taken yet) go first.
+    const WriteStatus st = tls_out_off_ < tls_out_.size() ? write_held_rec() : WriteStatus::kDone;
+    if (st == WriteStatus::kFailed) return {0, st};
+    const std::size_t n = take_written_plain();
+    if (st == WriteStatus::kBlocked || n > 0) return {n, st};
   }
-  // Seal what is given, up to kTlsBatch: small stanzas share a record.
+  // Seal what is given, up to kTlsBatch: small stanzas share a record. One record per seal(), so
+  // what reached the kernel is known record by record.
   g_gather.clear();
   for (const std::string_view b : bufs) {
     const std::size_t take = std::min(b.size(), kTlsBatch - g_gather.size());
     g_gather.append(b.substr(0, take));
     if (g_gather.size() == kTlsBatch) break;
   }
-  if (!rec_->seal(g_gather, tls_out_)) {
-    // After an alert of ours (or a crypto failure): nothing more is written.
-    failed_ = true;
-    return {0, WriteStatus::kFailed};
+  sealed_count_ = 0;
+  for (std::size_t off = 0; off < g_gather.size(); off += tls::kMaxPlaintext) {
+    const std::string_view chunk =
+        std::string_view(g_gather).substr(off, std::min(tls::kMaxPlaintext, g_gather.size() - off));
+    if (!rec_->seal(chunk, tls_out_)) {
+      // After an alert of ours (or a crypto failure): nothing more is written.
+      failed_ = true;
+      return {0, WriteStatus::kFailed};
+    }
+    sealed_[sealed_count_++] = {tls_out_.size(), chunk.size()};
   }
-  return {g_gather.size(), write_held_rec()};
+  held_plain_ = g_gather.size();
+  const WriteStatus st = write_held_rec();
+  if (st == WriteStatus::kFailed) return {0, st};
+  return {take_written_plain(), st};
+}
+
+std::size_t TcpTransport::take_written_plain() {
+  if (tls_out_off_ >= tls_out_.size()) {  // all written (tls_out_ emptied)
+    sealed_count_ = 0;
+    return std::exchange(held_plain_, 0);
+  }
+  std::size_t n = 0;
+  std::size_t k = 0;
+  while (k < sealed_count_ && sealed_[k].end <= tls_out_off_) n += sealed_[k++].plain;
+  std::copy(sealed_.begin() + k, sealed_.begin() + sealed_count_, sealed_.begin());
+  sealed_count_ -= k;
+  held_plain_ -= n;
+  return n;
 }
 
 Transport::WriteStatus TcpTransport::write_held_rec() {
@@ -514,6 +549,10 @@ void TcpTransport::close() {
     ERR_clear_error();
     SSL_shutdown(ssl_.get());
     ERR_clear_error();
+  } else if (rec_ && held_plain_ > 0 && tls_out_off_ < tls_out_.size()) {
+    // Records of the session's bytes that the peer did not take (a stalled reader cut off): they
+    // were never reported taken, so the session hands them on; none of them may reach the peer
+    // now (it would get them twice), nor can an alert follow a record cut short.
   } else if (rec_) {
     // The same with our record layer: after whatever is still unwritten, so the alert starts on
     // a record boundary; one nonblocking write, no waiting.

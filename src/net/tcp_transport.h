@@ -9,6 +9,7 @@
 
 #include <openssl/ssl.h>
 
+#include <array>
 #include <boost/asio.hpp>
 #include <memory>
 #include <string>
@@ -27,6 +28,9 @@ void stop_lingering();
 
 class TcpTransport final : public Transport {
  public:
+  // Records per sealed batch at most (kTlsBatch in tcp_transport.cc).
+  static constexpr std::size_t kSealedMax = 4;
+
   // `tls`: the context for STARTTLS and direct TLS. `sock` is already on `shard`'s io_context.
   TcpTransport(Shard& shard, boost::asio::ip::tcp::socket sock, SSL_CTX* tls, bool direct_tls);
   ~TcpTransport() override;
@@ -65,6 +69,8 @@ class TcpTransport final : public Transport {
   // Writes what tls_out_ holds.
   WriteStatus write_held_ssl();
   WriteStatus write_held_rec();
+  // Plaintext of held records now wholly with the kernel: reported taken, no longer held.
+  std::size_t take_written_plain();
   // Calls on_writable() once the socket is writable (or readable, for OpenSSL's WANT_READ).
   void wait_writable(bool for_read = false);
   void capture_channel_binding();
@@ -85,6 +91,17 @@ class TcpTransport final : public Transport {
   // records not yet written, from tls_out_off_ on.
   std::string tls_out_;
   std::size_t tls_out_off_ = 0;
+  // The session's plaintext held (sealed in tls_out_, or given to OpenSSL) and not reported as
+  // taken yet: bytes count as taken once their records are with the kernel.
+  std::size_t held_plain_ = 0;
+  // With rec_: the records sealed from held plaintext, in order: where each ends in tls_out_ and
+  // how much plaintext it carries (a batch is at most four records).
+  struct Sealed {
+    std::size_t end = 0;
+    std::size_t plain = 0;
+  };
+  std::array<Sealed, kSealedMax> sealed_{};
+  std::size_t sealed_count_ = 0;
   bool direct_tls_;
   bool closed_ = false;
   bool failed_ = false;         // a write failed or our record layer sent an alert

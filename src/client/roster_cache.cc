@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "kabar/private_file.h"
+
 namespace kabar::client {
 
 namespace {
@@ -114,21 +116,7 @@ std::optional<RosterCache> load_roster_cache(const std::string& path) {
 bool save_roster_cache(const std::string& path, const RosterCache& cache) {
   // Created 0600 (a roster names the user's contacts): never readable by others, not even until
   // a chmod.
-  const std::string tmp = path + ".tmp";
-  const std::string text = format_roster_cache(cache);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  bool ok = ::fchmod(fd, 0600) == 0;
-  for (std::size_t off = 0; ok && off < text.size();) {
-    ssize_t n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) off += static_cast<std::size_t>(n);
-  }
-  ok = ::close(fd) == 0 && ok;
-  if (ok) ok = std::rename(tmp.c_str(), path.c_str()) == 0;
-  if (!ok) ::unlink(tmp.c_str());
-  return ok;
+  return write_private_file(path, format_roster_cache(cache));
 }
 
 }  // namespace kabar::client

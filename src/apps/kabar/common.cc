@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "kabar/private_file.h"
 #include "xmpp/display_text.h"
 #include "xmpp/jid.h"
 
@@ -107,24 +108,6 @@ std::string account_file_name(const std::string& jid) {
   return name;
 }
 
-bool write_private_file(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  // An older file of that name keeps its mode through O_CREAT: set it.
-  bool ok = ::fchmod(fd, 0600) == 0;
-  for (std::size_t off = 0; ok && off < content.size();) {
-    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) off += static_cast<std::size_t>(n);
-  }
-  ok = ::close(fd) == 0 && ok;
-  if (ok) ok = std::rename(tmp.c_str(), path.c_str()) == 0;
-  if (!ok) ::unlink(tmp.c_str());
-  return ok;
-}
-
 namespace {
 std::string status_path(const std::string& jid) {
   return state_dir() + "/status-" + account_file_name(jid);
@@ -140,7 +123,7 @@ SavedStatus load_status(const std::string& jid) {
 }
 
 bool save_status(const std::string& jid, const SavedStatus& s) {
-  return write_private_file(status_path(jid), s.show + "\n" + s.status + "\n");
+  return client::write_private_file(status_path(jid), s.show + "\n" + s.status + "\n");
 }
 
 int clean_parts(const std::string& dir, int max_age_days) {

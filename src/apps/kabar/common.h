@@ -48,10 +48,6 @@ std::string data_dir();    // $XDG_DATA_HOME/kabar or ~/.local/share/kabar; crea
 // '@', '.' and '-' replaced by '_'.
 std::string account_file_name(const std::string& jid);
 
-// Writes `content` to `path` through a temporary file and a rename, created with mode 0600 (only
-// the user may read it), whatever the umask. Returns false (and leaves `path` as it was) on error.
-bool write_private_file(const std::string& path, const std::string& content);
-
 // The saved own presence that listen and chat announce (set by `kabar status` or /status), one
 // per account: state_dir()/status-ACCOUNT, mode 0600.
 struct SavedStatus {

@@ -44,6 +44,34 @@ def http_request(method, url, body=None, headers=None, timeout=15):
         c.close()
 
 
+def server_rx_queue(server_port, client_port):
+    """Bytes the kernel holds unread for the server on the connection from client_port (from
+    /proc/net/tcp), or None when there is no such connection."""
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    local, remote, queues = parts[1], parts[2], parts[4]
+                    if int(local.split(":")[1], 16) == server_port and \
+                            int(remote.split(":")[1], 16) == client_port:
+                        return int(queues.split(":")[1], 16)
+        except OSError:
+            pass
+    return None
+
+
+def offline_count(k, user):
+    """How many offline messages `kabarctl user offline USER` reports for `user` (-1: none said)."""
+    r = k.ctl("user", "offline", user, check=False)
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "messages" and parts[1].isdigit():
+            return int(parts[1])
+    return -1
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

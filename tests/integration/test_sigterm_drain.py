@@ -12,37 +12,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+from kabartest import offline_count, server_rx_queue  # noqa: E402
 from xmpp_raw import NS_CLIENT, XmppError, login, online, q  # noqa: E402
 
 R = kabartest.Results("sigterm_drain")
 PW = "pw-term"
 N = 1000
-
-
-def server_rx_queue(server_port, client_port):
-    """Bytes the kernel holds unread for kabard on the connection from client_port, or None."""
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    local, remote, queues = parts[1], parts[2], parts[4]
-                    if int(local.split(":")[1], 16) == server_port and \
-                            int(remote.split(":")[1], 16) == client_port:
-                        return int(queues.split(":")[1], 16)
-        except OSError:
-            pass
-    return None
-
-
-def offline_count(k, user):
-    r = k.ctl("user", "offline", user, check=False)
-    for line in r.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == "messages" and parts[1].isdigit():
-            return int(parts[1])
-    return -1
 
 
 def main():

@@ -43,6 +43,8 @@ class MemoryStore final : public Store {
     vcards_.erase(std::string(username));
     last_.erase(std::string(username));
     blocklists_.erase(std::string(username));
+    pep_.erase(std::string(username));
+    private_.erase(std::string(username));
     return existed;
   }
 
@@ -280,6 +282,78 @@ class MemoryStore final : public Store {
     return out;
   }
 
+  // Personal eventing.
+
+  std::vector<PepNode> pep_nodes(std::string_view username) override {
+    std::vector<PepNode> out;
+    auto it = pep_.find(username);
+    if (it == pep_.end()) return out;
+    for (const auto& [name, n] : it->second) out.push_back(n.node);
+    return out;
+  }
+
+  std::optional<PepNode> pep_node(std::string_view username, std::string_view node) override {
+    const PepNodeData* n = find_node(username, node);
+    if (n == nullptr) return std::nullopt;
+    return n->node;
+  }
+
+  void put_pep_node(std::string_view username, const PepNode& node) override {
+    PepNodeData& n = pep_[std::string(username)][node.name];
+    n.node = node;
+    std::sort(n.node.subscribers.begin(), n.node.subscribers.end());
+    trim(n.items, node.config.max_items);
+  }
+
+  bool delete_pep_node(std::string_view username, std::string_view node) override {
+    auto it = pep_.find(username);
+    if (it == pep_.end()) return false;
+    const bool existed = it->second.erase(std::string(node)) == 1;
+    if (it->second.empty()) pep_.erase(it);
+    return existed;
+  }
+
+  std::vector<std::string> publish_pep_item(std::string_view username, std::string_view node,
+                                            const PepItem& item, std::size_t max_items) override {
+    auto& n = pep_[std::string(username)][std::string(node)];
+    if (n.node.name.empty()) n.node.name = std::string(node);
+    std::erase_if(n.items, [&item](const PepItem& i) { return i.id == item.id; });
+    n.items.insert(n.items.begin(), item);
+    return trim(n.items, max_items);
+  }
+
+  std::vector<PepItem> pep_items(std::string_view username, std::string_view node) override {
+    const PepNodeData* n = find_node(username, node);
+    if (n == nullptr) return {};
+    return n->items;
+  }
+
+  bool retract_pep_item(std::string_view username, std::string_view node,
+                        std::string_view id) override {
+    auto it = pep_.find(username);
+    if (it == pep_.end()) return false;
+    auto n = it->second.find(node);
+    if (n == it->second.end()) return false;
+    return std::erase_if(n->second.items, [id](const PepItem& i) { return i.id == id; }) > 0;
+  }
+
+  // Private XML storage.
+
+  std::optional<std::string> private_xml(std::string_view username, std::string_view name,
+                                         std::string_view xmlns) override {
+    auto it = private_.find(username);
+    if (it == private_.end()) return std::nullopt;
+    auto x = it->second.find(std::string(name) + ' ' + std::string(xmlns));
+    if (x == it->second.end()) return std::nullopt;
+    return x->second;
+  }
+
+  void set_private_xml(std::string_view username, std::string_view name, std::string_view xmlns,
+                       std::string_view xml) override {
+    private_[std::string(username)].insert_or_assign(std::string(name) + ' ' + std::string(xmlns),
+                                                     std::string(xml));
+  }
+
   int schema_version() override { return 0; }
 
  private:
@@ -300,6 +374,28 @@ class MemoryStore final : public Store {
   template <typename V>
   using ByName = std::map<std::string, V, std::less<>>;
 
+  struct PepNodeData {
+    PepNode node;
+    std::vector<PepItem> items;  // newest first
+  };
+
+  const PepNodeData* find_node(std::string_view username, std::string_view node) const {
+    auto it = pep_.find(username);
+    if (it == pep_.end()) return nullptr;
+    auto n = it->second.find(node);
+    return n == it->second.end() ? nullptr : &n->second;
+  }
+
+  // Keeps the newest `max` items; returns the ids of those removed.
+  static std::vector<std::string> trim(std::vector<PepItem>& items, std::size_t max) {
+    std::vector<std::string> gone;
+    while (items.size() > max) {
+      gone.push_back(items.back().id);
+      items.pop_back();
+    }
+    return gone;
+  }
+
   ByName<Account> accounts_;
   ByName<ByName<RosterItem>> rosters_;  // sorted by contact, as SqliteStore returns them
   ByName<std::int64_t> versions_;
@@ -308,6 +404,8 @@ class MemoryStore final : public Store {
   ByName<std::string> vcards_;
   ByName<LastActivity> last_;
   ByName<std::set<std::string>> blocklists_;  // never holds an empty set
+  ByName<ByName<PepNodeData>> pep_;
+  ByName<ByName<std::string>> private_;  // by "name namespace"
   std::int64_t last_version_ = 0;
   std::int64_t last_offline_id_ = 0;
 };

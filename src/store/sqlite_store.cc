@@ -27,6 +27,11 @@ namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
 
+#define KABAR_PEP_NODE_SELECT                                                             \
+  "SELECT node, access_model, max_items, persist_items, notify_retract, notify_delete, "  \
+  "deliver_notifications, deliver_payloads, send_last, title, affiliations, subscribers " \
+  "FROM pep_node"
+
 // Schema migrations, applied in order at open, each in its own transaction together with the
 // PRAGMA user_version that records it. Never edit a released entry: append a new one.
 struct Migration {
@@ -120,6 +125,45 @@ CREATE TABLE blocklist (
   username TEXT NOT NULL,
   jid TEXT NOT NULL,
   PRIMARY KEY (username, jid)
+) WITHOUT ROWID;
+)sql"},
+    // Personal eventing (XEP-0163) and private XML storage (XEP-0049). A node's affiliations
+    // are lines "JID<TAB>affiliation", its explicit subscribers lines "JID" (a prepared JID has
+    // no control characters). Items are ordered by seq, newest highest.
+    {4, R"sql(
+CREATE TABLE pep_node (
+  username TEXT NOT NULL,
+  node TEXT NOT NULL,
+  access_model TEXT NOT NULL,
+  max_items INTEGER NOT NULL,
+  persist_items INTEGER NOT NULL,
+  notify_retract INTEGER NOT NULL,
+  notify_delete INTEGER NOT NULL,
+  deliver_notifications INTEGER NOT NULL,
+  deliver_payloads INTEGER NOT NULL,
+  send_last TEXT NOT NULL,
+  title TEXT NOT NULL,
+  affiliations TEXT NOT NULL,
+  subscribers TEXT NOT NULL,
+  PRIMARY KEY (username, node)
+) WITHOUT ROWID;
+CREATE TABLE pep_item (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  username TEXT NOT NULL,
+  node TEXT NOT NULL,
+  item_id TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  publisher TEXT NOT NULL,
+  stamp_ms INTEGER NOT NULL,
+  UNIQUE (username, node, item_id)
+);
+CREATE INDEX pep_item_by_node ON pep_item (username, node, seq);
+CREATE TABLE private_xml (
+  username TEXT NOT NULL,
+  name TEXT NOT NULL,
+  xmlns TEXT NOT NULL,
+  xml TEXT NOT NULL,
+  PRIMARY KEY (username, name, xmlns)
 ) WITHOUT ROWID;
 )sql"},
 };
@@ -320,7 +364,9 @@ class SqliteStore final : public Store {
           "DELETE FROM roster_version WHERE username = ?1",
           "DELETE FROM offline WHERE username = ?1", "DELETE FROM vcard WHERE username = ?1",
           "DELETE FROM last_activity WHERE username = ?1",
-          "DELETE FROM blocklist WHERE username = ?1"}) {
+          "DELETE FROM blocklist WHERE username = ?1", "DELETE FROM pep_node WHERE username = ?1",
+          "DELETE FROM pep_item WHERE username = ?1",
+          "DELETE FROM private_xml WHERE username = ?1"}) {
       Query q = query(sql);
       q.bind(1, username).run();
     }
@@ -709,6 +755,125 @@ class SqliteStore final : public Store {
     return all;
   }
 
+  // Personal eventing.
+
+  std::vector<PepNode> pep_nodes(std::string_view username) override {
+    Query q = query(KABAR_PEP_NODE_SELECT " WHERE username = ?1 ORDER BY node");
+    q.bind(1, username);
+    std::vector<PepNode> out;
+    while (q.step()) out.push_back(read_pep_node(q));
+    return out;
+  }
+
+  std::optional<PepNode> pep_node(std::string_view username, std::string_view node) override {
+    Query q = query(KABAR_PEP_NODE_SELECT " WHERE username = ?1 AND node = ?2");
+    q.bind(1, username).bind(2, node);
+    if (!q.step()) return std::nullopt;
+    return read_pep_node(q);
+  }
+
+  void put_pep_node(std::string_view username, const PepNode& node) override {
+    std::string affiliations;
+    for (const auto& [jid, aff] : node.affiliations) affiliations += jid + '\t' + aff + '\n';
+    std::vector<std::string> subs = node.subscribers;
+    std::sort(subs.begin(), subs.end());
+    std::string subscribers;
+    for (const auto& jid : subs) subscribers += jid + '\n';
+    const PepNodeConfig& c = node.config;
+    Transaction tx(*this);
+    {
+      Query q = query(
+          "INSERT OR REPLACE INTO pep_node (username, node, access_model, max_items, "
+          "persist_items, notify_retract, notify_delete, deliver_notifications, "
+          "deliver_payloads, send_last, title, affiliations, subscribers) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+      q.bind(1, username).bind(2, node.name).bind(3, c.access_model);
+      q.bind(4, static_cast<std::int64_t>(c.max_items)).bind(5, c.persist_items);
+      q.bind(6, c.notify_retract).bind(7, c.notify_delete).bind(8, c.deliver_notifications);
+      q.bind(9, c.deliver_payloads).bind(10, c.send_last_published_item).bind(11, c.title);
+      q.bind(12, affiliations).bind(13, subscribers).run();
+    }
+    trim_pep_items(username, node.name, c.max_items);
+    tx.commit();
+  }
+
+  bool delete_pep_node(std::string_view username, std::string_view node) override {
+    Transaction tx(*this);
+    bool existed;
+    {
+      Query q = query("DELETE FROM pep_node WHERE username = ?1 AND node = ?2");
+      q.bind(1, username).bind(2, node).run();
+      existed = sqlite3_changes(db_) == 1;
+    }
+    {
+      Query q = query("DELETE FROM pep_item WHERE username = ?1 AND node = ?2");
+      q.bind(1, username).bind(2, node).run();
+    }
+    tx.commit();
+    return existed;
+  }
+
+  std::vector<std::string> publish_pep_item(std::string_view username, std::string_view node,
+                                            const PepItem& item, std::size_t max_items) override {
+    Transaction tx(*this);
+    {
+      // A new seq: a republished id becomes the newest item.
+      Query q = query(
+          "INSERT OR REPLACE INTO pep_item (username, node, item_id, payload, publisher, "
+          "stamp_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      q.bind(1, username).bind(2, node).bind(3, item.id).bind(4, item.payload);
+      q.bind(5, item.publisher).bind(6, item.stamp_ms).run();
+    }
+    std::vector<std::string> gone = trim_pep_items(username, node, max_items);
+    tx.commit();
+    return gone;
+  }
+
+  std::vector<PepItem> pep_items(std::string_view username, std::string_view node) override {
+    Query q = query(
+        "SELECT item_id, payload, publisher, stamp_ms FROM pep_item "
+        "WHERE username = ?1 AND node = ?2 ORDER BY seq DESC");
+    q.bind(1, username).bind(2, node);
+    std::vector<PepItem> out;
+    while (q.step()) out.push_back(PepItem{q.text(0), q.text(1), q.text(2), q.int64(3)});
+    return out;
+  }
+
+  bool retract_pep_item(std::string_view username, std::string_view node,
+                        std::string_view id) override {
+    Transaction tx(*this);
+    bool existed;
+    {
+      Query q = query("DELETE FROM pep_item WHERE username = ?1 AND node = ?2 AND item_id = ?3");
+      q.bind(1, username).bind(2, node).bind(3, id).run();
+      existed = sqlite3_changes(db_) == 1;
+    }
+    tx.commit();
+    return existed;
+  }
+
+  // Private XML storage.
+
+  std::optional<std::string> private_xml(std::string_view username, std::string_view name,
+                                         std::string_view xmlns) override {
+    Query q = query("SELECT xml FROM private_xml WHERE username = ?1 AND name = ?2 AND xmlns = ?3");
+    q.bind(1, username).bind(2, name).bind(3, xmlns);
+    if (!q.step()) return std::nullopt;
+    return q.text(0);
+  }
+
+  void set_private_xml(std::string_view username, std::string_view name, std::string_view xmlns,
+                       std::string_view xml) override {
+    Transaction tx(*this);
+    {
+      Query q = query(
+          "INSERT OR REPLACE INTO private_xml (username, name, xmlns, xml) VALUES (?1, ?2, ?3, "
+          "?4)");
+      q.bind(1, username).bind(2, name).bind(3, xmlns).bind(4, xml).run();
+    }
+    tx.commit();
+  }
+
   std::vector<std::pair<std::string, std::vector<std::string>>> all_blocklists() override {
     Query q = query("SELECT username, jid FROM blocklist ORDER BY username, jid");
     std::vector<std::pair<std::string, std::vector<std::string>>> out;
@@ -724,6 +889,58 @@ class SqliteStore final : public Store {
   int schema_version() override { return user_version(); }
 
  private:
+  static PepNode read_pep_node(Query& q) {
+    PepNode n;
+    n.name = q.text(0);
+    PepNodeConfig& c = n.config;
+    c.access_model = q.text(1);
+    c.max_items = static_cast<std::size_t>(q.int64(2));
+    c.persist_items = q.int64(3) != 0;
+    c.notify_retract = q.int64(4) != 0;
+    c.notify_delete = q.int64(5) != 0;
+    c.deliver_notifications = q.int64(6) != 0;
+    c.deliver_payloads = q.int64(7) != 0;
+    c.send_last_published_item = q.text(8);
+    c.title = q.text(9);
+    const std::string affiliations = q.text(10);
+    for (std::size_t at = 0; at < affiliations.size();) {
+      std::size_t end = affiliations.find('\n', at);
+      if (end == std::string::npos) end = affiliations.size();
+      std::string line = affiliations.substr(at, end - at);
+      const std::size_t tab = line.find('\t');
+      if (tab != std::string::npos)
+        n.affiliations.emplace_back(line.substr(0, tab), line.substr(tab + 1));
+      at = end + 1;
+    }
+    const std::string subscribers = q.text(11);
+    for (std::size_t at = 0; at < subscribers.size();) {
+      std::size_t end = subscribers.find('\n', at);
+      if (end == std::string::npos) end = subscribers.size();
+      if (end > at) n.subscribers.push_back(subscribers.substr(at, end - at));
+      at = end + 1;
+    }
+    return n;
+  }
+
+  // Keeps the node's newest `max` items, inside the caller's transaction; returns the ids of
+  // those removed.
+  std::vector<std::string> trim_pep_items(std::string_view username, std::string_view node,
+                                          std::size_t max) {
+    std::vector<std::string> gone;
+    {
+      Query q = query(
+          "SELECT item_id FROM pep_item WHERE username = ?1 AND node = ?2 "
+          "ORDER BY seq DESC LIMIT -1 OFFSET ?3");
+      q.bind(1, username).bind(2, node).bind(3, static_cast<std::int64_t>(max));
+      while (q.step()) gone.push_back(q.text(0));
+    }
+    for (const auto& id : gone) {
+      Query q = query("DELETE FROM pep_item WHERE username = ?1 AND node = ?2 AND item_id = ?3");
+      q.bind(1, username).bind(2, node).bind(3, id).run();
+    }
+    return gone;
+  }
+
   // A write transaction. BEGIN IMMEDIATE takes the write lock at once (waiting up to
   // busy_timeout), so a transaction that reads and then writes cannot fail with SQLITE_BUSY
   // half-way. Rolls back unless committed.

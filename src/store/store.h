@@ -115,7 +115,7 @@ class AccountStore {
   virtual std::optional<Account> account(std::string_view username) = 0;
   virtual bool set_credentials(const Account& a) = 0;  // false: no such account
   // Removes the account and everything it owns (roster, offline queue, vcard, last activity,
-  // blocklist).
+  // blocklist, PEP nodes and items, private XML).
   virtual bool delete_account(std::string_view username) = 0;
   virtual std::vector<std::string> list_accounts() = 0;  // sorted
 };
@@ -213,6 +213,70 @@ class BlockingStore {
   virtual std::vector<std::pair<std::string, std::vector<std::string>>> all_blocklists() = 0;
 };
 
+// A personal eventing (XEP-0163) node's configuration: the XEP-0060 node options kabard keeps.
+struct PepNodeConfig {
+  std::string access_model = "presence";  // presence, open or whitelist
+  std::size_t max_items = 1;              // kPepMaxItems stands for "max"
+  bool persist_items = true;
+  bool notify_retract = true;
+  bool notify_delete = true;
+  bool deliver_notifications = true;
+  bool deliver_payloads = true;
+  std::string send_last_published_item = "on_sub_and_presence";  // never, on_sub, ...
+  std::string title;
+};
+// The most items a node keeps (also what max_items "max" means).
+inline constexpr std::size_t kPepMaxItems = 256;
+
+struct PepNode {
+  std::string name;
+  PepNodeConfig config;
+  // Affiliations other than the owner's (XEP-0060 §8.9): bare JID -> "member", "outcast", ...
+  std::vector<std::pair<std::string, std::string>> affiliations;
+  // Explicit subscriptions (XEP-0060 §6.1), by the JID subscribed (bare or full), sorted.
+  std::vector<std::string> subscribers;
+};
+
+struct PepItem {
+  std::string id;
+  std::string payload;    // the serialized payload element(s) of the <item/>
+  std::string publisher;  // full JID of the publishing resource
+  std::int64_t stamp_ms = 0;
+};
+
+// Personal eventing (XEP-0163): each account's nodes and their items.
+class PepStore {
+ public:
+  virtual ~PepStore() = default;
+  virtual std::vector<PepNode> pep_nodes(std::string_view username) = 0;  // sorted by name
+  virtual std::optional<PepNode> pep_node(std::string_view username, std::string_view node) = 0;
+  // Creates the node or replaces its configuration, affiliations and subscribers; items beyond
+  // the new max_items go (the oldest first).
+  virtual void put_pep_node(std::string_view username, const PepNode& node) = 0;
+  // Removes the node and its items; false if there was no such node.
+  virtual bool delete_pep_node(std::string_view username, std::string_view node) = 0;
+  // Adds `item` as the newest of the node (an item with its id is replaced), then keeps the
+  // newest `max_items`; returns the ids of the items that went to make room.
+  virtual std::vector<std::string> publish_pep_item(std::string_view username,
+                                                    std::string_view node, const PepItem& item,
+                                                    std::size_t max_items) = 0;
+  // The node's items, newest first.
+  virtual std::vector<PepItem> pep_items(std::string_view username, std::string_view node) = 0;
+  // Removes one item; false if there was no such item.
+  virtual bool retract_pep_item(std::string_view username, std::string_view node,
+                                std::string_view id) = 0;
+};
+
+// Private XML storage (XEP-0049): one serialized element per account and (name, namespace).
+class PrivateStore {
+ public:
+  virtual ~PrivateStore() = default;
+  virtual std::optional<std::string> private_xml(std::string_view username, std::string_view name,
+                                                 std::string_view xmlns) = 0;
+  virtual void set_private_xml(std::string_view username, std::string_view name,
+                               std::string_view xmlns, std::string_view xml) = 0;
+};
+
 // Everything a backend provides. The server hands modules this (Server::db()); a module that
 // needs only a part names only that interface in its own functions.
 class Store : public AccountStore,
@@ -220,7 +284,9 @@ class Store : public AccountStore,
               public OfflineStore,
               public VcardStore,
               public LastActivityStore,
-              public BlockingStore {
+              public BlockingStore,
+              public PepStore,
+              public PrivateStore {
  public:
   ~Store() override = default;
   // Schema version applied (migrations run at open); 0 for a backend without a schema.

@@ -506,6 +506,95 @@ TEST_P(StoreContractTest, BlocklistGoesWithTheAccount) {
   EXPECT_TRUE(store_->all_blocklists().empty());
 }
 
+// Personal eventing and private XML storage.
+
+TEST_P(StoreContractTest, PepNodesAndItems) {
+  using V = std::vector<std::string>;
+  EXPECT_TRUE(store_->pep_nodes("alice").empty());
+  EXPECT_FALSE(store_->pep_node("alice", "n"));
+  PepNode n;
+  n.name = "n";
+  n.config.access_model = "whitelist";
+  n.config.max_items = 2;
+  n.config.title = "Tune";
+  n.affiliations = {{"bob@example.com", "member"}, {"eve@example.com", "outcast"}};
+  n.subscribers = {"carol@example.com/phone", "bob@example.com"};
+  store_->put_pep_node("alice", n);
+  auto got = store_->pep_node("alice", "n");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->config.access_model, "whitelist");
+  EXPECT_EQ(got->config.max_items, 2u);
+  EXPECT_EQ(got->config.title, "Tune");
+  EXPECT_TRUE(got->config.persist_items);
+  EXPECT_EQ(got->config.send_last_published_item, "on_sub_and_presence");
+  EXPECT_EQ(got->affiliations, n.affiliations);
+  EXPECT_EQ(got->subscribers, (V{"bob@example.com", "carol@example.com/phone"}));  // sorted
+  EXPECT_TRUE(
+      store_->publish_pep_item("alice", "n", {"1", "<a/>", "alice@example.com/r", 10}, 2).empty());
+  EXPECT_TRUE(
+      store_->publish_pep_item("alice", "n", {"2", "<b/>", "alice@example.com/r", 11}, 2).empty());
+  // Republishing an id makes it the newest; a third item pushes out the oldest.
+  EXPECT_TRUE(
+      store_->publish_pep_item("alice", "n", {"1", "<c/>", "alice@example.com/r", 12}, 2).empty());
+  EXPECT_EQ(store_->publish_pep_item("alice", "n", {"3", "<d/>", "alice@example.com/r", 13}, 2),
+            V{"2"});
+  auto items = store_->pep_items("alice", "n");
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_EQ(items[0].id, "3");
+  EXPECT_EQ(items[1].id, "1");
+  EXPECT_EQ(items[1].payload, "<c/>");
+  EXPECT_EQ(items[1].stamp_ms, 12);
+  // A smaller max_items in a new configuration trims at once.
+  n.config.max_items = 1;
+  store_->put_pep_node("alice", n);
+  EXPECT_EQ(store_->pep_items("alice", "n").size(), 1u);
+  EXPECT_FALSE(store_->retract_pep_item("alice", "n", "1"));
+  EXPECT_TRUE(store_->retract_pep_item("alice", "n", "3"));
+  EXPECT_TRUE(store_->pep_items("alice", "n").empty());
+  EXPECT_TRUE(store_->pep_nodes("bob").empty());
+  ASSERT_EQ(store_->pep_nodes("alice").size(), 1u);
+  EXPECT_TRUE(store_->delete_pep_node("alice", "n"));
+  EXPECT_FALSE(store_->delete_pep_node("alice", "n"));
+  EXPECT_TRUE(store_->pep_nodes("alice").empty());
+}
+
+TEST_P(StoreContractTest, PepItemsSurviveReopening) {
+  store_->put_pep_node("alice", PepNode{"n", {}, {}, {"bob@example.com"}});
+  store_->publish_pep_item("alice", "n", {"1", "<a xmlns='urn:a'>\u00e9</a>", "alice@x/r", 5}, 1);
+  store_->set_private_xml("alice", "x", "urn:x", "<x xmlns='urn:x'/>");
+  reopen();
+  auto n = store_->pep_node("alice", "n");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->subscribers, std::vector<std::string>{"bob@example.com"});
+  auto items = store_->pep_items("alice", "n");
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].payload, "<a xmlns='urn:a'>\u00e9</a>");
+  EXPECT_EQ(items[0].publisher, "alice@x/r");
+  EXPECT_TRUE(store_->private_xml("alice", "x", "urn:x"));
+}
+
+TEST_P(StoreContractTest, PrivateXml) {
+  EXPECT_FALSE(store_->private_xml("alice", "prefs", "urn:a"));
+  store_->set_private_xml("alice", "prefs", "urn:a", "<prefs xmlns='urn:a'>1</prefs>");
+  store_->set_private_xml("alice", "prefs", "urn:b", "<prefs xmlns='urn:b'>2</prefs>");
+  EXPECT_EQ(store_->private_xml("alice", "prefs", "urn:a"), "<prefs xmlns='urn:a'>1</prefs>");
+  EXPECT_EQ(store_->private_xml("alice", "prefs", "urn:b"), "<prefs xmlns='urn:b'>2</prefs>");
+  store_->set_private_xml("alice", "prefs", "urn:a", "<prefs xmlns='urn:a'>3</prefs>");
+  EXPECT_EQ(store_->private_xml("alice", "prefs", "urn:a"), "<prefs xmlns='urn:a'>3</prefs>");
+  EXPECT_FALSE(store_->private_xml("bob", "prefs", "urn:a"));
+}
+
+TEST_P(StoreContractTest, PepAndPrivateGoWithTheAccount) {
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  store_->put_pep_node("alice", PepNode{"n", {}, {}, {}});
+  store_->publish_pep_item("alice", "n", {"1", "<a/>", "", 1}, 1);
+  store_->set_private_xml("alice", "x", "urn:x", "<x xmlns='urn:x'/>");
+  ASSERT_TRUE(store_->delete_account("alice"));
+  EXPECT_TRUE(store_->pep_nodes("alice").empty());
+  EXPECT_TRUE(store_->pep_items("alice", "n").empty());
+  EXPECT_FALSE(store_->private_xml("alice", "x", "urn:x"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest,
                          ::testing::Values(Backend::kSqlite, Backend::kMemory),
                          [](const ::testing::TestParamInfo<Backend>& info) {

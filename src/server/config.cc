@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <set>
 #include <stdexcept>
@@ -195,6 +196,36 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             throw std::runtime_error(full + ": unknown key");
           }
         }
+      } else if (key == "contact") {
+        // XEP-0157 §2: the kinds of address the serverinfo form knows; each a list of URIs.
+        static constexpr const char* kKinds[] = {"abuse",    "admin",  "feedback", "sales",
+                                                 "security", "status", "support"};
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "contact." + sub;
+          if (std::find(std::begin(kKinds), std::end(kKinds), sub) == std::end(kKinds)) {
+            throw std::runtime_error(full + ": unknown key");
+          }
+          std::vector<std::string> uris = strings(n2, full);
+          for (const auto& u : uris) {
+            if (u.find(':') == std::string::npos ||
+                u.find_first_of(" \t\r\n") != std::string::npos) {
+              throw std::runtime_error(full +
+                                       ": not a URI (mailto:..., xmpp:..., https://...): " + u);
+            }
+          }
+          cfg.contact_addresses.emplace_back(sub, std::move(uris));
+        }
+        std::sort(cfg.contact_addresses.begin(), cfg.contact_addresses.end(),
+                  [](const auto& a, const auto& b) {
+                    auto rank = [](const std::string& k) {
+                      return std::find(std::begin(kKinds), std::end(kKinds), k) -
+                             std::begin(kKinds);
+                    };
+                    return rank(a.first) < rank(b.first);
+                  });
       } else if (key == "sm") {
         const auto* t = node.as_table();
         if (t == nullptr) throw std::runtime_error(key + ": expected a table");

@@ -82,6 +82,9 @@ struct Config {
   std::uint64_t upload_quota = 1'000'000'000;  // bytes stored per account
   int upload_expire_after_s = 7 * 24 * 3600;   // uploaded files are deleted after this
 
+  // [contact] (XEP-0157): addresses by kind ("abuse", "admin", "feedback", "sales",
+  // "security", "status", "support"), in the order of kContactKinds.
+  std::vector<std::pair<std::string, std::vector<std::string>>> contact_addresses;
   // [extdisco] (XEP-0215)
   std::vector<ExternalService> external_services;
   std::string turn_secret;            // coturn's static-auth-secret (use-auth-secret); empty: none

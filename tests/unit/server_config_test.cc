@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "server/config.h"
 
@@ -153,6 +155,31 @@ TEST(ConfigFile, ExternalServiceUris) {
   EXPECT_THROW(parse_external_service("ftp:h:21"), std::invalid_argument);
   EXPECT_THROW(parse_external_service("stun:h"), std::invalid_argument);
   EXPECT_THROW(parse_external_service("stun:h:1?transport=sctp"), std::invalid_argument);
+}
+
+TEST(ConfigFile, ContactAddresses) {
+  Config cfg;
+  load_config_file(write_temp(R"(
+[contact]
+support = "https://example.org/help"
+abuse = ["mailto:abuse@example.org", "xmpp:abuse@example.org"]
+)"),
+                   cfg);
+  // XEP-0157's order of kinds, whatever the file's.
+  ASSERT_EQ(cfg.contact_addresses.size(), 2u);
+  EXPECT_EQ(cfg.contact_addresses[0].first, "abuse");
+  EXPECT_EQ(cfg.contact_addresses[0].second,
+            (std::vector<std::string>{"mailto:abuse@example.org", "xmpp:abuse@example.org"}));
+  EXPECT_EQ(cfg.contact_addresses[1].first, "support");
+  Config bad;
+  EXPECT_THROW(load_config_file(write_temp("[contact]
+boss = "mailto:b@example.org"
+"), bad),
+               std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[contact]
+abuse = "not a uri"
+"), bad),
+               std::runtime_error);
 }
 
 TEST(ConfigFile, RejectsUnknownKeysAndBadValues) {

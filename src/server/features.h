@@ -47,6 +47,31 @@ class BlockingView {
   virtual void forget(const std::string& user) = 0;
 };
 
+// pep/: XEP-0163 personal eventing (the part of XEP-0060 it needs), with XEP-0115 caps.
+std::unique_ptr<Module> make_pep_module();
+// What the PEP module offers others (registry service<PepService>(); nullptr without it).
+class PepService {
+ public:
+  virtual ~PepService() = default;
+  // The nodes of the account `owner` (a username) that `requester` (a bare JID) may see, for
+  // the account's disco#items (XEP-0163 §8.2).
+  virtual awaitable<std::vector<std::string>> visible_nodes(std::string owner,
+                                                            std::string requester) = 0;
+  // disco#info of one node (XEP-0060 §5.3); nullopt when there is no such node or `requester`
+  // may not see it.
+  virtual awaitable<std::optional<xml::Element>> node_info(std::string owner, std::string node,
+                                                           std::string requester) = 0;
+  // Items of `owner`'s `node` that someone else (the private module, XEP-0411) published or
+  // retracted in the store: notifies as a publish and a retract would.
+  virtual awaitable<void> notify(std::string owner, std::string node,
+                                 std::vector<store::PepItem> published,
+                                 std::vector<std::string> retracted) = 0;
+};
+
+// private/: XEP-0049 private XML storage, with storage:bookmarks kept in step with the XEP-0402
+// PEP node (XEP-0402 §5.3, the "#compat" of XEP-0411).
+std::unique_ptr<Module> make_private_module();
+
 // disco/: XEP-0030, answers built from the registry; basics/: XEP-0092 version, XEP-0199 ping,
 // XEP-0012 last activity, RFC 3921 session; vcard/: XEP-0054; register/: XEP-0077 for
 // authenticated users; extdisco/: XEP-0215; proxy65/: XEP-0065 proxy component; upload/:

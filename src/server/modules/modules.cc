@@ -22,6 +22,8 @@ std::vector<std::unique_ptr<Module>> make_modules() {
   m.push_back(make_disco_module());
   m.push_back(make_basics_module());
   m.push_back(make_vcard_module());
+  m.push_back(make_pep_module());
+  m.push_back(make_private_module());
   m.push_back(make_register_module());
   m.push_back(make_extdisco_module());
   m.push_back(make_proxy65_module());

@@ -33,12 +33,26 @@ awaitable<void> disco_info(Server& s, SessionPtr from, xml::Element iq) {
   std::string_view node = q->attr("node");
   auto to = iq.has_attr("to") ? xmpp::Jid::parse(iq.attr("to")) : std::optional<xmpp::Jid>();
   xml::Element reply = xmpp::make_iq_result(iq);
+  PepService* pep = s.modules().service<PepService>();
   if (!node.empty()) {
+    // A node of an account's PEP service (XEP-0060 §5.3); the server has no nodes.
+    if (pep != nullptr && to && !to->is_domain() && to->is_bare()) {
+      auto info = co_await pep->node_info(to->local(), std::string(node), from->jid().bare_str());
+      if (info) {
+        reply.add_child(std::move(*info));
+        from->send(reply);
+        co_return;
+      }
+    }
     from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "item-not-found"));
     co_return;
   }
   if (!to || to->is_domain()) {
-    reply.add_child(disco_info_query(s.modules(), kToServer));
+    xml::Element q = disco_info_query(s.modules(), kToServer);
+    if (!s.config().contact_addresses.empty()) {
+      q.add_child(server_info_form(s.config().contact_addresses));
+    }
+    reply.add_child(std::move(q));
     from->send(reply);
     co_return;
   }
@@ -69,8 +83,24 @@ awaitable<void> disco_items(Server& s, SessionPtr from, xml::Element iq) {
     std::string user = to->local();
     auto op3 = [user](store::Store& st) { return st.account(user).has_value(); };
     bool exists = co_await s.db(std::move(op3));
-    if (!exists || !co_await may_see(s, from, user)) {
+    PepService* pep = s.modules().service<PepService>();
+    // XEP-0163 §8.2: anyone may ask an account for its PEP nodes; each sees those its access
+    // model lets it see (a contact or the owner: the presence ones too).
+    if (!exists || (pep == nullptr && !co_await may_see(s, from, user))) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
+      co_return;
+    }
+    if (pep != nullptr) {
+      auto nodes = co_await pep->visible_nodes(user, from->jid().bare_str());
+      xml::Element reply = xmpp::make_iq_result(iq);
+      xml::Element& query = reply.add_child("query", ns::kDiscoItems);
+      const std::string bare = to->bare_str();
+      for (const auto& n : nodes) {
+        xml::Element& item = query.add_child("item", ns::kDiscoItems);
+        item.set_attr("jid", bare);
+        item.set_attr("node", n);
+      }
+      from->send(reply);
       co_return;
     }
   }
@@ -88,6 +118,24 @@ awaitable<void> disco_items(Server& s, SessionPtr from, xml::Element iq) {
 }
 
 }  // namespace
+
+xml::Element server_info_form(
+    const std::vector<std::pair<std::string, std::vector<std::string>>>& addresses) {
+  // XEP-0157 §2: the serverinfo form, one field per kind of address (XEP-0128 extended info).
+  xml::Element x("x", ns::kDataForms);
+  x.set_attr("type", "result");
+  xml::Element& type = x.add_child("field", ns::kDataForms);
+  type.set_attr("var", "FORM_TYPE");
+  type.set_attr("type", "hidden");
+  type.add_child("value", ns::kDataForms).add_text("http://jabber.org/network/serverinfo");
+  for (const auto& [kind, uris] : addresses) {
+    xml::Element& f = x.add_child("field", ns::kDataForms);
+    f.set_attr("var", kind + "-addresses");
+    f.set_attr("type", "list-multi");
+    for (const auto& u : uris) f.add_child("value", ns::kDataForms).add_text(u);
+  }
+  return x;
+}
 
 xml::Element disco_info_query(const ModuleRegistry& registry, Target target) {
   xml::Element query("query", ns::kDiscoInfo);

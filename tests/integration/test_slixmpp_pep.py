@@ -29,6 +29,7 @@ import kabartest  # noqa: E402
 
 import slixmpp  # noqa: E402
 from slixmpp.exceptions import IqError  # noqa: E402
+from slixmpp.xmlstream import ElementBase  # noqa: E402
 
 STEP = 10.0
 TOTAL = 150.0
@@ -57,6 +58,15 @@ def publish_options(**fields):
     return x + "</x></publish-options>"
 
 
+class Prefs(ElementBase):
+    """A client's own private XML (any namespace), through slixmpp's xep_0049."""
+    name = "prefs"
+    namespace = "urn:example:prefs"
+    plugin_attrib = "prefs"
+    interfaces = {"theme"}
+    sub_interfaces = {"theme"}
+
+
 class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password):
         super().__init__(jid, password)
@@ -66,6 +76,7 @@ class Client(slixmpp.ClientXMPP):
         for p in ("xep_0030", "xep_0004", "xep_0128", "xep_0060", "xep_0115", "xep_0163",
                   "xep_0084", "xep_0054", "xep_0153", "xep_0172", "xep_0049"):
             self.register_plugin(p)
+        self["xep_0049"].register(Prefs)
         self.outcome = asyncio.get_event_loop().create_future()
         self.events = asyncio.Queue()
         self.presences = asyncio.Queue()
@@ -224,8 +235,9 @@ async def scenario(r, kd, clients):
     ev = await next_matching(alice.events, lambda e: e[0] == "pubsub_publish"
                              and e[1]["pubsub_event"]["items"]["node"] == BOOKMARKS)
     r.check(ev is not None, "alice's own client hears of the bookmark (bookmarks:1+notify)")
-    await alice.raw_iq("set", "<query xmlns='jabber:iq:private'>"
-                              "<prefs xmlns='urn:example:prefs'><theme>dark</theme></prefs></query>")
+    prefs = Prefs()
+    prefs["theme"] = "dark"
+    await alice["xep_0049"].store(prefs, timeout=STEP)
     alice.abort()
     alice = await login(r, kd, "alice", "desktop", (BOOKMARKS,))
     clients.append(alice)
@@ -237,10 +249,8 @@ async def scenario(r, kd, clients):
         r.check(len(items) == 1 and items[0].get("id") == f"council@conference.{DOMAIN}"
                 and conf is not None and conf.get("autojoin") == "true",
                 f"the bookmark reads back {when}")
-        res = await alice.raw_iq("get", "<query xmlns='jabber:iq:private'>"
-                                        "<prefs xmlns='urn:example:prefs'/></query>")
-        r.check(res.xml.findtext(".//{urn:example:prefs}theme") == "dark",
-                f"the private XML reads back {when}")
+        res = await alice["xep_0049"].retrieve("prefs", timeout=STEP)
+        r.check(res["private"]["prefs"]["theme"] == "dark", f"the private XML reads back {when}")
         res = await alice.raw_iq("get", "<query xmlns='jabber:iq:private'>"
                                         "<storage xmlns='storage:bookmarks'/></query>")
         legacy = res.xml.findall(".//{storage:bookmarks}conference")

@@ -84,25 +84,29 @@ awaitable<void> disco_items(Server& s, SessionPtr from, xml::Element iq) {
     auto op3 = [user](store::Store& st) { return st.account(user).has_value(); };
     bool exists = co_await s.db(std::move(op3));
     PepService* pep = s.modules().service<PepService>();
-    // XEP-0163 §8.2: anyone may ask an account for its PEP nodes; each sees those its access
-    // model lets it see (a contact or the owner: the presence ones too).
-    if (!exists || (pep == nullptr && !co_await may_see(s, from, user))) {
+    if (!exists) {
       from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;
     }
-    if (pep != nullptr) {
-      auto nodes = co_await pep->visible_nodes(user, from->jid().bare_str());
-      xml::Element reply = xmpp::make_iq_result(iq);
-      xml::Element& query = reply.add_child("query", ns::kDiscoItems);
-      const std::string bare = to->bare_str();
-      for (const auto& n : nodes) {
-        xml::Element& item = query.add_child("item", ns::kDiscoItems);
-        item.set_attr("jid", bare);
-        item.set_attr("node", n);
-      }
-      from->send(reply);
+    const bool contact = co_await may_see(s, from, user);
+    // XEP-0163 §8.2: the account's PEP nodes the requester may see. Someone without a presence
+    // subscription learns of the account only when it has nodes open to them.
+    std::vector<std::string> nodes;
+    if (pep != nullptr) nodes = co_await pep->visible_nodes(user, from->jid().bare_str());
+    if (!contact && nodes.empty()) {
+      from->send(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
       co_return;
     }
+    xml::Element reply = xmpp::make_iq_result(iq);
+    xml::Element& query = reply.add_child("query", ns::kDiscoItems);
+    const std::string bare = to->bare_str();
+    for (const auto& n : nodes) {
+      xml::Element& item = query.add_child("item", ns::kDiscoItems);
+      item.set_attr("jid", bare);
+      item.set_attr("node", n);
+    }
+    from->send(reply);
+    co_return;
   }
   xml::Element reply = xmpp::make_iq_result(iq);
   xml::Element& query = reply.add_child("query", ns::kDiscoItems);

@@ -118,8 +118,10 @@ TEST_F(DiscoSessionTest, OwnBareJidIsAnsweredForTheAccount) {
   const xml::Element* q = got[0].child("query", ns::kDiscoInfo);
   ASSERT_NE(q, nullptr);
   auto ids = q->children("identity", ns::kDiscoInfo);
-  ASSERT_EQ(ids.size(), 1u);
+  ASSERT_EQ(ids.size(), 2u);  // and the PEP service (XEP-0163 §8.1)
   EXPECT_EQ(ids[0]->attr("category"), "account");
+  EXPECT_EQ(ids[1]->attr("category"), "pubsub");
+  EXPECT_EQ(ids[1]->attr("type"), "pep");
   EXPECT_EQ(features_of(*q), server_.modules().disco_features(kToAccount));
 }
 

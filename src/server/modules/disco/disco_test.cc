@@ -69,9 +69,11 @@ TEST_F(DiscoTest, AccountAnswerIsAnAccountWithItsOwnFeatures) {
   Server& s = make(true);
   xml::Element q = disco_info_query(s.modules(), kToAccount);
   auto ids = q.children("identity", ns::kDiscoInfo);
-  ASSERT_EQ(ids.size(), 1u);
+  ASSERT_EQ(ids.size(), 2u);  // the account, and its PEP service (XEP-0163 §8.1)
   EXPECT_EQ(ids[0]->attr("category"), "account");
   EXPECT_EQ(ids[0]->attr("type"), "registered");
+  EXPECT_EQ(ids[1]->attr("category"), "pubsub");
+  EXPECT_EQ(ids[1]->attr("type"), "pep");
   auto f = features_of(q);
   for (const char* want : {ns::kDiscoInfo, ns::kDiscoItems, ns::kVcard, ns::kLast}) {
     EXPECT_TRUE(has(f, want)) << want;

@@ -132,10 +132,12 @@ bool apply_config_field(store::PepNodeConfig& c, const FormField& f) {
 }
 
 std::optional<bool> meets_precondition(const store::PepNodeConfig& c, const FormField& f) {
-  // A precondition the node could not have at all is a bad request, not a conflict.
+  // A field kabard fixes: met when it states that value. Otherwise a precondition the node
+  // could not have at all (an unknown field, a value the field cannot take) is a bad request,
+  // not a conflict.
+  if (auto fixed = fixed_matches(f)) return *fixed;
   store::PepNodeConfig wanted = c;
   if (!apply_config_field(wanted, f)) return std::nullopt;
-  if (fixed_matches(f)) return true;
   return wanted.access_model == c.access_model && wanted.max_items == c.max_items &&
          wanted.persist_items == c.persist_items && wanted.notify_retract == c.notify_retract &&
          wanted.notify_delete == c.notify_delete &&

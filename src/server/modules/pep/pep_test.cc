@@ -1,6 +1,8 @@
 // Personal eventing (XEP-0163) through scripted sessions, and its form and access helpers.
 #include "server/modules/pep/pep.h"
 
+#include <optional>
+
 #include "server/modules/testing/module_test.h"
 #include "xml/serializer.h"
 #include "xmpp/caps.h"
@@ -141,11 +143,13 @@ class PepTest : public ModuleTest {
     return out;
   }
 
-  static const xml::Element* error_of(const std::vector<xml::Element>& got) {
+  // A copy: callers pass what take() returned, which dies at the end of their statement.
+  static std::optional<xml::Element> error_of(const std::vector<xml::Element>& got) {
     for (const auto* iq : named(got, "iq")) {
-      if (iq->attr("type") == "error") return iq->child("error", ns::kClient);
+      if (iq->attr("type") != "error") continue;
+      if (const xml::Element* e = iq->child("error", ns::kClient)) return *e;
     }
-    return nullptr;
+    return std::nullopt;
   }
 
   std::string publish_nick(std::string_view nick, std::string_view options = {}) {
@@ -196,7 +200,8 @@ TEST_F(PepTest, PublishReachesContactsWhoseCapsAskAndTheOwner) {
   EXPECT_EQ(named(got, "iq")[0]->attr("type"), "result");
   EXPECT_EQ(events(got).size(), 1u);  // the owner's own resource
   for (Client* c : {&romeo, &romeo2}) {
-    auto ev = events(c->take());
+    const auto mine = c->take();  // events() points into it
+    auto ev = events(mine);
     ASSERT_EQ(ev.size(), 1u);
     EXPECT_EQ(ev[0]->attr("from"), "juliet@example.com");
     EXPECT_EQ(ev[0]->attr("type"), "headline");
@@ -216,7 +221,8 @@ TEST_F(PepTest, LastItemAtInitialPresenceAndUnverifiedCapsStayWithTheirResource)
   j.take();
   auto& romeo = connect("romeo@example.com/orchard");
   ASSERT_TRUE(online(romeo, {std::string(kNick)}, false));
-  auto ev = events(romeo.take());
+  const auto got = romeo.take();
+  auto ev = events(got);
   ASSERT_EQ(ev.size(), 1u);
   EXPECT_NE(ev[0]->child("delay", ns::kDelay), nullptr);
   // An answer that does not match its hash is not taken for anyone else with it.
@@ -247,8 +253,8 @@ TEST_F(PepTest, PreconditionsPublishOptionsAndErrors) {
       "<field var='pubsub#access_model'><value>whitelist</value></field></x></publish-options>";
   send(j, publish_nick("J2", whitelist));
   got = j.take();
-  const xml::Element* err = error_of(got);
-  ASSERT_NE(err, nullptr);
+  auto err = error_of(got);
+  ASSERT_TRUE(err);
   EXPECT_EQ(err->attr("type"), "cancel");
   EXPECT_NE(err->child("conflict", ns::kStanzas), nullptr);
   EXPECT_NE(err->child("precondition-not-met", pep::kPubsubErrors), nullptr);
@@ -259,7 +265,7 @@ TEST_F(PepTest, PreconditionsPublishOptionsAndErrors) {
       "<field var='pubsub#frobnicate'><value>1</value></field></x></publish-options>";
   send(j, publish_nick("J3", unknown));
   err = error_of(j.take());
-  ASSERT_NE(err, nullptr);
+  ASSERT_TRUE(err);
   EXPECT_NE(err->child("bad-request", ns::kStanzas), nullptr);
   // A stranger reads the open node, cannot publish to it, and finds no other node.
   auto& t = connect("tybalt@example.com/street");
@@ -276,13 +282,13 @@ TEST_F(PepTest, PreconditionsPublishOptionsAndErrors) {
        "node='http://jabber.org/protocol/nick'><item><nick xmlns='" +
            std::string(kNick) + "'>T</nick></item></publish></pubsub></iq>");
   err = error_of(t.take());
-  ASSERT_NE(err, nullptr);
+  ASSERT_TRUE(err);
   EXPECT_NE(err->child("forbidden", ns::kStanzas), nullptr);
   send(t,
        "<iq type='get' id='i3' to='juliet@example.com'><pubsub "
        "xmlns='http://jabber.org/protocol/pubsub'><items node='nope'/></pubsub></iq>");
   err = error_of(t.take());
-  ASSERT_NE(err, nullptr);
+  ASSERT_TRUE(err);
   EXPECT_NE(err->child("item-not-found", ns::kStanzas), nullptr);
 }
 
@@ -317,12 +323,12 @@ TEST_F(PepTest, WhitelistPresenceAccessMaxItemsAndDelete) {
              std::string(node) + "' " + std::string(extra) + "/></pubsub></iq>");
     return c.take();
   };
-  const xml::Element* err = error_of(items(romeo, "secret"));
-  ASSERT_NE(err, nullptr);
+  auto err = error_of(items(romeo, "secret"));
+  ASSERT_TRUE(err);
   EXPECT_NE(err->child("not-allowed", ns::kStanzas), nullptr);
   EXPECT_NE(err->child("closed-node", pep::kPubsubErrors), nullptr);
   err = error_of(items(t, "mood"));
-  ASSERT_NE(err, nullptr);
+  ASSERT_TRUE(err);
   EXPECT_NE(err->child("not-authorized", ns::kStanzas), nullptr);
   EXPECT_NE(err->child("presence-subscription-required", pep::kPubsubErrors), nullptr);
   auto got = items(romeo, "mood");
@@ -345,7 +351,7 @@ TEST_F(PepTest, WhitelistPresenceAccessMaxItemsAndDelete) {
        "affiliation='member'/></affiliations></pubsub></iq>");
   j.take();
   got = items(romeo, "secret");
-  EXPECT_EQ(error_of(got), nullptr);
+  EXPECT_FALSE(error_of(got));
   // Deleting the node: gone for everyone.
   send(j,
        "<iq type='set' id='d1'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'>"
@@ -353,7 +359,7 @@ TEST_F(PepTest, WhitelistPresenceAccessMaxItemsAndDelete) {
   got = j.take();
   EXPECT_EQ(named(got, "iq")[0]->attr("type"), "result");
   err = error_of(items(romeo, "mood"));
-  ASSERT_NE(err, nullptr);
+  ASSERT_TRUE(err);
   EXPECT_NE(err->child("item-not-found", ns::kStanzas), nullptr);
   // disco#items: romeo sees secret (member); tybalt, a stranger who may see no node, learns
   // nothing of the account.
@@ -361,7 +367,7 @@ TEST_F(PepTest, WhitelistPresenceAccessMaxItemsAndDelete) {
        "<iq type='get' id='di' to='juliet@example.com'><query "
        "xmlns='http://jabber.org/protocol/disco#items'/></iq>");
   err = error_of(t.take());
-  ASSERT_NE(err, nullptr);
+  ASSERT_TRUE(err);
   EXPECT_NE(err->child("service-unavailable", ns::kStanzas), nullptr);
   send(romeo,
        "<iq type='get' id='di' to='juliet@example.com'><query "
@@ -391,8 +397,8 @@ TEST_F(PepTest, PrivateStorageAndBookmarksCompat) {
   send(j,
        "<iq type='get' id='g2' to='romeo@example.com'><query xmlns='jabber:iq:private'>"
        "<prefs xmlns='urn:test:prefs'/></query></iq>");
-  const xml::Element* err = error_of(j.take());
-  ASSERT_NE(err, nullptr);
+  auto err = error_of(j.take());
+  ASSERT_TRUE(err);
   EXPECT_NE(err->child("forbidden", ns::kStanzas), nullptr);
   // Legacy bookmarks become native items, with a notification to the +notify resource.
   send(j,

@@ -172,13 +172,9 @@ abuse = ["mailto:abuse@example.org", "xmpp:abuse@example.org"]
             (std::vector<std::string>{"mailto:abuse@example.org", "xmpp:abuse@example.org"}));
   EXPECT_EQ(cfg.contact_addresses[1].first, "support");
   Config bad;
-  EXPECT_THROW(load_config_file(write_temp("[contact]
-boss = "mailto:b@example.org"
-"), bad),
+  EXPECT_THROW(load_config_file(write_temp("[contact]\nboss = \"mailto:b@example.org\"\n"), bad),
                std::runtime_error);
-  EXPECT_THROW(load_config_file(write_temp("[contact]
-abuse = "not a uri"
-"), bad),
+  EXPECT_THROW(load_config_file(write_temp("[contact]\nabuse = \"not a uri\"\n"), bad),
                std::runtime_error);
 }
 

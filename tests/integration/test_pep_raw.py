@@ -191,7 +191,25 @@ def errors(k):
             "unsubscribing again: <unexpected-request/> + <not-subscribed/>")
     publish(j, NICK, "current", nick("J3"))
     R.check(not events(settle(t)), "no more events after unsubscribing")
-    # Retract with notify; delete.
+    # The owner's other requests: affiliations, the default configuration, a purge.
+    r = j.iq("get", "<pubsub xmlns='%s'><affiliations node='%s'/></pubsub>" % (OWNER, NICK))
+    affs = {a.get("jid"): a.get("affiliation") for a in r.iter(q(OWNER, "affiliation"))}
+    R.check(affs == {"juliet@localhost": "owner"}, "the node's affiliations: its owner (%s)" % affs)
+    r = j.iq("set", "<pubsub xmlns='%s'><affiliations node='%s'><affiliation "
+             "jid='tybalt@localhost' affiliation='outcast'/></affiliations></pubsub>" % (OWNER, NICK))
+    R.check(r.get("type") == "result", "the owner makes tybalt an outcast")
+    r = t.iq("get", "<pubsub xmlns='%s'><items node='%s'/></pubsub>" % (PUBSUB, NICK),
+             to="juliet@localhost")
+    R.check(has_error(r, "forbidden", type_="auth"), "an outcast reading the open node: <forbidden/>")
+    r = j.iq("get", "<pubsub xmlns='%s'><default/></pubsub>" % OWNER)
+    R.check(r.get("type") == "result" and r.find(".//" + q("jabber:x:data", "x")) is not None,
+            "the default node configuration is a form")
+    r = j.iq("set", "<pubsub xmlns='%s'><purge node='%s'/></pubsub>" % (OWNER, NICK))
+    R.check(r.get("type") == "result", "the owner purges the node")
+    r = j.iq("get", "<pubsub xmlns='%s'><items node='%s'/></pubsub>" % (PUBSUB, NICK))
+    R.check(r.get("type") == "result" and not r.findall(".//" + q(PUBSUB, "item")),
+            "and it has no items left")
+    # Delete.
     r = j.iq("set", "<pubsub xmlns='%s'><delete node='%s'/></pubsub>" % (OWNER, NICK))
     R.check(r.get("type") == "result", "the owner deletes the node")
     r = j.iq("set", "<pubsub xmlns='%s'><delete node='%s'/></pubsub>" % (OWNER, NICK))

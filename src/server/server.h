@@ -7,8 +7,9 @@
 // send functions do it). What other shards need to read about a bound resource (available,
 // priority, its presence, whether it asked for the roster) is published into the session
 // directory, which sits behind one mutex held only for a lookup or a copy. The store runs on
-// its own thread and resumes the caller on its own shard. The listeners, the HTTP server and
-// the proxy live on shard 0, whose loop is the one main() runs.
+// its own thread and resumes the caller on its own shard. The listeners accept on shard 0,
+// whose loop is the one main() runs, and hand connections (client, HTTP, HTTPS) round robin to
+// the shards; the proxy and the upload module live on shard 0.
 #pragma once
 
 #include <atomic>

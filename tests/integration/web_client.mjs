@@ -48,6 +48,15 @@ function watchFrames(page) {
   });
 }
 
+// Before a page goes away, the answers to what it asked (a page closed right after its roster
+// showed may still be waiting for some): up to 20 s.
+async function settle() {
+  for (let i = 0; i < 200; ++i) {
+    if ([...sentIqs.keys()].every((id) => answered.has(id))) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 // launch() starts Chromium on a new, empty temporary profile (Playwright makes the
 // user-data-dir and refuses one given as a flag), and each context below is fresh too.
 const browser = await chromium.launch({
@@ -133,6 +142,7 @@ try {
     say({ event: 'screenshot', path: SHOT });
     // The page goes away with its connection (Converse enabled stream management: kabard keeps
     // the session for [sm] resume_timeout, 2 s in this test, then alice is offline).
+    await settle();
     await context.close();
     say({ event: 'logged-out' });
   }
@@ -143,6 +153,7 @@ try {
     await openChat(page, 'bob');
     await seen(page, 'while you were away');
     say({ event: 'offline-delivered' });
+    await settle();
     await context.close();
   }
   {
@@ -157,6 +168,7 @@ try {
     await page.locator('input[name="password"]').press('Enter');
     await page.locator('converse-roster').first().waitFor({ timeout: STEP });
     say({ event: 'registered' });
+    await settle();
     await context.close();
   }
   {
@@ -167,10 +179,9 @@ try {
     await send(page, box, 'hello from the web 2');
     await seen(page, 'hello from slixmpp 2');
     say({ event: 'wss', ok: true });
+    await settle();
     await context.close();
   }
-  // Answers may still be on their way for the last IQs: a moment for them.
-  await new Promise((r) => setTimeout(r, 1000));
   const unanswered = [...sentIqs.entries()].filter(([id]) => !answered.has(id)).map(([, s]) => s);
   say({ event: 'iqs', sent: sentIqs.size, unanswered });
   say({ event: 'done' });

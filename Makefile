@@ -31,9 +31,11 @@ build-fuzz:
 	@cmake --build --preset fuzz -j $(JOBS)
 
 run: deps build
-	@echo "kabard: serving $(RUN_DOMAIN) on 127.0.0.1:5222 (STARTTLS) and :5223 (TLS), file-transfer proxy on :7777, HTTP upload on :5280, data in $(RUN_DATA)/"
+	@echo "kabard: serving $(RUN_DOMAIN) on 127.0.0.1:5222 (STARTTLS) and :5223 (TLS), file-transfer proxy on :7777, HTTP on :5280 and HTTPS on :5281 (upload, WebSocket), data in $(RUN_DATA)/"
+	@echo "web client: http://localhost:5280/  (or https://localhost:5281/ after accepting the self-signed certificate)"
 	exec build/bin/kabard --domain $(RUN_DOMAIN) --data-dir $(RUN_DATA) \
-	  --c2s 127.0.0.1:5222 --c2s-tls 127.0.0.1:5223 --proxy65 127.0.0.1:7777 --http 127.0.0.1:5280 --allow-registration
+	  --c2s 127.0.0.1:5222 --c2s-tls 127.0.0.1:5223 --proxy65 127.0.0.1:7777 --http 127.0.0.1:5280 \
+	  --https 127.0.0.1:5281 --allow-registration
 
 # Unit and integration tests on the normal build, again on the ASan+UBSan build, the
 # cross-shard tests under ThreadSanitizer, then a short fuzz run of every parser.

@@ -7,12 +7,27 @@ pkgs=(
   libtomlplusplus-dev libcli11-dev libidn-dev libgtest-dev libgmock-dev libbenchmark-dev
   openssl python3 python3-slixmpp profanity tmux procps
   libncurses-dev prosody ejabberd coturn help2man
+  nodejs npm chromium
 )
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# The web client (Converse.js) kabard serves and playwright-core for its browser test, pinned
+# in web/package.json and web/package-lock.json, into web/node_modules (not committed); skipped
+# when they are there.
+web_deps() {
+  local web
+  web="$(dirname "$0")/../web"
+  if [ -f "$web/node_modules/converse.js/dist/converse.min.js" ] &&
+    [ -f "$web/node_modules/playwright-core/package.json" ]; then
+    return 0
+  fi
+  echo "install-deps: npm ci in web/ (Converse.js, playwright-core)"
+  (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+}
 if [ ${#missing[@]} -eq 0 ]; then
+  web_deps
   exit 0
 fi
 echo "install-deps: installing ${missing[*]}"
@@ -38,3 +53,4 @@ for svc in prosody ejabberd coturn; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
 done
+web_deps

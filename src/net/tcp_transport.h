@@ -36,6 +36,7 @@ class TcpTransport final : public Transport {
   ~TcpTransport() override;
 
   void start(TransportHandler& handler) override;
+  void set_handler(TransportHandler& handler) override { handler_ = &handler; }
   void read() override;
   WriteResult write(std::span<const std::string_view> bufs) override;
   bool holds_output() const override;

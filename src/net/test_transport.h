@@ -46,6 +46,7 @@ class TestTransport final : public Transport {
 
   // --- Transport.
   void start(TransportHandler& handler) override;
+  void set_handler(TransportHandler& handler) override { handler_ = &handler; }
   void read() override;
   WriteResult write(std::span<const std::string_view> bufs) override;
   bool holds_output() const override { return false; }

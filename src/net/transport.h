@@ -24,6 +24,10 @@ struct Security {
   // RFC 5929 §3.1 tls-unique of the connection, for SCRAM -PLUS; empty when there is none to
   // offer (no TLS, or TLS 1.3 where tls-unique is not defined, RFC 9266).
   std::string tls_unique;
+  // STARTTLS may be offered on this connection: not over WebSocket, whose TLS is the
+  // connection's own (RFC 7395 §3.8). There `tls` also holds for a loopback peer on plain ws://
+  // (the bytes never leave the machine).
+  bool starttls = true;
 };
 
 // The session side of a transport.
@@ -70,6 +74,9 @@ class Transport {
   // Starts delivering to `handler` (direct TLS: after the handshake; a failed one ends in
   // on_transport_closed()).
   virtual void start(TransportHandler& handler) = 0;
+  // Delivers to `handler` from now on: for a connection started with another handler (the HTTP
+  // server's, before a WebSocket upgrade) whose reading has stopped; read() goes on.
+  virtual void set_handler(TransportHandler& handler) = 0;
   // Resumes reading after on_read_done() returned false.
   virtual void read() = 0;
   // Writes the front of `bufs` (the stanzas of the session's queue in order) in one system call

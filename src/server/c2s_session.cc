@@ -33,11 +33,13 @@ constexpr std::size_t kMaxBuffers = 64;
 
 // What the negotiator offers and allows: the server's configuration, and next to <bind/> the
 // stream features the modules registered (legacy session, roster versioning, pre-approval, ...).
-xmpp::stream::ServerOptions negotiator_options(const Server& server) {
+xmpp::stream::ServerOptions negotiator_options(const Server& server, const net::Security& sec) {
   const Config& cfg = server.config();
   xmpp::stream::ServerOptions o;
   o.domain = cfg.domain;
-  o.tls_available = true;  // kabard always has a certificate (generated when none is given)
+  // kabard always has a certificate (generated when none is given); over WebSocket TLS is the
+  // connection's, never STARTTLS (RFC 7395 §3.8).
+  o.tls_available = sec.starttls;
   o.allow_plaintext = cfg.allow_plaintext;
   o.allow_registration = cfg.allow_registration;
   o.bound_features = server.modules().stream_features();
@@ -59,7 +61,8 @@ C2sSession::C2sSession(Server& server, Shard& shard, std::unique_ptr<net::Transp
       parser_(*this, xml::StreamLimits{std::min(server.config().preauth_stanza_bytes,
                                                 server.config().max_stanza_bytes),
                                        32, 64, 0}),
-      negotiator_(std::make_unique<xmpp::stream::ServerNegotiator>(negotiator_options(server))) {
+      negotiator_(std::make_unique<xmpp::stream::ServerNegotiator>(
+          negotiator_options(server, transport_->security()))) {
   serial_ = ++g_serial;
   peer_addr_ = transport_->peer_address();
   created_ms = last_read_ms = server.now_ms();

@@ -146,6 +146,8 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.proxy65 = endpoints(n2, "listen.proxy65");
           } else if (sub == "http") {
             cfg.http = endpoints(n2, "listen.http");
+          } else if (sub == "https") {
+            cfg.https = endpoints(n2, "listen.https");
           } else {
             throw std::runtime_error("listen." + sub + ": unknown key");
           }
@@ -157,6 +159,10 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
           std::string sub(k2.str());
           if (sub == "base_url") {
             cfg.http_base_url = get<std::string>(n2, "http.base_url");
+          } else if (sub == "websocket_origins") {
+            cfg.websocket_origins = strings(n2, "http.websocket_origins");
+          } else if (sub == "web_root") {
+            cfg.web_root = get<std::string>(n2, "http.web_root");
           } else {
             throw std::runtime_error("http." + sub + ": unknown key");
           }

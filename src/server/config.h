@@ -33,7 +33,9 @@ struct Config {
   std::vector<Endpoint> c2s;      // STARTTLS listeners (RFC 6120 §5)
   std::vector<Endpoint> c2s_tls;  // direct TLS listeners (XEP-0368)
   std::vector<Endpoint> proxy65;  // SOCKS5 bytestreams proxy (XEP-0065); empty: no proxy
-  std::vector<Endpoint> http;     // HTTP listener (file upload); empty: none
+  std::vector<Endpoint> http;     // HTTP listener (file upload, WebSocket, web client); empty: none
+  // HTTPS listeners (the c2s certificate): WebSocket (wss://) and the web client; empty: none
+  std::vector<Endpoint> https;
   bool allow_registration = false;
   bool allow_plaintext = false;
   std::filesystem::path tls_cert;  // PEM; empty: self-signed in data_dir, made on first start
@@ -78,6 +80,12 @@ struct Config {
 
   // [http], [upload] (XEP-0363)
   std::string http_base_url;  // the URL clients reach the HTTP listener at; empty: its address
+  // Origins (RFC 6454, "scheme://host[:port]", or "*") allowed to open a WebSocket; empty: any
+  // origin whose host is the served domain or a loopback name. A client that sends no Origin
+  // (not a browser) is always let in.
+  std::vector<std::string> websocket_origins;
+  // Converse.js's dist/ directory, served at /dist/; empty: looked for next to the binary.
+  std::filesystem::path web_root;
   std::uint64_t upload_max_file_size = 100ull * 1024 * 1024;
   std::uint64_t upload_quota = 1'000'000'000;  // bytes stored per account
   int upload_expire_after_s = 7 * 24 * 3600;   // uploaded files are deleted after this

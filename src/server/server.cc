@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "net/tcp_transport.h"
+#include "net/websocket_transport.h"
 #include "server/c2s_session.h"
 #include "server/core/undelivered.h"
 #include "server/features.h"
@@ -233,7 +234,7 @@ void Server::start() {
   }
   for (const auto& ep : cfg_.c2s) listen(ep, false);
   for (const auto& ep : cfg_.c2s_tls) listen(ep, true);
-  if (!cfg_.http.empty()) {
+  if (!cfg_.http.empty() || !cfg_.https.empty()) {
     http_ = std::make_unique<HttpServer>(*this);
     http_->start();
   }
@@ -318,6 +319,37 @@ void Server::adopt(Shard& shard, tcp::socket sock, bool direct_tls) {
   }
   auto transport =
       std::make_unique<net::TcpTransport>(shard, std::move(sock), tls_.native_handle(), direct_tls);
+  start_session(shard, std::move(transport), std::move(admission));
+}
+
+void Server::adopt_websocket(Shard& shard, std::unique_ptr<net::Transport> inner, bool started) {
+  const std::string& peer = inner->peer_address();
+  UnauthenticatedConnections::Admission admission = unauth_.admit(address_key(peer));
+  if (stopping_ || !admission.admitted) {
+    spdlog::debug("ws {}: over {} unauthenticated connections from that address: refused", peer,
+                  cfg_.unauthenticated_per_address);
+    inner->abandon();
+    asio::post(*shard.io, [t = std::move(inner)] {});  // after what may still name it
+    return;
+  }
+  net::WebSocketOptions o;
+  // A message is one stanza (RFC 7395 §3.3.3): the stanza limit, with room for the framing
+  // elements; the session's parser applies the stanza limits themselves, as on TCP.
+  o.max_message = cfg_.max_stanza_bytes + 4096;
+  // Plain ws:// from this machine (a browser here, or a TLS-terminating proxy in front) counts
+  // as secure for authentication; from elsewhere only wss:// does (or --allow-plaintext).
+  boost::system::error_code ec;
+  const auto addr = asio::ip::make_address(peer, ec);
+  o.trusted_plain =
+      !ec && (addr.is_loopback() ||
+              (addr.is_v6() && addr.to_v6().is_v4_mapped() &&
+               asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6()).is_loopback()));
+  auto transport = std::make_unique<net::WebSocketTransport>(std::move(inner), started, o);
+  start_session(shard, std::move(transport), std::move(admission));
+}
+
+void Server::start_session(Shard& shard, std::unique_ptr<net::Transport> transport,
+                           UnauthenticatedConnections::Admission admission) {
   auto session = std::make_shared<C2sSession>(*this, shard, std::move(transport));
   session->preauth_ticket = admission.ticket;
   const bool counted = unauth_.attach(admission.ticket, session);

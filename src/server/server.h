@@ -7,8 +7,9 @@
 // send functions do it). What other shards need to read about a bound resource (available,
 // priority, its presence, whether it asked for the roster) is published into the session
 // directory, which sits behind one mutex held only for a lookup or a copy. The store runs on
-// its own thread and resumes the caller on its own shard. The listeners, the HTTP server and
-// the proxy live on shard 0, whose loop is the one main() runs.
+// its own thread and resumes the caller on its own shard. The listeners accept on shard 0,
+// whose loop is the one main() runs, and hand connections (client, HTTP, HTTPS) round robin to
+// the shards; the proxy and the upload module live on shard 0.
 #pragma once
 
 #include <atomic>
@@ -30,6 +31,7 @@
 
 #include "net/listener.h"
 #include "net/shard.h"
+#include "net/transport.h"
 #include "server/auth_throttle.h"
 #include "server/config.h"
 #include "server/core/clock.h"
@@ -195,6 +197,14 @@ class Server {
   awaitable<void> fire(SessionEvent event, SessionPtr s);
   // HTTP listener, when configured (the upload module serves on it); nullptr otherwise.
   HttpServer* http() const { return http_.get(); }
+  // The shards connections are spread over (listeners hand them round robin) and one of them.
+  net::ShardRing& shard_ring() { return ring_; }
+  Shard& shard(std::size_t i) { return *shards_[i]; }
+  bool stopping() const { return stopping_.load(std::memory_order_relaxed); }
+  // A client session over XMPP over WebSocket (RFC 7395) on the connection `inner` an HTTP
+  // upgrade was answered on (`started`: its reads went to the HTTPS server until now); on
+  // `shard`'s thread.
+  void adopt_websocket(Shard& shard, std::unique_ptr<net::Transport> inner, bool started);
 
   // Sends a stanza to one session (serialized once).
   static void send_to(const SessionPtr& s, const xml::Element& stanza);
@@ -227,6 +237,9 @@ class Server {
   void listen(const Endpoint& ep, bool direct_tls);
   // Makes the session on `shard` (called on that shard's thread).
   void adopt(Shard& shard, asio::ip::tcp::socket sock, bool direct_tls);
+  // Makes and starts the session over `transport`, admitted as unauthenticated.
+  void start_session(Shard& shard, std::unique_ptr<net::Transport> transport,
+                     UnauthenticatedConnections::Admission admission);
   // Runs `work` on shard 0 and resumes the caller on its own shard.
   awaitable<void> on_shard0(awaitable<void> work);
   awaitable<void> sweep_loop(Shard& shard);

@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
   using kabar::server::Config;
   CLI::App app{"kabard: the kabar XMPP server (RFC 6120/6121)"};
   std::string domain, data_dir, config_file, log_level;
-  std::vector<std::string> c2s, c2s_tls, proxy65, http;
+  std::vector<std::string> c2s, c2s_tls, proxy65, http, https;
+  std::string web_root;
   bool allow_registration = false, allow_plaintext = false;
   int threads = 0;
   app.add_option("--config", config_file, "TOML configuration file (flags override it)")
@@ -111,7 +112,14 @@ int main(int argc, char** argv) {
                  "SOCKS5 bytestreams proxy (XEP-0065) as proxy.DOMAIN, HOST:PORT (default: none)");
   app.add_option(
       "--http", http,
-      "HTTP listener for file upload (XEP-0363) as upload.DOMAIN, HOST:PORT (default: none)");
+      "HTTP listener, HOST:PORT (default: none): file upload (XEP-0363) as upload.DOMAIN, XMPP "
+      "over WebSocket (RFC 7395) at /xmpp-websocket, the web client at /");
+  app.add_option("--https", https,
+                 "HTTPS listener with the client certificate, HOST:PORT (default: none): "
+                 "WebSocket (wss://) and the web client");
+  app.add_option("--web-root", web_root,
+                 "Converse.js's dist/ directory for the web client (default: found next to the "
+                 "binary, web/node_modules/converse.js/dist in a checkout)");
   app.add_flag("--allow-registration", allow_registration,
                "let clients create accounts in-band (XEP-0077)");
   app.add_flag("--allow-plaintext", allow_plaintext,
@@ -162,6 +170,11 @@ int main(int argc, char** argv) {
       cfg.http.clear();
       for (const auto& e : http) cfg.http.push_back(kabar::server::parse_endpoint(e));
     }
+    if (!https.empty()) {
+      cfg.https.clear();
+      for (const auto& e : https) cfg.https.push_back(kabar::server::parse_endpoint(e));
+    }
+    if (!web_root.empty()) cfg.web_root = web_root;
     if (allow_registration) cfg.allow_registration = true;
     if (allow_plaintext) cfg.allow_plaintext = true;
     if (!log_level.empty()) cfg.log_level = log_level;

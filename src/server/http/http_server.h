@@ -1,18 +1,32 @@
-// kabard's HTTP listener (Boost.Beast): routes each request by path prefix to a handler that
-// reads the body itself (so an upload streams to disk) and writes the response. Keep-alive, an
-// 8 KiB header limit, and a 30 s inactivity timeout per connection.
+// kabard's HTTP and HTTPS listeners. Connections are spread over the shards as client
+// connections are (accepted on shard 0, handed round robin) and stay on theirs.
+//
+// HTTP (Boost.Beast, a coroutine per connection): routes each request by path prefix to a
+// handler that reads the body itself (so an upload streams to disk) and writes the response;
+// the routes modules register run on shard 0, where their state lives (a request for one
+// moves its connection there). Keep-alive, an 8 KiB header limit, a 30 s inactivity timeout.
+//
+// HTTPS: the client port's TLS (OpenSSL for the handshake, then kabar's TLS 1.3 record layer),
+// so that a wss:// connection costs what a TLS client connection does. It serves the web
+// client, host-meta and the WebSocket upgrade (no request bodies, so no upload).
+//
+// On both, a GET of /xmpp-websocket with an acceptable handshake (websocket_upgrade.h) turns
+// the connection into a client session (net::WebSocketTransport).
 #pragma once
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
 #include <vector>
 
+#include "server/http/web_client.h"
 #include "server/server.h"
 
 namespace kabar::server {
@@ -20,11 +34,13 @@ namespace kabar::server {
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
 
+using RequestParser = http::request_parser<http::buffer_body>;
+
 // One request whose header has been read.
 struct HttpExchange {
   asio::ip::tcp::socket& sock;
   beast::flat_buffer& buffer;
-  http::request_parser<http::buffer_body>& parser;
+  RequestParser& parser;
   std::function<void()> touch;  // resets the inactivity timeout (call while streaming a body)
 
   const http::request<http::buffer_body>& header() const { return parser.get(); }
@@ -39,28 +55,52 @@ struct HttpExchange {
 // Returns whether the connection may carry another request.
 using HttpHandler = std::function<awaitable<bool>(HttpExchange&)>;
 
+class HttpsConnection;
+
 class HttpServer {
  public:
   explicit HttpServer(Server& server);
   ~HttpServer();
 
+  // A route of a module's (HTTP only); its handler runs on shard 0.
   void route(std::string prefix, HttpHandler handler);
   // Binds every configured listener; throws std::runtime_error.
   void start();
   void stop();
-  // "http://HOST:PORT" of the first listener, or the configured public URL.
+  // "http://HOST:PORT" of the first HTTP listener, or the configured public URL.
   const std::string& base_url() const { return base_url_; }
+  const WebClient& web() const { return web_; }
+  // The port of the first HTTPS listener (0: none), for host-meta's wss:// link.
+  unsigned https_port() const { return https_port_; }
+  Server& server() { return server_; }
+
+  // HTTPS connections of a shard, so that stop() can end them (on that shard's thread).
+  void track(Shard& shard, HttpsConnection* c, bool on);
 
  private:
-  awaitable<void> accept_loop(asio::ip::tcp::acceptor& acc);
-  awaitable<void> connection(asio::ip::tcp::socket sock);
+  void adopt_http(Shard& shard, asio::ip::tcp::socket sock);
+  void adopt_https(Shard& shard, asio::ip::tcp::socket sock);
+  // `first`: a request whose header was read on another shard (its connection moved here).
+  awaitable<void> connection(asio::ip::tcp::socket sock, Shard& shard, beast::flat_buffer buffer,
+                             std::unique_ptr<RequestParser> first);
+  // A GET of /xmpp-websocket: the handshake, then the connection is a client session's.
+  awaitable<bool> websocket(HttpExchange& ex, Shard& shard, asio::ip::tcp::socket& sock);
+  awaitable<bool> web(HttpExchange& ex);
+  void stop_shard(Shard& shard);
 
   Server& server_;
+  WebClient web_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<std::pair<std::string, HttpHandler>> routes_;
   std::string base_url_;
-  std::unordered_set<asio::ip::tcp::socket*> open_;  // connections being served (stop() ends them)
-  bool stopping_ = false;
+  unsigned https_port_ = 0;
+  // Per shard, touched on its thread only: connections being served (stop() ends them).
+  struct Open {
+    std::unordered_set<asio::ip::tcp::socket*> http;
+    std::unordered_map<HttpsConnection*, std::weak_ptr<HttpsConnection>> https;
+  };
+  std::vector<Open> open_;
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace kabar::server

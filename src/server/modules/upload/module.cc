@@ -15,7 +15,7 @@ class UploadModule final : public Module, public Component {
 
   void start(ModuleContext& ctx) override {
     Server& s = ctx.server();
-    if (s.http() == nullptr) return;
+    if (s.http() == nullptr || s.config().http.empty()) return;  // not on HTTPS alone
     server_ = &s;
     upload_ = std::make_unique<Upload>(s, *s.http());
     ctx.component(*this);

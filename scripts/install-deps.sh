@@ -7,8 +7,11 @@ pkgs=(
   libtomlplusplus-dev libcli11-dev libidn-dev libgtest-dev libgmock-dev libbenchmark-dev
   openssl python3 python3-slixmpp profanity tmux procps
   libncurses-dev prosody ejabberd coturn help2man
-  nodejs npm chromium
+  nodejs chromium
 )
+# npm: Debian's package only where no npm is there already (a nodejs package that ships its own
+# npm, as NodeSource's does, conflicts with Debian's npm).
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -337,14 +337,18 @@ void C2sSession::begin_resume(const xmpp::Jid& full) {
   xml::escape_attr(jid_str_, escaped);
   jid_plain_ = escaped == jid_str_;
   resuming_ = true;
+  // What is routed here from now on is logged in flight, as it was for the session resumed.
+  logs_messages_.store(true, std::memory_order_relaxed);
 }
 
 void C2sSession::resume_failed() {
   resuming_ = false;
+  logs_messages_.store(false, std::memory_order_relaxed);
   jid_ = xmpp::Jid();
   jid_str_.clear();
   // Nothing can have been held: the directory never pointed here.
   held_.clear();
+  forwarded_.clear();
 }
 
 std::optional<C2sSession::Resumption> C2sSession::hand_over(const SessionPtr& successor) {
@@ -398,6 +402,11 @@ bool C2sSession::adopt(Resumption r, std::uint32_t h, std::string resumed) {
   // §5: 'h' is handled as on an <a/>, then everything still unacknowledged goes again.
   const bool h_ok = ack(h);
   out_.rewind(std::move(resumed));
+  // Each sender's order holds: what reached the old session after the handover was routed
+  // before what reached this one directly (the caller waited for Server::posts_settled()).
+  std::vector<OutQueue::Entry> forwarded = std::move(forwarded_);
+  forwarded_.clear();
+  for (auto& e : forwarded) enqueue(std::move(e));
   std::vector<OutQueue::Entry> held = std::move(held_);
   held_.clear();
   for (auto& e : held) enqueue(std::move(e));
@@ -904,17 +913,37 @@ void C2sSession::post_enqueue(OutQueue::Entry e) {
   });
 }
 
+void C2sSession::forward(OutQueue::Entry e) {
+  // Resumed on another stream (hand_over()): routed here before the directory changed.
+  auto next = successor_.lock();
+  if (!next || !e.stanza) return;
+  if (next->on_own_shard()) {
+    next->enqueue_forwarded(std::move(e));
+  } else {
+    asio::post(*next->shard_.io,
+               [next, e = std::move(e)]() mutable { next->enqueue_forwarded(std::move(e)); });
+  }
+}
+
+void C2sSession::enqueue_forwarded(OutQueue::Entry e) {
+  if (handed_over_) {
+    forward(std::move(e));  // resumed again meanwhile
+  } else if (resuming_) {
+    if (!held_.empty()) {
+      spdlog::info(
+          "c2s #{}: a stanza for {} came through the session it resumes after {} came "
+          "directly: written before them",
+          serial_, jid_str_, held_.size());
+    }
+    forwarded_.push_back(std::move(e));  // before what was routed here directly (held_)
+  } else {
+    enqueue(std::move(e));
+  }
+}
+
 void C2sSession::enqueue(OutQueue::Entry e) {
   if (handed_over_) [[unlikely]] {
-    // Resumed on another stream (hand_over()): routed here before the directory changed.
-    if (auto next = successor_.lock(); next && e.stanza) {
-      if (next->on_own_shard()) {
-        next->enqueue(std::move(e));
-      } else {
-        asio::post(*next->shard_.io,
-                   [next, e = std::move(e)]() mutable { next->enqueue(std::move(e)); });
-      }
-    }
+    forward(std::move(e));
     return;
   }
   if (resuming_) [[unlikely]] {

@@ -304,6 +304,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // Vectors, not deques: an empty std::deque still holds a 576-byte block.
   std::vector<xml::Element> inbox_;
   void enqueue(OutQueue::Entry e);
+  // After hand_over(): to the successor, on its shard.
+  void forward(OutQueue::Entry e);
+  // On this shard: an entry the session this one resumed had been sent.
+  void enqueue_forwarded(OutQueue::Entry e);
   OutQueue out_;
   bool writing_ = false;  // the transport took less than it was given: on_writable() follows
   bool flush_posted_ = false;
@@ -336,6 +340,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   std::int64_t last_request_ms_ = 0;
   std::int64_t resume_window_ms_ = 0;
   std::vector<OutQueue::Entry> held_;
+  // Forwarded by the session this one resumes (stanzas routed to it before the directory
+  // changed) before adopt(): written after its queue and before held_.
+  std::vector<OutQueue::Entry> forwarded_;
   std::vector<OutQueue::Entry> undelivered_;  // stanzas this stream will not deliver
   bool undelivered_taken_ = false;            // take_unacked() has run
   // Back-pressure (see congested()).

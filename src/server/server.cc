@@ -965,6 +965,38 @@ awaitable<bool> Server::log_committed() {
       asio::use_awaitable);
 }
 
+awaitable<void> Server::posts_settled(net::Shard& via) {
+  // A marker goes through every shard (after what it is running and has queued), then to `via`
+  // (after everything posted there before it, since each loop runs its queue in order), then
+  // back here. The last of them resumes the caller.
+  struct Settle {
+    explicit Settle(std::size_t n) : left(n) {}
+    std::atomic<std::size_t> left;
+    std::function<void()> done;
+  };
+  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+      [this, &via](auto handler) {
+        auto home = asio::get_associated_executor(handler, io_.get_executor());
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        // Every shard; `via` alone where none runs (a server that was not started: unit tests).
+        std::vector<asio::io_context*> loops;
+        for (const auto& sh : shards_) loops.push_back(sh->io);
+        if (loops.empty()) loops.push_back(via.io);
+        auto settle = std::make_shared<Settle>(loops.size());
+        settle->done = [h, home, work = asio::make_work_guard(home)]() mutable {
+          asio::post(home, [h]() mutable { std::move (*h)(); });
+        };
+        for (asio::io_context* loop : loops) {
+          asio::post(*loop, [settle, &via] {
+            asio::post(*via.io, [settle] {
+              if (settle->left.fetch_sub(1, std::memory_order_acq_rel) == 1) settle->done();
+            });
+          });
+        }
+      },
+      asio::use_awaitable);
+}
+
 awaitable<void> Server::on_shard0(awaitable<void> work) {
   if (shards_.front()->on_this_thread()) {
     co_await std::move(work);

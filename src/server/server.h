@@ -219,6 +219,13 @@ class Server {
   void delete_delivered_offline(const std::string& user, std::int64_t id);
   // Resumes once everything logged so far is committed (false: the commit failed).
   awaitable<bool> log_committed();
+  // Resumes (on the caller's shard) once every handler that any shard had posted to `via`
+  // before this call has run on `via`, and whatever those posted to the caller's shard has run
+  // there before it. A sender routes on its own thread and posts to the session it looked up
+  // in the same handler, so after a directory change (rebind()) this is the point past which
+  // nothing routed by the old entry can still arrive (XEP-0198 §5 resumption keeps each sender's
+  // order across the handover with it).
+  awaitable<void> posts_settled(net::Shard& via);
   // On the shard's thread: whether an ack since the last call let logged messages go (the
   // caller waits for log_committed() before it goes on, so that an answered <r/> means the
   // acknowledged messages will not come again after a crash).

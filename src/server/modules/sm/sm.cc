@@ -210,6 +210,9 @@ class SmModule final : public Module {
       s->send_nonza(failed("item-not-found"));
       co_return;
     }
+    // The directory points here now; stanzas routed to the old session before that are still
+    // being forwarded here. Once they all have arrived, the new stream starts.
+    co_await server_->posts_settled(old->shard());
     {
       std::lock_guard lock(mu_);
       live_[previd].session = s;

@@ -469,6 +469,103 @@ TEST_F(SmTest, ConnectionLostWithAStanzaUnhandledDetaches) {
   EXPECT_EQ(store().offline_count("carol"), 1u);
 }
 
+// The session resumed lives on another shard: its loop is turned here by hand, so that the
+// handover meets messages routed to the old session just before the directory changed.
+class SmTwoShardTest : public SmTest {
+ protected:
+  SmTwoShardTest() { other_.io = &other_io_; }
+  ~SmTwoShardTest() override {
+    clients_.clear();  // before other_ goes, as sessions on it do
+    for (auto& [raw, weak] : other_.sessions) {
+      if (auto s = weak.lock(); s && !s->bound()) s->abort();
+    }
+    run_both();
+  }
+
+  // Both loops until neither has a handler ready and the store has handed every result back
+  // (run() waits for the first loop to run out of work, which it does not while one of its
+  // coroutines waits on the other loop).
+  void run_both() {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < give_up) {
+      io_.restart();
+      std::size_t n = io_.poll();
+      other_io_.restart();
+      n += other_io_.poll();
+      if (n > 0) continue;
+      if (server_.db_pending() == 0) return;
+      io_.restart();
+      io_.run_one_for(std::chrono::milliseconds(1));
+    }
+    ADD_FAILURE() << "the loops did not come to rest";
+  }
+
+  Client& connect_on_other(std::string_view full) {
+    auto transport = std::make_unique<net::TestTransport>(other_);
+    net::TestTransport* t = transport.get();
+    auto s = std::make_shared<C2sSession>(server_, other_, std::move(transport));
+    s->start();
+    auto jid = xmpp::Jid::parse(full);
+    EXPECT_TRUE(jid && s->bind_for_test(*jid)) << full;
+    t->push(
+        "<stream:stream to='example.com' version='1.0' xmlns='jabber:client' "
+        "xmlns:stream='http://etherx.jabber.org/streams'>");
+    run_both();
+    t->take_written();
+    clients_.push_back(std::make_unique<Client>(t, std::move(s)));
+    return *clients_.back();
+  }
+
+  asio::io_context other_io_;
+  Shard other_;
+};
+
+TEST_F(SmTwoShardTest, ResumptionKeepsEachSendersOrder) {
+  auto& alice = connect_on_other("alice@example.com/phone");
+  auto& bob = connect("bob@example.com/desk");
+  alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+  run_both();
+  auto got = alice.take();
+  ASSERT_EQ(got.size(), 1u);
+  const std::string id(got[0].attr("id"));
+  alice.send("<presence/>");
+  run_both();
+  bob.send(chat_to("alice@example.com/phone", 1));
+  run_both();
+  EXPECT_EQ(bodies(alice.take()), (std::vector<std::string>{"hello 1"}));
+  const auto seen = alice.session()->out_queue().written();
+  const SessionPtr old = alice.session();
+  alice.transport().drop();
+  run_both();
+  ASSERT_TRUE(old->detached());
+
+  auto& again = authenticated("alice");
+  again.send("<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='" + std::to_string(seen) +
+             "'/>");
+  io_.restart();
+  io_.poll();  // the handover is queued on the old session's shard
+  // Routed by the directory as it still is: to the old session, behind the handover.
+  bob.send(chat_to("alice@example.com/phone", 2));
+  io_.restart();
+  io_.poll();
+  // The handover runs (the directory points at the new session), "hello 2" still waits.
+  const auto full = *xmpp::Jid::parse("alice@example.com/phone");
+  for (int i = 0; i < 10 && server_.bound_session(full) != again.session(); ++i) {
+    other_io_.restart();
+    other_io_.run_one();
+  }
+  ASSERT_EQ(server_.bound_session(full), again.session());
+  // Routed to the new session directly, while "hello 2" is still on its way through the old.
+  bob.send(chat_to("alice@example.com/phone", 3));
+  io_.restart();
+  io_.poll();
+  run_both();
+  got = again.take();
+  ASSERT_FALSE(got.empty());
+  EXPECT_TRUE(got[0].is("resumed", "urn:xmpp:sm:3"));
+  EXPECT_EQ(bodies(got), (std::vector<std::string>{"hello 2", "hello 3"}));
+}
+
 // A small cap, so the test handles 150 stanzas, not 10,050 (the harness's loop must come to rest
 // within its 10 s on a loaded machine under ASan).
 Config with_small_unacked_cap() {

@@ -9,7 +9,8 @@
 #                                 (libFuzzer's -merge=1; -use_counters=0 counts new edges only,
 #                                 not new hit counts, so the corpora stay small): review and
 #                                 commit them.
-# TARGET is a name such as jingle (build-fuzz/bin/fuzz_jingle); none means every target. Each run
+# TARGET is a name such as jingle (build-fuzz/bin/fuzz_jingle); none means every target. Targets
+# run side by side, FUZZ_JOBS at a time (one per core unless told). Each run
 # works on a scratch copy of the corpus. A crash fails the run and keeps its input in
 # fuzz/artifacts/ (add it to fuzz/corpus/<target>/ once fixed). At the end a table gives, per
 # target, the time, the executions, the coverage (cov: edges, ft: features) and what was merged.
@@ -35,15 +36,15 @@ else
   done
 fi
 mkdir -p fuzz/artifacts
-status=0
-summary=()
-# A run of fuzz_record13 sets up two TLS 1.3 key schedules and cipher contexts through OpenSSL
-# (about 1.5 ms under ASan, 70 times the other targets' cost): it gets a quarter of the runs;
-# fuzz_xml_serializer makes a parser for every input (about 0.5 ms under ASan): half. So the short
-# fuzz stays near a minute per target.
-declare -A run_share=([record13]=4 [xml_serializer]=2)
-for bin in "${bins[@]}"; do
-  name=${bin##*/fuzz_}
+# Targets run side by side, one per core (libFuzzer runs one process per target here): FUZZ_JOBS
+# of them at a time, nproc unless told. Each writes its summary line and status to $results.
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+
+run_one() {
+  local bin=$1 name=${1##*/fuzz_} budget log work start result took execs cov merged before
+  local status=0
   if [ "$mode" = runs ]; then
     budget=(-runs="$((amount / ${run_share[$name]:-1}))" -seed=1)
   else
@@ -78,9 +79,23 @@ for bin in "${bins[@]}"; do
       status=1
     fi
   fi
-  summary+=("$(printf '%-16s %-7s %6ss %12s execs  %-22s +%s corpus' "$name" "$result" "$took" \
-    "${execs:-?}" "${cov:-cov: ?}" "$merged")")
+  printf '%-16s %-7s %6ss %12s execs  %-22s +%s corpus\n' "$name" "$result" "$took" \
+    "${execs:-?}" "${cov:-cov: ?}" "$merged" > "$results/$name.line"
+  echo "$status" > "$results/$name.status"
   rm -rf "$work"
+}
+
+for bin in "${bins[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+  run_one "$bin" &
+done
+wait
+status=0
+summary=()
+for bin in "${bins[@]}"; do
+  name=${bin##*/fuzz_}
+  summary+=("$(cat "$results/$name.line" 2>/dev/null || echo "$name did not finish")")
+  [ "$(cat "$results/$name.status" 2>/dev/null)" = 0 ] || status=1
 done
 echo "fuzz: summary ($mode $amount; $(date -u +%Y-%m-%d))"
 printf '  %s\n' "${summary[@]}"

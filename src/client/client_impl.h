@@ -20,6 +20,7 @@
 #include "kabar/client.h"
 #include "xml/serializer.h"
 #include "xml/stream_parser.h"
+#include "xmpp/hex.h"
 #include "xmpp/jid.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stream/sm_client.h"
@@ -33,15 +34,7 @@ using asio::ip::tcp;
 inline constexpr const char* kReceipts = "urn:xmpp:receipts";
 inline constexpr const char* kChatStates = "http://jabber.org/protocol/chatstates";
 
-inline std::string hex(const unsigned char* p, std::size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) {
-    out += d[p[i] >> 4];
-    out += d[p[i] & 15];
-  }
-  return out;
-}
+using xmpp::to_hex;
 
 // The defined condition of a stanza or SASL error: the first child in the errors' namespace.
 inline std::string error_condition(const xml::Element& el) {

@@ -9,16 +9,6 @@
 
 namespace kabar::client {
 
-std::string to_hex(std::string_view raw) {
-  static const char* d = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : raw) {
-    out += d[b >> 4];
-    out += d[b & 15];
-  }
-  return out;
-}
-
 std::string stop_reason_text(const std::string& reason) {
   if (reason == "gone") return "went offline";
   if (reason == "cancel") return "cancelled it";

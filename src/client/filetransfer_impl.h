@@ -23,6 +23,7 @@
 #include "client/error.h"
 #include "kabar/filetransfer.h"
 #include "xml/element.h"
+#include "xmpp/hex.h"
 #include "xmpp/jingle.h"
 #include "xmpp/socks5.h"
 
@@ -38,7 +39,7 @@ inline constexpr std::size_t kChunk = 64 * 1024;
 inline constexpr auto kConnectTimeout = std::chrono::seconds(5);
 inline constexpr auto kStepTimeout = std::chrono::seconds(30);
 
-std::string to_hex(std::string_view raw);
+using xmpp::to_hex;
 std::string random_id();
 
 // Incremental digest: SHA-256 (XEP-0300 sha-256) for Jingle, MD5 for XEP-0096's hash attribute.

@@ -17,10 +17,7 @@ awaitable<std::optional<Error>> Client::Impl::open_transport() {
   // §7.7.2.2 conflict) a listener or chat of the same account.
   if (opt.resource.empty())
     opt.resource =
-        jid.resource().empty()
-            ? "kabar." +
-                  hex(reinterpret_cast<const unsigned char*>(xmpp::random_bytes(3).data()), 3)
-            : jid.resource();
+        jid.resource().empty() ? "kabar." + to_hex(xmpp::random_bytes(3)) : jid.resource();
   std::vector<std::pair<std::string, std::uint16_t>> targets;
   if (!opt.host.empty()) {
     targets.emplace_back(opt.host, opt.port ? opt.port : 5222);

@@ -88,7 +88,7 @@ awaitable<std::optional<Error>> Client::Impl::tls_handshake() {
   unsigned int len = 0;
   X509_digest(cert, EVP_sha256(), md, &len);
   X509_free(cert);
-  fingerprint = hex(md, len);
+  fingerprint = to_hex({reinterpret_cast<const char*>(md), len});
   if (opt.insecure) co_return std::nullopt;
   if (!opt.pin_sha256.empty()) {
     if (normalize_fingerprint(opt.pin_sha256) == fingerprint) co_return std::nullopt;

@@ -17,7 +17,7 @@ constexpr std::size_t kBatch = 64 * 1024;
 // Shared by the connections of a shard thread, so that an idle one holds none of them: the
 // session's bytes gathered for framing, the frames, where each item's frame ends, and a
 // message turned into stream bytes.
-thread_local std::string g_gather;
+thread_local std::string g_ws_gather;
 thread_local std::string g_frames;
 struct Item {
   std::size_t end = 0;
@@ -186,17 +186,17 @@ Transport::WriteResult WebSocketTransport::write(std::span<const std::string_vie
     return {taken, WriteStatus::kDone};
   }
   // Gather a batch; an item cut at its end waits for the next call.
-  g_gather.clear();
+  g_ws_gather.clear();
   std::size_t used = 0;
-  while (used < bufs.size() && g_gather.size() < kBatch) g_gather.append(bufs[used++]);
+  while (used < bufs.size() && g_ws_gather.size() < kBatch) g_ws_gather.append(bufs[used++]);
   g_frames.clear();
   g_items.clear();
   auto note = [](std::size_t plain, std::size_t end) { g_items.push_back(Item{end, plain}); };
-  std::size_t consumed = ws::frame_stream(g_gather, g_frames, note);
+  std::size_t consumed = ws::frame_stream(g_ws_gather, g_frames, note);
   while (consumed == 0 && used < bufs.size()) {
     // One item bigger than the batch: gather until it is whole.
-    g_gather.append(bufs[used++]);
-    consumed = ws::frame_stream(g_gather, g_frames, note);
+    g_ws_gather.append(bufs[used++]);
+    consumed = ws::frame_stream(g_ws_gather, g_frames, note);
   }
   if (g_frames.empty()) return {consumed, WriteStatus::kDone};  // only declarations or spaces
   std::string_view frames = g_frames;

@@ -11,6 +11,9 @@
 
 namespace kabar::xml {
 
+// The namespace the prefix `xml` is bound to (Namespaces in XML 1.0 §3).
+inline constexpr std::string_view kXmlNamespace = "http://www.w3.org/XML/1998/namespace";
+
 // An attribute as XMPP uses them. `name` is the local name for attributes without a namespace
 // ("to", "type"); "xml:lang" for the XML namespace's lang; for any other namespaced attribute the
 // Clark form "{uri}local".

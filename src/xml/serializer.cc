@@ -10,7 +10,6 @@ namespace kabar::xml {
 
 namespace {
 
-constexpr std::string_view kXmlNamespace = "http://www.w3.org/XML/1998/namespace";
 constexpr std::string_view kXmlnsNamespace = "http://www.w3.org/2000/xmlns/";
 
 // Splits a Clark-form name "{uri}local"; false when `name` is not in that form. A URI may

@@ -19,7 +19,6 @@ namespace {
 // Separates namespace URI and local name in names expat reports. U+0001 is not allowed in XML 1.0
 // documents, so it can never be part of a URI (expat >= 2.4.5 rejects that case anyway).
 constexpr char kNsSeparator = '\x01';
-constexpr std::string_view kXmlNamespace = "http://www.w3.org/XML/1998/namespace";
 
 // feed() hands expat at most this much at once, then checks the stanza size limit: expat buffers
 // an incomplete token (a huge start tag) without any callback, so the limit must also be checked

@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "xml/chars.h"
+#include "xmpp/hex.h"
 #include "xmpp/scram.h"
 
 namespace kabar::xmpp::jingle {
@@ -207,13 +208,7 @@ std::string socks5_dst(std::string_view sid, std::string_view requester, std::st
   in.append(sid).append(requester).append(target);
   unsigned char md[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(in.data()), in.size(), md);
-  static const char* d = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : md) {
-    out += d[b >> 4];
-    out += d[b & 15];
-  }
-  return out;
+  return to_hex({reinterpret_cast<const char*>(md), sizeof md});
 }
 
 std::uint32_t candidate_priority(std::string_view type, std::uint16_t local_preference) {

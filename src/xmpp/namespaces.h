@@ -9,6 +9,7 @@ inline constexpr const char* kStreams = "urn:ietf:params:xml:ns:xmpp-streams";
 inline constexpr const char* kStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas";
 inline constexpr const char* kTls = "urn:ietf:params:xml:ns:xmpp-tls";
 inline constexpr const char* kSasl = "urn:ietf:params:xml:ns:xmpp-sasl";
+inline constexpr const char* kSaslCb = "urn:xmpp:sasl-cb:0";  // XEP-0440
 inline constexpr const char* kBind = "urn:ietf:params:xml:ns:xmpp-bind";
 inline constexpr const char* kSession = "urn:ietf:params:xml:ns:xmpp-session";
 inline constexpr const char* kRoster = "jabber:iq:roster";

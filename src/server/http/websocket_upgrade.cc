@@ -20,7 +20,7 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
-std::string_view sv(boost::beast::string_view s) { return {s.data(), s.size()}; }
+std::string_view view_of(boost::beast::string_view s) { return {s.data(), s.size()}; }
 
 bool has_token(boost::beast::string_view list, std::string_view token) {
   for (const auto& t : http::token_list(list)) {
@@ -98,7 +98,7 @@ WebSocketUpgrade check_websocket_upgrade(const http::request_header<>& req, cons
   if (req[http::field::sec_websocket_version] != "13") {
     return refuse(http::status::upgrade_required, "WebSocket version 13 is required");
   }
-  const std::string_view key = sv(req[http::field::sec_websocket_key]);
+  const std::string_view key = view_of(req[http::field::sec_websocket_key]);
   {
     unsigned char raw[32];
     // 16 bytes are 24 characters of base64 ending in "==".
@@ -114,7 +114,7 @@ WebSocketUpgrade check_websocket_upgrade(const http::request_header<>& req, cons
   }
   // RFC 6455 §4.2.2 and §10.2: a page from an origin not allowed gets 403.
   if (const auto it = req.find(http::field::origin); it != req.end()) {
-    if (!websocket_origin_allowed(sv(it->value()), cfg)) {
+    if (!websocket_origin_allowed(view_of(it->value()), cfg)) {
       return refuse(http::status::forbidden, "origin not allowed");
     }
   }

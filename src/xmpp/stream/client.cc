@@ -13,8 +13,6 @@ namespace kabar::xmpp::stream {
 
 namespace {
 
-constexpr std::string_view kSaslCb = "urn:xmpp:sasl-cb:0";  // XEP-0440
-
 std::string stanza_condition(const xml::Element& el) {
   const xml::Element* e = el.child("error");
   if (e == nullptr) return "undefined-condition";
@@ -219,9 +217,9 @@ void ClientNegotiator::choose_mechanism(const xml::Element& features) {
   // XEP-0440: when the server lists its channel-binding types, ours must be among them.
   bool cb_usable = !cb_data_.empty();
   if (cb_usable) {
-    if (const xml::Element* cbs = features.child("sasl-channel-binding", kSaslCb)) {
+    if (const xml::Element* cbs = features.child("sasl-channel-binding", ns::kSaslCb)) {
       cb_usable = false;
-      for (const xml::Element* t : cbs->children("channel-binding", kSaslCb)) {
+      for (const xml::Element* t : cbs->children("channel-binding", ns::kSaslCb)) {
         if (t->attr("type") == cb_type_) cb_usable = true;
       }
     }

@@ -11,7 +11,6 @@ namespace kabar::xmpp::stream {
 
 namespace {
 
-constexpr std::string_view kSaslCb = "urn:xmpp:sasl-cb:0";  // XEP-0440
 constexpr std::string_view kTooMany = "too many failed attempts; try again later";
 
 std::string sasl_element(std::string_view name, std::string_view base64 = {}) {
@@ -121,8 +120,8 @@ void ServerNegotiator::send_features() {
         mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-256-PLUS");
         mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-1-PLUS");
         // XEP-0440: which channel-binding type the -PLUS mechanisms use here.
-        f.add_child("sasl-channel-binding", std::string(kSaslCb))
-            .add_child("channel-binding", std::string(kSaslCb))
+        f.add_child("sasl-channel-binding", ns::kSaslCb)
+            .add_child("channel-binding", ns::kSaslCb)
             .set_attr("type", cb_type_);
       }
       mechs.add_child("mechanism", ns::kSasl).add_text("SCRAM-SHA-256");

@@ -16,6 +16,7 @@
 #include "xml/serializer.h"
 #include "xml/stream_parser.h"
 #include "xmpp/caps.h"
+#include "xmpp/hex.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 
@@ -315,16 +316,6 @@ std::string serialize_payload(const xml::Element& item) {
   return out;
 }
 
-std::string hex(const std::string& raw) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
-}
-
 class PepModule final : public Module, public PepService {
  public:
   std::string_view name() const override { return "pep"; }
@@ -568,7 +559,7 @@ class PepModule final : public Module, public PepService {
     }
     store::PepItem item;
     item.id = std::string(items[0]->attr("id"));
-    if (item.id.empty()) item.id = hex(s_->random().bytes(16));  // §7.1.2: generated
+    if (item.id.empty()) item.id = xmpp::to_hex(s_->random().bytes(16));  // §7.1.2: generated
     item.payload = serialize_payload(*items[0]);
     item.publisher = from->jid_str();
     item.stamp_ms = s_->now_ms();

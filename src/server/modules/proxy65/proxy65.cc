@@ -9,6 +9,7 @@
 
 #include "server/c2s_session.h"
 #include "server/listener.h"
+#include "xmpp/hex.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/socks5.h"
 #include "xmpp/stanza.h"
@@ -30,14 +31,7 @@ std::string sha1_hex(std::string_view in) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(in.data(), in.size(), md, &len, EVP_sha1(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(len * 2);
-  for (unsigned int i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
-  }
-  return out;
+  return xmpp::to_hex({reinterpret_cast<const char*>(md), len});
 }
 
 bool is_sha1_hex(std::string_view s) {

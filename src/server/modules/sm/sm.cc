@@ -18,6 +18,7 @@
 #include "server/server.h"
 #include "xml/serializer.h"
 #include "xml/stream_parser.h"
+#include "xmpp/hex.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 
@@ -37,17 +38,6 @@ constexpr std::size_t kMaxTombstones = 10'000;
 struct SmState {
   std::string id;  // resumption id; empty: not resumable
 };
-
-std::string hex(const std::string& bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
-}
 
 // An 'h' attribute: xs:unsignedInt (§7 schema), decimal digits only.
 std::optional<std::uint32_t> parse_h(std::string_view text) {
@@ -140,7 +130,7 @@ class SmModule final : public Module {
     std::string id;
     {
       std::lock_guard lock(mu_);  // also around the generator, which shards share
-      id = hex(server_->random().bytes(kIdBytes));
+      id = xmpp::to_hex(server_->random().bytes(kIdBytes));
       live_[id] = Live{s.weak_from_this(), s.username(), s.jid_str()};
     }
     s.ext<SmState>().id = id;

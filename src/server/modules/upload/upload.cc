@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "server/c2s_session.h"
+#include "xmpp/hex.h"
 #include "xmpp/jingle.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/scram.h"
@@ -25,16 +26,6 @@ namespace {
 constexpr const char* kUpload = "urn:xmpp:http:upload:0";
 constexpr const char* kDataForms = "jabber:x:data";
 constexpr std::int64_t kSlotLifetimeMs = 5 * 60 * 1000;
-
-std::string hex(std::string_view raw) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out += kHex[c >> 4];
-    out += kHex[c & 15];
-  }
-  return out;
-}
 
 bool is_secret(std::string_view s) {
   return s.size() == 32 && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
@@ -243,7 +234,7 @@ awaitable<void> Upload::handle_iq(SessionPtr from, xml::Element iq) {
                                           std::to_string(cfg.upload_quota) + " bytes in use"));
     co_return;
   }
-  const std::string secret = hex(server_.random().bytes(16));
+  const std::string secret = xmpp::to_hex(server_.random().bytes(16));
   slots_[secret] = Slot{owner, filename, std::string(q->attr("content-type")), size,
                         server_.now_ms() + kSlotLifetimeMs};
   used_[owner] += size;

@@ -315,6 +315,8 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             cfg.unauthenticated_connections = get_positive(n2, full);
           } else if (sub == "unauthenticated_per_address") {
             cfg.unauthenticated_per_address = get_positive(n2, full);
+          } else if (sub == "http_per_address") {
+            cfg.http_per_address = get_positive(n2, full);
           } else if (sub == "registrations_per_address") {
             cfg.registrations_per_address = get_positive(n2, full);
           } else if (sub == "scram_iterations") {

@@ -69,6 +69,9 @@ struct Config {
   // <resource-constraint/>; past the per-address count a new one gets <policy-violation/>.
   int unauthenticated_connections = 4096;
   int unauthenticated_per_address = 32;
+  // Open HTTP and HTTPS connections from one address (before a WebSocket upgrade); past it a
+  // new one is closed at once.
+  int http_per_address = 64;
   int registrations_per_address = 5;  // accounts made by in-band registration per address per hour
   int scram_iterations = 4096;
 

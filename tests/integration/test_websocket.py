@@ -6,7 +6,7 @@ the RFC's answer while the bystanders keep chatting: a missing or wrong subproto
 Origin, a text frame that is not XML, a stanza split over two messages, an oversized message, a
 binary frame, an unmasked frame, a bad opcode; ping answered; the close handshake both ways;
 XEP-0156 host-meta; stream management over WebSocket (enable, the connection dropped, resumed on
-a new WebSocket); and the same login over wss://.
+a new WebSocket); the same login over wss://; and the cap on open HTTP(S) connections per address.
 
 Run: /usr/bin/python3 test_websocket.py --kabard PATH --kabarctl PATH
 """
@@ -355,6 +355,77 @@ def over_tls(k, by):
     by.chat("wss://")
 
 
+def connection_cap(args):
+    """[limits] http_per_address (4 here) on a kabard of its own: open HTTP and HTTPS connections
+    from one address past it are closed unread, the two listeners counting together; a
+    WebSocket session no longer counts once upgraded; a place freed serves again."""
+    import http.client
+    http_port = free_port()
+    https_port = free_port()
+    k = kabartest.Kabard(args, config="[limits]\nhttp_per_address = 4\n",
+                         extra_flags=["--http", f"127.0.0.1:{http_port}", "--https",
+                                      f"127.0.0.1:{https_port}"])
+    with k:
+        k.add_user("alice", "alice-pw")
+        ws = WsClient(http_port)
+        ws.login("alice", "alice-pw", resource="ws")
+        held = []
+
+        def served(conn):
+            try:
+                conn.request("GET", "/.well-known/host-meta")
+                r = conn.getresponse()
+                r.read()
+                return r.status == 200
+            except (OSError, http.client.HTTPException):
+                return False
+
+        # Three plain and one TLS connection, each kept open after an answer (keep-alive).
+        for _ in range(3):
+            c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+            R.check(served(c), "cap: a connection under the cap is served")
+            held.append(c)
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c = http.client.HTTPSConnection("127.0.0.1", https_port, context=ctx, timeout=10)
+        R.check(served(c), "cap: the fourth, over HTTPS, is served (the WebSocket session "
+                "does not count)")
+        held.append(c)
+
+        def closed_unread(port):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            try:
+                return s.recv(1) == b""
+            except ConnectionResetError:
+                return True
+            except socket.timeout:
+                return False
+            finally:
+                s.close()
+
+        R.check(closed_unread(http_port), "cap: a fifth HTTP connection is closed unread")
+        R.check(closed_unread(https_port), "cap: so is a fifth over HTTPS (counted together)")
+        held.pop(0).close()
+        again = False
+        deadline = time.time() + 10
+        while not again and time.time() < deadline:
+            c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+            again = served(c)
+            c.close()
+            if not again:
+                time.sleep(0.1)
+        R.check(again, "cap: a connection closed frees its place")
+        ws.message("alice@localhost/ws", "still here")
+        R.check(ws.expect_message("still here", timeout=10) is not None,
+                "cap: the WebSocket session carries on")
+        for c in held:
+            c.close()
+        ws.shutdown()
+        R.check(k.alive(), "cap: kabard still running")
+
+
 def main():
     args = kabartest.parse_args()
     http_port = free_port()
@@ -374,6 +445,7 @@ def main():
         R.section(stream_management)(k, by)
         R.section(over_tls)(k, by)
         R.check(k.alive(), "kabard still running")
+    R.section(connection_cap)(args)
     R.finish()
 
 

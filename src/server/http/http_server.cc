@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "net/tcp_transport.h"
+#include "server/auth_throttle.h"
 #include "server/http/websocket_upgrade.h"
 #include "server/listener.h"
 
@@ -57,8 +58,13 @@ std::string response_bytes(http::status status, unsigned version, bool keep_aliv
 class HttpsConnection final : public net::TransportHandler,
                               public std::enable_shared_from_this<HttpsConnection> {
  public:
-  HttpsConnection(HttpServer& http, Shard& shard, std::unique_ptr<net::Transport> transport)
-      : http_(http), shard_(shard), transport_(std::move(transport)), timer_(*shard.io) {}
+  HttpsConnection(HttpServer& http, Shard& shard, std::unique_ptr<net::Transport> transport,
+                  HttpSlot slot)
+      : http_(http),
+        shard_(shard),
+        transport_(std::move(transport)),
+        timer_(*shard.io),
+        slot_(std::move(slot)) {}
 
   void start() {
     http_.track(shard_, this, true);
@@ -101,6 +107,7 @@ class HttpsConnection final : public net::TransportHandler,
     if (done_) return;
     done_ = true;
     timer_.cancel();
+    slot_.release();  // ended, or a WebSocket session's from now on
     http_.track(shard_, this, false);
   }
 
@@ -212,6 +219,7 @@ class HttpsConnection final : public net::TransportHandler,
   Shard& shard_;
   std::unique_ptr<net::Transport> transport_;
   asio::steady_timer timer_;
+  HttpSlot slot_;
   std::string in_;
   std::string out_;
   std::size_t off_ = 0;
@@ -252,7 +260,48 @@ awaitable<bool> HttpExchange::discard_body(std::uint64_t limit) {
 }
 
 HttpServer::HttpServer(Server& server)
-    : server_(server), web_(server.config()), open_(server.shard_count()) {}
+    : server_(server),
+      web_(server.config()),
+      open_(server.shard_count()),
+      counts_(std::make_shared<HttpConnectionCounts>(
+          static_cast<std::size_t>(server.config().http_per_address))) {}
+
+bool HttpConnectionCounts::take(const std::string& key) {
+  std::lock_guard lock(mu_);
+  std::size_t& n = open_[key];
+  if (n >= per_address_) {
+    if (n == 0) open_.erase(key);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void HttpConnectionCounts::give(const std::string& key) {
+  std::lock_guard lock(mu_);
+  auto it = open_.find(key);
+  if (it == open_.end()) return;
+  if (--it->second == 0) open_.erase(it);
+}
+
+std::size_t HttpConnectionCounts::count(const std::string& key) const {
+  std::lock_guard lock(mu_);
+  auto it = open_.find(key);
+  return it == open_.end() ? 0 : it->second;
+}
+
+std::optional<HttpSlot> HttpServer::admit(const tcp::socket& sock, std::string_view what) {
+  boost::system::error_code ec;
+  const auto remote = sock.remote_endpoint(ec);
+  if (ec) return std::nullopt;  // gone already
+  std::string key = address_key(remote.address().to_string());
+  if (!counts_->take(key)) {
+    spdlog::debug("{} {}: over {} open connections from that address: closed", what, key,
+                  server_.config().http_per_address);
+    return std::nullopt;
+  }
+  return HttpSlot(counts_, std::move(key));
+}
 
 HttpServer::~HttpServer() = default;
 
@@ -312,15 +361,21 @@ void HttpServer::start() {
 
 void HttpServer::adopt_http(Shard& shard, tcp::socket sock) {
   if (stopping_) return;
-  asio::co_spawn(*shard.io, connection(std::move(sock), shard, beast::flat_buffer(), nullptr),
-                 asio::detached);
+  std::optional<HttpSlot> slot = admit(sock, "http");
+  if (!slot) return;  // the socket closes as it goes
+  asio::co_spawn(
+      *shard.io,
+      connection(std::move(sock), shard, beast::flat_buffer(), nullptr, std::move(*slot)),
+      asio::detached);
 }
 
 void HttpServer::adopt_https(Shard& shard, tcp::socket sock) {
   if (stopping_) return;
+  std::optional<HttpSlot> slot = admit(sock, "https");
+  if (!slot) return;
   auto transport = std::make_unique<net::TcpTransport>(shard, std::move(sock),
                                                        server_.tls().native_handle(), true);
-  std::make_shared<HttpsConnection>(*this, shard, std::move(transport))->start();
+  std::make_shared<HttpsConnection>(*this, shard, std::move(transport), std::move(*slot))->start();
 }
 
 void HttpServer::stop() {
@@ -394,7 +449,7 @@ awaitable<bool> HttpServer::web(HttpExchange& ex) {
 }
 
 awaitable<void> HttpServer::connection(tcp::socket sock, Shard& shard, beast::flat_buffer buffer,
-                                       std::unique_ptr<RequestParser> first) {
+                                       std::unique_ptr<RequestParser> first, HttpSlot slot) {
   auto timer = std::make_shared<asio::steady_timer>(*shard.io);
   auto alive = std::make_shared<bool>(true);  // the socket lives in this frame
   auto* raw = &sock;
@@ -430,6 +485,7 @@ awaitable<void> HttpServer::connection(tcp::socket sock, Shard& shard, beast::fl
     if (is_websocket_target(target)) {
       keep = co_await websocket(ex, shard, sock);
       moved = !sock.is_open();
+      if (moved) slot.release();  // a WebSocket session's now
       continue;
     }
     const HttpHandler* handler = nullptr;
@@ -454,7 +510,7 @@ awaitable<void> HttpServer::connection(tcp::socket sock, Shard& shard, beast::fl
       if (ec) break;
       Shard& zero = server_.shard(0);
       asio::post(*zero.io, [this, fd, protocol, &zero, buffer = std::move(buffer),
-                            parser = std::move(parser)]() mutable {
+                            parser = std::move(parser), slot = std::move(slot)]() mutable {
         tcp::socket s(*zero.io);
         boost::system::error_code aec;
         s.assign(protocol, fd, aec);
@@ -462,9 +518,10 @@ awaitable<void> HttpServer::connection(tcp::socket sock, Shard& shard, beast::fl
           ::close(fd);
           return;
         }
-        asio::co_spawn(*zero.io,
-                       connection(std::move(s), zero, std::move(buffer), std::move(parser)),
-                       asio::detached);
+        asio::co_spawn(
+            *zero.io,
+            connection(std::move(s), zero, std::move(buffer), std::move(parser), std::move(slot)),
+            asio::detached);
       });
       moved = true;
       break;

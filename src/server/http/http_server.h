@@ -20,6 +20,8 @@
 #include <boost/beast/http.hpp>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -57,6 +59,51 @@ using HttpHandler = std::function<awaitable<bool>(HttpExchange&)>;
 
 class HttpsConnection;
 
+// Open HTTP and HTTPS connections per address (address_key()), shared by the shards: past
+// [limits] http_per_address a new connection from that address is closed before anything is read
+// from it. A connection counts until it ends or becomes a WebSocket session (which the
+// unauthenticated caps count from then on, unauthenticated.h).
+class HttpConnectionCounts {
+ public:
+  explicit HttpConnectionCounts(std::size_t per_address) : per_address_(per_address) {}
+  // Counts a connection from `key`; false (nothing counted) when the address is at its cap.
+  bool take(const std::string& key);
+  void give(const std::string& key);
+  std::size_t count(const std::string& key) const;
+
+ private:
+  const std::size_t per_address_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::size_t> open_;
+};
+
+// One counted connection: given back when destroyed (or moved from).
+class HttpSlot {
+ public:
+  HttpSlot() = default;
+  HttpSlot(std::shared_ptr<HttpConnectionCounts> counts, std::string key)
+      : counts_(std::move(counts)), key_(std::move(key)) {}
+  HttpSlot(HttpSlot&& o) noexcept : counts_(std::move(o.counts_)), key_(std::move(o.key_)) {}
+  HttpSlot& operator=(HttpSlot&& o) noexcept {
+    if (this != &o) {
+      release();
+      counts_ = std::move(o.counts_);
+      key_ = std::move(o.key_);
+    }
+    return *this;
+  }
+  HttpSlot(const HttpSlot&) = delete;
+  HttpSlot& operator=(const HttpSlot&) = delete;
+  ~HttpSlot() { release(); }
+  void release() {
+    if (counts_) std::exchange(counts_, nullptr)->give(key_);
+  }
+
+ private:
+  std::shared_ptr<HttpConnectionCounts> counts_;
+  std::string key_;
+};
+
 class HttpServer {
  public:
   explicit HttpServer(Server& server);
@@ -82,7 +129,9 @@ class HttpServer {
   void adopt_https(Shard& shard, asio::ip::tcp::socket sock);
   // `first`: a request whose header was read on another shard (its connection moved here).
   awaitable<void> connection(asio::ip::tcp::socket sock, Shard& shard, beast::flat_buffer buffer,
-                             std::unique_ptr<RequestParser> first);
+                             std::unique_ptr<RequestParser> first, HttpSlot slot);
+  // Counts a new connection from `sock`'s address; an empty optional when it is at its cap.
+  std::optional<HttpSlot> admit(const asio::ip::tcp::socket& sock, std::string_view what);
   // A GET of /xmpp-websocket: the handshake, then the connection is a client session's.
   awaitable<bool> websocket(HttpExchange& ex, Shard& shard, asio::ip::tcp::socket& sock);
   awaitable<bool> web(HttpExchange& ex);
@@ -100,6 +149,7 @@ class HttpServer {
     std::unordered_map<HttpsConnection*, std::weak_ptr<HttpsConnection>> https;
   };
   std::vector<Open> open_;
+  std::shared_ptr<HttpConnectionCounts> counts_;
   std::atomic<bool> stopping_{false};
 };
 

@@ -203,12 +203,21 @@ class SmModule final : public Module {
     // The directory points here now; stanzas routed to the old session before that are still
     // being forwarded here. Once they all have arrived, the new stream starts.
     co_await server_->posts_settled(old->shard());
+    // §5's 'h' acknowledges the client's stanzas as an <a/> does, and an ack here means durable
+    // (store/message_log.h): what the old stream handled is committed first. Then no commit is
+    // pending any more (the old session's callbacks may still be on their way; they find none).
+    if (!r->pending_commits.empty() && co_await server_->log_committed()) {
+      r->pending_commits.clear();
+    }
     {
       std::lock_guard lock(mu_);
       live_[previd].session = s;
     }
     const std::uint32_t sent = static_cast<std::uint32_t>(r->out.written());
-    std::string resumed = "<resumed xmlns='urn:xmpp:sm:3' h='" + std::to_string(r->handled_in) +
+    // A commit that failed: only what came before it counts (the client sends the rest again).
+    const std::uint32_t durable =
+        r->pending_commits.empty() ? r->handled_in : r->pending_commits.front().first - 1;
+    std::string resumed = "<resumed xmlns='urn:xmpp:sm:3' h='" + std::to_string(durable) +
                           "' previd='" + previd + "'/>";
     if (!s->adopt(std::move(*r), *h, std::move(resumed))) {
       too_high(*s, *h, sent);

@@ -500,28 +500,14 @@ class SmTwoShardTest : public SmTest {
     ADD_FAILURE() << "the loops did not come to rest";
   }
 
-  Client& connect_on_other(std::string_view full) {
-    auto transport = std::make_unique<net::TestTransport>(other_);
-    net::TestTransport* t = transport.get();
-    auto s = std::make_shared<C2sSession>(server_, other_, std::move(transport));
-    s->start();
-    auto jid = xmpp::Jid::parse(full);
-    EXPECT_TRUE(jid && s->bind_for_test(*jid)) << full;
-    t->push(
-        "<stream:stream to='example.com' version='1.0' xmlns='jabber:client' "
-        "xmlns:stream='http://etherx.jabber.org/streams'>");
-    run_both();
-    t->take_written();
-    clients_.push_back(std::make_unique<Client>(t, std::move(s)));
-    return *clients_.back();
-  }
+  void settle() override { run_both(); }
 
   asio::io_context other_io_;
   Shard other_;
 };
 
 TEST_F(SmTwoShardTest, ResumptionKeepsEachSendersOrder) {
-  auto& alice = connect_on_other("alice@example.com/phone");
+  auto& alice = connect("alice@example.com/phone", &other_);
   auto& bob = connect("bob@example.com/desk");
   alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
   run_both();

@@ -147,18 +147,23 @@ class ModuleTest : public ::testing::Test {
     ASSERT_TRUE(store_->create_account(a));
   }
 
-  // A bound session for `full` with its stream open; what the server wrote so far is read.
-  Client& connect(std::string_view full) {
-    auto transport = std::make_unique<net::TestTransport>(shard_);
+  // Turns the loops until they come to rest: run(), unless a test has more loops than one.
+  virtual void settle() { run(); }
+
+  // A bound session for `full` with its stream open (on `shard`, shard_ unless told); what the
+  // server wrote so far is read.
+  Client& connect(std::string_view full, Shard* shard = nullptr) {
+    Shard& on = shard != nullptr ? *shard : shard_;
+    auto transport = std::make_unique<net::TestTransport>(on);
     net::TestTransport* t = transport.get();
-    auto s = std::make_shared<C2sSession>(server_, shard_, std::move(transport));
+    auto s = std::make_shared<C2sSession>(server_, on, std::move(transport));
     s->start();
     auto jid = xmpp::Jid::parse(full);
     EXPECT_TRUE(jid && s->bind_for_test(*jid)) << full;
     t->push(
         "<stream:stream to='example.com' version='1.0' xmlns='jabber:client' "
         "xmlns:stream='http://etherx.jabber.org/streams'>");
-    run();
+    settle();
     t->take_written();  // the stream header and features
     clients_.push_back(std::make_unique<Client>(t, std::move(s)));
     return *clients_.back();

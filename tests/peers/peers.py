@@ -41,6 +41,9 @@ class EpmdRace(Exception):
 
 
 def wait_listen(port, proc, log, timeout):
+    """Waits until the server listens on `port`. A server that fails exits (reported at once with
+    its log), so `timeout` only bounds one that hangs while starting: generous, since a loaded
+    machine (CI, sanitizer builds beside) can take ejabberd's Erlang VM tens of seconds to boot."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -146,7 +149,7 @@ VirtualHost "{self.domain}"
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         self.procs.append(proc)
-        wait_listen(self.port, proc, self.log_path, 20)
+        wait_listen(self.port, proc, self.log_path, 90)
 
 
 class Ejabberd(Peer):
@@ -244,7 +247,7 @@ modules:
             stdin=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(proc)
         try:
-            wait_listen(self.port, proc, log, 40)
+            wait_listen(self.port, proc, log, 150)
         except RuntimeError as e:
             if "register/listen error" in str(e):
                 raise EpmdRace("%s (epmd %s)" % (e, "exited" if epmd.poll() is not None

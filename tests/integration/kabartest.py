@@ -106,6 +106,7 @@ class Kabard:
         self.proc = None
 
     def start(self):
+        self.failures_at_start = Results.failures
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
@@ -177,8 +178,11 @@ class Kabard:
                 if rc != 0:
                     raise RuntimeError(f"kabard exited {rc}:\n" + self.read_log()[-3000:])
         finally:
-            if exc[0] is not None:
-                sys.stderr.write("---- kabard log (tail) ----\n" + self.read_log()[-6000:] + "\n")
+            # A check that failed while this kabard ran: its log goes with the report (CI keeps
+            # nothing else of it).
+            if exc[0] is not None or Results.failures > getattr(self, "failures_at_start",
+                                                                Results.failures):
+                sys.stderr.write("---- kabard log (tail) ----\n" + self.read_log()[-12000:] + "\n")
             self.cleanup()
 
 
@@ -267,6 +271,8 @@ class JsonLines:
 class Results:
     """Counts checks and prints the closing line ctest and CI read."""
 
+    failures = 0  # every instance's, so that a Kabard can tell whether a check failed meanwhile
+
     def __init__(self, name):
         self.name = name
         self.passed = 0
@@ -278,6 +284,7 @@ class Results:
             print(f"ok   {what}", flush=True)
         else:
             self.failed += 1
+            Results.failures += 1
             print(f"FAIL {what}", flush=True)
         return cond
 

@@ -84,6 +84,7 @@ class Node:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines = []
+        self.page_errors = []  # uncaught errors in the page (a missing asset, a script failing)
         self.cv = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
         self.stderr = []
@@ -97,6 +98,10 @@ class Node:
                 ev = {"event": "log", "line": line.rstrip()}
             if ev.get("event") != "log":
                 print("page:", json.dumps(ev)[:400], flush=True)
+            else:
+                print("page log:", str(ev.get("line"))[:400], flush=True)
+                if str(ev.get("line")).startswith("pageerror:"):
+                    self.page_errors.append(ev["line"])
             with self.cv:
                 self.lines.append(ev)
                 self.cv.notify_all()
@@ -251,6 +256,9 @@ def scenario(k, node, events):
             f"{ev.get('unanswered')})")
     ev = node.wait("done")
     R.check(ev.get("event") == "done", f"the browser part ended ({ev})")
+    # Converse's OMEMO library fetches /curve25519_compiled.wasm beside the page: a 404 there
+    # aborted it on every page load.
+    R.check(not node.page_errors, f"no error in the page ({node.page_errors[:3]})")
 
 
 def bob_send(k, body):

@@ -27,10 +27,17 @@ const nextLine = () =>
 // IQ requests the page sent (by id) and the ids answered.
 const sentIqs = new Map();
 const answered = new Set();
+// The last frames both ways, shown when a step fails (what the page was sent, and what it sent).
+const recent = [];
+const remember = (dir, s) => {
+  recent.push(`${dir} ${s.slice(0, 300)}`);
+  if (recent.length > 80) recent.shift();
+};
 function watchFrames(page) {
   page.on('websocket', (ws) => {
     ws.on('framesent', (f) => {
       const s = String(f.payload);
+      remember('>>', s);
       const m = /^<iq\b[^>]*>/.exec(s);
       if (!m) return;
       const type = /\stype=["'](get|set)["']/.exec(m[0]);
@@ -39,6 +46,7 @@ function watchFrames(page) {
     });
     ws.on('framereceived', (f) => {
       const s = String(f.payload);
+      remember('<<', s);
       const m = /^<iq\b[^>]*>/.exec(s);
       if (!m) return;
       const type = /\stype=["'](result|error)["']/.exec(m[0]);
@@ -187,6 +195,7 @@ try {
   say({ event: 'done' });
 } catch (e) {
   say({ event: 'fail', error: String(e && e.stack || e).slice(0, 2000) });
+  for (const line of recent) log(line);
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -8,7 +8,7 @@ FUZZ_TARGETS ?=
 RUN_DOMAIN ?= localhost
 RUN_DATA ?= data
 
-.PHONY: bench deps build build-asan build-tsan build-fuzz run test test-release test-asan test-tsan fuzz-short fuzz-long format clean
+.PHONY: bench deps build build-asan build-tsan build-fuzz run test test-release test-asan test-tsan check-release check-asan check-tsan fuzz-short fuzz-long format clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -38,23 +38,32 @@ run: deps build
 	  --https 127.0.0.1:5281 --allow-registration
 
 # Unit and integration tests on the normal build, again on the ASan+UBSan build, the
-# cross-shard tests under ThreadSanitizer, then a short fuzz run of every parser.
+# cross-shard tests under ThreadSanitizer, then a short fuzz run of every parser. The sanitizer
+# and fuzz builds (and the fuzz run) go on at the lowest CPU priority while the tests before them
+# run (scripts/test.sh). test-release, test-asan and test-tsan run one part each.
 test: deps
-	@$(MAKE) --no-print-directory test-release
-	@$(MAKE) --no-print-directory test-asan
-	@$(MAKE) --no-print-directory test-tsan
-	@$(MAKE) --no-print-directory fuzz-short
+	@bash scripts/test.sh
 
 test-release: build
-	cd build && ctest --output-on-failure -j 2 --timeout 300
+	@$(MAKE) --no-print-directory check-release
 
 test-asan: build-asan
+	@$(MAKE) --no-print-directory check-asan
+
+test-tsan: build-tsan
+	@$(MAKE) --no-print-directory check-tsan
+
+# The check-* targets run the tests of a build already made.
+check-release:
+	cd build && ctest --output-on-failure -j 2 --timeout 300
+
+check-asan:
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j 2 --timeout 300
 
 # kabard under ThreadSanitizer with four shards and with the default: a data race makes it exit
 # non-zero (TSan's exit code 66), which the tests check.
 TSAN_TESTS ?= test_shards test_raw_protocol test_slixmpp test_sm_loss test_slow_reader test_carbons_blocking test_pep_raw test_websocket
-test-tsan: build-tsan
+check-tsan:
 	@set -e; for t in $(TSAN_TESTS); do \
 	  echo "== tsan: $$t"; \
 	  TSAN_OPTIONS="halt_on_error=0 exitcode=66" /usr/bin/python3 tests/integration/$$t.py \

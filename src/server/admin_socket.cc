@@ -176,9 +176,13 @@ awaitable<std::string> AdminSocket::delete_account(std::string user) {
     co_await tick.async_wait(asio::use_awaitable);
   }
   BlockingView* blocking = server_.modules().service<BlockingView>();
-  auto delete_op = [user, blocking](store::Store& st) {
+  ArchiveView* archive = server_.modules().service<ArchiveView>();
+  // Its messages still on their way to the archive are written first, then go with it.
+  co_await server_.log_committed();
+  auto delete_op = [user, blocking, archive](store::Store& st) {
     const bool existed = st.delete_account(user);
     if (blocking != nullptr) blocking->forget(user);  // its blocklist went with it
+    if (archive != nullptr) archive->forget(user);
     return existed;
   };
   const bool deleted = co_await server_.db(std::move(delete_op));

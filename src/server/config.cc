@@ -232,6 +232,30 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
                     };
                     return rank(a.first) < rank(b.first);
                   });
+      } else if (key == "archive") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "archive." + sub;
+          if (sub == "enabled") {
+            cfg.archive_enabled = get<bool>(n2, full);
+          } else if (sub == "default") {
+            cfg.archive_default = get<std::string>(n2, full);
+            if (cfg.archive_default != "always" && cfg.archive_default != "roster" &&
+                cfg.archive_default != "never") {
+              throw std::runtime_error(full + ": \"always\", \"roster\" or \"never\"");
+            }
+          } else if (sub == "retention_days") {
+            const auto days = get<std::int64_t>(n2, full);
+            if (days < 0 || days > 100'000) {
+              throw std::runtime_error(full + ": a number of days, 0 (for ever) to 100000");
+            }
+            cfg.archive_retention_days = static_cast<int>(days);
+          } else {
+            throw std::runtime_error(full + ": unknown key");
+          }
+        }
       } else if (key == "sm") {
         const auto* t = node.as_table();
         if (t == nullptr) throw std::runtime_error(key + ": expected a table");

@@ -81,6 +81,13 @@ struct Config {
   // stanzas handled as undelivered: other resource, offline storage, or an error).
   std::size_t sm_max_unacked = 10'000;
 
+  // [archive] (XEP-0313): whether accounts' messages are archived at all, what an account that
+  // set no preferences gets ("always", "roster" or "never"), and how long messages are kept
+  // (days; 0: for ever).
+  bool archive_enabled = true;
+  std::string archive_default = "always";
+  int archive_retention_days = 365;
+
   // [http], [upload] (XEP-0363)
   std::string http_base_url;  // the URL clients reach the HTTP listener at; empty: its address
   // Origins (RFC 6454, "scheme://host[:port]", or "*") allowed to open a WebSocket; empty: any

@@ -72,6 +72,18 @@ class PepService {
 // PEP node (XEP-0402 §5.3, the "#compat" of XEP-0411).
 std::unique_ptr<Module> make_private_module();
 
+// mam/: XEP-0313 message archives (with XEP-0359 stanza ids and XEP-0441 preferences).
+std::unique_ptr<Module> make_mam_module();
+// What the archive module offers others (registry service<ArchiveView>(); nullptr when
+// archiving is off).
+class ArchiveView {
+ public:
+  virtual ~ArchiveView() = default;
+  // The account `user` was deleted (its archive and preferences with it): forgets what it
+  // keeps in memory.
+  virtual void forget(const std::string& user) = 0;
+};
+
 // disco/: XEP-0030, answers built from the registry; basics/: XEP-0092 version, XEP-0199 ping,
 // XEP-0012 last activity, RFC 3921 session; vcard/: XEP-0054; register/: XEP-0077 for
 // authenticated users; extdisco/: XEP-0215; proxy65/: XEP-0065 proxy component; upload/:

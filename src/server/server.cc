@@ -825,6 +825,7 @@ bool Server::instant_targets(std::string_view from_user, std::string_view to_att
   // kMessageIn hooks. While no account is flagged, the check below is one relaxed atomic load.
   targets.clear();
   if (to_attr.empty() || type == "groupchat") return false;
+  if (all_full_path_.load(std::memory_order_relaxed)) return false;
   const bool any_flagged = flagged_accounts_.load(std::memory_order_relaxed) != 0;
   if (any_flagged && (account_flags(from_user) & kFullMessagePath) != 0) return false;
   std::string_view bare;

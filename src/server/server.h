@@ -163,6 +163,9 @@ class Server {
   // Sets or clears AccountFlag `bits` of the local account `user`.
   void set_account_flags(std::string_view user, std::uint32_t bits, bool on);
   std::uint32_t account_flags(std::string_view user) const;
+  // Every account's messages take the full path (a module must see all of them: the archive,
+  // when every account archives unless it says otherwise). Set in a module's setup().
+  void set_all_messages_full_path(bool on) { all_full_path_.store(on, std::memory_order_relaxed); }
   // Bound sessions of an account (empty if none).
   std::vector<SessionPtr> sessions_of(const std::string& bare) const;
   // The same with what the directory knows of each.
@@ -217,6 +220,8 @@ class Server {
   // An offline message of `user` whose delivery is certain: deleted in the log's next group
   // commit (what log_committed() waits for).
   void delete_delivered_offline(const std::string& user, std::int64_t id);
+  // Appends a message to its account's archive (XEP-0313) in the log's next group commit.
+  void archive(store::ArchivedMessage m) { log_->archive(std::move(m)); }
   // Resumes once everything logged so far is committed (false: the commit failed).
   awaitable<bool> log_committed();
   // Resumes (on the caller's shard) once every handler that any shard had posted to `via`
@@ -289,6 +294,7 @@ class Server {
   // has, the fast path reads only this counter.
   std::unordered_map<std::string, std::uint32_t, StringHash, std::equal_to<>> account_flags_;
   std::atomic<std::size_t> flagged_accounts_{0};
+  std::atomic<bool> all_full_path_{false};  // set_all_messages_full_path()
   std::atomic<int> db_pending_{0};
   AuthThrottle throttle_;
   UnauthenticatedConnections unauth_;

@@ -45,6 +45,8 @@ class MemoryStore final : public Store {
     blocklists_.erase(std::string(username));
     pep_.erase(std::string(username));
     private_.erase(std::string(username));
+    archives_.erase(std::string(username));
+    archive_prefs_.erase(std::string(username));
     return existed;
   }
 
@@ -354,9 +356,91 @@ class MemoryStore final : public Store {
                                                      std::string(xml));
   }
 
+  // Message archives.
+
+  void archive_append(std::vector<ArchivedMessage>& batch) override {
+    for (ArchivedMessage& m : batch) {
+      m.seq = ++last_archive_seq_;
+      archives_[m.username].push_back(m);
+    }
+  }
+
+  std::optional<std::int64_t> archive_seq(std::string_view username, std::string_view id) override {
+    auto it = archives_.find(username);
+    if (it == archives_.end()) return std::nullopt;
+    for (const auto& m : it->second) {
+      if (m.id == id) return m.seq;
+    }
+    return std::nullopt;
+  }
+
+  std::vector<ArchivedMessage> archive_query(std::string_view username, const ArchiveFilter& f,
+                                             std::size_t limit, bool newest) override {
+    std::vector<ArchivedMessage> out;
+    for (const auto& m : selected(username, f)) out.push_back(*m);
+    if (out.size() > limit) {
+      if (newest) {
+        out.erase(out.begin(), out.end() - static_cast<std::ptrdiff_t>(limit));
+      } else {
+        out.resize(limit);
+      }
+    }
+    return out;
+  }
+
+  std::size_t archive_count(std::string_view username, const ArchiveFilter& f) override {
+    return selected(username, f).size();
+  }
+
+  std::size_t archive_expire(std::int64_t before_ms) override {
+    std::size_t n = 0;
+    for (auto& [user, list] : archives_) {
+      std::size_t cut = 0;  // everything up to the newest message that is too old
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        if (list[i].stamp_ms < before_ms) cut = i + 1;
+      }
+      list.erase(list.begin(), list.begin() + static_cast<std::ptrdiff_t>(cut));
+      n += cut;
+    }
+    return n;
+  }
+
+  std::size_t archive_clear(std::string_view username) override {
+    auto it = archives_.find(username);
+    if (it == archives_.end()) return 0;
+    const std::size_t n = it->second.size();
+    archives_.erase(it);
+    return n;
+  }
+
+  std::optional<ArchivePrefs> archive_prefs(std::string_view username) override {
+    auto it = archive_prefs_.find(username);
+    if (it == archive_prefs_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void set_archive_prefs(std::string_view username, const ArchivePrefs& prefs) override {
+    archive_prefs_.insert_or_assign(std::string(username), prefs);
+  }
+
   int schema_version() override { return 0; }
 
  private:
+  // The messages of the account's archive `f` selects, oldest first.
+  std::vector<const ArchivedMessage*> selected(std::string_view username, const ArchiveFilter& f) {
+    std::vector<const ArchivedMessage*> out;
+    auto it = archives_.find(username);
+    if (it == archives_.end()) return out;
+    for (const auto& m : it->second) {
+      if (!archive_matches(f, m)) continue;
+      if (!f.seqs.empty() && std::find(f.seqs.begin(), f.seqs.end(), m.seq) == f.seqs.end()) {
+        continue;
+      }
+      out.push_back(&m);
+    }
+    return out;
+  }
+
   std::int64_t bump_version(std::string_view username) {
     // One sequence for every user, never reset: see RosterStore.
     versions_.insert_or_assign(std::string(username), ++last_version_);
@@ -405,7 +489,10 @@ class MemoryStore final : public Store {
   ByName<LastActivity> last_;
   ByName<std::set<std::string>> blocklists_;  // never holds an empty set
   ByName<ByName<PepNodeData>> pep_;
-  ByName<ByName<std::string>> private_;  // by "name namespace"
+  ByName<ByName<std::string>> private_;            // by "name namespace"
+  ByName<std::vector<ArchivedMessage>> archives_;  // oldest first
+  ByName<ArchivePrefs> archive_prefs_;
+  std::int64_t last_archive_seq_ = 0;
   std::int64_t last_version_ = 0;
   std::int64_t last_offline_id_ = 0;
 };

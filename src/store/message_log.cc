@@ -25,20 +25,29 @@ void MessageLog::push(Op op) {
 
 void MessageLog::add(std::shared_ptr<LogRecord> rec, std::string sender, std::string stanza,
                      std::int64_t stamp_ms, Done done) {
-  push(Op{Kind::kAdd, std::move(rec), std::move(sender), std::move(stanza), stamp_ms,
-          std::move(done)});
+  push(Op{Kind::kAdd,
+          std::move(rec),
+          std::move(sender),
+          std::move(stanza),
+          stamp_ms,
+          std::move(done),
+          {}});
 }
 
 void MessageLog::remove(std::shared_ptr<LogRecord> rec) {
-  push(Op{Kind::kRemove, std::move(rec), {}, {}, 0, {}});
+  push(Op{Kind::kRemove, std::move(rec), {}, {}, 0, {}, {}});
 }
 
 void MessageLog::release(std::shared_ptr<LogRecord> rec) {
-  push(Op{Kind::kRelease, std::move(rec), {}, {}, 0, {}});
+  push(Op{Kind::kRelease, std::move(rec), {}, {}, 0, {}, {}});
+}
+
+void MessageLog::archive(ArchivedMessage m, Done done) {
+  push(Op{Kind::kArchive, nullptr, {}, {}, 0, std::move(done), std::move(m)});
 }
 
 void MessageLog::barrier(Done done) {
-  push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done)});
+  push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done), {}});
 }
 
 void MessageLog::close() {
@@ -64,6 +73,7 @@ std::optional<std::string> MessageLog::run(Store& store) {
   std::vector<LogRecord*> added_recs;
   std::vector<bool> keep;  // per added: still to be written
   std::vector<InFlightChange> changed;
+  std::vector<ArchivedMessage> archived;
   std::uint64_t never_written = 0;
   for (Op& op : ops) {
     LogRecord* rec = op.rec.get();
@@ -92,6 +102,9 @@ std::optional<std::string> MessageLog::run(Store& store) {
           changed.push_back(InFlightChange{rec->username, rec->id, op.kind == Kind::kRelease});
         }
         break;
+      case Kind::kArchive:
+        archived.push_back(std::move(op.archived));
+        break;
       case Kind::kBarrier:
         break;
     }
@@ -107,6 +120,7 @@ std::optional<std::string> MessageLog::run(Store& store) {
   try {
     store.log_in_flight(to_write, changed);
     for (std::size_t i = 0; i < to_write.size(); ++i) written_recs[i]->id = to_write[i].id;
+    store.archive_append(archived);
   } catch (const StoreError& e) {
     error = e.what();
   }
@@ -117,6 +131,7 @@ std::optional<std::string> MessageLog::run(Store& store) {
       ++counts_.batches;
       counts_.written += to_write.size();
       counts_.never_written += never_written;
+      counts_.archived += archived.size();
     }
   }
   for (Op& op : ops) {

@@ -46,6 +46,9 @@ class MessageLog {
   void remove(std::shared_ptr<LogRecord> rec);
   // It was not delivered: it becomes an offline message (delivered at the next login).
   void release(std::shared_ptr<LogRecord> rec);
+  // Appends a message to its account's archive (XEP-0313) in the same group commit; `done` (may
+  // be empty) once committed.
+  void archive(ArchivedMessage m, Done done = {});
   // `done` once everything queued before it is committed.
   void barrier(Done done);
   // No more operations are taken (the server is going; what is in flight stays in flight and
@@ -62,11 +65,12 @@ class MessageLog {
     std::uint64_t batches = 0;
     std::uint64_t written = 0;
     std::uint64_t never_written = 0;
+    std::uint64_t archived = 0;
   };
   Counts counts() const;
 
  private:
-  enum class Kind { kAdd, kRemove, kRelease, kBarrier };
+  enum class Kind { kAdd, kRemove, kRelease, kBarrier, kArchive };
   struct Op {
     Kind kind;
     std::shared_ptr<LogRecord> rec;
@@ -74,6 +78,7 @@ class MessageLog {
     std::string stanza;
     std::int64_t stamp_ms = 0;
     Done done;
+    ArchivedMessage archived;  // kArchive
   };
   void push(Op op);
 

@@ -166,6 +166,28 @@ CREATE TABLE private_xml (
   PRIMARY KEY (username, name, xmlns)
 ) WITHOUT ROWID;
 )sql"},
+    // XEP-0313 message archives. AUTOINCREMENT: a seq is never handed out twice (§3.2: the
+    // UIDs of deleted messages are not reused, and the UID's order is the seq's).
+    {5, R"sql(
+CREATE TABLE archive (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  username TEXT NOT NULL,
+  id TEXT NOT NULL,
+  with_jid TEXT NOT NULL,
+  with_resource TEXT NOT NULL,
+  stamp_ms INTEGER NOT NULL,
+  stanza TEXT NOT NULL
+);
+CREATE UNIQUE INDEX archive_by_id ON archive (username, id);
+CREATE INDEX archive_by_user ON archive (username, seq);
+CREATE INDEX archive_by_with ON archive (username, with_jid, seq);
+CREATE TABLE archive_prefs (
+  username TEXT PRIMARY KEY NOT NULL,
+  default_mode TEXT NOT NULL,
+  always TEXT NOT NULL,
+  never TEXT NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 constexpr int kLatestSchema = kMigrations[std::size(kMigrations) - 1].version;
@@ -365,8 +387,9 @@ class SqliteStore final : public Store {
           "DELETE FROM offline WHERE username = ?1", "DELETE FROM vcard WHERE username = ?1",
           "DELETE FROM last_activity WHERE username = ?1",
           "DELETE FROM blocklist WHERE username = ?1", "DELETE FROM pep_node WHERE username = ?1",
-          "DELETE FROM pep_item WHERE username = ?1",
-          "DELETE FROM private_xml WHERE username = ?1"}) {
+          "DELETE FROM pep_item WHERE username = ?1", "DELETE FROM private_xml WHERE username = ?1",
+          "DELETE FROM archive WHERE username = ?1",
+          "DELETE FROM archive_prefs WHERE username = ?1"}) {
       Query q = query(sql);
       q.bind(1, username).run();
     }
@@ -886,9 +909,214 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  // Message archives.
+
+  void archive_append(std::vector<ArchivedMessage>& batch) override {
+    if (batch.empty()) return;
+    Transaction tx(*this);
+    for (ArchivedMessage& m : batch) {
+      Query q = query(
+          "INSERT INTO archive (username, id, with_jid, with_resource, stamp_ms, stanza) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      q.bind(1, m.username)
+          .bind(2, m.id)
+          .bind(3, m.with)
+          .bind(4, m.with_resource)
+          .bind(5, m.stamp_ms)
+          .bind(6, m.stanza)
+          .run();
+      m.seq = sqlite3_last_insert_rowid(db_);
+    }
+    tx.commit();
+  }
+
+  std::optional<std::int64_t> archive_seq(std::string_view username, std::string_view id) override {
+    Query q = query("SELECT seq FROM archive WHERE username = ?1 AND id = ?2");
+    q.bind(1, username).bind(2, id);
+    if (!q.step()) return std::nullopt;
+    return q.int64(0);
+  }
+
+  std::vector<ArchivedMessage> archive_query(std::string_view username, const ArchiveFilter& f,
+                                             std::size_t limit, bool newest) override {
+    std::vector<ArchivedMessage> out;
+    if (limit == 0) return out;
+    if (!f.seqs.empty()) {
+      // Single items (the 'ids' field): each looked up, the other bounds checked here.
+      for (const std::int64_t seq : f.seqs) {
+        Query q = query(
+            "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
+            "WHERE username = ?1 AND seq = ?2");
+        q.bind(1, username).bind(2, seq);
+        if (q.step()) {
+          ArchivedMessage m = read_archived(q, username);
+          if (archive_matches(f, m)) out.push_back(std::move(m));
+        }
+      }
+      std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+      out.erase(std::unique(out.begin(), out.end(),
+                            [](const auto& a, const auto& b) { return a.seq == b.seq; }),
+                out.end());
+      if (out.size() > limit) {
+        if (newest) {
+          out.erase(out.begin(), out.end() - static_cast<std::ptrdiff_t>(limit));
+        } else {
+          out.resize(limit);
+        }
+      }
+      return out;
+    }
+    // Four statements rather than one with optional terms, so that each uses its index.
+    const bool with = !f.with.empty();
+    const char* sql;
+    if (with) {
+      sql = newest ? "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
+                     "WHERE username = ?1 AND with_jid = ?2 AND seq > ?3 AND seq < ?4 "
+                     "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND (?7 = '' OR with_resource = ?7) "
+                     "ORDER BY seq DESC LIMIT ?8"
+                   : "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
+                     "WHERE username = ?1 AND with_jid = ?2 AND seq > ?3 AND seq < ?4 "
+                     "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND (?7 = '' OR with_resource = ?7) "
+                     "ORDER BY seq ASC LIMIT ?8";
+    } else {
+      sql = newest ? "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
+                     "WHERE username = ?1 AND ?2 = '' AND seq > ?3 AND seq < ?4 "
+                     "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND ?7 = '' "
+                     "ORDER BY seq DESC LIMIT ?8"
+                   : "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
+                     "WHERE username = ?1 AND ?2 = '' AND seq > ?3 AND seq < ?4 "
+                     "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND ?7 = '' "
+                     "ORDER BY seq ASC LIMIT ?8";
+    }
+    Query q = query(sql);
+    bind_archive_filter(q, username, f);
+    q.bind(8, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+    while (q.step()) out.push_back(read_archived(q, username));
+    if (newest) std::reverse(out.begin(), out.end());
+    return out;
+  }
+
+  std::size_t archive_count(std::string_view username, const ArchiveFilter& f) override {
+    if (!f.seqs.empty()) return archive_query(username, f, f.seqs.size(), false).size();
+    const char* sql = !f.with.empty()
+                          ? "SELECT COUNT(*) FROM archive "
+                            "WHERE username = ?1 AND with_jid = ?2 AND seq > ?3 AND seq < ?4 "
+                            "AND stamp_ms >= ?5 AND stamp_ms <= ?6 "
+                            "AND (?7 = '' OR with_resource = ?7)"
+                          : "SELECT COUNT(*) FROM archive "
+                            "WHERE username = ?1 AND ?2 = '' AND seq > ?3 AND seq < ?4 "
+                            "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND ?7 = ''";
+    Query q = query(sql);
+    bind_archive_filter(q, username, f);
+    q.step();
+    return static_cast<std::size_t>(q.int64(0));
+  }
+
+  std::size_t archive_expire(std::int64_t before_ms) override {
+    Transaction tx(*this);
+    // Per account, everything up to its newest message that is too old: the oldest part goes
+    // whole, even a newer stamp among it (stamps and order may differ by a few milliseconds).
+    std::vector<std::pair<std::string, std::int64_t>> cut;
+    {
+      Query q =
+          query("SELECT username, MAX(seq) FROM archive WHERE stamp_ms < ?1 GROUP BY username");
+      q.bind(1, before_ms);
+      while (q.step()) cut.emplace_back(q.text(0), q.int64(1));
+    }
+    std::size_t n = 0;
+    for (const auto& [user, seq] : cut) {
+      Query q = query("DELETE FROM archive WHERE username = ?1 AND seq <= ?2");
+      q.bind(1, user).bind(2, seq).run();
+      n += static_cast<std::size_t>(sqlite3_changes(db_));
+    }
+    tx.commit();
+    return n;
+  }
+
+  std::size_t archive_clear(std::string_view username) override {
+    Transaction tx(*this);
+    {
+      Query q = query("DELETE FROM archive WHERE username = ?1");
+      q.bind(1, username).run();
+    }
+    const auto n = static_cast<std::size_t>(sqlite3_changes(db_));
+    tx.commit();
+    return n;
+  }
+
+  std::optional<ArchivePrefs> archive_prefs(std::string_view username) override {
+    Query q = query("SELECT default_mode, always, never FROM archive_prefs WHERE username = ?1");
+    q.bind(1, username);
+    if (!q.step()) return std::nullopt;
+    ArchivePrefs p;
+    p.default_mode = q.text(0);
+    p.always = split_lines(q.text(1));
+    p.never = split_lines(q.text(2));
+    return p;
+  }
+
+  void set_archive_prefs(std::string_view username, const ArchivePrefs& p) override {
+    Transaction tx(*this);
+    {
+      Query q = query(
+          "INSERT INTO archive_prefs (username, default_mode, always, never) "
+          "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (username) DO UPDATE SET "
+          "default_mode = excluded.default_mode, always = excluded.always, "
+          "never = excluded.never");
+      q.bind(1, username)
+          .bind(2, p.default_mode)
+          .bind(3, join_lines(p.always))
+          .bind(4, join_lines(p.never))
+          .run();
+    }
+    tx.commit();
+  }
+
   int schema_version() override { return user_version(); }
 
  private:
+  static ArchivedMessage read_archived(Query& q, std::string_view username) {
+    ArchivedMessage m;
+    m.username = std::string(username);
+    m.seq = q.int64(0);
+    m.id = q.text(1);
+    m.with = q.text(2);
+    m.with_resource = q.text(3);
+    m.stamp_ms = q.int64(4);
+    m.stanza = q.text(5);
+    return m;
+  }
+
+  static void bind_archive_filter(Query& q, std::string_view username, const ArchiveFilter& f) {
+    q.bind(1, username)
+        .bind(2, std::string_view(f.with))
+        .bind(3, f.after_seq)
+        .bind(4, f.before_seq)
+        .bind(5, f.start_ms.value_or(INT64_MIN))
+        .bind(6, f.end_ms.value_or(INT64_MAX))
+        .bind(7, std::string_view(f.with.empty() ? std::string_view() : f.with_resource));
+  }
+
+  static std::vector<std::string> split_lines(const std::string& text) {
+    std::vector<std::string> out;
+    for (std::size_t at = 0; at < text.size();) {
+      std::size_t end = text.find('\n', at);
+      if (end == std::string::npos) end = text.size();
+      if (end > at) out.push_back(text.substr(at, end - at));
+      at = end + 1;
+    }
+    return out;
+  }
+
+  static std::string join_lines(const std::vector<std::string>& lines) {
+    std::string out;
+    for (const auto& l : lines) {
+      if (!out.empty()) out += '\n';
+      out += l;
+    }
+    return out;
+  }
+
   static PepNode read_pep_node(Query& q) {
     PepNode n;
     n.name = q.text(0);

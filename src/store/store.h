@@ -115,7 +115,7 @@ class AccountStore {
   virtual std::optional<Account> account(std::string_view username) = 0;
   virtual bool set_credentials(const Account& a) = 0;  // false: no such account
   // Removes the account and everything it owns (roster, offline queue, vcard, last activity,
-  // blocklist, PEP nodes and items, private XML).
+  // blocklist, PEP nodes and items, private XML, message archive and its preferences).
   virtual bool delete_account(std::string_view username) = 0;
   virtual std::vector<std::string> list_accounts() = 0;  // sorted
 };
@@ -277,6 +277,72 @@ class PrivateStore {
                                std::string_view xmlns, std::string_view xml) = 0;
 };
 
+// One message in an account's archive (XEP-0313): what it sent or received, as routed.
+struct ArchivedMessage {
+  std::string username;  // the account whose archive holds it
+  std::int64_t seq = 0;  // its place in the archive (increasing, never reused); set when written
+  // Its archive UID (XEP-0313 §3, the XEP-0359 stanza-id): unpredictable, unique in the archive.
+  std::string id;
+  std::string with;           // the other side's bare JID (the account's own for a note to self)
+  std::string with_resource;  // and its resource, if the message named one
+  std::int64_t stamp_ms = 0;  // when the server sent (outgoing) or received (incoming) it
+  std::string stanza;         // the serialized <message/>, with its xmlns
+};
+
+// Which messages of an archive a query selects (XEP-0313 §4.1): each bound is optional.
+struct ArchiveFilter {
+  std::string with;                      // a bare JID; empty: every correspondent
+  std::string with_resource;             // with a full JID in 'with': its resource must match too
+  std::optional<std::int64_t> start_ms;  // stamp_ms >= start_ms
+  std::optional<std::int64_t> end_ms;    // stamp_ms <= end_ms
+  std::int64_t after_seq = 0;            // seq > after_seq
+  std::int64_t before_seq = INT64_MAX;   // seq < before_seq
+  std::vector<std::int64_t> seqs;        // not empty: only these
+};
+
+// Whether `filter` selects `m` (its seqs list aside): the backends' rule, in one place.
+inline bool archive_matches(const ArchiveFilter& f, const ArchivedMessage& m) {
+  if (!f.with.empty() && m.with != f.with) return false;
+  if (!f.with.empty() && !f.with_resource.empty() && m.with_resource != f.with_resource) {
+    return false;
+  }
+  if (f.start_ms && m.stamp_ms < *f.start_ms) return false;
+  if (f.end_ms && m.stamp_ms > *f.end_ms) return false;
+  return m.seq > f.after_seq && m.seq < f.before_seq;
+}
+
+// How an account wants its messages archived (XEP-0441, in urn:xmpp:mam:2 <prefs/>).
+struct ArchivePrefs {
+  std::string default_mode;         // "always", "never" or "roster"
+  std::vector<std::string> always;  // bare JIDs always archived, sorted
+  std::vector<std::string> never;   // bare JIDs never archived, sorted
+};
+
+// Message archives (XEP-0313), one per account.
+class ArchiveStore {
+ public:
+  virtual ~ArchiveStore() = default;
+  // Appends the messages in one transaction, in order; sets each one's seq.
+  virtual void archive_append(std::vector<ArchivedMessage>& batch) = 0;
+  // The seq of the message with archive UID `id` in the account's archive, if it is there.
+  virtual std::optional<std::int64_t> archive_seq(std::string_view username,
+                                                  std::string_view id) = 0;
+  // At most `limit` messages that `filter` selects, oldest first: the oldest of them, or with
+  // `newest` the newest of them (the last page).
+  virtual std::vector<ArchivedMessage> archive_query(std::string_view username,
+                                                     const ArchiveFilter& filter, std::size_t limit,
+                                                     bool newest) = 0;
+  virtual std::size_t archive_count(std::string_view username, const ArchiveFilter& filter) = 0;
+  // Deletes every account's messages stamped before `before_ms`, and with each the older part
+  // of its archive (XEP-0313 §3.2: no holes); returns how many went.
+  virtual std::size_t archive_expire(std::int64_t before_ms) = 0;
+  // Empties the account's archive; returns how many messages it held (seqs are not reused).
+  virtual std::size_t archive_clear(std::string_view username) = 0;
+  // nullopt: the account never set any (the server's default applies).
+  virtual std::optional<ArchivePrefs> archive_prefs(std::string_view username) = 0;
+  virtual void set_archive_prefs(std::string_view username, const ArchivePrefs& prefs) = 0;
+};
+
 // Everything a backend provides. The server hands modules this (Server::db()); a module that
 // needs only a part names only that interface in its own functions.
 class Store : public AccountStore,
@@ -286,7 +352,8 @@ class Store : public AccountStore,
               public LastActivityStore,
               public BlockingStore,
               public PepStore,
-              public PrivateStore {
+              public PrivateStore,
+              public ArchiveStore {
  public:
   ~Store() override = default;
   // Schema version applied (migrations run at open); 0 for a backend without a schema.

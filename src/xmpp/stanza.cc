@@ -88,6 +88,60 @@ std::string format_datetime(std::int64_t unix_ms) {
   return out;
 }
 
+std::optional<std::int64_t> parse_datetime(std::string_view t) {
+  // Digits at [at, at + n) as a number; -1 if any is not a digit.
+  auto num = [&t](std::size_t at, std::size_t n) -> int {
+    if (at + n > t.size()) return -1;
+    int v = 0;
+    for (std::size_t i = at; i < at + n; ++i) {
+      if (t[i] < '0' || t[i] > '9') return -1;
+      v = v * 10 + (t[i] - '0');
+    }
+    return v;
+  };
+  if (t.size() < 20 || t[4] != '-' || t[7] != '-' || t[10] != 'T' || t[13] != ':' || t[16] != ':') {
+    return std::nullopt;
+  }
+  const int year = num(0, 4), month = num(5, 2), day = num(8, 2);
+  const int hour = num(11, 2), minute = num(14, 2), second = num(17, 2);
+  if (year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 ||
+      minute > 59 || second < 0 || second > 60) {
+    return std::nullopt;
+  }
+  static constexpr int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (day > kDays[month - 1] || (month == 2 && day == 29 && !leap)) return std::nullopt;
+  std::size_t at = 19;
+  std::int64_t ms = 0;
+  if (t[at] == '.') {
+    std::size_t digits = 0;
+    for (++at; at < t.size() && t[at] >= '0' && t[at] <= '9'; ++at, ++digits) {
+      if (digits < 3) ms = ms * 10 + (t[at] - '0');
+    }
+    if (digits == 0) return std::nullopt;
+    for (; digits < 3; ++digits) ms *= 10;
+  }
+  std::int64_t offset_s = 0;
+  if (at < t.size() && t[at] == 'Z' && at + 1 == t.size()) {
+  } else if (at + 6 == t.size() && (t[at] == '+' || t[at] == '-') && t[at + 3] == ':') {
+    const int oh = num(at + 1, 2), om = num(at + 4, 2);
+    if (oh < 0 || oh > 23 || om < 0 || om > 59) return std::nullopt;
+    offset_s = (oh * 3600 + om * 60) * (t[at] == '+' ? 1 : -1);
+  } else {
+    return std::nullopt;
+  }
+  // Days from the civil date (H. Hinnant's algorithm), no time zone involved.
+  const int y = month <= 2 ? year - 1 : year;
+  const int era = (y >= 0 ? y : y - 399) / 400;
+  const int yoe = y - era * 400;
+  const int mp = (month + 9) % 12;
+  const int doy = (153 * mp + 2) / 5 + day - 1;
+  const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  const std::int64_t days = static_cast<std::int64_t>(era) * 146097 + doe - 719468;
+  const std::int64_t secs = days * 86400 + hour * 3600 + minute * 60 + second - offset_s;
+  return secs * 1000 + ms;
+}
+
 void add_delay(xml::Element& stanza, std::string_view from, std::int64_t unix_ms,
                std::string_view reason) {
   xml::Element& d = stanza.add_child("delay", ns::kDelay);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -37,6 +38,10 @@ StreamErrorInfo read_stream_error(const xml::Element& error);
 
 // XEP-0082 date-time in UTC with milliseconds: 2002-09-10T23:08:25.123Z
 std::string format_datetime(std::int64_t unix_ms);
+
+// A XEP-0082 date-time ("CCYY-MM-DDThh:mm:ss[.sss]TZD", TZD "Z" or "+hh:mm"/"-hh:mm") as Unix
+// milliseconds (fractions past the millisecond are dropped); nullopt when `text` is not one.
+std::optional<std::int64_t> parse_datetime(std::string_view text);
 
 // Adds <delay xmlns='urn:xmpp:delay' from=... stamp=...>reason</delay> (XEP-0203).
 void add_delay(xml::Element& stanza, std::string_view from, std::int64_t unix_ms,

@@ -72,6 +72,16 @@ def offline_count(k, user):
     return -1
 
 
+def sqlite_count(k, sql):
+    """The single number `sql` (a SELECT COUNT) gives on kabard's store, read beside it."""
+    import sqlite3
+    db = sqlite3.connect(os.path.join(k.data_dir, "kabar.db"), timeout=10)
+    try:
+        return db.execute(sql).fetchone()[0]
+    finally:
+        db.close()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -39,6 +39,8 @@ class SessionTest : public ::testing::Test {
   static Config make_config() {
     Config cfg;
     cfg.domain = "example.com";
+    // The byte path and the write queue, without the archive's full path for every message.
+    cfg.archive_enabled = false;
     return cfg;
   }
 
@@ -391,6 +393,8 @@ class LoginTest : public ::testing::Test {
   static Config make_config() {
     Config cfg;
     cfg.domain = "example.com";
+    // The byte path and the write queue, without the archive's full path for every message.
+    cfg.archive_enabled = false;
     cfg.allow_plaintext = true;
     cfg.auth_failures_per_account = 2;
     cfg.auth_failure_delay_ms = 1;  // the throttle's delays are tested on their own

@@ -2,6 +2,7 @@
 // unit-tested against the fake sees what kabard's SQLite store would do.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -593,6 +594,139 @@ TEST_P(StoreContractTest, PepAndPrivateGoWithTheAccount) {
   EXPECT_TRUE(store_->pep_nodes("alice").empty());
   EXPECT_TRUE(store_->pep_items("alice", "n").empty());
   EXPECT_FALSE(store_->private_xml("alice", "x", "urn:x"));
+}
+
+// Message archives (XEP-0313).
+
+std::vector<ArchivedMessage> archive_batch(const std::string& user, int from, int n,
+                                           std::int64_t stamp0) {
+  std::vector<ArchivedMessage> batch;
+  for (int i = from; i < from + n; ++i) {
+    ArchivedMessage m;
+    m.username = user;
+    m.id = "id" + std::to_string(i);
+    m.with = i % 3 == 0 ? "carol@example.com" : "bob@example.com";
+    m.with_resource = i % 2 == 0 ? "phone" : "pc";
+    m.stamp_ms = stamp0 + i * 1000;
+    m.stanza = "<message xmlns='jabber:client'><body>" + std::to_string(i) + "</body></message>";
+    batch.push_back(std::move(m));
+  }
+  return batch;
+}
+
+TEST_P(StoreContractTest, ArchiveAppendQueryAndFilters) {
+  auto batch = archive_batch("alice", 0, 10, 1'000'000);
+  store_->archive_append(batch);
+  for (std::size_t i = 1; i < batch.size(); ++i) EXPECT_GT(batch[i].seq, batch[i - 1].seq);
+  reopen();
+  EXPECT_EQ(store_->archive_count("alice", {}), 10u);
+  EXPECT_EQ(store_->archive_count("bob", {}), 0u);
+  EXPECT_EQ(store_->archive_seq("alice", "id3"), batch[3].seq);
+  EXPECT_FALSE(store_->archive_seq("bob", "id3").has_value());
+  auto ids = [](const std::vector<ArchivedMessage>& ms) {
+    std::vector<std::string> out;
+    for (const auto& m : ms) out.push_back(m.id);
+    return out;
+  };
+  EXPECT_EQ(ids(store_->archive_query("alice", {}, 3, false)),
+            (std::vector<std::string>{"id0", "id1", "id2"}));
+  EXPECT_EQ(ids(store_->archive_query("alice", {}, 3, true)),
+            (std::vector<std::string>{"id7", "id8", "id9"}));
+  ArchiveFilter with;
+  with.with = "carol@example.com";
+  EXPECT_EQ(ids(store_->archive_query("alice", with, 10, false)),
+            (std::vector<std::string>{"id0", "id3", "id6", "id9"}));
+  with.with_resource = "phone";
+  EXPECT_EQ(ids(store_->archive_query("alice", with, 10, false)),
+            (std::vector<std::string>{"id0", "id6"}));
+  EXPECT_EQ(store_->archive_count("alice", with), 2u);
+  ArchiveFilter time;
+  time.start_ms = 1'002'000;
+  time.end_ms = 1'004'000;
+  EXPECT_EQ(ids(store_->archive_query("alice", time, 10, false)),
+            (std::vector<std::string>{"id2", "id3", "id4"}));
+  ArchiveFilter picked;
+  picked.seqs = {batch[8].seq, batch[1].seq};
+  EXPECT_EQ(ids(store_->archive_query("alice", picked, 10, false)),
+            (std::vector<std::string>{"id1", "id8"}));
+  const auto got = store_->archive_query("alice", picked, 1, false);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].stanza, batch[1].stanza);
+  EXPECT_EQ(got[0].with_resource, "pc");
+  EXPECT_EQ(got[0].stamp_ms, 1'001'000);
+}
+
+// An archive of 100,000 messages: pages of 50 forward and backward return each exactly once.
+TEST_P(StoreContractTest, ArchivePagingOverAHundredThousand) {
+  constexpr int kN = 100'000;
+  for (int at = 0; at < kN; at += 10'000) {
+    auto batch = archive_batch("alice", at, 10'000, 0);
+    store_->archive_append(batch);
+  }
+  auto other = archive_batch("bob", 0, 100, 0);
+  store_->archive_append(other);
+  std::vector<char> seen(kN, 0);
+  ArchiveFilter f;
+  for (;;) {
+    auto page = store_->archive_query("alice", f, 50, false);
+    if (page.empty()) break;
+    for (const auto& m : page) ++seen[static_cast<std::size_t>(std::stoi(m.id.substr(2)))];
+    f.after_seq = page.back().seq;
+  }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), kN);
+  std::vector<char> back(kN, 0);
+  ArchiveFilter b;
+  std::int64_t last = INT64_MAX;
+  for (;;) {
+    auto page = store_->archive_query("alice", b, 50, true);
+    if (page.empty()) break;
+    for (const auto& m : page) {
+      EXPECT_LT(m.seq, last);
+      ++back[static_cast<std::size_t>(std::stoi(m.id.substr(2)))];
+    }
+    last = page.front().seq;
+    b.before_seq = page.front().seq;
+  }
+  EXPECT_EQ(std::count(back.begin(), back.end(), 1), kN);
+}
+
+TEST_P(StoreContractTest, ArchiveExpiryLeavesNoHolesAndSeqsAreNotReused) {
+  auto batch = archive_batch("alice", 0, 5, 0);
+  batch[3].stamp_ms = 0;  // out of order: everything up to it goes
+  store_->archive_append(batch);
+  auto bob = archive_batch("bob", 0, 2, 10'000'000);
+  store_->archive_append(bob);
+  EXPECT_EQ(store_->archive_expire(2'500), 4u);
+  auto left = store_->archive_query("alice", {}, 10, false);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].id, "id4");
+  EXPECT_EQ(store_->archive_count("bob", {}), 2u);
+  EXPECT_EQ(store_->archive_clear("alice"), 1u);
+  reopen();
+  auto again = archive_batch("alice", 10, 1, 0);
+  store_->archive_append(again);
+  EXPECT_GT(again[0].seq, bob.back().seq);
+}
+
+TEST_P(StoreContractTest, ArchivePrefsAndDeletionWithTheAccount) {
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  EXPECT_FALSE(store_->archive_prefs("alice").has_value());
+  ArchivePrefs p;
+  p.default_mode = "roster";
+  p.always = {"bob@example.com", "carol@example.com"};
+  p.never = {"spam@example.com"};
+  store_->set_archive_prefs("alice", p);
+  reopen();
+  auto got = store_->archive_prefs("alice");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->default_mode, "roster");
+  EXPECT_EQ(got->always, p.always);
+  EXPECT_EQ(got->never, p.never);
+  auto batch = archive_batch("alice", 0, 3, 0);
+  store_->archive_append(batch);
+  EXPECT_TRUE(store_->delete_account("alice"));
+  EXPECT_EQ(store_->archive_count("alice", {}), 0u);
+  EXPECT_FALSE(store_->archive_prefs("alice").has_value());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest,

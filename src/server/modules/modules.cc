@@ -19,6 +19,7 @@ std::vector<std::unique_ptr<Module>> make_modules() {
   m.push_back(make_offline_module());
   m.push_back(make_carbons_module());
   m.push_back(make_blocking_module());
+  m.push_back(make_mam_module());
   m.push_back(make_disco_module());
   m.push_back(make_basics_module());
   m.push_back(make_vcard_module());

@@ -19,6 +19,7 @@ std::string chat(int i) {
 
 Config with_limit(std::size_t limit) {
   Config cfg;
+  cfg.archive_enabled = false;  // as ModuleTest::default_config()
   cfg.domain = "example.com";
   cfg.offline_limit = limit;
   return cfg;

@@ -556,6 +556,7 @@ TEST_F(SmTwoShardTest, ResumptionKeepsEachSendersOrder) {
 // within its 10 s on a loaded machine under ASan).
 Config with_small_unacked_cap() {
   Config cfg;
+  cfg.archive_enabled = false;  // as ModuleTest::default_config()
   cfg.domain = "example.com";
   cfg.sm_max_unacked = 100;
   cfg.offline_limit_per_sender = 1'000;  // every stanza comes from one sender here

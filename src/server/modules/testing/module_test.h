@@ -89,9 +89,12 @@ inline std::vector<const xml::Element*> named(const std::vector<xml::Element>& g
 
 class ModuleTest : public ::testing::Test {
  protected:
+  // Archiving off: each module's tests see that module (and the byte fast path, which the
+  // archive turns off for every message); the archive's tests (modules/mam/) turn it on.
   static Config default_config() {
     Config cfg;
     cfg.domain = "example.com";
+    cfg.archive_enabled = false;
     return cfg;
   }
 

@@ -1,0 +1,637 @@
+// Message Archive Management (XEP-0313, urn:xmpp:mam:2, with #extended), stanza ids (XEP-0359),
+// result set management (XEP-0059) and archiving preferences (XEP-0441).
+//
+// Every account has an archive on its bare JID: each message it sends or receives that
+// mam_archivable() accepts, unless its preferences say otherwise ([archive] default, then the
+// account's <prefs/>). A received message is archived before delivery and carries its archive
+// UID as <stanza-id by='account'/> to the recipient's resources, its carbons and its offline
+// copy; a sent one is archived in the sender's archive (a note to self once, as received).
+// Archive writes go into the message log's group commit (store/message_log.h), not one store
+// call per message; a query waits for that commit first, so it sees everything archived before
+// it.
+//
+// The hot path: while archiving is on, every message takes the full path with its hooks
+// (Server::set_all_messages_full_path()): the byte fast path cannot add a stanza-id.
+//
+// Threads: hooks and IQs run on the sender's shard; preferences are cached for all shards under
+// a mutex; the store is reached through Server::db() and the message log.
+#include "server/modules/mam/mam.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "server/c2s_session.h"
+#include "server/config.h"
+#include "server/features.h"
+#include "xml/serializer.h"
+#include "xmpp/hex.h"
+#include "xmpp/namespaces.h"
+#include "xmpp/stanza.h"
+
+namespace kabar::server {
+
+namespace ns = xmpp::ns;
+
+namespace {
+
+constexpr std::string_view kHintsNs = "urn:xmpp:hints";  // XEP-0334
+constexpr std::string_view kRsmNs = "http://jabber.org/protocol/rsm";
+constexpr std::string_view kDataNs = "jabber:x:data";
+constexpr std::string_view kForwardNs = "urn:xmpp:forward:0";
+constexpr std::string_view kCarbonsNs = "urn:xmpp:carbons:2";
+constexpr std::string_view kValidateNs = "http://jabber.org/protocol/xdata-validate";
+// A page holds this many results unless the client asks for fewer (or more, up to kMaxPage).
+constexpr std::size_t kDefaultPage = 50;
+constexpr std::size_t kMaxPage = 250;
+constexpr std::size_t kMaxIds = 250;         // values of the 'ids' field in one query
+constexpr std::size_t kMaxPrefsJids = 1000;  // JIDs in one account's always and never lists
+
+}  // namespace
+
+bool mam_archivable(const xml::Element& m) {
+  if (m.name() != "message") return false;
+  const std::string_view type = m.attr("type");
+  if (!type.empty() && type != "normal" && type != "chat") return false;
+  if (m.child("no-store", kHintsNs) != nullptr ||
+      m.child("no-permanent-store", kHintsNs) != nullptr) {
+    return false;
+  }
+  if (m.child("sent", kCarbonsNs) != nullptr || m.child("received", kCarbonsNs) != nullptr ||
+      m.child("result", kMamNs) != nullptr) {
+    return false;
+  }
+  return m.child("body", ns::kClient) != nullptr || m.child("store", kHintsNs) != nullptr;
+}
+
+void strip_stanza_ids(xml::Element& m, std::string_view archive) {
+  bool any = false;
+  std::vector<xml::Element> keep;
+  for (const xml::Element* sid : std::as_const(m).children("stanza-id", kStanzaIdNs)) {
+    auto by = xmpp::Jid::parse(sid->attr("by"));
+    if (by && by->str() == archive) {
+      any = true;
+    } else {
+      keep.push_back(*sid);
+    }
+  }
+  if (!any) return;
+  m.remove_children("stanza-id", kStanzaIdNs);
+  for (auto& k : keep) m.add_child(std::move(k));
+}
+
+namespace {
+
+// An account's preferences, as the archiving decision reads them.
+struct Prefs {
+  std::string mode;  // always, never, roster
+  std::unordered_set<std::string> always;
+  std::unordered_set<std::string> never;
+};
+
+// A query, parsed (XEP-0313 §4.1, XEP-0059 §2).
+struct Request {
+  store::ArchiveFilter filter;
+  std::string after_id;   // form 'after-id'
+  std::string before_id;  // form 'before-id'
+  std::vector<std::string> ids;
+  std::size_t max = kDefaultPage;
+  std::string rsm_after;
+  std::string rsm_before;
+  bool last_page = false;  // RSM <before/> given (empty: the last page)
+  bool flip = false;
+};
+
+// What the store answered.
+struct Outcome {
+  bool missing = false;  // an id the query names is not in the archive
+  std::vector<store::ArchivedMessage> items;
+  bool complete = true;
+  std::size_t count = 0;
+  std::size_t first_index = 0;
+};
+
+xml::Element error(const xml::Element& iq, xmpp::ErrorType type, std::string_view condition,
+                   std::string_view text = {}) {
+  return xmpp::make_error_reply(iq, type, condition, text);
+}
+
+void append_attr(std::string& out, std::string_view name, std::string_view value) {
+  out += ' ';
+  out += name;
+  out += "='";
+  xml::escape_attr(value, out);
+  out += '\'';
+}
+
+class MamModule final : public Module {
+ public:
+  std::string_view name() const override { return "mam"; }
+
+  void setup(ModuleContext& ctx) override {
+    const Config& cfg = ctx.config();
+    if (!cfg.archive_enabled) return;
+    server_ = &ctx.server();
+    Server& s = *server_;
+    s.set_all_messages_full_path(true);
+    ctx.disco_feature(std::string(kMamNs), kToAccount);
+    ctx.disco_feature(std::string(kMamExtendedNs), kToAccount);
+    ctx.disco_feature(std::string(kStanzaIdNs), kToAccount);
+    ctx.iq(
+        std::string(kMamNs),
+        [this](SessionPtr from, xml::Element iq) -> awaitable<void> {
+          co_await handle_iq(std::move(from), std::move(iq));
+        },
+        kIqGetOrSet, kToServerOrAccount);
+    // After blocking (-100: what it refuses is not archived), before carbons (0): the sender's
+    // archive.
+    ctx.hook(
+        Hook::kMessageOut,
+        [this](SessionPtr from, xml::Element& m) -> awaitable<HookResult> {
+          co_await outgoing(from, m);
+          co_return HookResult::kContinue;
+        },
+        -50);
+    // After blocking, before the received carbons (100): they and the recipient's resources
+    // get the stanza-id.
+    ctx.hook(
+        Hook::kMessageIn,
+        [this](SessionPtr, xml::Element& m) -> awaitable<HookResult> {
+          co_await incoming(m);
+          co_return HookResult::kContinue;
+        },
+        50);
+    ctx.provide<ArchiveView>(view_);
+    view_.module = this;
+  }
+
+  void start(ModuleContext& ctx) override {
+    if (server_ == nullptr || ctx.config().archive_retention_days == 0) return;
+    timer_ = std::make_unique<asio::steady_timer>(ctx.server().io());
+    asio::co_spawn(ctx.server().io(), expire_loop(), asio::detached);
+  }
+
+  void stop() override {
+    stopping_ = true;
+    if (timer_) timer_->cancel();
+  }
+
+  void forget(const std::string& user) {
+    std::lock_guard lock(mu_);
+    prefs_.erase(user);
+  }
+
+ private:
+  struct View final : ArchiveView {
+    MamModule* module = nullptr;
+    void forget(const std::string& user) override { module->forget(user); }
+  };
+
+  // --- Archiving.
+
+  awaitable<void> incoming(xml::Element& m) {
+    auto to = xmpp::Jid::parse(m.attr("to"));
+    if (!to || to->local().empty() || !server_->is_local(*to)) co_return;
+    const std::string bare = to->bare_str();
+    strip_stanza_ids(m, bare);  // whether or not this one is archived
+    if (!mam_archivable(m)) co_return;
+    auto from = xmpp::Jid::parse(m.attr("from"));
+    if (!from) co_return;
+    std::string user(to->local());
+    // An account with a resource bound exists; for any other, the store says (a message to no
+    // account is bounced, not archived).
+    if (server_->resources_of(bare).empty()) {
+      auto op = [user](store::Store& st) { return st.account(user).has_value(); };
+      if (!co_await server_->db(std::move(op))) co_return;
+    }
+    if (!co_await wants(user, from->bare_str())) co_return;
+    archive(user, *from, m, bare);
+  }
+
+  awaitable<void> outgoing(const SessionPtr& from, xml::Element& m) {
+    if (from == nullptr) co_return;
+    auto to = xmpp::Jid::parse(m.attr("to"));
+    if (!to) co_return;
+    const std::string own = from->jid().bare_str();
+    // A note to self is archived once, as received.
+    if (to->bare_str() == own) co_return;
+    if (!mam_archivable(m)) co_return;
+    if (!co_await wants(from->username(), to->bare_str())) co_return;
+    // No stanza-id on what goes to the contact (§3.4: it may not read this archive).
+    xml::Element copy = m;
+    strip_stanza_ids(copy, own);
+    archive(from->username(), *to, copy, {});
+  }
+
+  // Archives `m` for `user`; with `stamp_by` (the archive's JID) the message gets its
+  // <stanza-id/> first.
+  void archive(const std::string& user, const xmpp::Jid& with, xml::Element& m,
+               std::string_view stamp_by) {
+    store::ArchivedMessage a;
+    a.username = user;
+    a.id = new_id();
+    a.with = with.bare_str();
+    a.with_resource = with.resource();
+    a.stamp_ms = server_->now_ms();
+    if (!stamp_by.empty()) {
+      xml::Element& sid = m.add_child("stanza-id", std::string(kStanzaIdNs));
+      sid.set_attr("by", stamp_by);
+      sid.set_attr("id", a.id);
+    }
+    a.stanza = xml::serialize(m, "");
+    server_->archive(std::move(a));
+  }
+
+  // §3 "unpredictable and unique within the archive": 96 random bits.
+  std::string new_id() { return xmpp::to_hex(server_->random().bytes(12)); }
+
+  awaitable<bool> wants(const std::string& user, const std::string& other) {
+    std::shared_ptr<const Prefs> p = co_await prefs_of(user);
+    if (p->never.contains(other)) co_return false;
+    if (p->always.contains(other)) co_return true;
+    if (p->mode == "always") co_return true;
+    if (p->mode == "never") co_return false;
+    // roster: a contact in the roster.
+    auto op = [user, other](store::Store& st) {
+      auto item = st.roster_item(user, other);
+      return item.has_value() && item->in_roster;
+    };
+    co_return co_await server_->db(std::move(op));
+  }
+
+  awaitable<std::shared_ptr<const Prefs>> prefs_of(const std::string& user) {
+    {
+      std::lock_guard lock(mu_);
+      auto it = prefs_.find(user);
+      if (it != prefs_.end()) co_return it->second;
+    }
+    auto op = [user](store::Store& st) { return st.archive_prefs(user); };
+    std::optional<store::ArchivePrefs> stored = co_await server_->db(std::move(op));
+    auto p = std::make_shared<Prefs>(to_prefs(stored));
+    std::lock_guard lock(mu_);
+    // Another shard may have set new preferences meanwhile: theirs win.
+    auto [it, inserted] = prefs_.emplace(user, std::move(p));
+    co_return it->second;
+  }
+
+  Prefs to_prefs(const std::optional<store::ArchivePrefs>& stored) const {
+    Prefs p;
+    p.mode = server_->config().archive_default;
+    if (stored) {
+      p.mode = stored->default_mode;
+      p.always.insert(stored->always.begin(), stored->always.end());
+      p.never.insert(stored->never.begin(), stored->never.end());
+    }
+    return p;
+  }
+
+  awaitable<void> expire_loop() {
+    while (!stopping_) {
+      const std::int64_t keep_ms =
+          std::int64_t{server_->config().archive_retention_days} * 24 * 3600 * 1000;
+      const std::int64_t before = server_->now_ms() - keep_ms;
+      try {
+        auto op = [before](store::Store& st) { return st.archive_expire(before); };
+        const std::size_t n = co_await server_->db(std::move(op));
+        if (n > 0) spdlog::info("archive: {} messages past the retention period deleted", n);
+      } catch (const store::StoreError& e) {
+        spdlog::error("archive: expiring old messages: {}", e.what());
+      }
+      timer_->expires_after(std::chrono::hours(1));
+      boost::system::error_code ec;
+      co_await timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
+  // --- The archive's IQs.
+
+  awaitable<void> handle_iq(SessionPtr from, xml::Element iq) {
+    const std::string own = from->jid().bare_str();
+    if (iq.has_attr("to")) {
+      auto to = xmpp::Jid::parse(iq.attr("to"));
+      if (!to || to->is_domain()) {
+        // The server itself keeps no archive of its own.
+        from->send(error(iq, xmpp::ErrorType::kCancel, "service-unavailable"));
+        co_return;
+      }
+      if (to->bare_str() != own) {
+        // §7: someone else's archive.
+        from->send(error(iq, xmpp::ErrorType::kAuth, "forbidden"));
+        co_return;
+      }
+    }
+    const xml::Element* payload = iq.first_child();
+    const bool get = iq.attr("type") == "get";
+    if (payload == nullptr || payload->xmlns() != kMamNs) {
+      from->send(error(iq, xmpp::ErrorType::kModify, "bad-request"));
+    } else if (payload->name() == "query" && get) {
+      from->send(form_reply(iq));
+    } else if (payload->name() == "query") {
+      co_await query(from, iq, *payload);
+    } else if (payload->name() == "metadata" && get) {
+      co_await metadata(from, iq);
+    } else if (payload->name() == "prefs") {
+      co_await prefs(from, iq, *payload, get);
+    } else {
+      from->send(error(iq, xmpp::ErrorType::kCancel, "feature-not-implemented"));
+    }
+  }
+
+  // §4.1.3: the fields a query may use.
+  static xml::Element form_reply(const xml::Element& iq) {
+    xml::Element reply = xmpp::make_iq_result(iq);
+    xml::Element& x =
+        reply.add_child("query", std::string(kMamNs)).add_child("x", std::string(kDataNs));
+    x.set_attr("type", "form");
+    auto field = [&x](std::string_view var, std::string_view type) -> xml::Element& {
+      xml::Element& f = x.add_child("field", std::string(kDataNs));
+      f.set_attr("var", var);
+      f.set_attr("type", type);
+      return f;
+    };
+    field("FORM_TYPE", "hidden").add_child("value", std::string(kDataNs)).add_text(kMamNs);
+    field("with", "jid-single");
+    field("start", "text-single");
+    field("end", "text-single");
+    field("before-id", "text-single");
+    field("after-id", "text-single");
+    xml::Element& validate =
+        field("ids", "list-multi").add_child("validate", std::string(kValidateNs));
+    validate.set_attr("datatype", "xs:string");
+    validate.add_child("open", std::string(kValidateNs));
+    return reply;
+  }
+
+  // Parses the form and the RSM set of `q` into `r`; an error reply when they are not valid.
+  static std::optional<xml::Element> parse(const xml::Element& iq, const xml::Element& q,
+                                           Request& r) {
+    auto bad = [&iq](std::string_view text) {
+      return error(iq, xmpp::ErrorType::kModify, "bad-request", text);
+    };
+    if (const xml::Element* x = q.child("x", kDataNs)) {
+      for (const xml::Element* f : x->children("field", kDataNs)) {
+        const std::string_view var = f->attr("var");
+        std::vector<std::string> values;
+        for (const xml::Element* v : f->children("value", kDataNs)) values.push_back(v->text());
+        const std::string one = values.empty() ? std::string() : values.front();
+        if (var == "FORM_TYPE") {
+          if (one != kMamNs) return bad("FORM_TYPE is not urn:xmpp:mam:2");
+        } else if (var == "with") {
+          if (one.empty()) continue;
+          auto j = xmpp::Jid::parse(one);
+          if (!j) return error(iq, xmpp::ErrorType::kModify, "jid-malformed");
+          r.filter.with = j->bare_str();
+          r.filter.with_resource = j->resource();
+        } else if (var == "start" || var == "end") {
+          if (one.empty()) continue;
+          auto t = xmpp::parse_datetime(one);
+          if (!t) return bad("'" + std::string(var) + "' is not a XEP-0082 date-time");
+          (var == "start" ? r.filter.start_ms : r.filter.end_ms) = *t;
+        } else if (var == "after-id") {
+          r.after_id = one;
+        } else if (var == "before-id") {
+          r.before_id = one;
+        } else if (var == "ids") {
+          if (values.size() > kMaxIds) {
+            return error(iq, xmpp::ErrorType::kModify, "policy-violation",
+                         "at most 250 ids in one query");
+          }
+          for (auto& v : values) {
+            if (!v.empty()) r.ids.push_back(std::move(v));
+          }
+        } else {
+          // §4.1.3: a field the server does not know (include-groupchat is not offered).
+          return error(iq, xmpp::ErrorType::kCancel, "feature-not-implemented",
+                       "unknown field: " + std::string(var));
+        }
+      }
+    }
+    if (const xml::Element* set = q.child("set", kRsmNs)) {
+      if (const xml::Element* max = set->child("max", kRsmNs)) {
+        const std::string t = max->text();
+        std::size_t n = 0;
+        if (t.empty() || t.size() > 9 ||
+            !std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+          return bad("<max/> is not a number");
+        }
+        n = static_cast<std::size_t>(std::stoul(t));
+        r.max = std::min(n, kMaxPage);
+      }
+      if (const xml::Element* after = set->child("after", kRsmNs)) r.rsm_after = after->text();
+      if (const xml::Element* before = set->child("before", kRsmNs)) {
+        r.last_page = true;
+        r.rsm_before = before->text();
+      }
+      if (set->child("index", kRsmNs) != nullptr) {
+        return error(iq, xmpp::ErrorType::kCancel, "feature-not-implemented",
+                     "paging by index is not supported; use after and before");
+      }
+    }
+    r.flip = q.child("flip-page", kMamNs) != nullptr;
+    return std::nullopt;
+  }
+
+  awaitable<void> query(SessionPtr from, xml::Element iq, const xml::Element& q) {
+    Request r;
+    if (auto err = parse(iq, q, r)) {
+      from->send(*err);
+      co_return;
+    }
+    const std::string queryid(q.attr("queryid"));
+    // Everything archived before this query is in the store first.
+    co_await server_->log_committed();
+    const std::string user = from->username();
+    auto op = [user, r](store::Store& st) {
+      Outcome out;
+      store::ArchiveFilter f = r.filter;
+      auto bound = [&](const std::string& id, bool after) {
+        auto seq = st.archive_seq(user, id);
+        if (!seq) {
+          out.missing = true;
+        } else if (after) {
+          f.after_seq = std::max(f.after_seq, *seq);
+        } else {
+          f.before_seq = std::min(f.before_seq, *seq);
+        }
+      };
+      if (!r.after_id.empty()) bound(r.after_id, true);
+      if (!r.before_id.empty()) bound(r.before_id, false);
+      for (const auto& id : r.ids) {
+        auto seq = st.archive_seq(user, id);
+        if (!seq) {
+          out.missing = true;
+        } else {
+          f.seqs.push_back(*seq);
+        }
+      }
+      if (out.missing) return out;
+      // The result set is what the form selects; the RSM bounds choose the page of it.
+      const store::ArchiveFilter whole = f;
+      if (!r.rsm_after.empty()) bound(r.rsm_after, true);
+      if (!r.rsm_before.empty()) bound(r.rsm_before, false);
+      if (out.missing) return out;
+      out.count = st.archive_count(user, whole);
+      if (r.max == 0) {
+        out.complete = out.count == 0;
+        return out;
+      }
+      out.items = st.archive_query(user, f, r.max + 1, r.last_page);
+      if (out.items.size() > r.max) {
+        out.complete = false;
+        if (r.last_page) {
+          out.items.erase(out.items.begin());
+        } else {
+          out.items.pop_back();
+        }
+      }
+      if (!out.items.empty()) {
+        store::ArchiveFilter before_first = whole;
+        before_first.before_seq = std::min(before_first.before_seq, out.items.front().seq);
+        out.first_index = st.archive_count(user, before_first);
+      }
+      return out;
+    };
+    Outcome out = co_await server_->db(std::move(op));
+    if (out.missing) {
+      // §4.1.2, §4.3: an id that is not in the archive.
+      from->send(error(iq, xmpp::ErrorType::kCancel, "item-not-found"));
+      co_return;
+    }
+    const std::string own = from->jid().bare_str();
+    std::vector<const store::ArchivedMessage*> order;
+    for (const auto& m : out.items) order.push_back(&m);
+    if (r.flip) std::reverse(order.begin(), order.end());
+    for (const store::ArchivedMessage* m : order) {
+      // §4.2: the stored stanza (with its xmlns) inside <result><forwarded/>, as bytes.
+      std::string bytes = "<message";
+      append_attr(bytes, "to", from->jid_str());
+      append_attr(bytes, "from", own);
+      bytes += "><result xmlns='urn:xmpp:mam:2'";
+      if (!queryid.empty()) append_attr(bytes, "queryid", queryid);
+      append_attr(bytes, "id", m->id);
+      bytes += "><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay'";
+      append_attr(bytes, "stamp", xmpp::format_datetime(m->stamp_ms));
+      bytes += "/>";
+      bytes += m->stanza;
+      bytes += "</forwarded></result></message>";
+      from->send_raw(std::move(bytes));
+    }
+    xml::Element reply = xmpp::make_iq_result(iq);
+    xml::Element& fin = reply.add_child("fin", std::string(kMamNs));
+    if (out.complete) fin.set_attr("complete", "true");
+    xml::Element& set = fin.add_child("set", std::string(kRsmNs));
+    if (!out.items.empty()) {
+      xml::Element& first = set.add_child("first", std::string(kRsmNs));
+      first.set_attr("index", std::to_string(out.first_index));
+      first.add_text(out.items.front().id);
+      set.add_child("last", std::string(kRsmNs)).add_text(out.items.back().id);
+    }
+    set.add_child("count", std::string(kRsmNs)).add_text(std::to_string(out.count));
+    from->send(reply);
+  }
+
+  // §5: the first and last message of the archive.
+  awaitable<void> metadata(SessionPtr from, xml::Element iq) {
+    co_await server_->log_committed();
+    const std::string user = from->username();
+    auto op = [user](store::Store& st) {
+      std::vector<store::ArchivedMessage> ends;
+      auto first = st.archive_query(user, {}, 1, false);
+      auto last = st.archive_query(user, {}, 1, true);
+      if (!first.empty() && !last.empty()) {
+        ends.push_back(std::move(first.front()));
+        ends.push_back(std::move(last.front()));
+      }
+      return ends;
+    };
+    auto ends = co_await server_->db(std::move(op));
+    xml::Element reply = xmpp::make_iq_result(iq);
+    xml::Element& md = reply.add_child("metadata", std::string(kMamNs));
+    if (ends.size() == 2) {
+      for (std::size_t i = 0; i < 2; ++i) {
+        xml::Element& e = md.add_child(i == 0 ? "start" : "end", std::string(kMamNs));
+        e.set_attr("id", ends[i].id);
+        e.set_attr("timestamp", xmpp::format_datetime(ends[i].stamp_ms));
+      }
+    }
+    from->send(reply);
+  }
+
+  // XEP-0441: the account's preferences, read or replaced.
+  awaitable<void> prefs(SessionPtr from, xml::Element iq, const xml::Element& payload, bool get) {
+    const std::string user = from->username();
+    std::shared_ptr<const Prefs> current;
+    if (get) {
+      current = co_await prefs_of(user);
+    } else {
+      store::ArchivePrefs p;
+      p.default_mode = std::string(payload.attr("default"));
+      if (p.default_mode != "always" && p.default_mode != "never" && p.default_mode != "roster") {
+        from->send(error(iq, xmpp::ErrorType::kModify, "bad-request",
+                         "default must be always, never or roster"));
+        co_return;
+      }
+      for (const auto& [list, into] :
+           {std::pair{"always", &p.always}, std::pair{"never", &p.never}}) {
+        const xml::Element* l = payload.child(list, kMamNs);
+        if (l == nullptr) continue;
+        for (const xml::Element* j : l->children("jid", kMamNs)) {
+          auto jid = xmpp::Jid::parse(j->text());
+          if (!jid) {
+            from->send(error(iq, xmpp::ErrorType::kModify, "jid-malformed"));
+            co_return;
+          }
+          into->push_back(jid->bare_str());
+        }
+      }
+      if (p.always.size() + p.never.size() > kMaxPrefsJids) {
+        from->send(error(iq, xmpp::ErrorType::kModify, "policy-violation",
+                         "at most 1000 JIDs in the lists"));
+        co_return;
+      }
+      for (auto* l : {&p.always, &p.never}) {
+        std::sort(l->begin(), l->end());
+        l->erase(std::unique(l->begin(), l->end()), l->end());
+      }
+      // A JID in both lists is never archived (the safer reading).
+      std::erase_if(p.always, [&p](const std::string& j) {
+        return std::binary_search(p.never.begin(), p.never.end(), j);
+      });
+      auto op = [user, p](store::Store& st) { st.set_archive_prefs(user, p); };
+      co_await server_->db(std::move(op));
+      auto fresh = std::make_shared<Prefs>(to_prefs(p));
+      {
+        std::lock_guard lock(mu_);
+        prefs_.insert_or_assign(user, fresh);
+      }
+      current = fresh;
+    }
+    xml::Element reply = xmpp::make_iq_result(iq);
+    xml::Element& out = reply.add_child("prefs", std::string(kMamNs));
+    out.set_attr("default", current->mode);
+    for (const auto& [list, from_set] :
+         {std::pair{"always", &current->always}, std::pair{"never", &current->never}}) {
+      xml::Element& l = out.add_child(list, std::string(kMamNs));
+      std::vector<std::string> sorted(from_set->begin(), from_set->end());
+      std::sort(sorted.begin(), sorted.end());
+      for (const auto& j : sorted) l.add_child("jid", std::string(kMamNs)).add_text(j);
+    }
+    from->send(reply);
+  }
+
+  Server* server_ = nullptr;
+  View view_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const Prefs>> prefs_;  // guarded by mu_
+  std::unique_ptr<asio::steady_timer> timer_;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_mam_module() { return std::make_unique<MamModule>(); }
+
+}  // namespace kabar::server

@@ -591,7 +591,9 @@ bool C2sSession::routable_now(std::string_view name, std::string_view xmlns) con
 }
 
 bool C2sSession::wants_bytes(const xml::ElementHead& head) {
-  return routable_now(head.name(), head.xmlns());
+  // A message tap (the archive) reads the parsed message: the parser builds it then, and
+  // on_element() forwards it as the bytes it came in.
+  return routable_now(head.name(), head.xmlns()) && !server_.message_tap_set();
 }
 
 bool C2sSession::on_element_bytes(const xml::ElementHead& head, std::string_view bytes) {

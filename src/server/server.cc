@@ -825,7 +825,6 @@ bool Server::instant_targets(std::string_view from_user, std::string_view to_att
   // kMessageIn hooks. While no account is flagged, the check below is one relaxed atomic load.
   targets.clear();
   if (to_attr.empty() || type == "groupchat") return false;
-  if (all_full_path_.load(std::memory_order_relaxed)) return false;
   const bool any_flagged = flagged_accounts_.load(std::memory_order_relaxed) != 0;
   if (any_flagged && (account_flags(from_user) & kFullMessagePath) != 0) return false;
   std::string_view bare;
@@ -900,18 +899,24 @@ bool Server::route_message_now(C2sSession& from, xml::Element& stanza, std::stri
     return false;
   }
   // A 'from' the client put there is replaced (RFC 6120 §8.1.2.1): that takes the element.
+  std::string bytes;
   if (!received.empty() && received.front() == '<' && !stanza.has_attr("from")) {
-    send_to_all(*this, targets, with_from(received, from), from);
+    bytes = with_from(received, from);
   } else {
-    stanza.set_attr("from", from.jid_str());
-    send_to_all(*this, targets, xml::serialize(stanza, ns::kClient), from);
+    stanza.set_attr("from", from.jid_str());  // the full path stamps the same
+    bytes = xml::serialize(stanza, ns::kClient);
   }
+  if (tap_ && !tap_(from, stanza, targets, bytes)) {
+    targets.clear();
+    return false;
+  }
+  send_to_all(*this, targets, std::move(bytes), from);
   return true;
 }
 
 bool Server::forward_message_now(C2sSession& from, std::string_view to, std::string_view type,
                                  std::string_view received) {
-  if (received.empty() || received.front() != '<') return false;
+  if (received.empty() || received.front() != '<' || tap_) return false;
   std::vector<SessionPtr>& targets = instant_targets_buffer();
   if (!instant_targets(from.username(), to, type, targets)) return false;
   send_to_all(*this, targets, with_from(received, from), from);

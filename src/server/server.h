@@ -163,9 +163,17 @@ class Server {
   // Sets or clears AccountFlag `bits` of the local account `user`.
   void set_account_flags(std::string_view user, std::uint32_t bits, bool on);
   std::uint32_t account_flags(std::string_view user) const;
-  // Every account's messages take the full path (a module must see all of them: the archive,
-  // when every account archives unless it says otherwise). Set in a module's setup().
-  void set_all_messages_full_path(bool on) { all_full_path_.store(on, std::memory_order_relaxed); }
+  // A module that must see every message but can do its part on the fast path (the archive:
+  // it records the message and adds its stanza-id to the bytes). route_message_now() calls it
+  // with the parsed message, the resources it goes to and the bytes about to be forwarded
+  // ('from' in), which it may change; false sends the message down the full path instead, and
+  // then it must have changed nothing. While a tap is set the parser builds every message
+  // (the tap reads it), so forward_message_now() is not used. Set in a module's setup().
+  using MessageTap =
+      std::function<bool(C2sSession& from, const xml::Element& message,
+                         const std::vector<SessionPtr>& targets, std::string& bytes)>;
+  void set_message_tap(MessageTap tap) { tap_ = std::move(tap); }
+  bool message_tap_set() const { return static_cast<bool>(tap_); }
   // Bound sessions of an account (empty if none).
   std::vector<SessionPtr> sessions_of(const std::string& bare) const;
   // The same with what the directory knows of each.
@@ -294,7 +302,7 @@ class Server {
   // has, the fast path reads only this counter.
   std::unordered_map<std::string, std::uint32_t, StringHash, std::equal_to<>> account_flags_;
   std::atomic<std::size_t> flagged_accounts_{0};
-  std::atomic<bool> all_full_path_{false};  // set_all_messages_full_path()
+  MessageTap tap_;  // set_message_tap(); fixed before the shards run
   std::atomic<int> db_pending_{0};
   AuthThrottle throttle_;
   UnauthenticatedConnections unauth_;

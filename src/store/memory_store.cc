@@ -377,13 +377,27 @@ class MemoryStore final : public Store {
   std::vector<ArchivedMessage> archive_query(std::string_view username, const ArchiveFilter& f,
                                              std::size_t limit, bool newest) override {
     std::vector<ArchivedMessage> out;
-    for (const auto& m : selected(username, f)) out.push_back(*m);
-    if (out.size() > limit) {
-      if (newest) {
-        out.erase(out.begin(), out.end() - static_cast<std::ptrdiff_t>(limit));
-      } else {
-        out.resize(limit);
+    auto it = archives_.find(username);
+    if (it == archives_.end() || limit == 0) return out;
+    // The list is in seq order: the seq bounds are found by bisection, then walked from the
+    // end the page starts at (a page of an archive of 100,000 costs a page, not the archive).
+    const auto& list = it->second;
+    auto by_seq = [](const ArchivedMessage& m, std::int64_t seq) { return m.seq < seq; };
+    auto lo = std::lower_bound(list.begin(), list.end(),
+                               f.after_seq == INT64_MAX ? f.after_seq : f.after_seq + 1, by_seq);
+    auto hi = std::lower_bound(list.begin(), list.end(), f.before_seq, by_seq);
+    auto take = [&](const ArchivedMessage& m) {
+      if (!archive_matches(f, m)) return;
+      if (!f.seqs.empty() && std::find(f.seqs.begin(), f.seqs.end(), m.seq) == f.seqs.end()) {
+        return;
       }
+      out.push_back(m);
+    };
+    if (newest) {
+      for (auto at = hi; at != lo && out.size() < limit;) take(*--at);
+      std::reverse(out.begin(), out.end());
+    } else {
+      for (auto at = lo; at < hi && out.size() < limit; ++at) take(*at);
     }
     return out;
   }

@@ -298,8 +298,13 @@ def forwarded_as_received(k):
     m = b.expect_message("caf\u00e9 & <tea> <raw> & \nend")
     R.check(m.get("from") == "alice@localhost/fw" and m.get(XML_LANG) == "de",
             "forwarded: text, CDATA and entities decoded right, from stamped (%s)" % tostr(m))
-    want = sent.replace("<message ", "<message from='alice@localhost/fw' ", 1).encode()
-    R.check(want in bytes(b.raw), "forwarded byte for byte with from put in")
+    # Byte for byte, with 'from' put in and, before the end tag, the stanza-id of bob's archive
+    # (XEP-0313 §3.4; the message is archived).
+    head = sent.replace("<message ", "<message from='alice@localhost/fw' ", 1)[:-len("</message>")]
+    want = re.compile(re.escape(head.encode()) + rb"<stanza-id xmlns='urn:xmpp:sid:0' "
+                      rb"by='bob@localhost' id='[0-9a-f]{24}'/></message>")
+    R.check(want.search(bytes(b.raw)) is not None,
+            "forwarded byte for byte with from and the archive's stanza-id put in")
     note = m.find("{urn:example:y}note")
     R.check(note is not None and note.get("{urn:example:y}kind") == "a'b",
             "a prefix declared inside the message resolves at the recipient")

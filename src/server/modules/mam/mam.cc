@@ -28,6 +28,7 @@
 #include "server/config.h"
 #include "server/features.h"
 #include "xml/serializer.h"
+#include "xml/stream_parser.h"
 #include "xmpp/hex.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
@@ -127,6 +128,30 @@ void append_attr(std::string& out, std::string_view name, std::string_view value
   out += '\'';
 }
 
+// A stored message as it goes inside <forwarded/>: with its own xmlns='jabber:client'. The fast
+// path stores the bytes it forwarded, which take that namespace from the stream around them.
+std::string with_client_ns(const std::string& stored) {
+  if (stored.starts_with("<message xmlns='jabber:client'") ||
+      stored.starts_with("<message xmlns=\"jabber:client\"")) {
+    return stored;
+  }
+  struct One : xml::StreamHandler {
+    void on_stream_open(const xml::Element&, std::string_view) override {}
+    void on_element(xml::Element&& e) override { got.push_back(std::move(e)); }
+    void on_stream_close() override {}
+    std::vector<xml::Element> got;
+  } one;
+  xml::StreamParser parser(one);
+  parser.feed(
+      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+  const auto r = parser.feed(stored);
+  if (r.status != xml::StreamParser::Status::kOk || one.got.size() != 1) {
+    spdlog::error("archive: a stored message does not parse: {}", r.message);
+    return "<message xmlns='jabber:client'/>";
+  }
+  return xml::serialize(one.got.front(), "");
+}
+
 class MamModule final : public Module {
  public:
   std::string_view name() const override { return "mam"; }
@@ -136,7 +161,9 @@ class MamModule final : public Module {
     if (!cfg.archive_enabled) return;
     server_ = &ctx.server();
     Server& s = *server_;
-    s.set_all_messages_full_path(true);
+    s.set_message_tap([this](C2sSession& from, const xml::Element& m,
+                             const std::vector<SessionPtr>& targets,
+                             std::string& bytes) { return fast(from, m, targets, bytes); });
     ctx.disco_feature(std::string(kMamNs), kToAccount);
     ctx.disco_feature(std::string(kMamExtendedNs), kToAccount);
     ctx.disco_feature(std::string(kStanzaIdNs), kToAccount);
@@ -164,6 +191,9 @@ class MamModule final : public Module {
           co_return HookResult::kContinue;
         },
         50);
+    // Both sides' preferences are in memory while they are online: the fast path reads them.
+    ctx.on(SessionEvent::kBound,
+           [this](SessionPtr who) -> awaitable<void> { co_await prefs_of(who->username()); });
     ctx.provide<ArchiveView>(view_);
     view_.module = this;
   }
@@ -226,6 +256,75 @@ class MamModule final : public Module {
     archive(from->username(), *to, copy, {});
   }
 
+  // The fast path (Server::route_message_now()): a message to an online contact, with the bytes
+  // about to go out. Archived here when both sides' preferences are in memory and decide
+  // without the store; the recipient's copy gets its stanza-id spliced in before the end tag.
+  // Anything else (a stanza-id to strip, a preference in roster mode, bytes not ending in
+  // </message>) returns false, untouched, for the full path.
+  bool fast(C2sSession& from, const xml::Element& m, const std::vector<SessionPtr>& targets,
+            std::string& bytes) {
+    if (m.child("stanza-id", kStanzaIdNs) != nullptr) return false;  // to strip (XEP-0359 §5)
+    if (!mam_archivable(m)) return true;  // nothing to archive, nothing to add
+    static constexpr std::string_view kEnd = "</message>";
+    if (targets.empty() || !bytes.ends_with(kEnd)) return false;
+    const C2sSession& to_session = *targets.front();  // one account's resources
+    const std::string& to_user = to_session.username();
+    const std::string& from_user = from.username();
+    std::shared_ptr<const Prefs> pf = cached(from_user);
+    std::shared_ptr<const Prefs> pt = cached(to_user);
+    if (pf == nullptr || pt == nullptr) return false;
+    const std::string from_bare = from.jid().bare_str();
+    const std::string to_bare = to_session.jid().bare_str();
+    const std::optional<bool> sender_keeps = decide(*pf, to_bare);
+    const std::optional<bool> recipient_keeps = decide(*pt, from_bare);
+    if (!sender_keeps || !recipient_keeps) return false;
+    const bool self = from_user == to_user;  // a note to self: archived once, as received
+    const std::int64_t now = server_->now_ms();
+    if (*sender_keeps && !self) {
+      auto to = xmpp::Jid::parse(m.attr("to"));
+      if (!to) return false;
+      store::ArchivedMessage a;
+      a.username = from_user;
+      a.id = new_id();
+      a.with = to->bare_str();
+      a.with_resource = to->resource();
+      a.stamp_ms = now;
+      a.stanza = bytes;
+      server_->archive(std::move(a));
+    }
+    if (*recipient_keeps) {
+      store::ArchivedMessage a;
+      a.username = to_user;
+      a.id = new_id();
+      a.with = from_bare;
+      a.with_resource = from.jid().resource();
+      a.stamp_ms = now;
+      std::string sid = "<stanza-id xmlns='urn:xmpp:sid:0'";
+      append_attr(sid, "by", to_bare);
+      append_attr(sid, "id", a.id);
+      sid += "/>";
+      bytes.insert(bytes.size() - kEnd.size(), sid);
+      a.stanza = bytes;
+      server_->archive(std::move(a));
+    }
+    return true;
+  }
+
+  std::shared_ptr<const Prefs> cached(const std::string& user) {
+    std::lock_guard lock(mu_);
+    auto it = prefs_.find(user);
+    return it == prefs_.end() ? nullptr : it->second;
+  }
+
+  // What `p` says of `other` without the store: nullopt in roster mode for a JID in neither list.
+  static std::optional<bool> decide(const Prefs& p, const std::string& other) {
+    if (p.never.contains(other)) return false;
+    if (p.always.contains(other)) return true;
+    if (p.mode == "always") return true;
+    if (p.mode == "never") return false;
+    return std::nullopt;
+  }
+
   // Archives `m` for `user`; with `stamp_by` (the archive's JID) the message gets its
   // <stanza-id/> first.
   void archive(const std::string& user, const xmpp::Jid& with, xml::Element& m,
@@ -250,10 +349,7 @@ class MamModule final : public Module {
 
   awaitable<bool> wants(const std::string& user, const std::string& other) {
     std::shared_ptr<const Prefs> p = co_await prefs_of(user);
-    if (p->never.contains(other)) co_return false;
-    if (p->always.contains(other)) co_return true;
-    if (p->mode == "always") co_return true;
-    if (p->mode == "never") co_return false;
+    if (auto known = decide(*p, other)) co_return *known;
     // roster: a contact in the roster.
     auto op = [user, other](store::Store& st) {
       auto item = st.roster_item(user, other);
@@ -515,7 +611,7 @@ class MamModule final : public Module {
       bytes += "><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay'";
       append_attr(bytes, "stamp", xmpp::format_datetime(m->stamp_ms));
       bytes += "/>";
-      bytes += m->stanza;
+      bytes += with_client_ns(m->stanza);
       bytes += "</forwarded></result></message>";
       from->send_raw(std::move(bytes));
     }

@@ -147,6 +147,25 @@ TEST_F(MamTest, BothSidesArchiveAndTheRecipientSeesItsStanzaId) {
   EXPECT_TRUE(named(a.take(), "message").empty());
 }
 
+// A message to an online contact still goes out as the bytes it came in (its quoting, spacing
+// and order kept), with 'from' and the stanza-id put in, and both archives get it.
+TEST_F(MamTest, TheFastPathForwardsTheBytesWithTheStanzaIdSpliced) {
+  auto& a = online("alice@example.com/home");
+  auto& b = online("bob@example.com/phone");
+  b.transport().take_written();
+  send(a, "<message to=\"bob@example.com\"  type=\"chat\"><body>as  sent</body></message>");
+  const std::string out = b.transport().take_written();
+  EXPECT_EQ(out.find("<message from='alice@example.com/home' to=\"bob@example.com\"  "
+                     "type=\"chat\"><body>as  sent</body><stanza-id xmlns='urn:xmpp:sid:0' "
+                     "by='bob@example.com' id='"),
+            0u)
+      << out;
+  Page pb = query(b, "");
+  ASSERT_EQ(pb.bodies, std::vector<std::string>{"as  sent"});
+  EXPECT_NE(out.find(pb.ids[0]), std::string::npos);
+  EXPECT_EQ(query(a, "").bodies, std::vector<std::string>{"as  sent"});
+}
+
 TEST_F(MamTest, OfflineRecipientArchivesAndGetsTheIdWithTheOfflineCopy) {
   auto& a = online("alice@example.com/home");
   chat(a, "carol@example.com", "while you were out");

@@ -60,6 +60,7 @@ std::string with_delay(std::string stanza, const std::string& domain, std::int64
 
 // How long the message log gathers operations before a batch is committed.
 constexpr int kLogGatherMs = 2;
+constexpr int kArchiveGatherMs = 100;
 
 // Set on a shard's thread when an ack lets logged messages go (Server::take_log_removals()).
 thread_local bool t_log_removals = false;
@@ -99,23 +100,27 @@ Server::Server(asio::io_context& io, Config cfg)
               static_cast<std::size_t>(cfg_.unauthenticated_per_address)) {
   unknown_user_ = xmpp::make_credentials(xmpp::ScramHash::kSha256, xmpp::random_bytes(16),
                                          cfg_.scram_iterations);
+  // The batch gathers for kLogGatherMs before it runs: every commit writes whole pages to the
+  // WAL, so a few messages per transaction instead of one cost far less, and a message
+  // acknowledged within the window is never written. The sender's ack waits that much longer.
+  // Archive records alone wait kArchiveGatherMs: nobody waits for them (a query asks for a
+  // commit first), and at a few thousand messages a second a commit every 2 ms rewrote the
+  // same index pages hundreds of times a second.
+  auto run_after = [this](int ms) {
+    db_pending_.fetch_add(1, std::memory_order_acq_rel);
+    auto timer = std::make_shared<asio::steady_timer>(store_pool_.get_executor(),
+                                                      std::chrono::milliseconds(ms));
+    timer->async_wait([this, timer](const boost::system::error_code&) {
+      if (auto error = log_->run(*store_)) spdlog::error("store: message log: {}", *error);
+      db_pending_.fetch_sub(1, std::memory_order_acq_rel);
+    });
+  };
   log_ = std::make_shared<store::MessageLog>(
-      [this] {
-        db_pending_.fetch_add(1, std::memory_order_acq_rel);
-        // The batch gathers for kLogGatherMs before it runs: every commit writes whole pages to
-        // the WAL, so a few messages per transaction instead of one cost far less, and a message
-        // acknowledged within the window is never written. The sender's ack waits that much
-        // longer.
-        auto timer = std::make_shared<asio::steady_timer>(store_pool_.get_executor(),
-                                                          std::chrono::milliseconds(kLogGatherMs));
-        timer->async_wait([this, timer](const boost::system::error_code&) {
-          if (auto error = log_->run(*store_)) spdlog::error("store: message log: {}", *error);
-          db_pending_.fetch_sub(1, std::memory_order_acq_rel);
-        });
-      },
+      [run_after] { run_after(kLogGatherMs); },
       [domain = cfg_.domain](std::string stanza, std::int64_t stamp_ms) {
         return with_delay(std::move(stanza), domain, stamp_ms);
-      });
+      },
+      [run_after] { run_after(kArchiveGatherMs); });
   registry_.modules_ = make_modules();
   ModuleContext ctx(*this, registry_);
   for (auto& m : registry_.modules_) m->setup(ctx);

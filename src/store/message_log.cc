@@ -5,21 +5,31 @@
 namespace kabar::store {
 
 MessageLog::MessageLog(std::function<void()> schedule,
-                       std::function<std::string(std::string, std::int64_t)> prepare)
-    : schedule_(std::move(schedule)), prepare_(std::move(prepare)) {}
+                       std::function<std::string(std::string, std::int64_t)> prepare,
+                       std::function<void()> schedule_lazy)
+    : schedule_(std::move(schedule)),
+      schedule_lazy_(std::move(schedule_lazy)),
+      prepare_(std::move(prepare)) {}
 
 void MessageLog::push(Op op) {
   bool schedule = false;
+  bool lazy = false;
   bool taken = false;
+  const bool can_wait = op.kind == Kind::kArchive && schedule_lazy_;
   {
     std::lock_guard lock(mu_);
     if (!closed_) {
       queue_.push_back(std::move(op));
       taken = true;
-      schedule = !std::exchange(scheduled_, true);
+      if (!can_wait) {
+        schedule = !std::exchange(scheduled_, true);
+      } else if (!scheduled_) {
+        lazy = !std::exchange(lazy_scheduled_, true);
+      }
     }
   }
   if (schedule) schedule_();
+  if (lazy) schedule_lazy_();
   if (!taken && op.done) op.done(false);  // closed: nothing more is committed
 }
 
@@ -66,7 +76,9 @@ std::optional<std::string> MessageLog::run(Store& store) {
     std::lock_guard lock(mu_);
     ops.swap(queue_);
     scheduled_ = false;
+    lazy_scheduled_ = false;  // a lazy run still to come finds what is queued after this one
   }
+  if (ops.empty()) return std::nullopt;
   // Operations on one record come in order (its add is queued before the message is sent, so
   // before anything can remove or release it).
   std::vector<InFlightMessage> added;

@@ -36,8 +36,12 @@ class MessageLog {
   // `schedule` asks for run() on the store's thread; called (outside the lock) when an
   // operation is queued while none waits. `prepare` turns a stanza into what is stored (the
   // server adds its delay stamp), on the store's thread.
+  // `schedule_lazy` (empty: `schedule`) asks for a run() that may come later: what archive()
+  // queues waits for it, so that archive records gather into large commits (each commit
+  // rewrites the pages it touches); anything else queued meanwhile asks for a run at once.
   MessageLog(std::function<void()> schedule,
-             std::function<std::string(std::string stanza, std::int64_t stamp_ms)> prepare);
+             std::function<std::string(std::string stanza, std::int64_t stamp_ms)> prepare,
+             std::function<void()> schedule_lazy = {});
 
   // Writes a message in flight for `rec->username`; `done` (may be empty) once committed.
   void add(std::shared_ptr<LogRecord> rec, std::string sender, std::string stanza,
@@ -46,8 +50,9 @@ class MessageLog {
   void remove(std::shared_ptr<LogRecord> rec);
   // It was not delivered: it becomes an offline message (delivered at the next login).
   void release(std::shared_ptr<LogRecord> rec);
-  // Appends a message to its account's archive (XEP-0313) in the same group commit; `done` (may
-  // be empty) once committed.
+  // Appends a message to its account's archive (XEP-0313) in a later group commit (a lazy one
+  // unless something else is queued; barrier() makes it come at once); `done` (may be empty)
+  // once committed.
   void archive(ArchivedMessage m, Done done = {});
   // `done` once everything queued before it is committed.
   void barrier(Done done);
@@ -83,12 +88,14 @@ class MessageLog {
   void push(Op op);
 
   std::function<void()> schedule_;
+  std::function<void()> schedule_lazy_;
   std::function<std::string(std::string, std::int64_t)> prepare_;
   mutable std::mutex mu_;
-  std::vector<Op> queue_;   // guarded by mu_
-  bool scheduled_ = false;  // guarded by mu_: a run() will take queue_
-  bool closed_ = false;     // guarded by mu_
-  Counts counts_;           // guarded by mu_
+  std::vector<Op> queue_;        // guarded by mu_
+  bool scheduled_ = false;       // guarded by mu_: a run() will take queue_ soon
+  bool lazy_scheduled_ = false;  // guarded by mu_: a run() will take queue_ later
+  bool closed_ = false;          // guarded by mu_
+  Counts counts_;                // guarded by mu_
 };
 
 }  // namespace kabar::store

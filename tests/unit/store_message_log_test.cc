@@ -158,6 +158,40 @@ TEST_P(MessageLogTest, GroupCommit) {
   EXPECT_EQ(store_->release_in_flight(), 0u);
 }
 
+// Archive records wait for a lazy run (large commits); anything else queued meanwhile, a
+// barrier included, asks for a run at once, and that run takes the archive records too.
+TEST_P(MessageLogTest, ArchiveRecordsWaitForALazyRunUnlessSomethingElseComes) {
+  int lazy = 0;
+  MessageLog log([this] { ++scheduled_; }, [](std::string stanza, std::int64_t) { return stanza; },
+                 [&] { ++lazy; });
+  auto archived = [](const std::string& id) {
+    ArchivedMessage m;
+    m.username = "bob";
+    m.id = id;
+    m.with = "alice@localhost";
+    m.stanza = "<message/>";
+    return m;
+  };
+  log.archive(archived("a1"));
+  log.archive(archived("a2"));
+  EXPECT_EQ(lazy, 1);  // one lazy run for both
+  EXPECT_EQ(scheduled_, 0);
+  bool committed = false;
+  log.barrier([&](bool ok) { committed = ok; });
+  EXPECT_EQ(scheduled_, 1);  // the barrier wants it now
+  log.archive(archived("a3"));
+  EXPECT_EQ(lazy, 1);  // a run is coming anyway
+  EXPECT_FALSE(log.run(*store_));
+  EXPECT_TRUE(committed);
+  EXPECT_EQ(store_->archive_count("bob", {}), 3u);
+  EXPECT_EQ(log.counts().archived, 3u);
+  // The lazy run comes later and finds nothing: no batch is counted.
+  EXPECT_FALSE(log.run(*store_));
+  EXPECT_EQ(log.counts().batches, 1u);
+  log.archive(archived("a4"));
+  EXPECT_EQ(lazy, 2);
+}
+
 TEST_P(MessageLogTest, RemovedBeforeItsBatchRunsIsNeverWritten) {
   bool committed = false;
   auto a = rec("bob");

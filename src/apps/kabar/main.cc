@@ -17,6 +17,7 @@
 #include "kabar/filetransfer.h"
 #include "version/version.h"
 #include "xmpp/display_text.h"
+#include "xmpp/stanza.h"
 
 namespace kabar::cli {
 
@@ -191,6 +192,100 @@ awaitable<int> cmd_send(asio::io_context& io, client::Options o, std::string to,
   client::Error e = co_await c.send_message_checked(to, text);
   co_await c.disconnect();
   co_return report(e);
+}
+
+// The server's archive of the conversation with `with` (XEP-0313), oldest first, one line per
+// message: "STAMP  FROM: TEXT" (STAMP in UTC; FROM is "me" for what the account sent). `since`:
+// a XEP-0082 date-time or YYYY-MM-DD; `max`: at most so many of the newest messages (0: all).
+awaitable<int> cmd_history(asio::io_context& io, client::Options o, std::string with,
+                           std::string since, std::size_t max) {
+  const std::string bare = xmpp_bare(with);
+  if (bare.empty()) co_return fail(kExitUsage, "'" + with + "' is not a valid JID");
+  std::optional<std::int64_t> start;
+  if (!since.empty()) {
+    start = xmpp::parse_datetime(since.size() == 10 ? since + "T00:00:00Z" : since);
+    if (!start)
+      co_return fail(kExitUsage, "--since: '" + since + "' is not YYYY-MM-DD or a XEP-0082 time");
+  }
+  client::Client c(io, o);
+  if (auto e = co_await c.connect()) co_return report(e);
+  const std::string own = xmpp_bare(c.bound_jid());
+  constexpr std::string_view kMam = "urn:xmpp:mam:2";
+  constexpr std::string_view kRsm = "http://jabber.org/protocol/rsm";
+  struct Line {
+    std::string stamp, from, text;
+  };
+  std::vector<Line> page;
+  std::string queryid;
+  // Results of our query only, from our own archive (XEP-0313 §7: never unsolicited ones).
+  auto token = c.add_message_handler(std::string(kMam), [&](const xml::Element& m) {
+    const xml::Element* r = m.child("result", kMam);
+    const std::string from = xmpp_bare(std::string(m.attr("from")));
+    if (r == nullptr || r->attr("queryid") != queryid || (!from.empty() && from != own)) {
+      return false;
+    }
+    const xml::Element* fwd = r->child("forwarded", "urn:xmpp:forward:0");
+    const xml::Element* inner = fwd ? fwd->child("message", "jabber:client") : nullptr;
+    const xml::Element* delay = fwd ? fwd->child("delay", "urn:xmpp:delay") : nullptr;
+    if (inner == nullptr) return true;
+    const std::string sender = xmpp_bare(std::string(inner->attr("from")));
+    std::string stamp(delay ? delay->attr("stamp") : "");
+    if (stamp.size() >= 19) stamp = stamp.substr(0, 10) + " " + stamp.substr(11, 8);
+    page.push_back(
+        {stamp, sender == own ? "me" : sender, inner->child_text("body", "jabber:client")});
+    return true;
+  });
+  std::vector<Line> lines;
+  std::string before;  // pages go backward from the newest, so --max needs no full read
+  int code = kExitOk;
+  for (int n = 0;; ++n) {
+    queryid = "h" + std::to_string(n);
+    xml::Element iq("iq", "jabber:client");
+    iq.set_attr("type", "set");
+    xml::Element& q = iq.add_child("query", std::string(kMam));
+    q.set_attr("queryid", queryid);
+    xml::Element& x = q.add_child("x", "jabber:x:data");
+    x.set_attr("type", "submit");
+    auto field = [&x](std::string_view var, std::string_view value) {
+      xml::Element& f = x.add_child("field", "jabber:x:data");
+      f.set_attr("var", var);
+      f.add_child("value", "jabber:x:data").add_text(value);
+    };
+    field("FORM_TYPE", kMam);
+    field("with", bare);
+    if (start) field("start", xmpp::format_datetime(*start));
+    xml::Element& set = q.add_child("set", std::string(kRsm));
+    std::size_t want = 100;
+    if (max > 0) want = std::min<std::size_t>(want, max - lines.size());
+    set.add_child("max", std::string(kRsm)).add_text(std::to_string(want));
+    set.add_child("before", std::string(kRsm)).add_text(before);
+    page.clear();
+    auto reply = co_await c.send_iq(std::move(iq));
+    const std::string cond = client::Client::iq_condition(reply);
+    if (!cond.empty()) {
+      code = fail(cond == "timeout" ? kExitUnreachable : kExitError,
+                  cond == "service-unavailable" || cond == "feature-not-implemented"
+                      ? "the server keeps no message archive (XEP-0313)"
+                      : "the server refused the archive query: " + cond);
+      break;
+    }
+    lines.insert(lines.begin(), page.begin(), page.end());
+    const xml::Element* fin = reply->child("fin", kMam);
+    const xml::Element* rs = fin ? fin->child("set", kRsm) : nullptr;
+    if (page.empty() || fin == nullptr || fin->attr("complete") == "true" || rs == nullptr ||
+        (max > 0 && lines.size() >= max)) {
+      break;
+    }
+    before = rs->child_text("first", kRsm);
+    if (before.empty()) break;
+  }
+  c.remove_handler(token);
+  for (const auto& l : lines) {
+    std::printf("%s  %s: %s\n", l.stamp.c_str(), xmpp::terminal_text(l.from).c_str(),
+                xmpp::terminal_text(l.text).c_str());
+  }
+  co_await c.disconnect();
+  co_return code;
 }
 
 awaitable<int> cmd_roster(asio::io_context& io, client::Options o, std::string action,
@@ -632,6 +727,14 @@ int main(int argc, char** argv) {
   send->add_option("JID", send_to)->required();
   send->add_option("TEXT", send_words,
                    "The message; several words form one message, separated by spaces");
+  std::string hist_jid, hist_since;
+  std::size_t hist_max = 0;
+  auto* history = app.add_subcommand(
+      "history", "Print the server's archive (XEP-0313) of the conversation with a contact");
+  history->add_option("JID", hist_jid)->required();
+  history->add_option("--since", hist_since, "From this day (YYYY-MM-DD, UTC) or XEP-0082 time");
+  history->add_option("--max", hist_max, "At most this many of the newest messages (0: all)")
+      ->check(CLI::NonNegativeNumber);
   std::string action = "list", roster_jid;
   auto* roster = app.add_subcommand("roster", "List or change the contact list");
   roster->add_option("ACTION", action, "list, add, remove, approve, deny")
@@ -721,6 +824,8 @@ int main(int argc, char** argv) {
     }
     return run(io, [&]() { return cmd_send(io, o, send_to, text); });
   }
+  if (history->parsed())
+    return run(io, [&]() { return cmd_history(io, o, hist_jid, hist_since, hist_max); });
   if (roster->parsed()) return run(io, [&]() { return cmd_roster(io, o, action, roster_jid); });
   if (status->parsed()) return run(io, [&]() { return cmd_status(io, o, show, status_text); });
   if (listen->parsed())

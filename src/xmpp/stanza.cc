@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "xml/serializer.h"
+#include "xml/stream_parser.h"
 #include "xmpp/namespaces.h"
 
 namespace kabar::xmpp {
@@ -86,6 +87,22 @@ std::string format_datetime(std::int64_t unix_ms) {
   std::snprintf(ms, sizeof ms, ".%03dZ", static_cast<int>(unix_ms % 1000));
   out += ms;
   return out;
+}
+
+std::optional<xml::Element> parse_stanza(std::string_view bytes) {
+  struct One : xml::StreamHandler {
+    void on_stream_open(const xml::Element&, std::string_view) override {}
+    void on_element(xml::Element&& e) override { got.push_back(std::move(e)); }
+    void on_stream_close() override {}
+    std::vector<xml::Element> got;
+  } one;
+  xml::StreamParser parser(one);
+  parser.feed("<stream:stream xmlns='jabber:client' xmlns:stream='" + std::string(ns::kStreams) +
+              "'>");
+  if (parser.feed(bytes).status != xml::StreamParser::Status::kOk || one.got.size() != 1) {
+    return std::nullopt;
+  }
+  return std::move(one.got.front());
 }
 
 std::optional<std::int64_t> parse_datetime(std::string_view t) {

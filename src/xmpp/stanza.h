@@ -39,6 +39,11 @@ StreamErrorInfo read_stream_error(const xml::Element& error);
 // XEP-0082 date-time in UTC with milliseconds: 2002-09-10T23:08:25.123Z
 std::string format_datetime(std::int64_t unix_ms);
 
+// One element written as a child of a jabber:client stream (its default namespace, no prefix
+// of the stream's), parsed; nullopt unless `bytes` are exactly one well-formed element. For
+// stanzas kept as bytes (the archive) and for tests.
+std::optional<xml::Element> parse_stanza(std::string_view bytes);
+
 // A XEP-0082 date-time ("CCYY-MM-DDThh:mm:ss[.sss]TZD", TZD "Z" or "+hh:mm"/"-hh:mm") as Unix
 // milliseconds (fractions past the millisecond are dropped); nullopt when `text` is not one.
 std::optional<std::int64_t> parse_datetime(std::string_view text);

@@ -196,6 +196,22 @@ class Kabard:
             self.cleanup()
 
 
+async def next_matching(queue, pred, timeout=10.0):
+    """The next item of the asyncio queue for which pred holds (the others are dropped), or None
+    once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            item = await asyncio.wait_for(queue.get(), left)
+        except asyncio.TimeoutError:
+            return None
+        if pred(item):
+            return item
+
+
 def shutdown_loop(loop):
     """Cancels what slixmpp left running, then closes the loop (no noise at exit)."""
     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]

@@ -18,7 +18,6 @@ import logging
 import os
 import ssl
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
@@ -65,17 +64,7 @@ class Client(slixmpp.ClientXMPP):
 
 
 async def next_matching(queue, pred, timeout=STEP):
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        try:
-            item = await asyncio.wait_for(queue.get(), left)
-        except asyncio.TimeoutError:
-            return None
-        if pred(item):
-            return item
+    return await kabartest.next_matching(queue, pred, timeout)
 
 
 async def login(r, kd, jid, pw, presence=True):

@@ -5,24 +5,16 @@
 #include <string>
 #include <vector>
 
-#include "xml/stream_parser.h"
 #include "xmpp/caps.h"
+#include "xmpp/stanza.h"
 
 namespace kabar::xmpp {
 namespace {
 
 xml::Element parse(std::string_view bytes) {
-  struct One : xml::StreamHandler {
-    void on_stream_open(const xml::Element&, std::string_view) override {}
-    void on_element(xml::Element&& e) override { got.push_back(std::move(e)); }
-    void on_stream_close() override {}
-    std::vector<xml::Element> got;
-  } one;
-  xml::StreamParser parser(one);
-  parser.feed("<s xmlns='jabber:client'>");
-  EXPECT_EQ(parser.feed(bytes).status, xml::StreamParser::Status::kOk);
-  EXPECT_EQ(one.got.size(), 1u);
-  return one.got.empty() ? xml::Element() : std::move(one.got[0]);
+  auto e = xmpp::parse_stanza(bytes);
+  EXPECT_TRUE(e.has_value()) << bytes;
+  return e ? std::move(*e) : xml::Element();
 }
 
 // XEP-0115 §5.2, the simple generation example.

@@ -3,6 +3,7 @@
 
 #include "server/modules/testing/module_test.h"
 #include "xml/serializer.h"
+#include "xmpp/stanza.h"
 
 namespace kabar::server {
 namespace {
@@ -13,19 +14,9 @@ using testing::named;
 
 // One element parsed as a stanza of a jabber:client stream.
 xml::Element parse_one(std::string_view bytes) {
-  struct One : xml::StreamHandler {
-    void on_stream_open(const xml::Element&, std::string_view) override {}
-    void on_element(xml::Element&& e) override { got.push_back(std::move(e)); }
-    void on_stream_close() override {}
-    std::vector<xml::Element> got;
-  } one;
-  xml::StreamParser parser(one);
-  parser.feed(
-      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
-  const auto r = parser.feed(bytes);
-  EXPECT_EQ(r.status, xml::StreamParser::Status::kOk) << bytes;
-  EXPECT_EQ(one.got.size(), 1u) << bytes;
-  return one.got.empty() ? xml::Element() : std::move(one.got[0]);
+  auto e = xmpp::parse_stanza(bytes);
+  EXPECT_TRUE(e.has_value()) << bytes;
+  return e ? std::move(*e) : xml::Element();
 }
 
 class CarbonsTest : public ModuleTest {

@@ -28,7 +28,6 @@
 #include "server/config.h"
 #include "server/features.h"
 #include "xml/serializer.h"
-#include "xml/stream_parser.h"
 #include "xmpp/hex.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
@@ -135,21 +134,12 @@ std::string with_client_ns(const std::string& stored) {
       stored.starts_with("<message xmlns=\"jabber:client\"")) {
     return stored;
   }
-  struct One : xml::StreamHandler {
-    void on_stream_open(const xml::Element&, std::string_view) override {}
-    void on_element(xml::Element&& e) override { got.push_back(std::move(e)); }
-    void on_stream_close() override {}
-    std::vector<xml::Element> got;
-  } one;
-  xml::StreamParser parser(one);
-  parser.feed(
-      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
-  const auto r = parser.feed(stored);
-  if (r.status != xml::StreamParser::Status::kOk || one.got.size() != 1) {
-    spdlog::error("archive: a stored message does not parse: {}", r.message);
+  auto m = xmpp::parse_stanza(stored);
+  if (!m) {
+    spdlog::error("archive: a stored message does not parse");
     return "<message xmlns='jabber:client'/>";
   }
-  return xml::serialize(one.got.front(), "");
+  return xml::serialize(*m, "");
 }
 
 class MamModule final : public Module {

@@ -6,6 +6,7 @@
 #include "server/modules/testing/module_test.h"
 #include "xml/serializer.h"
 #include "xmpp/caps.h"
+#include "xmpp/stanza.h"
 
 namespace kabar::server {
 namespace {
@@ -104,16 +105,8 @@ class PepTest : public ModuleTest {
   }
 
   static xml::Element parse(std::string_view bytes) {
-    struct One : xml::StreamHandler {
-      void on_stream_open(const xml::Element&, std::string_view) override {}
-      void on_element(xml::Element&& e) override { got.push_back(std::move(e)); }
-      void on_stream_close() override {}
-      std::vector<xml::Element> got;
-    } one;
-    xml::StreamParser parser(one);
-    parser.feed("<s xmlns='jabber:client'>");
-    parser.feed(bytes);
-    return one.got.empty() ? xml::Element() : std::move(one.got[0]);
+    auto e = xmpp::parse_stanza(bytes);
+    return e ? std::move(*e) : xml::Element();
   }
 
   // Online with caps asking for `notify`; answers the server's disco#info when it asks.

@@ -234,7 +234,7 @@ class MamModule final : public Module {
   awaitable<void> outgoing(const SessionPtr& from, xml::Element& m) {
     if (from == nullptr) co_return;
     auto to = xmpp::Jid::parse(m.attr("to"));
-    if (!to) co_return;
+    if (!to || to->local().empty()) co_return;  // to a server or a service: no conversation
     const std::string own = from->jid().bare_str();
     // A note to self is archived once, as received.
     if (to->bare_str() == own) co_return;
@@ -334,8 +334,16 @@ class MamModule final : public Module {
     server_->archive(std::move(a));
   }
 
-  // §3 "unpredictable and unique within the archive": 96 random bits.
-  std::string new_id() { return xmpp::to_hex(server_->random().bytes(12)); }
+  // §3 "unpredictable and unique within the archive": the time in milliseconds, then 48 random
+  // bits, in hex. The time first makes new ids land at the end of the store's id index (a
+  // random id landed anywhere in it: a page read and rewritten per message once the archive
+  // outgrew the cache).
+  std::string new_id() {
+    const auto now = static_cast<std::uint64_t>(server_->now_ms());
+    std::string stamp(6, '\0');
+    for (int i = 0; i < 6; ++i) stamp[5 - i] = static_cast<char>((now >> (8 * i)) & 0xff);
+    return xmpp::to_hex(stamp + server_->random().bytes(6));
+  }
 
   awaitable<bool> wants(const std::string& user, const std::string& other) {
     std::shared_ptr<const Prefs> p = co_await prefs_of(user);
@@ -386,6 +394,7 @@ class MamModule final : public Module {
       } catch (const store::StoreError& e) {
         spdlog::error("archive: expiring old messages: {}", e.what());
       }
+      if (stopping_) break;  // stop() came while the store worked: no wait to cancel
       timer_->expires_after(std::chrono::hours(1));
       boost::system::error_code ec;
       co_await timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));

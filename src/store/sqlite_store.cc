@@ -305,9 +305,6 @@ class SqliteStore final : public Store {
         throw StoreError("sqlite: " + file.string() + ": cannot switch to WAL journal mode");
       }
       exec("PRAGMA synchronous = NORMAL");
-      // 16 MiB of page cache (the default is 2 MiB): the archive's index pages stay in memory
-      // instead of being read back from the file at every group commit.
-      exec("PRAGMA cache_size = -16384");
       migrate();
     } catch (...) {
       close();

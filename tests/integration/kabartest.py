@@ -9,7 +9,6 @@ import functools
 import json
 import os
 import queue
-import random
 import re
 import shutil
 import signal
@@ -83,29 +82,9 @@ def sqlite_count(k, sql):
         db.close()
 
 
-def free_port():
-    """A loopback port nobody listens on, picked below the kernel's range of ephemeral ports
-    (/proc/sys/net/ipv4/ip_local_port_range): a port that bind(0) handed out is in that range,
-    and between this call and the server binding it the kernel could give it to another test's
-    client socket as its source port (seen: kabard's proxy listener failed with "Address already
-    in use")."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral_low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    low, high = max(1024, ephemeral_low - 12000), ephemeral_low - 1
-    for _ in range(200):
-        port = random.randint(low, high)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# One definition for both test trees (tests/peers/ has no imports of ours).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
+from peers import free_port  # noqa: E402,F401
 
 
 class Kabard:

@@ -72,8 +72,10 @@ def main():
             R.check(ok and text.count("not delivered") == 1 and "*:" not in text and "!:" not in text,
                     "a message to an unknown account: marked not delivered, once, no '!:'\n" + text)
 
-            tmux.keys("alice", "half a thought", enter=False)
-            tmux.key("alice", "C-c")
+            # The line and Ctrl-C in one write, as a paste followed at once by Ctrl-C: the key
+            # comes after the text it follows (as the terminal's interrupt character it would
+            # flush the unread text and quit).
+            tmux.key("alice", "half a thought", "C-c")
             ok, text = tmux.wait("alice", "Ctrl-C again quits without it")
             R.check(ok and "> half a thought" in text and tmux.alive("alice"),
                     "Ctrl-C with a half-typed line keeps it and says how to quit\n" + text)

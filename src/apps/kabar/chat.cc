@@ -7,6 +7,7 @@
 #include <curses.h>
 #include <langinfo.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -265,6 +266,15 @@ class ChatUi {
     if (std::strcmp(nl_langinfo(CODESET), "UTF-8") != 0) std::setlocale(LC_CTYPE, "C.UTF-8");
     initscr();
     cbreak();
+    // Ctrl-C is read as a key, in order with what was typed before it. As the terminal's
+    // interrupt character it would raise SIGINT ahead of the keys still queued and the terminal
+    // would discard them (POSIX: the input queue is flushed on INTR), so a line typed just before
+    // it would be lost and the chat quit instead of keeping it. Ctrl-Z still suspends.
+    if (termios t; ::tcgetattr(0, &t) == 0) {
+      t.c_cc[VINTR] = _POSIX_VDISABLE;
+      ::tcsetattr(0, TCSANOW, &t);
+      def_prog_mode();  // what ncurses restores after a suspend or a resize
+    }
     noecho();
     nonl();
     keypad(stdscr, TRUE);
@@ -335,7 +345,7 @@ class ChatUi {
 
   void handle_key(bool code, wint_t ch) {
     show_help_ = false;
-    if (code || ch != 4) interrupt_armed_ = false;
+    if (code || (ch != 3 && ch != 4)) interrupt_armed_ = false;
     if (code) {
       switch (ch) {
         case KEY_BTAB:
@@ -414,6 +424,7 @@ class ChatUi {
         cursor_ = p;
         return;
       }
+      case 3:  // Ctrl-C
       case 4:  // Ctrl-D
         interrupt();
         return;
@@ -530,8 +541,8 @@ class ChatUi {
   }
 
  public:
-  // Ctrl-C (SIGINT) or Ctrl-D: quits, unless a line is half-typed: then the first press keeps it
-  // and says how to quit without it.
+  // Ctrl-C (the key, or SIGINT from elsewhere) or Ctrl-D: quits, unless a line is half-typed: then
+  // the first press keeps it and says how to quit without it.
   void interrupt() {
     if (input_.empty() || interrupt_armed_) {
       quit();
@@ -831,7 +842,8 @@ awaitable<int> chat_main(asio::io_context& io, client::Options options, std::str
   if (!::isatty(0) || !::isatty(1)) co_return fail(kExitUsage, "kabar chat needs a terminal");
   auto ui = std::make_shared<ChatUi>(io, std::move(options), std::move(accept_dir));
   asio::signal_set stop(io, SIGINT, SIGTERM);
-  // SIGINT is Ctrl-C (a half-typed line is kept once); SIGTERM quits.
+  // SIGINT (kill -INT; the Ctrl-C key is read as a key) keeps a half-typed line once; SIGTERM
+  // quits.
   std::function<void()> arm = [&stop, &arm, ui]() {
     stop.async_wait([&arm, ui](boost::system::error_code ec, int sig) {
       if (ec) return;

@@ -714,13 +714,23 @@ awaitable<void> Server::route_message(SessionPtr from, xml::Element stanza) {
 }
 
 awaitable<void> Server::deliver(xml::Element stanza, SessionPtr from) {
+  return deliver_stanza(std::move(stanza), std::move(from), false);
+}
+
+awaitable<void> Server::redeliver(xml::Element message) {
+  return deliver_stanza(std::move(message), nullptr, true);
+}
+
+awaitable<void> Server::deliver_stanza(xml::Element stanza, SessionPtr from, bool again) {
   if (stanza.name() == "presence") {
     // The presence module's delivery is the last of these hooks.
     co_await run_hooks(Hook::kPresenceIn, std::move(from), stanza);
     co_return;
   }
   if (stanza.name() != "message") co_return;
-  if (co_await run_hooks(Hook::kMessageIn, from, stanza)) co_return;
+  if (!again) {
+    if (co_await run_hooks(Hook::kMessageIn, from, stanza)) co_return;
+  }
   auto to = xmpp::Jid::parse(stanza.attr("to"));
   if (!to) co_return;
   // The sender's bare JID, for the message log's records.

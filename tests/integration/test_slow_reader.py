@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
-from kabartest import offline_count, server_rx_queue  # noqa: E402
+from kabartest import offline_count, server_rx_queue, sqlite_count  # noqa: E402
 from xmpp_raw import NS_CLIENT, XmppError, login, online, q  # noqa: E402
 
 R = kabartest.Results("slow_reader")
@@ -208,6 +208,12 @@ def main():
                     "the %d stored arrive at the next login, none a duplicate (%d arrived)"
                     % (stored, len(later)))
             R.check(len(every) + len(bounced) == N, "every message arrived once or was bounced")
+            # Each is in the receiver's archive once: what kabard handed on after the cut had
+            # been archived when it first came in.
+            archived = sqlite_count(k, "SELECT COUNT(*) FROM archive WHERE username = 'slow'")
+            R.check(archived == N - len(bounced),
+                    "the receiver's archive holds each message once (%d rows for %d)"
+                    % (archived, N - len(bounced)))
             for c in (again, c3, c4, sender):
                 c.close()
 

@@ -64,7 +64,7 @@ awaitable<void> route_again(Server& server, const C2sSession& s, xml::Element st
     // To the full JID that has gone: normal and chat fall back to the bare JID (another
     // resource, else offline storage, else an error to the sender); the rest is dropped as the
     // router drops it.
-    co_await server.deliver(std::move(stanza));
+    co_await server.redeliver(std::move(stanza));
   } else if (kind == "iq") {
     if (type == "get" || type == "set") server.bounce(stanza, "service-unavailable");
   }

@@ -406,17 +406,26 @@ class MemoryStore final : public Store {
     return selected(username, f).size();
   }
 
-  std::size_t archive_expire(std::int64_t before_ms) override {
-    std::size_t n = 0;
-    for (auto& [user, list] : archives_) {
-      std::size_t cut = 0;  // everything up to the newest message that is too old
+  std::size_t archive_expire(std::int64_t before_ms, std::size_t limit) override {
+    // Per account, everything up to its newest message that is too old; of those, the oldest
+    // `limit` (by seq: each account still loses a prefix).
+    std::vector<std::pair<std::int64_t, std::string>> doomed;  // seq, account
+    for (const auto& [user, list] : archives_) {
+      std::size_t cut = 0;
       for (std::size_t i = 0; i < list.size(); ++i) {
         if (list[i].stamp_ms < before_ms) cut = i + 1;
       }
-      list.erase(list.begin(), list.begin() + static_cast<std::ptrdiff_t>(cut));
-      n += cut;
+      for (std::size_t i = 0; i < cut; ++i) doomed.emplace_back(list[i].seq, user);
     }
-    return n;
+    std::sort(doomed.begin(), doomed.end());
+    if (doomed.size() > limit) doomed.resize(limit);
+    std::map<std::string, std::size_t, std::less<>> per_user;
+    for (const auto& [seq, user] : doomed) ++per_user[user];
+    for (const auto& [user, k] : per_user) {
+      auto& list = archives_.find(user)->second;
+      list.erase(list.begin(), list.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+    return doomed.size();
   }
 
   std::size_t archive_clear(std::string_view username) override {

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <set>
 #include <string>
 #include <system_error>
@@ -1012,23 +1013,48 @@ class SqliteStore final : public Store {
     return static_cast<std::size_t>(q.int64(0));
   }
 
-  std::size_t archive_expire(std::int64_t before_ms) override {
-    Transaction tx(*this);
-    // Per account, everything up to its newest message that is too old: the oldest part goes
-    // whole, even a newer stamp among it (stamps and order may differ by a few milliseconds).
-    std::vector<std::pair<std::string, std::int64_t>> cut;
+  std::size_t archive_expire(std::int64_t before_ms, std::size_t limit) override {
+    if (limit == 0) return 0;
+    // Seqs follow the order of writing and stamps that of time, so the cut is found by
+    // bisection on the primary key (a few dozen lookups), not by a scan of the table: the
+    // largest seq whose message is stamped before `before_ms`, as seen by probing.
+    auto first_from =
+        [this](std::int64_t seq) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
+      Query q = query("SELECT seq, stamp_ms FROM archive WHERE seq >= ?1 ORDER BY seq LIMIT 1");
+      q.bind(1, seq);
+      if (!q.step()) return std::nullopt;
+      return std::pair{q.int64(0), q.int64(1)};
+    };
+    auto oldest = first_from(0);
+    if (!oldest || oldest->second >= before_ms) return 0;
+    std::int64_t lo = oldest->first;
+    std::int64_t hi = lo;
     {
-      Query q =
-          query("SELECT username, MAX(seq) FROM archive WHERE stamp_ms < ?1 GROUP BY username");
-      q.bind(1, before_ms);
-      while (q.step()) cut.emplace_back(q.text(0), q.int64(1));
+      Query q = query("SELECT MAX(seq) FROM archive");
+      if (q.step()) hi = q.int64(0);
     }
-    std::size_t n = 0;
-    for (const auto& [user, seq] : cut) {
-      Query q = query("DELETE FROM archive WHERE username = ?1 AND seq <= ?2");
-      q.bind(1, user).bind(2, seq).run();
-      n += static_cast<std::size_t>(sqlite3_changes(db_));
+    while (lo < hi) {
+      const std::int64_t mid = lo + (hi - lo + 1) / 2;
+      auto row = first_from(mid);
+      if (row && row->second < before_ms) {
+        lo = row->first;
+      } else {
+        hi = mid - 1;
+      }
     }
+    // At most `limit` rows in one transaction: the store's thread serves logins between them.
+    std::int64_t cut = lo;
+    {
+      Query q = query("SELECT seq FROM archive WHERE seq <= ?1 ORDER BY seq LIMIT 1 OFFSET ?2");
+      q.bind(1, lo).bind(2, static_cast<std::int64_t>(limit - 1));
+      if (q.step()) cut = q.int64(0);
+    }
+    Transaction tx(*this);
+    {
+      Query q = query("DELETE FROM archive WHERE seq <= ?1");
+      q.bind(1, cut).run();
+    }
+    const auto n = static_cast<std::size_t>(sqlite3_changes(db_));
     tx.commit();
     return n;
   }

@@ -333,9 +333,11 @@ class ArchiveStore {
                                                      const ArchiveFilter& filter, std::size_t limit,
                                                      bool newest) = 0;
   virtual std::size_t archive_count(std::string_view username, const ArchiveFilter& filter) = 0;
-  // Deletes every account's messages stamped before `before_ms`, and with each the older part
-  // of its archive (XEP-0313 §3.2: no holes); returns how many went.
-  virtual std::size_t archive_expire(std::int64_t before_ms) = 0;
+  // Deletes the oldest messages, at most `limit` of them, up to the newest one stamped before
+  // `before_ms` (in the order they were written: a message among them stamped a little later
+  // goes too), so that each account loses the older part of its archive (XEP-0313 §3.2: no
+  // holes); returns how many went. Called again until it returns less than `limit`.
+  virtual std::size_t archive_expire(std::int64_t before_ms, std::size_t limit) = 0;
   // Empties the account's archive; returns how many messages it held (seqs are not reused).
   virtual std::size_t archive_clear(std::string_view username) = 0;
   // nullopt: the account never set any (the server's default applies).

@@ -382,15 +382,24 @@ class MamModule final : public Module {
     return p;
   }
 
+  static constexpr std::size_t kExpireBite = 10'000;
+
   awaitable<void> expire_loop() {
     while (!stopping_) {
       const std::int64_t keep_ms =
           std::int64_t{server_->config().archive_retention_days} * 24 * 3600 * 1000;
       const std::int64_t before = server_->now_ms() - keep_ms;
       try {
-        auto op = [before](store::Store& st) { return st.archive_expire(before); };
-        const std::size_t n = co_await server_->db(std::move(op));
-        if (n > 0) spdlog::info("archive: {} messages past the retention period deleted", n);
+        // In bites: between them the store serves the rest (logins, offline messages).
+        std::size_t total = 0;
+        for (;;) {
+          auto op = [before](store::Store& st) { return st.archive_expire(before, kExpireBite); };
+          const std::size_t n = co_await server_->db(std::move(op));
+          total += n;
+          if (n < kExpireBite || stopping_) break;
+        }
+        if (total > 0)
+          spdlog::info("archive: {} messages past the retention period deleted", total);
       } catch (const store::StoreError& e) {
         spdlog::error("archive: expiring old messages: {}", e.what());
       }

@@ -412,7 +412,7 @@ TEST_F(MamTest, RetentionDeletesTheOldestOnly) {
   chat(a, "bob@example.com", "old");
   clock_->ms += 10'000;
   chat(a, "bob@example.com", "new");
-  EXPECT_EQ(store().archive_expire(clock_->ms - 5'000), 2u);  // alice's and bob's "old"
+  EXPECT_EQ(store().archive_expire(clock_->ms - 5'000, 100), 2u);  // alice's and bob's "old"
   EXPECT_EQ(query(a, "").bodies, std::vector<std::string>{"new"});
 }
 

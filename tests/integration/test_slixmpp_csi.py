@@ -24,7 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
 import xmpp_raw  # noqa: E402
-from xmpp_raw import NS_CLIENT, NS_STREAM, q  # noqa: E402
+from xmpp_raw import NS_CLIENT, q  # noqa: E402
 
 import slixmpp  # noqa: E402
 from slixmpp.xmlstream.handler import Callback  # noqa: E402

@@ -51,6 +51,8 @@ class CsiHold final : public C2sSession::OutboundHold {
   std::size_t max_stanza_bytes = 0;
 
   bool take(C2sSession& s, OutQueue::Entry& e) override {
+    // An IQ never waits, and with nothing held it has nothing to go after: no need to read it.
+    if (held_.empty() && (e.head ? *e.head : e.own).starts_with("<iq")) return false;
     std::optional<xml::Element> stanza = read(e);
     if (!stanza) {
       flush_all(s);  // not understood: it goes, after everything kept

@@ -210,9 +210,9 @@ TEST_F(CsiTest, ActiveFlushesEverythingInOrderBeforeTheNextStanza) {
   // §5.1: <active/> then a ping: what was held comes before the pong.
   send(*alice_, std::string(kActive) + "<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>");
   EXPECT_EQ(briefs(alice_->take()),
-            (std::vector<std::string>{
-                "presence bob@example.com/desk away", "message carol@example.com/home composing",
-                "presence carol@example.com/home xa", "iq  result"}));
+            (std::vector<std::string>{"presence bob@example.com/desk away",
+                                      "message carol@example.com/home composing",
+                                      "presence carol@example.com/home xa", "iq  result"}));
 }
 
 TEST_F(CsiTest, UrgentStanzasGoAtOnce) {
@@ -220,11 +220,18 @@ TEST_F(CsiTest, UrgentStanzasGoAtOnce) {
   add_account("dave");
   auto& dave = connect("dave@example.com/x");
   send(*alice_, kInactive);
-  // An IQ to the full JID.
+  // An IQ to the full JID, after what is held from its sender.
+  send(*bob_, show("away"));
   send(*bob_,
        "<iq to='alice@example.com/phone' type='get' id='v1'><query "
        "xmlns='jabber:iq:version'/></iq>");
-  EXPECT_EQ(briefs(alice_->take()), std::vector<std::string>{"iq bob@example.com/desk get"});
+  EXPECT_EQ(briefs(alice_->take()), (std::vector<std::string>{"presence bob@example.com/desk away",
+                                                              "iq bob@example.com/desk get"}));
+  // With nothing held, one from someone else.
+  send(*carol_,
+       "<iq to='alice@example.com/phone' type='get' id='v2'><query "
+       "xmlns='jabber:iq:version'/></iq>");
+  EXPECT_EQ(briefs(alice_->take()), std::vector<std::string>{"iq carol@example.com/home get"});
   // A subscription request.
   send(dave, "<presence to='alice@example.com' type='subscribe'/>");
   auto got = alice_->take();

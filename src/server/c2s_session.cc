@@ -388,6 +388,10 @@ std::optional<C2sSession::Resumption> C2sSession::hand_over(const SessionPtr& su
 }
 
 bool C2sSession::adopt(Resumption r, std::uint32_t h, std::string resumed) {
+  // XEP-0352 §5.2: the resumed stream starts active. (The csi module sets no hold before
+  // bind; should one be set, what it kept goes after the rest, and it goes before the module
+  // state it lives in is replaced.)
+  std::vector<OutQueue::Entry> kept = release_hold();
   available = r.available;
   priority = r.priority;
   last_presence = std::move(r.last_presence);
@@ -418,6 +422,7 @@ bool C2sSession::adopt(Resumption r, std::uint32_t h, std::string resumed) {
   std::vector<OutQueue::Entry> held = std::move(held_);
   held_.clear();
   for (auto& e : held) enqueue(std::move(e));
+  for (auto& e : kept) enqueue(std::move(e));
   spdlog::info("c2s #{} {}: resumed {}; {} stanzas to write again", serial_, peer_addr_, jid_str_,
                out_.unacked());
   if (out_.has_unwritten() && !flush_posted_ && !writing_) {

@@ -97,8 +97,6 @@ class CsiHold final : public C2sSession::OutboundHold {
     return out;
   }
 
-  std::size_t size() const { return held_.size(); }
-
   void flush_all(C2sSession& s) {
     for (OutQueue::Entry& e : release()) s.queue_held(std::move(e));
   }
@@ -165,9 +163,8 @@ class CsiModule final : public Module {
     max_stanza_bytes_ = cfg.max_stanza_bytes;
     // §3: offered after authentication, beside bind.
     ctx.stream_feature(xml::Element("csi", std::string(kCsiNs)));
-    // From an authenticated session, bound or not (the feature is offered beside bind, so a
-    // client may go inactive before binding). Before authentication the negotiator answers a
-    // CSI element as any other: <not-authorized/> (RFC 6120 §4.9.3.12).
+    // From an authenticated session (before authentication the negotiator answers a CSI
+    // element as any other: <not-authorized/>, RFC 6120 §4.9.3.12).
     ctx.nonza(std::string(kCsiNs), [this](SessionPtr s, xml::Element el) -> awaitable<void> {
       handle(*s, el);
       co_return;
@@ -178,7 +175,9 @@ class CsiModule final : public Module {
   void handle(C2sSession& s, const xml::Element& el) {
     // §4: no reply to either element.
     if (el.name() == "inactive") {
-      if (s.has_hold()) return;
+      // Not bound yet: nothing is routed to the stream, and one that resumes a session
+      // (XEP-0198 <resume/>) starts active (§5.2): ignored, as the XEP lets a server do.
+      if (s.has_hold() || !s.bound()) return;
       CsiHold& hold = s.ext<CsiHold>();
       hold.max_held = max_held_;
       hold.max_stanza_bytes = max_stanza_bytes_;

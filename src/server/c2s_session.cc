@@ -199,6 +199,8 @@ void C2sSession::attach(std::unique_ptr<net::Transport> transport) {
   continuing_stream_ = false;
   stream_open_ = true;
   out_.rewind();
+  // XEP-0352 §5.2: the continued stream starts active.
+  for (auto& e : release_hold()) out_.push(std::move(e));
   spdlog::info("c2s #{} {}: {} attached; {} stanzas to write again", serial_, peer_addr_, jid_str_,
                out_.unacked());
   transport_->start(*this);
@@ -284,6 +286,9 @@ std::vector<OutQueue::Entry> C2sSession::take_unacked() {
   std::vector<OutQueue::Entry> out = std::move(undelivered_);
   undelivered_.clear();
   for (auto& e : out_.take_unacked()) out.push_back(std::move(e));
+  // What the hold kept came after every queued stanza of its sender (it lets a sender's
+  // held stanzas go before that sender's next one is queued).
+  for (auto& e : release_hold()) out.push_back(std::move(e));
   undelivered_taken_ = true;
   return out;
 }
@@ -355,6 +360,9 @@ std::optional<C2sSession::Resumption> C2sSession::hand_over(const SessionPtr& su
   if (!bound_ || !sm_ || !resumable_ || closing_ || ended_ || handed_over_) return std::nullopt;
   // XEP-0198 §5: a connection still open (the server has not noticed it died) is dropped.
   if (!detached_) detach();
+  // XEP-0352 §5.2: a resumed stream starts active. What the hold kept is queued now, after the
+  // unacknowledged stanzas: the new stream writes it after them.
+  for (auto& e : release_hold()) out_.push(std::move(e));
   Resumption r;
   r.username = username_;
   r.available = available;
@@ -380,6 +388,10 @@ std::optional<C2sSession::Resumption> C2sSession::hand_over(const SessionPtr& su
 }
 
 bool C2sSession::adopt(Resumption r, std::uint32_t h, std::string resumed) {
+  // XEP-0352 §5.2: the resumed stream starts active. (The csi module sets no hold before
+  // bind; should one be set, what it kept goes after the rest, and it goes before the module
+  // state it lives in is replaced.)
+  std::vector<OutQueue::Entry> kept = release_hold();
   available = r.available;
   priority = r.priority;
   last_presence = std::move(r.last_presence);
@@ -410,6 +422,7 @@ bool C2sSession::adopt(Resumption r, std::uint32_t h, std::string resumed) {
   std::vector<OutQueue::Entry> held = std::move(held_);
   held_.clear();
   for (auto& e : held) enqueue(std::move(e));
+  for (auto& e : kept) enqueue(std::move(e));
   spdlog::info("c2s #{} {}: resumed {}; {} stanzas to write again", serial_, peer_addr_, jid_str_,
                out_.unacked());
   if (out_.has_unwritten() && !flush_posted_ && !writing_) {
@@ -944,6 +957,19 @@ void C2sSession::enqueue_forwarded(OutQueue::Entry e) {
 }
 
 void C2sSession::enqueue(OutQueue::Entry e) {
+  // XEP-0352: an inactive client's stanzas that can wait are kept by its hold (modules/csi).
+  if (hold_ != nullptr) [[unlikely]] {
+    if (e.stanza && hold_->take(*this, e)) return;
+  }
+  queue(std::move(e));
+}
+
+std::vector<OutQueue::Entry> C2sSession::release_hold() {
+  if (hold_ == nullptr) return {};
+  return std::exchange(hold_, nullptr)->release();
+}
+
+void C2sSession::queue(OutQueue::Entry e) {
   if (handed_over_) [[unlikely]] {
     forward(std::move(e));
     return;

@@ -145,6 +145,28 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // then what came meanwhile.
   bool adopt(Resumption r, std::uint32_t h, std::string resumed);
 
+  // --- A hold on what is sent to this session (XEP-0352 client state indication: modules/csi).
+  // While one is set, every stanza for the session is offered to it before it is queued: the
+  // hold keeps what can wait and lets the rest through, and queues what it kept later
+  // (queue_held()). A kept stanza is not queued: stream management neither counts it nor
+  // resends it until it is. Unset (the default), queuing pays one test of a pointer.
+  class OutboundHold {
+   public:
+    virtual ~OutboundHold() = default;
+    // A stanza for `s`, on its shard: true when the hold keeps it. Before letting `e` through
+    // it may queue stanzas it kept (queue_held()): they go first.
+    virtual bool take(C2sSession& s, OutQueue::Entry& e) = 0;
+    // Everything kept, in order: the hold lets go for good (the session ends, or its stream is
+    // resumed by another session, which starts active: XEP-0352 §5.2).
+    virtual std::vector<OutQueue::Entry> release() = 0;
+  };
+  // On the session's shard; nullptr: none. The hold outlives its setting (a module keeps it
+  // in ext<T>()); the session unsets it when it lets go (release()).
+  void set_hold(OutboundHold* hold) { hold_ = hold; }
+  bool has_hold() const { return hold_ != nullptr; }
+  // Queues a stanza the hold kept, past the hold (its shard).
+  void queue_held(OutQueue::Entry e) { queue(std::move(e)); }
+
   // --- Back-pressure: a slow reader slows its senders instead of being dropped.
   // Past kHighWatermark bytes of unwritten output a session is congested: a session that sends
   // it a stanza stops reading its own socket (TCP back-pressure then slows its client) until the
@@ -304,6 +326,10 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // Vectors, not deques: an empty std::deque still holds a 576-byte block.
   std::vector<xml::Element> inbox_;
   void enqueue(OutQueue::Entry e);
+  void queue(OutQueue::Entry e);  // enqueue() past the hold
+  OutboundHold* hold_ = nullptr;  // set_hold()
+  // The hold lets go: what it kept, in order (nothing without one).
+  std::vector<OutQueue::Entry> release_hold();
   // After hand_over(): to the successor, on its shard.
   void forward(OutQueue::Entry e);
   // On this shard: an entry the session this one resumed had been sent.

@@ -270,6 +270,20 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             throw std::runtime_error(full + ": unknown key");
           }
         }
+      } else if (key == "csi") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "csi." + sub;
+          if (sub == "enabled") {
+            cfg.csi_enabled = get<bool>(n2, full);
+          } else if (sub == "max_held") {
+            cfg.csi_max_held = static_cast<std::size_t>(get_positive(n2, full));
+          } else {
+            throw std::runtime_error(full + ": unknown key");
+          }
+        }
       } else if (key == "proxy65") {
         const auto* t = node.as_table();
         if (t == nullptr) throw std::runtime_error(key + ": expected a table");

@@ -81,6 +81,11 @@ struct Config {
   // stanzas handled as undelivered: other resource, offline storage, or an error).
   std::size_t sm_max_unacked = 10'000;
 
+  // [csi] (XEP-0352): whether client state indication is offered, and how many stanzas an
+  // inactive client's session keeps back at most (then it queues them all and starts again).
+  bool csi_enabled = true;
+  std::size_t csi_max_held = 1000;
+
   // [archive] (XEP-0313): whether accounts' messages are archived at all, what an account that
   // set no preferences gets ("always", "roster" or "never"), and how long messages are kept
   // (days; 0: for ever).

@@ -32,6 +32,9 @@ awaitable<void> deliver_offline(Server& s, SessionPtr to);
 // carbons/: XEP-0280 message carbons.
 std::unique_ptr<Module> make_carbons_module();
 
+// csi/: XEP-0352 client state indication.
+std::unique_ptr<Module> make_csi_module();
+
 // blocking/: XEP-0191 blocking command.
 std::unique_ptr<Module> make_blocking_module();
 // What the blocking module offers others (registry service<BlockingView>(); nullptr without it):

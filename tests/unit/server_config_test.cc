@@ -89,6 +89,10 @@ scram_iterations = 5000
 [sm]
 resume_timeout = 17
 max_unacked = 18
+
+[csi]
+enabled = false
+max_held = 19
 )");
   Config cfg;
   load_config_file(path, cfg);
@@ -144,6 +148,8 @@ max_unacked = 18
   EXPECT_EQ(cfg.scram_iterations, 5000);
   EXPECT_EQ(cfg.sm_resume_timeout_s, 17);
   EXPECT_EQ(cfg.sm_max_unacked, 18u);
+  EXPECT_FALSE(cfg.csi_enabled);
+  EXPECT_EQ(cfg.csi_max_held, 19u);
 }
 
 TEST(ConfigFile, ExternalServiceUris) {

@@ -507,11 +507,12 @@ class LoginTest : public ::testing::Test {
 
     const std::string bound_features = exchange(t, kHeader, cut, "</stream:features>");
     EXPECT_NE(
-        // Beside <bind/>: what the modules registered, in their setup order (roster, sm,
+        // Beside <bind/>: what the modules registered, in their setup order (roster, sm, csi,
         // presence, basics).
         bound_features.find("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
                             "<ver xmlns='urn:xmpp:features:rosterver'/>"
                             "<sm xmlns='urn:xmpp:sm:3'/>"
+                            "<csi xmlns='urn:xmpp:csi:0'/>"
                             "<sub xmlns='urn:xmpp:features:pre-approval'/>"
                             "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/>"
                             "</session>"

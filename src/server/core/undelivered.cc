@@ -10,48 +10,12 @@
 
 #include "server/c2s_session.h"
 #include "server/config.h"
+#include "server/core/stanza_reader.h"
 #include "server/server.h"
-#include "xml/stream_parser.h"
-#include "xmpp/namespaces.h"
 
 namespace kabar::server {
 
 namespace {
-
-// Stanza bytes a session had queued, parsed back into elements (they were written in the
-// jabber:client default namespace with no prefix of the stream's own).
-class StanzaReader final : private xml::StreamHandler {
- public:
-  explicit StanzaReader(std::size_t max_bytes)
-      : parser_(*this, xml::StreamLimits{max_bytes + 4096, 64, 128, 0}) {
-    std::string header = "<stream:stream xmlns='jabber:client' xmlns:stream='";
-    header += xmpp::ns::kStream;
-    header += "'>";
-    ok_ = parser_.feed(header).status == xml::StreamParser::Status::kOk;
-  }
-  // The stanza in `e`, or nothing when its bytes do not parse (then no more parsing).
-  std::optional<xml::Element> read(const OutQueue::Entry& e) {
-    if (!ok_) return std::nullopt;
-    got_.reset();
-    for (const std::string* part : {e.head.get(), &e.own, e.tail.get()}) {
-      if (part == nullptr || part->empty()) continue;
-      if (parser_.feed(*part).status != xml::StreamParser::Status::kOk) {
-        ok_ = false;
-        return std::nullopt;
-      }
-    }
-    return std::exchange(got_, std::nullopt);
-  }
-
- private:
-  void on_stream_open(const xml::Element&, std::string_view) override {}
-  void on_element(xml::Element&& e) override { got_ = std::move(e); }
-  void on_stream_close() override {}
-
-  xml::StreamParser parser_;
-  std::optional<xml::Element> got_;
-  bool ok_ = false;
-};
 
 // XEP-0198 §5 and RFC 6121 §8.5.3.2.1: a stanza that did not reach the resource is handled as
 // if the resource had gone before it arrived.

@@ -15,6 +15,7 @@ std::vector<std::unique_ptr<Module>> make_modules() {
   // Before presence: a closing session's unacknowledged messages are stored (or sent to another
   // resource) before its contacts see it go unavailable.
   m.push_back(make_sm_module());
+  m.push_back(make_csi_module());
   m.push_back(make_presence_module());
   m.push_back(make_offline_module());
   m.push_back(make_carbons_module());

@@ -62,7 +62,7 @@ check-asan:
 
 # kabard under ThreadSanitizer with four shards and with the default: a data race makes it exit
 # non-zero (TSan's exit code 66), which the tests check.
-TSAN_TESTS ?= test_shards test_raw_protocol test_slixmpp test_sm_loss test_slow_reader test_carbons_blocking test_pep_raw test_websocket test_slixmpp_mam
+TSAN_TESTS ?= test_shards test_raw_protocol test_slixmpp test_sm_loss test_slow_reader test_carbons_blocking test_pep_raw test_websocket test_slixmpp_mam test_slixmpp_csi
 check-tsan:
 	@set -e; for t in $(TSAN_TESTS); do \
 	  echo "== tsan: $$t"; \

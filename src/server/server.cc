@@ -125,7 +125,7 @@ Server::Server(asio::io_context& io, Config cfg)
       [domain = cfg_.domain](std::string stanza, std::int64_t stamp_ms) {
         return with_delay(std::move(stanza), domain, stamp_ms);
       },
-      [run_after] { run_after(kArchiveGatherMs); });
+      [run_after] { run_after(kArchiveGatherMs); }, [run_after] { run_after(0); });
   registry_.modules_ = make_modules();
   ModuleContext ctx(*this, registry_);
   for (auto& m : registry_.modules_) m->setup(ctx);

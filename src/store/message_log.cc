@@ -6,9 +6,10 @@ namespace kabar::store {
 
 MessageLog::MessageLog(std::function<void()> schedule,
                        std::function<std::string(std::string, std::int64_t)> prepare,
-                       std::function<void()> schedule_lazy)
+                       std::function<void()> schedule_lazy, std::function<void()> schedule_now)
     : schedule_(std::move(schedule)),
       schedule_lazy_(std::move(schedule_lazy)),
+      schedule_now_(std::move(schedule_now)),
       prepare_(std::move(prepare)) {}
 
 void MessageLog::push(Op op) {
@@ -57,7 +58,26 @@ void MessageLog::archive(ArchivedMessage m, Done done) {
 }
 
 void MessageLog::barrier(Done done) {
-  push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done), {}});
+  if (!schedule_now_) {
+    push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done), {}});
+    return;
+  }
+  bool taken = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!closed_) {
+      queue_.push_back(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done), {}});
+      taken = true;
+      scheduled_ = true;  // a run scheduled before comes later and finds what is left
+    }
+  }
+  // Its waiter is a person paging their archive: the run comes now, not after a gather (one
+  // scheduled already finds an empty queue, or what came after this run).
+  if (taken) {
+    schedule_now_();
+  } else if (done) {
+    done(false);
+  }
 }
 
 void MessageLog::close() {

@@ -39,9 +39,11 @@ class MessageLog {
   // `schedule_lazy` (empty: `schedule`) asks for a run() that may come later: what archive()
   // queues waits for it, so that archive records gather into large commits (each commit
   // rewrites the pages it touches); anything else queued meanwhile asks for a run at once.
+  // `schedule_now` (empty: `schedule`) asks for a run() without the gathering `schedule` may
+  // wait for: a barrier() has a waiter (an archive query) and nothing to gather.
   MessageLog(std::function<void()> schedule,
              std::function<std::string(std::string stanza, std::int64_t stamp_ms)> prepare,
-             std::function<void()> schedule_lazy = {});
+             std::function<void()> schedule_lazy = {}, std::function<void()> schedule_now = {});
 
   // Writes a message in flight for `rec->username`; `done` (may be empty) once committed.
   void add(std::shared_ptr<LogRecord> rec, std::string sender, std::string stanza,
@@ -89,6 +91,7 @@ class MessageLog {
 
   std::function<void()> schedule_;
   std::function<void()> schedule_lazy_;
+  std::function<void()> schedule_now_;
   std::function<std::string(std::string, std::int64_t)> prepare_;
   mutable std::mutex mu_;
   std::vector<Op> queue_;        // guarded by mu_

@@ -192,6 +192,30 @@ TEST_P(MessageLogTest, ArchiveRecordsWaitForALazyRunUnlessSomethingElseComes) {
   EXPECT_EQ(lazy, 2);
 }
 
+// A barrier has a waiter (an archive query): with `schedule_now` its run skips the gather
+// `schedule` waits for, also when a gathering run is scheduled already.
+TEST_P(MessageLogTest, ABarrierRunsNow) {
+  int now = 0;
+  MessageLog log([this] { ++scheduled_; }, [](std::string stanza, std::int64_t) { return stanza; },
+                 {}, [&] { ++now; });
+  auto a = rec("bob");
+  log.add(a, "alice@localhost", "<message>a</message>", 1, {});
+  EXPECT_EQ(scheduled_, 1);
+  bool committed = false;
+  log.barrier([&](bool ok) { committed = ok; });
+  EXPECT_EQ(now, 1);
+  EXPECT_EQ(scheduled_, 1);
+  EXPECT_FALSE(log.run(*store_));
+  EXPECT_TRUE(committed);
+  EXPECT_FALSE(log.run(*store_));  // the gathering run finds nothing
+  EXPECT_EQ(log.counts().batches, 1u);
+  log.close();
+  bool refused = true;
+  log.barrier([&](bool ok) { refused = !ok; });
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(now, 1);
+}
+
 TEST_P(MessageLogTest, RemovedBeforeItsBatchRunsIsNeverWritten) {
   bool committed = false;
   auto a = rec("bob");

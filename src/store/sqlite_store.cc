@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -967,48 +968,27 @@ class SqliteStore final : public Store {
       }
       return out;
     }
-    // Four statements rather than one with optional terms, so that each uses its index.
-    const bool with = !f.with.empty();
-    const char* sql;
-    if (with) {
-      sql = newest ? "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
-                     "WHERE username = ?1 AND with_jid = ?2 AND seq > ?3 AND seq < ?4 "
-                     "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND (?7 = '' OR with_resource = ?7) "
-                     "ORDER BY seq DESC LIMIT ?8"
-                   : "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
-                     "WHERE username = ?1 AND with_jid = ?2 AND seq > ?3 AND seq < ?4 "
-                     "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND (?7 = '' OR with_resource = ?7) "
-                     "ORDER BY seq ASC LIMIT ?8";
-    } else {
-      sql = newest ? "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
-                     "WHERE username = ?1 AND ?2 = '' AND seq > ?3 AND seq < ?4 "
-                     "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND ?7 = '' "
-                     "ORDER BY seq DESC LIMIT ?8"
-                   : "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
-                     "WHERE username = ?1 AND ?2 = '' AND seq > ?3 AND seq < ?4 "
-                     "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND ?7 = '' "
-                     "ORDER BY seq ASC LIMIT ?8";
+    ArchiveFilter g = f;
+    if (!narrow_by_time(username, g)) return out;
+    Query q = query(archive_sql(g, newest ? kPageNewest : kPageOldest));
+    bind_archive_filter(q, username, g);
+    q.bind(5, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+    while (q.step()) {
+      // The time bounds became seq bounds: a message stamped out of order next to them is
+      // checked here (pages stay exact; the count may be off by such a message).
+      ArchivedMessage m = read_archived(q, username);
+      if (archive_matches(f, m)) out.push_back(std::move(m));
     }
-    Query q = query(sql);
-    bind_archive_filter(q, username, f);
-    q.bind(8, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
-    while (q.step()) out.push_back(read_archived(q, username));
     if (newest) std::reverse(out.begin(), out.end());
     return out;
   }
 
   std::size_t archive_count(std::string_view username, const ArchiveFilter& f) override {
     if (!f.seqs.empty()) return archive_query(username, f, f.seqs.size(), false).size();
-    const char* sql = !f.with.empty()
-                          ? "SELECT COUNT(*) FROM archive "
-                            "WHERE username = ?1 AND with_jid = ?2 AND seq > ?3 AND seq < ?4 "
-                            "AND stamp_ms >= ?5 AND stamp_ms <= ?6 "
-                            "AND (?7 = '' OR with_resource = ?7)"
-                          : "SELECT COUNT(*) FROM archive "
-                            "WHERE username = ?1 AND ?2 = '' AND seq > ?3 AND seq < ?4 "
-                            "AND stamp_ms >= ?5 AND stamp_ms <= ?6 AND ?7 = ''";
-    Query q = query(sql);
-    bind_archive_filter(q, username, f);
+    ArchiveFilter g = f;
+    if (!narrow_by_time(username, g)) return 0;
+    Query q = query(archive_sql(g, kCount));
+    bind_archive_filter(q, username, g);
     q.step();
     return static_cast<std::size_t>(q.int64(0));
   }
@@ -1113,14 +1093,100 @@ class SqliteStore final : public Store {
     return m;
   }
 
+  // An archive query's statement: only the terms the filter has, so that each runs on its index
+  // alone (by_user or by_with: a count reads no table row). ?1 username, ?2 after_seq,
+  // ?3 before_seq, ?4 with (if set), ?5 the limit (pages), ?6 with_resource (if set). The time
+  // bounds are seq bounds by then (narrow_by_time()).
+  enum ArchiveSqlKind { kPageOldest, kPageNewest, kCount };
+  static const char* archive_sql(const ArchiveFilter& f, ArchiveSqlKind kind) {
+    static const std::array<std::string, 12> sql = [] {
+      std::array<std::string, 12> out;
+      for (int i = 0; i < 12; ++i) {
+        const bool with = (i & 1) != 0;
+        const bool resource = (i & 2) != 0;
+        const int k = i / 4;
+        std::string w = " FROM archive WHERE username = ?1 AND seq > ?2 AND seq < ?3";
+        if (with) w += " AND with_jid = ?4";
+        if (resource) w += " AND with_resource = ?6";
+        out[static_cast<std::size_t>(i)] =
+            k == kCount
+                ? "SELECT COUNT(*)" + w
+                : "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza" + w +
+                      (k == kPageNewest ? " ORDER BY seq DESC" : " ORDER BY seq ASC") + " LIMIT ?5";
+      }
+      return out;
+    }();
+    const bool with = !f.with.empty();
+    const bool resource = with && !f.with_resource.empty();
+    return sql[static_cast<std::size_t>((with ? 1 : 0) | (resource ? 2 : 0) | (kind * 4))].c_str();
+  }
+
   static void bind_archive_filter(Query& q, std::string_view username, const ArchiveFilter& f) {
-    q.bind(1, username)
-        .bind(2, std::string_view(f.with))
-        .bind(3, f.after_seq)
-        .bind(4, f.before_seq)
-        .bind(5, f.start_ms.value_or(INT64_MIN))
-        .bind(6, f.end_ms.value_or(INT64_MAX))
-        .bind(7, std::string_view(f.with.empty() ? std::string_view() : f.with_resource));
+    q.bind(1, username).bind(2, f.after_seq).bind(3, f.before_seq);
+    if (!f.with.empty()) {
+      q.bind(4, std::string_view(f.with));
+      if (!f.with_resource.empty()) q.bind(6, std::string_view(f.with_resource));
+    }
+  }
+
+  // The filter's time bounds as seq bounds (then cleared): seqs follow the order of writing and
+  // stamps that of time, so the first message at or after `start` and the last at or before
+  // `end` are found by bisection on the account's index, a few dozen lookups, where a term on
+  // stamp_ms would read every row of the account from its first. False: nothing can match.
+  bool narrow_by_time(std::string_view username, ArchiveFilter& f) {
+    if (!f.start_ms && !f.end_ms) return true;
+    // The account's first message at or after `seq`, within the filter's seq bounds.
+    auto at_or_after =
+        [&](std::int64_t seq) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
+      Query q = query(
+          "SELECT seq, stamp_ms FROM archive WHERE username = ?1 AND seq >= ?2 AND seq < ?3 "
+          "ORDER BY seq LIMIT 1");
+      q.bind(1, username).bind(2, seq).bind(3, f.before_seq);
+      if (!q.step()) return std::nullopt;
+      return std::pair{q.int64(0), q.int64(1)};
+    };
+    auto first = at_or_after(f.after_seq + 1);
+    if (!first) return false;
+    std::int64_t last_seq = first->first;
+    {
+      Query q = query(
+          "SELECT seq FROM archive WHERE username = ?1 AND seq > ?2 AND seq < ?3 "
+          "ORDER BY seq DESC LIMIT 1");
+      q.bind(1, username).bind(2, f.after_seq).bind(3, f.before_seq);
+      if (q.step()) last_seq = q.int64(0);
+    }
+    // The smallest seq in [lo, hi] whose message (the first at or after it) is stamped at or
+    // after `t`; hi + 1 when none is.
+    auto first_stamped = [&](std::int64_t t) {
+      std::int64_t lo = first->first;
+      std::int64_t hi = last_seq + 1;
+      while (lo < hi) {
+        const std::int64_t mid = lo + (hi - lo) / 2;
+        auto row = at_or_after(mid);
+        if (!row || row->second >= t) {
+          hi = mid;
+        } else {
+          lo = row->first + 1;
+        }
+      }
+      return lo;
+    };
+    if (f.start_ms) {
+      const std::int64_t from = first_stamped(*f.start_ms);
+      if (from > last_seq) return false;
+      f.after_seq = std::max(f.after_seq, from - 1);
+    }
+    if (f.end_ms) {
+      if (*f.end_ms == INT64_MAX) {
+        f.end_ms.reset();
+      } else {
+        const std::int64_t past = first_stamped(*f.end_ms + 1);
+        f.before_seq = std::min(f.before_seq, past);
+      }
+    }
+    f.start_ms.reset();
+    f.end_ms.reset();
+    return f.after_seq + 1 < f.before_seq;
   }
 
   static std::vector<std::string> split_lines(const std::string& text) {

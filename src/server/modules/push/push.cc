@@ -80,11 +80,17 @@ class FormReader final : public xml::StreamHandler {
   std::optional<xml::Element> got;
 };
 
-std::optional<xml::Element> parse_form(const std::string& bytes) {
+// Parses one element kabard serialized (a stored publish-options form, a stanza it queued for a
+// client) back; nothing when it does not parse.
+std::optional<xml::Element> parse_one(std::string_view bytes) {
   FormReader reader;
-  xml::StreamParser parser(reader);
-  parser.feed("<s xmlns='jabber:client'>");
-  parser.feed(bytes);
+  xml::StreamLimits limits;
+  limits.max_stanza_bytes = std::size_t{1} << 30;  // whatever size was allowed when it came
+  xml::StreamParser parser(reader, limits);
+  if (parser.feed("<s xmlns='jabber:client'>").status != xml::StreamParser::Status::kOk ||
+      parser.feed(bytes).status != xml::StreamParser::Status::kOk) {
+    return std::nullopt;
+  }
   return std::move(reader.got);
 }
 
@@ -157,10 +163,8 @@ class PushModule final : public Module, public PushView {
           co_return HookResult::kStop;
         },
         40);
-    ctx.on(SessionEvent::kDetached, [this](SessionPtr s) -> awaitable<void> {
-      detached(*s);
-      co_return;
-    });
+    ctx.on(SessionEvent::kDetached,
+           [this](SessionPtr s) -> awaitable<void> { co_await detached(*s); });
     ctx.on(SessionEvent::kResumed, [this](SessionPtr s) -> awaitable<void> {
       back(*s);
       co_return;
@@ -457,7 +461,7 @@ class PushModule final : public Module, public PushView {
       }
     }
     if (!reg.options.empty()) {
-      if (auto options = parse_form(reg.options)) {
+      if (auto options = parse_one(reg.options)) {
         pubsub.add_child("publish-options", std::string(kPubsubNs)).add_child(std::move(*options));
       }
     }
@@ -519,13 +523,41 @@ class PushModule final : public Module, public PushView {
 
   // --- Hibernation (XEP-0198 detached sessions).
 
-  void detached(C2sSession& s) {
+  // On the session's shard. What it had queued and the client never acknowledged counts as
+  // arriving now: a connection that died unnoticed took messages the device may never have
+  // seen, and the session only detaches once the server notices (mod_cloud_notify does the
+  // same with the XEP-0198 queue at hibernation).
+  awaitable<void> detached(C2sSession& s) {
     PushSession& ps = s.ext<PushSession>();
-    if (ps.enabled.empty() || ps.hibernating) return;
-    std::lock_guard lock(mu_);
-    hibernating_[s.username()].push_back({s.jid_str(), ps.enabled});
-    ps.hibernating = true;
-    s_->set_account_flags(s.username(), kPushHibernating, true);
+    if (ps.enabled.empty() || ps.hibernating) co_return;
+    std::vector<xml::Element> unacked;
+    s.out_queue().visit_unacked([&unacked](const OutQueue::Entry& e) {
+      std::string bytes;
+      bytes.reserve(e.size());
+      if (e.head) bytes += *e.head;
+      bytes += e.own;
+      if (e.tail) bytes += *e.tail;
+      if (!bytes.starts_with("<message")) return;
+      if (auto m = parse_one(bytes); m && push_worthy(*m)) unacked.push_back(std::move(*m));
+    });
+    std::vector<Publish> out;
+    {
+      std::lock_guard lock(mu_);
+      hibernating_[s.username()].push_back({s.jid_str(), ps.enabled});
+      ps.hibernating = true;
+      s_->set_account_flags(s.username(), kPushHibernating, true);
+      auto r = regs_.find(s.username());
+      if (r != regs_.end()) {
+        for (const auto& reg : r->second) {
+          if (std::find(ps.enabled.begin(), ps.enabled.end(), Key{reg.jid, reg.node}) ==
+              ps.enabled.end()) {
+            continue;
+          }
+          for (const auto& m : unacked) due(s.username(), reg, m, out);
+        }
+      }
+    }
+    co_await publish(s.username(), std::move(out));
   }
 
   // The account is back (a resource available, a session resumed): the next message away

@@ -315,6 +315,27 @@ TEST_F(PushTest, HibernatedSessionNotifiesItsRegistration) {
   run();
 }
 
+TEST_F(PushTest, WhatTheHibernatingSessionNeverAcknowledgedNotifies) {
+  auto& service = connect(kService);
+  auto& bob = connect("bob@example.com/desk");
+  auto& phone = connect("alice@example.com/phone");
+  send(phone, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+  iq(phone, enable_xml("n1"), "e1");
+  send(phone, "<presence/>");
+  // Written to a connection that has died unnoticed: never acknowledged.
+  send(bob, push_chat("alice@example.com", 1));
+  send(bob,
+       "<message to='alice@example.com' type='chat'><active "
+       "xmlns='http://jabber.org/protocol/chatstates'/></message>");
+  EXPECT_TRUE(publishes(service).empty()) << "the session looks active";
+  phone.transport().drop();
+  run();
+  auto got = publishes(service);
+  ASSERT_EQ(got.size(), 1u) << "at hibernation, for the unacknowledged message";
+  EXPECT_EQ(summary(got[0])["message-count"], "1");
+  EXPECT_EQ(summary(got[0])["last-message-sender"], "bob@example.com/desk");
+}
+
 TEST_F(PushTest, AHibernationThatExpiresDoesNotNotifyTwice) {
   auto& service = connect(kService);
   auto& bob = connect("bob@example.com/desk");

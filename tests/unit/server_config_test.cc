@@ -89,6 +89,11 @@ scram_iterations = 5000
 [sm]
 resume_timeout = 17
 max_unacked = 18
+
+[push]
+include_body = true
+include_sender = false
+min_interval = 19
 )");
   Config cfg;
   load_config_file(path, cfg);
@@ -144,6 +149,9 @@ max_unacked = 18
   EXPECT_EQ(cfg.scram_iterations, 5000);
   EXPECT_EQ(cfg.sm_resume_timeout_s, 17);
   EXPECT_EQ(cfg.sm_max_unacked, 18u);
+  EXPECT_TRUE(cfg.push_include_body);
+  EXPECT_FALSE(cfg.push_include_sender);
+  EXPECT_EQ(cfg.push_min_interval_s, 19);
 }
 
 TEST(ConfigFile, ExternalServiceUris) {
@@ -192,6 +200,10 @@ TEST(ConfigFile, RejectsUnknownKeysAndBadValues) {
   EXPECT_THROW(load_config_file(write_temp("[listen]\nc2s = \"nohost\"\n"), cfg),
                std::runtime_error);
   EXPECT_THROW(load_config_file(write_temp("domain = \n"), cfg), std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[push]\nmin_interval = -1\n"), cfg),
+               std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[push]\ninclude_body = \"no\"\n"), cfg),
+               std::runtime_error);
 }
 
 }  // namespace

@@ -285,8 +285,10 @@ async def after_disable(r, kd, stub):
 
     # For the restart: node-1 again.
     alice = online(kd.port, "alice", PW["alice"], "raw")
-    r.check(alice.iq("set", enable_xml("node-1", "after")).get("type") == "result",
-            "enable node-1 before the restart")
+    r.check(alice.iq("set", enable_xml("node-1", "before")).get("type") == "result"
+            and alice.iq("set", enable_xml("node-1", "after")).get("type") == "result"
+            and rows(kd, " WHERE username = 'alice'") == 1,
+            "node-1 enabled twice before the restart: one registration")
     alice.close()
     bob.close()
 
@@ -301,6 +303,10 @@ async def after_restart(r, kd, clients):
     got = await kabartest.next_matching(stub.publishes, lambda _: True, STEP)
     r.check(got is not None and summary(got).get("last-message-sender") == f"bob@{DOMAIN}/raw",
             "after a restart kabard notifies the stored registration")
+    secret = None if got is None else got.findtext(
+        f"{{{PUBSUB}}}pubsub/{{{PUBSUB}}}publish-options/{{{XDATA}}}x"
+        f"/{{{XDATA}}}field[@var='secret']/{{{XDATA}}}value")
+    r.check(secret == "after", f"with the options of the last enable of that node (§5: {secret})")
     bob.close()
 
 

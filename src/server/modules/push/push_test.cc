@@ -13,7 +13,7 @@ using testing::Client;
 using testing::ModuleTest;
 using testing::named;
 
-constexpr std::string_view kService = "push@example.com/app";
+constexpr std::string_view kPushService = "push@example.com/app";
 
 std::string push_chat(std::string_view to, int i) {
   return "<message to='" + std::string(to) + "' type='chat' id='p" + std::to_string(i) +
@@ -21,7 +21,7 @@ std::string push_chat(std::string_view to, int i) {
 }
 
 // The fields of a notification's summary form, by var.
-std::map<std::string, std::string> summary(const xml::Element& iq) {
+std::map<std::string, std::string> push_summary(const xml::Element& iq) {
   std::map<std::string, std::string> out;
   const xml::Element* pubsub = iq.child("pubsub", "http://jabber.org/protocol/pubsub");
   if (pubsub == nullptr) return out;
@@ -59,7 +59,7 @@ class PushTest : public ModuleTest {
 
   static std::string enable_xml(std::string_view node, std::string_view id = "e1") {
     return "<iq type='set' id='" + std::string(id) + "'><enable xmlns='urn:xmpp:push:0' jid='" +
-           std::string(kService) + "' node='" + std::string(node) +
+           std::string(kPushService) + "' node='" + std::string(node) +
            "'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>"
            "http://jabber.org/protocol/pubsub#publish-options</value></field>"
            "<field var='secret'><value>s3cr3t</value></field></x></enable></iq>";
@@ -113,7 +113,7 @@ TEST_F(PushTest, EnableStoresTheRegistrationWithItsOptions) {
             "result");
   auto regs = store().push_registrations("alice");
   ASSERT_EQ(regs.size(), 2u);
-  EXPECT_EQ(regs[0].jid, kService);
+  EXPECT_EQ(regs[0].jid, kPushService);
   EXPECT_EQ(regs[0].node, "n1");
   EXPECT_NE(regs[0].options.find("s3cr3t"), std::string::npos);
   EXPECT_EQ(regs[1].node, "n2");
@@ -184,7 +184,7 @@ TEST_F(PushTest, DisableOneNodeOrTheWholeService) {
 }
 
 TEST_F(PushTest, OfflineMessageNotifiesWithTheSummaryAndNoBody) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   enable_and_leave();
   send(bob, push_chat("alice@example.com", 1));
@@ -192,11 +192,11 @@ TEST_F(PushTest, OfflineMessageNotifiesWithTheSummaryAndNoBody) {
   ASSERT_EQ(got.size(), 1u);
   const xml::Element& req = got[0];
   EXPECT_EQ(req.attr("from"), "example.com");
-  EXPECT_EQ(req.attr("to"), kService);
+  EXPECT_EQ(req.attr("to"), kPushService);
   const xml::Element* pubsub = req.child("pubsub", "http://jabber.org/protocol/pubsub");
   ASSERT_NE(pubsub, nullptr);
   EXPECT_EQ(pubsub->child("publish")->attr("node"), "n1");
-  auto form = summary(req);
+  auto form = push_summary(req);
   EXPECT_EQ(form["FORM_TYPE"], "urn:xmpp:push:summary");
   EXPECT_EQ(form["message-count"], "1");
   EXPECT_EQ(form["last-message-sender"], "bob@example.com/desk");
@@ -218,7 +218,7 @@ TEST_F(PushTest, OfflineMessageNotifiesWithTheSummaryAndNoBody) {
 }
 
 TEST_F(PushTest, ABurstNotifiesOnceThenAfterTheInterval) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   enable_and_leave();
   send(bob, push_chat("alice@example.com", 1));
@@ -230,7 +230,7 @@ TEST_F(PushTest, ABurstNotifiesOnceThenAfterTheInterval) {
   send(bob, push_chat("alice@example.com", 4));
   auto got = publishes(service);
   ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(summary(got[0])["message-count"], "4");
+  EXPECT_EQ(push_summary(got[0])["message-count"], "4");
   // The account comes back: the next absence notifies at once, counting afresh.
   auto& laptop = connect("alice@example.com/laptop");
   send(laptop, "<presence/>");
@@ -239,11 +239,11 @@ TEST_F(PushTest, ABurstNotifiesOnceThenAfterTheInterval) {
   send(bob, push_chat("alice@example.com", 5));
   got = publishes(service);
   ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(summary(got[0])["message-count"], "1");
+  EXPECT_EQ(push_summary(got[0])["message-count"], "1");
 }
 
 TEST_F(PushTest, NothingWhileASessionIsOnlineAndActive) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   auto& phone = connect("alice@example.com/phone");
   iq(phone, enable_xml("n1"), "e1");
@@ -256,7 +256,7 @@ TEST_F(PushTest, NothingWhileASessionIsOnlineAndActive) {
 }
 
 TEST_F(PushTest, OnlyPushWorthyMessagesNotify) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   enable_and_leave();
   send(bob,
@@ -272,7 +272,7 @@ TEST_F(PushTest, OnlyPushWorthyMessagesNotify) {
 }
 
 TEST_F(PushTest, HibernatedSessionNotifiesItsRegistration) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   auto& phone = connect("alice@example.com/phone");
   send(phone, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
@@ -287,8 +287,8 @@ TEST_F(PushTest, HibernatedSessionNotifiesItsRegistration) {
   send(bob, push_chat("alice@example.com", 1));
   auto got = publishes(service);
   ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(summary(got[0])["message-count"], "1");
-  EXPECT_EQ(summary(got[0])["last-message-sender"], "bob@example.com/desk");
+  EXPECT_EQ(push_summary(got[0])["message-count"], "1");
+  EXPECT_EQ(push_summary(got[0])["last-message-sender"], "bob@example.com/desk");
   answer(service, got[0]);
   EXPECT_EQ(store().offline_count("alice"), 0u) << "queued in the waiting session";
   // A full JID reaches it too (counted in the same burst).
@@ -316,7 +316,7 @@ TEST_F(PushTest, HibernatedSessionNotifiesItsRegistration) {
 }
 
 TEST_F(PushTest, WhatTheHibernatingSessionNeverAcknowledgedNotifies) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   auto& phone = connect("alice@example.com/phone");
   send(phone, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
@@ -332,12 +332,12 @@ TEST_F(PushTest, WhatTheHibernatingSessionNeverAcknowledgedNotifies) {
   run();
   auto got = publishes(service);
   ASSERT_EQ(got.size(), 1u) << "at hibernation, for the unacknowledged message";
-  EXPECT_EQ(summary(got[0])["message-count"], "1");
-  EXPECT_EQ(summary(got[0])["last-message-sender"], "bob@example.com/desk");
+  EXPECT_EQ(push_summary(got[0])["message-count"], "1");
+  EXPECT_EQ(push_summary(got[0])["last-message-sender"], "bob@example.com/desk");
 }
 
 TEST_F(PushTest, AHibernationThatExpiresDoesNotNotifyTwice) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   auto& phone = connect("alice@example.com/phone");
   send(phone, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
@@ -363,7 +363,7 @@ TEST_F(PushTest, AHibernationThatExpiresDoesNotNotifyTwice) {
 }
 
 TEST_F(PushTest, AnErrorAnswerDisablesTheRegistration) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   enable_and_leave();
   send(bob, push_chat("alice@example.com", 1));
@@ -412,8 +412,8 @@ TEST_F(PushTest, AServiceNotOnlineIsDisabledAndARemoteOneKept) {
 
 TEST_F(PushTest, ARegistrationInTheStoreIsUsed) {
   // What a restart finds: registrations in the store, no session.
-  store().put_push_registration("alice", {std::string(kService), "stored", "", 1});
-  auto& service = connect(kService);
+  store().put_push_registration("alice", {std::string(kPushService), "stored", "", 1});
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   send(bob, push_chat("alice@example.com", 1));
   auto got = publishes(service);
@@ -432,7 +432,7 @@ TEST_F(PushTest, AccountDeletionRemovesTheRegistrations) {
   EXPECT_TRUE(store().all_push_registrations().empty());
   // Registered again, the account has no registration (the module forgot it too).
   add_account("alice");
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   send(bob, push_chat("alice@example.com", 1));
   EXPECT_TRUE(publishes(service).empty());
@@ -450,16 +450,16 @@ class PushWithBodyTest : public PushTest {
 };
 
 TEST_F(PushWithBodyTest, BodyIncludedWhenConfigured) {
-  auto& service = connect(kService);
+  auto& service = connect(kPushService);
   auto& bob = connect("bob@example.com/desk");
   enable_and_leave();
   send(bob, push_chat("alice@example.com", 1));
   send(bob, push_chat("alice@example.com", 2));
   auto got = publishes(service);
   ASSERT_EQ(got.size(), 2u) << "min_interval 0: every message";
-  EXPECT_EQ(summary(got[0])["last-message-body"], "secret 1");
-  EXPECT_EQ(summary(got[1])["last-message-body"], "secret 2");
-  EXPECT_EQ(summary(got[1])["message-count"], "2");
+  EXPECT_EQ(push_summary(got[0])["last-message-body"], "secret 1");
+  EXPECT_EQ(push_summary(got[1])["last-message-body"], "secret 2");
+  EXPECT_EQ(push_summary(got[1])["message-count"], "2");
 }
 
 }  // namespace

@@ -177,12 +177,14 @@ awaitable<std::string> AdminSocket::delete_account(std::string user) {
   }
   BlockingView* blocking = server_.modules().service<BlockingView>();
   ArchiveView* archive = server_.modules().service<ArchiveView>();
+  PushView* push = server_.modules().service<PushView>();
   // Its messages still on their way to the archive are written first, then go with it.
   co_await server_.log_committed();
-  auto delete_op = [user, blocking, archive](store::Store& st) {
+  auto delete_op = [user, blocking, archive, push](store::Store& st) {
     const bool existed = st.delete_account(user);
     if (blocking != nullptr) blocking->forget(user);  // its blocklist went with it
     if (archive != nullptr) archive->forget(user);
+    if (push != nullptr) push->forget(user);
     return existed;
   };
   const bool deleted = co_await server_.db(std::move(delete_op));

@@ -157,6 +157,7 @@ void C2sSession::on_transport_closed() {
   if (detached_ || handed_over_) return;  // the old connection's last word
   if (resumable_ && bound_ && !closing_) {
     detach();
+    announce_detached();
     return;
   }
   closing_ = true;
@@ -180,6 +181,13 @@ void C2sSession::detach() {
   transport_->abandon();
   asio::post(*shard_.io, [t = std::move(transport_)] {});
   notify_drained();
+}
+
+void C2sSession::announce_detached() {
+  // Not from hand_over(): a session resumed over a connection still open is not waiting.
+  if (server_.modules().handlers(SessionEvent::kDetached).empty()) return;
+  asio::co_spawn(*shard_.io, server_.fire(SessionEvent::kDetached, shared_from_this()),
+                 asio::detached);
 }
 
 void C2sSession::attach(std::unique_ptr<net::Transport> transport) {
@@ -330,6 +338,7 @@ bool C2sSession::sm_tick(std::int64_t now_ms) {
 bool C2sSession::detach_if_resumable() {
   if (!resumable_ || !bound_ || closing_ || detached_ || handed_over_) return false;
   detach();
+  announce_detached();
   return true;
 }
 

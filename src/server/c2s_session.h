@@ -315,6 +315,8 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   void shutdown_socket();
   // The connection is gone but the session stays (set_resumable()).
   void detach();
+  // Fires SessionEvent::kDetached after a detach() that leaves the session waiting.
+  void announce_detached();
 
   bool on_own_shard() const { return shard_.on_this_thread(); }
 

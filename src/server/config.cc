@@ -256,6 +256,26 @@ void load_config_file(const std::filesystem::path& file, Config& cfg) {
             throw std::runtime_error(full + ": unknown key");
           }
         }
+      } else if (key == "push") {
+        const auto* t = node.as_table();
+        if (t == nullptr) throw std::runtime_error(key + ": expected a table");
+        for (auto&& [k2, n2] : *t) {
+          std::string sub(k2.str());
+          std::string full = "push." + sub;
+          if (sub == "include_body") {
+            cfg.push_include_body = get<bool>(n2, full);
+          } else if (sub == "include_sender") {
+            cfg.push_include_sender = get<bool>(n2, full);
+          } else if (sub == "min_interval") {
+            const auto s = get<std::int64_t>(n2, full);
+            if (s < 0 || s > 86'400) {
+              throw std::runtime_error(full + ": seconds, 0 (every message) to 86400");
+            }
+            cfg.push_min_interval_s = static_cast<int>(s);
+          } else {
+            throw std::runtime_error(full + ": unknown key");
+          }
+        }
       } else if (key == "sm") {
         const auto* t = node.as_table();
         if (t == nullptr) throw std::runtime_error(key + ": expected a table");

@@ -93,6 +93,13 @@ struct Config {
   std::string archive_default = "always";
   int archive_retention_days = 365;
 
+  // [push] (XEP-0357): what a notification to a push service says of the last message (its
+  // body is off by default: it would pass through the app server and the platform's push
+  // service), and how often one registration is notified while its device stays away.
+  bool push_include_body = false;
+  bool push_include_sender = true;
+  int push_min_interval_s = 60;
+
   // [http], [upload] (XEP-0363)
   std::string http_base_url;  // the URL clients reach the HTTP listener at; empty: its address
   // Origins (RFC 6454, "scheme://host[:port]", or "*") allowed to open a WebSocket; empty: any

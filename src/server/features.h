@@ -87,6 +87,16 @@ class ArchiveView {
   virtual void forget(const std::string& user) = 0;
 };
 
+// push/: XEP-0357 push notifications (modules/push/push.h, make_push_module()). What it offers
+// others (registry service<PushView>(); nullptr without it):
+class PushView {
+ public:
+  virtual ~PushView() = default;
+  // The account `user` was deleted (its push registrations with it): forgets what it keeps in
+  // memory. Called on the store's thread, in the deleting operation.
+  virtual void forget(const std::string& user) = 0;
+};
+
 // disco/: XEP-0030, answers built from the registry; basics/: XEP-0092 version, XEP-0199 ping,
 // XEP-0012 last activity, RFC 3921 session; vcard/: XEP-0054; register/: XEP-0077 for
 // authenticated users; extdisco/: XEP-0215; proxy65/: XEP-0065 proxy component; upload/:

@@ -84,9 +84,13 @@ enum AccountFlag : std::uint32_t {
   // has message carbons on (modules/carbons/), the account blocks someone (modules/blocking/).
   kCarbonsUser = 1u << 1,
   kBlocksJids = 1u << 2,
+  // A session of the account that enabled push notifications is detached (XEP-0198
+  // hibernation): messages to it may need a notification (modules/push/).
+  kPushHibernating = 1u << 3,
 };
 // Any of these sends an account's messages down the full path (instant_targets()).
-inline constexpr std::uint32_t kFullMessagePath = kSeesMessages | kCarbonsUser | kBlocksJids;
+inline constexpr std::uint32_t kFullMessagePath =
+    kSeesMessages | kCarbonsUser | kBlocksJids | kPushHibernating;
 
 class Server {
  public:

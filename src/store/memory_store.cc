@@ -47,6 +47,7 @@ class MemoryStore final : public Store {
     private_.erase(std::string(username));
     archives_.erase(std::string(username));
     archive_prefs_.erase(std::string(username));
+    push_.erase(std::string(username));
     return existed;
   }
 
@@ -284,6 +285,41 @@ class MemoryStore final : public Store {
     return out;
   }
 
+  // Push registrations.
+
+  std::vector<PushRegistration> push_registrations(std::string_view username) override {
+    auto it = push_.find(username);
+    if (it == push_.end()) return {};
+    std::vector<PushRegistration> out;
+    for (const auto& [key, r] : it->second) out.push_back(r);
+    return out;
+  }
+
+  void put_push_registration(std::string_view username, const PushRegistration& r) override {
+    push_[std::string(username)][{r.jid, r.node}] = r;
+  }
+
+  std::size_t delete_push_registrations(std::string_view username, std::string_view jid,
+                                        std::optional<std::string_view> node) override {
+    auto it = push_.find(username);
+    if (it == push_.end()) return 0;
+    const std::size_t n = std::erase_if(it->second, [&](const auto& kv) {
+      return kv.first.first == jid && (!node || kv.first.second == *node);
+    });
+    if (it->second.empty()) push_.erase(it);
+    return n;
+  }
+
+  std::vector<std::pair<std::string, std::vector<PushRegistration>>> all_push_registrations()
+      override {
+    std::vector<std::pair<std::string, std::vector<PushRegistration>>> out;
+    for (const auto& [user, regs] : push_) {
+      out.emplace_back(user, std::vector<PushRegistration>());
+      for (const auto& [key, r] : regs) out.back().second.push_back(r);
+    }
+    return out;
+  }
+
   // Personal eventing.
 
   std::vector<PepNode> pep_nodes(std::string_view username) override {
@@ -515,6 +551,8 @@ class MemoryStore final : public Store {
   ByName<ByName<std::string>> private_;            // by "name namespace"
   ByName<std::vector<ArchivedMessage>> archives_;  // oldest first
   ByName<ArchivePrefs> archive_prefs_;
+  // By (jid, node): sorted as SqliteStore returns them; never holds an empty map.
+  ByName<std::map<std::pair<std::string, std::string>, PushRegistration>> push_;
   std::int64_t last_archive_seq_ = 0;
   std::int64_t last_version_ = 0;
   std::int64_t last_offline_id_ = 0;

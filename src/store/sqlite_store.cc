@@ -190,6 +190,18 @@ CREATE TABLE archive_prefs (
   never TEXT NOT NULL
 ) WITHOUT ROWID;
 )sql"},
+    // XEP-0357 push notification registrations: one row per account, push service and node;
+    // `options` is the serialized publish-options form, or ''.
+    {6, R"sql(
+CREATE TABLE push_registration (
+  username TEXT NOT NULL,
+  jid TEXT NOT NULL,
+  node TEXT NOT NULL,
+  options TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  PRIMARY KEY (username, jid, node)
+) WITHOUT ROWID;
+)sql"},
 };
 
 constexpr int kLatestSchema = kMigrations[std::size(kMigrations) - 1].version;
@@ -391,7 +403,8 @@ class SqliteStore final : public Store {
           "DELETE FROM blocklist WHERE username = ?1", "DELETE FROM pep_node WHERE username = ?1",
           "DELETE FROM pep_item WHERE username = ?1", "DELETE FROM private_xml WHERE username = ?1",
           "DELETE FROM archive WHERE username = ?1",
-          "DELETE FROM archive_prefs WHERE username = ?1"}) {
+          "DELETE FROM archive_prefs WHERE username = ?1",
+          "DELETE FROM push_registration WHERE username = ?1"}) {
       Query q = query(sql);
       q.bind(1, username).run();
     }
@@ -911,6 +924,55 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  // Push registrations.
+
+  std::vector<PushRegistration> push_registrations(std::string_view username) override {
+    Query q = query(
+        "SELECT jid, node, options, created_ms FROM push_registration WHERE username = ?1 "
+        "ORDER BY jid, node");
+    q.bind(1, username);
+    std::vector<PushRegistration> out;
+    while (q.step()) out.push_back(read_push_registration(q, 0));
+    return out;
+  }
+
+  void put_push_registration(std::string_view username, const PushRegistration& r) override {
+    Query q = query(
+        "INSERT OR REPLACE INTO push_registration (username, jid, node, options, created_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)");
+    q.bind(1, username).bind(2, r.jid).bind(3, r.node).bind(4, r.options).bind(5, r.created_ms);
+    q.run();
+  }
+
+  std::size_t delete_push_registrations(std::string_view username, std::string_view jid,
+                                        std::optional<std::string_view> node) override {
+    if (node) {
+      Query q =
+          query("DELETE FROM push_registration WHERE username = ?1 AND jid = ?2 AND node = ?3");
+      q.bind(1, username).bind(2, jid).bind(3, *node).run();
+    } else {
+      Query q = query("DELETE FROM push_registration WHERE username = ?1 AND jid = ?2");
+      q.bind(1, username).bind(2, jid).run();
+    }
+    return static_cast<std::size_t>(sqlite3_changes(db_));
+  }
+
+  std::vector<std::pair<std::string, std::vector<PushRegistration>>> all_push_registrations()
+      override {
+    Query q = query(
+        "SELECT username, jid, node, options, created_ms FROM push_registration "
+        "ORDER BY username, jid, node");
+    std::vector<std::pair<std::string, std::vector<PushRegistration>>> out;
+    while (q.step()) {
+      std::string user = q.text(0);
+      if (out.empty() || out.back().first != user) {
+        out.emplace_back(std::move(user), std::vector<PushRegistration>());
+      }
+      out.back().second.push_back(read_push_registration(q, 1));
+    }
+    return out;
+  }
+
   // Message archives.
 
   void archive_append(std::vector<ArchivedMessage>& batch) override {
@@ -1207,6 +1269,16 @@ class SqliteStore final : public Store {
       out += l;
     }
     return out;
+  }
+
+  // A push_registration row's jid, node, options and created_ms, from column `col` on.
+  static PushRegistration read_push_registration(Query& q, int col) {
+    PushRegistration r;
+    r.jid = q.text(col);
+    r.node = q.text(col + 1);
+    r.options = q.text(col + 2);
+    r.created_ms = q.int64(col + 3);
+    return r;
   }
 
   static PepNode read_pep_node(Query& q) {

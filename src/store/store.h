@@ -115,7 +115,8 @@ class AccountStore {
   virtual std::optional<Account> account(std::string_view username) = 0;
   virtual bool set_credentials(const Account& a) = 0;  // false: no such account
   // Removes the account and everything it owns (roster, offline queue, vcard, last activity,
-  // blocklist, PEP nodes and items, private XML, message archive and its preferences).
+  // blocklist, PEP nodes and items, private XML, message archive and its preferences, push
+  // registrations).
   virtual bool delete_account(std::string_view username) = 0;
   virtual std::vector<std::string> list_accounts() = 0;  // sorted
 };
@@ -345,6 +346,33 @@ class ArchiveStore {
   virtual void set_archive_prefs(std::string_view username, const ArchivePrefs& prefs) = 0;
 };
 
+// A push notification registration (XEP-0357 §5): an account asked for notifications to be
+// published to `node` at the push service `jid`, with these publish-options.
+struct PushRegistration {
+  std::string jid;              // the push service (app server), a prepared JID
+  std::string node;             // the node to publish to there
+  std::string options;          // the serialized publish-options form (jabber:x:data), or empty
+  std::int64_t created_ms = 0;  // when it was last enabled
+};
+
+// Push notification registrations (XEP-0357), one per account, push service and node.
+class PushStore {
+ public:
+  virtual ~PushStore() = default;
+  // The account's registrations, sorted by (jid, node).
+  virtual std::vector<PushRegistration> push_registrations(std::string_view username) = 0;
+  // Adds the registration, or replaces the one with its jid and node (§5: the last request's
+  // publish options win).
+  virtual void put_push_registration(std::string_view username, const PushRegistration& r) = 0;
+  // Removes the registration of `jid` and `node`, or with `node` nullopt every registration of
+  // `jid` (§6); returns how many went.
+  virtual std::size_t delete_push_registrations(std::string_view username, std::string_view jid,
+                                                std::optional<std::string_view> node) = 0;
+  // Every account's registrations, by username, sorted (the server keeps them in memory).
+  virtual std::vector<std::pair<std::string, std::vector<PushRegistration>>>
+  all_push_registrations() = 0;
+};
+
 // Everything a backend provides. The server hands modules this (Server::db()); a module that
 // needs only a part names only that interface in its own functions.
 class Store : public AccountStore,
@@ -355,7 +383,8 @@ class Store : public AccountStore,
               public BlockingStore,
               public PepStore,
               public PrivateStore,
-              public ArchiveStore {
+              public ArchiveStore,
+              public PushStore {
  public:
   ~Store() override = default;
   // Schema version applied (migrations run at open); 0 for a backend without a schema.

@@ -93,6 +93,11 @@ max_unacked = 18
 [csi]
 enabled = false
 max_held = 19
+
+[push]
+include_body = true
+include_sender = false
+min_interval = 20
 )");
   Config cfg;
   load_config_file(path, cfg);
@@ -150,6 +155,9 @@ max_held = 19
   EXPECT_EQ(cfg.sm_max_unacked, 18u);
   EXPECT_FALSE(cfg.csi_enabled);
   EXPECT_EQ(cfg.csi_max_held, 19u);
+  EXPECT_TRUE(cfg.push_include_body);
+  EXPECT_FALSE(cfg.push_include_sender);
+  EXPECT_EQ(cfg.push_min_interval_s, 20);
 }
 
 TEST(ConfigFile, ExternalServiceUris) {
@@ -198,6 +206,10 @@ TEST(ConfigFile, RejectsUnknownKeysAndBadValues) {
   EXPECT_THROW(load_config_file(write_temp("[listen]\nc2s = \"nohost\"\n"), cfg),
                std::runtime_error);
   EXPECT_THROW(load_config_file(write_temp("domain = \n"), cfg), std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[push]\nmin_interval = -1\n"), cfg),
+               std::runtime_error);
+  EXPECT_THROW(load_config_file(write_temp("[push]\ninclude_body = \"no\"\n"), cfg),
+               std::runtime_error);
 }
 
 }  // namespace

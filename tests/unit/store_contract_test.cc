@@ -507,6 +507,49 @@ TEST_P(StoreContractTest, BlocklistGoesWithTheAccount) {
   EXPECT_TRUE(store_->all_blocklists().empty());
 }
 
+// Push registrations (XEP-0357).
+
+TEST_P(StoreContractTest, PushRegistrationsPersistReplaceAndDelete) {
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  EXPECT_TRUE(store_->push_registrations("alice").empty());
+  store_->put_push_registration("alice", {"push.example.org", "n2", "", 5});
+  store_->put_push_registration("alice", {"push.example.org", "n1", "<x/>", 6});
+  store_->put_push_registration("alice", {"app.example.net", "n1", "", 7});
+  // The same service and node again: the last request's options win.
+  store_->put_push_registration("alice", {"push.example.org", "n2", "<x type='submit'/>", 8});
+  store_->put_push_registration("bob", {"push.example.org", "b", "", 9});
+  reopen();
+  auto got = store_->push_registrations("alice");
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].jid, "app.example.net");
+  EXPECT_EQ(got[1].node, "n1");
+  EXPECT_EQ(got[1].options, "<x/>");
+  EXPECT_EQ(got[2].node, "n2");
+  EXPECT_EQ(got[2].options, "<x type='submit'/>");
+  EXPECT_EQ(got[2].created_ms, 8);
+  auto all = store_->all_push_registrations();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].first, "alice");
+  EXPECT_EQ(all[0].second.size(), 3u);
+  EXPECT_EQ(all[1].first, "bob");
+  // One node of a service, then all of a service.
+  EXPECT_EQ(store_->delete_push_registrations("alice", "push.example.org", "n1"), 1u);
+  EXPECT_EQ(store_->delete_push_registrations("alice", "push.example.org", "nope"), 0u);
+  store_->put_push_registration("alice", {"push.example.org", "n3", "", 10});
+  EXPECT_EQ(store_->delete_push_registrations("alice", "push.example.org", std::nullopt), 2u);
+  got = store_->push_registrations("alice");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].jid, "app.example.net");
+}
+
+TEST_P(StoreContractTest, PushRegistrationsGoWithTheAccount) {
+  ASSERT_TRUE(store_->create_account(make_account("alice")));
+  store_->put_push_registration("alice", {"push.example.org", "n", "", 1});
+  ASSERT_TRUE(store_->delete_account("alice"));
+  EXPECT_TRUE(store_->push_registrations("alice").empty());
+  EXPECT_TRUE(store_->all_push_registrations().empty());
+}
+
 // Personal eventing and private XML storage.
 
 TEST_P(StoreContractTest, PepNodesAndItems) {

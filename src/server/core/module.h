@@ -67,8 +67,10 @@ using StanzaHook = std::function<awaitable<HookResult>(SessionPtr from, xml::Ele
 // kBound: resource bound (the session is in the directory). kAvailable: initial presence sent
 // (RFC 6121 §4.2). kClosed: the session ended, after its unavailable presence went out and it
 // left the directory. kResumed: a detached session went on over a new connection (XEP-0198 §5).
-enum class SessionEvent { kBound, kAvailable, kClosed, kResumed };
-inline constexpr std::size_t kSessionEventCount = 4;
+// kDetached: a resumable session lost its connection and waits for <resume/> (it stays bound;
+// what is sent to it is queued), on its own shard.
+enum class SessionEvent { kBound, kAvailable, kClosed, kResumed, kDetached };
+inline constexpr std::size_t kSessionEventCount = 5;
 using SessionHandler = std::function<awaitable<void>(SessionPtr)>;
 
 struct DiscoIdentity {

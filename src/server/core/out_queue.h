@@ -76,6 +76,14 @@ class OutQueue {
   // callbacks not run: the session is over and they are undelivered (XEP-0198 §5: the server
   // handles them as it would stanzas to an unavailable resource). Stream-level entries go.
   std::vector<Entry> take_unacked();
+  // Calls `f(const Entry&)` for each stanza entry not acknowledged (written or not), in order:
+  // what take_unacked() would hand on (a hibernating session's, for push notifications).
+  template <typename F>
+  void visit_unacked(F&& f) const {
+    for (std::size_t i = first_; i < q_.size(); ++i) {
+      if (q_[i].stanza) f(q_[i]);
+    }
+  }
   // Counters of stanzas since the queue was made (or since start_counting()).
   std::uint64_t queued() const { return queued_; }
   std::uint64_t written() const { return written_; }

@@ -2,6 +2,7 @@
 // module and its test, and one line here (README, "Adding a XEP").
 #include "server/core/module.h"
 #include "server/features.h"
+#include "server/modules/push/push.h"
 #include "server/modules/sm/sm.h"
 #include "server/modules/time/time.h"
 
@@ -21,6 +22,7 @@ std::vector<std::unique_ptr<Module>> make_modules() {
   m.push_back(make_carbons_module());
   m.push_back(make_blocking_module());
   m.push_back(make_mam_module());
+  m.push_back(make_push_module());
   m.push_back(make_disco_module());
   m.push_back(make_basics_module());
   m.push_back(make_vcard_module());

@@ -145,12 +145,14 @@ void register_register(ModuleContext& ctx) {
       // XEP-0077 §3.2: remove the account, answer, and end the account's sessions.
       BlockingView* blocking = s.modules().service<BlockingView>();
       ArchiveView* archive = s.modules().service<ArchiveView>();
+      PushView* push = s.modules().service<PushView>();
       // Its messages still on their way to the archive are written first, then go with it.
       co_await s.log_committed();
-      auto op2 = [user, blocking, archive](store::Store& st) {
+      auto op2 = [user, blocking, archive, push](store::Store& st) {
         st.delete_account(user);
         if (blocking != nullptr) blocking->forget(user);  // its blocklist went with it
         if (archive != nullptr) archive->forget(user);
+        if (push != nullptr) push->forget(user);
       };
       co_await s.db(std::move(op2));
       spdlog::info("account {}@{} removed by its owner", user, s.config().domain);

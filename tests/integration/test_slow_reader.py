@@ -92,6 +92,12 @@ def main():
             c3 = online(k.port, "c", PW, "r", roster=False)
             c4 = online(k.port, "d", PW, "r", roster=False)
             sender = login(k.port, "flood", PW, "r")
+            # Held back is what the sender is meant to be: kabard stops reading it while the
+            # receiver is congested (up to write_stall_timeout), then handles what waits in its
+            # socket one stanza after another, each to offline storage once the receiver is cut.
+            # A blocked send lasts that long, far more than the 5 s the other waits here take
+            # under ThreadSanitizer (a fresh-clone run timed out a send there).
+            sender.sock.settimeout(120)
             sender_port = sender.sock.getsockname()[1]
             flood = Flood(sender, "slow@localhost")
             latencies = []

@@ -199,6 +199,11 @@ class MamModule final : public Module {
     if (timer_) timer_->cancel();
   }
 
+  bool prefs_cached(const std::string& user) {
+    std::lock_guard lock(mu_);
+    return prefs_.contains(user);
+  }
+
   void forget(const std::string& user) {
     std::lock_guard lock(mu_);
     prefs_.erase(user);
@@ -221,9 +226,11 @@ class MamModule final : public Module {
     auto from = xmpp::Jid::parse(m.attr("from"));
     if (!from) co_return;
     std::string user(to->local());
-    // An account with a resource bound exists; for any other, the store says (a message to no
-    // account is bounced, not archived).
-    if (server_->resources_of(bare).empty()) {
+    // An account with a resource bound exists, and so does one whose preferences are cached
+    // (only an account's are: forget() drops them with it); for any other, the store says (a
+    // message to no account is bounced, not archived). A flood to an offline account costs no
+    // store round trip per message here.
+    if (server_->resources_of(bare).empty() && !prefs_cached(user)) {
       auto op = [user](store::Store& st) { return st.account(user).has_value(); };
       if (!co_await server_->db(std::move(op))) co_return;
     }

@@ -202,6 +202,20 @@ CREATE TABLE push_registration (
   PRIMARY KEY (username, jid, node)
 ) WITHOUT ROWID;
 )sql"},
+    // Each archived message's place in its account's archive (pos: 1, 2, 3...) and among the
+    // messages with its correspondent (wpos): an archive loses only its oldest part (XEP-0313
+    // §3.2: no holes), so a count of a range is the difference of two places, two lookups
+    // instead of a walk over the range (RSM count and index on every page).
+    {7, R"sql(
+ALTER TABLE archive ADD COLUMN pos INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE archive ADD COLUMN wpos INTEGER NOT NULL DEFAULT 0;
+UPDATE archive SET pos = r.pos, wpos = r.wpos FROM (
+  SELECT seq,
+         ROW_NUMBER() OVER (PARTITION BY username ORDER BY seq) AS pos,
+         ROW_NUMBER() OVER (PARTITION BY username, with_jid ORDER BY seq) AS wpos
+  FROM archive) AS r
+WHERE archive.seq = r.seq;
+)sql"},
 };
 
 constexpr int kLatestSchema = kMigrations[std::size(kMigrations) - 1].version;
@@ -387,6 +401,7 @@ class SqliteStore final : public Store {
   }
 
   bool delete_account(std::string_view username) override {
+    last_pos_.clear();
     Transaction tx(*this);
     bool existed;
     {
@@ -978,20 +993,80 @@ class SqliteStore final : public Store {
   void archive_append(std::vector<ArchivedMessage>& batch) override {
     if (batch.empty()) return;
     Transaction tx(*this);
-    for (ArchivedMessage& m : batch) {
-      Query q = query(
-          "INSERT INTO archive (username, id, with_jid, with_resource, stamp_ms, stanza) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-      q.bind(1, m.username)
-          .bind(2, m.id)
-          .bind(3, m.with)
-          .bind(4, m.with_resource)
-          .bind(5, m.stamp_ms)
-          .bind(6, m.stanza)
-          .run();
-      m.seq = sqlite3_last_insert_rowid(db_);
+    try {
+      for (ArchivedMessage& m : batch) {
+        std::int64_t& pos = last_pos(m.username, {});
+        std::int64_t& wpos = last_pos(m.username, m.with);
+        Query q = query(
+            "INSERT INTO archive (username, id, with_jid, with_resource, stamp_ms, stanza, pos, "
+            "wpos) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+        q.bind(1, m.username)
+            .bind(2, m.id)
+            .bind(3, m.with)
+            .bind(4, m.with_resource)
+            .bind(5, m.stamp_ms)
+            .bind(6, m.stanza)
+            .bind(7, pos + 1)
+            .bind(8, wpos + 1)
+            .run();
+        ++pos;
+        ++wpos;
+        m.seq = sqlite3_last_insert_rowid(db_);
+      }
+      tx.commit();
+    } catch (...) {
+      last_pos_.clear();  // the places counted up were rolled back
+      throw;
     }
-    tx.commit();
+  }
+
+  // The place of the account's newest message (`with` empty), or of its newest with `with`; 0
+  // for none. Kept in memory once read (archive_clear() and a failed append forget them).
+  std::int64_t& last_pos(const std::string& username, const std::string& with) {
+    std::string key = username;
+    key += '\0';
+    key += with;
+    auto it = last_pos_.find(key);
+    if (it != last_pos_.end()) return it->second;
+    if (last_pos_.size() >= kLastPosCached) last_pos_.clear();
+    std::int64_t p = 0;
+    if (with.empty()) {
+      Query q = query("SELECT pos FROM archive WHERE username = ?1 ORDER BY seq DESC LIMIT 1");
+      q.bind(1, username);
+      if (q.step()) p = q.int64(0);
+    } else {
+      Query q = query(
+          "SELECT wpos FROM archive WHERE username = ?1 AND with_jid = ?2 "
+          "ORDER BY seq DESC LIMIT 1");
+      q.bind(1, username).bind(2, with);
+      if (q.step()) p = q.int64(0);
+    }
+    return last_pos_.emplace(std::move(key), p).first->second;
+  }
+
+  // How many of the account's messages (with `f.with`, if set) lie between the filter's seq
+  // bounds: the difference of the places of the first and the last.
+  std::size_t archive_range_count(std::string_view username, const ArchiveFilter& f) {
+    const bool with = !f.with.empty();
+    auto place = [&](bool newest) -> std::optional<std::int64_t> {
+      Query q = query(
+          with ? (newest ? "SELECT wpos FROM archive WHERE username = ?1 AND with_jid = ?4 AND "
+                           "seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT 1"
+                         : "SELECT wpos FROM archive WHERE username = ?1 AND with_jid = ?4 AND "
+                           "seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT 1")
+               : (newest ? "SELECT pos FROM archive WHERE username = ?1 AND "
+                           "seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT 1"
+                         : "SELECT pos FROM archive WHERE username = ?1 AND "
+                           "seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT 1"));
+      q.bind(1, username).bind(2, f.after_seq).bind(3, f.before_seq);
+      if (with) q.bind(4, std::string_view(f.with));
+      if (!q.step()) return std::nullopt;
+      return q.int64(0);
+    };
+    auto first = place(false);
+    if (!first) return 0;
+    auto last = place(true);
+    return last && *last >= *first ? static_cast<std::size_t>(*last - *first + 1) : 0;
   }
 
   std::optional<std::int64_t> archive_seq(std::string_view username, std::string_view id) override {
@@ -1049,6 +1124,7 @@ class SqliteStore final : public Store {
     if (!f.seqs.empty()) return archive_query(username, f, f.seqs.size(), false).size();
     ArchiveFilter g = f;
     if (!narrow_by_time(username, g)) return 0;
+    if (g.with.empty() || g.with_resource.empty()) return archive_range_count(username, g);
     Query q = query(archive_sql(g, kCount));
     bind_archive_filter(q, username, g);
     q.step();
@@ -1102,6 +1178,7 @@ class SqliteStore final : public Store {
   }
 
   std::size_t archive_clear(std::string_view username) override {
+    last_pos_.clear();
     Transaction tx(*this);
     {
       Query q = query("DELETE FROM archive WHERE username = ?1");
@@ -1471,6 +1548,9 @@ class SqliteStore final : public Store {
   sqlite3* db_ = nullptr;
   // Keyed by the SQL text's address: every call site passes the same literal.
   std::unordered_map<const char*, sqlite3_stmt*> statements_;
+  // last_pos(): "username\0with" (with empty: the whole archive) -> the newest place.
+  static constexpr std::size_t kLastPosCached = 100'000;
+  std::unordered_map<std::string, std::int64_t> last_pos_;
 };
 
 // Creates `dir` (and missing parents) with mode 0700: the database holds credentials.

@@ -118,6 +118,52 @@ TEST_F(SqliteStoreTest, MigratesAnOfflineQueueOfSchemaOne) {
             OfflinePush::Full::kBytes);
 }
 
+TEST_F(SqliteStoreTest, ArchivesOfSchemaSixGetTheirPlaces) {
+  // Rows archived before schema 7 get their places in their accounts' archives (and among
+  // their correspondents') from the order they were written: counts come from those.
+  std::vector<ArchivedMessage> batch;
+  for (int i = 0; i < 6; ++i) {
+    ArchivedMessage m;
+    m.username = i % 2 == 0 ? "alice" : "bob";
+    m.id = "id" + std::to_string(i);
+    m.with = i < 4 ? "carol@example.com" : "dave@example.com";
+    m.stamp_ms = 1000 + i;
+    m.stanza = "<message/>";
+    batch.push_back(std::move(m));
+  }
+  store_->archive_append(batch);
+  store_.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(db_file().c_str(), &db), SQLITE_OK);
+    // Back to schema 6: no places.
+    ASSERT_EQ(sqlite3_exec(db,
+                           "ALTER TABLE archive DROP COLUMN pos; "
+                           "ALTER TABLE archive DROP COLUMN wpos; PRAGMA user_version = 6;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  store_ = open_sqlite_store(dir_);
+  EXPECT_EQ(raw_query(db_file(),
+                      "SELECT group_concat(pos || '/' || wpos, ' ') FROM "
+                      "(SELECT pos, wpos FROM archive WHERE username = 'alice' "
+                      "ORDER BY seq)"),
+            "1/1 2/2 3/1");
+  ArchiveFilter f;
+  f.with = "carol@example.com";
+  EXPECT_EQ(store_->archive_count("alice", f), 2u);
+  EXPECT_EQ(store_->archive_count("bob", {}), 3u);
+  std::vector<ArchivedMessage> more(1);
+  more[0].username = "alice";
+  more[0].id = "id9";
+  more[0].with = "dave@example.com";
+  more[0].stanza = "<message/>";
+  store_->archive_append(more);
+  EXPECT_EQ(raw_query(db_file(), "SELECT pos || '/' || wpos FROM archive WHERE id = 'id9'"), "4/2");
+}
+
 TEST_F(SqliteStoreTest, RefusesNewerSchema) {
   store_.reset();
   raw_query(db_file(), "PRAGMA user_version = 9999");

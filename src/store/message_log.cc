@@ -22,7 +22,9 @@ void MessageLog::push(Op op) {
     if (!closed_) {
       queue_.push_back(std::move(op));
       taken = true;
-      if (!can_wait) {
+      if (!can_wait || queue_.size() >= kLazyMax) {
+        // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit
+        // an archive query's barrier may have to wait for.
         schedule = !std::exchange(scheduled_, true);
       } else if (!scheduled_) {
         lazy = !std::exchange(lazy_scheduled_, true);

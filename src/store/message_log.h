@@ -92,6 +92,7 @@ class MessageLog {
   std::function<void()> schedule_;
   std::function<void()> schedule_lazy_;
   std::function<void()> schedule_now_;
+  static constexpr std::size_t kLazyMax = 16384;  // archive records queued before a run is asked
   std::function<std::string(std::string, std::int64_t)> prepare_;
   mutable std::mutex mu_;
   std::vector<Op> queue_;        // guarded by mu_

@@ -190,6 +190,10 @@ TEST_P(MessageLogTest, ArchiveRecordsWaitForALazyRunUnlessSomethingElseComes) {
   EXPECT_EQ(log.counts().batches, 1u);
   log.archive(archived("a4"));
   EXPECT_EQ(lazy, 2);
+  // A gather ends when it grows too large: a run is asked for at once.
+  for (int i = 0; i < 20000 && scheduled_ == 1; ++i) log.archive(archived("b" + std::to_string(i)));
+  EXPECT_EQ(scheduled_, 2);
+  EXPECT_EQ(lazy, 2);
 }
 
 // A barrier has a waiter (an archive query): with `schedule_now` its run skips the gather

@@ -81,20 +81,6 @@ class CsiTest : public ModuleTest {
     bob_->take();
     carol_->take();
   }
-  // A new connection with its stream open, neither authenticated nor bound.
-  Client& unauthenticated() {
-    auto transport = std::make_unique<net::TestTransport>(shard_);
-    net::TestTransport* t = transport.get();
-    auto s = std::make_shared<C2sSession>(server_, shard_, std::move(transport));
-    s->start();
-    t->push(
-        "<stream:stream to='example.com' version='1.0' xmlns='jabber:client' "
-        "xmlns:stream='http://etherx.jabber.org/streams'>");
-    run();
-    t->take_written();
-    clients_.push_back(std::make_unique<Client>(t, std::move(s)));
-    return *clients_.back();
-  }
 
   Client* alice_ = nullptr;
   Client* bob_ = nullptr;
@@ -108,7 +94,7 @@ TEST_F(CsiTest, FeatureOfferedAfterAuthentication) {
 }
 
 TEST_F(CsiTest, NonzaBeforeAuthenticationIsNotAuthorized) {
-  auto& c = unauthenticated();
+  auto& c = opened();
   c.send(kInactive);
   run();
   // RFC 6120 §4.9.3.12: nothing but negotiation before authentication.
@@ -118,7 +104,7 @@ TEST_F(CsiTest, NonzaBeforeAuthenticationIsNotAuthorized) {
 }
 
 TEST_F(CsiTest, AuthenticatedNotBoundIsIgnored) {
-  auto& c = unauthenticated();
+  auto& c = opened();
   c.session()->authenticate_for_test("alice");
   send(c, kInactive);
   EXPECT_FALSE(c.session()->has_hold());

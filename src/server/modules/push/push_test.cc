@@ -295,23 +295,13 @@ TEST_F(PushTest, HibernatedSessionNotifiesItsRegistration) {
   send(bob, push_chat("alice@example.com/phone", 2));
   EXPECT_TRUE(publishes(service).empty());
   // Resumed: nothing more while it is connected.
-  auto transport = std::make_unique<net::TestTransport>(shard_);
-  net::TestTransport* t = transport.get();
-  auto s = std::make_shared<C2sSession>(server_, shard_, std::move(transport));
-  s->start();
-  t->push(
-      "<stream:stream to='example.com' version='1.0' xmlns='jabber:client' "
-      "xmlns:stream='http://etherx.jabber.org/streams'>");
-  run();
-  t->take_written();
-  s->authenticate_for_test("alice");
-  t->push("<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='0'/>");
-  run();
-  EXPECT_NE(t->take_written().find("<resumed"), std::string::npos);
+  auto& again = opened("alice");
+  send(again, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='0'/>");
+  EXPECT_NE(again.transport().take_written().find("<resumed"), std::string::npos);
   send(bob, push_chat("alice@example.com/phone", 3));
   EXPECT_TRUE(publishes(service).empty());
   EXPECT_EQ(server_.account_flags("alice") & kPushHibernating, 0u);
-  s->abort();
+  again.session()->abort();
   run();
 }
 

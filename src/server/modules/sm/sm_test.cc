@@ -34,22 +34,6 @@ class SmTest : public ModuleTest {
     return got[0];
   }
 
-  // A new connection for `user`, authenticated and not bound, its stream open.
-  Client& authenticated(const std::string& user) {
-    auto transport = std::make_unique<net::TestTransport>(shard_);
-    net::TestTransport* t = transport.get();
-    auto s = std::make_shared<C2sSession>(server_, shard_, std::move(transport));
-    s->start();
-    t->push(
-        "<stream:stream to='example.com' version='1.0' xmlns='jabber:client' "
-        "xmlns:stream='http://etherx.jabber.org/streams'>");
-    run();
-    t->take_written();
-    s->authenticate_for_test(user);
-    clients_.push_back(std::make_unique<Client>(t, std::move(s)));
-    return *clients_.back();
-  }
-
   static std::vector<std::string> bodies(const std::vector<xml::Element>& got) {
     std::vector<std::string> out;
     for (const auto* m : named(got, "message")) out.push_back(m->child_text("body"));
@@ -91,7 +75,7 @@ TEST_F(SmTest, EnableTwiceFails) {
 }
 
 TEST_F(SmTest, EnableBeforeBindFails) {
-  auto& alice = authenticated("alice");
+  auto& alice = opened("alice");
   send(alice, "<enable xmlns='urn:xmpp:sm:3'/>");
   auto got = alice.take();
   ASSERT_EQ(got.size(), 1u);
@@ -193,7 +177,7 @@ TEST_F(SmTest, ResumeResendsUnackedStanzasInOrder) {
   send(bob, chat_to("alice@example.com/phone", 3));  // kept for the next connection
   EXPECT_EQ(server_.bound_session(*xmpp::Jid::parse("alice@example.com/phone")), old);
 
-  auto& again = authenticated("alice");
+  auto& again = opened("alice");
   // The client saw "hello 1" only.
   send(again, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='" + std::to_string(before + 1) +
                   "'/>");
@@ -213,7 +197,7 @@ TEST_F(SmTest, ResumeResendsUnackedStanzasInOrder) {
   // And it can be resumed again with the same id.
   again.transport().drop();
   run();
-  auto& third = authenticated("alice");
+  auto& third = opened("alice");
   send(third, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='" + std::to_string(before + 4) +
                   "'/>");
   got = third.take();
@@ -227,14 +211,14 @@ TEST_F(SmTest, ResumeOfAnUnknownOrForeignIdFails) {
   const std::string id(enable(alice, true).attr("id"));
   alice.transport().drop();
   run();
-  auto& bob = authenticated("bob");
+  auto& bob = opened("bob");
   send(bob, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='0'/>");
   auto got = bob.take();
   ASSERT_EQ(got.size(), 1u);
   EXPECT_TRUE(got[0].is("failed", "urn:xmpp:sm:3"));
   EXPECT_NE(got[0].child("item-not-found", xmpp::ns::kStanzas), nullptr);
   EXPECT_FALSE(bob.session()->bound());
-  auto& mallory = authenticated("alice");
+  auto& mallory = opened("alice");
   send(mallory, "<resume xmlns='urn:xmpp:sm:3' previd='00112233445566778899aabbccddeeff' h='0'/>");
   got = mallory.take();
   ASSERT_EQ(got.size(), 1u);
@@ -278,7 +262,7 @@ TEST_F(SmTest, ExpiryStoresUnackedMessagesOffline) {
   EXPECT_EQ(iqs[0]->attr("type"), "error");
   EXPECT_EQ(iqs[0]->attr("id"), "q1");
   // Resuming now fails, saying how many stanzas the session had handled (its presence).
-  auto& late = authenticated("alice");
+  auto& late = opened("alice");
   send(late, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='0'/>");
   auto got = late.take();
   ASSERT_EQ(got.size(), 1u);
@@ -407,7 +391,7 @@ TEST_F(SmTest, ResumeTakesOverAConnectionStillOpen) {
   alice.take();
   // The old session hands its transport over and frees it: watched through ended(), not read.
   const std::shared_ptr<const bool> old_connection_ended = alice.transport().ended();
-  auto& again = authenticated("alice");
+  auto& again = opened("alice");
   send(again, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='0'/>");
   auto got = again.take();
   ASSERT_FALSE(got.empty());
@@ -428,7 +412,7 @@ TEST_F(SmTest, ResumeWithAnAckTooHighEndsTheStream) {
   const auto sent = alice.session()->out_queue().written();  // its own presence, the message
   alice.transport().drop();
   run();
-  auto& again = authenticated("alice");
+  auto& again = opened("alice");
   send(again, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='7'/>");
   auto got = again.take();
   ASSERT_FALSE(got.empty());
@@ -455,7 +439,7 @@ TEST_F(SmTest, ConnectionLostWithAStanzaUnhandledDetaches) {
   EXPECT_TRUE(alice.session()->detached());
   EXPECT_FALSE(alice.session()->closed());
   EXPECT_EQ(store().offline_count("carol"), 0u);
-  auto& again = authenticated("alice");
+  auto& again = opened("alice");
   send(again, "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='0'/>");
   auto got = again.take();
   ASSERT_FALSE(got.empty());
@@ -525,7 +509,7 @@ TEST_F(SmTwoShardTest, ResumptionKeepsEachSendersOrder) {
   run_both();
   ASSERT_TRUE(old->detached());
 
-  auto& again = authenticated("alice");
+  auto& again = opened("alice");
   again.send("<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='" + std::to_string(seen) +
              "'/>");
   io_.restart();

@@ -172,6 +172,23 @@ class ModuleTest : public ::testing::Test {
     return *clients_.back();
   }
 
+  // A new connection with its stream open (what the server wrote so far is read), not bound:
+  // authenticated as `user` unless it is empty.
+  Client& opened(const std::string& user = {}) {
+    auto transport = std::make_unique<net::TestTransport>(shard_);
+    net::TestTransport* t = transport.get();
+    auto s = std::make_shared<C2sSession>(server_, shard_, std::move(transport));
+    s->start();
+    t->push(
+        "<stream:stream to='example.com' version='1.0' xmlns='jabber:client' "
+        "xmlns:stream='http://etherx.jabber.org/streams'>");
+    run();
+    t->take_written();
+    if (!user.empty()) s->authenticate_for_test(user);
+    clients_.push_back(std::make_unique<Client>(t, std::move(s)));
+    return *clients_.back();
+  }
+
   // Sends `xml` from `c` and runs until everything it caused is done.
   void send(Client& c, std::string_view xml) {
     c.send(xml);

@@ -279,18 +279,7 @@ TEST_F(CsiTest, ResumedStreamStartsActiveWithWhatWasHeld) {
   run();
   send(*carol_, show("xa"));  // held by the detached session
   // A new stream resumes it.
-  auto transport = std::make_unique<net::TestTransport>(shard_);
-  net::TestTransport* t = transport.get();
-  auto s = std::make_shared<C2sSession>(server_, shard_, std::move(transport));
-  s->start();
-  t->push(
-      "<stream:stream to='example.com' version='1.0' xmlns='jabber:client' "
-      "xmlns:stream='http://etherx.jabber.org/streams'>");
-  run();
-  t->take_written();
-  s->authenticate_for_test("alice");
-  clients_.push_back(std::make_unique<Client>(t, s));
-  Client& again = *clients_.back();
+  Client& again = opened("alice");
   send(again, kInactive);  // before <resume/>: ignored (the resumed stream starts active)
   send(again,
        "<resume xmlns='urn:xmpp:sm:3' previd='" + id + "' h='" + std::to_string(written) + "'/>");
@@ -303,7 +292,7 @@ TEST_F(CsiTest, ResumedStreamStartsActiveWithWhatWasHeld) {
   EXPECT_EQ(briefs(got), (std::vector<std::string>{"presence bob@example.com/desk away",
                                                    "message bob@example.com/desk composing",
                                                    "presence carol@example.com/home xa"}));
-  EXPECT_FALSE(s->has_hold());
+  EXPECT_FALSE(again.session()->has_hold());
   send(*bob_, show("dnd"));
   EXPECT_EQ(briefs(again.take()), std::vector<std::string>{"presence bob@example.com/desk dnd"});
 }

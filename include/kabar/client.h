@@ -77,6 +77,12 @@ struct Options {
   // an ack request unanswered for this long again means the connection is dead. 0: never ask
   // when idle.
   std::chrono::milliseconds keepalive{60000};
+  // XEP-0280 message carbons: after binding (at connect, and again when a reconnection binds a
+  // new session; a resumed session keeps them), ask the server to copy to this client the
+  // messages the account's other clients send and receive. A server without carbons answers with
+  // an error and the session goes on without. Copies arrive through on_message (Message::carbon);
+  // off: none is asked for, and any copy that still arrives is ignored.
+  bool carbons = true;
 };
 
 // What the connection under a stream-managed session did (Client::on_connection).
@@ -123,6 +129,15 @@ struct Message {
   std::string oob_url;      // XEP-0066: <x xmlns='jabber:x:oob'><url/></x>, a file to fetch
   bool receipt_requested = false;
   std::string error;  // for type error: the condition
+  // XEP-0280: a copy of a message one of the account's other clients sent or received (only
+  // copies from the account's own bare JID are taken, §11; others are ignored). The fields above
+  // are the original message's, with `from` and `to` as the original had them.
+  bool carbon = false;
+  // A sent carbon: this account sent it from another client, to `to` (the correspondent); the
+  // conversation is with `to`, and the message is shown as ours. False for everything else,
+  // including received carbons (from `from`, like any incoming message). No receipt is sent for
+  // a carbon of either kind (XEP-0280 §10.4: copies are not answered automatically).
+  bool outgoing = false;
 };
 
 // A handler for one kind of stanza (see Client::add_iq_handler): returns true when it took the
@@ -190,6 +205,8 @@ class Client {
   bool connected() const;
   // Whether XEP-0198 stream management is on for this session (the server enabled it).
   bool stream_managed() const;
+  // Whether the server enabled XEP-0280 carbons for this session (Options::carbons).
+  bool carbons_enabled() const;
 
   const Options& options() const;
   std::string bound_jid() const;           // full JID after bind

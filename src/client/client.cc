@@ -44,6 +44,7 @@ awaitable<Error> Client::wait_closed() {
 
 bool Client::connected() const { return impl_->is_connected; }
 bool Client::stream_managed() const { return impl_->sm.on(); }
+bool Client::carbons_enabled() const { return impl_->carbons_on; }
 
 awaitable<std::optional<xml::Element>> Client::send_iq(xml::Element iq) {
   auto self = impl_;

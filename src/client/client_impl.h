@@ -33,6 +33,8 @@ using asio::ip::tcp;
 
 inline constexpr const char* kReceipts = "urn:xmpp:receipts";
 inline constexpr const char* kChatStates = "http://jabber.org/protocol/chatstates";
+inline constexpr const char* kCarbons = "urn:xmpp:carbons:2";  // XEP-0280
+inline constexpr const char* kForward = "urn:xmpp:forward:0";  // XEP-0297
 
 using xmpp::to_hex;
 
@@ -106,6 +108,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   std::map<std::string, Message> bounced;  // message id -> its error bounce
   StanzaHandlers handlers;                 // registered by extensions (file transfer, calls)
   std::vector<std::string> extra_features;
+  bool carbons_on = false;  // the server enabled XEP-0280 carbons for this session
 
   // ---- XEP-0198 stream management ----
   using Clock = std::chrono::steady_clock;
@@ -175,6 +178,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   void answer_unclaimed(const xml::Element& iq);
   static RosterItem parse_item(const xml::Element& item);
   void handle_message(xml::Element& el);
+  // XEP-0280 §4: asks for carbons (Options::carbons) and records the answer in carbons_on.
+  awaitable<void> enable_carbons();
+  // A Message from a <message/> stanza's fields (no carbon unwrapping).
+  static Message parse_message(const xml::Element& el);
   void handle_presence(xml::Element& el);
   void load_roster();
   void save_roster();

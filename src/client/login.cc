@@ -247,6 +247,9 @@ awaitable<Error> Client::Impl::connect() {
   if (Error e = co_await establish()) co_return e;
   is_connected = true;
   start_loops();
+  // XEP-0280 §4: carbons are asked for once bound; waited for, so that once connect() returns
+  // the copies of what the account's other clients send and receive come here too.
+  co_await enable_carbons();
   co_return Error{};
 }
 

@@ -3,8 +3,7 @@
 
 namespace kabar::client {
 
-void Client::Impl::handle_message(xml::Element& el) {
-  if (handlers.offer(StanzaKind::kMessage, el)) return;
+Message Client::Impl::parse_message(const xml::Element& el) {
   Message m;
   m.from = std::string(el.attr("from"));
   m.to = std::string(el.attr("to"));
@@ -22,8 +21,39 @@ void Client::Impl::handle_message(xml::Element& el) {
   m.receipt_requested = el.child("request", kReceipts) != nullptr;
   if (const xml::Element* x = el.child("x", "jabber:x:oob"))
     m.oob_url = x->child_text("url", "jabber:x:oob");
+  if (m.type == "error") m.error = error_condition(el);
+  return m;
+}
+
+void Client::Impl::handle_message(xml::Element& el) {
+  if (handlers.offer(StanzaKind::kMessage, el)) return;
+  // XEP-0280 §7, §8: a copy of what another client of this account received or sent, wrapped
+  // as <received/> or <sent/> around <forwarded><message/></forwarded>.
+  const xml::Element* wrapper = el.child("received", kCarbons);
+  const bool sent = wrapper == nullptr;
+  if (sent) wrapper = el.child("sent", kCarbons);
+  if (wrapper != nullptr) {
+    // §11: only the account's own bare JID sends carbons; anything else claiming to be one
+    // (a forgery from a contact, which would put words in our or another's mouth) is ignored,
+    // as is every copy when carbons are off.
+    auto from = xmpp::Jid::parse(el.attr("from"));
+    if (!opt.carbons || !from || !from->is_bare() || from->bare_str() != jid.bare_str()) return;
+    const xml::Element* fwd = wrapper->child("forwarded", kForward);
+    const xml::Element* inner = fwd ? fwd->child("message") : nullptr;
+    if (inner == nullptr) return;
+    Message m = parse_message(*inner);
+    m.carbon = true;
+    m.outgoing = sent;
+    // The copy's own stamp, when the forward carries one (XEP-0297), and the inner has none.
+    if (m.delay.empty())
+      if (const xml::Element* d = fwd->child("delay", ns::kDelay))
+        m.delay = std::string(d->attr("stamp"));
+    // Not answered (no receipt), and an error copy is not a bounce of one of ours.
+    if (owner && owner->on_message) owner->on_message(m);
+    return;
+  }
+  Message m = parse_message(el);
   if (m.type == "error") {
-    m.error = error_condition(el);
     bounced[m.id] = m;
   } else if (m.receipt_requested && !m.id.empty() && !m.from.empty()) {
     // XEP-0184 §5.1: acknowledge what we received.
@@ -33,6 +63,19 @@ void Client::Impl::handle_message(xml::Element& el) {
     send(ack);
   }
   if (owner && owner->on_message) owner->on_message(m);
+}
+
+awaitable<void> Client::Impl::enable_carbons() {
+  auto self = shared_from_this();
+  carbons_on = false;
+  if (!opt.carbons) co_return;
+  xml::Element req("iq", ns::kClient);
+  req.set_attr("type", "set");
+  req.add_child("enable", kCarbons);
+  // §4: a result enables them; an error (a server without carbons answers service-unavailable,
+  // RFC 6120 §8.4) or no answer leaves the session without, which is no failure of the login.
+  auto r = co_await iq(std::move(req));
+  carbons_on = r && r->attr("type") == "result";
 }
 
 std::string Client::send_message(const std::string& to, const std::string& body) {

@@ -210,6 +210,10 @@ awaitable<void> Client::Impl::relink(Error why) {
   std::vector<std::string> again = std::move(resend_after_failure);
   resend_after_failure.clear();
   start_link();
+  // A resumed session kept its carbons (XEP-0198 §5 resumes the session's state); a new one
+  // asks for them again (XEP-0280 §4).
+  asio::co_spawn(
+      io, [self]() -> awaitable<void> { co_await self->enable_carbons(); }, asio::detached);
   if (!last_presence.empty()) send_stanza_bytes(last_presence);
   for (std::string& s : again) send_stanza_bytes(std::move(s));
   if (owner && owner->on_connection)

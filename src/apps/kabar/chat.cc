@@ -617,8 +617,14 @@ class ChatUi {
   }
 
   void on_message(const client::Message& m) {
+    if (m.outgoing) {
+      on_sent_carbon(m);
+      return;
+    }
     std::string from = bare_of(m.from);
-    if (m.type == "error") {
+    if (m.type == "error" && m.carbon) {
+      // Another client's bounce: nothing of this chat's to mark.
+    } else if (m.type == "error") {
       auto& c = conv(from);
       if (m.id.empty()) {
         // Only our chat-state notifications go without an id: a bounce of one says the contact
@@ -652,6 +658,19 @@ class ChatUi {
     } else if (!m.chat_state.empty()) {
       conv(from).chat_state = m.chat_state;
     }
+    draw();
+  }
+
+  // XEP-0280: what this account sent from another client shows as ours in the conversation with
+  // its recipient, and is kept in the local history as sent.
+  void on_sent_carbon(const client::Message& m) {
+    const std::string to = bare_of(m.to);
+    if (to.empty() || m.type == "error" || m.body.empty()) return;
+    auto& c = conv(to);
+    const std::int64_t stamp = m.delay.empty() ? 0 : parse_stamp_ms(m.delay);
+    c.lines.push_back(Line{stamp ? clock_of(stamp) : clock_now(), "me", m.body, m.id, false, {}});
+    history_.append(to, HistoryEntry{stamp ? stamp : now_ms(), true, m.body, m.id, false});
+    if (selected_.empty()) selected_ = to;
     draw();
   }
 

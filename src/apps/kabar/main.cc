@@ -570,17 +570,24 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
     }
   };
   c.on_message = [&](const client::Message& m) {
-    if (m.type == "error") {
+    if (m.outgoing || (m.carbon && m.type == "error")) {
+      // XEP-0280: sent by this account from another client (its receipts and chat states, and
+      // the other client's bounces, are that client's business: not shown).
+      if (m.outgoing && m.type != "error" && !m.body.empty())
+        out("sent",
+            {{"to", m.to}, {"body", m.body}, {"id", m.id}, {"delay", m.delay}, {"url", m.oob_url}},
+            "me -> " + m.to + ": " + m.body + (m.delay.empty() ? "" : "  [sent " + m.delay + "]"));
+    } else if (m.type == "error") {
       out("error", {{"from", m.from}, {"id", m.id}, {"condition", m.error}},
           "error from " + m.from + ": " + m.error);
     } else if (!m.body.empty()) {
-      out("message",
-          {{"from", m.from},
-           {"body", m.body},
-           {"id", m.id},
-           {"delay", m.delay},
-           {"url", m.oob_url}},
-          m.from + ": " + m.body + (m.delay.empty() ? "" : "  [sent " + m.delay + "]"));
+      std::vector<std::pair<std::string, std::string>> f{
+          {"from", m.from}, {"body", m.body}, {"id", m.id}, {"delay", m.delay}, {"url", m.oob_url}};
+      // A received carbon: to another client of this account (its full JID).
+      if (m.carbon) f.emplace_back("to", m.to);
+      out("message", std::move(f),
+          m.from + (m.carbon ? " -> " + m.to : "") + ": " + m.body +
+              (m.delay.empty() ? "" : "  [sent " + m.delay + "]"));
     } else if (!m.receipt_for.empty()) {
       out("receipt", {{"from", m.from}, {"id", m.receipt_for}},
           m.from + " received message " + m.receipt_for);

@@ -1,0 +1,229 @@
+// XEP-0280 message carbons in the client session: the <enable/> asked for after login, copies
+// unwrapped into Message (sent ones marked outgoing), and §11: a copy not from the account's own
+// bare JID is ignored. Driven through the session's dispatch() with no connection: what it sends
+// stays in its write queue.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "client/client_impl.h"
+#include "xml/stream_parser.h"
+#include "xmpp/jid.h"
+
+namespace kabar::client {
+namespace {
+
+constexpr const char* kHeader =
+    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+std::vector<xml::Element> parse_stanzas(const std::string& xml) {
+  struct Collect : xml::StreamHandler {
+    std::vector<xml::Element> out;
+    void on_stream_open(const xml::Element&, std::string_view) override {}
+    void on_element(xml::Element&& el) override { out.push_back(std::move(el)); }
+    void on_stream_close() override {}
+  } collect;
+  xml::StreamParser parser(collect);
+  auto r = parser.feed(std::string(kHeader) + xml);
+  EXPECT_EQ(r.status, xml::StreamParser::Status::kOk) << r.message;
+  return std::move(collect.out);
+}
+
+Options alice(bool carbons = true) {
+  Options o;
+  o.jid = "alice@example.org";
+  o.carbons = carbons;
+  return o;
+}
+
+// A bound session with no transport (as in client_handlers_test.cc).
+class ClientCarbons : public ::testing::Test {
+ protected:
+  explicit ClientCarbons(bool carbons = true)
+      : client(io, alice(carbons)), impl(Client::Impl::of(client)) {
+    impl.jid = *xmpp::Jid::parse("alice@example.org");
+    impl.bound = "alice@example.org/desk";
+    impl.is_connected = true;
+    impl.writing = true;
+    client.on_message = [this](const Message& m) { got.push_back(m); };
+  }
+
+  void receive(const std::string& xml) {
+    auto v = parse_stanzas(xml);
+    ASSERT_EQ(v.size(), 1u);
+    impl.dispatch(v.front());
+  }
+
+  std::vector<xml::Element> sent() {
+    std::string all;
+    for (const auto& s : impl.outq) all += s;
+    return parse_stanzas(all);
+  }
+
+  // A carbon of `kind` (received or sent) around `inner`, from `from`.
+  static std::string carbon(const std::string& from, const std::string& kind,
+                            const std::string& inner) {
+    return "<message from='" + from + "' to='alice@example.org/desk' type='chat'><" + kind +
+           " xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>" + inner +
+           "</forwarded></" + kind + "></message>";
+  }
+
+  asio::io_context io;
+  Client client;
+  Client::Impl& impl;
+  std::vector<Message> got;
+};
+
+class ClientCarbonsOff : public ClientCarbons {
+ protected:
+  ClientCarbonsOff() : ClientCarbons(false) {}
+};
+
+constexpr const char* kFromBob =
+    "<message xmlns='jabber:client' from='bob@example.org/phone' to='alice@example.org/laptop' "
+    "type='chat' id='b1'><body>hi alice</body><request xmlns='urn:xmpp:receipts'/></message>";
+constexpr const char* kToBob =
+    "<message xmlns='jabber:client' from='alice@example.org/laptop' to='bob@example.org' "
+    "type='chat' id='a1'><body>hi bob</body><request xmlns='urn:xmpp:receipts'/></message>";
+
+TEST_F(ClientCarbons, EnableIsAskedForAndItsResultRecorded) {
+  bool done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        co_await impl.enable_carbons();
+        done = true;
+      },
+      asio::detached);
+  io.poll();
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  const xml::Element& iq = out.front();
+  EXPECT_EQ(iq.name(), "iq");
+  EXPECT_EQ(iq.attr("type"), "set");
+  const xml::Element* enable = iq.first_child();
+  ASSERT_NE(enable, nullptr);
+  EXPECT_TRUE(enable->is("enable", "urn:xmpp:carbons:2"));
+  EXPECT_FALSE(done);
+  receive("<iq from='alice@example.org' to='alice@example.org/desk' type='result' id='" +
+          std::string(iq.attr("id")) + "'/>");
+  io.poll();
+  EXPECT_TRUE(done);
+  EXPECT_TRUE(client.carbons_enabled());
+}
+
+TEST_F(ClientCarbons, AnErrorAnswerLeavesThemOff) {
+  bool done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        co_await impl.enable_carbons();
+        done = true;
+      },
+      asio::detached);
+  io.poll();
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  receive("<iq from='example.org' to='alice@example.org/desk' type='error' id='" +
+          std::string(out.front().attr("id")) +
+          "'><error type='cancel'><service-unavailable "
+          "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>");
+  io.poll();
+  EXPECT_TRUE(done);
+  EXPECT_FALSE(client.carbons_enabled());
+}
+
+TEST_F(ClientCarbonsOff, NothingIsAskedForAndCopiesAreIgnored) {
+  bool done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        co_await impl.enable_carbons();
+        done = true;
+      },
+      asio::detached);
+  io.poll();
+  EXPECT_TRUE(done);
+  EXPECT_TRUE(sent().empty());
+  EXPECT_FALSE(client.carbons_enabled());
+  receive(carbon("alice@example.org", "received", kFromBob));
+  EXPECT_TRUE(got.empty());
+}
+
+TEST_F(ClientCarbons, AReceivedCopyIsAnIncomingMessageWithNoReceipt) {
+  receive(carbon("alice@example.org", "received", kFromBob));
+  ASSERT_EQ(got.size(), 1u);
+  const Message& m = got.front();
+  EXPECT_TRUE(m.carbon);
+  EXPECT_FALSE(m.outgoing);
+  EXPECT_EQ(m.from, "bob@example.org/phone");
+  EXPECT_EQ(m.to, "alice@example.org/laptop");
+  EXPECT_EQ(m.id, "b1");
+  EXPECT_EQ(m.type, "chat");
+  EXPECT_EQ(m.body, "hi alice");
+  // The laptop answers bob's receipt request; this copy must not (XEP-0280 §10.4).
+  EXPECT_TRUE(sent().empty());
+}
+
+TEST_F(ClientCarbons, ASentCopyIsOursToItsRecipient) {
+  receive(carbon("alice@example.org", "sent", kToBob));
+  ASSERT_EQ(got.size(), 1u);
+  const Message& m = got.front();
+  EXPECT_TRUE(m.carbon);
+  EXPECT_TRUE(m.outgoing);
+  EXPECT_EQ(m.to, "bob@example.org");
+  EXPECT_EQ(m.from, "alice@example.org/laptop");
+  EXPECT_EQ(m.id, "a1");
+  EXPECT_EQ(m.body, "hi bob");
+  EXPECT_TRUE(sent().empty());
+}
+
+TEST_F(ClientCarbons, TheForwardsStampIsTheCopysDelay) {
+  receive(
+      "<message from='alice@example.org' to='alice@example.org/desk' type='chat'>"
+      "<sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>"
+      "<delay xmlns='urn:xmpp:delay' stamp='2026-12-07T10:00:00Z'/>" +
+      std::string(kToBob) + "</forwarded></sent></message>");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got.front().delay, "2026-12-07T10:00:00Z");
+}
+
+TEST_F(ClientCarbons, CopiesNotFromOurBareJidAreIgnored) {
+  // XEP-0280 §11: from a contact (bare or full), from another resource of ours, from the
+  // server, or with no 'from' at all.
+  for (const char* from :
+       {"mallory@example.org", "mallory@example.org/x", "alice@example.org/laptop", "example.org",
+        "alice@example.org.evil", "bob@example.org"}) {
+    receive(carbon(from, "received", kFromBob));
+    receive(carbon(from, "sent", kToBob));
+  }
+  receive(
+      "<message to='alice@example.org/desk' type='chat'><sent xmlns='urn:xmpp:carbons:2'>"
+      "<forwarded xmlns='urn:xmpp:forward:0'>" +
+      std::string(kToBob) + "</forwarded></sent></message>");
+  EXPECT_TRUE(got.empty());
+  EXPECT_TRUE(sent().empty());
+}
+
+TEST_F(ClientCarbons, AnEmptyWrapperIsIgnored) {
+  receive(
+      "<message from='alice@example.org' to='alice@example.org/desk' type='chat'>"
+      "<received xmlns='urn:xmpp:carbons:2'/></message>");
+  receive(
+      "<message from='alice@example.org' to='alice@example.org/desk' type='chat'>"
+      "<sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'/></sent>"
+      "</message>");
+  EXPECT_TRUE(got.empty());
+}
+
+TEST_F(ClientCarbons, AnOrdinaryMessageIsNoCarbon) {
+  receive(kFromBob);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_FALSE(got.front().carbon);
+  EXPECT_FALSE(got.front().outgoing);
+  EXPECT_EQ(sent().size(), 1u);  // its receipt
+}
+
+}  // namespace
+}  // namespace kabar::client

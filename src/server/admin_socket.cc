@@ -5,19 +5,23 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
+#include <optional>
 #include <stdexcept>
 
 #include "server/c2s_session.h"
 #include "server/features.h"
 #include "xmpp/jid.h"
 #include "xmpp/namespaces.h"
+#include "xmpp/stanza.h"
 #include "xmpp/subscription.h"
 
 namespace kabar::server {
 
 namespace {
 
-constexpr std::size_t kMaxLine = 1024;  // a command and a username fit many times over
+constexpr std::size_t kMaxLine = 1024;       // a command and a username fit many times over
+constexpr std::size_t kExpireBite = 10'000;  // archived messages deleted in one transaction
 
 // On the session's shard: its contacts (read from the roster, still there) and its other
 // resources see it go unavailable (RFC 6121 §4.5.2), then its stream ends. RFC 6120 §4.9.3.12
@@ -105,38 +109,38 @@ awaitable<void> AdminSocket::serve(std::shared_ptr<Local::socket> client) {
     std::string line(asio::buffers_begin(in.data()), asio::buffers_begin(in.data()) + n - 1);
     in.consume(n);
     std::string answer;
-    constexpr std::string_view kDelete = "delete-account ";
-    constexpr std::string_view kClearOffline = "clear-offline ";
-    if (line.starts_with(kDelete)) {
-      auto user = xmpp::nodeprep(std::string_view(line).substr(kDelete.size()));
-      if (!user || user->empty()) {
-        answer = "error invalid username";
-      } else {
-        try {
-          answer = co_await delete_account(*user);
-        } catch (const std::exception& e) {
-          answer = std::string("error ") + e.what();
-        }
-      }
-    } else if (line.starts_with(kClearOffline)) {
-      auto user = xmpp::nodeprep(std::string_view(line).substr(kClearOffline.size()));
-      if (!user || user->empty()) {
-        answer = "error invalid username";
-      } else {
-        try {
-          answer = co_await clear_offline(*user);
-        } catch (const std::exception& e) {
-          answer = std::string("error ") + e.what();
-        }
-      }
-    } else {
-      answer = "error unknown command";
+    try {
+      answer = co_await run_command(std::move(line));
+    } catch (const std::exception& e) {
+      answer = std::string("error ") + e.what();
     }
     answer += '\n';
     co_await asio::async_write(sock, asio::buffer(answer),
                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return;
   }
+}
+
+awaitable<std::string> AdminSocket::run_command(std::string line) {
+  const std::size_t space = line.find(' ');
+  if (space == std::string::npos) co_return "error unknown command";
+  const std::string verb = line.substr(0, space);
+  const std::string_view arg = std::string_view(line).substr(space + 1);
+  if (verb == "expire-archive") {
+    std::int64_t before_ms = 0;
+    const char* end = arg.data() + arg.size();
+    auto [at, ec] = std::from_chars(arg.data(), end, before_ms);
+    if (arg.empty() || ec != std::errc() || at != end) co_return "error invalid time";
+    co_return co_await expire_archive(before_ms);
+  }
+  if (verb != "delete-account" && verb != "clear-offline" && verb != "clear-archive") {
+    co_return "error unknown command";
+  }
+  auto user = xmpp::nodeprep(arg);
+  if (!user || user->empty()) co_return "error invalid username";
+  if (verb == "delete-account") co_return co_await delete_account(*user);
+  if (verb == "clear-offline") co_return co_await clear_offline(*user);
+  co_return co_await clear_archive(*user);
 }
 
 awaitable<std::string> AdminSocket::delete_account(std::string user) {
@@ -207,6 +211,38 @@ awaitable<std::string> AdminSocket::clear_offline(std::string user) {
   if (!cleared) co_return "no-such-user";
   spdlog::info("offline queue of {} cleared by the administrator ({} messages)", user, *cleared);
   co_return "ok " + std::to_string(*cleared);
+}
+
+// Archive writes still waiting in the message log are committed first, so that they go with
+// the rest; archive_clear() on kabard's own store forgets the archive's newest place it keeps in
+// memory. The account's preferences stay (the MAM module's copy of them with them).
+awaitable<std::string> AdminSocket::clear_archive(std::string user) {
+  co_await server_.log_committed();
+  auto op = [user](store::Store& st) -> std::optional<std::size_t> {
+    if (!st.account(user)) return std::nullopt;
+    return st.archive_clear(user);
+  };
+  auto cleared = co_await server_.db(std::move(op));
+  if (!cleared) co_return "no-such-user";
+  spdlog::info("archive of {} cleared by the administrator ({} messages)", user, *cleared);
+  co_return "ok " + std::to_string(*cleared);
+}
+
+// In bites, as the archive module's hourly expiry does: between them the store serves the rest
+// (logins, offline messages).
+awaitable<std::string> AdminSocket::expire_archive(std::int64_t before_ms) {
+  std::size_t total = 0;
+  for (;;) {
+    auto op = [before_ms](store::Store& st) { return st.archive_expire(before_ms, kExpireBite); };
+    const std::size_t n = co_await server_.db(std::move(op));
+    total += n;
+    if (n < kExpireBite) break;
+    if (server_.stopping())
+      co_return "error kabard is stopping (" + std::to_string(total) + " messages deleted)";
+  }
+  spdlog::info("archive: {} messages stamped before {} deleted by the administrator", total,
+               xmpp::format_datetime(before_ms));
+  co_return "ok " + std::to_string(total);
 }
 
 }  // namespace kabar::server

@@ -1,8 +1,9 @@
-// kabarctl: offline administration of a kabar server's data directory (accounts and their
-// offline message queues).
+// kabarctl: offline administration of a kabar server's data directory (accounts, their offline
+// message queues and their message archives).
 // It opens the same SQLite database as kabard; WAL mode and the store's busy timeout let both run
-// at once. What a running kabard must act on (deleting an account whose sessions are live) goes
-// through kabard's admin control socket, DATA/kabard.sock.
+// at once. What a running kabard must act on (deleting an account whose sessions are live,
+// deleting archived messages, whose newest places kabard keeps in memory) goes through kabard's
+// admin control socket, DATA/kabard.sock.
 #include <fmt/core.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -11,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +20,7 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -25,8 +28,11 @@
 
 #include "store/store.h"
 #include "version/version.h"
+#include "xmpp/display_text.h"
 #include "xmpp/jid.h"
+#include "xmpp/namespaces.h"
 #include "xmpp/scram.h"
+#include "xmpp/stanza.h"
 
 namespace {
 
@@ -35,6 +41,10 @@ using kabar::store::Store;
 
 constexpr int kIterations = 4096;  // RFC 7677 §4 minimum
 constexpr const char* kPasswordEnv = "KABAR_PASSWORD";
+// Archived messages deleted in one transaction by `archive expire` (kabard's own expiry and its
+// admin socket take the same bites): a running kabard's store serves others between them.
+constexpr std::size_t kExpireBite = 10'000;
+constexpr std::chrono::seconds kArchiveAnswerLimit{600};
 
 // A failure reported to the user as one line on stderr, exit status 1.
 class CommandError : public std::runtime_error {
@@ -66,6 +76,48 @@ std::string utc_stamp(std::int64_t ms) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   return fmt::format("{}.{:03}Z", buf, ms % 1000);
+}
+
+// --- Message archives -------------------------------------------------------------------------
+
+// --with JID: a bare JID selects every message with that correspondent, a full JID those with
+// that resource only (as a XEP-0313 query's 'with' does).
+kabar::store::ArchiveFilter archive_filter(const std::optional<std::string>& with) {
+  kabar::store::ArchiveFilter f;
+  if (!with) return f;
+  auto jid = kabar::xmpp::Jid::parse(*with);
+  if (!jid) throw CommandError(fmt::format("invalid JID: {}", kabar::xmpp::terminal_text(*with)));
+  f.with = jid->bare_str();
+  f.with_resource = jid->resource();
+  return f;
+}
+
+// One archived message as `archive show` prints it.
+struct ShownMessage {
+  std::string time;
+  std::string direction;  // "in" (USER received it) or "out" (USER sent it)
+  std::string with;       // the correspondent, a bare JID
+  std::string body;
+  std::string id;  // its archive UID (the stanza-id its recipient saw)
+};
+
+// A message is archived for the account that received it with `with` its sender, and for the one
+// that sent it with `with` its recipient; a note to self is archived once, as received.
+ShownMessage shown(const kabar::store::ArchivedMessage& m) {
+  ShownMessage out;
+  out.time = utc_stamp(m.stamp_ms);
+  out.with = m.with;
+  out.id = m.id;
+  out.direction = "in";
+  if (auto stanza = kabar::xmpp::parse_stanza(m.stanza)) {
+    auto from = kabar::xmpp::Jid::parse(stanza->attr("from"));
+    auto to = kabar::xmpp::Jid::parse(stanza->attr("to"));
+    if ((!from || from->bare_str() != m.with) && to && to->bare_str() == m.with) {
+      out.direction = "out";
+    }
+    if (const auto* body = stanza->child("body", kabar::xmpp::ns::kClient)) out.body = body->text();
+  }
+  return out;
 }
 
 // --- Reading a password without echo --------------------------------------------------------
@@ -162,8 +214,11 @@ std::unique_ptr<Store> open_store(const std::string& data_dir, bool create) {
 }
 
 // Sends one command line to the kabard running on `data_dir` and returns its answer line, or
-// nullopt when no kabard listens there (no socket, or a stale one: nothing to tell).
-std::optional<std::string> tell_kabard(const std::string& data_dir, const std::string& command) {
+// nullopt when no kabard listens there (no socket, or a stale one: nothing to tell). Waits at
+// most `limit` for the answer: ending many sessions takes a moment, not a minute; deleting
+// millions of archived messages may take minutes.
+std::optional<std::string> tell_kabard(const std::string& data_dir, const std::string& command,
+                                       std::chrono::seconds limit = std::chrono::seconds(60)) {
   const std::string path = (fs::path(data_dir) / "kabard.sock").string();
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -180,8 +235,8 @@ std::optional<std::string> tell_kabard(const std::string& data_dir, const std::s
     if (errno == ENOENT || errno == ECONNREFUSED) return std::nullopt;
     throw CommandError(fmt::format("cannot reach kabard at {}: {}", path, std::strerror(errno)));
   }
-  timeval limit{60, 0};  // ending many sessions takes a moment, not a minute
-  ::setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  timeval wait{static_cast<time_t>(limit.count()), 0};
+  ::setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
   const std::string line = command + "\n";
   if (::send(s.fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
     throw CommandError(fmt::format("cannot write to kabard at {}: {}", path, std::strerror(errno)));
@@ -197,8 +252,20 @@ std::optional<std::string> tell_kabard(const std::string& data_dir, const std::s
   throw CommandError(fmt::format("an overlong answer from kabard at {}", path));
 }
 
+// --help-all (and so the man page, made from it) shows the options of every level of commands:
+// CLI11 2.1 expands only the first (`archive`), naming `archive show` without its options.
+class HelpAllFormatter : public CLI::Formatter {
+ public:
+  std::string make_subcommands(const CLI::App* app, CLI::AppFormatMode mode) const override {
+    // Sub: asked while expanding a command, for its own subcommands.
+    return CLI::Formatter::make_subcommands(
+        app, mode == CLI::AppFormatMode::Sub ? CLI::AppFormatMode::All : mode);
+  }
+};
+
 int run(int argc, char** argv) {
-  CLI::App app{"kabarctl: manage the accounts of a kabar XMPP server."};
+  CLI::App app{"kabarctl: manage the accounts and message archives of a kabar XMPP server."};
+  app.formatter(std::make_shared<HelpAllFormatter>());
   app.footer(
       "USER is a localpart (alice) or a JID whose localpart is used (alice@example.com); it is\n"
       "normalized with Nodeprep.\n"
@@ -209,6 +276,12 @@ int run(int argc, char** argv) {
       "\n"
       "'user offline USER' reads the database, also while kabard runs; with --clear, a running\n"
       "kabard deletes the queue itself (through DATA/kabard.sock).\n"
+      "\n"
+      "'archive count' and 'archive show' read the database too, also while kabard runs (kabard\n"
+      "writes its archive in group commits: the last second's messages may not be there yet).\n"
+      "'archive clear' and 'archive expire' go through a running kabard (DATA/kabard.sock),\n"
+      "which keeps archive state in memory; without one they delete from the database. An\n"
+      "archive loses only its oldest messages or all of them: 'clear' takes no --with.\n"
       "\n"
       "Exit status: 0 on success, 1 on an error (user exists, no such user, invalid username,\n"
       "bad data dir, ...), 2 on a usage error.");
@@ -250,6 +323,48 @@ int run(int argc, char** argv) {
       "offline", "Show an account's offline message queue (count, bytes, stamps, per sender)");
   offline->add_option("USER", user_arg, "Account whose queue to show")->required();
   offline->add_flag("--clear", clear_offline, "Delete every message in the queue");
+
+  std::optional<std::string> with_arg;
+  std::size_t last_count = 20;
+  bool json = false;
+  int older_than_days = 0;
+
+  auto* archive = app.add_subcommand("archive", "Inspect and prune message archives (XEP-0313)");
+  archive->require_subcommand(1);
+
+  auto* acount =
+      archive->add_subcommand("count", "Print how many messages an account's archive holds");
+  acount->add_option("USER", user_arg, "Account whose archive to count")->required();
+  acount
+      ->add_option("--with", with_arg,
+                   "Only the messages with this JID (bare; a full JID: that resource only)")
+      ->type_name("JID");
+
+  auto* ashow = archive->add_subcommand(
+      "show",
+      "Print an account's newest archived messages, oldest first: time (UTC), direction (in or "
+      "out), correspondent, body");
+  ashow->add_option("USER", user_arg, "Account whose archive to show")->required();
+  ashow
+      ->add_option("--with", with_arg,
+                   "Only the messages with this JID (bare; a full JID: that resource only)")
+      ->type_name("JID");
+  ashow->add_option("--last", last_count, "How many of the newest messages")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));
+  ashow->add_flag("--json", json,
+                  "One JSON object per line: time, direction, with, body, id (the archive's)");
+
+  auto* aclear = archive->add_subcommand("clear", "Delete every message in an account's archive");
+  aclear->add_option("USER", user_arg, "Account whose archive to delete")->required();
+
+  auto* aexpire = archive->add_subcommand(
+      "expire", "Delete the messages older than DAYS from every account's archive");
+  aexpire->add_option("--older-than", older_than_days, "Age in days of the messages to delete")
+      ->type_name("DAYS")
+      ->required()
+      ->check(CLI::Range(1, 100'000));
 
   try {
     app.parse(argc, argv);
@@ -312,6 +427,65 @@ int run(int argc, char** argv) {
         for (const auto& [sender, count] : sum.senders) {
           fmt::print("from {} {}\n", sender.empty() ? "(unknown)" : sender, count);
         }
+      }
+    } else if (acount->parsed()) {
+      std::string name = account_name(user_arg);
+      const kabar::store::ArchiveFilter filter = archive_filter(with_arg);
+      auto store = open_store(data_dir, /*create=*/false);
+      if (!store->account(name)) throw CommandError(fmt::format("no such user: {}", name));
+      fmt::print("{}\n", store->archive_count(name, filter));
+    } else if (ashow->parsed()) {
+      std::string name = account_name(user_arg);
+      const kabar::store::ArchiveFilter filter = archive_filter(with_arg);
+      auto store = open_store(data_dir, /*create=*/false);
+      if (!store->account(name)) throw CommandError(fmt::format("no such user: {}", name));
+      using kabar::xmpp::json_quoted;
+      using kabar::xmpp::terminal_text;
+      for (const auto& m : store->archive_query(name, filter, last_count, /*newest=*/true)) {
+        const ShownMessage s = shown(m);
+        if (json) {
+          fmt::print("{{\"time\":{},\"direction\":{},\"with\":{},\"body\":{},\"id\":{}}}\n",
+                     json_quoted(s.time), json_quoted(s.direction), json_quoted(s.with),
+                     json_quoted(s.body), json_quoted(s.id));
+        } else {
+          fmt::print("{} {:<3} {} {}\n", s.time, s.direction, terminal_text(s.with),
+                     terminal_text(s.body));
+        }
+      }
+    } else if (aclear->parsed()) {
+      std::string name = account_name(user_arg);
+      auto store = open_store(data_dir, /*create=*/false);
+      if (!store->account(name)) throw CommandError(fmt::format("no such user: {}", name));
+      if (auto answer = tell_kabard(data_dir, "clear-archive " + name, kArchiveAnswerLimit)) {
+        if (*answer == "no-such-user") throw CommandError(fmt::format("no such user: {}", name));
+        if (!answer->starts_with("ok ")) throw CommandError(fmt::format("kabard: {}", *answer));
+        fmt::print("cleared {} archived messages of {} through the running kabard\n",
+                   answer->substr(3), name);
+      } else {
+        fmt::print("cleared {} archived messages of {}\n", store->archive_clear(name), name);
+      }
+    } else if (aexpire->parsed()) {
+      auto store = open_store(data_dir, /*create=*/false);
+      using std::chrono::duration_cast;
+      using std::chrono::milliseconds;
+      const std::int64_t now_ms =
+          duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      const std::int64_t before_ms = now_ms - std::int64_t{older_than_days} * 24 * 3600 * 1000;
+      const std::string age =
+          fmt::format("{} day{}", older_than_days, older_than_days == 1 ? "" : "s");
+      if (auto answer = tell_kabard(data_dir, fmt::format("expire-archive {}", before_ms),
+                                    kArchiveAnswerLimit)) {
+        if (!answer->starts_with("ok ")) throw CommandError(fmt::format("kabard: {}", *answer));
+        fmt::print("deleted {} archived messages older than {} through the running kabard\n",
+                   answer->substr(3), age);
+      } else {
+        std::size_t total = 0;
+        for (;;) {
+          const std::size_t n = store->archive_expire(before_ms, kExpireBite);
+          total += n;
+          if (n < kExpireBite) break;
+        }
+        fmt::print("deleted {} archived messages older than {}\n", total, age);
       }
     } else {  // list
       auto store = open_store(data_dir, /*create=*/false);

@@ -138,6 +138,36 @@ struct Message {
   // including received carbons (from `from`, like any incoming message). No receipt is sent for
   // a carbon of either kind (XEP-0280 §10.4: copies are not answered automatically).
   bool outgoing = false;
+  // XEP-0359: the id under which the account's own archive (XEP-0313) keeps this message, from a
+  // <stanza-id/> whose `by` is the account's bare JID (any other is ignored: only the archive
+  // the account reads can vouch for it); empty when none.
+  std::string stanza_id;
+};
+
+// XEP-0313: which page of the account's own message archive to fetch (Client::query_archive).
+struct ArchiveQuery {
+  std::string with;                      // a bare JID: only the conversation with it; empty: all
+  std::optional<std::int64_t> start_ms;  // Unix milliseconds: not older than this
+  std::optional<std::int64_t> end_ms;    // not newer than this
+  // XEP-0059 paging: `after` an archive id pages forward from it; `before` pages back from it,
+  // and an empty `before` asks for the newest page. Neither: the oldest page.
+  std::string after;
+  std::optional<std::string> before;
+  std::size_t max = 100;  // messages per page (the server may send fewer)
+};
+
+// One archived message: the stanza as the archive kept it.
+struct ArchivedMessage {
+  Message message;         // from/to as stored; delay: when the server archived it (XEP-0203)
+  std::string archive_id;  // its id in the archive (equal to a live copy's Message::stanza_id)
+  bool outgoing = false;   // this account sent it (from one of its clients)
+};
+
+struct ArchivePage {
+  Error error;                            // kNotFound etc. with the server's condition; kOk
+  std::vector<ArchivedMessage> messages;  // oldest first
+  bool complete = false;                  // <fin complete='true'/>: nothing further this way
+  std::string first, last;                // the page's first and last archive ids (RSM)
 };
 
 // A handler for one kind of stanza (see Client::add_iq_handler): returns true when it took the
@@ -194,6 +224,10 @@ class Client {
   // kNotFound with the server's condition when the message came back as an error; kBadInput, with
   // nothing sent, for a body check_text() refuses.
   awaitable<Error> send_message_checked(const std::string& to, const std::string& body);
+
+  // XEP-0313: one page of the account's own archive. kNotFound with "service-unavailable" (or
+  // the server's other condition) when the server keeps none; kTimeout without an answer.
+  awaitable<ArchivePage> query_archive(ArchiveQuery query);
 
   // Contacts' presence: bare JID -> resource -> last available presence.
   const std::map<std::string, std::map<std::string, Presence>>& presences() const;

@@ -33,8 +33,11 @@ using asio::ip::tcp;
 
 inline constexpr const char* kReceipts = "urn:xmpp:receipts";
 inline constexpr const char* kChatStates = "http://jabber.org/protocol/chatstates";
-inline constexpr const char* kCarbons = "urn:xmpp:carbons:2";  // XEP-0280
-inline constexpr const char* kForward = "urn:xmpp:forward:0";  // XEP-0297
+inline constexpr const char* kCarbons = "urn:xmpp:carbons:2";          // XEP-0280
+inline constexpr const char* kForward = "urn:xmpp:forward:0";          // XEP-0297
+inline constexpr const char* kStanzaId = "urn:xmpp:sid:0";             // XEP-0359
+inline constexpr const char* kMam = "urn:xmpp:mam:2";                  // XEP-0313
+inline constexpr const char* kRsm = "http://jabber.org/protocol/rsm";  // XEP-0059
 
 using xmpp::to_hex;
 
@@ -181,7 +184,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   // XEP-0280 §4: asks for carbons (Options::carbons) and records the answer in carbons_on.
   awaitable<void> enable_carbons();
   // A Message from a <message/> stanza's fields (no carbon unwrapping).
-  static Message parse_message(const xml::Element& el);
+  Message parse_message(const xml::Element& el) const;
   void handle_presence(xml::Element& el);
   void load_roster();
   void save_roster();

@@ -3,7 +3,7 @@
 
 namespace kabar::client {
 
-Message Client::Impl::parse_message(const xml::Element& el) {
+Message Client::Impl::parse_message(const xml::Element& el) const {
   Message m;
   m.from = std::string(el.attr("from"));
   m.to = std::string(el.attr("to"));
@@ -22,6 +22,12 @@ Message Client::Impl::parse_message(const xml::Element& el) {
   if (const xml::Element* x = el.child("x", "jabber:x:oob"))
     m.oob_url = x->child_text("url", "jabber:x:oob");
   if (m.type == "error") m.error = error_condition(el);
+  // XEP-0359 §4: a stanza-id is trusted only from the archive that names itself in `by`, here
+  // the account's own (a contact can put any stanza-id into what it sends).
+  const std::string own = jid.bare_str();
+  for (const xml::Element* sid : el.children("stanza-id", kStanzaId)) {
+    if (sid->attr("by") == own) m.stanza_id = std::string(sid->attr("id"));
+  }
   return m;
 }
 

@@ -5,7 +5,9 @@ alice, each in its own tmux session (issue 17):
   sent carbon);
 - `kabar chat` quits, Profanity sends bob another: `kabar history bob@localhost` (the server's
   archive) has it as "me";
-- `kabar chat` again: its local history has the sent carbon as "me".
+- `kabar chat` again: its local history has the sent carbon as "me", and the message sent while
+  it was off is filled in from the server's archive (XEP-0313), each message once, in order; a
+  third start shows the same, from the local history.
 
 Run: /usr/bin/python3 test_kabar_profanity_carbons.py --kabard PATH --kabarctl PATH
 """
@@ -130,14 +132,35 @@ def main():
             R.check(f"me: {body2}" in out and f"{bob}: {body1}" in out,
                     "and the earlier two, each from its sender")
 
-            # kabar chat again: the sent carbon it got is in its local history as "me" (what was
-            # sent while it was off is in the server's archive only: the chat does not fetch it).
+            # kabar chat again: the sent carbon it got is in its local history as "me", and what
+            # Profanity sent while it was off comes from the server's archive (the gap filled),
+            # each once: what the local history has already is not shown twice.
             tmux.start("kchat", f"{binary} chat", e)
             ok, text = tmux.wait("kchat", f"online as {alice}", timeout=STEP)
             R.check(ok, "kabar chat starts again")
             ok, text = tmux.wait("kchat", f"me: {body2}", timeout=STEP)
             R.check(ok and f"bob: {body1}" in text,
                     "its local history has Profanity's message to bob as 'me'\n" + text)
+            ok, text = tmux.wait("kchat", f"me: {body3}", timeout=STEP)
+            R.check(ok, "the message sent while it was off shows as 'me' (from the archive)\n"
+                    + text)
+            R.check(text.count(body1) == 1 and text.count(body2) == 1 and text.count(body3) == 1,
+                    "each message once\n" + text)
+            for n, body in enumerate((body1, body2, body3)):
+                R.check(text.find(body) > text.find((body1, body2, body3)[n - 1]) if n else True,
+                        f"in the order they were sent ({body})")
+            tmux.keys("kchat", "/quit")
+            deadline = time.time() + STEP
+            while tmux.alive("kchat") and time.time() < deadline:
+                time.sleep(0.1)
+            # A third time: the filled message is now in the local history, once.
+            tmux.start("kchat", f"{binary} chat", e)
+            ok, text = tmux.wait("kchat", f"me: {body3}", timeout=STEP)
+            R.check(ok, "a third start shows it from the local history\n" + text)
+            time.sleep(1)  # the archive's answer to this start's query, if it added anything
+            text = tmux.capture("kchat")
+            R.check(text.count(body1) == 1 and text.count(body2) == 1 and text.count(body3) == 1,
+                    "still each message once\n" + text)
             tmux.keys("kchat", "/quit")
             text = tmux.capture("prof")
             R.check(CARBONS_ERROR not in text, f'no "{CARBONS_ERROR}" in Profanity')

@@ -107,6 +107,9 @@ struct Conversation {
   std::string chat_state;  // theirs
   bool composing_sent = false;
   bool no_chat_states = false;  // a notification bounced: send none
+  // Where what the server's archive has and the local history lacks goes: after the lines
+  // loaded from the local history (and those filled in before), before this run's own.
+  std::size_t gap_at = 0;
 };
 
 class ChatUi {
@@ -158,6 +161,8 @@ class ChatUi {
       client_.send_presence(my_show_, my_status_);
       status_ = presence_line();
       if (selected_.empty() && !client_.roster().empty()) selected_ = client_.roster()[0].jid;
+      // What the account's other clients sent and received while this one was not connected.
+      for (const auto& [peer, conv] : convs_) asio::co_spawn(io_, fill_gap(peer), asio::detached);
       draw();
       client::Error why = co_await client_.wait_closed();
       if (quit_) break;
@@ -471,7 +476,7 @@ class ChatUi {
     auto& c = conv(selected_);
     c.composing_sent = false;
     c.lines.push_back(Line{clock_now(), "me", text, id, false, {}});
-    history_.append(selected_, HistoryEntry{now_ms(), true, text, id, false});
+    history_.append(selected_, HistoryEntry{now_ms(), true, text, id, false, {}});
   }
 
   void command(const std::string& text) {
@@ -604,11 +609,59 @@ class ChatUi {
                                         e.msg_id,
                                         e.delivered,
                                         {}});
+      it->second.gap_at = it->second.lines.size();
       // Where the server keeps an archive (XEP-0313), what was missed since the newest line
       // kept here is asked for from it.
-      if (fill_gap) fill_gap(peer, history_.newest_stamp(peer));
+      if (client_.connected()) asio::co_spawn(io_, fill_gap(peer), asio::detached);
     }
     return it->second;
+  }
+
+  // Messages of the conversation with `peer` that the server's archive (XEP-0313) has and the
+  // local history does not: those sent or received by the account's other clients while this
+  // one was off (what reached no client at all came as offline messages). From a little before
+  // the newest line kept (clocks differ; what is known already is skipped), or the newest page
+  // when nothing is kept.
+  awaitable<void> fill_gap(std::string peer) {
+    const std::int64_t since = history_.newest_stamp(peer);
+    client::ArchiveQuery q;
+    q.with = peer;
+    q.max = kGapPage;
+    if (since > 0)
+      q.start_ms = since - kGapSlackMs;
+    else
+      q.before = std::string();
+    std::vector<client::ArchivedMessage> got;
+    for (int pages = 0; pages < kGapPages; ++pages) {
+      client::ArchivePage page = co_await client_.query_archive(q);
+      if (page.error) co_return;  // no archive, or no answer: the conversation stays as it is
+      got.insert(got.end(), std::make_move_iterator(page.messages.begin()),
+                 std::make_move_iterator(page.messages.end()));
+      if (!q.start_ms || page.complete || page.messages.empty() || page.last.empty()) break;
+      q.after = page.last;
+    }
+    Conversation& c = convs_[peer];
+    std::vector<Line> add;
+    for (const client::ArchivedMessage& a : got) {
+      const client::Message& m = a.message;
+      if (m.body.empty() || m.type == "error") continue;
+      if (history_.knows(peer, a.archive_id, m.id, a.outgoing, m.body)) continue;
+      const std::int64_t stamp = m.delay.empty() ? 0 : parse_stamp_ms(m.delay);
+      add.push_back(Line{stamp ? clock_of(stamp) : clock_now(),
+                         a.outgoing ? "me" : name_of(peer),
+                         m.body,
+                         a.outgoing ? m.id : std::string(),
+                         false,
+                         {}});
+      history_.append(peer, HistoryEntry{stamp ? stamp : now_ms(), a.outgoing, m.body, m.id, false,
+                                         a.archive_id});
+    }
+    if (add.empty()) co_return;
+    const std::size_t at = std::min(c.gap_at, c.lines.size());
+    c.lines.insert(c.lines.begin() + static_cast<std::ptrdiff_t>(at), add.begin(), add.end());
+    c.gap_at = at + add.size();
+    if (peer != selected_) c.unread += static_cast<int>(add.size());
+    draw();
   }
 
   std::string bare_of(const std::string& full) {
@@ -647,7 +700,8 @@ class ChatUi {
       const std::int64_t stamp = m.delay.empty() ? 0 : parse_stamp_ms(m.delay);
       c.lines.push_back(
           Line{stamp ? clock_of(stamp) : clock_now(), name_of(from), m.body, {}, false, {}});
-      history_.append(from, HistoryEntry{stamp ? stamp : now_ms(), false, m.body, m.id, false});
+      history_.append(
+          from, HistoryEntry{stamp ? stamp : now_ms(), false, m.body, m.id, false, m.stanza_id});
       c.chat_state = "active";
       if (from != selected_) ++c.unread;
       if (selected_.empty()) selected_ = from;
@@ -669,7 +723,8 @@ class ChatUi {
     auto& c = conv(to);
     const std::int64_t stamp = m.delay.empty() ? 0 : parse_stamp_ms(m.delay);
     c.lines.push_back(Line{stamp ? clock_of(stamp) : clock_now(), "me", m.body, m.id, false, {}});
-    history_.append(to, HistoryEntry{stamp ? stamp : now_ms(), true, m.body, m.id, false});
+    history_.append(to,
+                    HistoryEntry{stamp ? stamp : now_ms(), true, m.body, m.id, false, m.stanza_id});
     if (selected_.empty()) selected_ = to;
     draw();
   }
@@ -838,13 +893,12 @@ class ChatUi {
   int scroll_ = 0;  // wrapped lines above the newest (PageUp)
   int page_ = 10;   // how far PageUp/PageDown move: the conversation pane's height
   History history_;
-  static constexpr int kHistoryLines = 1000;  // loaded when a conversation opens
+  static constexpr int kHistoryLines = 1000;    // loaded when a conversation opens
+  static constexpr std::size_t kGapPage = 100;  // archive messages per query
+  static constexpr int kGapPages = 10;          // at most so many pages per gap
+  static constexpr std::int64_t kGapSlackMs = 5 * 60 * 1000;
 
  public:
-  // Asked with a contact and the newest stamp kept locally when a conversation opens, to fill
-  // the gap from a server archive (XEP-0313) where there is one; unset, nothing is asked.
-  std::function<void(const std::string& peer, std::int64_t since_ms)> fill_gap;
-
  private:
   bool interrupt_armed_ = false;  // Ctrl-C kept a half-typed line once
   std::string my_show_, my_status_;

@@ -24,8 +24,13 @@ constexpr const char* kSchema =
     "  outgoing INTEGER NOT NULL,"
     "  body TEXT NOT NULL,"
     "  msg_id TEXT NOT NULL DEFAULT '',"
-    "  delivered INTEGER NOT NULL DEFAULT 0);"
+    "  delivered INTEGER NOT NULL DEFAULT 0,"
+    "  archive_id TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS message_peer ON message(peer, seq);";
+
+// Files made before the archive id was kept get the column (an error when it exists: ignored).
+constexpr const char* kAddArchiveId =
+    "ALTER TABLE message ADD COLUMN archive_id TEXT NOT NULL DEFAULT ''";
 
 // A prepared statement, finalized when it goes out of scope.
 struct Stmt {
@@ -77,20 +82,24 @@ bool History::open(const std::string& path, std::string& error) {
     db_ = nullptr;
     return false;
   }
+  sqlite3_exec(db_, kAddArchiveId, nullptr, nullptr, nullptr);
+  sqlite3_exec(db_, "CREATE INDEX IF NOT EXISTS message_archive ON message(peer, archive_id)",
+               nullptr, nullptr, nullptr);
   return true;
 }
 
 void History::append(const std::string& peer, const HistoryEntry& e) {
   if (!db_) return;
   Stmt st(db_,
-          "INSERT INTO message(peer, stamp_ms, outgoing, body, msg_id, delivered) "
-          "VALUES (?, ?, ?, ?, ?, ?)");
+          "INSERT INTO message(peer, stamp_ms, outgoing, body, msg_id, delivered, archive_id) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?)");
   st.text(1, peer);
   sqlite3_bind_int64(st.s, 2, e.stamp_ms);
   sqlite3_bind_int(st.s, 3, e.outgoing ? 1 : 0);
   st.text(4, e.body);
   st.text(5, e.msg_id);
   sqlite3_bind_int(st.s, 6, e.delivered ? 1 : 0);
+  st.text(7, e.archive_id);
   sqlite3_step(st.s);
 }
 
@@ -127,6 +136,26 @@ std::int64_t History::newest_stamp(const std::string& peer) const {
   Stmt st(db_, "SELECT MAX(stamp_ms) FROM message WHERE peer = ?");
   st.text(1, peer);
   return sqlite3_step(st.s) == SQLITE_ROW ? sqlite3_column_int64(st.s, 0) : 0;
+}
+
+bool History::knows(const std::string& peer, const std::string& archive_id,
+                    const std::string& msg_id, bool outgoing, const std::string& body) const {
+  if (!db_) return false;
+  if (!archive_id.empty()) {
+    Stmt st(db_, "SELECT 1 FROM message WHERE peer = ? AND archive_id = ? LIMIT 1");
+    st.text(1, peer);
+    st.text(2, archive_id);
+    if (sqlite3_step(st.s) == SQLITE_ROW) return true;
+  }
+  if (msg_id.empty()) return false;
+  Stmt st(db_,
+          "SELECT 1 FROM message WHERE peer = ? AND msg_id = ? AND outgoing = ? AND body = ? "
+          "LIMIT 1");
+  st.text(1, peer);
+  st.text(2, msg_id);
+  sqlite3_bind_int(st.s, 3, outgoing ? 1 : 0);
+  st.text(4, body);
+  return sqlite3_step(st.s) == SQLITE_ROW;
 }
 
 std::string history_path(const std::string& jid) {

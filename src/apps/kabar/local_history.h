@@ -17,6 +17,7 @@ struct HistoryEntry {
   std::string body;
   std::string msg_id;  // the stanza id (ours, for receipts and errors)
   bool delivered = false;
+  std::string archive_id;  // its id in the server's archive (XEP-0313/0359), when known
 };
 
 class History {
@@ -38,6 +39,11 @@ class History {
   // The newest stamp kept for `peer` (0: none): where a server archive (XEP-0313) query for the
   // messages missed since would start.
   std::int64_t newest_stamp(const std::string& peer) const;
+  // Whether a message from the server's archive is kept already: one with its archive id, or
+  // (what this client sent, or got without a stanza-id) one with its message id, direction and
+  // body.
+  bool knows(const std::string& peer, const std::string& archive_id, const std::string& msg_id,
+             bool outgoing, const std::string& body) const;
 
  private:
   sqlite3* db_ = nullptr;

@@ -210,79 +210,35 @@ awaitable<int> cmd_history(asio::io_context& io, client::Options o, std::string 
   client::Client c(io, o);
   if (auto e = co_await c.connect()) co_return report(e);
   const std::string own = xmpp_bare(c.bound_jid());
-  constexpr std::string_view kMam = "urn:xmpp:mam:2";
-  constexpr std::string_view kRsm = "http://jabber.org/protocol/rsm";
-  struct Line {
-    std::string stamp, from, text;
-  };
-  std::vector<Line> page;
-  std::string queryid;
-  // Results of our query only, from our own archive (XEP-0313 §7: never unsolicited ones).
-  auto token = c.add_message_handler(std::string(kMam), [&](const xml::Element& m) {
-    const xml::Element* r = m.child("result", kMam);
-    const std::string from = xmpp_bare(std::string(m.attr("from")));
-    if (r == nullptr || r->attr("queryid") != queryid || (!from.empty() && from != own)) {
-      return false;
-    }
-    const xml::Element* fwd = r->child("forwarded", "urn:xmpp:forward:0");
-    const xml::Element* inner = fwd ? fwd->child("message", "jabber:client") : nullptr;
-    const xml::Element* delay = fwd ? fwd->child("delay", "urn:xmpp:delay") : nullptr;
-    if (inner == nullptr) return true;
-    const std::string sender = xmpp_bare(std::string(inner->attr("from")));
-    std::string stamp(delay ? delay->attr("stamp") : "");
-    if (stamp.size() >= 19) stamp = stamp.substr(0, 10) + " " + stamp.substr(11, 8);
-    page.push_back(
-        {stamp, sender == own ? "me" : sender, inner->child_text("body", "jabber:client")});
-    return true;
-  });
-  std::vector<Line> lines;
-  std::string before;  // pages go backward from the newest, so --max needs no full read
+  std::vector<client::ArchivedMessage> kept;
+  // Pages go backward from the newest, so --max needs no full read.
+  client::ArchiveQuery q;
+  q.with = bare;
+  q.start_ms = start;
+  q.before = std::string();
   int code = kExitOk;
-  for (int n = 0;; ++n) {
-    queryid = "h" + std::to_string(n);
-    xml::Element iq("iq", "jabber:client");
-    iq.set_attr("type", "set");
-    xml::Element& q = iq.add_child("query", std::string(kMam));
-    q.set_attr("queryid", queryid);
-    xml::Element& x = q.add_child("x", "jabber:x:data");
-    x.set_attr("type", "submit");
-    auto field = [&x](std::string_view var, std::string_view value) {
-      xml::Element& f = x.add_child("field", "jabber:x:data");
-      f.set_attr("var", var);
-      f.add_child("value", "jabber:x:data").add_text(value);
-    };
-    field("FORM_TYPE", kMam);
-    field("with", bare);
-    if (start) field("start", xmpp::format_datetime(*start));
-    xml::Element& set = q.add_child("set", std::string(kRsm));
-    std::size_t want = 100;
-    if (max > 0) want = std::min<std::size_t>(want, max - lines.size());
-    set.add_child("max", std::string(kRsm)).add_text(std::to_string(want));
-    set.add_child("before", std::string(kRsm)).add_text(before);
-    page.clear();
-    auto reply = co_await c.send_iq(std::move(iq));
-    const std::string cond = client::Client::iq_condition(reply);
-    if (!cond.empty()) {
-      code = fail(cond == "timeout" ? kExitUnreachable : kExitError,
-                  cond == "service-unavailable" || cond == "feature-not-implemented"
-                      ? "the server keeps no message archive (XEP-0313)"
-                      : "the server refused the archive query: " + cond);
+  for (;;) {
+    q.max = 100;
+    if (max > 0) q.max = std::min<std::size_t>(q.max, max - kept.size());
+    client::ArchivePage page = co_await c.query_archive(q);
+    if (page.error) {
+      code = report(page.error);
       break;
     }
-    lines.insert(lines.begin(), page.begin(), page.end());
-    const xml::Element* fin = reply->child("fin", kMam);
-    const xml::Element* rs = fin ? fin->child("set", kRsm) : nullptr;
-    if (page.empty() || fin == nullptr || fin->attr("complete") == "true" || rs == nullptr ||
-        (max > 0 && lines.size() >= max)) {
+    kept.insert(kept.begin(), std::make_move_iterator(page.messages.begin()),
+                std::make_move_iterator(page.messages.end()));
+    if (page.messages.empty() || page.complete || page.first.empty() ||
+        (max > 0 && kept.size() >= max)) {
       break;
     }
-    before = rs->child_text("first", kRsm);
-    if (before.empty()) break;
+    q.before = page.first;
   }
-  c.remove_handler(token);
-  for (const auto& l : lines) {
-    std::printf("%s  %s: %s\n", l.stamp.c_str(), xmpp::terminal_text(l.from).c_str(),
-                xmpp::terminal_text(l.text).c_str());
+  for (const auto& a : kept) {
+    std::string stamp = a.message.delay;
+    if (stamp.size() >= 19) stamp = stamp.substr(0, 10) + " " + stamp.substr(11, 8);
+    const std::string from = a.outgoing ? "me" : xmpp_bare(a.message.from);
+    std::printf("%s  %s: %s\n", stamp.c_str(), xmpp::terminal_text(from).c_str(),
+                xmpp::terminal_text(a.message.body).c_str());
   }
   co_await c.disconnect();
   co_return code;

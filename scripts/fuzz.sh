@@ -47,6 +47,11 @@ trap 'rm -rf "$results"' EXIT
 # fuzz_xml_serializer makes a parser for every input (about 0.5 ms under ASan): half. So the short
 # fuzz stays near a minute per target.
 declare -A run_share=([record13]=4 [xml_serializer]=2)
+# libFuzzer's -timeout is wall-clock time, and these runs go on at nice 19 beside builds and tests
+# (make test) or other work: a 30-minute run here once stopped on a "timeout" of 11 s for an input
+# that takes under a millisecond, its process starved of the CPU. Every input runs in well under a
+# second; 60 s still catches a hang.
+unit_timeout=60
 
 run_one() {
   local bin=$1 name=${1##*/fuzz_} budget log work start result took execs cov merged before
@@ -61,7 +66,7 @@ run_one() {
   cp -r "fuzz/corpus/$name/." "$work/" 2>/dev/null || true
   echo "fuzz: $name ($mode $amount)"
   start=$SECONDS
-  if ! "$bin" "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  if ! "$bin" "${budget[@]}" -timeout=$unit_timeout -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="fuzz/artifacts/${name}-" "$work" > "$log" 2>&1; then
     echo "fuzz: $name FAILED (see $log)"
     tail -n 30 "$log"
@@ -77,7 +82,7 @@ run_one() {
   if [ "$mode" = time ] && [ "$result" = clean ]; then
     mkdir -p "fuzz/corpus/$name"
     before=$(find "fuzz/corpus/$name" -type f | wc -l)
-    if "$bin" -merge=1 -use_counters=0 -timeout=10 -rss_limit_mb=2048 \
+    if "$bin" -merge=1 -use_counters=0 -timeout=$unit_timeout -rss_limit_mb=2048 \
         "fuzz/corpus/$name" "$work" >> "$log" 2>&1; then
       merged=$(($(find "fuzz/corpus/$name" -type f | wc -l) - before))
     else

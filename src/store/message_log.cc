@@ -12,63 +12,74 @@ MessageLog::MessageLog(std::function<void()> schedule,
       schedule_now_(std::move(schedule_now)),
       prepare_(std::move(prepare)) {}
 
+void MessageLog::after_queued(bool can_wait, bool& schedule, bool& lazy) {
+  if (!can_wait || queue_.size() + archive_queue_.size() >= kLazyMax) {
+    // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit an
+    // archive query's barrier may have to wait for.
+    schedule = !std::exchange(scheduled_, true);
+  } else if (!scheduled_) {
+    lazy = !std::exchange(lazy_scheduled_, true);
+  }
+}
+
 void MessageLog::push(Op op) {
   bool schedule = false;
   bool lazy = false;
   bool taken = false;
-  const bool can_wait = op.kind == Kind::kArchive && schedule_lazy_;
   {
     std::lock_guard lock(mu_);
     if (!closed_) {
       queue_.push_back(std::move(op));
       taken = true;
-      if (!can_wait || queue_.size() >= kLazyMax) {
-        // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit
-        // an archive query's barrier may have to wait for.
-        schedule = !std::exchange(scheduled_, true);
-      } else if (!scheduled_) {
-        lazy = !std::exchange(lazy_scheduled_, true);
-      }
+      after_queued(false, schedule, lazy);
     }
   }
   if (schedule) schedule_();
-  if (lazy) schedule_lazy_();
   if (!taken && op.done) op.done(false);  // closed: nothing more is committed
 }
 
 void MessageLog::add(std::shared_ptr<LogRecord> rec, std::string sender, std::string stanza,
                      std::int64_t stamp_ms, Done done) {
-  push(Op{Kind::kAdd,
-          std::move(rec),
-          std::move(sender),
-          std::move(stanza),
-          stamp_ms,
-          std::move(done),
-          {}});
+  push(Op{Kind::kAdd, std::move(rec), std::move(sender), std::move(stanza), stamp_ms,
+          std::move(done)});
 }
 
 void MessageLog::remove(std::shared_ptr<LogRecord> rec) {
-  push(Op{Kind::kRemove, std::move(rec), {}, {}, 0, {}, {}});
+  push(Op{Kind::kRemove, std::move(rec), {}, {}, 0, {}});
 }
 
 void MessageLog::release(std::shared_ptr<LogRecord> rec) {
-  push(Op{Kind::kRelease, std::move(rec), {}, {}, 0, {}, {}});
+  push(Op{Kind::kRelease, std::move(rec), {}, {}, 0, {}});
 }
 
 void MessageLog::archive(ArchivedMessage m, Done done) {
-  push(Op{Kind::kArchive, nullptr, {}, {}, 0, std::move(done), std::move(m)});
+  bool schedule = false;
+  bool lazy = false;
+  bool taken = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!closed_) {
+      archive_queue_.push_back(std::move(m));
+      if (done) archive_done_.push_back(std::move(done));
+      taken = true;
+      after_queued(static_cast<bool>(schedule_lazy_), schedule, lazy);
+    }
+  }
+  if (schedule) schedule_();
+  if (lazy) schedule_lazy_();
+  if (!taken && done) done(false);  // closed: nothing more is committed
 }
 
 void MessageLog::barrier(Done done) {
   if (!schedule_now_) {
-    push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done), {}});
+    push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done)});
     return;
   }
   bool taken = false;
   {
     std::lock_guard lock(mu_);
     if (!closed_) {
-      queue_.push_back(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done), {}});
+      queue_.push_back(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done)});
       taken = true;
       scheduled_ = true;  // a run scheduled before comes later and finds what is left
     }
@@ -94,20 +105,23 @@ MessageLog::Counts MessageLog::counts() const {
 
 std::optional<std::string> MessageLog::run(Store& store) {
   std::vector<Op> ops;
+  std::vector<ArchivedMessage> archived;
+  std::vector<Done> archived_done;
   {
     std::lock_guard lock(mu_);
     ops.swap(queue_);
+    archived.swap(archive_queue_);
+    archived_done.swap(archive_done_);
     scheduled_ = false;
     lazy_scheduled_ = false;  // a lazy run still to come finds what is queued after this one
   }
-  if (ops.empty()) return std::nullopt;
+  if (ops.empty() && archived.empty()) return std::nullopt;
   // Operations on one record come in order (its add is queued before the message is sent, so
   // before anything can remove or release it).
   std::vector<InFlightMessage> added;
   std::vector<LogRecord*> added_recs;
   std::vector<bool> keep;  // per added: still to be written
   std::vector<InFlightChange> changed;
-  std::vector<ArchivedMessage> archived;
   std::uint64_t never_written = 0;
   for (Op& op : ops) {
     LogRecord* rec = op.rec.get();
@@ -135,9 +149,6 @@ std::optional<std::string> MessageLog::run(Store& store) {
         } else if (rec->id != 0) {
           changed.push_back(InFlightChange{rec->username, rec->id, op.kind == Kind::kRelease});
         }
-        break;
-      case Kind::kArchive:
-        archived.push_back(std::move(op.archived));
         break;
       case Kind::kBarrier:
         break;
@@ -171,6 +182,7 @@ std::optional<std::string> MessageLog::run(Store& store) {
   for (Op& op : ops) {
     if (op.done) op.done(!error);
   }
+  for (Done& done : archived_done) done(!error);
   return error;
 }
 

@@ -77,7 +77,7 @@ class MessageLog {
   Counts counts() const;
 
  private:
-  enum class Kind { kAdd, kRemove, kRelease, kBarrier, kArchive };
+  enum class Kind { kAdd, kRemove, kRelease, kBarrier };
   struct Op {
     Kind kind;
     std::shared_ptr<LogRecord> rec;
@@ -85,9 +85,10 @@ class MessageLog {
     std::string stanza;
     std::int64_t stamp_ms = 0;
     Done done;
-    ArchivedMessage archived;  // kArchive
   };
   void push(Op op);
+  // After an operation is queued (under mu_): whether to ask for a run now, or a lazy one.
+  void after_queued(bool can_wait, bool& schedule, bool& lazy);
 
   std::function<void()> schedule_;
   std::function<void()> schedule_lazy_;
@@ -95,11 +96,15 @@ class MessageLog {
   static constexpr std::size_t kLazyMax = 16384;  // archive records queued before a run is asked
   std::function<std::string(std::string, std::int64_t)> prepare_;
   mutable std::mutex mu_;
-  std::vector<Op> queue_;        // guarded by mu_
-  bool scheduled_ = false;       // guarded by mu_: a run() will take queue_ soon
-  bool lazy_scheduled_ = false;  // guarded by mu_: a run() will take queue_ later
-  bool closed_ = false;          // guarded by mu_
-  Counts counts_;                // guarded by mu_
+  std::vector<Op> queue_;  // guarded by mu_
+  // Archive records, apart from the other operations: one per archived message on the fast
+  // path, moved in as they are (no Op around each). Appended in this order.
+  std::vector<ArchivedMessage> archive_queue_;  // guarded by mu_
+  std::vector<Done> archive_done_;              // guarded by mu_: the records' non-empty dones
+  bool scheduled_ = false;                      // guarded by mu_: a run() will take queue_ soon
+  bool lazy_scheduled_ = false;                 // guarded by mu_: a run() will take queue_ later
+  bool closed_ = false;                         // guarded by mu_
+  Counts counts_;                               // guarded by mu_
 };
 
 }  // namespace kabar::store

@@ -995,6 +995,9 @@ class SqliteStore final : public Store {
     Transaction tx(*this);
     try {
       for (ArchivedMessage& m : batch) {
+        // Bounded here, not in last_pos(): a clear between the two lookups would leave `pos`
+        // naming a freed entry.
+        if (last_pos_.size() >= kLastPosCached) last_pos_.clear();
         std::int64_t& pos = last_pos(m.username, {});
         std::int64_t& wpos = last_pos(m.username, m.with);
         Query q = query(
@@ -1023,12 +1026,14 @@ class SqliteStore final : public Store {
   // The place of the account's newest message (`with` empty), or of its newest with `with`; 0
   // for none. Kept in memory once read (archive_clear() and a failed append forget them).
   std::int64_t& last_pos(const std::string& username, const std::string& with) {
-    std::string key = username;
+    // The key is built in a buffer kept between calls: two lookups per archived message, and
+    // no allocation for either once the buffer has grown.
+    std::string& key = last_pos_key_;
+    key.assign(username);
     key += '\0';
     key += with;
     auto it = last_pos_.find(key);
     if (it != last_pos_.end()) return it->second;
-    if (last_pos_.size() >= kLastPosCached) last_pos_.clear();
     std::int64_t p = 0;
     if (with.empty()) {
       Query q = query("SELECT pos FROM archive WHERE username = ?1 ORDER BY seq DESC LIMIT 1");
@@ -1041,7 +1046,7 @@ class SqliteStore final : public Store {
       q.bind(1, username).bind(2, with);
       if (q.step()) p = q.int64(0);
     }
-    return last_pos_.emplace(std::move(key), p).first->second;
+    return last_pos_.emplace(key, p).first->second;
   }
 
   // How many of the account's messages (with `f.with`, if set) lie between the filter's seq
@@ -1551,6 +1556,7 @@ class SqliteStore final : public Store {
   // last_pos(): "username\0with" (with empty: the whole archive) -> the newest place.
   static constexpr std::size_t kLastPosCached = 100'000;
   std::unordered_map<std::string, std::int64_t> last_pos_;
+  std::string last_pos_key_;  // last_pos()'s scratch key
 };
 
 // Creates `dir` (and missing parents) with mode 0700: the database holds credentials.

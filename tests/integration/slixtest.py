@@ -19,6 +19,12 @@ import kabartest
 
 STEP = 10.0  # seconds allowed for any one expected event, unless a test says otherwise
 
+# The stream events a Client records for expect(); a wait for one ends on these three.
+STREAM_EVENTS = ("session_start", "session_resumed", "sm_enabled", "disconnected",
+                 "failed_auth", "connection_failed", "sm_failed")
+FAILURES = ("failed_auth", "connection_failed", "sm_failed")
+
+
 def quiet_logging(level=logging.CRITICAL):
     """Logs from `level` up only; slixmpp's all of it (DEBUG) when KABAR_IT_DEBUG is set."""
     logging.basicConfig(level=level)
@@ -32,7 +38,8 @@ class Client(slixmpp.ClientXMPP):
 
     - outcome: a future, the first of session_start ('session'), failed_auth ('failed_auth') and
       connection_failed ('connection_failed'; the client aborts rather than retrying);
-    - messages: a queue of the "message" events keep_message() keeps (all unless overridden).
+    - messages: a queue of the "message" events keep_message() keeps (all unless overridden);
+    - the stream events (STREAM_EVENTS) are recorded for expect().
     """
 
     def __init__(self, jid, password, plugins=()):
@@ -47,10 +54,14 @@ class Client(slixmpp.ClientXMPP):
                 self.register_plugin(*p)
         self.outcome = asyncio.get_event_loop().create_future()
         self.messages = asyncio.Queue()
+        self.stream_events = asyncio.Queue()
+        self.seen = []  # stream events taken off the queue that no expect() has asked for yet
         self.add_event_handler("session_start", lambda e: self.settle("session"))
         self.add_event_handler("failed_auth", lambda e: self.settle("failed_auth"))
         self.add_event_handler("connection_failed",
                                lambda e: (self.settle("connection_failed"), self.abort()))
+        for name in STREAM_EVENTS:
+            self.add_event_handler(name, lambda e, name=name: self.stream_events.put_nowait(name))
         # Name-mangled: a subclass's own _on_message is not this one.
         self.add_event_handler("message", self.__on_message)
 
@@ -77,6 +88,21 @@ class Client(slixmpp.ClientXMPP):
             return await asyncio.wait_for(asyncio.shield(self.outcome), timeout)
         except asyncio.TimeoutError:
             return "timeout"
+
+    async def expect(self, name, timeout=STEP):
+        """Waits for stream event `name`, or takes it if it came already: they may come in any
+        order, and the ones passed over are kept for a later expect(). RuntimeError when a
+        failure (FAILURES) comes meanwhile or nothing does for `timeout` seconds."""
+        while name not in self.seen:
+            try:
+                got = await asyncio.wait_for(self.stream_events.get(), timeout)
+            except asyncio.TimeoutError:
+                raise RuntimeError(f"nothing within {timeout:g} s while waiting for {name}") \
+                    from None
+            self.seen.append(got)
+            if got in FAILURES:
+                raise RuntimeError(f"{got} while waiting for {name}")
+        self.seen.remove(name)
 
     async def raw_iq(self, type_, payload, to=None, timeout=STEP):
         """Sends an IQ of `type_` whose child is the XML text `payload`: the answer (an error

@@ -132,6 +132,14 @@ async def login(r, kd, c, what=None, presence=True):
     return c
 
 
+async def start_all(port, clients, timeout=STEP):
+    """Connects the clients at once: their outcomes, in their order (asyncio.TimeoutError when
+    one has none within `timeout` seconds)."""
+    for c in clients:
+        c.connect_to(port)
+    return await asyncio.wait_for(asyncio.gather(*(c.outcome for c in clients)), timeout)
+
+
 async def next_matching(queue, pred, timeout=STEP):
     """kabartest.next_matching with STEP for its timeout."""
     return await kabartest.next_matching(queue, pred, timeout)

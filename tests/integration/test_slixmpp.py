@@ -8,19 +8,17 @@ deletion after delivery) and the bounce of a message to an account that does not
 Run: /usr/bin/python3 test_slixmpp.py --kabard PATH --kabarctl PATH
 """
 import asyncio
-import logging
 import os
-import ssl
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+import slixtest  # noqa: E402
+from slixtest import STEP, collect, drain, next_matching  # noqa: E402
 
-import slixmpp  # noqa: E402
 from slixmpp.exceptions import IqError, IqTimeout  # noqa: E402
 
-STEP = 10.0      # seconds allowed for any one expected event
 QUIET = 1.5      # seconds of silence that count as "nothing more arrives"
 TOTAL = 80.0     # the whole scenario
 
@@ -28,48 +26,34 @@ DOMAIN = "localhost"
 ROSTER_NS = "jabber:iq:roster"
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(slixtest.Client):
     """One slixmpp client that records what it receives in queues."""
 
     def __init__(self, jid, password, register=False):
-        super().__init__(jid, password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        # xep_0203: delayed delivery; registering: xep_0077 and what it needs.
+        super().__init__(jid, password, ("xep_0030", "xep_0203", "xep_0199")
+                         + (("xep_0004", "xep_0066", "xep_0077") if register else ()))
         # Subscriptions are answered by the test, never automatically.
         self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
-        self.register_plugin("xep_0030")
-        self.register_plugin("xep_0203")  # delayed delivery
-        self.register_plugin("xep_0199")
-        self.whitespace_keepalive = False
-        self.outcome = asyncio.get_event_loop().create_future()
-        self.messages = asyncio.Queue()
         self.message_errors = asyncio.Queue()
         self.presences = asyncio.Queue()
         self.subscribes = asyncio.Queue()
         self.roster_pushes = asyncio.Queue()
         self.registered = None
         if register:
-            self.register_plugin("xep_0004")
-            self.register_plugin("xep_0066")
-            self.register_plugin("xep_0077")
             # XEP-0077 before a session exists: slixmpp would hold the IQ back otherwise.
             self._always_send_everything = True
             self.add_event_handler("register", self._on_register)
-        self.add_event_handler("session_start", self._on_session_start)
-        self.add_event_handler("failed_auth", self._on_failed_auth)
-        self.add_event_handler("no_auth", self._on_failed_auth)
-        self.add_event_handler("connection_failed", self._on_connection_failed)
-        self.add_event_handler("disconnected", self._on_disconnected)
-        self.add_event_handler("message", self._on_message)
+        # Beside the base's outcomes: no mechanism left is a failed authentication too, and
+        # one failure is enough (stop before slixmpp tries the next mechanism).
+        self.add_event_handler("failed_auth", lambda e: self.abort())
+        self.add_event_handler("no_auth", lambda e: (self.settle("failed_auth"), self.abort()))
+        self.add_event_handler("disconnected", lambda e: self.settle("disconnected"))
         self.add_event_handler("message_error", self._on_message_error)
         self.add_event_handler("presence", self._on_presence)
         self.add_event_handler("presence_subscribe", self._on_subscribe)
         self.add_event_handler("roster_update", self._on_roster_update)
-
-    def _settle(self, value):
-        if not self.outcome.done():
-            self.outcome.set_result(value)
 
     async def _on_register(self, form):
         iq = self.Iq()
@@ -81,31 +65,15 @@ class Client(slixmpp.ClientXMPP):
             self.registered = "ok"
         except IqError as e:
             self.registered = e.iq["error"]["condition"]
-            self._settle("register-" + self.registered)
+            self.settle("register-" + self.registered)
             self.disconnect(wait=0.5)
         except IqTimeout:
             self.registered = "timeout"
-            self._settle("register-timeout")
+            self.settle("register-timeout")
             self.disconnect(wait=0.5)
 
-    def _on_session_start(self, event):
-        self._settle("session")
-
-    def _on_failed_auth(self, event):
-        self._settle("failed_auth")
-        # One failure is enough: stop before slixmpp tries the next mechanism.
-        self.abort()
-
-    def _on_connection_failed(self, event):
-        self._settle("connection_failed")
-        self.abort()
-
-    def _on_disconnected(self, event):
-        self._settle("disconnected")
-
-    def _on_message(self, msg):
-        if msg["type"] in ("chat", "normal", ""):
-            self.messages.put_nowait(msg)
+    def keep_message(self, msg):
+        return msg["type"] in ("chat", "normal", "")
 
     def _on_message_error(self, msg):
         self.message_errors.put_nowait(msg)
@@ -121,18 +89,10 @@ class Client(slixmpp.ClientXMPP):
             self.roster_pushes.put_nowait(iq)
 
     async def start(self, port):
-        self.connect(("127.0.0.1", port), force_starttls=True)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self.outcome), STEP)
-        except asyncio.TimeoutError:
+        outcome = await super().start(port)
+        if outcome == "timeout":
             self.abort()
-            return "timeout"
-
-    async def stop(self):
-        try:
-            await asyncio.wait_for(self.disconnect(wait=1.0), 3.0)
-        except (asyncio.TimeoutError, Exception):
-            self.abort()
+        return outcome
 
     async def roster_items(self):
         """Fetches the roster with a plain jabber:iq:roster get (no version) and returns
@@ -150,43 +110,6 @@ class Client(slixmpp.ClientXMPP):
             out[item.get("jid")] = (item.get("subscription", "none"), item.get("ask"),
                                     item.get("name"), groups)
         return out
-
-
-async def next_matching(queue, pred, timeout=STEP):
-    """Returns the first item of `queue` for which pred(item) holds, or None on timeout.
-    Items that do not match are dropped."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        try:
-            item = await asyncio.wait_for(queue.get(), left)
-        except asyncio.TimeoutError:
-            return None
-        if pred(item):
-            return item
-
-
-def drain(queue):
-    out = []
-    while not queue.empty():
-        out.append(queue.get_nowait())
-    return out
-
-
-async def collect(queue, seconds):
-    """Everything that arrives on `queue` within `seconds`."""
-    out = []
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out
-        try:
-            out.append(await asyncio.wait_for(queue.get(), left))
-        except asyncio.TimeoutError:
-            return out
 
 
 def bare(jid):
@@ -412,19 +335,10 @@ async def scenario(r, kd):
 def main():
     args = kabartest.parse_args()
     r = kabartest.Results("slixmpp")
-    logging.basicConfig(level=logging.CRITICAL)
-    if os.environ.get("KABAR_IT_DEBUG"):
-        logging.getLogger("slixmpp").setLevel(logging.DEBUG)
+    slixtest.quiet_logging()
     with kabartest.Kabard(args) as kd:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(asyncio.wait_for(scenario(r, kd), TOTAL))
-        except asyncio.TimeoutError:
-            r.check(False, f"scenario finished within {TOTAL:.0f} s")
-        finally:
-            loop.run_until_complete(asyncio.sleep(0.2))
-            kabartest.shutdown_loop(loop)
+        with slixtest.Loop(r, TOTAL) as lp:
+            lp.run(scenario(r, kd))
         r.check(kd.alive(), "kabard still running at the end")
     r.finish()
 

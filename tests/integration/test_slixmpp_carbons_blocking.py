@@ -9,64 +9,35 @@ romeo's to her with <blocked/>; after the unblock both ways work again.
 Run: /usr/bin/python3 test_slixmpp_carbons_blocking.py --kabard PATH --kabarctl PATH
 """
 import asyncio
-import logging
 import os
-import ssl
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+import slixtest  # noqa: E402
+from slixtest import STEP, next_matching  # noqa: E402
 
-import slixmpp  # noqa: E402
 from slixmpp.exceptions import IqError  # noqa: E402
 
-STEP = 10.0
 TOTAL = 80.0
 DOMAIN = "localhost"
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(slixtest.Client):
     def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        self.whitespace_keepalive = False
-        for p in ("xep_0030", "xep_0297", "xep_0280", "xep_0191"):
-            self.register_plugin(p)
-        self.outcome = asyncio.get_event_loop().create_future()
-        self.messages = asyncio.Queue()
+        super().__init__(jid, password, ("xep_0030", "xep_0297", "xep_0280", "xep_0191"))
         self.errors = asyncio.Queue()
         self.carbons = asyncio.Queue()
         self.pushes = asyncio.Queue()
-        self.add_event_handler("session_start", lambda e: self._settle("session"))
-        self.add_event_handler("failed_auth", lambda e: self._settle("failed_auth"))
-        self.add_event_handler("connection_failed", lambda e: (self._settle("failed"), self.abort()))
-        self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
         self.add_event_handler("message_error", lambda m: self.errors.put_nowait(m))
         self.add_event_handler("carbon_received", lambda m: self.carbons.put_nowait(("received", m)))
         self.add_event_handler("carbon_sent", lambda m: self.carbons.put_nowait(("sent", m)))
         self.add_event_handler("blocked", lambda iq: self.pushes.put_nowait(("block", iq)))
         self.add_event_handler("unblocked", lambda iq: self.pushes.put_nowait(("unblock", iq)))
 
-    def _settle(self, v):
-        if not self.outcome.done():
-            self.outcome.set_result(v)
-
-
-async def next_matching(queue, pred, timeout=STEP):
-    return await kabartest.next_matching(queue, pred, timeout)
-
 
 async def login(r, kd, jid, pw):
-    c = Client(jid, pw)
-    c.connect(("127.0.0.1", kd.port), force_starttls=True)
-    try:
-        outcome = await asyncio.wait_for(asyncio.shield(c.outcome), STEP)
-    except asyncio.TimeoutError:
-        outcome = "timeout"
-    r.check(outcome == "session", f"{jid} logs in ({outcome})")
-    c.send_presence()
-    return c
+    return await slixtest.login(r, kd, Client(jid, pw))
 
 
 async def scenario(r, kd, clients):
@@ -140,20 +111,10 @@ async def scenario(r, kd, clients):
 def main():
     args = kabartest.parse_args()
     r = kabartest.Results("slixmpp_carbons_blocking")
-    logging.basicConfig(level=logging.CRITICAL)
+    slixtest.quiet_logging()
     with kabartest.Kabard(args) as kd:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        clients = []
-        try:
-            loop.run_until_complete(asyncio.wait_for(scenario(r, kd, clients), TOTAL))
-        except asyncio.TimeoutError:
-            r.check(False, f"scenario finished within {TOTAL:.0f} s")
-        finally:
-            for c in clients:
-                c.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            kabartest.shutdown_loop(loop)
+        with slixtest.Loop(r, TOTAL) as lp:
+            lp.run(scenario(r, kd, lp.clients))
         r.check(kd.alive(), "kabard still running at the end")
     r.finish()
 

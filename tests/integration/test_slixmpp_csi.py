@@ -16,21 +16,19 @@ exactly what it received is right, one more is too high.
 Run: /usr/bin/python3 test_slixmpp_csi.py --kabard PATH --kabarctl PATH
 """
 import asyncio
-import logging
 import os
-import ssl
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+import slixtest  # noqa: E402
 import xmpp_raw  # noqa: E402
+from slixtest import STEP, collect, drain  # noqa: E402
 from xmpp_raw import NS_CLIENT, q  # noqa: E402
 
-import slixmpp  # noqa: E402
 from slixmpp.xmlstream.handler import Callback  # noqa: E402
 from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
 
-STEP = 10.0
 QUIET = 1.0  # how long "nothing arrives" is watched
 TOTAL = 120.0
 DOMAIN = "localhost"
@@ -39,22 +37,12 @@ NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
 NS_SM = "urn:xmpp:sm:3"
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(slixtest.Client):
     def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        self.whitespace_keepalive = False
-        for p in ("xep_0030", "xep_0085", "xep_0352"):
-            self.register_plugin(p)
-        self.outcome = asyncio.get_event_loop().create_future()
+        super().__init__(jid, password, ("xep_0030", "xep_0085", "xep_0352"))
         # Every presence and message, in the order they arrived: ("presence", from, show or
         # type), ("state", from, chat state), ("body", from, body).
         self.got = asyncio.Queue()
-        self.add_event_handler("session_start", lambda e: self._settle("session"))
-        self.add_event_handler("failed_auth", lambda e: self._settle("failed_auth"))
-        self.add_event_handler("connection_failed",
-                               lambda e: (self._settle("failed"), self.abort()))
         # slixmpp's "message" event skips messages without a body: these see everything.
         self.register_handler(Callback("all presence", MatchXPath("{jabber:client}presence"),
                                        self._on_presence))
@@ -76,42 +64,9 @@ class Client(slixmpp.ClientXMPP):
             if c.tag.startswith("{%s}" % NS_CHATSTATES):
                 self.got.put_nowait(("state", str(m["from"]), c.tag.split("}")[1]))
 
-    def _settle(self, v):
-        if not self.outcome.done():
-            self.outcome.set_result(v)
-
 
 async def login(r, kd, jid, pw):
-    c = Client(jid, pw)
-    c.connect(("127.0.0.1", kd.port), force_starttls=True)
-    try:
-        outcome = await asyncio.wait_for(asyncio.shield(c.outcome), STEP)
-    except asyncio.TimeoutError:
-        outcome = "timeout"
-    r.check(outcome == "session", f"{jid} logs in ({outcome})")
-    c.send_presence()
-    return c
-
-
-async def quiet(queue, seconds=QUIET):
-    """Everything that arrives within `seconds`."""
-    out = []
-    end = asyncio.get_event_loop().time() + seconds
-    while True:
-        left = end - asyncio.get_event_loop().time()
-        if left <= 0:
-            return out
-        try:
-            out.append(await asyncio.wait_for(queue.get(), left))
-        except asyncio.TimeoutError:
-            return out
-
-
-def drain(queue):
-    out = []
-    while not queue.empty():
-        out.append(queue.get_nowait())
-    return out
+    return await slixtest.login(r, kd, Client(jid, pw))
 
 
 async def chat_state(sender, to, state):
@@ -136,7 +91,7 @@ async def slixmpp_scenario(r, kd, clients):
             romeo.got, lambda g: g[0] == "presence" and g[1] == str(who.boundjid)
             and g[2] == "available", STEP)
         r.check(seen is not None, f"romeo sees {who.boundjid.bare}'s presence once subscribed")
-    await quiet(romeo.got, 0.5)
+    await collect(romeo.got, 0.5)
 
     romeo["xep_0352"].send_inactive()
     # Handled in order: once the server has answered an IQ sent after it, romeo is inactive.
@@ -145,7 +100,7 @@ async def slixmpp_scenario(r, kd, clients):
         juliet.send_presence(pshow=show)
     await chat_state(nurse, romeo.boundjid.full, "composing")
     await chat_state(nurse, romeo.boundjid.full, "paused")
-    got = await quiet(romeo.got)
+    got = await collect(romeo.got, QUIET)
     r.check(got == [], f"inactive: presence and chat states are held ({got})")
 
     # An IQ goes at once (slixmpp's disco plugin answers it).
@@ -165,13 +120,13 @@ async def slixmpp_scenario(r, kd, clients):
             f"the nurse's latest chat state comes first, coalesced ({first})")
     r.check(second == ("body", str(nurse.boundjid), "wake up"),
             f"then her message with a body, at once ({second})")
-    got = await quiet(romeo.got, 0.5)
+    got = await collect(romeo.got, 0.5)
     r.check(got == [], f"nothing else comes while romeo is inactive ({got})")
 
     juliet.send_presence(pshow="chat")
     await asyncio.sleep(0.3)
     romeo["xep_0352"].send_active()
-    got = await quiet(romeo.got)
+    got = await collect(romeo.got, QUIET)
     r.check(got == [("presence", str(juliet.boundjid), "chat")],
             f"<active/>: juliet's latest presence alone ({got})")
     juliet.send_presence(pshow="away")
@@ -314,20 +269,10 @@ def raw_scenario(r, kd):
 def main():
     args = kabartest.parse_args()
     r = kabartest.Results("slixmpp_csi")
-    logging.basicConfig(level=logging.CRITICAL)
+    slixtest.quiet_logging()
     with kabartest.Kabard(args) as kd:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        clients = []
-        try:
-            loop.run_until_complete(asyncio.wait_for(slixmpp_scenario(r, kd, clients), TOTAL))
-        except asyncio.TimeoutError:
-            r.check(False, f"scenario finished within {TOTAL:.0f} s")
-        finally:
-            for c in clients:
-                c.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            kabartest.shutdown_loop(loop)
+        with slixtest.Loop(r, TOTAL) as lp:
+            lp.run(slixmpp_scenario(r, kd, lp.clients))
         r.section(raw_scenario)(r, kd)
         r.check(kd.alive(), "kabard still running at the end")
     r.finish()

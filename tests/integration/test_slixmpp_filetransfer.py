@@ -21,10 +21,8 @@ Run: /usr/bin/python3 test_slixmpp_filetransfer.py --kabard PATH --kabarctl PATH
 """
 import asyncio
 import hashlib
-import logging
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -33,8 +31,8 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+import slixtest  # noqa: E402
 
-import slixmpp  # noqa: E402
 from slixmpp.xmlstream.handler import CoroutineCallback  # noqa: E402
 from slixmpp.xmlstream.matcher import StanzaPath  # noqa: E402
 
@@ -45,40 +43,24 @@ SOCKS5 = "http://jabber.org/protocol/bytestreams"
 IBB = "http://jabber.org/protocol/ibb"
 
 
-class Slix(slixmpp.ClientXMPP):
+class Slix(slixtest.Client):
     def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0030", "xep_0047", "xep_0065", "xep_0095", "xep_0096"):
-            self.register_plugin(p)
+        super().__init__(jid, password,
+                         ("xep_0030", "xep_0047", "xep_0065", "xep_0095", "xep_0096"))
         # slixmpp 1.8.3 registers its async SI request handler as a plain Callback, so it is never
         # awaited and an SI offer goes unanswered: register it as a coroutine callback.
         self.remove_handler("SI Request")
         self.register_handler(CoroutineCallback("SI Request", StanzaPath("iq@type=set/si"),
                                                 self["xep_0095"]._handle_request))
-        self.whitespace_keepalive = False
-        loop = asyncio.get_event_loop()
-        self.ready = loop.create_future()
-        self.done = loop.create_future()
+        self.done = asyncio.get_event_loop().create_future()
         self.received = bytearray()
         self.si_requests = []
-        self.add_event_handler("session_start", self._on_start)
-        self.add_event_handler("failed_auth", lambda e: self._settle("failed_auth"))
-        self.add_event_handler("connection_failed", lambda e: self._settle("connection_failed"))
+        self.add_event_handler("session_start", lambda e: self.send_presence())
         self.add_event_handler("si_request", self._on_si)
         self.add_event_handler("socks5_data", self._on_data)
         self.add_event_handler("socks5_closed", lambda e: self._finish("socks5"))
         self.add_event_handler("ibb_stream_data", self._on_ibb_data)
         self.add_event_handler("ibb_stream_end", lambda s: self._finish("ibb"))
-
-    def _settle(self, v):
-        if not self.ready.done():
-            self.ready.set_result(v)
-
-    def _on_start(self, _):
-        self.send_presence()
-        self._settle("session")
 
     async def _on_si(self, iq):
         self.si_requests.append(iq)
@@ -204,9 +186,7 @@ async def kabar_to_slix(k, kabar, work, bob, flags, expect, size):
 async def scenario(k, kabar, work):
     alice = Slix("alice@localhost/send", "alice-pw")
     bob = Slix("bob@localhost/recv", "bob-pw")
-    for c in (alice, bob):
-        c.connect(("127.0.0.1", k.port), force_starttls=True)
-    outcomes = await asyncio.wait_for(asyncio.gather(alice.ready, bob.ready), STEP)
+    outcomes = await slixtest.start_all(k.port, (alice, bob), STEP)
     R.check(outcomes == ["session", "session"], "both slixmpp clients logged in (%s)" % outcomes)
     try:
         await slix_to_kabar(k, kabar, work, alice, SOCKS5, 4 * MIB)
@@ -217,14 +197,11 @@ async def scenario(k, kabar, work):
         await kabar_to_slix(k, kabar, work, bob, ["--no-direct", "--no-proxy"], "ibb", 1 * MIB)
     finally:
         for c in (alice, bob):
-            try:
-                await asyncio.wait_for(c.disconnect(wait=1.0), 3.0)
-            except Exception:  # noqa: BLE001
-                c.abort()
+            await c.stop()
 
 
 def main():
-    logging.basicConfig(level=logging.CRITICAL)
+    slixtest.quiet_logging()
     args = kabartest.parse_args()
     kabar = os.path.join(os.path.dirname(os.path.abspath(args.kabard)), "kabar")
     port = kabartest.free_port()
@@ -234,15 +211,8 @@ def main():
         with k:
             for u in ("alice", "bob", "carol"):
                 k.add_user(u, u + "-pw")
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(asyncio.wait_for(scenario(k, kabar, work), 280))
-            except Exception as e:  # noqa: BLE001
-                import traceback
-                traceback.print_exc()
-                R.check(False, "scenario raised %s: %s" % (type(e).__name__, e))
-            kabartest.shutdown_loop(loop)
+            with slixtest.Loop(R, 280) as lp:
+                lp.run(scenario(k, kabar, work))
             R.check(k.alive(), "kabard alive")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -14,70 +14,41 @@ Run: /usr/bin/python3 test_slixmpp_mam.py --kabard PATH --kabarctl PATH
 """
 import asyncio
 import datetime
-import logging
 import os
-import ssl
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+import slixtest  # noqa: E402
+from slixtest import STEP, next_matching  # noqa: E402
 
 import slixmpp  # noqa: E402
 from slixmpp.exceptions import IqError  # noqa: E402
 from slixmpp.xmlstream.handler import Callback  # noqa: E402
 from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
 
-STEP = 10.0
 TOTAL = 120.0
 DOMAIN = "localhost"
 SID = "{urn:xmpp:sid:0}stanza-id"
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(slixtest.Client):
     def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        self.whitespace_keepalive = False
-        for p in ("xep_0030", "xep_0059", "xep_0297", "xep_0313", "xep_0441"):
-            self.register_plugin(p)
-        self.outcome = asyncio.get_event_loop().create_future()
-        self.messages = asyncio.Queue()
+        super().__init__(jid, password,
+                         ("xep_0030", "xep_0059", "xep_0297", "xep_0313", "xep_0441"))
         self.results = []
-        self.add_event_handler("session_start", lambda e: self._settle("session"))
-        self.add_event_handler("failed_auth", lambda e: self._settle("failed_auth"))
-        self.add_event_handler("connection_failed", lambda e: (self._settle("failed"), self.abort()))
-        self.add_event_handler("message", self._on_message)
         # Archive results have no <body/> of their own: slixmpp's "message" event skips them.
         self.register_handler(Callback(
             "mam results", MatchXPath("{jabber:client}message/{urn:xmpp:mam:2}result"),
             lambda m: self.results.append(m)))
 
-    def _on_message(self, m):
+    def keep_message(self, m):
         # Archive results come as messages too: only what is not one is a delivery.
-        if m.xml.find("{urn:xmpp:mam:2}result") is None:
-            self.messages.put_nowait(m)
-
-    def _settle(self, v):
-        if not self.outcome.done():
-            self.outcome.set_result(v)
+        return m.xml.find("{urn:xmpp:mam:2}result") is None
 
 
-async def next_matching(queue, pred, timeout=STEP):
-    return await kabartest.next_matching(queue, pred, timeout)
-
-
-async def login(r, kd, jid, pw, presence=True):
-    c = Client(jid, pw)
-    c.connect(("127.0.0.1", kd.port), force_starttls=True)
-    try:
-        outcome = await asyncio.wait_for(asyncio.shield(c.outcome), STEP)
-    except asyncio.TimeoutError:
-        outcome = "timeout"
-    r.check(outcome == "session", f"{jid} logs in ({outcome})")
-    if presence:
-        c.send_presence()
-    return c
+async def login(r, kd, jid, pw):
+    return await slixtest.login(r, kd, Client(jid, pw))
 
 
 def body_of(result):
@@ -253,44 +224,22 @@ async def after_restart(r, kd, clients, fwd):
     r.check(default == "never", "and carol's preferences stay")
 
 
-def run(loop, coro, r, what):
-    try:
-        return loop.run_until_complete(asyncio.wait_for(coro, TOTAL))
-    except asyncio.TimeoutError:
-        r.check(False, f"{what} finished within {TOTAL:.0f} s")
-        return None
-
-
 def main():
     args = kabartest.parse_args()
     r = kabartest.Results("slixmpp_mam")
-    logging.basicConfig(level=logging.CRITICAL)
+    slixtest.quiet_logging()
     with kabartest.Kabard(args) as kd:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        clients = []
-        try:
-            fwd = run(loop, scenario(r, kd, clients), r, "the scenario")
-            for cl in clients:
-                cl.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            clients.clear()
+        with slixtest.Loop(r, TOTAL) as lp:
+            fwd = lp.run(scenario(r, kd, lp.clients), "the scenario")
+            lp.abort_clients()
             r.check(kd.stop() == 0, "kabard stops on SIGTERM")
             kd.start()
             if fwd:
-                run(loop, after_restart(r, kd, clients, fwd), r, "after the restart")
-            for cl in clients:
-                cl.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            clients.clear()
+                lp.run(after_restart(r, kd, lp.clients, fwd), "after the restart")
+            lp.abort_clients()
             kd.ctl("user", "delete", "bob")
             n = kabartest.sqlite_count(kd, "SELECT COUNT(*) FROM archive WHERE username = 'bob'")
             r.check(n == 0, f"deleting bob deletes his archive ({n} left)")
-        finally:
-            for cl in clients:
-                cl.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            kabartest.shutdown_loop(loop)
         r.check(kd.alive(), "kabard still running at the end")
     r.finish()
 

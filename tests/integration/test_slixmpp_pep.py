@@ -17,21 +17,18 @@ Run: /usr/bin/python3 test_slixmpp_pep.py --kabard PATH --kabarctl PATH
 import asyncio
 import base64
 import hashlib
-import logging
 import os
-import ssl
 import sys
 import time
-import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+import slixtest  # noqa: E402
+from slixtest import STEP, next_matching  # noqa: E402
 
-import slixmpp  # noqa: E402
 from slixmpp.exceptions import IqError  # noqa: E402
 from slixmpp.xmlstream import ElementBase  # noqa: E402
 
-STEP = 10.0
 TOTAL = 150.0
 DOMAIN = "localhost"
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -67,64 +64,25 @@ class Prefs(ElementBase):
     sub_interfaces = {"theme"}
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(slixtest.Client):
     def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        self.whitespace_keepalive = False
-        for p in ("xep_0030", "xep_0004", "xep_0128", "xep_0060", "xep_0115", "xep_0163",
-                  "xep_0084", "xep_0054", "xep_0153", "xep_0172", "xep_0049"):
-            self.register_plugin(p)
+        super().__init__(jid, password, (
+            "xep_0030", "xep_0004", "xep_0128", "xep_0060", "xep_0115", "xep_0163", "xep_0084",
+            "xep_0054", "xep_0153", "xep_0172", "xep_0049"))
         self["xep_0049"].register(Prefs)
-        self.outcome = asyncio.get_event_loop().create_future()
         self.events = asyncio.Queue()
         self.presences = asyncio.Queue()
-        self.add_event_handler("session_start", lambda e: self._settle("session"))
-        self.add_event_handler("failed_auth", lambda e: self._settle("failed_auth"))
-        self.add_event_handler("connection_failed", lambda e: (self._settle("failed"), self.abort()))
         for ev in ("avatar_metadata_publish", "user_nick_publish", "pubsub_publish",
                    "pubsub_delete", "pubsub_retract"):
             self.add_event_handler(ev, lambda m, ev=ev: self.events.put_nowait((ev, m)))
         self.add_event_handler("presence_available", lambda p: self.presences.put_nowait(p))
-
-    def _settle(self, v):
-        if not self.outcome.done():
-            self.outcome.set_result(v)
-
-    async def raw_iq(self, type_, payload, to=None):
-        iq = self.Iq()
-        iq["type"] = type_
-        if to:
-            iq["to"] = to
-        iq.append(ET.fromstring(payload))
-        return await iq.send(timeout=STEP)
-
-
-async def next_matching(queue, pred, timeout=STEP):
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        try:
-            item = await asyncio.wait_for(queue.get(), left)
-        except asyncio.TimeoutError:
-            return None
-        if pred(item):
-            return item
 
 
 async def login(r, kd, user, resource, interests=()):
     c = Client(f"{user}@{DOMAIN}/{resource}", f"{user}-pw")
     for ns in interests:
         c["xep_0163"].add_interest(ns)
-    c.connect(("127.0.0.1", kd.port), force_starttls=True)
-    try:
-        outcome = await asyncio.wait_for(asyncio.shield(c.outcome), STEP)
-    except asyncio.TimeoutError:
-        outcome = "timeout"
-    r.check(outcome == "session", f"{user}/{resource} logs in ({outcome})")
+    await slixtest.login(r, kd, c, f"{user}/{resource}", presence=False)
     await c.get_roster(timeout=STEP)
     # The caps hash for the features registered so far, before the presence that carries it.
     await c["xep_0115"].update_caps(broadcast=False)
@@ -321,24 +279,10 @@ async def scenario(r, kd, clients):
 def main():
     args = kabartest.parse_args()
     r = kabartest.Results("slixmpp_pep")
-    logging.basicConfig(level=logging.CRITICAL)
+    slixtest.quiet_logging()
     with kabartest.Kabard(args, config=CONFIG) as kd:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        clients = []
-        try:
-            loop.run_until_complete(asyncio.wait_for(scenario(r, kd, clients), TOTAL))
-        except asyncio.TimeoutError:
-            r.check(False, f"scenario finished within {TOTAL:.0f} s")
-        except Exception as e:  # noqa: BLE001
-            import traceback
-            traceback.print_exc()
-            r.check(False, f"scenario raised {type(e).__name__}: {e}")
-        finally:
-            for c in clients:
-                c.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            kabartest.shutdown_loop(loop)
+        with slixtest.Loop(r, TOTAL) as lp:
+            lp.run(scenario(r, kd, lp.clients))
         r.check(kd.alive(), "kabard still running at the end")
     r.finish()
 

@@ -9,45 +9,27 @@ import asyncio
 import hashlib
 import logging
 import os
-import ssl
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
-
-import slixmpp  # noqa: E402
+import slixtest  # noqa: E402
 
 STEP = 15.0
 SIZE = 2 * 1024 * 1024
 R = kabartest.Results("slixmpp_proxy65")
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(slixtest.Client):
     def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        self.register_plugin("xep_0030")
-        self.register_plugin("xep_0065", {"auto_accept": True})
-        self.whitespace_keepalive = False
-        self.ready = asyncio.get_event_loop().create_future()
+        super().__init__(jid, password, ("xep_0030", ("xep_0065", {"auto_accept": True})))
         self.received = bytearray()
         self.stream_opened = asyncio.get_event_loop().create_future()
         self.closed = asyncio.get_event_loop().create_future()
-        self.add_event_handler("session_start", self._on_start)
-        self.add_event_handler("failed_auth", lambda e: self._settle("failed_auth"))
-        self.add_event_handler("connection_failed", lambda e: self._settle("connection_failed"))
+        self.add_event_handler("session_start", lambda e: self.send_presence())
         self.add_event_handler("socks5_stream", self._on_stream)
         self.add_event_handler("socks5_data", self._on_data)
         self.add_event_handler("socks5_closed", self._on_closed)
-
-    def _settle(self, v):
-        if not self.ready.done():
-            self.ready.set_result(v)
-
-    def _on_start(self, _):
-        self.send_presence()
-        self._settle("session")
 
     def _on_stream(self, conn):
         if not self.stream_opened.done():
@@ -64,9 +46,7 @@ class Client(slixmpp.ClientXMPP):
 async def scenario(k):
     sender = Client("alice@localhost/send", "alice-pw")
     receiver = Client("bob@localhost/recv", "bob-pw")
-    for c in (sender, receiver):
-        c.connect(("127.0.0.1", k.port), force_starttls=True)
-    outcomes = await asyncio.wait_for(asyncio.gather(sender.ready, receiver.ready), STEP)
+    outcomes = await slixtest.start_all(k.port, (sender, receiver), STEP)
     R.check(outcomes == ["session", "session"], "both slixmpp clients logged in (%s)" % outcomes)
     try:
         proxies = await asyncio.wait_for(sender["xep_0065"].discover_proxies(), STEP)
@@ -94,27 +74,19 @@ async def scenario(k):
         R.check(True, "the sender's close reaches the receiver")
     finally:
         for c in (sender, receiver):
-            try:
-                await asyncio.wait_for(c.disconnect(wait=1.0), 3.0)
-            except Exception:  # noqa: BLE001
-                c.abort()
+            await c.stop()
 
 
 def main():
-    logging.basicConfig(level=logging.ERROR)
+    slixtest.quiet_logging(logging.ERROR)
     args = kabartest.parse_args()
     port = kabartest.free_port()
     k = kabartest.Kabard(args, extra_flags=("--proxy65", "127.0.0.1:%d" % port))
     with k:
         k.add_user("alice", "alice-pw")
         k.add_user("bob", "bob-pw")
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(asyncio.wait_for(scenario(k), 90))
-        except Exception as e:  # noqa: BLE001
-            R.check(False, "scenario raised %s: %s" % (type(e).__name__, e))
-        kabartest.shutdown_loop(loop)
+        with slixtest.Loop(R, 90) as lp:
+            lp.run(scenario(k))
         R.check(k.alive(), "kabard alive")
     R.finish()
 

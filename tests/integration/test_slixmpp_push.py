@@ -21,21 +21,19 @@ slixmpp's IQ machinery.
 Run: /usr/bin/python3 test_slixmpp_push.py --kabard PATH --kabarctl PATH
 """
 import asyncio
-import logging
 import os
-import ssl
 import sys
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+import slixtest  # noqa: E402
+from slixtest import STEP  # noqa: E402
 from xmpp_raw import error_condition, online, q, NS_CLIENT  # noqa: E402
 
-import slixmpp  # noqa: E402
 from slixmpp.xmlstream.handler import Callback  # noqa: E402
 from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
 
-STEP = 10.0
 TOTAL = 120.0
 DOMAIN = "localhost"
 PUSH = "urn:xmpp:push:0"
@@ -45,40 +43,11 @@ SERVICE = f"pushserver@{DOMAIN}/app"
 PW = {"alice": "alice-pw", "bob": "bob-pw", "pushserver": "push-pw"}
 
 
-class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, sm=False):
-        super().__init__(jid, password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        self.whitespace_keepalive = False
-        self.register_plugin("xep_0030")
-        if sm:
-            self.register_plugin("xep_0198")
-        self.events = asyncio.Queue()
-        self.messages = asyncio.Queue()
-        for name in ("session_start", "session_resumed", "sm_enabled", "sm_failed",
-                     "disconnected", "failed_auth", "connection_failed"):
-            self.add_event_handler(name, self._recorder(name))
-        self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
-
-    def _recorder(self, name):
-        def record(_):
-            self.events.put_nowait(name)
-        return record
-
-    async def expect(self, name):
-        got = await kabartest.next_matching(
-            self.events, lambda e: e == name or e in ("failed_auth", "connection_failed",
-                                                      "sm_failed"), STEP)
-        if got != name:
-            raise RuntimeError(f"{got} while waiting for {name}")
-
-
-class PushStub(Client):
+class PushStub(slixtest.Client):
     """The app server's push service: records publishes, answers them."""
 
     def __init__(self):
-        super().__init__(SERVICE, PW["pushserver"])
+        super().__init__(SERVICE, PW["pushserver"], ("xep_0030",))
         self.publishes = asyncio.Queue()
         self.refuse = set()  # nodes answered with <item-not-found/>
         self.register_handler(Callback(
@@ -116,22 +85,23 @@ def enable_xml(node, secret=None):
 
 
 async def slix_enable(c, payload):
-    iq = c.make_iq_set()
-    iq.append(ET.fromstring(payload))
-    res = await iq.send(timeout=STEP)
+    res = await c.raw_iq("set", payload)
     return res["type"]
 
 
-async def login(kd, cls, *a, sm=False, **kw):
-    c = cls(*a, sm=sm, **kw) if sm else cls(*a, **kw)
-    c.connect(("127.0.0.1", kd.port), force_starttls=True)
-    want = {"session_start", "sm_enabled"} if sm else {"session_start"}
-    while want:
-        got = await kabartest.next_matching(c.events, lambda _: True, STEP)
-        if got in (None, "failed_auth", "connection_failed", "sm_failed"):
-            raise RuntimeError(f"{got} while logging in")
-        want.discard(got)
+async def login(kd, c):
+    """c with its session started (and stream management enabled, when it has xep_0198), or
+    RuntimeError."""
+    c.connect_to(kd.port)
+    await c.expect("session_start")
+    if c.plugin.enabled("xep_0198"):
+        await c.expect("sm_enabled")
     return c
+
+
+def alice_client(sm=False):
+    return slixtest.Client(f"alice@{DOMAIN}/phone", PW["alice"],
+                           ("xep_0030", "xep_0198") if sm else ("xep_0030",))
 
 
 async def no_publish(stub, wait=1.5):
@@ -143,10 +113,10 @@ def rows(kd, where=""):
 
 
 async def slixmpp_part(r, kd, clients):
-    stub = await login(kd, PushStub)
+    stub = await login(kd, PushStub())
     clients.append(stub)
     stub.send_presence()
-    alice = await login(kd, Client, f"alice@{DOMAIN}/phone", PW["alice"])
+    alice = await login(kd, alice_client())
     info = await alice["xep_0030"].get_info(jid=f"alice@{DOMAIN}", timeout=STEP)
     r.check(PUSH in info["disco_info"]["features"],
             "alice's bare JID announces urn:xmpp:push:0 (§4)")
@@ -180,7 +150,7 @@ async def slixmpp_part(r, kd, clients):
     r.check(kabartest.offline_count(kd, "alice") == 3, "the messages wait offline")
 
     # Back: the offline messages arrive; then hibernation (stream management).
-    alice = await login(kd, Client, f"alice@{DOMAIN}/phone", PW["alice"], sm=True)
+    alice = await login(kd, alice_client(sm=True))
     clients.append(alice)
     r.check(bool(alice.plugin["xep_0198"].sm_id), "slixmpp enabled stream management with resume")
     alice.send_presence()
@@ -204,7 +174,7 @@ async def slixmpp_part(r, kd, clients):
     r.check(got is not None and summary(got).get("message-count") == "1",
             "a message to the hibernating session notifies the push service")
     r.check(kabartest.offline_count(kd, "alice") == 0, "it waits in the session, not offline")
-    alice.connect(("127.0.0.1", kd.port), force_starttls=True)
+    alice.connect_to(kd.port)
     await alice.expect("session_resumed")
     m = await kabartest.next_matching(alice.messages, lambda m: m["body"] == "while hibernating",
                                       STEP)
@@ -295,7 +265,7 @@ async def after_disable(r, kd, stub):
 
 async def after_restart(r, kd, clients):
     r.check(rows(kd, " WHERE username = 'alice'") == 1, "the registration is still stored")
-    stub = await login(kd, PushStub)
+    stub = await login(kd, PushStub())
     clients.append(stub)
     stub.send_presence()
     bob = online(kd.port, "bob", PW["bob"], "raw")
@@ -310,52 +280,26 @@ async def after_restart(r, kd, clients):
     bob.close()
 
 
-def run(loop, coro, r, what):
-    try:
-        return loop.run_until_complete(asyncio.wait_for(coro, TOTAL))
-    except asyncio.TimeoutError:
-        r.check(False, f"{what} finished within {TOTAL:.0f} s")
-    except Exception as e:  # noqa: BLE001
-        r.check(False, f"{what} raised {type(e).__name__}: {e}")
-    return None
-
-
 def main():
     args = kabartest.parse_args()
     r = kabartest.Results("slixmpp_push")
-    logging.basicConfig(level=logging.CRITICAL)
-    if os.environ.get("KABAR_IT_DEBUG"):
-        logging.getLogger("slixmpp").setLevel(logging.DEBUG)
+    slixtest.quiet_logging()
     with kabartest.Kabard(args) as kd:
         for user, pw in PW.items():
             kd.add_user(user, pw)
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        clients = []
-        try:
-            stub = run(loop, slixmpp_part(r, kd, clients), r, "the slixmpp part")
+        with slixtest.Loop(r, TOTAL) as lp:
+            stub = lp.run(slixmpp_part(r, kd, lp.clients), "the slixmpp part")
             raw_part(r, kd)
             if stub is not None:
-                run(loop, after_disable(r, kd, stub), r, "disable and errors")
-            for c in clients:
-                c.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            clients.clear()
+                lp.run(after_disable(r, kd, stub), "disable and errors")
+            lp.abort_clients()
             r.check(kd.stop() == 0, "kabard stops on SIGTERM")
             kd.start()
-            run(loop, after_restart(r, kd, clients), r, "after the restart")
-            for c in clients:
-                c.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            clients.clear()
+            lp.run(after_restart(r, kd, lp.clients), "after the restart")
+            lp.abort_clients()
             kd.ctl("user", "delete", "alice")
             n = rows(kd, " WHERE username = 'alice'")
             r.check(n == 0, f"deleting alice deletes her registrations ({n} left)")
-        finally:
-            for c in clients:
-                c.abort()
-            loop.run_until_complete(asyncio.sleep(0.2))
-            kabartest.shutdown_loop(loop)
         r.check(kd.alive(), "kabard still running at the end")
     r.finish()
 

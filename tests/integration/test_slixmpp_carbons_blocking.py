@@ -2,7 +2,9 @@
 python3-slixmpp 1.8.3: xep_0280, xep_0191) over STARTTLS.
 
 Two resources of romeo enable carbons; juliet writes to one and the other sees a received carbon;
-one writes to juliet and the other sees a sent carbon. Then romeo blocks juliet: the resource
+one writes to juliet and the other sees a sent carbon, with the stanza-id (XEP-0359) under which
+romeo's archive holds it (XEP-0313 §3.5; a MAM query names that id) while juliet's copy carries
+none of romeo's. Then romeo blocks juliet: the resource
 that fetched the blocklist gets the push, juliet's message is refused with service-unavailable,
 romeo's to her with <blocked/>; after the unblock both ways work again.
 
@@ -23,6 +25,7 @@ from slixmpp.exceptions import IqError  # noqa: E402
 STEP = 10.0
 TOTAL = 80.0
 DOMAIN = "localhost"
+SID = "{urn:xmpp:sid:0}stanza-id"
 
 
 class Client(slixmpp.ClientXMPP):
@@ -31,7 +34,7 @@ class Client(slixmpp.ClientXMPP):
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
         self.whitespace_keepalive = False
-        for p in ("xep_0030", "xep_0297", "xep_0280", "xep_0191"):
+        for p in ("xep_0030", "xep_0059", "xep_0297", "xep_0280", "xep_0191", "xep_0313"):
             self.register_plugin(p)
         self.outcome = asyncio.get_event_loop().create_future()
         self.messages = asyncio.Queue()
@@ -100,6 +103,21 @@ async def scenario(r, kd, clients):
     inner = c[1]["carbon_sent"] if c else None
     r.check(inner is not None and inner["body"] == "from a 42"
             and str(inner["to"]) == f"juliet@{DOMAIN}", "romeo/b sees it as a sent carbon")
+    # XEP-0313 §3.5: the id of romeo's archive inside the carbon's forwarded message, none of
+    # it in juliet's copy.
+    sids = [s for s in inner.xml.findall(SID) if s.get("by") == f"romeo@{DOMAIN}"] if inner else []
+    r.check(len(sids) == 1 and sids[0].get("id"),
+            "the sent carbon carries a stanza-id by romeo's archive")
+    r.check(m is not None and all(s.get("by") != f"romeo@{DOMAIN}" for s in m.xml.findall(SID)),
+            "juliet's copy carries no stanza-id by romeo's archive")
+    archived = []
+    async for res in a["xep_0313"].iterate(jid=slixmpp.JID(f"romeo@{DOMAIN}"), rsm={"max": 50}):
+        archived.append((res["mam_result"]["id"], res["mam_result"]["forwarded"]["stanza"]["body"]))
+    want = sids[0].get("id") if sids else None
+    r.check(want is not None and (want, "from a 42") in archived,
+            "romeo's archive holds the message under the carbon's stanza-id"
+            + ("" if want is not None and (want, "from a 42") in archived
+               else f" ({want} not in {archived})"))
 
     # Blocking.
     for c in (a, b):

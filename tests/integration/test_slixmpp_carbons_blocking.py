@@ -2,7 +2,9 @@
 python3-slixmpp 1.8.3: xep_0280, xep_0191) over STARTTLS.
 
 Two resources of romeo enable carbons; juliet writes to one and the other sees a received carbon;
-one writes to juliet and the other sees a sent carbon. Then romeo blocks juliet: the resource
+one writes to juliet and the other sees a sent carbon, with the stanza-id (XEP-0359) under which
+romeo's archive holds it (XEP-0313 §3.5; a MAM query names that id) while juliet's copy carries
+none of romeo's. Then romeo blocks juliet: the resource
 that fetched the blocklist gets the push, juliet's message is refused with service-unavailable,
 romeo's to her with <blocked/>; after the unblock both ways work again.
 
@@ -17,15 +19,18 @@ import kabartest  # noqa: E402
 import slixtest  # noqa: E402
 from slixtest import STEP, next_matching  # noqa: E402
 
+import slixmpp  # noqa: E402
 from slixmpp.exceptions import IqError  # noqa: E402
 
 TOTAL = 80.0
 DOMAIN = "localhost"
+SID = "{urn:xmpp:sid:0}stanza-id"
 
 
 class Client(slixtest.Client):
     def __init__(self, jid, password):
-        super().__init__(jid, password, ("xep_0030", "xep_0297", "xep_0280", "xep_0191"))
+        super().__init__(jid, password, ("xep_0030", "xep_0059", "xep_0297", "xep_0280",
+                                         "xep_0191", "xep_0313"))
         self.errors = asyncio.Queue()
         self.carbons = asyncio.Queue()
         self.pushes = asyncio.Queue()
@@ -71,6 +76,21 @@ async def scenario(r, kd, clients):
     inner = c[1]["carbon_sent"] if c else None
     r.check(inner is not None and inner["body"] == "from a 42"
             and str(inner["to"]) == f"juliet@{DOMAIN}", "romeo/b sees it as a sent carbon")
+    # XEP-0313 §3.5: the id of romeo's archive inside the carbon's forwarded message, none of
+    # it in juliet's copy.
+    sids = [s for s in inner.xml.findall(SID) if s.get("by") == f"romeo@{DOMAIN}"] if inner else []
+    r.check(len(sids) == 1 and sids[0].get("id"),
+            "the sent carbon carries a stanza-id by romeo's archive")
+    r.check(m is not None and all(s.get("by") != f"romeo@{DOMAIN}" for s in m.xml.findall(SID)),
+            "juliet's copy carries no stanza-id by romeo's archive")
+    archived = []
+    async for res in a["xep_0313"].iterate(jid=slixmpp.JID(f"romeo@{DOMAIN}"), rsm={"max": 50}):
+        archived.append((res["mam_result"]["id"], res["mam_result"]["forwarded"]["stanza"]["body"]))
+    want = sids[0].get("id") if sids else None
+    r.check(want is not None and (want, "from a 42") in archived,
+            "romeo's archive holds the message under the carbon's stanza-id"
+            + ("" if want is not None and (want, "from a 42") in archived
+               else f" ({want} not in {archived})"))
 
     # Blocking.
     for c in (a, b):

@@ -5,13 +5,19 @@
 // mam_archivable() accepts, unless its preferences say otherwise ([archive] default, then the
 // account's <prefs/>). A received message is archived before delivery and carries its archive
 // UID as <stanza-id by='account'/> to the recipient's resources, its carbons and its offline
-// copy; a sent one is archived in the sender's archive (a note to self once, as received).
-// Archive writes go into the message log's group commit (store/message_log.h), not one store
-// call per message; a query waits for that commit first, so it sees everything archived before
-// it.
+// copy; a sent one is archived in the sender's archive (a note to self once, as received), and
+// its archive UID goes only into the sender's own <sent/> carbons (XEP-0313 §3.5), never to the
+// contact. Archive writes go into the message log's group commit (store/message_log.h), not one
+// store call per message; a query waits for that commit first, so it sees everything archived
+// before it.
 //
-// The hot path: while archiving is on, every message takes the full path with its hooks
-// (Server::set_all_messages_full_path()): the byte fast path cannot add a stanza-id.
+// Where the ids travel: the kMessageIn hook stamps the message before the received carbons
+// (100) copy it. The kMessageOut hook (-50) stamps the sender's message before the sent carbons
+// (0) copy it, and a second one (50) takes that stamp off again before the message is routed.
+//
+// The hot path: a message to an online contact is archived from the bytes it is forwarded in
+// (fast(), a Server message tap), the recipient's stanza-id spliced in. It makes no carbons: an
+// account with carbons on (AccountFlag kCarbonsUser) has its messages take the full path.
 //
 // Threads: hooks and IQs run on the sender's shard; preferences are cached for all shards under
 // a mutex; the store is reached through Server::db() and the message log.
@@ -164,7 +170,7 @@ class MamModule final : public Module {
         },
         kIqGetOrSet, kToServerOrAccount);
     // After blocking (-100: what it refuses is not archived), before carbons (0): the sender's
-    // archive.
+    // archive, and its stanza-id for the <sent/> carbons.
     ctx.hook(
         Hook::kMessageOut,
         [this](SessionPtr from, xml::Element& m) -> awaitable<HookResult> {
@@ -172,6 +178,17 @@ class MamModule final : public Module {
           co_return HookResult::kContinue;
         },
         -50);
+    // After carbons, before routing: the contact may not read the sender's archive (XEP-0313
+    // §3.5), so nothing in its name goes on.
+    ctx.hook(
+        Hook::kMessageOut,
+        [](SessionPtr from, xml::Element& m) -> awaitable<HookResult> {
+          if (from != nullptr && m.child("stanza-id", kStanzaIdNs) != nullptr) {
+            strip_stanza_ids(m, from->jid().bare_str());
+          }
+          co_return HookResult::kContinue;
+        },
+        50);
     // After blocking, before the received carbons (100): they and the recipient's resources
     // get the stanza-id.
     ctx.hook(
@@ -240,17 +257,23 @@ class MamModule final : public Module {
 
   awaitable<void> outgoing(const SessionPtr& from, xml::Element& m) {
     if (from == nullptr) co_return;
+    const std::string own = from->jid().bare_str();
+    // XEP-0359 §3: an id in this archive's name is the server's to give, whether or not this
+    // message is archived (the sent carbons copy what is left).
+    strip_stanza_ids(m, own);
     auto to = xmpp::Jid::parse(m.attr("to"));
     if (!to || to->local().empty()) co_return;  // to a server or a service: no conversation
-    const std::string own = from->jid().bare_str();
     // A note to self is archived once, as received.
     if (to->bare_str() == own) co_return;
     if (!mam_archivable(m)) co_return;
     if (!co_await wants(from->username(), to->bare_str())) co_return;
-    // No stanza-id on what goes to the contact (§3.4: it may not read this archive).
-    xml::Element copy = m;
-    strip_stanza_ids(copy, own);
-    archive(from->username(), *to, copy, {});
+    // Archived as the contact gets it, without a stanza-id; then stamped for the <sent/>
+    // carbons (XEP-0313 §3.5: "as a child of the forwarded message when using XEP-0280"). The
+    // hook at 50 takes the stamp off before routing.
+    const std::string id = archive(from->username(), *to, m, {});
+    xml::Element& sid = m.add_child("stanza-id", std::string(kStanzaIdNs));
+    sid.set_attr("by", own);
+    sid.set_attr("id", id);
   }
 
   // The fast path (Server::route_message_now()): a message to an online contact, with the bytes
@@ -258,9 +281,11 @@ class MamModule final : public Module {
   // without the store; the recipient's copy gets its stanza-id spliced in before the end tag.
   // Anything else (a stanza-id to strip, a preference in roster mode, bytes not ending in
   // </message>) returns false, untouched, for the full path.
+  // No <sent/> carbon comes from here, so the sender's archive id goes nowhere: a sender with a
+  // resource that has carbons on takes the full path (kCarbonsUser, Server::instant_targets()).
   bool fast(C2sSession& from, const xml::Element& m, const std::vector<SessionPtr>& targets,
             std::string& bytes) {
-    if (m.child("stanza-id", kStanzaIdNs) != nullptr) return false;  // to strip (XEP-0359 §5)
+    if (m.child("stanza-id", kStanzaIdNs) != nullptr) return false;  // to strip (XEP-0359 §3)
     if (!mam_archivable(m)) return true;  // nothing to archive, nothing to add
     static constexpr std::string_view kEnd = "</message>";
     if (targets.empty() || !bytes.ends_with(kEnd)) return false;
@@ -322,10 +347,10 @@ class MamModule final : public Module {
     return std::nullopt;
   }
 
-  // Archives `m` for `user`; with `stamp_by` (the archive's JID) the message gets its
-  // <stanza-id/> first.
-  void archive(const std::string& user, const xmpp::Jid& with, xml::Element& m,
-               std::string_view stamp_by) {
+  // Archives `m` for `user` and returns its archive UID; with `stamp_by` (the archive's JID)
+  // the message gets its <stanza-id/> first.
+  std::string archive(const std::string& user, const xmpp::Jid& with, xml::Element& m,
+                      std::string_view stamp_by) {
     store::ArchivedMessage a;
     a.username = user;
     a.id = new_id();
@@ -338,7 +363,9 @@ class MamModule final : public Module {
       sid.set_attr("id", a.id);
     }
     a.stanza = xml::serialize(m, "");
+    std::string id = a.id;
     server_->archive(std::move(a));
+    return id;
   }
 
   // §3 "unpredictable and unique within the archive": the time in milliseconds, then 48 random

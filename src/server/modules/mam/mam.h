@@ -18,7 +18,7 @@ inline constexpr std::string_view kStanzaIdNs = "urn:xmpp:sid:0";  // XEP-0359
 // makes itself: a client's is a forgery).
 bool mam_archivable(const xml::Element& m);
 
-// XEP-0359 §5: removes every <stanza-id/> (and <origin-id/> is left) whose 'by' is `archive`, the
+// XEP-0359 §3: removes every <stanza-id/> (and <origin-id/> is left) whose 'by' is `archive`, the
 // JID of an archive this server keeps: nobody else may speak for it.
 void strip_stanza_ids(xml::Element& m, std::string_view archive);
 

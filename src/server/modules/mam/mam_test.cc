@@ -88,6 +88,35 @@ class MamTest : public ModuleTest {
     const xml::Element* err = e.child("error");
     return e.attr("type") == "error" && err != nullptr && err->child(cond) != nullptr;
   }
+  // An available session with message carbons (XEP-0280) on.
+  Client& with_carbons(std::string_view full) {
+    Client& c = connect(full);
+    send(c, "<presence/>");
+    send(c, "<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+    for (auto& cl : clients_) cl->take();
+    return c;
+  }
+  // The messages inside the carbons (<sent/> or <received/>, by `flag`) among `got`.
+  static std::vector<const xml::Element*> carbons(const std::vector<xml::Element>& got,
+                                                  std::string_view flag) {
+    std::vector<const xml::Element*> out;
+    for (const auto* m : named(got, "message")) {
+      const xml::Element* f = m->child(flag, "urn:xmpp:carbons:2");
+      const xml::Element* fwd =
+          f != nullptr ? f->child("forwarded", "urn:xmpp:forward:0") : nullptr;
+      if (fwd == nullptr) continue;
+      if (const xml::Element* inner = fwd->child("message", "jabber:client")) out.push_back(inner);
+    }
+    return out;
+  }
+  // The ids of the stanza-ids of `m` in the name of `by`.
+  static std::vector<std::string> stanza_ids(const xml::Element& m, std::string_view by) {
+    std::vector<std::string> out;
+    for (const auto* sid : m.children("stanza-id", kStanzaIdNs)) {
+      if (sid->attr("by") == by) out.emplace_back(sid->attr("id"));
+    }
+    return out;
+  }
 };
 
 TEST_F(MamTest, ArchivabilityRules) {
@@ -404,6 +433,112 @@ TEST_F(MamTest, NoteToSelfIsArchivedOnce) {
   chat(a, "alice@example.com", "remember the milk");
   Page p = query(a, form(field("with", "alice@example.com")));
   EXPECT_EQ(p.bodies, std::vector<std::string>{"remember the milk"});
+}
+
+// XEP-0313 §3.5: the sender's archive id goes into the <sent/> carbons, inside the forwarded
+// message, and not to the contact; to a bare or a full JID, online or offline.
+TEST_F(MamTest, SentCarbonsCarryTheSendersArchiveIdAndTheContactNone) {
+  auto& home = with_carbons("alice@example.com/home");
+  auto& phone = with_carbons("alice@example.com/phone");
+  auto& b = online("bob@example.com/phone");
+  chat(home, "bob@example.com", "to the bare JID");
+  chat(home, "bob@example.com/phone", "to the full JID");
+  chat(home, "carol@example.com", "to carol, offline");
+  auto got = phone.take();
+  auto sent = carbons(got, "sent");
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_TRUE(named(home.take(), "message").empty());  // not to the sending resource
+  Page pa = query(home, "");
+  ASSERT_EQ(pa.bodies,
+            (std::vector<std::string>{"to the bare JID", "to the full JID", "to carol, offline"}));
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(sent[i]->child_text("body", "jabber:client"), pa.bodies[i]);
+    EXPECT_EQ(sent[i]->children("stanza-id", kStanzaIdNs).size(), 1u);
+    EXPECT_EQ(stanza_ids(*sent[i], "alice@example.com"), std::vector<std::string>{pa.ids[i]})
+        << xml::serialize(*sent[i]);
+  }
+  // The contact gets only its own archive's id, online or offline.
+  auto to_bob = b.take();
+  auto msgs = named(to_bob, "message");
+  ASSERT_EQ(msgs.size(), 2u);
+  for (const auto* m : msgs) {
+    EXPECT_TRUE(stanza_ids(*m, "alice@example.com").empty()) << xml::serialize(*m);
+    EXPECT_EQ(stanza_ids(*m, "bob@example.com").size(), 1u);
+  }
+  auto& c = connect("carol@example.com/laptop");
+  send(c, "<presence/>");
+  auto to_carol = c.take();
+  auto offline = named(to_carol, "message");
+  ASSERT_EQ(offline.size(), 1u);
+  EXPECT_TRUE(stanza_ids(*offline[0], "alice@example.com").empty());
+  EXPECT_EQ(stanza_ids(*offline[0], "carol@example.com").size(), 1u);
+  // The sender's archive itself holds the message as the contact got it.
+  EXPECT_EQ(store().archive_query("alice", {}, 10, false)[0].stanza.find("stanza-id"),
+            std::string::npos);
+}
+
+// A stanza-id the sender put there in its own archive's name reaches neither its carbons (they
+// get the real one) nor the contact; nor one of a message that is not archived.
+TEST_F(MamTest, SentCarbonsCarryOnlyTheRealId) {
+  auto& home = with_carbons("alice@example.com/home");
+  auto& phone = with_carbons("alice@example.com/phone");
+  auto& b = online("bob@example.com/phone");
+  const std::string forged =
+      "<stanza-id xmlns='urn:xmpp:sid:0' by='alice@example.com' id='forged'/>";
+  chat(home, "bob@example.com", "archived", forged);
+  chat(home, "bob@example.com", "off the record", forged + "<no-store xmlns='urn:xmpp:hints'/>");
+  auto got = phone.take();
+  auto sent = carbons(got, "sent");
+  ASSERT_EQ(sent.size(), 2u);
+  Page pa = query(home, "");
+  ASSERT_EQ(pa.bodies, std::vector<std::string>{"archived"});
+  EXPECT_EQ(stanza_ids(*sent[0], "alice@example.com"), std::vector<std::string>{pa.ids[0]});
+  EXPECT_TRUE(stanza_ids(*sent[1], "alice@example.com").empty()) << xml::serialize(*sent[1]);
+  auto to_bob = b.take();
+  auto msgs = named(to_bob, "message");
+  ASSERT_EQ(msgs.size(), 2u);
+  for (const auto* m : msgs) {
+    EXPECT_TRUE(stanza_ids(*m, "alice@example.com").empty()) << xml::serialize(*m);
+  }
+}
+
+// Received carbons carry the recipient's archive id, the one its other resources got.
+TEST_F(MamTest, ReceivedCarbonsCarryTheRecipientsArchiveId) {
+  auto& a = online("alice@example.com/home");
+  auto& phone = with_carbons("bob@example.com/phone");
+  auto& laptop = with_carbons("bob@example.com/laptop");
+  chat(a, "bob@example.com/phone", "hi bob");
+  auto direct = phone.take();
+  auto msgs = named(direct, "message");
+  ASSERT_EQ(msgs.size(), 1u);
+  auto copy = laptop.take();
+  auto received = carbons(copy, "received");
+  ASSERT_EQ(received.size(), 1u);
+  Page pb = query(phone, "");
+  ASSERT_EQ(pb.ids.size(), 1u);
+  EXPECT_EQ(stanza_ids(*msgs[0], "bob@example.com"), pb.ids);
+  EXPECT_EQ(stanza_ids(*received[0], "bob@example.com"), pb.ids);
+  EXPECT_TRUE(stanza_ids(*received[0], "alice@example.com").empty());
+}
+
+// A note to self is archived once, as received: the resource it goes to and the received
+// carbons carry that one id, and there is no <sent/> copy.
+TEST_F(MamTest, NoteToSelfWithCarbonsCarriesItsOneId) {
+  auto& home = with_carbons("alice@example.com/home");
+  auto& phone = with_carbons("alice@example.com/phone");
+  auto& work = with_carbons("alice@example.com/work");
+  chat(home, "alice@example.com/phone", "note");
+  Page p = query(home, "");
+  ASSERT_EQ(p.ids.size(), 1u);
+  auto to_phone = phone.take();
+  auto msgs = named(to_phone, "message");
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(stanza_ids(*msgs[0], "alice@example.com"), p.ids);
+  auto to_work = work.take();
+  EXPECT_TRUE(carbons(to_work, "sent").empty());
+  auto received = carbons(to_work, "received");
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(stanza_ids(*received[0], "alice@example.com"), p.ids);
 }
 
 TEST_F(MamTest, RetentionDeletesTheOldestOnly) {

@@ -292,8 +292,14 @@ class MamModule final : public Module {
     const C2sSession& to_session = *targets.front();  // one account's resources
     const std::string& to_user = to_session.username();
     const std::string& from_user = from.username();
-    std::shared_ptr<const Prefs> pf = cached(from_user);
-    std::shared_ptr<const Prefs> pt = cached(to_user);
+    std::shared_ptr<const Prefs> pf, pt;
+    {
+      std::lock_guard lock(mu_);  // both under one lock: this runs for every message
+      auto f = prefs_.find(from_user);
+      auto t = prefs_.find(to_user);
+      if (f != prefs_.end()) pf = f->second;
+      if (t != prefs_.end()) pt = t->second;
+    }
     if (pf == nullptr || pt == nullptr) return false;
     const std::string from_bare = from.jid().bare_str();
     const std::string to_bare = to_session.jid().bare_str();
@@ -330,12 +336,6 @@ class MamModule final : public Module {
       server_->archive(std::move(a));
     }
     return true;
-  }
-
-  std::shared_ptr<const Prefs> cached(const std::string& user) {
-    std::lock_guard lock(mu_);
-    auto it = prefs_.find(user);
-    return it == prefs_.end() ? nullptr : it->second;
   }
 
   // What `p` says of `other` without the store: nullopt in roster mode for a JID in neither list.

@@ -1,5 +1,6 @@
 """Turns bench/run's JSON lines into bench/results/YYYY-MM-DD.md: kabard, the floor, Prosody and
-ejabberd side by side, kabard's ratios, the issue #7 targets met or missed, and the per-step data.
+ejabberd side by side, kabard's ratios, the issue #7 targets met or missed (issue 17's with
+ARCHIVE=on), each server's archive backend and rows, and the per-step data.
 
 usage: report.py RESULTS.jsonl OUT.md
 """
@@ -187,6 +188,51 @@ def tsung_section(w, S, present, rates):
     w("")
 
 
+def archive_section(w, meta, recs, present):
+    """ARCHIVE's value, each server's archive backend and the rows counted in it after its
+    scenarios, against the messages the load sent it (each should be archived twice: in the
+    sender's and the recipient's archive)."""
+    arch = {r["server"]: r for r in recs if r.get("scenario") == "archive"}
+    if not meta.get("archive") and not arch:
+        return
+    w(f"ARCHIVE={meta.get('archive', '?')} (bench/run: on = every server with an archive "
+      "archives every message, off = none does).")
+    w("")
+    w("| server | archive backend | rows in its archive after its scenarios | messages sent / "
+      "delivered by the load | rows per message delivered |")
+    w("|---|---|---|---|---|")
+    for n in present:
+        a = arch.get(n)
+        if not a:
+            continue
+        sent = received = 0
+        for r in recs:
+            if r.get("server") != n or str(r.get("scenario", "")).startswith("paired-"):
+                continue
+            if r.get("summary") and r.get("mode") == "messages":
+                sent += r.get("sent", 0)
+                received += r.get("received", 0)
+            elif r.get("summary") and r.get("scenario") == "tsung":
+                sent += r.get("sent_total", 0)
+                received += r.get("delivered_total", 0)
+        rows = a.get("rows")
+        backend = a["backend"]
+        if a.get("journal_mode"):
+            backend += f" (journal_mode {a['journal_mode']}"
+            backend += f", on {a['fs']})" if a.get("fs") else ")"
+        if a.get("why"):
+            backend += f" — {a['why']}"
+        w(f"| {NAMES[n]} | {backend} | {fmt(rows) if rows is not None else '–'} | {sent:,} / "
+          f"{received:,} | {f'{rows / received:.2f}' if rows is not None and received else '–'} |")
+    w("")
+    if arch:
+        w("Each message with a body belongs in two archives (the sender's and the recipient's): "
+          "about 2 rows per message delivered when archiving is on (more where messages were "
+          "archived but not delivered in time, fewer if a server was stopped with messages still "
+          "queued), 0 when it is off.")
+        w("")
+
+
 def paired_rows(k, fl):
     """Per offered rate of the paired scenario: kabard's and the floor's msgs/CPU-s per round,
     the median of the per-round ratios (round i of kabard against round i of the floor, measured
@@ -228,6 +274,11 @@ def main():
       f"`{meta.get('commit', '?')}`; Prosody {meta.get('prosody') or '?'}, ejabberd "
       f"{meta.get('ejabberd') or '?'} (Debian 12 packages).")
     w("")
+    end = next((r for r in recs if r.get("meta_end")), {})
+    if meta.get("load_start") or end.get("load_end"):
+        w(f"Load average (1, 5, 15 min) at the start: {meta.get('load_start', '?')}; at the end: "
+          f"{end.get('load_end', '?')}.")
+        w("")
     w("Method (`make bench`, i.e. `bench/run`): each server runs alone on CPU 0 (`taskset`), "
       "kabar-bench on CPU 1; all on loopback, plain TCP unless marked TLS (STARTTLS). "
       "CPU time, RSS and context switches are read from `/proc/PID` at the start and end of each "
@@ -241,6 +292,7 @@ def main():
       "relay kabar-bench can drive (one thread, epoll, expat, forwards the original bytes, SASL "
       "PLAIN only, no rosters or presence), measured under the same load and pinning.")
     w("")
+    archive_section(w, meta, recs, present)
     w("## Side by side")
     w("")
     w("| | " + " | ".join(NAMES[n] for n in present) + " |")
@@ -345,8 +397,12 @@ def main():
              s.tsung_per_cpu(r))
     w("")
 
-    # Targets from issue #7.
-    w("## Targets (issue #7)")
+    # Targets from issue #7; with every message archived, issue 17's (60% of the floor; the same
+    # 5x Prosody and 2x ejabberd at 4,000 msg/s, the peers archiving too).
+    archiving = meta.get("archive") == "on"
+    goal = 0.6 if archiving else 0.7
+    w("## Targets (issue 17, every message archived; the rest issue #7's)" if archiving else
+      "## Targets (issue #7)")
     w("")
     w("| target | measured | met? |")
     w("|---|---|---|")
@@ -362,19 +418,19 @@ def main():
             fracs.append((rate, a / b))
     if fracs:
         worst = min(fracs, key=lambda x: x[1])
-        target("kabard msgs/CPU-s >= 70% of the floor's at every offered rate (ladders, run "
-               "minutes apart)",
+        target(f"kabard msgs/CPU-s >= {goal * 100:.0f}% of the floor's at every offered rate "
+               "(ladders, run minutes apart)",
                f"worst {worst[1] * 100:.0f}% at {worst[0]:,.0f} msg/s",
-               0.7, worst[1] >= 0.7,
-               "" if worst[1] >= 0.7 else f"short by {(0.7 - worst[1]) * 100:.0f} points")
+               goal, worst[1] >= goal,
+               "" if worst[1] >= goal else f"short by {(goal - worst[1]) * 100:.0f} points")
     prs = paired_rows(k, fl)
     if prs:
         worst = min(prs, key=lambda x: x["ratio"])
         target("the same, paired (both up, measured in turn; median of the rounds' ratios)",
                f"worst {worst['ratio'] * 100:.0f}% at {worst['rate']:,.0f} msg/s",
-               0.7, worst["ratio"] >= 0.7,
-               "" if worst["ratio"] >= 0.7 else
-               f"short by {(0.7 - worst['ratio']) * 100:.0f} points")
+               goal, worst["ratio"] >= goal,
+               "" if worst["ratio"] >= goal else
+               f"short by {(goal - worst['ratio']) * 100:.0f} points")
     for other, goal4k, goalmax in (("prosody", 5, 10), ("ejabberd", 2, 4)):
         o = S[other]
         a, b = k.per_cpu(k.at_rate(4000)), o.per_cpu(o.at_rate(4000))
@@ -395,7 +451,8 @@ def main():
         a, b = k.per_cpu(k.best()), o.per_cpu(o.best())
         if a and b:
             r = a / b
-            target(f"at each server's max, msgs/CPU-s >= {goalmax}x {NAMES[other]}", f"{r:.2f}x",
+            target(f"at each server's max, msgs/CPU-s >= {goalmax}x {NAMES[other]}"
+                   f"{' (issue #7)' if archiving else ''}", f"{r:.2f}x",
                    goalmax, r >= goalmax, "" if r >= goalmax else f"{r / goalmax * 100:.0f}% of goal")
     m = k.mem("none")
     if m:

@@ -1,7 +1,8 @@
 -- Prosody for kabar's benchmark (bench/run fills in @DIR@, @PORT@, @DOMAIN@). Loopback only,
 -- plaintext allowed, registration on, run as root in the foreground; only the modules the
 -- scenarios touch (roster, presence, SASL, TLS, registration), so Prosody is not charged for
--- features the load never uses.
+-- features the load never uses. With ARCHIVE=on bench/run appends prosody-mam.cfg.lua (mod_mam on
+-- SQLite) after the VirtualHost line, which must stay last.
 run_as_root = true
 daemonize = false
 pidfile = "@DIR@/prosody.pid"

@@ -67,6 +67,9 @@ struct Options {
   std::string pin_sha256;  // accept a certificate with this SHA-256 fingerprint (hex, ':' allowed)
   std::string resource;    // empty: the one in `jid`, else "kabar"
   std::string roster_cache;  // file for the versioned roster cache (XEP-0237); empty: none
+  // File for the XEP-0115 capabilities learnt from contacts (verified hash -> features), so a
+  // later session knows them from the first presence; empty: kept in memory only.
+  std::string caps_cache;
   std::chrono::milliseconds timeout{15000};  // connect, negotiation and each IQ
   // XEP-0198 stream management when the server offers it: every stanza sent is kept until the
   // server acknowledges it, and a lost connection is resumed (or, when the server no longer has
@@ -232,6 +235,21 @@ class Client {
   // Contacts' presence: bare JID -> resource -> last available presence.
   const std::map<std::string, std::map<std::string, Presence>>& presences() const;
 
+  // Service discovery of a contact's client. An available presence with XEP-0115 caps whose
+  // `ver` is not yet known is answered by a disco#info of `node#ver` to that full JID (once per
+  // ver, whichever resource announced it); an answer whose hash matches (§5.1, §5.4) is cached
+  // under that ver for every resource announcing it, one that does not is not.
+  // The features of the full JID `jid`: from its caps when known and verified, else by asking
+  // it (XEP-0030 disco#info). nullopt when it does not answer or answers with an error.
+  awaitable<std::optional<std::vector<std::string>>> features_of(std::string jid);
+  // Whether `jid` announces `feature`, as features_of() finds; nullopt without an answer.
+  awaitable<std::optional<bool>> supports(std::string jid, std::string feature);
+  // The verified caps features of `full_jid`'s last presence; nullptr when not known (yet).
+  const std::vector<std::string>* caps_features(const std::string& full_jid) const;
+  // XEP-0115 §4: the ver our presence announces (node kCapsNode), the sha-1 of our disco#info.
+  std::string caps_ver() const;
+  static constexpr const char* kCapsNode = "urn:kabar:client";
+
   // Closes the stream (</stream:stream>), waits briefly for the server's, closes the socket.
   awaitable<void> disconnect();
   // Waits until the connection ends; returns why (kOk after disconnect()).
@@ -259,7 +277,9 @@ class Client {
   HandlerToken add_presence_handler(const std::string& xmlns, StanzaHandler handler);
   // Unregisters; false when the token names no registered handler. Safe inside a handler.
   bool remove_handler(HandlerToken token);
-  void add_feature(const std::string& var);  // announced in our disco#info (XEP-0030)
+  // Announced in our disco#info (XEP-0030) and so in our caps (XEP-0115): a new feature after
+  // our presence went out sends that presence again with the new ver (§4).
+  void add_feature(const std::string& var);
   // Sends an IQ (its id is set here) and waits for its result or error; nullopt on timeout or
   // disconnect.
   awaitable<std::optional<xml::Element>> send_iq(xml::Element iq);

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -111,7 +112,22 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   std::map<std::string, Message> bounced;  // message id -> its error bounce
   StanzaHandlers handlers;                 // registered by extensions (file transfer, calls)
   std::vector<std::string> extra_features;
-  bool carbons_on = false;  // the server enabled XEP-0280 carbons for this session
+
+  // ---- XEP-0115 entity capabilities (caps.cc) ----
+  // Verified: "HASH VER" -> the features its disco#info lists (sorted), from this session or the
+  // cache file (Options::caps_cache).
+  std::map<std::string, std::vector<std::string>> caps_by_ver;
+  std::map<std::string, std::string> caps_of_jid;  // full JID -> "HASH VER" of its last presence
+  // "HASH VER" with a disco#info under way -> a timer cancelled when it is answered (features_of()
+  // waits on it rather than asking the same client a second time).
+  std::map<std::string, std::shared_ptr<asio::steady_timer>> caps_asking;
+  // "HASH VER JID": an answer that did not match its hash (§5.4); that JID is not asked again for
+  // it (another JID announcing the same ver is).
+  std::set<std::string> caps_bad;
+  bool caps_loaded = false;
+  std::optional<xml::Element> own_presence;  // our broadcast presence without <c/> (send_presence)
+  bool reannounce_posted = false;  // add_feature(): a new presence with the new ver is due
+  bool carbons_on = false;         // the server enabled XEP-0280 carbons for this session
 
   // ---- XEP-0198 stream management ----
   using Clock = std::chrono::steady_clock;
@@ -188,6 +204,20 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   void handle_presence(xml::Element& el);
   void load_roster();
   void save_roster();
+
+  // ---- XEP-0115 (caps.cc) ----
+  // Our disco#info <query/> (XEP-0030): identity, the base features and add_feature()'s.
+  xml::Element own_disco_info() const;
+  std::string own_caps_ver() const;
+  // Sends own_presence with our <c/> (and keeps it for a new session).
+  void announce_presence();
+  // An available presence's <c/>: remembers it for `from` and, for a ver not yet known, asks.
+  void note_caps(const std::string& from, const xml::Element& presence);
+  static awaitable<void> learn_caps(std::shared_ptr<Impl> self, std::string from, std::string key,
+                                    std::string node);
+  const std::vector<std::string>* known_caps(const std::string& full_jid) const;
+  void load_caps();
+  void save_caps() const;
 };
 
 }  // namespace kabar::client

@@ -155,22 +155,20 @@ awaitable<Error> FileTransfer::Impl::send_file(std::string to, std::string path,
   }
   bool use_si = owner->options.protocol == TransferOptions::Protocol::kSi;
   if (owner->options.protocol == TransferOptions::Protocol::kAuto) {
-    // XEP-0030: Jingle FT when the contact announces it, else stream initiation if it has that.
-    xml::Element info("iq", "jabber:client");
-    info.set_attr("type", "get").set_attr("to", s->peer);
-    info.add_child("query", xmpp::ns::kDiscoInfo);
-    auto r = co_await client->send_iq(std::move(info));
+    // XEP-0115 caps when the contact's presence carried a verified hash (no question asked),
+    // else XEP-0030 disco#info: Jingle FT when it announces it, else stream initiation if it has
+    // that.
+    std::optional<std::vector<std::string>> features = co_await client->features_of(s->peer);
     bool jft = false, sift = false;
-    const xml::Element* q = r ? r->child("query", xmpp::ns::kDiscoInfo) : nullptr;
-    if (q)
-      for (const xml::Element* f : q->children("feature")) {
-        if (f->attr("var") == jingle::kFileTransfer) jft = true;
-        if (f->attr("var") == jingle::kSiFileTransfer) sift = true;
+    if (features)
+      for (const std::string& f : *features) {
+        if (f == jingle::kFileTransfer) jft = true;
+        if (f == jingle::kSiFileTransfer) sift = true;
       }
     use_si = !jft && sift;
     // An answer that announces neither: its client cannot take a file peer to peer (a caller can
     // upload it instead). No answer at all: try Jingle.
-    if (q && !jft && !sift)
+    if (features && !jft && !sift)
       co_return err(Errc::kUnsupported,
                     s->peer +
                         "'s client does not support Jingle file transfer (XEP-0234) or "

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "client/client_impl.h"
+#include "xmpp/caps.h"
 #include "xmpp/jingle.h"
 #include "xmpp/stanza.h"
 
@@ -66,16 +67,19 @@ void Client::Impl::handle_iq(xml::Element& el) {
   }
   if (q && handlers.offer(StanzaKind::kIq, el)) return;
   if (type == "get" && q && q->is("query", ns::kDiscoInfo)) {
+    // XEP-0115 §6.2: asked for node#ver of our caps, the same answer with that node; any other
+    // node is not ours (XEP-0030 §3.2: item-not-found).
+    std::string_view node = q->attr("node");
+    xml::Element info = own_disco_info();
+    if (!node.empty()) {
+      if (node != std::string(Client::kCapsNode) + '#' + xmpp::caps_ver(info).value_or("")) {
+        send(xmpp::make_error_reply(el, xmpp::ErrorType::kCancel, "item-not-found"));
+        return;
+      }
+      info.set_attr("node", node);
+    }
     xml::Element r = xmpp::make_iq_result(el);
-    xml::Element& info = r.add_child("query", ns::kDiscoInfo);
-    info.add_child("identity", ns::kDiscoInfo)
-        .set_attr("category", "client")
-        .set_attr("type", "console")
-        .set_attr("name", "kabar");
-    for (const char* f : {ns::kDiscoInfo, ns::kPing, kReceipts, kChatStates})
-      info.add_child("feature", ns::kDiscoInfo).set_attr("var", f);
-    for (const auto& f : extra_features)
-      info.add_child("feature", ns::kDiscoInfo).set_attr("var", f);
+    r.add_child(std::move(info));
     send(r);
     return;
   }
@@ -131,7 +135,18 @@ bool Client::remove_handler(HandlerToken token) { return impl_->handlers.remove(
 
 void Client::add_feature(const std::string& var) {
   auto& f = impl_->extra_features;
-  if (std::find(f.begin(), f.end(), var) == f.end()) f.push_back(var);
+  if (std::find(f.begin(), f.end(), var) != f.end()) return;
+  f.push_back(var);
+  // XEP-0115 §4: our features changed, so does our ver: say so in a new presence, once for
+  // features added together (FileTransfer adds eight).
+  if (!impl_->is_connected || !impl_->own_presence || impl_->reannounce_posted) return;
+  impl_->reannounce_posted = true;
+  asio::post(impl_->io, [w = std::weak_ptr<Impl>(impl_)] {
+    auto self = w.lock();
+    if (!self) return;
+    self->reannounce_posted = false;
+    if (self->is_connected) self->announce_presence();
+  });
 }
 
 }  // namespace kabar::client

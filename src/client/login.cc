@@ -244,6 +244,8 @@ awaitable<Error> Client::Impl::connect() {
   sm = xmpp::stream::SmClient();
   resend_after_failure.clear();
   last_presence.clear();
+  own_presence.reset();
+  caps_of_jid.clear();
   if (Error e = co_await establish()) co_return e;
   is_connected = true;
   start_loops();

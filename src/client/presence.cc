@@ -20,7 +20,9 @@ void Client::Impl::handle_presence(xml::Element& el) {
   std::string bare = bare_of(p.from);
   if (p.type.empty()) {
     presences[bare][resource_of(p.from)] = p;
+    note_caps(p.from, el);
   } else if (p.type == "unavailable") {
+    caps_of_jid.erase(p.from);
     auto it = presences.find(bare);
     if (it != presences.end()) {
       it->second.erase(resource_of(p.from));
@@ -59,8 +61,9 @@ void Client::send_presence(const std::string& show, const std::string& status, i
   if (!show.empty() && show != "online") p.add_child("show", ns::kClient).add_text(show);
   if (!status.empty()) p.add_child("status", ns::kClient).add_text(status);
   if (priority != 0) p.add_child("priority", ns::kClient).add_text(std::to_string(priority));
-  impl_->last_presence = xml::serialize(p);
-  impl_->send(p);
+  // XEP-0115 §4: every broadcast presence carries our caps.
+  impl_->own_presence = std::move(p);
+  impl_->announce_presence();
 }
 
 const std::map<std::string, std::map<std::string, Presence>>& Client::presences() const {

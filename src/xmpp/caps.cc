@@ -12,12 +12,8 @@
 
 namespace kabar::xmpp {
 
-namespace {
-constexpr std::string_view kCapsNs = "http://jabber.org/protocol/caps";
-}
-
 std::optional<CapsInfo> caps_of(const xml::Element& presence) {
-  const xml::Element* c = presence.child("c", kCapsNs);
+  const xml::Element* c = presence.child("c", kCaps);
   if (c == nullptr || c->attr("ver").empty() || c->attr("node").empty()) return std::nullopt;
   return CapsInfo{std::string(c->attr("hash")), std::string(c->attr("node")),
                   std::string(c->attr("ver"))};
@@ -106,6 +102,26 @@ std::optional<std::string> caps_hash(std::string_view algo, std::string_view s) 
   unsigned int len = 0;
   if (EVP_Digest(s.data(), s.size(), out, &len, md, nullptr) != 1) return std::nullopt;
   return base64_encode(std::string_view(reinterpret_cast<const char*>(out), len));
+}
+
+bool caps_verify(std::string_view algo, std::string_view ver, const xml::Element& query) {
+  if (algo.empty() || ver.empty()) return false;  // legacy caps (no hash): nothing to check
+  auto s = caps_verification_string(query);
+  if (!s) return false;
+  auto h = caps_hash(algo, *s);
+  return h && *h == ver;
+}
+
+std::optional<std::string> caps_ver(const xml::Element& query) {
+  auto s = caps_verification_string(query);
+  if (!s) return std::nullopt;
+  return caps_hash("sha-1", *s);
+}
+
+xml::Element caps_element(std::string_view node, std::string_view ver) {
+  xml::Element c("c", kCaps);
+  c.set_attr("hash", "sha-1").set_attr("node", node).set_attr("ver", ver);
+  return c;
 }
 
 }  // namespace kabar::xmpp

@@ -4,6 +4,11 @@
   (XEP-0030), uploads (XEP-0363) and sends the link instead, says why, exits 0; the link carries
   the same bytes. With --no-upload: exit 1 and the reason, not the "unreachable" 4.
 - slixmpp announcing Jingle file transfer but refusing the offer: the same fallback.
+- slixmpp with entity capabilities (XEP-0115), a mutual contact, without Jingle file transfer:
+  `sendfile` to its bare JID learns its features from its presence's caps (disco#info of
+  node#ver, no plain one) and uploads at once; a second run knows them from kabar's caps cache
+  (no question at all). slixmpp's caps plugin verifies the ver in kabar's presence, and the
+  features it stands for include Jingle file transfer.
 - kabar to kabar: the sender's Ctrl-C tells the receiver, who says why the transfer stopped and
   keeps what arrived; sending the same file again resumes from there. Old .part files are
   removed by `listen --part-max-age`. In a terminal (tmux), the receiver's progress line ends
@@ -38,18 +43,35 @@ JINGLE_FT = "urn:xmpp:jingle:apps:file-transfer:5"
 
 
 class Peer(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, features=()):
+    def __init__(self, jid, password, features=(), caps=False):
         super().__init__(jid, password)
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
         self.register_plugin("xep_0030")
+        if caps:
+            self.register_plugin("xep_0115")
         for f in features:
             self["xep_0030"].add_feature(f)
+        self.disco_gets = []  # (from, node) of each disco#info get received (node "" for none)
+        self.caps_seen = {}   # full JID -> the ver in its last available presence
+        self.add_filter("in", self._note_in)
         self.started = asyncio.get_event_loop().create_future()
         self.messages = []
         self.add_event_handler("session_start",
                                lambda e: self.started.done() or self.started.set_result(True))
         self.add_event_handler("message", lambda m: self.messages.append(m))
+
+
+    def _note_in(self, stanza):
+        if stanza.name == "iq" and stanza["type"] == "get":
+            q = stanza.xml.find("{http://jabber.org/protocol/disco#info}query")
+            if q is not None:
+                self.disco_gets.append((stanza["from"].bare, q.get("node", "")))
+        elif stanza.name == "presence" and stanza["type"] in ("available", ""):
+            c = stanza.xml.find("{http://jabber.org/protocol/caps}c")
+            if c is not None:
+                self.caps_seen[stanza["from"].full] = c.get("ver")
+        return stanza
 
 
 def fetch(url):
@@ -99,6 +121,106 @@ async def to_slixmpp(R, srv, k, tmp):
         finally:
             peer.disconnect()
             await asyncio.sleep(0.2)
+
+
+async def caps_of_slixmpp(R, srv, k, tmp):
+    pw = "Slix-Secret-9"
+    srv.add_user("frank", pw)
+    src = os.path.join(tmp, "caps.txt")
+    want = random_file(src, 100_000)
+    frank_bare = f"frank@{srv.domain}"
+    peer = Peer(f"{frank_bare}/slix", pw, (), caps=True)
+    peer.connect(("127.0.0.1", srv.port), force_starttls=True)
+    li = None
+    try:
+        await asyncio.wait_for(asyncio.shield(peer.started), STEP)
+        await peer["xep_0115"].update_caps(broadcast=False)
+        peer.send_presence()
+        # A mutual subscription: alice asks and slixmpp approves by itself; frank asks back and
+        # alice approves.
+        alice_bare = f"alice@{srv.domain}"
+        r = await asyncio.to_thread(k.run, "roster", "add", frank_bare, user="alice")
+        R.check(r.returncode == 0, f"alice adds frank ({r.stderr.strip()})")
+        peer.send_presence(pto=alice_bare, ptype="subscribe")
+        await asyncio.sleep(0.3)
+        r = await asyncio.to_thread(k.run, "roster", "approve", frank_bare, user="alice")
+        deadline = time.monotonic() + STEP
+        listed = ""
+        while time.monotonic() < deadline:
+            listed = (await asyncio.to_thread(k.run, "roster", user="alice")).stdout
+            if f"{frank_bare}\tboth" in listed:
+                break
+            await asyncio.sleep(0.2)
+        R.check(f"{frank_bare}\tboth" in listed,
+                f"alice and frank (slixmpp) are mutual contacts ({listed.strip()!r}; "
+                f"{r.stdout.strip()} {r.stderr.strip()})")
+        my_ver = await peer["xep_0115"].get_verstring(peer.boundjid.full)
+        R.check(bool(my_ver), f"slixmpp announces caps ({my_ver})")
+
+        peer.messages.clear()
+        t0 = time.monotonic()
+        r = await asyncio.to_thread(k.run, "sendfile", frank_bare, src, user="alice")
+        took = time.monotonic() - t0
+        R.check(r.returncode == 0 and "does not support Jingle file transfer" in r.stdout and
+                "uploaded" in r.stdout,
+                f"sendfile to slixmpp with caps: uploads at once, exit 0 ({took:.1f} s): "
+                f"{r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+        node = f"{peer['xep_0115'].caps_node}#{my_ver}"
+        # Every kabar run as alice so far (roster commands too) saw frank's presence: the first to
+        # get the answer cached it, so sendfile may not have asked at all.
+        asked = [n for (f, n) in peer.disco_gets if f == alice_bare]
+        R.check(asked and all(n == node for n in asked),
+                f"kabar asked slixmpp only for its caps node#ver, never a plain disco#info: "
+                f"{asked}")
+        deadline = time.monotonic() + STEP
+        while not peer.messages and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        body = peer.messages[0]["body"] if peer.messages else ""
+        R.check(body.startswith("http://") and
+                hashlib.sha256(await asyncio.to_thread(fetch, body)).hexdigest() == want,
+                f"frank (slixmpp) gets a link to the same bytes: {body!r}")
+        cdir = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(k.home, "alice", ".cache"),
+                            "kabar")
+        cache = [n for n in os.listdir(cdir)
+                 if n.startswith("caps-")]
+        mode = (os.stat(os.path.join(cdir, cache[0])).st_mode & 0o777
+                if cache else None)
+        R.check(len(cache) == 1 and mode == 0o600, f"kabar's caps cache file, mode 0600: "
+                f"{cache} {oct(mode) if mode is not None else None}")
+
+        peer.disco_gets.clear()
+        r = await asyncio.to_thread(k.run, "sendfile", frank_bare, src, user="alice")
+        R.check(r.returncode == 0 and "does not support Jingle file transfer" in r.stdout,
+                f"again: the same fallback ({r.stdout.strip()} {r.stderr.strip()})")
+        asked = [n for (f, n) in peer.disco_gets if f == alice_bare]
+        R.check(asked == [],
+                f"the second run knew frank's caps from its cache: no question ({asked})")
+
+        # kabar's own caps, as slixmpp's XEP-0115 plugin verifies them.
+        os.makedirs(os.path.join(tmp, "alice-in"))
+        li = k.listen("alice", "--accept-files", os.path.join(tmp, "alice-in"))
+        ev = li.wait(lambda e: e.get("type") == "ready")
+        alice_full = ev.get("jid") if ev else None
+        R.check(bool(alice_full), f"alice listens ({ev})")
+        verified, seen = None, None
+        deadline = time.monotonic() + STEP
+        while time.monotonic() < deadline:
+            seen = peer.caps_seen.get(alice_full)
+            verified = await peer["xep_0115"].get_verstring(alice_full)
+            if seen and verified == seen:
+                break
+            await asyncio.sleep(0.1)
+        R.check(seen and verified == seen,
+                f"slixmpp verified the ver in kabar's presence ({seen}, verified {verified})")
+        info = await peer["xep_0115"].get_caps(alice_full)
+        features = info["features"] if info is not None else []
+        R.check(JINGLE_FT in features and "http://jabber.org/protocol/caps" in features,
+                f"kabar's caps stand for Jingle file transfer: {features}")
+    finally:
+        if li:
+            li.stop()
+        peer.disconnect()
+        await asyncio.sleep(0.2)
 
 
 def stop_and_resume(R, srv, k, tmp):
@@ -204,6 +326,7 @@ def main():
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(asyncio.wait_for(to_slixmpp(R, srv, k, tmp), 120))
+                loop.run_until_complete(asyncio.wait_for(caps_of_slixmpp(R, srv, k, tmp), 120))
             except Exception as e:  # noqa: BLE001
                 R.check(False, f"the slixmpp part finished ({type(e).__name__}: {e})")
             finally:

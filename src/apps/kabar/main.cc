@@ -379,10 +379,11 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
   if (::access(path.c_str(), R_OK) != 0) co_return fail(kExitUsage, "cannot read " + path);
   client::Client c(io, o);
   if (auto e = co_await c.connect()) co_return report(e);
+  // Before our presence, so that its caps (XEP-0115) include file transfer from the start.
+  client::FileTransfer ft(c);
   // Negative priority: this short-lived resource must not take the account's messages.
   c.send_presence({}, {}, -1);
   std::string target = co_await pick_resource(io, c, to);
-  client::FileTransfer ft(c);
   // Ctrl-C: the contact is told (session-terminate <cancel/>) and keeps what it has.
   asio::signal_set stop(io, SIGINT, SIGTERM);
   stop.async_wait([&ft](boost::system::error_code ec, int) {
@@ -770,6 +771,8 @@ int main(int argc, char** argv) {
     return run(io, [&]() { return cmd_register(io, o); });
   }
   if (int r = make_options(s, "", true, o)) return r;
+  // XEP-0115: the contacts' verified capabilities, so a later run knows them at once.
+  o.caps_cache = cache_dir() + "/caps-" + account_file_name(o.jid);
   if (passwd->parsed()) return run(io, [&]() { return cmd_passwd(io, o); });
   if (send->parsed()) {
     std::string text;

@@ -1199,12 +1199,7 @@ class PepModule final : public Module, public PepService {
       if (var.ends_with("+notify")) features->insert(std::string(var));
     }
     CapsCache::Features shared = std::move(features);
-    bool verified = false;
-    if (!st.query_hash.empty()) {
-      auto s = xmpp::caps_verification_string(*q);
-      auto h = s ? xmpp::caps_hash(st.query_hash, *s) : std::nullopt;
-      verified = h && *h == st.query_ver;
-    }
+    const bool verified = xmpp::caps_verify(st.query_hash, st.query_ver, *q);
     // §5.4: only a verified answer stands for every client with that hash.
     if (verified) {
       caps_.put_ver(st.query_ver, shared);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "client/client_impl.h"
+#include "client_stanzas.h"
 #include "kabar/filetransfer.h"
 #include "xml/stream_parser.h"
 #include "xmpp/jid.h"
@@ -15,22 +16,7 @@
 namespace kabar::client {
 namespace {
 
-constexpr const char* kHeader =
-    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-
-// Top-level elements of `xml`, parsed as stanzas of a jabber:client stream.
-std::vector<xml::Element> parse_stanzas(const std::string& xml) {
-  struct Collect : xml::StreamHandler {
-    std::vector<xml::Element> out;
-    void on_stream_open(const xml::Element&, std::string_view) override {}
-    void on_element(xml::Element&& el) override { out.push_back(std::move(el)); }
-    void on_stream_close() override {}
-  } collect;
-  xml::StreamParser parser(collect);
-  auto r = parser.feed(std::string(kHeader) + xml);
-  EXPECT_EQ(r.status, xml::StreamParser::Status::kOk) << r.message;
-  return std::move(collect.out);
-}
+using testing::parse_stanzas;
 
 xml::Element stanza(const std::string& xml) {
   auto v = parse_stanzas(xml);

@@ -12,26 +12,15 @@ MessageLog::MessageLog(std::function<void()> schedule,
       schedule_now_(std::move(schedule_now)),
       prepare_(std::move(prepare)) {}
 
-void MessageLog::after_queued(bool can_wait, bool& schedule, bool& lazy) {
-  if (!can_wait || queue_.size() + archive_queue_.size() >= kLazyMax) {
-    // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit an
-    // archive query's barrier may have to wait for.
-    schedule = !std::exchange(scheduled_, true);
-  } else if (!scheduled_) {
-    lazy = !std::exchange(lazy_scheduled_, true);
-  }
-}
-
 void MessageLog::push(Op op) {
   bool schedule = false;
-  bool lazy = false;
   bool taken = false;
   {
     std::lock_guard lock(mu_);
     if (!closed_) {
       queue_.push_back(std::move(op));
       taken = true;
-      after_queued(false, schedule, lazy);
+      schedule = !std::exchange(scheduled_, true);  // nothing here waits for a gather
     }
   }
   if (schedule) schedule_();
@@ -62,7 +51,13 @@ void MessageLog::archive(ArchivedMessage m, Done done) {
       archive_queue_.push_back(std::move(m));
       if (done) archive_done_.push_back(std::move(done));
       taken = true;
-      after_queued(static_cast<bool>(schedule_lazy_), schedule, lazy);
+      if (!schedule_lazy_ || queue_.size() + archive_queue_.size() >= kLazyMax) {
+        // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit
+        // an archive query's barrier may have to wait for.
+        schedule = !std::exchange(scheduled_, true);
+      } else if (!scheduled_) {
+        lazy = !std::exchange(lazy_scheduled_, true);
+      }
     }
   }
   if (schedule) schedule_();

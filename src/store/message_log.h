@@ -87,8 +87,6 @@ class MessageLog {
     Done done;
   };
   void push(Op op);
-  // After an operation is queued (under mu_): whether to ask for a run now, or a lazy one.
-  void after_queued(bool can_wait, bool& schedule, bool& lazy);
 
   std::function<void()> schedule_;
   std::function<void()> schedule_lazy_;

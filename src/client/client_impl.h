@@ -73,6 +73,7 @@ struct PendingIq {
   asio::steady_timer timer;
   bool done = false;
   xml::Element reply;
+  std::string to;  // the request's 'to': who may answer it (RFC 6120 §8.1.2.1)
 };
 
 struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
@@ -192,6 +193,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl>, xml::StreamHandler {
   // ---- inbound stanzas (iq_dispatch.cc, roster.cc, messaging.cc, presence.cc) ----
   void dispatch(xml::Element& el);
   bool from_self_or_server(std::string_view from);
+  // Whether an IQ result or error from `from` answers a request sent to `to`.
+  bool answers(std::string_view to, std::string_view from);
   void handle_iq(xml::Element& el);
   // The answer to an IQ get/set no handler claimed.
   void answer_unclaimed(const xml::Element& iq);

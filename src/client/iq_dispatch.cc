@@ -20,12 +20,23 @@ bool Client::Impl::from_self_or_server(std::string_view from) {
   return from.empty() || from == jid.bare_str() || from == jid.domain() || from == bound;
 }
 
+bool Client::Impl::answers(std::string_view to, std::string_view from) {
+  // Our server (and our account, which it serves) is trusted to answer for itself.
+  if (to.empty() || to == jid.bare_str() || to == jid.domain()) return from_self_or_server(from);
+  if (from.empty()) return false;
+  auto t = xmpp::Jid::parse(to);
+  auto f = xmpp::Jid::parse(from);
+  return t && f && *t == *f;
+}
+
 void Client::Impl::handle_iq(xml::Element& el) {
   std::string type(el.attr("type"));
   if (type == "result" || type == "error") {
     auto it = pending.find(std::string(el.attr("id")));
-    if (it == pending.end()) return;
-    // RFC 6120 §10.3: only the addressee (or our own server for bare/none) may answer.
+    // RFC 6120 §8.1.2.1 and §10.3: only the addressee may answer; for a request to our own
+    // account (no 'to', or our bare JID) or to our domain, that is our server, which may leave
+    // 'from' out. A reply from anyone else with a guessed id is not a reply: ignore it.
+    if (it == pending.end() || !answers(it->second->to, el.attr("from"))) return;
     it->second->done = true;
     it->second->reply = std::move(el);
     it->second->timer.cancel();

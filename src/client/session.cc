@@ -293,6 +293,7 @@ awaitable<std::optional<xml::Element>> Client::Impl::iq(xml::Element iq) {
   std::string id = new_id();
   iq.set_attr("id", id);
   auto p = std::make_shared<PendingIq>(io);
+  p->to = std::string(iq.attr("to"));
   p->timer.expires_after(opt.timeout);
   pending[id] = p;
   send(iq);

@@ -349,5 +349,69 @@ TEST_F(ClientHandlers, FileTransferUnregistersWhenDestroyed) {
   EXPECT_EQ(condition(out[0]), "service-unavailable");
 }
 
+// RFC 6120 §8.1.2.1: an IQ result or error answers a request only when it comes from the
+// request's addressee (our server for one to our account or domain). Anyone else who guesses
+// the id is ignored, and the real answer still arrives.
+class ClientIqAnswers : public ClientHandlers {
+ protected:
+  // Sends `iq` through Impl::iq() and returns the id it was given; the answer lands in `got`.
+  std::string ask(const std::string& xml) {
+    impl.outq.clear();
+    asio::co_spawn(
+        io,
+        [this, iq = stanza(xml)]() mutable -> awaitable<void> {
+          got = co_await impl.iq(std::move(iq));
+          finished = true;
+        },
+        asio::detached);
+    io.restart();  // a finished ask() may have left it stopped, out of work
+    io.poll();
+    auto out = sent();
+    EXPECT_EQ(out.size(), 1u);
+    return out.empty() ? std::string() : std::string(out.front().attr("id"));
+  }
+  void answer(const std::string& from_attr, const std::string& id) {
+    receive("<iq type='result' id='" + id + "' " + from_attr +
+            " to='alice@example.org/desk'><query xmlns='urn:example:thing'/></iq>");
+    io.restart();
+    io.poll();
+  }
+
+  std::optional<xml::Element> got;
+  bool finished = false;
+};
+
+TEST_F(ClientIqAnswers, OnlyTheAddresseeAnswers) {
+  std::string id =
+      ask("<iq type='get' to='bob@example.org/phone'><query xmlns='urn:example:thing'/></iq>");
+  ASSERT_FALSE(id.empty());
+  answer("from='mallory@example.net/x'", id);
+  answer("from='bob@example.org'", id);  // the bare JID is not the full JID asked
+  answer("", id);                        // nor is our server
+  answer("from='example.org'", id);
+  EXPECT_FALSE(finished);
+  answer("from='Bob@Example.org/phone'", id);  // the same JID, as another case spells it
+  ASSERT_TRUE(finished);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->attr("from"), "Bob@Example.org/phone");
+}
+
+TEST_F(ClientIqAnswers, OurServerAnswersForTheAccount) {
+  std::string id = ask("<iq type='get'><query xmlns='urn:example:thing'/></iq>");
+  answer("from='mallory@example.net/x'", id);
+  answer("from='bob@example.org'", id);
+  EXPECT_FALSE(finished);
+  answer("", id);  // RFC 6120 §8.1.2.1: no 'from' is our account
+  ASSERT_TRUE(finished);
+  EXPECT_TRUE(got.has_value());
+
+  finished = false;
+  id = ask("<iq type='get' to='example.org'><query xmlns='urn:example:thing'/></iq>");
+  answer("from='example.net'", id);
+  EXPECT_FALSE(finished);
+  answer("from='example.org'", id);
+  EXPECT_TRUE(finished);
+}
+
 }  // namespace
 }  // namespace kabar::client

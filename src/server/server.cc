@@ -676,6 +676,18 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
     }
     co_return;
   }
+  // RFC 6120 §8.2.3: a get or set is answered even when the store fails under its hooks or
+  // handler (the disk full, the database locked past its busy timeout). Unanswered, it would
+  // stall its client for good (Converse.js waits on each of its IQs).
+  const bool iq_request =
+      stanza.name() == "iq" && (stanza.attr("type") == "get" || stanza.attr("type") == "set");
+  std::string request_id, request_type, request_to;
+  if (iq_request) {
+    request_id = stanza.attr("id");
+    request_type = stanza.attr("type");
+    request_to = stanza.attr("to");
+  }
+  bool store_failed = false;
   try {
     if (!to.empty() && !registry_.components().empty()) {
       // A component takes every stanza to its domain; it lives on shard 0.
@@ -698,6 +710,15 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
     }
   } catch (const store::StoreError& e) {
     spdlog::error("store: {}", e.what());
+    store_failed = true;
+  }
+  if (store_failed && iq_request) {
+    xml::Element request("iq", ns::kClient);
+    request.set_attr("id", request_id);
+    request.set_attr("type", request_type);
+    request.set_attr("from", from->jid().str());
+    if (!request_to.empty()) request.set_attr("to", request_to);
+    send_to(from, xmpp::make_error_reply(request, xmpp::ErrorType::kWait, "internal-server-error"));
   }
 }
 

@@ -108,6 +108,21 @@ bool WebSocketTransport::on_ping(std::string_view payload) {
   return !closed_;
 }
 
+bool WebSocketTransport::on_pong(std::string_view /*payload*/) {
+  // The answer to our keepalive: the session hears that the peer is there (no bytes).
+  if (!handler_->on_bytes({})) {
+    stopped_ = true;
+    return false;
+  }
+  return true;
+}
+
+bool WebSocketTransport::ping() {
+  if (closed_ || close_sent_) return false;
+  send_control(ws::Opcode::kPing, "kabar");
+  return true;
+}
+
 bool WebSocketTransport::on_close(std::uint16_t code, std::string_view /*reason*/) {
   // RFC 6455 §5.5.1: answered with a close frame (echoing the code), then the server closes the
   // TCP connection (§7.1.1). Without <close/> first (RFC 7395 §3.6) this is the connection

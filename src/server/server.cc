@@ -412,14 +412,18 @@ awaitable<void> Server::sweep_loop(Shard& shard) {
           s->stream_error("connection-timeout", "no answer to ping");
         }
       } else if (now - s->last_read_ms > std::int64_t{cfg_.idle_timeout_s} * 1000) {
-        // XEP-0199 §4.2: server-to-client ping to find dead connections.
-        xml::Element ping("iq", ns::kClient);
-        ping.set_attr("from", cfg_.domain);
-        ping.set_attr("to", s->jid().str());
-        ping.set_attr("type", "get");
-        ping.set_attr("id", "kabar-ping-" + std::to_string(now));
-        ping.add_child("ping", ns::kPing);
-        send_to(s, ping);
+        // Dead connections found by a ping: over WebSocket a ping frame (RFC 6455 §5.5.2, which
+        // a browser answers itself, whatever its page is doing), else XEP-0199 §4.2's
+        // server-to-client ping. Any read after it (its answer) clears it.
+        if (!s->ping_connection()) {
+          xml::Element ping("iq", ns::kClient);
+          ping.set_attr("from", cfg_.domain);
+          ping.set_attr("to", s->jid().str());
+          ping.set_attr("type", "get");
+          ping.set_attr("id", "kabar-ping-" + std::to_string(now));
+          ping.add_child("ping", ns::kPing);
+          send_to(s, ping);
+        }
         s->ping_sent_ms = now;
       }
     }

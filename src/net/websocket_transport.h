@@ -106,6 +106,8 @@ class WebSocketTransport final : public Transport, private TransportHandler, pri
   bool closed_ = false;
   bool close_sent_ = false;
   bool stopped_ = false;  // the session stopped reading (on_bytes false) or the connection failed
+  // The peer's close frame came: the session handles what came before it, then read() closes.
+  bool peer_closing_ = false;
 };
 
 }  // namespace kabar::net

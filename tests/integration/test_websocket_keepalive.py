@@ -2,7 +2,8 @@
 pong carrying the same payload (§5.5.2, §5.5.3); kabard pings an idle connection itself (after
 `[limits] idle_timeout`, here 1 s) with a ping frame, not an XMPP ping; a client that answers
 stays connected (and chats on), one that does not is closed after `ping_timeout` (here 1 s) with
-<connection-timeout/> and a close frame.
+<connection-timeout/> and a close frame. And the other end of a connection's life: what a client
+sends right before its close frame, in the same write, is handled before the connection goes.
 
 Run: /usr/bin/python3 test_websocket_keepalive.py --kabard PATH --kabarctl PATH
 """
@@ -14,7 +15,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
 from kabartest import free_port  # noqa: E402
-from ws_raw import WsClient, WsError  # noqa: E402
+from ws_raw import WsClient, WsError, frame  # noqa: E402
+import xmpp_raw  # noqa: E402
+from xmpp_raw import tostr  # noqa: E402
 import xml.etree.ElementTree as ET  # noqa: E402
 
 R = kabartest.Results("websocket_keepalive")
@@ -36,6 +39,45 @@ def frames(c, until, timeout):
         if until(op, payload):
             break
     return got
+
+
+def closing_frames(k, http_port):
+    """What a client sends right before its close frame, in the same write (a page closing just
+    after its user sent a message, or as OMEMO publishes): handled, as the bytes before a TCP
+    connection's end are, with stream management or without."""
+    k.add_user("dora", "dora-pw")
+    k.add_user("erin", "erin-pw")
+    for n, sm in enumerate((False, True), 1):
+        c = WsClient(http_port)
+        c.login("dora", "dora-pw", resource="closing%d" % n)
+        if sm:
+            c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            c.next_element()
+        body = "sent as the page closed %d" % n
+        node = "urn:xmpp:test:closing:%d" % n
+        data = (frame(TEXT, "<message xmlns='jabber:client' to='erin@localhost' type='chat'>"
+                            "<body>%s</body></message>" % body) +
+                frame(TEXT, "<iq xmlns='jabber:client' type='set' id='pub%d'><pubsub "
+                            "xmlns='http://jabber.org/protocol/pubsub'><publish node='%s'>"
+                            "<item id='current'><x xmlns='urn:xmpp:test'/></item></publish>"
+                            "</pubsub></iq>" % (n, node)) +
+                frame(CLOSE, b"\x03\xe9"))
+        c.sock.sendall(data)
+        got = frames(c, lambda op, p: op == CLOSE, 10)
+        R.check(got and got[-1][0] == CLOSE and c.wait_eof(10),
+                f"sm={sm}: the close frame answered, the connection closed ({got[-1:]})")
+        deadline = time.time() + 10
+        while kabartest.offline_count(k, "erin") < n and time.time() < deadline:
+            time.sleep(0.1)
+        R.check(kabartest.offline_count(k, "erin") == n,
+                f"sm={sm}: the message sent just before the close frame was stored for the "
+                f"offline contact ({kabartest.offline_count(k, 'erin')} stored)")
+        check = xmpp_raw.login(k.port, "dora", "dora-pw", resource="check%d" % n)
+        r = check.iq("get", "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items "
+                            "node='%s'/></pubsub>" % node)
+        R.check(r.get("type") == "result", f"sm={sm}: the publish sent just before the close "
+                f"frame was made ({tostr(r)[:200]})")
+        check.close()
 
 
 def main():
@@ -117,6 +159,7 @@ def main():
         R.check(not xmpp_pings, f"over WebSocket a ping frame, no XMPP ping ({xmpp_pings[:1]})")
         stop.set()
         t.join(5)
+        closing_frames(k, http_port)
         R.check(k.alive(), "kabard still running")
     R.finish()
 

@@ -99,6 +99,10 @@ class Transport {
   // Frees what an idle connection need not hold (the TLS 1.3 cipher contexts); true if it
   // freed anything.
   virtual bool hibernate() = 0;
+  // Sends a keepalive of the connection's own (a WebSocket ping, RFC 6455 §5.5.2), whose answer
+  // reaches the handler as on_bytes() with no bytes; false when the connection has none (the
+  // session then pings in XMPP, XEP-0199).
+  virtual bool ping() { return false; }
   virtual const std::string& peer_address() const = 0;
   virtual const Security& security() const = 0;
 };

@@ -211,7 +211,8 @@ FrameParser::Status FrameParser::end_frame(std::string_view payload, FrameSink& 
     case Opcode::kPing:
       return sink.on_ping(payload) ? Status::kOk : Status::kStopped;
     case Opcode::kPong:
-      return Status::kOk;  // unsolicited pongs are allowed (§5.5.3) and ignored
+      // Unsolicited pongs are allowed too (§5.5.3): either way the peer is there.
+      return sink.on_pong(payload) ? Status::kOk : Status::kStopped;
     case Opcode::kClose: {
       if (payload.size() == 1) return fail(kCloseProtocolError, "close frame of one byte");
       std::uint16_t code = 1005;  // §7.1.5: no status code was present

@@ -40,6 +40,9 @@ class FrameSink {
   virtual bool on_text(std::string_view message) = 0;
   // RFC 6455 §5.5.2: to be answered with a pong carrying the same payload.
   virtual bool on_ping(std::string_view payload) = 0;
+  // §5.5.3: a pong, the answer to a ping of ours (or unsolicited, which counts the same: the
+  // peer is there).
+  virtual bool on_pong(std::string_view /*payload*/) { return true; }
   // A close frame (§5.5.1): `code` 1005 when it carried none.
   virtual bool on_close(std::uint16_t code, std::string_view reason) = 0;
 

@@ -61,6 +61,11 @@ void WebSocketTransport::set_handler(TransportHandler& handler) { handler_ = &ha
 
 void WebSocketTransport::read() {
   if (stopped_) {
+    // After the peer's close frame: what it sent before is handled, now the connection goes.
+    if (peer_closing_ && !closed_) {
+      closed_ = true;
+      inner_->close();
+    }
     if (handler_ != nullptr) handler_->on_transport_closed();
     return;
   }
@@ -75,12 +80,15 @@ asio::awaitable<void> WebSocketTransport::start_tls() {
 // --- Reading.
 
 bool WebSocketTransport::on_bytes(std::string_view bytes) {
+  // Nothing follows a close frame (RFC 6455 §5.5.1): bytes after it are ignored, and the read
+  // goes on to on_read_done(), where what came before it is handled.
+  if (peer_closing_) return true;
   if (handler_ == nullptr || stopped_) return false;
   switch (parser_.feed(bytes, *this)) {
     case ws::FrameParser::Status::kOk:
       return true;
     case ws::FrameParser::Status::kStopped:
-      return false;
+      return peer_closing_;
     case ws::FrameParser::Status::kError:
       spdlog::debug("ws {}: {}: closing with {}", inner_->peer_address(), parser_.error_text(),
                     parser_.error_code());
@@ -108,18 +116,34 @@ bool WebSocketTransport::on_ping(std::string_view payload) {
   return !closed_;
 }
 
+bool WebSocketTransport::on_pong(std::string_view /*payload*/) {
+  // The answer to our keepalive: the session hears that the peer is there (no bytes).
+  if (!handler_->on_bytes({})) {
+    stopped_ = true;
+    return false;
+  }
+  return true;
+}
+
+bool WebSocketTransport::ping() {
+  if (closed_ || close_sent_) return false;
+  send_control(ws::Opcode::kPing, "kabar");
+  return true;
+}
+
 bool WebSocketTransport::on_close(std::uint16_t code, std::string_view /*reason*/) {
   // RFC 6455 §5.5.1: answered with a close frame (echoing the code), then the server closes the
   // TCP connection (§7.1.1). Without <close/> first (RFC 7395 §3.6) this is the connection
-  // breaking: a resumable session waits for its client to come back.
+  // breaking: a resumable session waits for its client to come back. But first the session
+  // handles what arrived before the close frame, often in the same read (a message sent as its
+  // page closed), as it would the bytes before a TCP connection's end: on_read_done() lets it,
+  // and its read() then closes the connection. Its answers meanwhile go nowhere (write()).
   if (!close_sent_) {
     close_sent_ = true;
     send_control(ws::Opcode::kClose, code == 1005 ? std::string() : ws::close_payload(code));
   }
-  closed_ = true;
   stopped_ = true;
-  inner_->close();
-  if (handler_ != nullptr) handler_->on_transport_closed();
+  peer_closing_ = true;
   return false;
 }
 
@@ -135,7 +159,14 @@ void WebSocketTransport::fail(std::uint16_t code, std::string_view reason) {
 }
 
 bool WebSocketTransport::on_read_done() {
-  if (handler_ == nullptr || stopped_) return false;
+  if (handler_ == nullptr) return false;
+  if (peer_closing_) {
+    // The session handles what came before the close frame and then calls read(); with
+    // nothing to handle it goes on at once, and read() ends the connection.
+    if (handler_->on_read_done()) read();
+    return false;
+  }
+  if (stopped_) return false;
   return handler_->on_read_done();
 }
 
@@ -176,6 +207,14 @@ Transport::WriteStatus WebSocketTransport::write_held(std::size_t& taken) {
 
 Transport::WriteResult WebSocketTransport::write(std::span<const std::string_view> bufs) {
   if (closed_) return {0, WriteStatus::kFailed};
+  if (close_sent_) {
+    // After our close frame no data frame may follow (RFC 6455 §5.5.1): the answers to what the
+    // peer sent before its close go nowhere, as they would to a vanished peer (with stream
+    // management they stay unacknowledged, to be sent again on a resumption).
+    std::size_t all = 0;
+    for (const std::string_view b : bufs) all += b.size();
+    return {all, WriteStatus::kDone};
+  }
   // Frames made before: their bytes are the front of `bufs`, reported as they reach the inner
   // transport (some may have gone in on_writable()).
   std::size_t taken = std::exchange(unreported_, 0);

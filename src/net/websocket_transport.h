@@ -3,7 +3,8 @@
 // a client port. Inbound, each text message is one element: <open/> becomes a stream header,
 // <close/> the stream's end tag, a stanza goes on as it came. Outbound, the session's stream is
 // cut into its elements, each made parsable alone (namespace declarations added) and sent as one
-// text frame. Ping is answered with pong; a close frame with a close frame.
+// text frame. Ping is answered with pong; a close frame with a close frame. The server pings an
+// idle connection itself (ping(), from the shard's sweep): the pong counts as the peer's answer.
 //
 // Failing frames close the connection with RFC 6455's codes: a binary frame 1003, an unmasked
 // or malformed frame or an unknown opcode 1002, a message over the limit 1009, text that is not
@@ -52,6 +53,8 @@ class WebSocketTransport final : public Transport, private TransportHandler, pri
   void abandon() override;
   bool is_closed() const override { return closed_ || inner_->is_closed(); }
   bool hibernate() override;
+  // RFC 6455 §5.5.2: a ping frame; the pong comes to the handler as on_bytes("").
+  bool ping() override;
   const std::string& peer_address() const override { return inner_->peer_address(); }
   const Security& security() const override { return security_; }
 
@@ -69,6 +72,7 @@ class WebSocketTransport final : public Transport, private TransportHandler, pri
   // FrameSink.
   bool on_text(std::string_view message) override;
   bool on_ping(std::string_view payload) override;
+  bool on_pong(std::string_view payload) override;
   bool on_close(std::uint16_t code, std::string_view reason) override;
 
   // Fails the WebSocket connection (RFC 6455 §7.1.7): a close frame with `code`, then the
@@ -102,6 +106,8 @@ class WebSocketTransport final : public Transport, private TransportHandler, pri
   bool closed_ = false;
   bool close_sent_ = false;
   bool stopped_ = false;  // the session stopped reading (on_bytes false) or the connection failed
+  // The peer's close frame came: the session handles what came before it, then read() closes.
+  bool peer_closing_ = false;
 };
 
 }  // namespace kabar::net

@@ -225,6 +225,9 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   // Frees the XML parser of a stream idle between stanzas (it is made again when bytes come)
   // and the TLS 1.3 cipher contexts; true if it freed anything.
   bool hibernate();
+  // A keepalive of the connection's own (a WebSocket ping, RFC 6455 §5.5.2; its pong counts as
+  // a read); false when it has none and the server pings in XMPP (XEP-0199).
+  bool ping_connection() { return transport_ && !detached_ && transport_->ping(); }
   std::int64_t closed_at_ms = 0;
 
   // State the server reads and writes (on this session's shard; other shards read the copy that

@@ -52,9 +52,11 @@ struct Config {
   // JID) per account; past any limit a message is bounced with <resource-constraint/>.
   std::size_t offline_limit_bytes = 32 * 1024 * 1024;
   std::size_t offline_limit_per_sender = 500;
-  int auth_timeout_s = 30;   // a connection that has not authenticated by then is closed
-  int idle_timeout_s = 300;  // after this much silence the server pings the client (XEP-0199)
-  int ping_timeout_s = 30;   // and closes the connection if no answer comes in this time
+  int auth_timeout_s = 30;  // a connection that has not authenticated by then is closed
+  // After this much silence the server pings the client (XEP-0199; over WebSocket a ping frame,
+  // RFC 6455 §5.5.2) and closes the connection if no answer comes in ping_timeout_s.
+  int idle_timeout_s = 300;
+  int ping_timeout_s = 30;
   // A client whose unwritten output is over the high watermark (its senders held back) and that
   // takes no byte for this long is closed; what it had queued is routed again.
   int write_stall_timeout_s = 60;

@@ -412,14 +412,18 @@ awaitable<void> Server::sweep_loop(Shard& shard) {
           s->stream_error("connection-timeout", "no answer to ping");
         }
       } else if (now - s->last_read_ms > std::int64_t{cfg_.idle_timeout_s} * 1000) {
-        // XEP-0199 §4.2: server-to-client ping to find dead connections.
-        xml::Element ping("iq", ns::kClient);
-        ping.set_attr("from", cfg_.domain);
-        ping.set_attr("to", s->jid().str());
-        ping.set_attr("type", "get");
-        ping.set_attr("id", "kabar-ping-" + std::to_string(now));
-        ping.add_child("ping", ns::kPing);
-        send_to(s, ping);
+        // Dead connections found by a ping: over WebSocket a ping frame (RFC 6455 §5.5.2, which
+        // a browser answers itself, whatever its page is doing), else XEP-0199 §4.2's
+        // server-to-client ping. Any read after it (its answer) clears it.
+        if (!s->ping_connection()) {
+          xml::Element ping("iq", ns::kClient);
+          ping.set_attr("from", cfg_.domain);
+          ping.set_attr("to", s->jid().str());
+          ping.set_attr("type", "get");
+          ping.set_attr("id", "kabar-ping-" + std::to_string(now));
+          ping.add_child("ping", ns::kPing);
+          send_to(s, ping);
+        }
         s->ping_sent_ms = now;
       }
     }
@@ -676,6 +680,18 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
     }
     co_return;
   }
+  // RFC 6120 §8.2.3: a get or set is answered even when the store fails under its hooks or
+  // handler (the disk full, the database locked past its busy timeout). Unanswered, it would
+  // stall its client for good (Converse.js waits on each of its IQs).
+  const bool iq_request =
+      stanza.name() == "iq" && (stanza.attr("type") == "get" || stanza.attr("type") == "set");
+  std::string request_id, request_type, request_to;
+  if (iq_request) {
+    request_id = stanza.attr("id");
+    request_type = stanza.attr("type");
+    request_to = stanza.attr("to");
+  }
+  bool store_failed = false;
   try {
     if (!to.empty() && !registry_.components().empty()) {
       // A component takes every stanza to its domain; it lives on shard 0.
@@ -698,6 +714,15 @@ awaitable<void> Server::handle_stanza(SessionPtr from, xml::Element stanza) {
     }
   } catch (const store::StoreError& e) {
     spdlog::error("store: {}", e.what());
+    store_failed = true;
+  }
+  if (store_failed && iq_request) {
+    xml::Element request("iq", ns::kClient);
+    request.set_attr("id", request_id);
+    request.set_attr("type", request_type);
+    request.set_attr("from", from->jid().str());
+    if (!request_to.empty()) request.set_attr("to", request_to);
+    send_to(from, xmpp::make_error_reply(request, xmpp::ErrorType::kWait, "internal-server-error"));
   }
 }
 

@@ -44,6 +44,10 @@ struct Log final : ws::FrameSink {
     events.push_back("ping:" + std::string(p));
     return true;
   }
+  bool on_pong(std::string_view p) override {
+    events.push_back("pong:" + std::string(p));
+    return true;
+  }
   bool on_close(std::uint16_t code, std::string_view r) override {
     events.push_back("close:" + std::to_string(code) + ":" + std::string(r));
     return true;
@@ -84,12 +88,14 @@ TEST(WebSocketFrames, TextPingCloseAndFragments) {
                                 "bye");
   auto [events, err] = parse(in);
   EXPECT_EQ(err, 0);
-  ASSERT_EQ(events.size(), 5u);
+  ASSERT_EQ(events.size(), 6u);
   EXPECT_EQ(events[0], "text:<presence/>");
   EXPECT_EQ(events[1], "ping:hi");
-  EXPECT_EQ(events[2], "text:<iq><ping xmlns='urn:xmpp:ping'/></iq>");
-  EXPECT_EQ(events[3], "text:" + std::string(300, 'x'));
-  EXPECT_EQ(events[4], "close:1000:bye");
+  // A control frame between the fragments of a message (RFC 6455 §5.4): the pong comes first.
+  EXPECT_EQ(events[2], "pong:pong");
+  EXPECT_EQ(events[3], "text:<iq><ping xmlns='urn:xmpp:ping'/></iq>");
+  EXPECT_EQ(events[4], "text:" + std::string(300, 'x'));
+  EXPECT_EQ(events[5], "close:1000:bye");
 }
 
 TEST(WebSocketFrames, Failures) {

@@ -207,9 +207,13 @@ std::optional<WebResponse> WebClient::get(std::string_view target, std::string_v
     r.body = index_html();
     return r;
   }
-  if (!path.starts_with("/dist/")) return std::nullopt;
+  // Converse.js's OMEMO library (Emscripten) fetches its WebAssembly beside the page, not beside
+  // itself: /curve25519_compiled.wasm. A .wasm name at the root is served from the root too.
+  const bool root_wasm =
+      path.size() > 6 && path.find('/', 1) == std::string_view::npos && path.ends_with(".wasm");
+  if (!path.starts_with("/dist/") && !root_wasm) return std::nullopt;
   if (root_.empty()) return not_found("not found\n");
-  const std::string_view rel = path.substr(6);
+  const std::string_view rel = path.substr(root_wasm ? 1 : 6);
   // Only plain relative names under the root: no "..", no escapes, no hidden files.
   if (rel.empty() || rel.find("..") != std::string_view::npos ||
       rel.find('%') != std::string_view::npos || rel.find('\\') != std::string_view::npos ||

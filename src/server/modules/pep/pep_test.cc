@@ -1,7 +1,12 @@
 // Personal eventing (XEP-0163) through scripted sessions, and its form and access helpers.
 #include "server/modules/pep/pep.h"
 
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <optional>
+#include <string>
 
 #include "server/modules/testing/module_test.h"
 #include "xml/serializer.h"
@@ -437,6 +442,67 @@ TEST_F(PepTest, DeletedWithTheAccount) {
   EXPECT_EQ(store().pep_nodes("juliet").size(), 1u);
   store().delete_account("juliet");
   EXPECT_TRUE(store().pep_nodes("juliet").empty());
+}
+
+// A request the store fails under is still answered (RFC 6120 §8.2.3): an IQ left without an
+// answer stalls its client for good (Converse.js waits on each). Here the items table goes
+// behind the server's back, so the publish's store call throws StoreError.
+class PepStoreFailureTest : public ModuleTest {
+ protected:
+  PepStoreFailureTest() {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("kabar-pep-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto st = store::open_sqlite_store(dir_);
+    store_ = st.get();
+    server_.use_store(std::move(st));
+  }
+  ~PepStoreFailureTest() override { std::filesystem::remove_all(dir_); }
+
+  void drop_table(const char* table) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "kabar.db").c_str(), &db), SQLITE_OK);
+    const std::string sql = std::string("DROP TABLE ") + table;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(PepStoreFailureTest, APublishTheStoreFailsUnderIsAnsweredWithAnError) {
+  add_account("juliet");
+  auto& j = connect("juliet@example.com/balcony");
+  drop_table("pep_item");
+  // Converse.js's OMEMO device list: publish-options, to the own bare JID, a new node.
+  send(j,
+       "<iq type='set' id='omemo1' to='juliet@example.com'>"
+       "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+       "<publish node='eu.siacs.conversations.axolotl.devicelist'><item id='current'>"
+       "<list xmlns='eu.siacs.conversations.axolotl'><device id='7'/></list></item></publish>"
+       "<publish-options><x xmlns='jabber:x:data' type='submit'>"
+       "<field var='FORM_TYPE' type='hidden'>"
+       "<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+       "<field var='pubsub#access_model'><value>open</value></field></x></publish-options>"
+       "</pubsub></iq>"
+       "<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>");
+  auto got = j.take();
+  auto iqs = named(got, "iq");
+  ASSERT_EQ(iqs.size(), 2u);
+  EXPECT_EQ(iqs[0]->attr("id"), "omemo1");
+  EXPECT_EQ(iqs[0]->attr("type"), "error");
+  EXPECT_EQ(iqs[0]->attr("from"), "juliet@example.com");
+  EXPECT_EQ(iqs[0]->attr("to"), "juliet@example.com/balcony");
+  const xml::Element* err = iqs[0]->child("error", ns::kClient);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(err->attr("type"), "wait");
+  EXPECT_NE(err->child("internal-server-error", ns::kStanzas), nullptr);
+  // The session goes on: the next request is answered as usual.
+  EXPECT_EQ(iqs[1]->attr("id"), "ping1");
+  EXPECT_EQ(iqs[1]->attr("type"), "result");
 }
 
 }  // namespace

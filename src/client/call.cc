@@ -573,6 +573,43 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     if (owner->on_incoming) owner->on_incoming(c->info);
   }
 
+  // A proposal from `bare` while we have a call with them. §3.7 tie-breaking: two proposals
+  // crossed; the lower id (i;octet) wins, the party that receives the lower one retracts its
+  // own, the other rejects the higher one, both with <tie-break/> and <expired/>. §3.8: a new
+  // proposal while a call with the same account is set up means that call is an orphan, ended
+  // here. True when the proposal goes on to ring.
+  bool resolve_conflicts(const rtp::JingleMessage& m, const std::string& from,
+                         const std::string& bare) {
+    std::vector<CallPtr> same;
+    for (const auto& [id, c] : calls)
+      if (c->peer_bare == bare) same.push_back(c);
+    for (const CallPtr& c : same) {
+      const bool unanswered =
+          !c->info.incoming && !c->session &&
+          (c->info.state == CallState::kProposed || c->info.state == CallState::kRinging);
+      if (unanswered) {
+        rtp::JingleMessage tb;
+        tb.reason = "expired";
+        tb.tie_break = true;
+        if (m.id < c->info.id) {
+          tb.kind = "retract";
+          tb.id = c->info.id;
+          send_jmi(c->peer_bare, tb);
+          end(c, CallEnd{"expired", "both called at once", false, {}});
+        } else {
+          tb.kind = "reject";
+          tb.id = m.id;
+          send_jmi(from, tb);
+          return false;
+        }
+      } else if (c->info.state == CallState::kAccepted || c->info.state == CallState::kConnecting ||
+                 c->info.state == CallState::kActive) {
+        terminate(c, "success", "replaced by a new call");
+      }
+    }
+    return true;
+  }
+
   enum class Via { kDirect, kReceivedCarbon, kSentCarbon };
 
   bool on_message(const xml::Element& msg) {
@@ -631,6 +668,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       bool audio = std::find(m.media.begin(), m.media.end(), "audio") != m.media.end();
       bool video = std::find(m.media.begin(), m.media.end(), "video") != m.media.end();
       if (!audio && !video) return;
+      if (!resolve_conflicts(m, from, f->bare_str())) return;
       c = std::make_shared<Call>();
       c->info.id = m.id;
       c->info.peer = from;
@@ -648,6 +686,9 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     if (m.kind == "retract") {
       if (c->info.incoming && c->info.peer == from && !c->session)
         end(c, CallEnd{m.reason.empty() ? "cancel" : m.reason, m.reason_text, true, {}});
+      // §3.7: our proposal lost a tie-break; the contact's rings here instead.
+      else if (!c->info.incoming && m.tie_break && !c->session)
+        end(c, CallEnd{"expired", "both called at once", true, {}});
     } else if (m.kind == "ringing") {
       if (!c->info.incoming && c->info.state == CallState::kProposed)
         set_state(*c, CallState::kRinging);

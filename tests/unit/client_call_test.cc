@@ -611,6 +611,46 @@ TEST_F(CallTest, AnswerWithoutCommonCodecEndsTheOutgoingCall) {
   ASSERT_EQ(ended.size(), 1u);
 }
 
+TEST_F(CallTest, CrossedProposalsTieBreak) {
+  // XEP-0353 §3.7: the lower id wins. Ours (a UUID) is higher than "--low": we retract ours
+  // and ring for theirs.
+  std::string mine = calls->call("bob@example.org");
+  sent();
+  receive(jmi("propose", "--low", "bob@example.org/phone", "alice@example.org",
+              "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/>"));
+  auto out = sent();
+  ASSERT_EQ(out.size(), 2u);
+  const xml::Element* r = out[0].child("retract", kJmi);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->attr("id"), mine);
+  EXPECT_NE(r->child("tie-break", kJmi), nullptr);
+  EXPECT_NE(r->child("reason", kJingle)->child("expired", kJingle), nullptr);
+  EXPECT_NE(out[1].child("ringing", kJmi), nullptr);
+  ASSERT_EQ(incoming.size(), 1u);
+  EXPECT_EQ(incoming[0].id, "--low");
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].second.reason, "expired");
+
+  // Theirs is higher: rejected with <tie-break/>, ours goes on.
+  calls->reject("--low");
+  std::string again = calls->call("carol@example.org");
+  sent();
+  receive(jmi("propose", "zz-high", "carol@example.org/phone", "alice@example.org",
+              "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/>"));
+  out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  const xml::Element* x = out[0].child("reject", kJmi);
+  ASSERT_NE(x, nullptr);
+  EXPECT_EQ(x->attr("id"), "zz-high");
+  EXPECT_NE(x->child("tie-break", kJmi), nullptr);
+  EXPECT_EQ(incoming.size(), 1u);
+  EXPECT_EQ(calls->info(again)->state, CallState::kProposed);
+  // And the contact's retract of theirs with <tie-break/> for ours ends ours the same way.
+  receive(jmi("retract", again, "carol@example.org/phone", "alice@example.org/desk",
+              "<reason xmlns='urn:xmpp:jingle:1'><expired/></reason><tie-break/>"));
+  EXPECT_FALSE(calls->info(again));
+}
+
 TEST_F(CallTest, FileTransferLeavesRtpSessionsToCalls) {
   // File transfer registered on the same session (after Calls here, and its handler must not
   // take an RTP offer either way).

@@ -67,7 +67,9 @@ class Calls {
   // Media settings for every call (files, host addresses, relay only). ice_servers is filled by
   // fetch_ice_servers().
   media::Config config;
-  // XEP-0353 §8: sending ringing tells the caller we are online; off: stay silent until accept.
+  // XEP-0353 §3.2: a proposal that rings here says so to the caller, when the caller already
+  // sees our presence (a roster subscription from us: §8, the answer must not reveal it to
+  // anyone else). Off: silent until accept() or reject().
   bool send_ringing = true;
 
   // XEP-0215: asks our server for its STUN and TURN services (with TURN credentials) and puts

@@ -678,7 +678,11 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       c->peer_bare = f->bare_str();
       c->jmi = true;
       calls[c->info.id] = c;
-      if (owner->send_ringing) send_jmi(*c, from, "ringing");
+      // §8: telling a stranger that a device of ours rings reveals our presence; only those
+      // who see it already (a subscription from us) are told.
+      const RosterItem* ri = client->roster_item(c->peer_bare);
+      if (owner->send_ringing && ri && (ri->subscription == "from" || ri->subscription == "both"))
+        send_jmi(*c, from, "ringing");
       if (owner->on_incoming) owner->on_incoming(c->info);
       return;
     }

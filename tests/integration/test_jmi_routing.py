@@ -12,6 +12,7 @@ Run: /usr/bin/python3 test_jmi_routing.py --kabard PATH --kabarctl PATH
 """
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
@@ -165,7 +166,12 @@ def offline(k):
     # the next login (the responder then decides from the archive whether it is still on).
     home = online(k.port, "alice", PW["alice"], "home")
     home.send(jmi("propose", "carol@localhost", PROPOSE_INNER))
-    home.iq("get", "<ping xmlns='urn:xmpp:ping'/>")  # the server has routed the proposal
+    # Stored asynchronously: wait until the queue holds it, so the login below finds it there.
+    deadline = time.monotonic() + 10
+    while kabartest.offline_count(k, "carol") < 1 and time.monotonic() < deadline:
+        pass
+    R.check(kabartest.offline_count(k, "carol") == 1,
+            "a bodiless proposal with <store/> is stored offline")
     carol = login(k.port, "carol", PW["carol"], "phone")
     carol.presence()
     m = carol.wait_for(lambda e: direct(e, "propose") is not None, what="offline proposal")

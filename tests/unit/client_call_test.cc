@@ -86,6 +86,7 @@ class CallTest : public ::testing::Test {
     impl.bound = "alice@example.org/desk";
     impl.is_connected = true;
     impl.writing = true;
+    impl.roster.push_back(RosterItem{"bob@example.org", "Bob", "both", false, {}});
     calls = std::make_unique<Calls>(client, [this](media::Config c, media::Callbacks cb) {
       auto e = std::make_shared<Engine>();
       e->config = std::move(c);
@@ -536,6 +537,18 @@ TEST_F(CallTest, ProposalSeenAsAReceivedCarbonRings) {
                  jmi("propose", "c-10", "bob@example.org/browser", "alice@example.org/phone",
                      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/>")));
   EXPECT_EQ(incoming.size(), 1u);
+}
+
+TEST_F(CallTest, NoRingingToStrangers) {
+  // XEP-0353 §8: mallory does not see our presence, and our ringing would tell her.
+  receive(jmi("propose", "m-1", "mallory@example.org/x", "alice@example.org",
+              "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/>"));
+  ASSERT_EQ(incoming.size(), 1u);
+  EXPECT_TRUE(sent().empty());
+  calls->accept("m-1");  // the user's own choice
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_NE(out[0].child("proceed", kJmi), nullptr);
 }
 
 TEST_F(CallTest, RejectAndRetract) {

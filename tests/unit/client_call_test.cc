@@ -664,6 +664,136 @@ TEST_F(CallTest, CrossedProposalsTieBreak) {
   EXPECT_FALSE(calls->info(again));
 }
 
+TEST_F(CallTest, MalformedOfferIsABadRequest) {
+  receive(
+      "<iq type='set' id='bad1' from='bob@example.org/browser'>"
+      "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s-bad'>"
+      "<content creator='initiator' name='0'>"
+      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
+      "<payload-type id='999' name='opus'/></description></content></jingle></iq>");
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].attr("type"), "error");
+  EXPECT_EQ(condition(out[0]), "bad-request");
+  EXPECT_TRUE(incoming.empty());
+  EXPECT_TRUE(calls->calls().empty());
+}
+
+TEST_F(CallTest, OfferWithoutFingerprintEndsWithSecurityError) {
+  std::string offer = browser_initiate("s-nofp");
+  auto a = offer.find("<fingerprint");
+  auto b = offer.find("</fingerprint>");
+  offer.erase(a, b + std::string("</fingerprint>").size() - a);
+  receive(offer);
+  sent();
+  calls->accept("s-nofp");
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(jingle(out[0])->attr("action"), "session-terminate");
+  EXPECT_EQ(reason(out[0]), "security-error");  // SRTP keys come only from DTLS here
+}
+
+TEST_F(CallTest, BrowserAudioAndVideoWithRtx) {
+  std::string offer =
+      "<iq type='set' id='i2' from='bob@example.org/browser'>"
+      "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='av-1' "
+      "initiator='bob@example.org/browser'>"
+      "<content creator='initiator' name='0'>"
+      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
+      "<payload-type id='111' name='opus' clockrate='48000' channels='2'/><rtcp-mux/>"
+      "</description><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
+      "pwd='browserpasswordbrowserpw'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' "
+      "hash='sha-256' setup='actpass'>AA:BB</fingerprint></transport></content>"
+      "<content creator='initiator' name='1'>"
+      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'>"
+      "<payload-type id='96' name='VP8' clockrate='90000'>"
+      "<rtcp-fb xmlns='urn:xmpp:jingle:apps:rtp:rtcp-fb:0' type='nack' subtype='pli'/>"
+      "<rtcp-fb xmlns='urn:xmpp:jingle:apps:rtp:rtcp-fb:0' type='goog-remb'/></payload-type>"
+      "<payload-type id='97' name='rtx' clockrate='90000'><parameter name='apt' value='96'/>"
+      "</payload-type>"
+      "<payload-type id='98' name='VP9' clockrate='90000'/>"
+      "<payload-type id='99' name='rtx' clockrate='90000'><parameter name='apt' value='98'/>"
+      "</payload-type>"
+      "<source xmlns='urn:xmpp:jingle:apps:rtp:ssma:0' ssrc='777'/><rtcp-mux/></description>"
+      "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
+      "pwd='browserpasswordbrowserpw'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' "
+      "hash='sha-256' setup='actpass'>AA:BB</fingerprint></transport></content>"
+      "<group xmlns='urn:xmpp:jingle:apps:grouping:0' semantics='BUNDLE'>"
+      "<content name='0'/><content name='1'/></group></jingle></iq>";
+  receive(offer);
+  ASSERT_EQ(incoming.size(), 1u);
+  EXPECT_TRUE(incoming[0].video);
+  sent();
+  calls->accept("av-1");
+  ASSERT_EQ(engines.size(), 1u);
+  const Engine& e = *engines[0];
+  ASSERT_EQ(e.streams.size(), 2u);
+  EXPECT_EQ(e.streams[1].kind, media::MediaKind::kVideo);
+  EXPECT_EQ(e.streams[1].mid, "1");
+  EXPECT_EQ(e.streams[1].remote_ssrc, 777u);
+  // VP8 and its rtx; not VP9 nor the rtx that repairs it.
+  ASSERT_EQ(e.streams[1].codecs.size(), 2u);
+  EXPECT_EQ(e.streams[1].codecs[0].payload_type, 96);
+  EXPECT_EQ(e.streams[1].codecs[1].payload_type, 97);
+  // Feedback both sides have: PLI, not REMB.
+  EXPECT_EQ(e.streams[1].codecs[0].rtcp_fb,
+            (std::vector<std::pair<std::string, std::string>>{{"nack", "pli"}}));
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  auto contents = jingle(out[0])->children("content", kJingle);
+  ASSERT_EQ(contents.size(), 2u);
+  EXPECT_EQ(contents[0]->attr("name"), "0");
+  EXPECT_EQ(contents[1]->attr("name"), "1");
+  EXPECT_EQ(contents[1]->child("description", kRtp)->children("payload-type", kRtp).size(), 2u);
+  EXPECT_EQ(jingle(out[0])->child("group", "urn:xmpp:jingle:apps:grouping:0")->children().size(),
+            2u);
+}
+
+TEST_F(CallTest, CandidatesOfAnotherIceGenerationAreIgnored) {
+  receive(browser_initiate("s-gen"));
+  calls->accept("s-gen");
+  sent();
+  std::string ti = transport_info("s-gen", "bob@example.org/browser", "50010");
+  ti.replace(ti.find("ufrag='Bufr'"), 12, "ufrag='Zzzz'");
+  receive(ti);
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].attr("type"), "result");
+  EXPECT_TRUE(engines[0]->candidates.empty());  // an ICE restart, not done here
+}
+
+TEST_F(CallTest, UnsupportedActionsAreRefused) {
+  receive(browser_initiate("s-ca"));
+  calls->accept("s-ca");
+  sent();
+  receive(
+      "<iq type='set' id='ca1' from='bob@example.org/browser'>"
+      "<jingle xmlns='urn:xmpp:jingle:1' action='content-add' sid='s-ca'>"
+      "<content creator='initiator' name='2'/></jingle></iq>");
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(condition(out[0]), "feature-not-implemented");
+  EXPECT_EQ(calls->info("s-ca")->state, CallState::kConnecting);  // the call goes on
+}
+
+TEST_F(CallTest, ANewProposalReplacesAnOrphanedCall) {
+  // XEP-0353 §3.8: bob proposes again while the call with him is up: the old one is ended.
+  std::string id = ring("old-1");
+  calls->accept(id);
+  receive(browser_initiate(id));
+  sent();
+  ring("new-1");
+  auto out = sent();
+  ASSERT_GE(out.size(), 2u);
+  EXPECT_EQ(jingle(out[0])->attr("action"), "session-terminate");
+  EXPECT_EQ(jingle(out[0])->attr("sid"), "old-1");
+  EXPECT_NE(out[1].child("finish", kJmi), nullptr);
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].first.id, "old-1");
+  ASSERT_EQ(incoming.size(), 2u);
+  EXPECT_EQ(incoming[1].id, "new-1");
+}
+
 TEST_F(CallTest, FileTransferLeavesRtpSessionsToCalls) {
   // File transfer registered on the same session (after Calls here, and its handler must not
   // take an RTP offer either way).

@@ -829,3 +829,145 @@ TEST_F(CallTest, IceServersFromExtdisco) {
 
 }  // namespace
 }  // namespace kabar::client
+
+namespace kabar::client {
+namespace {
+
+// Two kabar clients calling each other through a scripted server that stamps `from` and routes
+// by `to` (a bare JID to every device): our own offer and answer must fit each other.
+class CallPair : public ::testing::Test {
+ protected:
+  struct Side {
+    Side(asio::io_context& io, const std::string& bare, const std::string& full,
+         const std::string& contact, std::vector<std::shared_ptr<Engine>>& engines)
+        : client(io, opts(bare)), impl(Client::Impl::of(client)) {
+      impl.jid = *xmpp::Jid::parse(bare);
+      impl.bound = full;
+      impl.is_connected = true;
+      impl.writing = true;
+      impl.roster.push_back(RosterItem{contact, "", "both", false, {}});
+      calls = std::make_unique<Calls>(client, [&engines](media::Config c, media::Callbacks cb) {
+        auto e = std::make_shared<Engine>();
+        e->config = std::move(c);
+        e->callbacks = std::move(cb);
+        engines.push_back(e);
+        return std::make_unique<FakeSession>(e);
+      });
+      calls->on_incoming = [this](const CallInfo& i) { rang.push_back(i.id); };
+      calls->on_ended = [this](const CallInfo&, const CallEnd& e) { ends.push_back(e); };
+    }
+    static Options opts(const std::string& bare) {
+      Options o;
+      o.jid = bare;
+      return o;
+    }
+    Client client;
+    Client::Impl& impl;
+    std::unique_ptr<Calls> calls;
+    std::vector<std::string> rang;
+    std::vector<CallEnd> ends;
+  };
+
+  CallPair()
+      : alice(io, "alice@example.org", "alice@example.org/desk", "bob@example.org", a_engines),
+        bob(io, "bob@example.org", "bob@example.org/phone", "alice@example.org", b_engines) {}
+
+  // Delivers what each side sent to the other until nothing more is sent.
+  void pump() {
+    for (int round = 0; round < 50; ++round) {
+      io.poll();
+      io.restart();
+      bool any = false;
+      for (Side* from : {&alice, &bob}) {
+        Side* to = from == &alice ? &bob : &alice;
+        std::string all;
+        for (const auto& s : from->impl.outq) all += s;
+        from->impl.outq.clear();
+        for (xml::Element& el : testing::parse_stanzas(all)) {
+          any = true;
+          el.set_attr("from", from->impl.bound);
+          to->impl.dispatch(el);
+        }
+      }
+      if (!any) return;
+    }
+    ADD_FAILURE() << "the two sides never stop talking";
+  }
+
+  asio::io_context io;
+  std::vector<std::shared_ptr<Engine>> a_engines, b_engines;
+  Side alice;
+  Side bob;
+};
+
+TEST_F(CallPair, KabarCallsKabar) {
+  std::string id = alice.calls->call("bob@example.org", true);
+  pump();
+  ASSERT_EQ(bob.rang, std::vector<std::string>{id});
+  EXPECT_EQ(alice.calls->info(id)->state, CallState::kRinging);
+  bob.calls->accept(id);
+  pump();
+  ASSERT_EQ(a_engines.size(), 1u);
+  ASSERT_EQ(b_engines.size(), 1u);
+  Engine& a = *a_engines[0];
+  Engine& b = *b_engines[0];
+  EXPECT_TRUE(a.config.controlling);
+  EXPECT_FALSE(b.config.controlling);
+  // Each engine got the other's credentials and roles that make one DTLS client, one server.
+  ASSERT_TRUE(a.remote_fingerprint && b.remote_fingerprint);
+  EXPECT_EQ(b.remote_fingerprint->setup, "actpass");
+  EXPECT_EQ(a.remote_fingerprint->setup, "active");
+  EXPECT_EQ(a.remote_credentials->ufrag, "kbuf");
+  ASSERT_EQ(a.streams.size(), 2u);
+  ASSERT_EQ(b.streams.size(), 2u);
+  EXPECT_EQ(b.streams[0].mid, "audio");
+  EXPECT_EQ(b.streams[1].mid, "video");
+  EXPECT_EQ(b.streams[1].codecs.size(), 2u);  // VP8 and rtx
+  EXPECT_EQ(a.streams[0].codecs[0].name, "opus");
+  // Candidates trickle both ways.
+  a.callbacks.local_candidate(
+      media::IceCandidate{"1", 1, "udp", 100, "127.0.0.1", 40000, "host", "", 0, "c1", 0});
+  b.callbacks.local_candidate(
+      media::IceCandidate{"2", 1, "udp", 100, "127.0.0.1", 40001, "host", "", 0, "c2", 0});
+  pump();
+  ASSERT_EQ(b.candidates.size(), 1u);
+  EXPECT_EQ(b.candidates[0].port, 40000);
+  ASSERT_EQ(a.candidates.size(), 1u);
+  EXPECT_EQ(a.candidates[0].port, 40001);
+  a.callbacks.connected();
+  b.callbacks.connected();
+  pump();
+  EXPECT_EQ(alice.calls->info(id)->state, CallState::kActive);
+  EXPECT_EQ(bob.calls->info(id)->state, CallState::kActive);
+
+  bob.calls->hang_up(id);
+  pump();
+  ASSERT_EQ(alice.ends.size(), 1u);
+  EXPECT_EQ(alice.ends[0].reason, "success");
+  EXPECT_TRUE(alice.ends[0].by_peer);
+  ASSERT_EQ(bob.ends.size(), 1u);  // alice's <finish/> after it ends nothing twice
+  EXPECT_TRUE(a.stopped && b.stopped);
+  EXPECT_TRUE(alice.calls->calls().empty());
+  EXPECT_TRUE(bob.calls->calls().empty());
+}
+
+TEST_F(CallPair, DeclinedAndCancelled) {
+  std::string id = alice.calls->call("bob@example.org");
+  pump();
+  bob.calls->reject(id, "busy");
+  pump();
+  ASSERT_EQ(alice.ends.size(), 1u);
+  EXPECT_EQ(alice.ends[0].reason, "busy");
+  EXPECT_TRUE(a_engines.empty());
+
+  std::string id2 = alice.calls->call("bob@example.org");
+  pump();
+  alice.calls->hang_up(id2);
+  pump();
+  ASSERT_EQ(bob.ends.size(), 2u);
+  EXPECT_EQ(bob.ends[1].reason, "cancel");
+  EXPECT_TRUE(bob.ends[1].by_peer);
+}
+
+}  // namespace
+}  // namespace kabar::client

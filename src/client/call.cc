@@ -189,7 +189,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     if (c.info.state == s || c.info.state == CallState::kEnded) return;
     c.info.state = s;
     if (s == CallState::kActive) c.active_since = std::chrono::steady_clock::now();
-    if (owner->on_state) owner->on_state(c.info);
+    if (owner && owner->on_state) owner->on_state(c.info);
   }
 
   void end(const CallPtr& c, CallEnd e) {
@@ -200,7 +200,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     c->info.state = CallState::kEnded;
     if (c->media) c->media->stop();
     calls.erase(c->info.id);
-    if (owner->on_ended) owner->on_ended(c->info, e);
+    if (owner && owner->on_ended) owner->on_ended(c->info, e);
   }
 
   // ---- sending ----
@@ -375,7 +375,6 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
 
   void start_session(const CallPtr& c) {
     make_media(c, true);
-    c->session = true;
     c->initiator = me();
     rtp::Action a = action(*c, "session-initiate");
     std::vector<media::MediaKind> kinds{media::MediaKind::kAudio};
@@ -388,12 +387,18 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       d.media = media_name(k);
       for (const media::Codec& codec : c->media->supported_codecs(k))
         d.payload_types.push_back(to_xml(codec));
+      if (d.payload_types.empty()) continue;  // the engine has no codec of this kind
       d.rtcp_mux = true;
       content.description = std::move(d);
       content.transport = local_transport(*c, "actpass");
       a.bundle.push_back(content.name);
       a.contents.push_back(std::move(content));
     }
+    if (a.contents.empty()) {
+      terminate(c, "failed-application", "no codec to offer");
+      return;
+    }
+    c->session = true;
     c->transport_content = a.contents.front().name;
     send_jingle(c, a, true);
     c->media->gather();
@@ -734,10 +739,13 @@ Calls::Calls(Client& client, MediaFactory factory)
 }
 
 Calls::~Calls() {
-  for (auto& [id, c] : impl_->calls)
-    if (c->media) c->media->stop();
-  for (HandlerToken t : impl_->tokens) impl_->client->remove_handler(t);
+  // Every call still up ends as a hang-up would, so no peer waits for a device that is gone;
+  // without events (the owner is going away).
   impl_->owner = nullptr;
+  std::vector<std::string> ids;
+  for (const auto& [id, c] : impl_->calls) ids.push_back(id);
+  for (const std::string& id : ids) hang_up(id);
+  for (HandlerToken t : impl_->tokens) impl_->client->remove_handler(t);
 }
 
 std::string Calls::call(const std::string& jid, bool video) {

@@ -794,6 +794,30 @@ TEST_F(CallTest, ANewProposalReplacesAnOrphanedCall) {
   EXPECT_EQ(incoming[1].id, "new-1");
 }
 
+TEST_F(CallTest, DestroyedCallsHangUp) {
+  receive(browser_initiate("s-d"));
+  calls->accept("s-d");
+  std::string mine = calls->call("bob@example.org");
+  sent();
+  calls.reset();
+  auto out = sent();
+  ASSERT_EQ(out.size(), 2u);
+  int terminates = 0, retracts = 0;
+  for (const auto& el : out) {
+    if (jingle(el) && jingle(el)->attr("action") == "session-terminate") ++terminates;
+    if (el.child("retract", kJmi)) ++retracts;
+  }
+  EXPECT_EQ(terminates, 1);
+  EXPECT_EQ(retracts, 1);
+  EXPECT_TRUE(ended.empty());  // no events from a Calls being destroyed
+  EXPECT_TRUE(engines[0]->stopped);
+  // The handlers are gone: a Jingle IQ now gets the client's own answer.
+  receive(transport_info("s-d", "bob@example.org/browser", "50000"));
+  out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].attr("type"), "error");
+}
+
 TEST_F(CallTest, FileTransferLeavesRtpSessionsToCalls) {
   // File transfer registered on the same session (after Calls here, and its handler must not
   // take an RTP offer either way).

@@ -255,7 +255,8 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     // The peer refused the session (or never answered): nothing more to say to it.
     CallEnd e;
     e.reason = cond == "timeout" ? "timeout" : "general-error";
-    e.text = "the contact's client answered " + cond;
+    e.text = cond == "timeout" ? "the contact's client did not answer"
+                               : "the contact's client answered " + cond;
     e.by_peer = cond != "timeout";
     self->end(c, std::move(e));
   }

@@ -524,6 +524,12 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       return true;
     }
     const std::string& act = a->action;
+    if (act == "session-accept" &&
+        (c->info.incoming || c->info.state != CallState::kAccepted || c->remote_set)) {
+      // XEP-0166 §10: only the responder accepts, once.
+      send_jingle_error(iq, "unexpected-request", "out-of-order");
+      return true;
+    }
     if (act == "session-accept" || act == "transport-info" || act == "session-terminate" ||
         act == "session-info" || act == "description-info" || act == "security-info") {
       client->send_stanza(xmpp::make_iq_result(iq));
@@ -546,11 +552,23 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     return true;
   }
 
+  // An IQ error with a XEP-0166 §10 condition beside the stanza one.
+  void send_jingle_error(const xml::Element& iq, const char* condition, const char* jingle) {
+    xml::Element e = xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, condition);
+    if (xml::Element* er = e.child("error")) er->add_child(jingle, rtp::kJingleErrors);
+    client->send_stanza(e);
+  }
+
   void on_initiate(const xml::Element& iq, CallPtr c, rtp::Action a) {
     std::string from(iq.attr("from"));
     if (c) {
       // After our proceed (or, from a hasty initiator, while ringing): the session we agreed.
-      if (!c->info.incoming || c->info.peer != from || c->session || c->offer) {
+      if (c->info.peer == from && (c->session || c->offer)) {
+        // XEP-0166 §10: a second session-initiate in a session that has one.
+        send_jingle_error(iq, "unexpected-request", "out-of-order");
+        return;
+      }
+      if (!c->info.incoming || c->info.peer != from) {
         client->send_stanza(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "conflict"));
         return;
       }

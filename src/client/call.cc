@@ -863,9 +863,10 @@ awaitable<Error> Calls::fetch_ice_servers() {
   if (const xml::Element* s = r->child("services", kExtdisco)) {
     for (const xml::Element* e : s->children("service", kExtdisco)) {
       std::string type(e->attr("type"));
-      if (type != "stun" && type != "turn" && type != "turns") continue;
+      // TURN over TLS ("turns") is not something the engine speaks: left out.
+      if (type != "stun" && type != "turn") continue;
       media::IceServer srv;
-      srv.type = type == "turns" ? "turn" : type;
+      srv.type = type;
       srv.host = std::string(e->attr("host"));
       unsigned port = 3478;
       std::string_view p = e->attr("port");

@@ -861,6 +861,7 @@ TEST_F(CallTest, IceServersFromExtdisco) {
           "<service type='stun' host='turn.example.org' port='3478' transport='udp'/>"
           "<service type='turn' host='turn.example.org' port='3478' transport='udp' "
           "username='1700000000:alice@example.org' password='c2VjcmV0' restricted='1'/>"
+          "<service type='turns' host='turn.example.org' port='5349' transport='tcp'/>"
           "<service type='socks5' host='proxy.example.org' port='7777' transport='tcp'/>"
           "</services></iq>");
   EXPECT_FALSE(result) << result.message;

@@ -262,6 +262,9 @@ Engine::Engine(Config config, Callbacks callbacks)
     init_error_ = "audio-out: " + error;
 
   tick_source_ = g_timeout_source_new(kTickMs);
+  // Below the sockets: after a stall the packets already queued are read before the frames they
+  // carry are due for playout (or found missing and concealed).
+  g_source_set_priority(tick_source_, G_PRIORITY_DEFAULT + 10);
   g_source_set_callback(
       tick_source_,
       [](gpointer self) -> gboolean {

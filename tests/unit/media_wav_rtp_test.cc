@@ -131,3 +131,53 @@ TEST(MediaRtp, ReceiveStatsCountLossAcrossTheWrap) {
 
 }  // namespace
 }  // namespace kabar::client::media
+
+namespace kabar::client::media {
+namespace {
+
+TEST(MediaRtcp, SenderReportRoundTrips) {
+  SenderInfo sender{0x0123456789ABCDEFull, 48000, 50, 4000};
+  ReportBlock block;
+  block.ssrc = 0xCAFE;
+  block.fraction_lost = 12;
+  block.cumulative_lost = -3;
+  block.highest_sequence = 70000;
+  block.jitter = 96;
+  block.last_sr = 0x456789AB;
+  block.delay_since_sr = 65536;
+  auto packet = write_rtcp_report(0xBEEF, sender, block, "kabar-test");
+  ASSERT_EQ(packet.size() % 4, 0u);
+  EXPECT_TRUE(is_rtcp(packet));
+  EXPECT_EQ(packet[1], 200);
+  auto summary = parse_rtcp(packet);
+  ASSERT_TRUE(summary);
+  EXPECT_EQ(summary->sender_ntp, sender.ntp);
+  ASSERT_TRUE(summary->report);
+  EXPECT_EQ(summary->report->ssrc, 0xCAFEu);
+  EXPECT_EQ(summary->report->fraction_lost, 12);
+  EXPECT_EQ(summary->report->cumulative_lost, -3);
+  EXPECT_EQ(summary->report->highest_sequence, 70000u);
+  EXPECT_EQ(summary->report->last_sr, 0x456789ABu);
+  packet.pop_back();
+  EXPECT_FALSE(parse_rtcp(packet));
+}
+
+TEST(MediaRtcp, ReceiverReportFromTheStats) {
+  ReceiveStats stats;
+  for (std::uint16_t s = 0; s < 10; ++s)
+    if (s != 4) stats.on_packet(s, s * 960u, s * 960u);
+  ReportBlock r = stats.report(7);
+  EXPECT_EQ(r.cumulative_lost, 1);
+  EXPECT_EQ(r.fraction_lost, 256 / 10);
+  EXPECT_EQ(r.highest_sequence, 9u);
+  EXPECT_EQ(stats.report(7).fraction_lost, 0);  // nothing new since the last report
+  auto packet = write_rtcp_report(1, std::nullopt, r, "x");
+  EXPECT_EQ(packet[1], 201);
+  auto summary = parse_rtcp(packet);
+  ASSERT_TRUE(summary && summary->report);
+  EXPECT_FALSE(summary->sender_ntp);
+  EXPECT_EQ(summary->report->cumulative_lost, 1);
+}
+
+}  // namespace
+}  // namespace kabar::client::media

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -39,6 +40,18 @@ constexpr gint64 kPlayoutDelayUs = 60000;     // fixed jitter-buffer delay
 constexpr guint kTickMs = 10;                 // media clock granularity
 constexpr int kDefaultOpusPayloadType = 111;  // what browsers use; ours when nothing is signalled
 constexpr std::size_t kMaxEarlyDtls = 8;
+// RFC 3550 §6.2 allows a shorter interval than 5 s for a two-party call; browsers report about
+// once a second.
+constexpr gint64 kRtcpIntervalUs = 2000000;
+// Seconds from the NTP epoch (1900) to the Unix epoch.
+constexpr std::uint64_t kNtpUnixOffset = 2208988800u;
+
+std::uint64_t ntp_now() {
+  gint64 us = g_get_real_time();
+  std::uint64_t seconds = std::uint64_t(us / 1000000) + kNtpUnixOffset;
+  std::uint64_t fraction = (std::uint64_t(us % 1000000) << 32) / 1000000;
+  return seconds << 32 | fraction;
+}
 
 std::uint32_t random32() {
   std::uint32_t v = 0;
@@ -145,6 +158,7 @@ class Engine final : public Session {
   void on_media(std::span<const std::uint8_t> datagram);
   void tick();
   void send_frame();
+  void send_rtcp(gint64 now);
   void play_frame();
   void publish_stats(gint64 now);
   void fail(const std::string& why);
@@ -206,6 +220,13 @@ class Engine final : public Session {
   gint64 playout_start_ = -1;
   std::uint64_t played_ = 0;
   std::uint64_t sent_ = 0;
+  std::uint64_t octets_sent_ = 0;
+  std::uint32_t remote_ssrc_ = 0;
+  bool remote_ssrc_known_ = false;
+  std::uint32_t last_sr_ = 0;  // middle 32 bits of the peer's last SR
+  gint64 last_sr_at_ = 0;
+  gint64 next_rtcp_ = 0;
+  std::string cname_;
   std::uint64_t concealed_ = 0;
 };
 
@@ -249,6 +270,9 @@ Engine::Engine(Config config, Callbacks callbacks)
                       reinterpret_cast<const gchar*>(d.data()));
     };
   }
+  char cname[17];
+  std::snprintf(cname, sizeof cname, "%08x%08x", random32(), random32());
+  cname_ = cname;
   int err = 0;
   encoder_ = opus_encoder_create(kRate, 1, OPUS_APPLICATION_VOIP, &err);
   if (encoder_ != nullptr) opus_encoder_ctl(encoder_, OPUS_SET_BITRATE(32000));
@@ -467,6 +491,7 @@ void Engine::on_dtls(Dtls::State state) {
   media_ = true;
   media_started_ = g_get_monotonic_time();
   next_send_ = media_started_;
+  next_rtcp_ = media_started_ + kRtcpIntervalUs / 2;
   if (callbacks_.connected) callbacks_.connected();
 }
 
@@ -492,10 +517,20 @@ void Engine::on_media(std::span<const std::uint8_t> d) {
   std::vector<std::uint8_t> packet(d.begin(), d.end());
   bool rtcp = is_rtcp(packet);
   if (!srtp_in_.unprotect(packet, rtcp)) return;
-  if (rtcp) return;  // reports from the peer are not used yet
+  gint64 now = g_get_monotonic_time();
+  if (rtcp) {
+    // Only the sender report's time is used (LSR/DLSR in ours, RFC 3550 §6.4.1).
+    auto summary = parse_rtcp(packet);
+    if (summary && summary->sender_ntp) {
+      last_sr_ = std::uint32_t(*summary->sender_ntp >> 16);
+      last_sr_at_ = now;
+    }
+    return;
+  }
   auto rtp = parse_rtp(packet);
   if (!rtp || !audio_enabled_ || rtp->header.payload_type != payload_type_) return;
-  gint64 now = g_get_monotonic_time();
+  remote_ssrc_ = rtp->header.ssrc;
+  remote_ssrc_known_ = true;
   receive_stats_.on_packet(rtp->header.sequence, rtp->header.timestamp,
                            std::uint32_t(now * (kRate / 1000) / 1000));
   if (playout_start_ < 0) playout_start_ = now + kPlayoutDelayUs;
@@ -523,7 +558,33 @@ void Engine::tick() {
       ++played_;
     }
   }
+  if (now >= next_rtcp_) {
+    send_rtcp(now);
+    next_rtcp_ = now + kRtcpIntervalUs;
+  }
   publish_stats(now);
+}
+
+void Engine::send_rtcp(gint64 now) {
+  std::optional<SenderInfo> sender;
+  if (sent_ > 0) {
+    // The RTP timestamp of the sample being captured now (the next frame's, less what is due).
+    auto behind = std::uint32_t((next_send_ - now) * (kRate / 1000) / 1000);
+    sender = SenderInfo{ntp_now(), timestamp_ - behind, std::uint32_t(sent_),
+                        std::uint32_t(octets_sent_)};
+  }
+  std::optional<ReportBlock> block;
+  if (remote_ssrc_known_) {
+    block = receive_stats_.report(remote_ssrc_);
+    if (last_sr_at_ != 0) {
+      block->last_sr = last_sr_;
+      block->delay_since_sr = std::uint32_t((now - last_sr_at_) * 65536 / 1000000);
+    }
+  }
+  auto packet = write_rtcp_report(ssrc_, sender, block, cname_);
+  if (!srtp_out_.protect(packet, true)) return;
+  nice_agent_send(agent_, stream_id_, 1, guint(packet.size()),
+                  reinterpret_cast<const gchar*>(packet.data()));
 }
 
 void Engine::send_frame() {
@@ -549,6 +610,7 @@ void Engine::send_frame() {
   nice_agent_send(agent_, stream_id_, 1, guint(packet.size()),
                   reinterpret_cast<const gchar*>(packet.data()));
   ++sent_;
+  octets_sent_ += std::uint64_t(n);
 }
 
 void Engine::play_frame() {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace kabar::client::media {
@@ -37,6 +38,40 @@ bool is_rtcp(std::span<const std::uint8_t> packet);
 enum class PacketKind { kStun, kDtls, kRtp, kOther };
 PacketKind classify(std::span<const std::uint8_t> packet);
 
+// RFC 3550 §6.4.1 sender information.
+struct SenderInfo {
+  std::uint64_t ntp = 0;  // NTP timestamp, 32.32 fixed point
+  std::uint32_t rtp_timestamp = 0;
+  std::uint32_t packets = 0;
+  std::uint32_t octets = 0;
+};
+
+// RFC 3550 §6.4.1 report block: what we received from `ssrc`.
+struct ReportBlock {
+  std::uint32_t ssrc = 0;
+  std::uint8_t fraction_lost = 0;
+  std::int32_t cumulative_lost = 0;  // 24 bits on the wire
+  std::uint32_t highest_sequence = 0;
+  std::uint32_t jitter = 0;
+  std::uint32_t last_sr = 0;         // middle 32 bits of the last SR's NTP timestamp
+  std::uint32_t delay_since_sr = 0;  // 1/65536 s
+};
+
+// A compound RTCP packet (RFC 3550 §6.1): an SR when we send, else an RR, with at most one
+// report block, then an SDES with our CNAME.
+std::vector<std::uint8_t> write_rtcp_report(std::uint32_t ssrc,
+                                            const std::optional<SenderInfo>& sender,
+                                            const std::optional<ReportBlock>& block,
+                                            const std::string& cname);
+
+// What this engine reads from a peer's compound RTCP: the last sender report's NTP time (for
+// LSR), and the loss the peer reports about us.
+struct RtcpSummary {
+  std::optional<std::uint64_t> sender_ntp;
+  std::optional<ReportBlock> report;  // the first report block
+};
+std::optional<RtcpSummary> parse_rtcp(std::span<const std::uint8_t> packet);
+
 // Per-source receive statistics.
 class ReceiveStats {
  public:
@@ -47,6 +82,8 @@ class ReceiveStats {
   std::uint64_t lost() const;
   // Interarrival jitter, RTP clock units.
   double jitter() const { return jitter_; }
+  // A report block for `ssrc` (the sender), the fraction lost counted since the previous one.
+  ReportBlock report(std::uint32_t ssrc);
 
  private:
   bool started_ = false;
@@ -55,6 +92,8 @@ class ReceiveStats {
   std::uint64_t received_ = 0;
   std::int64_t last_transit_ = 0;
   double jitter_ = 0;
+  std::uint64_t expected_prior_ = 0;
+  std::uint64_t received_prior_ = 0;
 };
 
 }  // namespace kabar::client::media

@@ -225,6 +225,17 @@ Dtls::State Dtls::on_timeout() {
   return state_;
 }
 
+void Dtls::close() {
+  if (state_ == State::kConnected) {
+    ERR_clear_error();
+    SSL_shutdown(impl_->ssl);
+    ERR_clear_error();
+    flush();
+  }
+  state_ = State::kFailed;
+  error_ = "closed";
+}
+
 Dtls::State Dtls::advance() {
   Impl& i = *impl_;
   ERR_clear_error();

@@ -41,6 +41,8 @@ class Dtls {
   // How long until on_timeout() must be called, while handshaking (RFC 6347 §4.2.4).
   std::optional<std::chrono::milliseconds> timeout() const;
   State on_timeout();
+  // Sends close_notify when connected (the call is over); nothing more happens afterwards.
+  void close();
 
   State state() const { return state_; }
   // OpenSSL's objects; public only so the BIO and verify callbacks in dtls.cc can reach them.

@@ -352,6 +352,7 @@ void Engine::stop() {
 void Engine::shutdown() {
   closed_ = true;
   media_ = false;
+  if (dtls_ != nullptr) dtls_->close();  // RFC 5764 §4.1: the peer learns the call is over
   output_.close();
   if (tick_source_ != nullptr) {
     g_source_destroy(tick_source_);

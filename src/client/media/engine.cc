@@ -14,6 +14,10 @@
 #include <nice/agent.h>
 #include <openssl/rand.h>
 #include <opus/opus.h>
+#include <vpx/vp8cx.h>
+#include <vpx/vp8dx.h>
+#include <vpx/vpx_decoder.h>
+#include <vpx/vpx_encoder.h>
 
 #include <algorithm>
 #include <atomic>
@@ -28,7 +32,9 @@
 #include "client/media/media.h"
 #include "client/media/rtp.h"
 #include "client/media/srtp.h"
+#include "client/media/vp8.h"
 #include "client/media/wav.h"
+#include "client/media/y4m.h"
 
 namespace kabar::client::media {
 namespace {
@@ -39,6 +45,9 @@ constexpr gint64 kFrameUs = 20000;            // one frame, in g_get_monotonic_t
 constexpr gint64 kPlayoutDelayUs = 60000;     // fixed jitter-buffer delay
 constexpr guint kTickMs = 10;                 // media clock granularity
 constexpr int kDefaultOpusPayloadType = 111;  // what browsers use; ours when nothing is signalled
+constexpr int kDefaultVp8PayloadType = 96;
+constexpr int kVideoClock = 90000;
+constexpr gint64 kPliIntervalUs = 300000;  // at most this often, while frames stay undecodable
 constexpr std::size_t kMaxEarlyDtls = 8;
 // RFC 3550 §6.2 allows a shorter interval than 5 s for a two-party call; browsers report about
 // once a second.
@@ -159,6 +168,11 @@ class Engine final : public Session {
   void tick();
   void send_frame();
   void send_rtcp(gint64 now);
+  bool start_video_encoder();
+  void send_video_frame();
+  void on_video(const RtpPacket& rtp, gint64 now);
+  void request_keyframe(gint64 now);
+  void send_packet(std::vector<std::uint8_t> packet, bool rtcp);
   void play_frame();
   void publish_stats(gint64 now);
   void fail(const std::string& why);
@@ -227,6 +241,32 @@ class Engine final : public Session {
   gint64 last_sr_at_ = 0;
   gint64 next_rtcp_ = 0;
   std::string cname_;
+
+  // Video (VP8), when both sides have it.
+  bool video_enabled_ = false;
+  int video_pt_ = kDefaultVp8PayloadType;
+  std::uint32_t video_ssrc_ = 0;
+  std::uint16_t video_sequence_ = 0;
+  std::uint32_t video_timestamp_ = 0;  // of the first frame
+  Y4mReader video_in_;
+  bool video_in_open_ = false;
+  bool video_sending_ = false;
+  Y4mWriter video_out_;
+  vpx_codec_ctx_t video_encoder_{};
+  bool video_encoder_ready_ = false;
+  vpx_codec_ctx_t video_decoder_{};
+  bool video_decoder_ready_ = false;
+  gint64 next_video_ = 0;
+  gint64 video_interval_us_ = 33333;
+  std::uint64_t video_frames_sent_ = 0;
+  bool force_keyframe_ = false;
+  Vp8Assembler assembler_;
+  std::uint64_t assembler_dropped_ = 0;
+  bool waiting_keyframe_ = true;
+  gint64 last_pli_ = 0;
+  std::uint32_t video_remote_ssrc_ = 0;
+  ReceiveStats video_receive_stats_;
+  std::uint64_t video_decoded_ = 0;
   std::uint64_t concealed_ = 0;
 };
 
@@ -284,6 +324,17 @@ Engine::Engine(Config config, Callbacks callbacks)
     init_error_ = "audio-in: " + error;
   if (!config_.audio_out.empty() && !output_.open(config_.audio_out, kRate, error))
     init_error_ = "audio-out: " + error;
+  // Without a file the camera would be read here; without one this side sends no video.
+  if (!config_.video_in.empty()) {
+    if (video_in_.open(config_.video_in, error)) {
+      video_in_open_ = true;
+      video_interval_us_ = gint64(1000000) * video_in_.fps_den() / video_in_.fps_num();
+    } else {
+      init_error_ = "video-in: " + error;
+    }
+  }
+  if (!config_.video_out.empty() && !video_out_.open(config_.video_out, error))
+    init_error_ = "video-out: " + error;
 
   tick_source_ = g_timeout_source_new(kTickMs);
   // Below the sockets: after a stall the packets already queued are read before the frames they
@@ -318,6 +369,8 @@ Engine::~Engine() {
   g_main_loop_unref(loop_);
   g_main_context_unref(context_);
   if (encoder_ != nullptr) opus_encoder_destroy(encoder_);
+  if (video_encoder_ready_) vpx_codec_destroy(&video_encoder_);
+  if (video_decoder_ready_) vpx_codec_destroy(&video_decoder_);
   if (decoder_ != nullptr) opus_decoder_destroy(decoder_);
 }
 
@@ -354,6 +407,7 @@ void Engine::shutdown() {
   media_ = false;
   if (dtls_ != nullptr) dtls_->close();  // RFC 5764 §4.1: the peer learns the call is over
   output_.close();
+  video_out_.close();
   if (tick_source_ != nullptr) {
     g_source_destroy(tick_source_);
     g_source_unref(tick_source_);
@@ -366,7 +420,15 @@ void Engine::shutdown() {
 }
 
 std::vector<Codec> Engine::supported_codecs(MediaKind kind) const {
-  if (kind != MediaKind::kAudio) return {};  // video (VP8) is not in this engine yet
+  if (kind == MediaKind::kVideo) {
+    Codec vp8;
+    vp8.payload_type = kDefaultVp8PayloadType;
+    vp8.name = "VP8";
+    vp8.clockrate = kVideoClock;
+    // A lost frame is answered with a key frame on request; no retransmission (NACK).
+    vp8.rtcp_fb = {{"nack", "pli"}, {"ccm", "fir"}};
+    return {vp8};
+  }
   // RFC 7587 §7: Opus is always signalled as 48000/2, whatever is sent.
   Codec opus;
   opus.payload_type = kDefaultOpusPayloadType;
@@ -417,19 +479,35 @@ void Engine::apply_remote(IceCredentials credentials, Fingerprint remote,
   if (closed_ || failed_ || remote_set_) return;
   if (!init_error_.empty()) return fail(init_error_);
   if (!iequals(remote.hash, "sha-256")) return fail("unsupported fingerprint hash " + remote.hash);
+  bool audio_seen = false, video_seen = false;
   for (const auto& stream : streams) {
-    if (stream.kind != MediaKind::kAudio) continue;
+    bool audio = stream.kind == MediaKind::kAudio;
+    if (audio ? audio_seen : video_seen) continue;  // one of each kind
     for (const auto& codec : stream.codecs) {
-      if (iequals(codec.name, "opus")) {
+      if (audio && iequals(codec.name, "opus")) {
         audio_enabled_ = true;
         payload_type_ = codec.payload_type;
         break;
       }
+      if (!audio && iequals(codec.name, "vp8")) {
+        video_enabled_ = true;
+        video_pt_ = codec.payload_type;
+        break;
+      }
     }
-    ssrc_ = stream.local_ssrc;
-    break;
+    (audio ? ssrc_ : video_ssrc_) = stream.local_ssrc;
+    (audio ? audio_seen : video_seen) = true;
   }
   if (ssrc_ == 0) ssrc_ = random32();
+  if (video_ssrc_ == 0 || video_ssrc_ == ssrc_) video_ssrc_ = random32();
+  video_sequence_ = std::uint16_t(random32());
+  video_timestamp_ = random32();
+  if (video_enabled_) {
+    if (vpx_codec_dec_init(&video_decoder_, vpx_codec_vp8_dx(), nullptr, 0) != VPX_CODEC_OK)
+      return fail("VP8: cannot create the decoder");
+    video_decoder_ready_ = true;
+    if (video_in_open_ && !start_video_encoder()) return fail("VP8: cannot create the encoder");
+  }
   sequence_ = std::uint16_t(random32());
   timestamp_ = random32();
   nice_agent_set_remote_credentials(agent_, stream_id_, credentials.ufrag.c_str(),
@@ -493,6 +571,7 @@ void Engine::on_dtls(Dtls::State state) {
   media_started_ = g_get_monotonic_time();
   next_send_ = media_started_;
   next_rtcp_ = media_started_ + kRtcpIntervalUs / 2;
+  next_video_ = media_started_;
   if (callbacks_.connected) callbacks_.connected();
 }
 
@@ -522,6 +601,7 @@ void Engine::on_media(std::span<const std::uint8_t> d) {
   if (rtcp) {
     // Only the sender report's time is used (LSR/DLSR in ours, RFC 3550 §6.4.1).
     auto summary = parse_rtcp(packet);
+    if (summary && summary->keyframe_request) force_keyframe_ = true;
     if (summary && summary->sender_ntp) {
       last_sr_ = std::uint32_t(*summary->sender_ntp >> 16);
       last_sr_at_ = now;
@@ -529,7 +609,9 @@ void Engine::on_media(std::span<const std::uint8_t> d) {
     return;
   }
   auto rtp = parse_rtp(packet);
-  if (!rtp || !audio_enabled_ || rtp->header.payload_type != payload_type_) return;
+  if (!rtp) return;
+  if (video_enabled_ && rtp->header.payload_type == video_pt_) return on_video(*rtp, now);
+  if (!audio_enabled_ || rtp->header.payload_type != payload_type_) return;
   remote_ssrc_ = rtp->header.ssrc;
   remote_ssrc_known_ = true;
   receive_stats_.on_packet(rtp->header.sequence, rtp->header.timestamp,
@@ -557,6 +639,14 @@ void Engine::tick() {
     while (playout_start_ >= 0 && now >= playout_start_ + gint64(played_) * kFrameUs) {
       play_frame();
       ++played_;
+    }
+  }
+  if (video_sending_) {
+    // Encoding is the costly part: after a stall, frames that are long overdue are skipped.
+    if (now - next_video_ > 4 * video_interval_us_) next_video_ = now;
+    while (video_sending_ && now >= next_video_) {
+      send_video_frame();
+      next_video_ += video_interval_us_;
     }
   }
   if (now >= next_rtcp_) {
@@ -636,10 +726,104 @@ void Engine::publish_stats(gint64 now) {
   std::lock_guard lock(mutex_);
   stats_.seconds = double(now - media_started_) / 1e6;
   stats_.rtp_sent = sent_;
-  stats_.rtp_received = receive_stats_.received();
-  stats_.rtp_lost = receive_stats_.lost();
+  stats_.rtp_received = receive_stats_.received() + video_receive_stats_.received();
+  stats_.rtp_lost = receive_stats_.lost() + video_receive_stats_.lost();
+  stats_.video_frames_decoded = video_decoded_;
   stats_.audio_frames_concealed = concealed_;
   stats_.jitter_ms = receive_stats_.jitter() / (kRate / 1000.0);
+}
+
+bool Engine::start_video_encoder() {
+  vpx_codec_enc_cfg_t cfg;
+  if (vpx_codec_enc_config_default(vpx_codec_vp8_cx(), &cfg, 0) != VPX_CODEC_OK) return false;
+  cfg.g_w = unsigned(video_in_.width());
+  cfg.g_h = unsigned(video_in_.height());
+  cfg.g_timebase = {1, kVideoClock};
+  // About 0.08 bit per pixel: 740 kbit/s for 640x480 at 30 fps.
+  double kbps = 0.08 * cfg.g_w * cfg.g_h * 1e6 / double(video_interval_us_) / 1000;
+  cfg.rc_target_bitrate = unsigned(std::clamp(kbps, 100.0, 2500.0));
+  cfg.rc_end_usage = VPX_CBR;
+  cfg.g_error_resilient = VPX_ERROR_RESILIENT_DEFAULT;
+  cfg.g_lag_in_frames = 0;  // a call cannot wait for frames to come
+  cfg.g_threads = 1;
+  cfg.kf_max_dist = 300;  // and on request (PLI, FIR)
+  if (vpx_codec_enc_init(&video_encoder_, vpx_codec_vp8_cx(), &cfg, 0) != VPX_CODEC_OK)
+    return false;
+  video_encoder_ready_ = true;
+  vpx_codec_control(&video_encoder_, VP8E_SET_CPUUSED, 8);
+  video_sending_ = true;
+  return true;
+}
+
+void Engine::send_video_frame() {
+  VideoFrame frame;
+  if (!video_in_.read(frame)) {
+    video_sending_ = false;  // the end of the file: the picture freezes at the peer
+    return;
+  }
+  vpx_image_t image;
+  vpx_img_wrap(&image, VPX_IMG_FMT_I420, unsigned(frame.width), unsigned(frame.height), 1,
+               frame.data.data());
+  auto pts = vpx_codec_pts_t(video_frames_sent_) * video_interval_us_ * kVideoClock / 1000000;
+  ++video_frames_sent_;
+  vpx_enc_frame_flags_t flags = force_keyframe_ ? VPX_EFLAG_FORCE_KF : 0;
+  force_keyframe_ = false;
+  if (vpx_codec_encode(&video_encoder_, &image, pts, 1, flags, VPX_DL_REALTIME) != VPX_CODEC_OK)
+    return;
+  vpx_codec_iter_t iter = nullptr;
+  while (const vpx_codec_cx_pkt_t* pkt = vpx_codec_get_cx_data(&video_encoder_, &iter)) {
+    if (pkt->kind != VPX_CODEC_CX_FRAME_PKT) continue;
+    auto parts = packetize_vp8(std::span<const std::uint8_t>(
+        static_cast<const std::uint8_t*>(pkt->data.frame.buf), pkt->data.frame.sz));
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      RtpHeader header;
+      header.marker = i + 1 == parts.size();  // RFC 7741 §4.1: the frame's last packet
+      header.payload_type = std::uint8_t(video_pt_);
+      header.sequence = video_sequence_++;
+      header.timestamp = video_timestamp_ + std::uint32_t(pkt->data.frame.pts);
+      header.ssrc = video_ssrc_;
+      send_packet(write_rtp(header, parts[i]), false);
+      ++sent_;
+    }
+  }
+}
+
+void Engine::on_video(const RtpPacket& rtp, gint64 now) {
+  video_receive_stats_.on_packet(rtp.header.sequence, rtp.header.timestamp,
+                                 std::uint32_t(now * (kVideoClock / 1000) / 1000));
+  video_remote_ssrc_ = rtp.header.ssrc;
+  auto frame =
+      assembler_.push(rtp.header.sequence, rtp.header.timestamp, rtp.header.marker, rtp.payload);
+  if (assembler_.dropped() != assembler_dropped_) {
+    // A frame went missing: what follows refers to it, so nothing decodes until a key frame.
+    assembler_dropped_ = assembler_.dropped();
+    waiting_keyframe_ = true;
+  }
+  if (!frame) return;
+  if (waiting_keyframe_ && !is_vp8_keyframe(*frame)) return request_keyframe(now);
+  if (vpx_codec_decode(&video_decoder_, frame->data(), unsigned(frame->size()), nullptr, 0) !=
+      VPX_CODEC_OK) {
+    waiting_keyframe_ = true;
+    return request_keyframe(now);
+  }
+  waiting_keyframe_ = false;
+  vpx_codec_iter_t iter = nullptr;
+  while (vpx_image_t* image = vpx_codec_get_frame(&video_decoder_, &iter)) {
+    ++video_decoded_;
+    video_out_.write(int(image->d_w), int(image->d_h), image->planes, image->stride);
+  }
+}
+
+void Engine::request_keyframe(gint64 now) {
+  if (now - last_pli_ < kPliIntervalUs) return;
+  last_pli_ = now;
+  send_packet(write_rtcp_pli(video_ssrc_, video_remote_ssrc_), true);
+}
+
+void Engine::send_packet(std::vector<std::uint8_t> packet, bool rtcp) {
+  if (!srtp_out_.protect(packet, rtcp)) return;
+  nice_agent_send(agent_, stream_id_, 1, guint(packet.size()),
+                  reinterpret_cast<const gchar*>(packet.data()));
 }
 
 void Engine::fail(const std::string& why) {

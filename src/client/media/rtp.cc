@@ -115,6 +115,13 @@ std::vector<std::uint8_t> write_rtcp_report(std::uint32_t ssrc,
   return out;
 }
 
+std::vector<std::uint8_t> write_rtcp_pli(std::uint32_t sender, std::uint32_t media) {
+  std::vector<std::uint8_t> out = {0x81, 206, 0, 2};  // PSFB, FMT 1, two words after the header
+  put32(out, sender);
+  put32(out, media);
+  return out;
+}
+
 std::optional<RtcpSummary> parse_rtcp(std::span<const std::uint8_t> p) {
   RtcpSummary summary;
   std::size_t pos = 0;
@@ -131,6 +138,7 @@ std::optional<RtcpSummary> parse_rtcp(std::span<const std::uint8_t> p) {
     } else if (h[1] == 201 && len >= 8) {
       blocks = 8;
     }
+    if (h[1] == 206 && (count == 1 || count == 4)) summary.keyframe_request = true;
     if (blocks != 0 && count > 0 && blocks + 24 <= len && !summary.report) {
       const std::uint8_t* b = h + blocks;
       ReportBlock r;

@@ -64,11 +64,15 @@ std::vector<std::uint8_t> write_rtcp_report(std::uint32_t ssrc,
                                             const std::optional<ReportBlock>& block,
                                             const std::string& cname);
 
+// RFC 4585 §6.3.1 Picture Loss Indication: `sender` asks `media`'s sender for a key frame.
+std::vector<std::uint8_t> write_rtcp_pli(std::uint32_t sender, std::uint32_t media);
+
 // What this engine reads from a peer's compound RTCP: the last sender report's NTP time (for
 // LSR), and the loss the peer reports about us.
 struct RtcpSummary {
   std::optional<std::uint64_t> sender_ntp;
   std::optional<ReportBlock> report;  // the first report block
+  bool keyframe_request = false;      // PLI (RFC 4585 §6.3.1) or FIR (RFC 5104 §4.3.1)
 };
 std::optional<RtcpSummary> parse_rtcp(std::span<const std::uint8_t> packet);
 

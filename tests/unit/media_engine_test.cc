@@ -1,6 +1,12 @@
 // Two engines in one process calling each other over 127.0.0.1: ICE, DTLS-SRTP and Opus for
 // real, the signalling done by hand (what the Jingle side does over XMPP).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -121,13 +127,23 @@ Track follow_sweep(const std::vector<std::int16_t>& received, double f0, double 
 
 struct Call {
   Events a_events, b_events;
-  std::unique_ptr<Session> a, b;  // a offers and controls, b answers
+  std::mutex candidates_mutex;
+  std::vector<IceCandidate> a_candidates;  // what a offered
+  std::unique_ptr<Session> a, b;           // a offers and controls, b answers
 
   Call(Config a_config, Config b_config) {
     a_config.controlling = true;
     b_config.controlling = false;
     a_config.host_addresses = b_config.host_addresses = {"127.0.0.1"};
-    a = make_session(a_config, callbacks(a_events, b));
+    Callbacks a_callbacks = callbacks(a_events, b);
+    a_callbacks.local_candidate = [this](const IceCandidate& c) {
+      {
+        std::lock_guard lock(candidates_mutex);
+        a_candidates.push_back(c);
+      }
+      b->add_remote_candidate(c);
+    };
+    a = make_session(a_config, a_callbacks);
     b = make_session(b_config, callbacks(b_events, a));
   }
   ~Call() {
@@ -320,6 +336,88 @@ TEST(MediaEngine, VideoGoesThrough) {
   EXPECT_GE(best, 30.0);
   std::filesystem::remove(in);
   std::filesystem::remove(out);
+}
+
+// A free UDP port on 127.0.0.1 (free a moment ago: the server started next takes it).
+std::uint16_t free_udp_port() {
+  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Debian's coturn on loopback with one static user, for as long as the test runs.
+struct Coturn {
+  pid_t pid = -1;
+  std::uint16_t port = 0;
+  explicit Coturn(const std::filesystem::path& dir) {
+    port = free_udp_port();
+    std::string port_s = std::to_string(port), min_s = std::to_string(port + 1),
+                max_s = std::to_string(port + 200), log = (dir / "turn.log").string();
+    std::vector<std::string> args = {"turnserver", "-n",
+                                     "--no-cli",   "--no-tls",
+                                     "--no-dtls",  "-L",
+                                     "127.0.0.1",  "-E",
+                                     "127.0.0.1",  "-p",
+                                     port_s,       "--min-port",
+                                     min_s,        "--max-port",
+                                     max_s,        "--allow-loopback-peers",
+                                     "-a",         "-f",
+                                     "-r",         "kabar",
+                                     "-u",         "alice:secret",
+                                     "--log-file", log,
+                                     "--pidfile",  (dir / "turn.pid").string(),
+                                     "--userdb",   (dir / "turn.db").string()};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid, "/usr/bin/turnserver", nullptr, nullptr, argv.data(), environ) != 0)
+      pid = -1;
+  }
+  ~Coturn() {
+    if (pid > 0) {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+TEST(MediaEngine, RelayOnlyGoesThroughTurn) {
+  if (!std::filesystem::exists("/usr/bin/turnserver")) GTEST_SKIP() << "no coturn";
+  auto dir = temp_file("turn");
+  std::filesystem::create_directories(dir);
+  Coturn turn(dir);
+  ASSERT_GT(turn.pid, 0);
+  {
+    Config ac, bc;
+    IceServer server{"turn", "127.0.0.1", turn.port, "udp", "alice", "secret"};
+    ac.ice_servers = bc.ice_servers = {server};
+    ac.relay_only = bc.relay_only = true;
+    Call call(ac, bc);
+    call.signal();
+    ASSERT_TRUE(call.a_events.wait([](Events& e) { return e.connected || !e.failures.empty(); }));
+    ASSERT_TRUE(call.b_events.wait([](Events& e) { return e.connected || !e.failures.empty(); }));
+    ASSERT_TRUE(call.a_events.failures.empty()) << call.a_events.failures[0];
+    ASSERT_TRUE(call.b_events.failures.empty()) << call.b_events.failures[0];
+    auto deadline = std::chrono::steady_clock::now() + kTimeout;
+    while (call.b->stats().rtp_received < 25 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);
+    EXPECT_GE(call.b->stats().rtp_received, 25u);
+    EXPECT_GE(call.a->stats().rtp_received, 1u);
+    std::lock_guard lock(call.candidates_mutex);
+    EXPECT_FALSE(call.a_candidates.empty());
+    for (const auto& c : call.a_candidates) {
+      EXPECT_EQ(c.type, "relay");
+      EXPECT_EQ(c.ip, "127.0.0.1");
+      EXPECT_NE(c.port, turn.port);
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(MediaEngine, ABadInputFileIsReported) {

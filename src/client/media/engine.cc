@@ -13,7 +13,6 @@
 #include <netdb.h>
 #include <nice/agent.h>
 #include <openssl/rand.h>
-#include <opus/opus.h>
 #include <vpx/vp8cx.h>
 #include <vpx/vp8dx.h>
 #include <vpx/vpx_decoder.h>
@@ -28,8 +27,8 @@
 #include <thread>
 
 #include "client/media/dtls.h"
-#include "client/media/jitter_buffer.h"
 #include "client/media/media.h"
+#include "client/media/opus_audio.h"
 #include "client/media/rtp.h"
 #include "client/media/srtp.h"
 #include "client/media/vp8.h"
@@ -39,8 +38,8 @@
 namespace kabar::client::media {
 namespace {
 
-constexpr int kRate = 48000;
-constexpr int kFrame = 960;                   // 20 ms at 48 kHz
+constexpr int kRate = kOpusRate;
+constexpr int kFrame = kOpusFrame;
 constexpr gint64 kFrameUs = 20000;            // one frame, in g_get_monotonic_time() units
 constexpr gint64 kPlayoutDelayUs = 60000;     // fixed jitter-buffer delay
 constexpr guint kTickMs = 10;                 // media clock granularity
@@ -224,12 +223,11 @@ class Engine final : public Session {
   std::uint32_t timestamp_ = 0;
   bool first_packet_ = true;
   gint64 next_send_ = 0;
-  OpusEncoder* encoder_ = nullptr;
-  OpusDecoder* decoder_ = nullptr;
+  OpusSender opus_out_;
+  OpusReceiver opus_in_;
   WavAudio input_;
   std::size_t input_pos_ = 0;
   WavWriter output_;
-  JitterBuffer jitter_;
   ReceiveStats receive_stats_;
   gint64 playout_start_ = -1;
   std::uint64_t played_ = 0;
@@ -267,7 +265,6 @@ class Engine final : public Session {
   std::uint32_t video_remote_ssrc_ = 0;
   ReceiveStats video_receive_stats_;
   std::uint64_t video_decoded_ = 0;
-  std::uint64_t concealed_ = 0;
 };
 
 Engine::Engine(Config config, Callbacks callbacks)
@@ -313,11 +310,7 @@ Engine::Engine(Config config, Callbacks callbacks)
   char cname[17];
   std::snprintf(cname, sizeof cname, "%08x%08x", random32(), random32());
   cname_ = cname;
-  int err = 0;
-  encoder_ = opus_encoder_create(kRate, 1, OPUS_APPLICATION_VOIP, &err);
-  if (encoder_ != nullptr) opus_encoder_ctl(encoder_, OPUS_SET_BITRATE(32000));
-  decoder_ = opus_decoder_create(kRate, 1, &err);
-  if (encoder_ == nullptr || decoder_ == nullptr) init_error_ = "opus: cannot create the codec";
+  if (!opus_out_.ok() || !opus_in_.ok()) init_error_ = "opus: cannot create the codec";
   // Without a file the microphone would be read here; device capture (ALSA/PulseAudio) is not
   // part of this engine yet, so an empty audio_in sends silence.
   if (!config_.audio_in.empty() && !read_wav(config_.audio_in, kRate, input_, error))
@@ -368,10 +361,8 @@ Engine::~Engine() {
   if (agent_ != nullptr) g_object_unref(agent_);
   g_main_loop_unref(loop_);
   g_main_context_unref(context_);
-  if (encoder_ != nullptr) opus_encoder_destroy(encoder_);
   if (video_encoder_ready_) vpx_codec_destroy(&video_encoder_);
   if (video_decoder_ready_) vpx_codec_destroy(&video_decoder_);
-  if (decoder_ != nullptr) opus_decoder_destroy(decoder_);
 }
 
 void Engine::post(std::function<void()> fn) {
@@ -617,8 +608,7 @@ void Engine::on_media(std::span<const std::uint8_t> d) {
   receive_stats_.on_packet(rtp->header.sequence, rtp->header.timestamp,
                            std::uint32_t(now * (kRate / 1000) / 1000));
   if (playout_start_ < 0) playout_start_ = now + kPlayoutDelayUs;
-  jitter_.push(rtp->header.sequence,
-               std::vector<std::uint8_t>(rtp->payload.begin(), rtp->payload.end()));
+  opus_in_.push(rtp->header.sequence, rtp->payload);
 }
 
 void Engine::tick() {
@@ -672,10 +662,7 @@ void Engine::send_rtcp(gint64 now) {
       block->delay_since_sr = std::uint32_t((now - last_sr_at_) * 65536 / 1000000);
     }
   }
-  auto packet = write_rtcp_report(ssrc_, sender, block, cname_);
-  if (!srtp_out_.protect(packet, true)) return;
-  nice_agent_send(agent_, stream_id_, 1, guint(packet.size()),
-                  reinterpret_cast<const gchar*>(packet.data()));
+  send_packet(write_rtcp_report(ssrc_, sender, block, cname_), true);
 }
 
 void Engine::send_frame() {
@@ -685,9 +672,8 @@ void Engine::send_frame() {
     std::copy_n(input_.samples.begin() + std::ptrdiff_t(input_pos_), n, pcm);
     input_pos_ += n;
   }
-  unsigned char payload[1275];  // RFC 6716 §3.4: the largest Opus frame
-  opus_int32 n = opus_encode(encoder_, pcm, kFrame, payload, sizeof payload);
-  if (n < 0) return;
+  auto payload = opus_out_.encode(std::span<const std::int16_t, kOpusFrame>(pcm, kFrame));
+  if (payload.empty()) return;
   RtpHeader header;
   header.marker = first_packet_;  // RFC 3551 §4.1: the first packet of a talkspurt
   header.payload_type = std::uint8_t(payload_type_);
@@ -696,31 +682,12 @@ void Engine::send_frame() {
   header.ssrc = ssrc_;
   timestamp_ += kFrame;
   first_packet_ = false;
-  auto packet = write_rtp(header, std::span<const std::uint8_t>(payload, std::size_t(n)));
-  if (!srtp_out_.protect(packet, false)) return;
-  nice_agent_send(agent_, stream_id_, 1, guint(packet.size()),
-                  reinterpret_cast<const gchar*>(packet.data()));
+  send_packet(write_rtp(header, payload), false);
   ++sent_;
-  octets_sent_ += std::uint64_t(n);
+  octets_sent_ += payload.size();
 }
 
-void Engine::play_frame() {
-  auto frame = jitter_.pop();
-  if (!frame) return;
-  // Room for the longest Opus packet (120 ms) should a peer send more than 20 ms at once.
-  std::int16_t pcm[kFrame * 6];
-  int n = -1;
-  if (!frame->missing) {
-    n = opus_decode(decoder_, frame->payload.data(), opus_int32(frame->payload.size()), pcm,
-                    kFrame * 6, 0);
-  }
-  if (n < 0) {
-    // RFC 6716 §4.4: a null packet asks the decoder to conceal the lost one.
-    n = opus_decode(decoder_, nullptr, 0, pcm, kFrame, 0);
-    ++concealed_;
-  }
-  if (n > 0) output_.write(std::span<const std::int16_t>(pcm, std::size_t(n)));
-}
+void Engine::play_frame() { output_.write(opus_in_.pull()); }
 
 void Engine::publish_stats(gint64 now) {
   std::lock_guard lock(mutex_);
@@ -729,7 +696,7 @@ void Engine::publish_stats(gint64 now) {
   stats_.rtp_received = receive_stats_.received() + video_receive_stats_.received();
   stats_.rtp_lost = receive_stats_.lost() + video_receive_stats_.lost();
   stats_.video_frames_decoded = video_decoded_;
-  stats_.audio_frames_concealed = concealed_;
+  stats_.audio_frames_concealed = opus_in_.concealed();
   stats_.jitter_ms = receive_stats_.jitter() / (kRate / 1000.0);
 }
 

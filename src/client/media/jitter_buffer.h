@@ -30,6 +30,8 @@ class JitterBuffer {
   };
   std::optional<Frame> pop();
 
+  // The payload the next pop() returns, if it is here.
+  const std::vector<std::uint8_t>* peek() const;
   bool started() const { return started_; }
   std::size_t size() const { return packets_.size(); }
 

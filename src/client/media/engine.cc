@@ -368,7 +368,10 @@ Engine::~Engine() {
 void Engine::post(std::function<void()> fn) {
   // An idle source rather than g_main_context_invoke(): that one runs the closure right here
   // when the context happens to be free, which would put agent calls on the caller's thread.
-  auto* closure = new std::function<void()>(std::move(fn));
+  // After shutdown() nothing runs, though the loop may still dispatch this iteration's sources.
+  auto* closure = new std::function<void()>([this, fn = std::move(fn)] {
+    if (!closed_) fn();
+  });
   GSource* source = g_idle_source_new();
   g_source_set_priority(source, G_PRIORITY_DEFAULT);
   g_source_set_callback(

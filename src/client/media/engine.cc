@@ -232,7 +232,8 @@ class Engine final : public Session {
   gint64 playout_start_ = -1;
   std::uint64_t played_ = 0;
   std::uint64_t sent_ = 0;
-  std::uint64_t octets_sent_ = 0;
+  std::uint64_t audio_sent_ = 0;
+  std::uint64_t octets_sent_ = 0;  // audio payload
   std::uint32_t remote_ssrc_ = 0;
   bool remote_ssrc_known_ = false;
   std::uint32_t last_sr_ = 0;  // middle 32 bits of the peer's last SR
@@ -651,10 +652,10 @@ void Engine::tick() {
 
 void Engine::send_rtcp(gint64 now) {
   std::optional<SenderInfo> sender;
-  if (sent_ > 0) {
+  if (audio_sent_ > 0) {  // the report is the audio source's; video sends none
     // The RTP timestamp of the sample being captured now (the next frame's, less what is due).
     auto behind = std::uint32_t((next_send_ - now) * (kRate / 1000) / 1000);
-    sender = SenderInfo{ntp_now(), timestamp_ - behind, std::uint32_t(sent_),
+    sender = SenderInfo{ntp_now(), timestamp_ - behind, std::uint32_t(audio_sent_),
                         std::uint32_t(octets_sent_)};
   }
   std::optional<ReportBlock> block;
@@ -687,6 +688,7 @@ void Engine::send_frame() {
   first_packet_ = false;
   send_packet(write_rtp(header, payload), false);
   ++sent_;
+  ++audio_sent_;
   octets_sent_ += payload.size();
 }
 

@@ -1,6 +1,7 @@
 // Two engines in one process calling each other over 127.0.0.1: ICE, DTLS-SRTP and Opus for
 // real, the signalling done by hand (what the Jingle side does over XMPP).
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -318,8 +319,14 @@ struct Coturn {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    if (posix_spawn(&pid, "/usr/bin/turnserver", nullptr, nullptr, argv.data(), environ) != 0)
+    // Its chatter (stdout, stderr) would drown the test's.
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    if (posix_spawn(&pid, "/usr/bin/turnserver", &actions, nullptr, argv.data(), environ) != 0)
       pid = -1;
+    posix_spawn_file_actions_destroy(&actions);
   }
   ~Coturn() {
     if (pid > 0) {

@@ -176,6 +176,7 @@ class Engine final : public Session {
   void publish_stats(gint64 now);
   void fail(const std::string& why);
   void shutdown();
+  void finish();
 
   static void on_new_candidate(NiceAgent*, NiceCandidate* candidate, gpointer self);
   static void on_gathering_done(NiceAgent*, guint, gpointer self);
@@ -275,8 +276,9 @@ Engine::Engine(Config config, Callbacks callbacks)
   // RFC 8445 full ICE with trickle (RFC 8838); regular nomination is libnice's default for
   // RFC 5245 compatibility when the option is not given.
   agent_ = nice_agent_new_full(context_, NICE_COMPATIBILITY_RFC5245, NICE_AGENT_OPTION_ICE_TRICKLE);
+  // No UPnP: libnice would ask the LAN's router for port mappings from threads of its own.
   g_object_set(agent_, "controlling-mode", gboolean(config_.controlling), "ice-tcp", FALSE,
-               "force-relay", gboolean(config_.relay_only), nullptr);
+               "force-relay", gboolean(config_.relay_only), "upnp", FALSE, nullptr);
   for (const auto& address : config_.host_addresses) {
     NiceAddress a;
     nice_address_init(&a);
@@ -408,6 +410,25 @@ void Engine::shutdown() {
     g_source_unref(tick_source_);
     tick_source_ = nullptr;
   }
+  // TURN allocations are released (RFC 8656 §7: a refresh with lifetime 0) before the agent
+  // goes, within a second: a server that does not answer does not hold up stop().
+  nice_agent_close_async(
+      agent_, [](GObject*, GAsyncResult*, gpointer self) { static_cast<Engine*>(self)->finish(); },
+      this);
+  GSource* timeout = g_timeout_source_new(1000);
+  g_source_set_callback(
+      timeout,
+      [](gpointer self) -> gboolean {
+        static_cast<Engine*>(self)->finish();
+        return G_SOURCE_REMOVE;
+      },
+      this, nullptr);
+  g_source_attach(timeout, context_);
+  g_source_unref(timeout);
+}
+
+void Engine::finish() {
+  if (agent_ == nullptr) return;
   // Unreferenced here, on its own thread, so its sockets and timers leave the context now.
   g_object_unref(agent_);
   agent_ = nullptr;

@@ -40,10 +40,11 @@ namespace {
 
 constexpr int kRate = kOpusRate;
 constexpr int kFrame = kOpusFrame;
-constexpr gint64 kFrameUs = 20000;            // one frame, in g_get_monotonic_time() units
-constexpr gint64 kPlayoutDelayUs = 60000;     // fixed jitter-buffer delay
-constexpr guint kTickMs = 10;                 // media clock granularity
-constexpr int kDefaultOpusPayloadType = 111;  // what browsers use; ours when nothing is signalled
+constexpr gint64 kFrameUs = 20000;             // one frame, in g_get_monotonic_time() units
+constexpr gint64 kPlayoutDelayUs = 60000;      // the jitter buffer's delay to start with
+constexpr gint64 kMaxPlayoutDelayUs = 200000;  // what late packets can raise it to
+constexpr guint kTickMs = 10;                  // media clock granularity
+constexpr int kDefaultOpusPayloadType = 111;   // what browsers use; ours when nothing is signalled
 constexpr int kDefaultVp8PayloadType = 96;
 constexpr int kVideoClock = 90000;
 constexpr gint64 kPliIntervalUs = 300000;  // at most this often, while frames stay undecodable
@@ -231,6 +232,7 @@ class Engine final : public Session {
   WavWriter output_;
   ReceiveStats receive_stats_;
   gint64 playout_start_ = -1;
+  gint64 playout_delay_ = kPlayoutDelayUs;
   std::uint64_t played_ = 0;
   std::uint64_t sent_ = 0;
   std::uint64_t audio_sent_ = 0;
@@ -632,8 +634,14 @@ void Engine::on_media(std::span<const std::uint8_t> d) {
   remote_ssrc_known_ = true;
   receive_stats_.on_packet(rtp->header.sequence, rtp->header.timestamp,
                            std::uint32_t(now * (kRate / 1000) / 1000));
-  if (playout_start_ < 0) playout_start_ = now + kPlayoutDelayUs;
-  opus_in_.push(rtp->header.sequence, rtp->payload);
+  if (playout_start_ < 0) playout_start_ = now + playout_delay_;
+  // A packet after its turn (concealed already) says the delay is short for this path: the
+  // playout pauses a frame, once per late packet, up to the ceiling.
+  if (opus_in_.push(rtp->header.sequence, rtp->payload) == JitterBuffer::Push::kLate &&
+      playout_delay_ + kFrameUs <= kMaxPlayoutDelayUs) {
+    playout_delay_ += kFrameUs;
+    playout_start_ += kFrameUs;
+  }
 }
 
 void Engine::tick() {

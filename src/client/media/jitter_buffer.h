@@ -1,7 +1,7 @@
 // The receive side's jitter buffer: packets are reordered by sequence number and played out on
-// the receiver's clock, one frame per pop(), a fixed delay after the first arrival (the engine
-// owns the clock; this class only orders). A missing packet comes out as a gap for packet loss
-// concealment; a packet that arrives after its turn is dropped.
+// the receiver's clock, one frame per pop(), a delay after the first arrival (the engine owns
+// the clock and raises the delay when packets come late; this class only orders). A missing packet
+// comes out as a gap for packet loss concealment; a packet that arrives after its turn is dropped.
 #pragma once
 
 #include <cstddef>

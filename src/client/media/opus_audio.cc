@@ -32,8 +32,9 @@ OpusReceiver::~OpusReceiver() {
   if (decoder_ != nullptr) opus_decoder_destroy(decoder_);
 }
 
-void OpusReceiver::push(std::uint16_t sequence, std::span<const std::uint8_t> payload) {
-  jitter_.push(sequence, std::vector<std::uint8_t>(payload.begin(), payload.end()));
+JitterBuffer::Push OpusReceiver::push(std::uint16_t sequence,
+                                      std::span<const std::uint8_t> payload) {
+  return jitter_.push(sequence, std::vector<std::uint8_t>(payload.begin(), payload.end()));
 }
 
 std::span<const std::int16_t> OpusReceiver::pull() {

@@ -38,7 +38,7 @@ class OpusReceiver {
   OpusReceiver& operator=(const OpusReceiver&) = delete;
   bool ok() const { return decoder_ != nullptr; }
 
-  void push(std::uint16_t sequence, std::span<const std::uint8_t> payload);
+  JitterBuffer::Push push(std::uint16_t sequence, std::span<const std::uint8_t> payload);
   // The next frame's samples (20 ms, or what the peer's packet held); empty before the first
   // packet. Valid until the next call.
   std::span<const std::int16_t> pull();

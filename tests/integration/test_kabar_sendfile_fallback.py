@@ -135,14 +135,23 @@ async def caps_of_slixmpp(R, srv, k, tmp):
     try:
         await asyncio.wait_for(asyncio.shield(peer.started), STEP)
         await peer["xep_0115"].update_caps(broadcast=False)
+        # slixmpp keeps its roster from the server's roster pushes, which go only to a resource
+        # that asked for the roster (RFC 6121 §2.1.6): without this, frank's slixmpp roster
+        # stays at the "from" its own approval set locally.
+        await peer.get_roster()
         peer.send_presence()
-        # A mutual subscription: alice asks and slixmpp approves by itself; frank asks back and
-        # alice approves.
+        # A mutual subscription: alice asks and slixmpp approves and asks back by itself
+        # (auto_authorize, auto_subscribe); alice approves.
         alice_bare = f"alice@{srv.domain}"
         r = await asyncio.to_thread(k.run, "roster", "add", frank_bare, user="alice")
         R.check(r.returncode == 0, f"alice adds frank ({r.stderr.strip()})")
-        peer.send_presence(pto=alice_bare, ptype="subscribe")
-        await asyncio.sleep(0.3)
+        item = peer.client_roster[alice_bare]
+        deadline = time.monotonic() + STEP  # frank's request back has reached kabard
+        while not (item["from"] and item["pending_out"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        R.check(item["from"] and item["pending_out"],
+                f"frank (slixmpp) approved alice and asked back: {item['subscription']}, "
+                f"pending_out {item['pending_out']}")
         r = await asyncio.to_thread(k.run, "roster", "approve", frank_bare, user="alice")
         deadline = time.monotonic() + STEP
         listed = ""
@@ -154,6 +163,11 @@ async def caps_of_slixmpp(R, srv, k, tmp):
         R.check(f"{frank_bare}\tboth" in listed,
                 f"alice and frank (slixmpp) are mutual contacts ({listed.strip()!r}; "
                 f"{r.stdout.strip()} {r.stderr.strip()})")
+        deadline = time.monotonic() + STEP
+        while item["subscription"] != "both" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        R.check(item["subscription"] == "both" and not item["pending_out"],
+                f"frank's slixmpp roster has alice as 'both' too ({item['subscription']})")
         my_ver = await peer["xep_0115"].get_verstring(peer.boundjid.full)
         R.check(bool(my_ver), f"slixmpp announces caps ({my_ver})")
 

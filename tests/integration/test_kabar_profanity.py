@@ -5,7 +5,8 @@
   then shows his own request to Profanity as "(asked)", Profanity's account has bob as "to",
   and once Profanity allows it both rosters say "both".
 - `kabar sendfile` to Profanity, which has no Jingle file transfer: the file goes by HTTP upload
-  and a link (Profanity shows the link), with the reason said, exit 0.
+  and a link (Profanity shows the link), with the reason said, exit 0; `/file` in `kabar chat`
+  does the same.
 
 Run: /usr/bin/python3 test_kabar_profanity.py --kabard PATH --kabarctl PATH
 """
@@ -139,6 +140,22 @@ def main():
                 ok, text = tmux.wait("prof", "/minutes.txt", timeout=STEP)
             R.check(ok and f"http://127.0.0.1:{http_port}/" in text.replace("\n", ""),
                     "Profanity shows the link\n" + text)
+
+            # The same from kabar chat: /file to Profanity goes by upload, and the line says why.
+            src = os.path.join(tmp, "agenda.txt")
+            with open(src, "w") as f:
+                f.write("the agenda of the next meeting\n" * 100)
+            tmux.start("bob", f"{k.binary} chat", e)
+            ok, text = tmux.wait("bob", f"[+] {carol}", timeout=STEP)
+            R.check(ok, "bob's chat shows Profanity's carol online\n" + text)
+            tmux.keys("bob", f"/file {src}")
+            ok, text = tmux.wait("bob", "sent the link", timeout=STEP)
+            flat = text.replace("\n", "")
+            R.check(ok and "does not support Jingle file transfer" in flat and "uploaded" in flat,
+                    "kabar chat's /file to Profanity: why, then upload and link\n" + text)
+            ok, text = tmux.wait("prof", "/agenda.txt", timeout=STEP)
+            R.check(ok, "Profanity shows that link too\n" + text)
+            tmux.keys("bob", "/quit")
             tmux.keys("prof", "/quit")
     finally:
         tmux.kill()

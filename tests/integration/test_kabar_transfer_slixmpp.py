@@ -6,7 +6,8 @@ XEP-0261 (in-band bytestreams, slixmpp's stanzas sent by hand) is written here:
   with session-terminate <cancel/>: bob says the sender cancelled it after that many bytes and
   keeps them in a hidden .part; gina offers the same file again and bob's session-accept asks
   for the rest (<range offset='40960'/>, XEP-0234 §8); bob ends with the whole file, its SHA-256
-  checked, resumed from 40960, and no .part left.
+  checked, resumed from 40960, and no .part left. From another session gina sends 8 KiB and
+  goes offline: bob says the sender went offline, and keeps what arrived.
 - hank (slixmpp) announces Jingle file transfer but never answers the offer (its IQ is left
   unanswered): alice's `kabar sendfile` gives up on it and falls back to HTTP upload, saying
   why, exit 0 (issue 20 item 4: it used to wait 15 s and fail with the "unreachable" exit 4).
@@ -187,6 +188,37 @@ async def stop_and_resume(R, srv, k, tmp):
         peer.disconnect()
 
 
+async def sender_goes_offline(R, srv, k, tmp):
+    """gina (another slixmpp session, her presence directed to bob) sends 8 KiB and goes
+    offline: bob says the sender went offline, and keeps the bytes."""
+    inbox = os.path.join(tmp, "bob-in-2")
+    os.makedirs(inbox)
+    li = k.listen("bob", "--accept-files", inbox)
+    peer = Peer(f"gina@{srv.domain}/slix2", "Slix-Secret-9")
+    peer.connect(("127.0.0.1", srv.port), force_starttls=True)
+    try:
+        ev = await li.wait_async(lambda e: e.get("type") == "ready")
+        bob = ev.get("jid") if ev else None
+        await asyncio.wait_for(asyncio.shield(peer.started), STEP)
+        peer.send_presence(pto=bob)  # so that bob learns when she goes (RFC 6121 §4.6)
+        data = os.urandom(100_000)
+        me = peer.boundjid.full
+        await peer.set(bob, jingle("session-initiate", "g1", me, offer("gone.bin", data, "j1")))
+        await peer.next_action("session-accept", "g1")
+        await send_ibb(peer, bob, "j1", data, 0, 2 * BLOCK)
+        peer.disconnect()
+        ev = await li.wait_async(lambda e: e.get("type") == "file-error", timeout=STEP)
+        err = ev.get("error", "") if ev else ""
+        R.check(f"the sender went offline after {2 * BLOCK} of {len(data)} bytes" in err and
+                "the same file sent again resumes" in err,
+                f"bob says gina (slixmpp) went offline, after how many bytes: {ev}")
+        parts = [n for n in os.listdir(inbox) if n.endswith(".part")]
+        R.check(len(parts) == 1, f"and keeps them in a .part: {parts}")
+    finally:
+        li.stop()
+        peer.disconnect()
+
+
 async def silent_contact(R, srv, k, tmp):
     pw = "Slix-Secret-9"
     srv.add_user("hank", pw)
@@ -215,6 +247,7 @@ async def scenario(R, srv, k, tmp):
     silent = asyncio.ensure_future(silent_contact(R, srv, k, tmp))
     try:
         await stop_and_resume(R, srv, k, tmp)
+        await sender_goes_offline(R, srv, k, tmp)
     finally:
         await silent
     await asyncio.sleep(0.2)

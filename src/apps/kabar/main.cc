@@ -706,14 +706,16 @@ int main(int argc, char** argv) {
   roster->add_option("JID", roster_jid);
   std::string show = "online", status_text;
   auto* status = app.add_subcommand(
-      "status", "Announce your presence (online, away, dnd, xa) and keep it for listen and chat");
+      "status",
+      "Announce your presence (online, away, dnd, xa, chat) and keep it for listen and chat");
   status->add_option("SHOW", show)->check(CLI::IsMember({"online", "away", "dnd", "xa", "chat"}));
   status->add_option("TEXT", status_text);
   bool json = false;
   int keepalive = 60;
   auto* listen = app.add_subcommand("listen", "Print incoming messages and presence, one per line");
   listen->add_flag("--json", json, "One JSON object per line");
-  listen->add_option("--keepalive", keepalive, "Seconds between keepalive pings (0: none)");
+  listen->add_option("--keepalive", keepalive, "Seconds between keepalive pings (0: none)")
+      ->capture_default_str();
   AcceptFlags accept;
   listen->add_option("--accept-files", accept.dir,
                      "Accept every file offered (Jingle file transfer) into this directory");
@@ -739,7 +741,8 @@ int main(int argc, char** argv) {
   sendfile->add_flag("--no-proxy", sf_flags.no_proxy, "Do not offer the server's SOCKS5 proxy");
   sendfile->add_flag("--no-ibb", sf_flags.no_ibb, "Do not fall back to in-band bytestreams");
   sendfile->add_flag("--no-upload", sf_flags.no_upload,
-                     "Fail instead of uploading (XEP-0363) when the contact is not online");
+                     "Never fall back to HTTP upload (XEP-0363) and a link: fail when the contact "
+                     "is offline (exit 7) or its client cannot take the file peer to peer (1)");
   sendfile->add_flag("--si", sf_flags.si,
                      "Use the older stream initiation (XEP-0096) even if the contact has Jingle");
   auto* chat = app.add_subcommand(
@@ -748,7 +751,8 @@ int main(int argc, char** argv) {
   int chat_keepalive = 60;
   chat->add_option("--keepalive", chat_keepalive,
                    "Seconds idle before the server is asked for an ack, and to wait for it (0: "
-                   "never)");
+                   "never)")
+      ->capture_default_str();
   chat->add_option("--accept-files", chat_dir,
                    "Where accepted files go (default: ~/Downloads, created when needed)");
   int chat_part_days = 7;

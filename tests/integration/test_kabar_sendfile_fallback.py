@@ -12,7 +12,8 @@
 - kabar to kabar: the sender's Ctrl-C tells the receiver, who says why the transfer stopped and
   keeps what arrived; sending the same file again resumes from there. Old .part files are
   removed by `listen --part-max-age`. In a terminal (tmux), the receiver's progress line ends
-  before the line that says why the transfer stopped.
+  before the line that says why the transfer stopped. The receiver's Ctrl-C: it keeps what
+  arrived, the sender says the contact cancelled it (no new offer, no upload).
 
 Run: /usr/bin/python3 test_kabar_sendfile_fallback.py --kabard PATH --kabarctl PATH
 """
@@ -293,6 +294,41 @@ def stop_and_resume(R, srv, k, tmp):
         li.stop()
 
 
+def receiver_stops(R, srv, k, tmp):
+    """bob's listen is stopped (Ctrl-C) in the middle of a transfer: the sender says why, and
+    neither offers it again nor uploads it; bob keeps what arrived."""
+    inbox = os.path.join(tmp, "bob-stop-in")
+    os.makedirs(inbox)
+    li = k.listen("bob", "--accept-files", inbox)
+    try:
+        ev = li.wait(lambda e: e.get("type") == "ready")
+        R.check(ev is not None, "bob listens")
+        full = ev.get("jid") if ev else f"bob@{srv.domain}"
+        src = os.path.join(tmp, "stop.bin")
+        random_file(src, 24 * 1024 * 1024)
+        sender = subprocess.Popen([k.binary, "sendfile", "--no-direct", "--no-proxy", full, src],
+                                  env=k.env("alice"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        got = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and got < 64 * 1024:
+            parts = [n for n in os.listdir(inbox) if n.endswith(".part")]
+            got = os.path.getsize(os.path.join(inbox, parts[0])) if parts else 0
+            time.sleep(0.02)
+        R.check(got > 0, f"the transfer is under way ({got} bytes)")
+        li.proc.send_signal(signal.SIGINT)
+        out, err = sender.communicate(timeout=60)
+        R.check(sender.returncode == 1 and "the contact cancelled it after" in err and
+                "uploaded" not in out,
+                f"the sender says the contact cancelled it, and uploads nothing "
+                f"({sender.returncode}: {out.strip()} {err.strip()})")
+        R.check(li.proc.wait(timeout=STEP) == 0, "bob's listen ends, exit 0")
+        parts = [n for n in os.listdir(inbox) if n.endswith(".part")]
+        R.check(len(parts) == 1, f"and keeps what arrived for a resume: {parts}")
+    finally:
+        li.stop()
+
+
 def stopped_in_a_terminal(R, srv, k, tmp):
     inbox = os.path.join(tmp, "bob-tty-in")
     os.makedirs(inbox)
@@ -346,6 +382,7 @@ def main():
             finally:
                 kabartest.shutdown_loop(loop)
             R.section(stop_and_resume)(R, srv, k, tmp)
+            R.section(receiver_stops)(R, srv, k, tmp)
             R.section(stopped_in_a_terminal)(R, srv, k, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,7 +11,9 @@ XEP-0261 (in-band bytestreams, slixmpp's stanzas sent by hand) is written here:
 - hank (slixmpp) announces Jingle file transfer but never answers the offer (its IQ is left
   unanswered): alice's `kabar sendfile` gives up on it and falls back to HTTP upload, saying
   why, exit 0 (issue 20 item 4: it used to wait 15 s and fail with the "unreachable" exit 4).
-  This takes kabar's IQ timeout (15 s), so it runs beside the first part.
+- ivy (slixmpp) accepts alice's file, takes 3 blocks in-band and drops her connection: sendfile
+  says the stream broke and the offer made again was refused, exit 1, and uploads nothing.
+These two wait on kabar's IQ timeout (15 s) and run beside the first part.
 
 Run: /usr/bin/python3 test_kabar_transfer_slixmpp.py --kabard PATH --kabarctl PATH
 """
@@ -77,7 +79,7 @@ class Peer(slixmpp.ClientXMPP):
         """The next Jingle `action` of session `sid` (others are skipped)."""
         while True:
             j = await asyncio.wait_for(self.jingle.get(), timeout)
-            if j.get("action") == action and j.get("sid") == sid:
+            if j.get("action") == action and sid in (None, j.get("sid")):
                 return j
 
     async def set(self, to, payload):
@@ -219,6 +221,60 @@ async def sender_goes_offline(R, srv, k, tmp):
         peer.disconnect()
 
 
+async def receiver_vanishes(R, srv, k, tmp):
+    """alice sends ivy (slixmpp: Jingle file transfer, in-band, by hand) a file; ivy takes 3
+    blocks and drops her connection. alice's sendfile says the stream broke and that the offer
+    made again was refused, exit 1: no upload (ivy's client can take files; she is gone)."""
+    pw = "Slix-Secret-9"
+    srv.add_user("ivy", pw)
+    peer = Peer(f"ivy@{srv.domain}/slix", pw)
+    blocks = []
+
+    def on_ibb(iq):
+        blocks.append(iq.xml.find("{%s}data" % NS_IBB) is not None)
+        if sum(blocks) < 3:
+            iq.reply().send()
+        elif sum(blocks) == 3:
+            peer.abort()  # gone, without a word
+    peer.register_handler(Callback(
+        "ibb", MatchXPath("{jabber:client}iq/{%s}open" % NS_IBB), on_ibb))
+    peer.register_handler(Callback(
+        "ibb-data", MatchXPath("{jabber:client}iq/{%s}data" % NS_IBB), on_ibb))
+    peer.connect(("127.0.0.1", srv.port), force_starttls=True)
+    src = os.path.join(tmp, "vanish.bin")
+    with open(src, "wb") as f:
+        f.write(os.urandom(1_000_000))
+    await asyncio.wait_for(asyncio.shield(peer.started), STEP)
+    peer.send_presence()
+    sender = asyncio.ensure_future(asyncio.to_thread(
+        k.run, "sendfile", "--no-direct", "--no-proxy", peer.boundjid.full, src, user="alice",
+        timeout=60))
+    init = await peer.next_action("session-initiate", None)
+    sid = init.get("sid")
+    content = init.find("{%s}content" % NS_JINGLE)
+    for t in content.findall("{*}transport"):
+        for c in list(t):
+            t.remove(c)
+    me = peer.boundjid.full
+    acc = jingle("session-accept", sid, content=content)
+    acc.set("responder", me)
+    await peer.set(init.get("initiator"), acc)
+    ce = ET.Element("{%s}content" % NS_JINGLE, creator="initiator", name=content.get("name"))
+    t = ET.SubElement(ce, "{urn:xmpp:jingle:transports:s5b:1}transport",
+                      sid=content.find("{*}transport").get("sid"))
+    ET.SubElement(t, "{urn:xmpp:jingle:transports:s5b:1}candidate-error")
+    await peer.set(init.get("initiator"), jingle("transport-info", sid, content=ce))
+    rep = await peer.next_action("transport-replace", sid)
+    await peer.set(init.get("initiator"),
+                   jingle("transport-accept", sid, content=rep.find("{%s}content" % NS_JINGLE)))
+    r = await sender
+    R.check(sum(blocks) >= 3, f"ivy (slixmpp) took 3 blocks, then dropped ({sum(blocks)})")
+    R.check(r.returncode == 1 and "broke" in r.stderr and "offered again" in r.stderr and
+            "uploaded" not in r.stdout,
+            f"sendfile says the stream broke and the offer made again was refused, exit 1, no "
+            f"upload: {r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+
+
 async def silent_contact(R, srv, k, tmp):
     pw = "Slix-Secret-9"
     srv.add_user("hank", pw)
@@ -244,12 +300,15 @@ async def silent_contact(R, srv, k, tmp):
 
 
 async def scenario(R, srv, k, tmp):
+    # The two that wait on kabar's IQ timeout (15 s) run beside the rest.
     silent = asyncio.ensure_future(silent_contact(R, srv, k, tmp))
+    vanishes = asyncio.ensure_future(receiver_vanishes(R, srv, k, tmp))
     try:
         await stop_and_resume(R, srv, k, tmp)
         await sender_goes_offline(R, srv, k, tmp)
     finally:
         await silent
+        await vanishes
     await asyncio.sleep(0.2)
 
 

@@ -514,6 +514,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
   signals.async_wait([&](boost::system::error_code ec, int) {
     if (ec) return;
     stopping = true;
+    ft.cancel();  // a sender is told why its transfer stops (session-terminate <cancel/>)
     asio::co_spawn(io, c.disconnect(), asio::detached);
   });
   auto out = [&](const std::string& type, std::vector<std::pair<std::string, std::string>> f,

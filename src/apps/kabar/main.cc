@@ -705,12 +705,14 @@ int main(int argc, char** argv) {
   roster->add_option("ACTION", action, "list, add, remove, approve, deny")
       ->check(CLI::IsMember({"list", "add", "remove", "approve", "deny"}));
   roster->add_option("JID", roster_jid);
-  std::string show = "online", status_text;
+  std::string show = "online";
+  std::vector<std::string> status_words;
   auto* status = app.add_subcommand(
       "status",
       "Announce your presence (online, away, dnd, xa, chat) and keep it for listen and chat");
   status->add_option("SHOW", show)->check(CLI::IsMember({"online", "away", "dnd", "xa", "chat"}));
-  status->add_option("TEXT", status_text);
+  status->add_option("TEXT", status_words,
+                     "The status text; several words form one text, separated by spaces");
   bool json = false;
   int keepalive = 60;
   auto* listen = app.add_subcommand("listen", "Print incoming messages and presence, one per line");
@@ -798,7 +800,11 @@ int main(int argc, char** argv) {
   if (history->parsed())
     return run(io, [&]() { return cmd_history(io, o, hist_jid, hist_since, hist_max); });
   if (roster->parsed()) return run(io, [&]() { return cmd_roster(io, o, action, roster_jid); });
-  if (status->parsed()) return run(io, [&]() { return cmd_status(io, o, show, status_text); });
+  if (status->parsed()) {
+    std::string text;
+    for (std::size_t i = 0; i < status_words.size(); ++i) text += (i ? " " : "") + status_words[i];
+    return run(io, [&]() { return cmd_status(io, o, show, text); });
+  }
   if (listen->parsed())
     return run(io, [&]() { return cmd_listen(io, o, json, keepalive, accept); });
   if (sendfile->parsed())

@@ -206,6 +206,7 @@ struct FileTransfer::Impl : std::enable_shared_from_this<Impl> {
   awaitable<void> accept_loop(SessionPtr s);
 
   awaitable<Error> stream_file(SessionPtr s, tcp::socket& sock, int fd, std::uint64_t offset);
+  awaitable<Error> send_broke(SessionPtr s, std::string what, std::uint64_t done);
 
   awaitable<Error> send_ibb(SessionPtr s, int fd, std::uint32_t block, std::uint64_t offset = 0);
 

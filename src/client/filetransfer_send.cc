@@ -31,6 +31,42 @@ awaitable<void> FileTransfer::Impl::accept_loop(SessionPtr s) {
   }
 }
 
+// The bytestream broke while we sent: when the contact ended the session (its session-terminate,
+// or its going offline), that is why, and unless its connection broke too, offering the file
+// again would not help; else the caller offers it again. The contact's word may come a moment
+// after the bytestream's end: it is waited for briefly.
+awaitable<Error> FileTransfer::Impl::send_broke(SessionPtr s, std::string what,
+                                                std::uint64_t done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  std::optional<std::string> reason;
+  while (!reason && !s->cancelled && !s->closed) {
+    if (!s->actions.empty()) {
+      jingle::Action a = std::move(s->actions.front());
+      s->actions.pop_front();
+      if (a.action == "session-terminate") reason = a.reason;
+      continue;
+    }
+    if (!s->iqs.empty()) {
+      client->send_stanza(
+          xmpp::make_error_reply(s->iqs.front(), xmpp::ErrorType::kCancel, "not-acceptable"));
+      s->iqs.pop_front();
+      continue;
+    }
+    const bool more = co_await wait(*s, until);
+    if (!more) break;
+  }
+  const std::string counted =
+      " after " + std::to_string(done) + " of " + std::to_string(s->file.size) + " bytes";
+  if (!reason) co_return err(Errc::kDisconnected, what + counted);
+  s->closed = true;  // nothing more to tell the contact
+  // A connection that broke on its side (or its going offline) may work again: offered again.
+  // Anything else is the contact's decision (cancel, a full disk, ...): that is the end.
+  const bool broke =
+      *reason == "connectivity-error" || *reason == "failed-transport" || *reason == "gone";
+  co_return err(broke ? Errc::kDisconnected : Errc::kNotAllowed,
+                "the contact " + stop_reason_text(*reason) + counted);
+}
+
 awaitable<Error> FileTransfer::Impl::stream_file(SessionPtr s, tcp::socket& sock, int fd,
                                                  std::uint64_t offset) {
   std::vector<char> buf(kChunk);
@@ -44,7 +80,7 @@ awaitable<Error> FileTransfer::Impl::stream_file(SessionPtr s, tcp::socket& sock
     error_code ec;
     co_await asio::async_write(sock, asio::buffer(buf.data(), static_cast<std::size_t>(n)),
                                asio::redirect_error(use_awaitable, ec));
-    if (ec) co_return err(Errc::kDisconnected, "the bytestream broke: " + ec.message());
+    if (ec) co_return co_await send_broke(s, "the bytestream broke: " + ec.message(), done);
     done += static_cast<std::uint64_t>(n);
     progress(*s, done);
   }
@@ -80,7 +116,7 @@ awaitable<Error> FileTransfer::Impl::send_ibb(SessionPtr s, int fd, std::uint32_
         .add_text(xmpp::base64_encode(std::string_view(buf.data(), static_cast<std::size_t>(n))));
     auto dr = co_await client->send_iq(std::move(data));
     if (std::string c = Client::iq_condition(dr); !c.empty())
-      co_return err(Errc::kDisconnected, "the in-band bytestream broke (" + c + ")");
+      co_return co_await send_broke(s, "the in-band bytestream broke (" + c + ")", done);
     done += static_cast<std::uint64_t>(n);
     progress(*s, done);
   }
@@ -185,6 +221,7 @@ awaitable<Error> FileTransfer::Impl::send_file(std::string to, std::string path,
     // A transfer broken off is offered again while we are online; the receiver answers with the
     // offset it has (XEP-0234 §8), so only the rest travels.
     const int attempts = std::max(1, owner->options.resume_attempts + 1);
+    Error first;
     for (int i = 0; i < attempts; ++i) {
       if (i > 0) {
         auto next = std::make_shared<Session>(io);
@@ -208,6 +245,14 @@ awaitable<Error> FileTransfer::Impl::send_file(std::string to, std::string path,
                 "file again resumes");
         break;
       }
+      if (i > 0 && e.code == Errc::kUnsupported) {
+        // The contact's client took part of the file and now does not take the offer (gone,
+        // most likely): what broke off is the news, not a client without file transfer (which
+        // a caller would answer with an upload).
+        e = err(Errc::kDisconnected, first.message + "; offered again, " + e.message);
+        break;
+      }
+      if (i == 0) first = e;
       if (e.code != Errc::kDisconnected || !client->connected() || i + 1 == attempts) break;
       asio::steady_timer t(io, std::chrono::seconds(1));
       error_code ig;
@@ -348,7 +393,7 @@ awaitable<Error> FileTransfer::Impl::run_sender(SessionPtr s, int fd, TransferRe
       if (result) result->transport = kind;
       Error e = co_await stream_file(s, *sock, fd, offset);
       if (e) {
-        terminate(*s, "connectivity-error");
+        if (!s->closed) terminate(*s, "connectivity-error");  // unless the contact ended it
         co_return e;
       }
       co_return co_await sent_all(s, result);
@@ -390,7 +435,7 @@ awaitable<Error> FileTransfer::Impl::run_sender(SessionPtr s, int fd, TransferRe
   }
   if (result) result->transport = "ibb";
   if (Error e = co_await send_ibb(s, fd, block, offset)) {
-    terminate(*s, "connectivity-error");
+    if (!s->closed) terminate(*s, "connectivity-error");  // unless the contact ended it
     co_return e;
   }
   co_return co_await sent_all(s, result);

@@ -1,7 +1,8 @@
 """Several accounts of one Unix user (one HOME): each keeps its own saved status. alice's
-`kabar status dnd busy` is what alice's `listen` announces, while bob's `listen` announces bob's
-own (online, no text), as a mutual contact sees. Every file kabar keeps (status, roster cache)
-is mode 0600 and its folders 0700, under a umask of 022.
+`kabar status dnd very busy` (the words after SHOW form one text) is what alice's `listen`
+announces, while bob's `listen` announces bob's own (online, no text), as a mutual contact sees.
+Every file kabar keeps (status, roster cache) is mode 0600 and its folders 0700, under a umask
+of 022.
 
 Run: /usr/bin/python3 test_kabar_accounts.py --kabard PATH --kabarctl PATH
 """
@@ -39,8 +40,8 @@ def main():
                 r = k.run("roster", *argv, env=env(user))
                 R.check(r.returncode == 0, f"{user}: roster {' '.join(argv)} ({r.stderr.strip()})")
 
-            r = k.run("status", "dnd", "busy", env=env("alice"))
-            R.check(r.returncode == 0, f"alice: kabar status dnd busy ({r.stderr.strip()})")
+            r = k.run("status", "dnd", "very", "busy", env=env("alice"))
+            R.check(r.returncode == 0, f"alice: kabar status dnd very busy ({r.stderr.strip()})")
 
             # bob listens first and sees alice's listen announce alice's saved status.
             lb = kabartest.JsonLines([k.binary, "listen", "--json"], env("bob"))
@@ -49,8 +50,8 @@ def main():
             la = kabartest.JsonLines([k.binary, "listen", "--json"], env("alice"))
             listeners.append(la)
             ev = lb.wait(lambda e: e.get("type") == "presence" and e.get("from", "").startswith(alice))
-            R.check(ev is not None and ev.get("show") == "dnd" and ev.get("status") == "busy",
-                    f"alice's listen announces alice's saved status (dnd, busy): {ev}")
+            R.check(ev is not None and ev.get("show") == "dnd" and ev.get("status") == "very busy",
+                    f"alice's listen announces alice's saved status (dnd, very busy): {ev}")
             # alice sees bob's presence as bob's listen announced it: bob saved nothing.
             ev = la.wait(lambda e: e.get("type") == "presence" and e.get("from", "").startswith(bob))
             R.check(ev is not None and "show" not in ev and "status" not in ev,

@@ -3,7 +3,8 @@
 chat-state bounce is not a second line); /help shows every command in full; an unknown command
 says so; a contact's status text is shown; the status bar shows the presence announced (dnd and
 its text, not "online"); Ctrl-C with a half-typed line keeps the line and says how to quit, a
-second Ctrl-C quits.
+second Ctrl-C quits. A subscription request that arrives meanwhile shows with a hint that works as
+written: a bare /approve approves it.
 
 Run: /usr/bin/python3 test_kabar_chat_screen.py --kabard PATH --kabarctl PATH
 """
@@ -71,6 +72,17 @@ def main():
             text = tmux.capture("alice")
             R.check(ok and text.count("not delivered") == 1 and "*:" not in text and "!:" not in text,
                     "a message to an unknown account: marked not delivered, once, no '!:'\n" + text)
+
+            # A request that arrives while the chat is open: the hint works as written (a bare
+            # /approve answers the one request waiting).
+            srv.add_user("carol", "Carol-Secret-3")
+            r = k.run("roster", "add", alice, user="carol", password="Carol-Secret-3")
+            R.check(r.returncode == 0, f"carol asks alice ({r.stderr.strip()})")
+            ok, text = tmux.wait("alice", "carol@localhost asks to see your presence: /approve or /deny")
+            R.check(ok, "the request shows with its hint\n" + text)
+            tmux.keys("alice", "/approve")
+            ok, text = tmux.wait("alice", "approved carol@localhost")
+            R.check(ok, "a bare /approve, as the hint says, approves it\n" + text)
 
             # The line and Ctrl-C in one write, as a paste followed at once by Ctrl-C: the key
             # comes after the text it follows (as the terminal's interrupt character it would

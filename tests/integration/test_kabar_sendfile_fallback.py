@@ -12,7 +12,8 @@
 - kabar to kabar: the sender's Ctrl-C tells the receiver, who says why the transfer stopped and
   keeps what arrived; sending the same file again resumes from there. Old .part files are
   removed by `listen --part-max-age`. In a terminal (tmux), the receiver's progress line ends
-  before the line that says why the transfer stopped.
+  before the line that says why the transfer stopped. The receiver's Ctrl-C: it keeps what
+  arrived, the sender says the contact cancelled it (no new offer, no upload).
 
 Run: /usr/bin/python3 test_kabar_sendfile_fallback.py --kabard PATH --kabarctl PATH
 """
@@ -135,14 +136,23 @@ async def caps_of_slixmpp(R, srv, k, tmp):
     try:
         await asyncio.wait_for(asyncio.shield(peer.started), STEP)
         await peer["xep_0115"].update_caps(broadcast=False)
+        # slixmpp keeps its roster from the server's roster pushes, which go only to a resource
+        # that asked for the roster (RFC 6121 §2.1.6): without this, frank's slixmpp roster
+        # stays at the "from" its own approval set locally.
+        await peer.get_roster()
         peer.send_presence()
-        # A mutual subscription: alice asks and slixmpp approves by itself; frank asks back and
-        # alice approves.
+        # A mutual subscription: alice asks and slixmpp approves and asks back by itself
+        # (auto_authorize, auto_subscribe); alice approves.
         alice_bare = f"alice@{srv.domain}"
         r = await asyncio.to_thread(k.run, "roster", "add", frank_bare, user="alice")
         R.check(r.returncode == 0, f"alice adds frank ({r.stderr.strip()})")
-        peer.send_presence(pto=alice_bare, ptype="subscribe")
-        await asyncio.sleep(0.3)
+        item = peer.client_roster[alice_bare]
+        deadline = time.monotonic() + STEP  # frank's request back has reached kabard
+        while not (item["from"] and item["pending_out"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        R.check(item["from"] and item["pending_out"],
+                f"frank (slixmpp) approved alice and asked back: {item['subscription']}, "
+                f"pending_out {item['pending_out']}")
         r = await asyncio.to_thread(k.run, "roster", "approve", frank_bare, user="alice")
         deadline = time.monotonic() + STEP
         listed = ""
@@ -154,6 +164,11 @@ async def caps_of_slixmpp(R, srv, k, tmp):
         R.check(f"{frank_bare}\tboth" in listed,
                 f"alice and frank (slixmpp) are mutual contacts ({listed.strip()!r}; "
                 f"{r.stdout.strip()} {r.stderr.strip()})")
+        deadline = time.monotonic() + STEP
+        while item["subscription"] != "both" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        R.check(item["subscription"] == "both" and not item["pending_out"],
+                f"frank's slixmpp roster has alice as 'both' too ({item['subscription']})")
         my_ver = await peer["xep_0115"].get_verstring(peer.boundjid.full)
         R.check(bool(my_ver), f"slixmpp announces caps ({my_ver})")
 
@@ -279,6 +294,41 @@ def stop_and_resume(R, srv, k, tmp):
         li.stop()
 
 
+def receiver_stops(R, srv, k, tmp):
+    """bob's listen is stopped (Ctrl-C) in the middle of a transfer: the sender says why, and
+    neither offers it again nor uploads it; bob keeps what arrived."""
+    inbox = os.path.join(tmp, "bob-stop-in")
+    os.makedirs(inbox)
+    li = k.listen("bob", "--accept-files", inbox)
+    try:
+        ev = li.wait(lambda e: e.get("type") == "ready")
+        R.check(ev is not None, "bob listens")
+        full = ev.get("jid") if ev else f"bob@{srv.domain}"
+        src = os.path.join(tmp, "stop.bin")
+        random_file(src, 24 * 1024 * 1024)
+        sender = subprocess.Popen([k.binary, "sendfile", "--no-direct", "--no-proxy", full, src],
+                                  env=k.env("alice"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        got = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and got < 64 * 1024:
+            parts = [n for n in os.listdir(inbox) if n.endswith(".part")]
+            got = os.path.getsize(os.path.join(inbox, parts[0])) if parts else 0
+            time.sleep(0.02)
+        R.check(got > 0, f"the transfer is under way ({got} bytes)")
+        li.proc.send_signal(signal.SIGINT)
+        out, err = sender.communicate(timeout=60)
+        R.check(sender.returncode == 1 and "the contact cancelled it after" in err and
+                "uploaded" not in out,
+                f"the sender says the contact cancelled it, and uploads nothing "
+                f"({sender.returncode}: {out.strip()} {err.strip()})")
+        R.check(li.proc.wait(timeout=STEP) == 0, "bob's listen ends, exit 0")
+        parts = [n for n in os.listdir(inbox) if n.endswith(".part")]
+        R.check(len(parts) == 1, f"and keeps what arrived for a resume: {parts}")
+    finally:
+        li.stop()
+
+
 def stopped_in_a_terminal(R, srv, k, tmp):
     inbox = os.path.join(tmp, "bob-tty-in")
     os.makedirs(inbox)
@@ -332,6 +382,7 @@ def main():
             finally:
                 kabartest.shutdown_loop(loop)
             R.section(stop_and_resume)(R, srv, k, tmp)
+            R.section(receiver_stops)(R, srv, k, tmp)
             R.section(stopped_in_a_terminal)(R, srv, k, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -26,14 +26,14 @@ def main():
                  "--allow-plaintext", "--config"]:
         R.check(flag in h.stdout, f"--help documents {flag}")
 
-    # A port in use: exit non-zero with a message that says which address.
+    # A port in use: exit 1 (cannot start) with a message that says which address.
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     port = busy.getsockname()[1]
     r = run([args.kabard, "--domain", "localhost", "--data-dir", os.path.join(tmp, "d1"),
              "--c2s", f"127.0.0.1:{port}"])
-    R.check(r.returncode != 0, f"port in use: non-zero exit ({r.returncode})")
+    R.check(r.returncode == 1, f"port in use: exit 1, as kabard(8) says ({r.returncode})")
     R.check(f"127.0.0.1:{port}" in r.stderr and "in use" in r.stderr.lower(),
             "port in use: the message names the address and the cause: " + r.stderr.strip()[-200:])
     busy.close()

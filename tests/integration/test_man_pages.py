@@ -1,6 +1,7 @@
 """The man pages kabar(1), kabard(8) and kabarctl(8), generated at build time by help2man from the
 binaries' own --help, say what --help says: every option any of the three prints (with all
-subcommands) is in its page, as are the version and the hand-written sections (exit status).
+subcommands) is in its page, as are the version, the hand-written sections (exit status) and
+every environment variable its sources read.
 
 Run: /usr/bin/python3 test_man_pages.py --kabard PATH --kabarctl PATH
 """
@@ -9,6 +10,8 @@ import re
 import subprocess
 
 import kabartest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
@@ -36,6 +39,16 @@ def main():
         if name != "kabarctl":
             R.check(".SH \"EXIT STATUS\"" in text or ".SH EXIT STATUS" in text,
                     f"{name}({section}) has the exit status section")
+        # Every environment variable the program's sources read is in its page.
+        src = os.path.join(HERE, "..", "..", "src", "apps", name)
+        names = set()
+        for fn in os.listdir(src):
+            if fn.endswith(".cc"):
+                with open(os.path.join(src, fn)) as f:
+                    names |= set(re.findall(r'"((?:KABAR|XDG)_[A-Z0-9_]+)"', f.read()))
+        missing = sorted(n for n in names if n not in text)
+        R.check(not missing, f"{name}({section}) names every environment variable it reads "
+                f"({sorted(names)}): missing {missing}")
     R.finish()
 
 

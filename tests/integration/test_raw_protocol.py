@@ -493,6 +493,37 @@ def subscriptions_and_presence(k):
 
 
 @section
+def directed_presence(k):
+    """RFC 6121 §4.6: whoever got a resource's directed presence learns when it goes, also when
+    the resource never announced itself for broadcast (a bot, a file transfer's sender)."""
+    a = online(k.port, "erin", PW["erin"], resource="watch")
+    a.iq("get", "<ping xmlns='urn:xmpp:ping'/>")
+    a.queue.clear()
+    for how in ("close", "abort", "unavailable"):
+        b = login(k.port, "dave", PW["dave"], resource="d-" + how)  # no broadcast presence
+        b.presence(to="erin@localhost/watch")
+        p = a.expect_presence(**{"from": "dave@localhost/d-" + how})
+        R.check(p.get("type") is None, "directed presence arrives (%s)" % how)
+        if how == "close":
+            b.close()
+        elif how == "abort":
+            b.abort()
+        else:
+            b.presence(to="erin@localhost/watch", type="unavailable")
+        p = a.expect_presence(timeout=10, **{"from": "dave@localhost/d-" + how})
+        R.check(p.get("type") == "unavailable",
+                "then unavailable, after %s, from a resource never available for broadcast (%s)"
+                % ({"close": "a clean close", "abort": "an abrupt close",
+                    "unavailable": "a directed unavailable"}[how], tostr(p)))
+        if how == "unavailable":
+            b.close()  # nothing more: the target was told already
+            a.iq("get", "<ping xmlns='urn:xmpp:ping'/>")
+            extra = [e for e in a.queue if e.get("from") == "dave@localhost/d-unavailable"]
+            R.check(not extra, "and only once (%s)" % [tostr(e) for e in extra])
+    a.close()
+
+
+@section
 def offline_messages(k):
     a = login(k.port, "alice", PW["alice"], resource="off")
     for i in range(1, 4):
@@ -639,7 +670,7 @@ def main():
             k.add_user(user, pw)
         for fn in (stream_header, logins, binding, basic_iqs, messages, forwarded_as_received,
                    idle_streams, roster,
-                   subscriptions_and_presence, offline_messages, registration):
+                   subscriptions_and_presence, directed_presence, offline_messages, registration):
             fn(k)
             if not k.alive():
                 R.check(False, "kabard died during %s" % fn.__name__)

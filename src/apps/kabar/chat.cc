@@ -261,6 +261,7 @@ class ChatUi {
   void quit() {
     if (quit_) return;
     quit_ = true;
+    ft_.cancel();  // the other side of a transfer is told why it stops
     asio::co_spawn(io_, client_.disconnect(), asio::detached);
   }
 

@@ -514,6 +514,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
   signals.async_wait([&](boost::system::error_code ec, int) {
     if (ec) return;
     stopping = true;
+    ft.cancel();  // a sender is told why its transfer stops (session-terminate <cancel/>)
     asio::co_spawn(io, c.disconnect(), asio::detached);
   });
   auto out = [&](const std::string& type, std::vector<std::pair<std::string, std::string>> f,
@@ -704,16 +705,20 @@ int main(int argc, char** argv) {
   roster->add_option("ACTION", action, "list, add, remove, approve, deny")
       ->check(CLI::IsMember({"list", "add", "remove", "approve", "deny"}));
   roster->add_option("JID", roster_jid);
-  std::string show = "online", status_text;
+  std::string show = "online";
+  std::vector<std::string> status_words;
   auto* status = app.add_subcommand(
-      "status", "Announce your presence (online, away, dnd, xa) and keep it for listen and chat");
+      "status",
+      "Announce your presence (online, away, dnd, xa, chat) and keep it for listen and chat");
   status->add_option("SHOW", show)->check(CLI::IsMember({"online", "away", "dnd", "xa", "chat"}));
-  status->add_option("TEXT", status_text);
+  status->add_option("TEXT", status_words,
+                     "The status text; several words form one text, separated by spaces");
   bool json = false;
   int keepalive = 60;
   auto* listen = app.add_subcommand("listen", "Print incoming messages and presence, one per line");
   listen->add_flag("--json", json, "One JSON object per line");
-  listen->add_option("--keepalive", keepalive, "Seconds between keepalive pings (0: none)");
+  listen->add_option("--keepalive", keepalive, "Seconds between keepalive pings (0: none)")
+      ->capture_default_str();
   AcceptFlags accept;
   listen->add_option("--accept-files", accept.dir,
                      "Accept every file offered (Jingle file transfer) into this directory");
@@ -739,7 +744,8 @@ int main(int argc, char** argv) {
   sendfile->add_flag("--no-proxy", sf_flags.no_proxy, "Do not offer the server's SOCKS5 proxy");
   sendfile->add_flag("--no-ibb", sf_flags.no_ibb, "Do not fall back to in-band bytestreams");
   sendfile->add_flag("--no-upload", sf_flags.no_upload,
-                     "Fail instead of uploading (XEP-0363) when the contact is not online");
+                     "Never fall back to HTTP upload (XEP-0363) and a link: fail when the contact "
+                     "is offline (exit 7) or its client cannot take the file peer to peer (1)");
   sendfile->add_flag("--si", sf_flags.si,
                      "Use the older stream initiation (XEP-0096) even if the contact has Jingle");
   auto* chat = app.add_subcommand(
@@ -748,7 +754,8 @@ int main(int argc, char** argv) {
   int chat_keepalive = 60;
   chat->add_option("--keepalive", chat_keepalive,
                    "Seconds idle before the server is asked for an ack, and to wait for it (0: "
-                   "never)");
+                   "never)")
+      ->capture_default_str();
   chat->add_option("--accept-files", chat_dir,
                    "Where accepted files go (default: ~/Downloads, created when needed)");
   int chat_part_days = 7;
@@ -793,7 +800,11 @@ int main(int argc, char** argv) {
   if (history->parsed())
     return run(io, [&]() { return cmd_history(io, o, hist_jid, hist_since, hist_max); });
   if (roster->parsed()) return run(io, [&]() { return cmd_roster(io, o, action, roster_jid); });
-  if (status->parsed()) return run(io, [&]() { return cmd_status(io, o, show, status_text); });
+  if (status->parsed()) {
+    std::string text;
+    for (std::size_t i = 0; i < status_words.size(); ++i) text += (i ? " " : "") + status_words[i];
+    return run(io, [&]() { return cmd_status(io, o, show, text); });
+  }
   if (listen->parsed())
     return run(io, [&]() { return cmd_listen(io, o, json, keepalive, accept); });
   if (sendfile->parsed())

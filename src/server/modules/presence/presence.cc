@@ -283,6 +283,18 @@ awaitable<void> broadcast(Server& s, const SessionPtr& who, const xml::Element& 
   }
 }
 
+// A resource that is not available for broadcast but sent directed presence (§4.6: a bot, a
+// transfer's short-lived resource) goes unavailable for those it sent it to, and only them.
+awaitable<void> directed_unavailable(Server& s, const SessionPtr& who, const xml::Element& p) {
+  std::set<std::string> targets;
+  targets.swap(who->ext<PresenceState>().directed_to);
+  for (const auto& target : targets) {
+    xml::Element copy = p;
+    copy.set_attr("to", target);
+    co_await s.deliver(std::move(copy));
+  }
+}
+
 // §4.2.2/§4.3: on initial presence the server probes the contacts the user subscribes to and
 // hands the user their current presence, and that of the user's other resources.
 awaitable<void> initial_presence(Server& s, const SessionPtr& who) {
@@ -340,7 +352,11 @@ awaitable<void> handle_presence(Server& s, SessionPtr from, xml::Element p) {
   }
   if (type == "error") co_return;
   if (type == "unavailable") {
-    if (!from->available) co_return;
+    if (!from->available) {
+      // Directed presence only (never available for broadcast): those who got it learn.
+      co_await directed_unavailable(s, from, p);
+      co_return;
+    }
     from->available = false;
     from->last_presence.reset();
     s.publish(*from);
@@ -422,13 +438,16 @@ class PresenceModule final : public Module {
           co_return HookResult::kStop;
         },
         kLast);
-    // §4.5.2: a session that ends while available goes unavailable for everyone who saw it.
+    // §4.5.2: a session that ends while available goes unavailable for everyone who saw it; one
+    // that only sent directed presence, for those it sent it to (§4.6, as Prosody does).
     ctx.on(SessionEvent::kClosed, [&s](SessionPtr who) -> awaitable<void> {
-      if (!who->available) co_return;
       xml::Element unavailable("presence", ns::kClient);
       unavailable.set_attr("type", "unavailable");
       unavailable.set_attr("from", who->jid().str());
-      co_await broadcast_unavailable(s, who, std::move(unavailable));
+      if (who->available)
+        co_await broadcast_unavailable(s, who, std::move(unavailable));
+      else
+        co_await directed_unavailable(s, who, unavailable);
     });
   }
 };

@@ -38,6 +38,13 @@ std::string call_uuid4() {
          hex.substr(16, 4) + '-' + hex.substr(20);
 }
 
+// RFC 3550 §8: an SSRC chosen at random; 0 is kept for "not signalled" (media::Stream).
+std::uint32_t new_ssrc() {
+  std::uint32_t v = 0;
+  while (v == 0) RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v);
+  return v;
+}
+
 std::string ascii_lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
@@ -166,6 +173,14 @@ struct Call {
   std::vector<media::IceCandidate> pending;  // trickled before set_remote
   std::unique_ptr<media::Session> media;
   std::chrono::steady_clock::time_point active_since{};
+  // Our SSRCs, one per kind, signalled in the description (XEP-0339) and given to the engine.
+  std::uint32_t audio_ssrc = new_ssrc();
+  std::uint32_t video_ssrc = 0;
+  std::uint32_t ssrc(media::MediaKind k) {
+    if (k == media::MediaKind::kAudio) return audio_ssrc;
+    while (video_ssrc == 0 || video_ssrc == audio_ssrc) video_ssrc = new_ssrc();
+    return video_ssrc;
+  }
 };
 using CallPtr = std::shared_ptr<Call>;
 
@@ -389,6 +404,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       for (const media::Codec& codec : c->media->supported_codecs(k))
         d.payload_types.push_back(to_xml(codec));
       if (d.payload_types.empty()) continue;  // the engine has no codec of this kind
+      d.ssrcs.push_back(c->ssrc(k));
       d.rtcp_mux = true;
       content.description = std::move(d);
       content.transport = local_transport(*c, "actpass");
@@ -418,6 +434,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       media::Stream s;
       s.kind = *kind;
       s.mid = content.name;
+      s.local_ssrc = c->ssrc(*kind);
       // The answer's payload types that we offered (XEP-0167 §6.2: a subset, with our ids).
       for (const rtp::PayloadType& p : content.description->payload_types) {
         auto it = std::find_if(ours.begin(), ours.end(),
@@ -461,6 +478,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       media::Stream s;
       s.kind = *kind;
       s.mid = content.name;
+      s.local_ssrc = c->ssrc(*kind);
       for (const rtp::PayloadType& p : common) s.codecs.push_back(to_media(p));
       if (!content.description->ssrcs.empty()) s.remote_ssrc = content.description->ssrcs[0];
       streams.push_back(std::move(s));
@@ -471,6 +489,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       rtp::Description d;
       d.media = content.description->media;
       d.payload_types = std::move(common);
+      d.ssrcs.push_back(c->ssrc(*kind));
       d.rtcp_mux = true;
       out.description = std::move(d);
       accept.contents.push_back(std::move(out));

@@ -336,6 +336,16 @@ TEST_F(CallTest, OutgoingVideoProposesBothMedia) {
   EXPECT_EQ(contents[1]->child("description", kRtp)->attr("media"), "video");
   EXPECT_EQ(jingle(out[0])->child("group", "urn:xmpp:jingle:apps:grouping:0")->children().size(),
             2u);
+  // XEP-0339: the offer names a distinct SSRC per stream.
+  std::vector<std::string> ssrcs;
+  for (const xml::Element* c : contents) {
+    const xml::Element* src =
+        c->child("description", kRtp)->child("source", "urn:xmpp:jingle:apps:rtp:ssma:0");
+    ASSERT_NE(src, nullptr);
+    ssrcs.emplace_back(src->attr("ssrc"));
+  }
+  EXPECT_NE(ssrcs[0], ssrcs[1]);
+  EXPECT_NE(ssrcs[0], "0");
 }
 
 TEST_F(CallTest, IncomingProposalRingsAndIsAccepted) {
@@ -747,6 +757,15 @@ TEST_F(CallTest, BrowserAudioAndVideoWithRtx) {
   EXPECT_EQ(contents[1]->child("description", kRtp)->children("payload-type", kRtp).size(), 2u);
   EXPECT_EQ(jingle(out[0])->child("group", "urn:xmpp:jingle:apps:grouping:0")->children().size(),
             2u);
+  // XEP-0339: the answer names the SSRC each of our streams sends with, the one the engine got.
+  for (std::size_t i = 0; i < 2; ++i) {
+    const xml::Element* src =
+        contents[i]->child("description", kRtp)->child("source", "urn:xmpp:jingle:apps:rtp:ssma:0");
+    ASSERT_NE(src, nullptr);
+    EXPECT_EQ(src->attr("ssrc"), std::to_string(e.streams[i].local_ssrc));
+    EXPECT_NE(e.streams[i].local_ssrc, 0u);
+  }
+  EXPECT_NE(e.streams[0].local_ssrc, e.streams[1].local_ssrc);
 }
 
 TEST_F(CallTest, CandidatesOfAnotherIceGenerationAreIgnored) {

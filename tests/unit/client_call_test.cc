@@ -81,11 +81,7 @@ Options alice() {
 
 class CallTest : public ::testing::Test {
  protected:
-  CallTest() : client(io, alice()), impl(Client::Impl::of(client)) {
-    impl.jid = *xmpp::Jid::parse("alice@example.org");
-    impl.bound = "alice@example.org/desk";
-    impl.is_connected = true;
-    impl.writing = true;
+  CallTest() {
     impl.roster.push_back(RosterItem{"bob@example.org", "Bob", "both", false, {}});
     calls = std::make_unique<Calls>(client, [this](media::Config c, media::Callbacks cb) {
       auto e = std::make_shared<Engine>();
@@ -100,9 +96,7 @@ class CallTest : public ::testing::Test {
   }
 
   void receive(const std::string& xml) {
-    auto v = parse_stanzas(xml);
-    ASSERT_EQ(v.size(), 1u);
-    impl.dispatch(v.front());
+    session.dispatch(xml);
     io.poll();
     io.restart();
   }
@@ -111,10 +105,7 @@ class CallTest : public ::testing::Test {
   std::vector<xml::Element> sent() {
     io.poll();
     io.restart();
-    std::string all;
-    for (const auto& s : impl.outq) all += s;
-    impl.outq.clear();
-    return parse_stanzas(all);
+    return session.take();
   }
 
   static const xml::Element* jingle(const xml::Element& iq) { return iq.child("jingle", kJingle); }
@@ -200,8 +191,9 @@ class CallTest : public ::testing::Test {
   }
 
   asio::io_context io;
-  Client client;
-  Client::Impl& impl;
+  testing::OfflineSession session{io, alice()};
+  Client& client = session.client;
+  Client::Impl& impl = session.impl;
   std::unique_ptr<Calls> calls;
   std::vector<std::shared_ptr<Engine>> engines;
   std::vector<CallInfo> incoming;
@@ -903,11 +895,7 @@ class CallPair : public ::testing::Test {
   struct Side {
     Side(asio::io_context& io, const std::string& bare, const std::string& full,
          const std::string& contact, std::vector<std::shared_ptr<Engine>>& engines)
-        : client(io, opts(bare)), impl(Client::Impl::of(client)) {
-      impl.jid = *xmpp::Jid::parse(bare);
-      impl.bound = full;
-      impl.is_connected = true;
-      impl.writing = true;
+        : session(io, opts(bare), full) {
       impl.roster.push_back(RosterItem{contact, "", "both", false, {}});
       calls = std::make_unique<Calls>(client, [&engines](media::Config c, media::Callbacks cb) {
         auto e = std::make_shared<Engine>();
@@ -924,8 +912,9 @@ class CallPair : public ::testing::Test {
       o.jid = bare;
       return o;
     }
-    Client client;
-    Client::Impl& impl;
+    testing::OfflineSession session;
+    Client& client = session.client;
+    Client::Impl& impl = session.impl;
     std::unique_ptr<Calls> calls;
     std::vector<std::string> rang;
     std::vector<CallEnd> ends;
@@ -943,10 +932,7 @@ class CallPair : public ::testing::Test {
       bool any = false;
       for (Side* from : {&alice, &bob}) {
         Side* to = from == &alice ? &bob : &alice;
-        std::string all;
-        for (const auto& s : from->impl.outq) all += s;
-        from->impl.outq.clear();
-        for (xml::Element& el : testing::parse_stanzas(all)) {
+        for (xml::Element& el : from->session.take()) {
           any = true;
           el.set_attr("from", from->impl.bound);
           to->impl.dispatch(el);

@@ -72,13 +72,7 @@ bool has(const std::vector<std::string>* f, const std::string& var) {
 class ClientCaps : public ::testing::Test {
  public:
   ClientCaps() : ClientCaps(std::string()) {}
-  explicit ClientCaps(const std::string& cache)
-      : client(io, alice(cache)), impl(Client::Impl::of(client)) {
-    impl.jid = *xmpp::Jid::parse("alice@example.org");
-    impl.bound = "alice@example.org/desk";
-    impl.is_connected = true;
-    impl.writing = true;
-  }
+  explicit ClientCaps(const std::string& cache) : session(io, alice(cache)) {}
 
   // Runs what is ready (an io_context that ran out of work stops until restarted).
   void poll() {
@@ -87,19 +81,12 @@ class ClientCaps : public ::testing::Test {
   }
 
   void receive(const std::string& xml) {
-    auto v = parse_stanzas(xml);
-    ASSERT_EQ(v.size(), 1u);
-    impl.dispatch(v.front());
+    session.dispatch(xml);
     poll();
   }
 
   // What the session sent since the last call.
-  std::vector<xml::Element> sent() {
-    std::string all;
-    for (const auto& s : impl.outq) all += s;
-    impl.outq.clear();
-    return parse_stanzas(all);
-  }
+  std::vector<xml::Element> sent() { return session.take(); }
 
   void presence(const std::string& from, const std::string& node, const std::string& ver) {
     receive("<presence from='" + from +
@@ -125,8 +112,9 @@ class ClientCaps : public ::testing::Test {
   }
 
   asio::io_context io;
-  Client client;
-  Client::Impl& impl;
+  testing::OfflineSession session;
+  Client& client = session.client;
+  Client::Impl& impl = session.impl;
 };
 
 TEST_F(ClientCaps, SimpleExampleOfTheXepIsAskedOnceVerifiedAndCached) {

@@ -29,26 +29,12 @@ Options alice(bool carbons = true) {
 // A bound session with no transport (as in client_handlers_test.cc).
 class ClientCarbons : public ::testing::Test {
  protected:
-  explicit ClientCarbons(bool carbons = true)
-      : client(io, alice(carbons)), impl(Client::Impl::of(client)) {
-    impl.jid = *xmpp::Jid::parse("alice@example.org");
-    impl.bound = "alice@example.org/desk";
-    impl.is_connected = true;
-    impl.writing = true;
+  explicit ClientCarbons(bool carbons = true) : session(io, alice(carbons)) {
     client.on_message = [this](const Message& m) { got.push_back(m); };
   }
 
-  void receive(const std::string& xml) {
-    auto v = parse_stanzas(xml);
-    ASSERT_EQ(v.size(), 1u);
-    impl.dispatch(v.front());
-  }
-
-  std::vector<xml::Element> sent() {
-    std::string all;
-    for (const auto& s : impl.outq) all += s;
-    return parse_stanzas(all);
-  }
+  void receive(const std::string& xml) { session.dispatch(xml); }
+  std::vector<xml::Element> sent() { return session.queued(); }
 
   // A carbon of `kind` (received or sent) around `inner`, from `from`.
   static std::string carbon(const std::string& from, const std::string& kind,
@@ -59,8 +45,9 @@ class ClientCarbons : public ::testing::Test {
   }
 
   asio::io_context io;
-  Client client;
-  Client::Impl& impl;
+  testing::OfflineSession session;
+  Client& client = session.client;
+  Client::Impl& impl = session.impl;
   std::vector<Message> got;
 };
 

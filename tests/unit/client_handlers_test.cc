@@ -18,11 +18,7 @@ namespace {
 
 using testing::parse_stanzas;
 
-xml::Element stanza(const std::string& xml) {
-  auto v = parse_stanzas(xml);
-  EXPECT_EQ(v.size(), 1u);
-  return v.empty() ? xml::Element() : std::move(v.front());
-}
+using testing::parse_stanza;
 
 Options alice() {
   Options o;
@@ -34,23 +30,8 @@ Options alice() {
 // sends stays in outq (no writer is started while `writing` is set).
 class ClientHandlers : public ::testing::Test {
  protected:
-  ClientHandlers() : client(io, alice()), impl(Client::Impl::of(client)) {
-    impl.jid = *xmpp::Jid::parse("alice@example.org");
-    impl.bound = "alice@example.org/desk";
-    impl.is_connected = true;
-    impl.writing = true;
-  }
-
-  void receive(const std::string& xml) {
-    xml::Element el = stanza(xml);
-    impl.dispatch(el);
-  }
-
-  std::vector<xml::Element> sent() {
-    std::string all;
-    for (const auto& s : impl.outq) all += s;
-    return parse_stanzas(all);
-  }
+  void receive(const std::string& xml) { session.dispatch(xml); }
+  std::vector<xml::Element> sent() { return session.queued(); }
 
   static std::string condition(const xml::Element& reply) {
     const xml::Element* e = reply.child("error");
@@ -61,8 +42,9 @@ class ClientHandlers : public ::testing::Test {
   }
 
   asio::io_context io;
-  Client client;
-  Client::Impl& impl;
+  testing::OfflineSession session{io, alice()};
+  Client& client = session.client;
+  Client::Impl& impl = session.impl;
 };
 
 constexpr const char* kQueryIq =
@@ -359,7 +341,7 @@ class ClientIqAnswers : public ClientHandlers {
     impl.outq.clear();
     asio::co_spawn(
         io,
-        [this, iq = stanza(xml)]() mutable -> awaitable<void> {
+        [this, iq = parse_stanza(xml)]() mutable -> awaitable<void> {
           got = co_await impl.iq(std::move(iq));
           finished = true;
         },

@@ -6,34 +6,16 @@
 #include <vector>
 
 #include "client/client_impl.h"
-#include "xml/stream_parser.h"
+#include "client_stanzas.h"
 
 namespace kabar::client {
 namespace {
 
-xml::Element parse(const std::string& text) {
-  struct Collect : xml::StreamHandler {
-    std::vector<xml::Element> out;
-    void on_stream_open(const xml::Element&, std::string_view) override {}
-    void on_element(xml::Element&& el) override { out.push_back(std::move(el)); }
-    void on_stream_close() override {}
-  } c;
-  xml::StreamParser p(c);
-  auto r = p.feed(
-      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" +
-      text);
-  EXPECT_EQ(r.status, xml::StreamParser::Status::kOk) << r.message;
-  EXPECT_EQ(c.out.size(), 1u) << text;
-  return c.out.empty() ? xml::Element() : std::move(c.out.front());
-}
+xml::Element parse(const std::string& text) { return testing::parse_stanza(text); }
 
 class ClientSm : public ::testing::Test {
  protected:
-  ClientSm() : client(io, opts()), impl(Client::Impl::of(client)) {
-    impl.jid = *xmpp::Jid::parse("alice@example.org");
-    impl.bound = "alice@example.org/desk";
-    impl.is_connected = true;
-    impl.writing = true;  // no writer: what is written stays in outq
+  ClientSm() {
     impl.sm.enable(true);
     impl.sm.inbound(parse("<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>"));
     client.on_message = [this](const Message& m) { bodies.push_back(m.body); };
@@ -56,8 +38,9 @@ class ClientSm : public ::testing::Test {
   }
 
   asio::io_context io;
-  Client client;
-  Client::Impl& impl;
+  testing::OfflineSession session{io, opts()};  // no writer: what is written stays in outq
+  Client& client = session.client;
+  Client::Impl& impl = session.impl;
   std::vector<std::string> bodies;
 };
 

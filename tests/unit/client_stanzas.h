@@ -1,32 +1,55 @@
-// For the client session's unit tests: stanzas as the session would read them.
+// For the client session's unit tests: stanzas as the session would read them, and a session
+// bound with no connection.
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
-#include "xml/element.h"
-#include "xml/stream_parser.h"
+#include "client/client_impl.h"
+#include "test_stanzas.h"
+#include "xmpp/jid.h"
 
 namespace kabar::client::testing {
 
-// Top-level elements of `xml`, parsed as stanzas of a jabber:client stream.
-inline std::vector<xml::Element> parse_stanzas(const std::string& xml) {
-  struct Collect : xml::StreamHandler {
-    std::vector<xml::Element> out;
-    void on_stream_open(const xml::Element&, std::string_view) override {}
-    void on_element(xml::Element&& el) override { out.push_back(std::move(el)); }
-    void on_stream_close() override {}
-  } collect;
-  xml::StreamParser parser(collect);
-  auto r = parser.feed(
-      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" +
-      xml);
-  EXPECT_EQ(r.status, xml::StreamParser::Status::kOk) << r.message;
-  return std::move(collect.out);
-}
+using kabar::testing::parse_stanza;
+using kabar::testing::parse_stanzas;
+
+// A client session bound as `full`, with no transport: dispatch() runs the real handling, and
+// every stanza the session sends stays in its write queue (no writer is started while
+// `writing` is set). Nothing here runs the io_context: each test decides when it does.
+struct OfflineSession {
+  OfflineSession(asio::io_context& io, Options o,
+                 const std::string& full = "alice@example.org/desk")
+      : client(io, std::move(o)), impl(Client::Impl::of(client)) {
+    auto j = xmpp::Jid::parse(full);
+    impl.jid = *xmpp::Jid::parse(j ? j->bare_str() : full);
+    impl.bound = full;
+    impl.is_connected = true;
+    impl.writing = true;
+  }
+
+  // One stanza, as if read from the server.
+  void dispatch(const std::string& xml) {
+    auto v = parse_stanzas(xml);
+    ASSERT_EQ(v.size(), 1u) << xml;
+    impl.dispatch(v.front());
+  }
+
+  // The stanzas in the write queue; take() also empties it.
+  std::vector<xml::Element> queued() const {
+    std::string all;
+    for (const auto& s : impl.outq) all += s;
+    return parse_stanzas(all);
+  }
+  std::vector<xml::Element> take() {
+    auto out = queued();
+    impl.outq.clear();
+    return out;
+  }
+
+  Client client;
+  Client::Impl& impl;
+};
 
 }  // namespace kabar::client::testing

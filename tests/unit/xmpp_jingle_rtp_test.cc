@@ -7,27 +7,13 @@
 #include <string_view>
 #include <vector>
 
-#include "xml/stream_parser.h"
+#include "test_stanzas.h"
 #include "xmpp/jingle_rtp.h"
 
 namespace kabar::xmpp::jingle_rtp {
 namespace {
 
-xml::Element parse_xml(const std::string& xml) {
-  struct Collect : xml::StreamHandler {
-    std::vector<xml::Element> out;
-    void on_stream_open(const xml::Element&, std::string_view) override {}
-    void on_element(xml::Element&& el) override { out.push_back(std::move(el)); }
-    void on_stream_close() override {}
-  } collect;
-  xml::StreamParser parser(collect);
-  auto r = parser.feed(
-      "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" +
-      xml);
-  EXPECT_EQ(r.status, xml::StreamParser::Status::kOk) << r.message;
-  EXPECT_EQ(collect.out.size(), 1u);
-  return collect.out.empty() ? xml::Element() : std::move(collect.out.front());
-}
+xml::Element parse_xml(const std::string& xml) { return kabar::testing::parse_stanza(xml); }
 
 // A browser's offer (StanzaJS from Chromium's SDP): content names are mids, Opus 111, VP8 96
 // with rtx, every content with credentials and an actpass fingerprint, BUNDLE, no candidates

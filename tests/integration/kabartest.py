@@ -328,3 +328,19 @@ class Results:
     def finish(self):
         print(f"{self.name}: {self.passed} passed, {self.failed} failed", flush=True)
         sys.exit(1 if self.failed or not self.passed else 0)
+
+    def run_sections(self, k, users, sections, after=None):
+        """In kabard `k`: adds `users` (name -> password), runs each section `fn(k)` until one
+        leaves kabard dead, checks it is alive at the end, runs `after(k)` if given, and finishes."""
+        with k:
+            for user, pw in users.items():
+                k.add_user(user, pw)
+            for fn in sections:
+                fn(k)
+                if not k.alive():
+                    self.check(False, "kabard died during %s" % fn.__name__)
+                    break
+            self.check(k.alive(), "kabard alive after all sections")
+            if after:
+                after(k)
+        self.finish()

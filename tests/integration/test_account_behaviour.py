@@ -169,17 +169,7 @@ def offline_storage(k):
 
 def main():
     args = kabartest.parse_args()
-    k = kabartest.Kabard(args)
-    with k:
-        for user, pw in PW.items():
-            k.add_user(user, pw)
-        for fn in (own_presence, disco_of_accounts, offline_storage):
-            fn(k)
-            if not k.alive():
-                R.check(False, "kabard died during %s" % fn.__name__)
-                break
-        R.check(k.alive(), "kabard alive after all sections")
-    R.finish()
+    R.run_sections(kabartest.Kabard(args), PW, (own_presence, disco_of_accounts, offline_storage))
 
 
 if __name__ == "__main__":

@@ -291,17 +291,7 @@ def deleted_with_the_account(k):
 
 def main():
     args = kabartest.parse_args()
-    k = kabartest.Kabard(args)
-    with k:
-        for user, pw in PW.items():
-            k.add_user(user, pw)
-        for fn in (errors, caps_and_notifications, deleted_with_the_account):
-            fn(k)
-            if not k.alive():
-                R.check(False, "kabard died during %s" % fn.__name__)
-                break
-        R.check(k.alive(), "kabard alive after all sections")
-    R.finish()
+    R.run_sections(kabartest.Kabard(args), PW, (errors, caps_and_notifications, deleted_with_the_account))
 
 
 if __name__ == "__main__":

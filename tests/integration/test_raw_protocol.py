@@ -665,19 +665,10 @@ def shutdown(k):
 def main():
     args = kabartest.parse_args()
     k = kabartest.Kabard(args, config="[limits]\noffline_messages = 3\n")
-    with k:
-        for user, pw in PW.items():
-            k.add_user(user, pw)
-        for fn in (stream_header, logins, binding, basic_iqs, messages, forwarded_as_received,
-                   idle_streams, roster,
-                   subscriptions_and_presence, directed_presence, offline_messages, registration):
-            fn(k)
-            if not k.alive():
-                R.check(False, "kabard died during %s" % fn.__name__)
-                break
-        R.check(k.alive(), "kabard alive after all sections")
-        shutdown(k)
-    R.finish()
+    sections = (stream_header, logins, binding, basic_iqs, messages, forwarded_as_received,
+                idle_streams, roster, subscriptions_and_presence, directed_presence,
+                offline_messages, registration)
+    R.run_sections(k, PW, sections, after=shutdown)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,9 @@ struct Call {
   // Our SSRCs, one per kind, signalled in the description (XEP-0339) and given to the engine.
   std::uint32_t audio_ssrc = new_ssrc();
   std::uint32_t video_ssrc = 0;
+  // Our RTCP CNAME for this call, announced with the SSRCs and used by the engine's RTCP.
+  // A random one per call (RFC 7022 §4.2), so that calls cannot be linked by it.
+  std::string cname = call_uuid4();
   std::uint32_t ssrc(media::MediaKind k) {
     if (k == media::MediaKind::kAudio) return audio_ssrc;
     while (video_ssrc == 0 || video_ssrc == audio_ssrc) video_ssrc = new_ssrc();
@@ -294,6 +297,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
   void make_media(const CallPtr& c, bool controlling) {
     media::Config cfg = owner->config;
     cfg.controlling = controlling;
+    cfg.cname = c->cname;
     media::Callbacks cb;
     // Called on the engine's thread: everything goes through the client's io_context.
     auto weak = weak_from_this();
@@ -405,6 +409,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
         d.payload_types.push_back(to_xml(codec));
       if (d.payload_types.empty()) continue;  // the engine has no codec of this kind
       d.ssrcs.push_back(c->ssrc(k));
+      d.cname = c->cname;
       d.rtcp_mux = true;
       content.description = std::move(d);
       content.transport = local_transport(*c, "actpass");
@@ -490,6 +495,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       d.media = content.description->media;
       d.payload_types = std::move(common);
       d.ssrcs.push_back(c->ssrc(*kind));
+      d.cname = c->cname;
       d.rtcp_mux = true;
       out.description = std::move(d);
       accept.contents.push_back(std::move(out));

@@ -138,6 +138,13 @@ std::optional<Description> parse_description(const xml::Element& d, std::string&
       return std::nullopt;
     }
     out.ssrcs.push_back(ssrc);
+    for (const xml::Element* p : s->children("parameter", kSsma)) {
+      if (p->attr("name") != "cname" || !out.cname.empty()) continue;
+      if (!bounded(*p, "value", out.cname)) {
+        why = "source with a cname too long";
+        return std::nullopt;
+      }
+    }
   }
   out.rtcp_mux = d.child("rtcp-mux", kRtp) != nullptr;
   return out;
@@ -236,8 +243,12 @@ void build_description(xml::Element& c, const Description& d) {
     add_feedback(p, pt.rtcp_fb);
   }
   add_feedback(x, d.rtcp_fb);
-  for (std::uint32_t ssrc : d.ssrcs)
-    x.add_child("source", kSsma).set_attr("ssrc", std::to_string(ssrc));
+  for (std::uint32_t ssrc : d.ssrcs) {
+    xml::Element& s = x.add_child("source", kSsma);
+    s.set_attr("ssrc", std::to_string(ssrc));
+    if (!d.cname.empty())
+      s.add_child("parameter", kSsma).set_attr("name", "cname").set_attr("value", d.cname);
+  }
   if (d.rtcp_mux) x.add_child("rtcp-mux", kRtp);
 }
 

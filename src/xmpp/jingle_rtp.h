@@ -60,6 +60,9 @@ struct Description {
   std::vector<std::pair<std::string, std::string>> rtcp_fb;
   std::vector<std::uint32_t> ssrcs;  // XEP-0339 <source ssrc/>, in order
   bool rtcp_mux = false;
+  // The sender's RTCP CNAME (RFC 3550 §6.5.1), XEP-0339's <parameter name='cname'/> of each
+  // source: browsers name a stream by it (SDP a=ssrc:N cname:X) and ignore a source without it.
+  std::string cname;
 };
 
 // XEP-0176 §5 <candidate/>. Only UDP candidates are kept by parse().

@@ -756,6 +756,12 @@ TEST_F(CallTest, BrowserAudioAndVideoWithRtx) {
     ASSERT_NE(src, nullptr);
     EXPECT_EQ(src->attr("ssrc"), std::to_string(e.streams[i].local_ssrc));
     EXPECT_NE(e.streams[i].local_ssrc, 0u);
+    // With the CNAME the engine's RTCP uses: browsers ignore a source without one.
+    const xml::Element* cname = src->child("parameter", "urn:xmpp:jingle:apps:rtp:ssma:0");
+    ASSERT_NE(cname, nullptr);
+    EXPECT_EQ(cname->attr("name"), "cname");
+    EXPECT_EQ(cname->attr("value"), e.config.cname);
+    EXPECT_FALSE(e.config.cname.empty());
   }
   EXPECT_NE(e.streams[0].local_ssrc, e.streams[1].local_ssrc);
 }

@@ -114,6 +114,8 @@ TEST(JingleRtp, ParsesABrowserOffer) {
             (std::pair<std::string, std::string>{"nack", "pli"}));
   EXPECT_EQ(video.description->payload_types[1].name, "rtx");
   EXPECT_EQ(video.description->ssrcs.size(), 2u);
+  EXPECT_EQ(a->contents[0].description->cname, "x");  // XEP-0339 <parameter name='cname'/>
+  EXPECT_EQ(video.description->cname, "");
 }
 
 TEST(JingleRtp, BuildParsesBackTheSame) {
@@ -146,6 +148,7 @@ TEST(JingleRtp, BuildParsesBackTheSame) {
       EXPECT_EQ(x.description->payload_types[k].rtcp_fb, y.description->payload_types[k].rtcp_fb);
     }
     EXPECT_EQ(x.description->ssrcs, y.description->ssrcs);
+    EXPECT_EQ(x.description->cname, y.description->cname);
     EXPECT_EQ(x.description->rtcp_mux, y.description->rtcp_mux);
     EXPECT_EQ(x.transport->fingerprint->value, y.transport->fingerprint->value);
     EXPECT_EQ(x.transport->fingerprint->setup, y.transport->fingerprint->setup);
@@ -201,7 +204,8 @@ TEST(JingleRtp, AcceptWithActiveSetup) {
   a.responder = "romeo@example.org/kabar";
   Content c;
   c.name = "0";
-  c.description = Description{"audio", {PayloadType{111, "opus", 48000, 2, {}, {}}}, {}, {}, true};
+  c.description =
+      Description{"audio", {PayloadType{111, "opus", 48000, 2, {}, {}}}, {}, {}, true, {}};
   c.transport = Transport{
       "ufrg", "pwdpwdpwdpwdpwdpwdpwdpwd", {}, Fingerprint{"sha-256", "active", "AB:CD"}, 0};
   a.contents.push_back(c);

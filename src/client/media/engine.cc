@@ -312,9 +312,12 @@ Engine::Engine(Config config, Callbacks callbacks)
                       reinterpret_cast<const gchar*>(d.data()));
     };
   }
-  char cname[17];
-  std::snprintf(cname, sizeof cname, "%08x%08x", random32(), random32());
-  cname_ = cname;
+  cname_ = config_.cname;
+  if (cname_.empty()) {
+    char cname[17];
+    std::snprintf(cname, sizeof cname, "%08x%08x", random32(), random32());
+    cname_ = cname;
+  }
   if (!opus_out_.ok() || !opus_in_.ok()) init_error_ = "opus: cannot create the codec";
   // Without a file the microphone would be read here; device capture (ALSA/PulseAudio) is not
   // part of this engine yet, so an empty audio_in sends silence.

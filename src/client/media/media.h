@@ -85,6 +85,9 @@ struct Config {
   // interface.
   std::vector<std::string> host_addresses;
   bool relay_only = false;  // offer relayed candidates only (tests of the TURN path)
+  // Our RTCP CNAME (RFC 3550 §6.5.1), as the signalling announces it (XEP-0339); empty: the
+  // engine picks one.
+  std::string cname;
   // Files instead of devices (scripts and tests). Empty: the default device.
   std::string audio_in;   // WAV, 48 kHz (other rates are resampled), mono or stereo
   std::string audio_out;  // WAV, 48 kHz mono, written as it is played

@@ -40,7 +40,8 @@ const args = [
   '--allow-loopback-in-peer-connection',
   // mDNS .local host candidates off (kabar resolves none); a page from a routed origin may open
   // a WebSocket to 127.0.0.1 (Local Network Access would block it).
-  '--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks',
+  process.env.KABAR_MDNS ? '--disable-features=LocalNetworkAccessChecks'
+    : '--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks',
   '--autoplay-policy=no-user-gesture-required',
 ];
 if (FAKE_AUDIO) args.push(`--use-file-for-fake-audio-capture=${FAKE_AUDIO}`);

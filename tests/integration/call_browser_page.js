@@ -24,6 +24,7 @@ let autoAnswer = false;
 let stream = null;
 const sessions = new Map();  // sid -> MediaSession
 const proposals = new Map();  // our proposals: id -> {to, video}
+const ended = new Set();  // sids of the sessions that ended
 const analysers = new Map();  // sid -> the AnalyserNode on the received audio
 
 async function media(video) {
@@ -100,7 +101,7 @@ function defineJmi(c) {
 }
 
 function sendJmi(to, type, id, extra = {}) {
-  client.sendMessage({ to, type: 'chat', jmi: { type, id, ...extra }, hints: [{ type: 'store' }] });
+  client.sendMessage({ to, type: 'chat', jmi: { type, id, ...extra }, processingHints: { store: true } });
 }
 
 async function answer(session) {
@@ -137,8 +138,8 @@ window.kabarCall = {
       jingle: { iceServers: [] },
     });
     defineJmi(client);
-    client.on('raw:incoming', (x) => log(`<< ${String(x).slice(0, 1500)}`));
-    client.on('raw:outgoing', (x) => log(`>> ${String(x).slice(0, 1500)}`));
+    client.on('raw:incoming', (x) => log(`<< ${String(x).slice(0, 8000)}`));
+    client.on('raw:outgoing', (x) => log(`>> ${String(x).slice(0, 8000)}`));
     client.on('session:started', async () => {
       await client.getRoster();
       client.sendPresence();
@@ -153,8 +154,10 @@ window.kabarCall = {
       report({ event: 'outgoing', sid: session.sid, peer: session.peerID }));
     client.on('jingle:accepted', (session) =>
       report({ event: 'session-accepted', sid: session.sid }));
-    client.on('jingle:terminated', (session, reason) =>
-      report({ event: 'terminated', sid: session.sid, reason: reason && reason.condition }));
+    client.on('jingle:terminated', (session, reason) => {
+      ended.add(session.sid);
+      report({ event: 'terminated', sid: session.sid, reason: reason && reason.condition });
+    });
     client.on('message', (msg) => {
       const m = msg.jmi;
       if (!m) return;
@@ -232,7 +235,7 @@ window.kabarCall = {
   },
 
   hangup() {
-    for (const session of sessions.values()) session.end('success');
+    for (const [sid, session] of sessions) if (!ended.has(sid)) session.end('success');
   },
 
   async logout() {

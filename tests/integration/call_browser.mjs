@@ -83,6 +83,11 @@ async function handle(c) {
         { to: c.to, video: !!c.video, jmi: !!c.jmi });
     case 'stats':
       return say({ event: 'stats', page: c.name, stats: await p.page.evaluate(() => window.kabarCall.stats()) });
+    case 'answer':
+      return p.page.evaluate((on) => window.kabarCall.setAnswer(on), !!c.on);
+    case 'jmi':
+      return p.page.evaluate((o) => window.kabarCall.jmi(o),
+        { to: c.to, kind: c.kind, id: c.id, reason: c.reason });
     case 'hangup':
       return p.page.evaluate(() => window.kabarCall.hangup());
     case 'close':

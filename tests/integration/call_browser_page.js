@@ -97,6 +97,16 @@ function defineJmi(c) {
     },
     ...['ringing', 'proceed', 'reject', 'retract', 'finish', 'accept'].map(plain),
   ];
+  // The XEP-0166 reason some of them carry (reject, retract, finish).
+  defs.push({
+    element: 'reason',
+    namespace: 'urn:xmpp:jingle:1',
+    path: `${path}.reason`,
+    fields: {
+      condition: XMPP.JXT.childEnum(null, Object.values(XMPP.Constants.JingleReasonCondition)),
+      text: XMPP.JXT.childText(null, 'text'),
+    },
+  });
   c.stanzas.define(defs);
 }
 
@@ -161,7 +171,8 @@ window.kabarCall = {
     client.on('message', (msg) => {
       const m = msg.jmi;
       if (!m) return;
-      report({ event: 'jmi', kind: m.type, id: m.id, from: msg.from, media: m.media });
+      report({ event: 'jmi', kind: m.type, id: m.id, from: msg.from, media: m.media,
+        reason: m.reason && m.reason.condition });
       if (m.type === 'propose' && autoAnswer) {
         sendJmi(msg.from, 'proceed', m.id);
       } else if (m.type === 'proceed' && proposals.has(m.id)) {
@@ -190,6 +201,16 @@ window.kabarCall = {
       return id;
     }
     return start(to, undefined, video);
+  },
+
+  // Auto-answer on or off (off: proposals and sessions are reported, nothing is sent).
+  setAnswer(on) {
+    autoAnswer = !!on;
+  },
+
+  // Any JMI message (retract, reject, ...) with an optional XEP-0166 reason.
+  jmi({ to, kind, id, reason }) {
+    sendJmi(to, kind, id, reason ? { reason: { condition: reason } } : {});
   },
 
   // Inbound and outbound RTP counters of every session (getStats()).

@@ -403,6 +403,56 @@ def browser_to_kabar(k, browser, kabar, work):
                 "b2k %s: kabar's --video-out holds the page's frames (%d)" % (how, frames))
 
 
+@section
+def page_declines(k, browser, kabar, work):
+    """kabar calls bob's page, which declines with busy (XEP-0353 reject)."""
+    browser.send(cmd="answer", name="bob", on=False)
+    proc = subprocess.Popen([kabar.binary, "call", "bob@localhost", "--host-address", "127.0.0.1",
+                             "--ring-timeout", "20"], env=kabar.env("alice"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        jmi = browser.on("bob", "jmi", kind="propose")
+        R.check(jmi is not None and jmi.get("media") == ["audio"],
+                "decline: bob's page gets kabar's proposal, audio only (%s)" % jmi)
+        if jmi:
+            browser.send(cmd="jmi", name="bob", to=jmi["from"], kind="reject", id=jmi["id"],
+                         reason="busy")
+        out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    R.check(proc.returncode == 8 and "ended: busy, by the contact" in out,
+            "decline: kabar call exits 8, busy by the contact (exit %s, out %r, err %r)" % (
+                proc.returncode, out[-600:], err[-600:]))
+    browser.send(cmd="answer", name="bob", on=True)
+
+
+@section
+def page_retracts(k, browser, kabar, work):
+    """The page proposes a call to kabar listen, which rings (and says so), and retracts it."""
+    listen = kabartest.JsonLines([kabar.binary, "listen", "--json", "--host-address",
+                                  "127.0.0.1"], kabar.env("bob"))
+    try:
+        if not R.check(listen.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
+                       "retract: kabar listens, not answering"):
+            return
+        browser.send(cmd="call", name="alice", to="bob@localhost", video=False, jmi=True)
+        prop = browser.on("alice", "proposed")
+        sid = prop and prop.get("id")
+        call = listen.wait(lambda e: e.get("type") == "call", timeout=10)
+        R.check(call is not None and call.get("id") == sid, "retract: kabar rings (%s)" % call)
+        ring = browser.on("alice", "jmi", kind="ringing", id=sid)
+        R.check(ring is not None, "retract: kabar tells the page it rings (XEP-0353 ringing)")
+        browser.send(cmd="jmi", name="alice", to="bob@localhost", kind="retract", id=sid,
+                     reason="cancel")
+        end = listen.wait(lambda e: e.get("type") == "call-ended", timeout=10)
+        R.check(end is not None and end.get("reason") == "cancel" and end.get("by") == "peer",
+                "retract: kabar stops ringing, cancelled by the caller (%s)" % end)
+    finally:
+        listen.stop()
+
+
 def main():
     args = kabartest.parse_args()
     kabar_bin = os.path.join(os.path.dirname(os.path.abspath(args.kabard)), "kabar")
@@ -444,9 +494,11 @@ def main():
                 browser_to_browser(k, browser)
                 kabar = Kabar(kabar_bin, work, k.port)
                 kabar_to_browser(k, browser, kabar, work)
+                page_declines(k, browser, kabar, work)
                 browser.send(cmd="close", name="bob")
                 browser.on("bob", "closed", timeout=10)
                 browser_to_kabar(k, browser, kabar, work)
+                page_retracts(k, browser, kabar, work)
             R.check(k.alive(), "kabard still running")
     finally:
         if browser:

@@ -80,7 +80,7 @@ async function handle(c) {
       return open(c);
     case 'call':
       return p.page.evaluate((o) => window.kabarCall.call(o),
-        { to: c.to, video: !!c.video, jmi: !!c.jmi });
+        { to: c.to, video: !!c.video, jmi: !!c.jmi, videoCodec: c.videoCodec });
     case 'stats':
       return say({ event: 'stats', page: c.name, stats: await p.page.evaluate(() => window.kabarCall.stats()) });
     case 'answer':

@@ -126,10 +126,18 @@ async function answer(session) {
   }
 }
 
-async function start(peer, sid, video) {
+async function start(peer, sid, video, videoCodec) {
   const s = await media(video);
-  const session = client.jingle.createMediaSession(peer, sid, s);
+  const session = client.jingle.createMediaSession(peer, sid);
   watch(session);
+  for (const t of s.getTracks()) await session.addTrack(t, s);
+  // Only this video codec offered (and its retransmissions), as a peer without VP8 would.
+  if (videoCodec) {
+    const codecs = RTCRtpReceiver.getCapabilities('video').codecs.filter((c) =>
+      c.mimeType === `video/${videoCodec}`);
+    for (const t of session.pc.getTransceivers())
+      if (t.receiver.track.kind === 'video') t.setCodecPreferences(codecs);
+  }
   await session.start({ offerToReceiveAudio: true, offerToReceiveVideo: video });
   report({ event: 'initiated', sid: session.sid, peer, video });
   return session.sid;
@@ -178,7 +186,7 @@ window.kabarCall = {
       } else if (m.type === 'proceed' && proposals.has(m.id)) {
         const p = proposals.get(m.id);
         proposals.delete(m.id);
-        start(msg.from, m.id, p.video).catch((err) =>
+        start(msg.from, m.id, p.video, p.videoCodec).catch((err) =>
           report({ event: 'fail', where: 'start', error: String(err) }));
       }
     });
@@ -192,15 +200,15 @@ window.kabarCall = {
   },
 
   // A plain session-initiate to a full JID, or (jmi) a XEP-0353 proposal to a bare one.
-  async call({ to, video, jmi }) {
+  async call({ to, video, jmi, videoCodec }) {
     if (jmi) {
       const id = XMPP.Utils.uuid();
-      proposals.set(id, { to, video });
+      proposals.set(id, { to, video, videoCodec });
       sendJmi(to, 'propose', id, { media: video ? ['audio', 'video'] : ['audio'] });
       report({ event: 'proposed', id });
       return id;
     }
-    return start(to, undefined, video);
+    return start(to, undefined, video, videoCodec);
   },
 
   // Auto-answer on or off (off: proposals and sessions are reported, nothing is sent).

@@ -429,6 +429,37 @@ def page_declines(k, browser, kabar, work):
 
 
 @section
+def h264_only(k, browser, kabar, work):
+    """A probe, run with KABAR_CALL_BROWSER_PROBES=1, that fails today: the page offers audio and
+    H.264-only video to kabar listen, which has no H.264. kabar's session-accept leaves the video
+    content out (src/client/call.cc, answer(): a content with no common codec is skipped);
+    StanzaJS turns that answer into SDP with one m-line fewer than its offer, Chromium refuses it,
+    StanzaJS answers the session-accept with an IQ error (type cancel, no condition) and both
+    sides end the call: no audio either. StanzaJS does not take content-remove (XEP-0166 §7.2.5)
+    either; what an SDP peer can take is every offered content answered, the unusable one with
+    senders='none' (a=inactive)."""
+    listen = kabartest.JsonLines([kabar.binary, "listen", "--json", "--answer-calls",
+                                  "--host-address", "127.0.0.1", "--connect-timeout", "15"],
+                                 kabar.env("bob"))
+    try:
+        if not R.check(listen.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
+                       "h264: kabar listens"):
+            return
+        browser.send(cmd="call", name="alice", to="bob@localhost", video=True, jmi=True,
+                     videoCodec="H264")
+        prop = browser.on("alice", "proposed")
+        sid = prop and prop.get("id")
+        acc = browser.on("alice", "session-accepted", sid=sid, timeout=10)
+        ok, st = browser.until_decoded("alice", sid, video=0, timeout=10)
+        R.check(ok, "h264: the call goes on with audio (%s; accepted %s)" % (st, acc))
+        browser.send(cmd="hangup", name="alice")
+        end = listen.wait(lambda e: e.get("type") == "call-ended", timeout=10)
+        print("  kabar end:", end)
+    finally:
+        listen.stop()
+
+
+@section
 def page_retracts(k, browser, kabar, work):
     """The page proposes a call to kabar listen, which rings (and says so), and retracts it."""
     listen = kabartest.JsonLines([kabar.binary, "listen", "--json", "--host-address",
@@ -499,6 +530,8 @@ def main():
                 browser.on("bob", "closed", timeout=10)
                 browser_to_kabar(k, browser, kabar, work)
                 page_retracts(k, browser, kabar, work)
+                if os.environ.get("KABAR_CALL_BROWSER_PROBES"):
+                    h264_only(k, browser, kabar, work)
             R.check(k.alive(), "kabard still running")
     finally:
         if browser:

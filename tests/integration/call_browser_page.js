@@ -52,8 +52,11 @@ function watch(session) {
 
 const playing = new Set();
 function play(session, track) {
-  if (playing.has(track.id)) return;
-  playing.add(track.id);
+  // (Chromium names a track from the offer's msid: kabar sends none, so the same name comes
+  // back in every call from kabar.)
+  const key = `${session.sid} ${track.id}`;
+  if (playing.has(key)) return;
+  playing.add(key);
   report({ event: 'track', sid: session.sid, kind: track.kind });
   const el = document.createElement(track.kind === 'video' ? 'video' : 'audio');
   el.muted = true;

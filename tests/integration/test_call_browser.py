@@ -195,6 +195,17 @@ class Browser:
             time.sleep(0.25)
         return False, last
 
+    def until_sent(self, page, sid, packets, timeout=15):
+        """Waits until the page has sent `packets` audio packets in session `sid` (~50 a second),
+        measured by its outbound counters rather than a sleep."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            o = self.stats(page).get(sid, {}).get("outbound", {})
+            if o.get("audio", {}).get("packets", 0) >= packets:
+                return True
+            time.sleep(0.25)
+        return False
+
     def close(self):
         try:
             self.send(cmd="quit")
@@ -375,14 +386,8 @@ def browser_to_kabar(k, browser, kabar, work):
                 R.check(not st.get("inbound", {}).get("video") and
                         not st.get("outbound", {}).get("video"),
                         "b2k %s: no video either way (%s)" % (how, st))
-            # Three seconds of the page's media into kabar's files, measured by the page's
-            # outbound counters rather than a sleep: ~50 audio packets a second.
-            deadline = time.time() + 15
-            while time.time() < deadline:
-                o = browser.stats("alice").get(sid, {}).get("outbound", {})
-                if o.get("audio", {}).get("packets", 0) >= 150:
-                    break
-                time.sleep(0.25)
+            # Three seconds of the page's media into kabar's files.
+            browser.until_sent("alice", sid, 150)
             browser.send(cmd="hangup", name="alice")
             end = listen.wait(lambda e: e.get("type") == "call-ended", timeout=10)
             R.check(end is not None and end.get("reason") == "success" and
@@ -401,6 +406,42 @@ def browser_to_kabar(k, browser, kabar, work):
         frames = y4m_frames(v_out)
         R.check(frames >= 30 if video else frames == 0,
                 "b2k %s: kabar's --video-out holds the page's frames (%d)" % (how, frames))
+
+
+@section
+def page_hangs_up(k, browser, kabar, work):
+    """A voice call from kabar that the page answers and then ends (session-terminate)."""
+    wav, _ = write_inputs(work)
+    a_out = os.path.join(work, "k2b-voice-heard.wav")
+    proc = subprocess.Popen([kabar.binary, "call", "bob@localhost", "--audio-in", wav,
+                             "--audio-out", a_out, "--host-address", "127.0.0.1",
+                             "--ring-timeout", "20", "--connect-timeout", "15"],
+                            env=kabar.env("alice"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        jmi = browser.on("bob", "jmi", kind="propose")
+        R.check(jmi is not None and jmi.get("media") == ["audio"],
+                "voice: bob's page gets kabar's proposal, audio only (%s)" % jmi)
+        inc = browser.on("bob", "incoming")
+        sid = inc and inc.get("sid")
+        R.check(browser.on("bob", "accepted", sid=sid) is not None,
+                "voice: bob's page accepts kabar's voice call")
+        ok, st = browser.until_decoded("bob", sid, video=0, tone=KABAR_TONE)
+        R.check(ok and not st.get("inbound", {}).get("video"),
+                "voice: the page decodes kabar's %d Hz tone, no video (%s)" % (KABAR_TONE, st))
+        browser.until_sent("bob", sid, 100)
+        browser.send(cmd="hangup", name="bob")
+        out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    R.check(proc.returncode == 0 and "ended: success, by the contact" in out,
+            "voice: the page hangs up, kabar call exits 0, ended by the contact (exit %s, out %r, "
+            "err %r)" % (proc.returncode, out[-600:], err[-600:]))
+    secs, rms, freq = wav_summary(a_out)
+    R.check(secs >= 0.5 and rms > 300 and abs(freq - BROWSER_TONE) < BROWSER_TONE * 0.05,
+            "voice: kabar's --audio-out holds the page's %d Hz tone (%.1f s, loudest rms %.0f, "
+            "about %.0f Hz)" % (BROWSER_TONE, secs, rms, freq))
 
 
 @section
@@ -525,6 +566,7 @@ def main():
                 browser_to_browser(k, browser)
                 kabar = Kabar(kabar_bin, work, k.port)
                 kabar_to_browser(k, browser, kabar, work)
+                page_hangs_up(k, browser, kabar, work)
                 page_declines(k, browser, kabar, work)
                 browser.send(cmd="close", name="bob")
                 browser.on("bob", "closed", timeout=10)

@@ -8,9 +8,15 @@ at test time) in Debian's Chromium with fake media, driven by playwright-core
 - kabar to the browser: `kabar call bob@localhost --video` (a WAV sine and a Y4M pattern in) to
   bob's page, which answers; the page decodes kabar's audio and video, kabar's --audio-out WAV
   holds the browser's fake microphone (a tone) and its --video-out Y4M holds frames;
+- a voice call from kabar that the page answers and hangs up (kabar exits 0, ended by the
+  contact); a call from kabar that the page declines (JMI reject, busy: kabar exits 8);
 - the browser to kabar: alice's page sends a plain session-initiate (no proposal) to
-  `kabar listen --answer-calls`'s full JID, and then a XEP-0353 proposal to its bare JID; both
-  are answered, the page decodes kabar's audio and video, kabar's files hold audio and frames.
+  `kabar listen --answer-calls`'s full JID, then a XEP-0353 proposal to its bare JID (both with
+  video), then a voice-only proposal; each is answered, the page decodes kabar's audio (Web Audio
+  hears kabar's tone) and video, kabar's files hold the page's tone and frames (none for voice);
+- the page proposes a call to `kabar listen` (not answering), which says it rings, and retracts it.
+Chromium's fake microphone plays a 600 Hz tone (--use-file-for-fake-audio-capture), kabar sends an
+880 Hz one: each side checks it hears the other's.
 Everything runs in a network namespace of its own with only `lo` (unshare -n), so Chromium and
 kabar gather host candidates on 127.0.0.1 only.
 

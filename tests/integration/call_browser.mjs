@@ -82,7 +82,8 @@ async function handle(c) {
       return p.page.evaluate((o) => window.kabarCall.call(o),
         { to: c.to, video: !!c.video, jmi: !!c.jmi, videoCodec: c.videoCodec });
     case 'stats':
-      return say({ event: 'stats', page: c.name, stats: await p.page.evaluate(() => window.kabarCall.stats()) });
+      return say({ event: 'stats', page: c.name,
+        stats: await p.page.evaluate(() => window.kabarCall.stats()) });
     case 'answer':
       return p.page.evaluate((on) => window.kabarCall.setAnswer(on), !!c.on);
     case 'jmi':

@@ -114,7 +114,10 @@ function defineJmi(c) {
 }
 
 function sendJmi(to, type, id, extra = {}) {
-  client.sendMessage({ to, type: 'chat', jmi: { type, id, ...extra }, processingHints: { store: true } });
+  // XEP-0353 §3: type chat, with a XEP-0334 store hint.
+  client.sendMessage({
+    to, type: 'chat', jmi: { type, id, ...extra }, processingHints: { store: true },
+  });
 }
 
 async function answer(session) {
@@ -197,7 +200,8 @@ window.kabarCall = {
       if (p.from !== client.jid) report({ event: 'presence', from: p.from });
     });
     client.on('disconnected', () => report({ event: 'disconnected' }));
-    client.on('stream:error', (e) => report({ event: 'fail', where: 'stream', error: JSON.stringify(e) }));
+    client.on('stream:error', (e) =>
+      report({ event: 'fail', where: 'stream', error: JSON.stringify(e) }));
     client.on('auth:failed', () => report({ event: 'fail', where: 'auth' }));
     client.connect();
   },

@@ -17,17 +17,21 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-# The web client (Converse.js) kabard serves and playwright-core for its browser test, pinned
-# in web/package.json and web/package-lock.json, into web/node_modules (not committed); skipped
-# when they are there.
+# The web client (Converse.js) kabard serves, playwright-core for its browser tests, and StanzaJS
+# with esbuild and the events polyfill (the browser client of the call test, bundled at test
+# time), pinned in web/package.json and web/package-lock.json, into web/node_modules (not
+# committed); skipped when they are there.
 web_deps() {
   local web
   web="$(dirname "$0")/../web"
   if [ -f "$web/node_modules/converse.js/dist/converse.min.js" ] &&
-    [ -f "$web/node_modules/playwright-core/package.json" ]; then
+    [ -f "$web/node_modules/playwright-core/package.json" ] &&
+    [ -f "$web/node_modules/stanza/package.json" ] &&
+    [ -f "$web/node_modules/events/package.json" ] &&
+    [ -x "$web/node_modules/.bin/esbuild" ]; then
     return 0
   fi
-  echo "install-deps: npm ci in web/ (Converse.js, playwright-core)"
+  echo "install-deps: npm ci in web/ (Converse.js, playwright-core, StanzaJS, esbuild)"
   (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
 }
 if [ ${#missing[@]} -eq 0 ]; then

@@ -665,8 +665,25 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     std::string why;
     auto m = rtp::parse_jmi(msg, why);
     if (!m) return !why.empty();  // a malformed JMI element is dropped, not shown
+    if (msg.attr("type") == "error") {
+      bounced(msg, *m);
+      return true;
+    }
     handle_jmi(msg, *m, Via::kDirect);
     return true;
+  }
+
+  // Our proposal came back as an error (RFC 6120 §8.3: no such account, or one that does not
+  // take our messages): nobody will ring, so the call ends now rather than at the caller's
+  // ring timeout. XEP-0166's <gone/>, with the stanza error's condition as the text.
+  void bounced(const xml::Element& msg, const rtp::JingleMessage& m) {
+    CallPtr c = find(m.id);
+    auto f = xmpp::Jid::parse(msg.attr("from"));
+    if (!c || !f || c->info.incoming || c->session || m.kind != "propose" ||
+        f->bare_str() != c->peer_bare)
+      return;
+    std::string condition = Client::iq_condition(msg);
+    end(c, CallEnd{"gone", condition.empty() ? "undefined-condition" : condition, false, {}});
   }
 
   bool on_carbon(const xml::Element& msg) {

@@ -11,6 +11,7 @@
 #include "client_stanzas.h"
 #include "kabar/call.h"
 #include "kabar/filetransfer.h"
+#include "xml/serializer.h"
 #include "xmpp/jid.h"
 
 namespace kabar::client {
@@ -551,6 +552,31 @@ TEST_F(CallTest, NoRingingToStrangers) {
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
   EXPECT_NE(out[0].child("proceed", kJmi), nullptr);
+}
+
+// RFC 6120 §8.3: the proposal comes back as an error (no such account): the call ends at once
+// with XEP-0166's <gone/>, not at the caller's ring timeout. A stranger's copy of such an error
+// ends nothing.
+TEST_F(CallTest, ABouncedProposalEndsTheCall) {
+  std::string id = calls->call("bob@example.org");
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  std::string propose = xml::serialize(*out[0].child("propose", kJmi));
+  auto bounce = [&](const std::string& from) {
+    return "<message type='error' from='" + from + "' to='alice@example.org/desk'>" + propose +
+           "<error type='cancel'><service-unavailable "
+           "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>";
+  };
+  receive(bounce("mallory@example.net"));
+  EXPECT_TRUE(ended.empty());
+  receive(bounce("bob@example.org"));
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].first.id, id);
+  EXPECT_EQ(ended[0].second.reason, "gone");
+  EXPECT_EQ(ended[0].second.text, "service-unavailable");
+  EXPECT_FALSE(ended[0].second.by_peer);
+  EXPECT_TRUE(sent().empty());  // nothing goes back to an address that bounces
+  EXPECT_TRUE(calls->calls().empty());
 }
 
 TEST_F(CallTest, RejectAndRetract) {

@@ -6,9 +6,14 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
+#include <vector>
 
+#include "kabar/call.h"
 #include "kabar/client.h"
 
 namespace kabar::cli {
@@ -19,13 +24,16 @@ using client::awaitable;
 // Exit codes (documented in the README).
 enum Exit {
   kExitOk = 0,
-  kExitError = 1,        // anything else
-  kExitUsage = 2,        // bad arguments or configuration
-  kExitAuth = 3,         // wrong password or unknown account
-  kExitUnreachable = 4,  // server unreachable or timed out
-  kExitCertificate = 5,  // certificate not trusted or mismatched
-  kExitConflict = 6,     // account exists
-  kExitNotFound = 7,     // unknown contact
+  kExitError = 1,         // anything else
+  kExitUsage = 2,         // bad arguments or configuration
+  kExitAuth = 3,          // wrong password or unknown account
+  kExitUnreachable = 4,   // server unreachable or timed out
+  kExitCertificate = 5,   // certificate not trusted or mismatched
+  kExitConflict = 6,      // account exists
+  kExitNotFound = 7,      // unknown contact
+  kExitCallNotTaken = 8,  // a call declined, busy, not answered, or cancelled before it began
+  kExitCallFailed = 9,    // a call that could not connect or broke off (ICE, DTLS, the contact's
+                          // client failed)
 };
 
 int exit_code(const client::Error& e);
@@ -85,6 +93,61 @@ class ProgressBar {
   bool tty_;
   bool drawn_ = false;
   std::chrono::steady_clock::time_point start_, last_;
+};
+
+// ---- calls: kabar call, listen --answer-calls, chat ----
+
+// The media options of the commands that take calls.
+struct CallFlags {
+  bool video = false;
+  std::string audio_in, audio_out, video_in, video_out;
+  std::vector<std::string> host_addresses;  // gather on these only (tests: 127.0.0.1)
+  bool relay_only = false;
+  // Copies them into the settings every call of `calls` starts with.
+  void apply(client::media::Config& config) const;
+  // An error message for an input file that cannot be read, or empty.
+  std::string check() const;
+};
+
+// The real media engine (libnice, DTLS-SRTP, Opus, VP8) for client::Calls.
+client::MediaFactory media_engine();
+
+// Asks the server for its STUN/TURN services (XEP-0215) for the next calls; says on stderr
+// when there are none (then only direct paths work). Never fails the command.
+awaitable<void> fetch_ice_servers(client::Calls& calls);
+
+// One line per event of a call, the same in every command.
+std::string call_media_text(const client::CallInfo& call);  // "audio" or "audio and video"
+std::string call_state_text(const client::CallInfo& call);
+// "ended: REASON ... after M:SS; packets sent N, received N, lost N (x.x%); ..." (the figures
+// when stats are known).
+std::string call_end_text(const client::CallInfo& call, const client::CallEnd& end,
+                          const std::optional<client::media::Stats>& stats);
+std::string call_stats_text(const client::media::Stats& stats);
+std::string call_duration_text(std::chrono::seconds duration);  // "M:SS" or "H:MM:SS"
+// A call that ended with this reason, having been active or not: kExitOk, kExitCallNotTaken or
+// kExitCallFailed.
+int call_exit_code(const client::CallEnd& end, bool was_active);
+
+// The latest media statistics of every active call, sampled twice a second: the engine stops
+// with the call, and Calls forgets a call before it reports the end.
+class CallStats {
+ public:
+  CallStats(asio::io_context& io, client::Calls& calls);
+  ~CallStats();
+  CallStats(const CallStats&) = delete;
+  CallStats& operator=(const CallStats&) = delete;
+  void sample();  // now (before a hang-up of ours)
+  // The last sample of call `id`, forgotten after this.
+  std::optional<client::media::Stats> take(const std::string& id);
+  std::optional<client::media::Stats> peek(const std::string& id) const;
+
+ private:
+  void schedule();
+  client::Calls& calls_;
+  asio::steady_timer timer_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::map<std::string, client::media::Stats> last_;
 };
 
 }  // namespace kabar::cli

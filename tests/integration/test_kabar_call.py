@@ -1,15 +1,18 @@
 #!/usr/bin/python3
 """`kabar call` to `kabar listen --answer-calls` through kabard (issue 19): XEP-0353 and Jingle RTP
-signalling through the server, the media (ICE, DTLS-SRTP, Opus) peer to peer.
-- loopback: both clients gather on 127.0.0.1 only; a 3-second sine sweep goes each way (WAV files
-  in and out), and each received file's frequency track follows the sweep that was sent (50 ms
-  windows, the frequency from zero crossings, within 5% + 10 Hz, as media_test checks it); both
-  sides print connected and ended, the caller hangs up after --duration and exits 0;
+signalling through the server, the media (ICE, DTLS-SRTP, Opus, VP8) peer to peer.
+- loopback: both clients gather on 127.0.0.1 only; a 3-second sine sweep (WAV) and a 2-second
+  test pattern (Y4M, each frame's number coded in a band of blocks) go each way. Each received
+  WAV's frequency track follows the sweep that was sent (50 ms windows, the frequency from zero
+  crossings, within 5% + 10 Hz, as media_test checks it); each received Y4M has most frames, in
+  order, above a PSNR floor against the frame sent with that number. Both sides print connected
+  and ended, the caller hangs up after --duration and exits 0;
 - declined (listen --reject-calls) and unanswered (listen without an answer, --ring-timeout):
   the caller exits 8 and says why, the callee sees the call and its end;
 - relayed: the two clients in network namespaces of their own that cannot reach each other, each
   reaching only kabard's namespace, where Debian's coturn runs with use-auth-secret and kabard
-  hands out its credentials (XEP-0215): the sweeps can only go through the TURN relay.
+  hands out its credentials (XEP-0215): the same sweeps and patterns, which can only go through
+  the TURN relay.
 
 Run by ctest as: /usr/bin/python3 test_kabar_call.py --kabard PATH --kabarctl PATH (the kabar
 binary beside kabard is the one tested, so build-asan's works too).
@@ -115,6 +118,80 @@ def check_sweep(label, path, f0, f1):
                                          offset))
 
 
+# ---- the test pattern and its check ------------------------------------------------------------
+
+W, H, FPS, FRAMES = 320, 240, 30, 60
+CODE_BITS, CODE_W, CODE_H = 8, 40, 32  # the frame's number in a band of black and white blocks
+
+
+def write_pattern(path, phase):
+    """FRAMES frames of moving vertical waves under a band that codes the frame's number."""
+    wave_row = [int(128 + 80 * math.sin(2 * math.pi * (x + phase) / 160)) for x in range(W + 4 * FRAMES)]
+    chroma = bytes([128]) * (2 * (W // 2) * (H // 2))
+    with open(path, "wb") as f:
+        f.write(b"YUV4MPEG2 W%d H%d F%d:1 Ip A1:1 C420jpeg\n" % (W, H, FPS))
+        for n in range(FRAMES):
+            code = b"".join((bytes([235]) if n >> (CODE_BITS - 1 - b) & 1 else bytes([16])) * CODE_W
+                            for b in range(CODE_BITS))
+            body = bytes(wave_row[4 * n:4 * n + W])
+            f.write(b"FRAME\n" + code * CODE_H + body * (H - CODE_H) + chroma)
+
+
+def read_y4m(path):
+    """(width, height, [luma planes])."""
+    with open(path, "rb") as f:
+        data = f.read()
+    head, _, rest = data.partition(b"\n")
+    fields = {p[:1]: p[1:] for p in head.split()[1:]}
+    w, h = int(fields[b"W"]), int(fields[b"H"])
+    size = w * h + 2 * ((w + 1) // 2) * ((h + 1) // 2)
+    planes, i = [], 0
+    while i < len(rest):
+        j = rest.index(b"\n", i) + 1
+        if len(rest) < j + size:
+            break
+        planes.append(rest[j:j + w * h])
+        i = j + size
+    return w, h, planes
+
+
+def frame_number(luma):
+    n = 0
+    for b in range(CODE_BITS):
+        row = luma[(CODE_H // 2) * W:(CODE_H // 2 + 1) * W]
+        block = row[b * CODE_W + 8:(b + 1) * CODE_W - 8]
+        n = n * 2 + (1 if sum(block) / len(block) > 128 else 0)
+    return n
+
+
+def check_video(label, path, sent_path):
+    try:
+        w, h, got = read_y4m(path)
+        _, _, sent = read_y4m(sent_path)
+    except (OSError, ValueError, KeyError) as e:
+        R.check(False, "%s: the received Y4M is readable (%s)" % (label, e))
+        return
+    R.check((w, h) == (W, H), "%s: %dx%d frames" % (label, w, h))
+    numbers, psnrs = [], []
+    for luma in got:
+        n = frame_number(luma)
+        if n >= len(sent):
+            continue
+        numbers.append(n)
+        ref = sent[n]
+        se = sum((a - b) * (a - b) for a, b in zip(luma[CODE_H * W::2], ref[CODE_H * W::2]))
+        mse = se / ((len(ref) - CODE_H * W) // 2)
+        psnrs.append(99.0 if mse == 0 else 10 * math.log10(255 * 255 / mse))
+    distinct = len(set(numbers))
+    mean = sum(psnrs) / len(psnrs) if psnrs else 0
+    R.check(len(got) >= FRAMES * 2 // 3 and distinct >= FRAMES * 2 // 3 and
+            numbers == sorted(numbers),
+            "%s: %d frames received, %d of the %d sent, in order" % (label, len(got), distinct,
+                                                                     FRAMES))
+    R.check(psnrs and mean >= 30 and min(psnrs) >= 22,
+            "%s: PSNR %.1f dB on average, %.1f at worst" % (label, mean, min(psnrs or [0])))
+
+
 # ---- running kabar ------------------------------------------------------------------------------
 
 class Kabar:
@@ -157,27 +234,34 @@ def show(r):
 
 
 def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
-    """alice calls bob (who answers) for 4 s, a sweep each way; checks both sides and the audio."""
+    """alice calls bob (who answers) for 4 s, a sweep and a test pattern each way; checks both
+    sides, the audio and the video."""
     a_in, b_in = os.path.join(work, "alice-sweep.wav"), os.path.join(work, "bob-sweep.wav")
+    a_vin, b_vin = os.path.join(work, "alice.y4m"), os.path.join(work, "bob.y4m")
     if not os.path.exists(a_in):
         write_sweep(a_in, 300, 3000)
         write_sweep(b_in, 2500, 400)
+        write_pattern(a_vin, 0)
+        write_pattern(b_vin, 80)
     a_out = os.path.join(work, label + "-alice-heard.wav")
     b_out = os.path.join(work, label + "-bob-heard.wav")
+    a_vout = os.path.join(work, label + "-alice-saw.y4m")
+    b_vout = os.path.join(work, label + "-bob-saw.y4m")
     bob = kabar.listen("bob", "--answer-calls", "--audio-in", b_in, "--audio-out", b_out,
-                       *callee_flags)
+                       "--video-in", b_vin, "--video-out", b_vout, *callee_flags)
     try:
         if not R.check(bob.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
                        "%s: bob listens" % label):
             return
         t0 = time.time()
-        r = kabar.run("alice", "call", "bob@localhost", "--duration", "4", "--audio-in", a_in,
-                      "--audio-out", a_out, *caller_flags)
+        r = kabar.run("alice", "call", "bob@localhost", "--video", "--duration", "4",
+                      "--audio-in", a_in, "--audio-out", a_out, "--video-in", a_vin,
+                      "--video-out", a_vout, *caller_flags)
         secs = time.time() - t0
         lines = r.stdout.splitlines()
         R.check(r.returncode == 0, "%s: kabar call exits 0 after %.1f s (%s)" % (label, secs,
                                                                                  show(r)))
-        R.check(any(x.startswith("calling bob@localhost (audio)") for x in lines) and
+        R.check(any(x.startswith("calling bob@localhost (audio and video)") for x in lines) and
                 any(x.startswith("accepted by bob@localhost/") for x in lines) and
                 any(x.startswith("connected to bob@localhost/") for x in lines),
                 "%s: the caller prints calling, accepted, connected (%s)" % (label, lines))
@@ -187,7 +271,7 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
                 "%s: the caller hangs up after 4 s and prints the figures (%s)" % (label, ended))
         call = bob.wait(lambda e: e.get("type") == "call", timeout=5)
         R.check(call is not None and call.get("from", "").startswith("alice@localhost/") and
-                call.get("media") == "audio", "%s: bob sees the call (%s)" % (label, call))
+                call.get("media") == "audio and video", "%s: bob sees the call (%s)" % (label, call))
         conn = bob.wait(lambda e: e.get("type") == "call-state" and
                         e.get("state") == "connected", timeout=5)
         R.check(conn is not None, "%s: bob's side connects (%s)" % (label, conn))
@@ -197,8 +281,9 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
                 "%s: bob's side ends, hung up by alice (%s)" % (label, end))
         if end is not None and "received" in end:
             received, lost = int(end["received"]), int(end["lost"])
-            R.check(received >= 150 and lost <= 10,
-                    "%s: bob received %d packets, lost %d" % (label, received, lost))
+            R.check(received >= 150 and lost <= 10 and int(end.get("video_frames", "0")) >= 40,
+                    "%s: bob received %d packets, lost %d, decoded %s video frames" % (
+                        label, received, lost, end.get("video_frames")))
         else:
             R.check(False, "%s: bob's end has packet figures (%s)" % (label, end))
     finally:
@@ -208,6 +293,8 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
     R.check(rc in (0, -15), "%s: bob's listen stops cleanly (exit %s)" % (label, rc))
     check_sweep(label + ": bob heard alice", b_out, 300, 3000)
     check_sweep(label + ": alice heard bob", a_out, 2500, 400)
+    check_video(label + ": bob saw alice", b_vout, a_vin)
+    check_video(label + ": alice saw bob", a_vout, b_vin)
 
 
 @section

@@ -311,7 +311,8 @@ def loopback(args, work):
         try:
             R.check(bob.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
                     "decline: bob listens")
-            r = kabar.run("alice", "call", "bob@localhost", *loop)
+            # --host-address before the JID takes one address, not the JID too.
+            r = kabar.run("alice", "call", *loop, "bob@localhost")
             R.check(r.returncode == 8 and "ended: decline, by the contact" in r.stdout and
                     "not taken (decline)" in r.stderr,
                     "decline: kabar call exits 8, declined by the contact (%s)" % show(r))
@@ -376,6 +377,16 @@ class Netns:
             self.sh("ip", "-n", n, "addr", "add", "10.213.%d.2/24" % i, "dev", c_end)
             self.sh("ip", "-n", n, "link", "set", c_end, "up")
             self.sh("ip", "-n", n, "route", "add", "10.213.9.1/32", "via", "10.213.%d.1" % i)
+        # libnice gathers only on interfaces flagged RUNNING, which a veth is once the kernel has
+        # seen its carrier (up to a second after packets already pass): wait for that.
+        deadline = time.time() + 10
+        for i, n in ((1, self.a), (2, self.b)):
+            while time.time() < deadline:
+                r = subprocess.run(["ip", "-n", n, "-o", "link", "show", "%sc%d" % (self.tag, i)],
+                                   capture_output=True, text=True)
+                if "state UP" in r.stdout:
+                    break
+                time.sleep(0.05)  # a poll interval
         return self
 
     def down(self):

@@ -845,13 +845,16 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
 // The media options of call, listen and chat.
 void add_call_media_options(CLI::App* cmd, CallFlags& f) {
   cmd->add_option("--audio-in", f.audio_in,
-                  "Send this WAV file (48 kHz, else resampled) instead of the microphone");
-  cmd->add_option("--audio-out", f.audio_out, "Write what we hear to this WAV file (48 kHz mono)");
+                  "Send this WAV file (48 kHz, else resampled); without it silence (sound "
+                  "devices are not supported yet)");
+  cmd->add_option("--audio-out", f.audio_out,
+                  "Write what we hear to this WAV file (48 kHz mono; each call anew)");
   cmd->add_option("--video-in", f.video_in, "Send this Y4M file as our video");
   cmd->add_option("--video-out", f.video_out, "Write the contact's video to this Y4M file");
   cmd->add_option("--host-address", f.host_addresses,
                   "Gather direct ICE candidates on this local address only (repeatable; "
-                  "127.0.0.1 for tests on loopback)");
+                  "127.0.0.1 for tests on loopback)")
+      ->allow_extra_args(false);  // one address per --host-address: JID is not taken as one
   cmd->add_flag("--relay-only", f.relay_only,
                 "Offer only relayed candidates (the server's TURN), never our addresses");
 }

@@ -12,7 +12,7 @@ signalling through the server, the media (ICE, DTLS-SRTP, Opus, VP8) peer to pee
 - relayed: the two clients in network namespaces of their own that cannot reach each other, each
   reaching only kabard's namespace, where Debian's coturn runs with use-auth-secret and kabard
   hands out its credentials (XEP-0215): the same sweeps and patterns, which can only go through
-  the TURN relay.
+  the TURN relay (the caller with --relay-only, the callee finding it by ICE).
 
 Run by ctest as: /usr/bin/python3 test_kabar_call.py --kabard PATH --kabarctl PATH (the kabar
 binary beside kabard is the one tested, so build-asan's works too).
@@ -481,7 +481,9 @@ def relayed(args, work):
                 break
             time.sleep(0.1)  # a poll interval: kabard opens its port soon after it starts
         R.check(r.returncode == 0, "relayed: alice logs in from namespace a (%s)" % show(r))
-        sweep_call(kabar, work, "relayed")
+        # alice offers only her relayed candidates (--relay-only), bob everything he has: ICE
+        # finds that only the relay works.
+        sweep_call(kabar, work, "relayed", caller_flags=("--relay-only",))
         with open(turn_log, errors="replace") as f:
             log = f.read()
         allocations = log.count("ALLOCATE processed, success")

@@ -126,7 +126,8 @@ CODE_BITS, CODE_W, CODE_H = 8, 40, 32  # the frame's number in a band of black a
 
 def write_pattern(path, phase):
     """FRAMES frames of moving vertical waves under a band that codes the frame's number."""
-    wave_row = [int(128 + 80 * math.sin(2 * math.pi * (x + phase) / 160)) for x in range(W + 4 * FRAMES)]
+    wave_row = [int(128 + 80 * math.sin(2 * math.pi * (x + phase) / 160))
+                for x in range(W + 4 * FRAMES)]
     chroma = bytes([128]) * (2 * (W // 2) * (H // 2))
     with open(path, "wb") as f:
         f.write(b"YUV4MPEG2 W%d H%d F%d:1 Ip A1:1 C420jpeg\n" % (W, H, FPS))
@@ -271,7 +272,8 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
                 "%s: the caller hangs up after 4 s and prints the figures (%s)" % (label, ended))
         call = bob.wait(lambda e: e.get("type") == "call", timeout=5)
         R.check(call is not None and call.get("from", "").startswith("alice@localhost/") and
-                call.get("media") == "audio and video", "%s: bob sees the call (%s)" % (label, call))
+                call.get("media") == "audio and video",
+                "%s: bob sees the call (%s)" % (label, call))
         conn = bob.wait(lambda e: e.get("type") == "call-state" and
                         e.get("state") == "connected", timeout=5)
         R.check(conn is not None, "%s: bob's side connects (%s)" % (label, conn))

@@ -4,7 +4,8 @@ loopback through kabard:
 - /call rings bob, who answers: the status line shows "in call with bob ... 0:0N, lost N%",
   counting; /hangup ends it and the conversation says so with the figures;
 - bob calls: the screen says "call from ...: /answer or /reject"; /answer takes it and bob's
-  `kabar call --duration 2` exits 0; /reject declines the next one and bob's exits 8.
+  `kabar call --duration 2` exits 0; /reject declines the next one and bob's exits 8;
+- /quit: the chat exits 0 (under ASan: no leak).
 
 Run: /usr/bin/python3 test_kabar_chat_call.py --kabard PATH --kabarctl PATH
 """
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -47,7 +49,9 @@ def main():
                  if kk.startswith("KABAR_") or kk in ("HOME", "PATH")}
             e["LANG"] = "C.UTF-8"
             heard = os.path.join(tmp, "alice-heard.wav")
-            tmux.start("alice", f"{k.binary} chat --host-address 127.0.0.1 --audio-out {heard}", e)
+            exit_file = os.path.join(tmp, "chat-exit")
+            tmux.start("alice", f"sh -c '{k.binary} chat --host-address 127.0.0.1 --audio-out "
+                       f"{heard}; echo $? > {exit_file}'", e)
             ok, text = tmux.wait("alice", f"{bob} - online")
             R.check(ok, "alice's chat shows bob online\n" + text)
 
@@ -93,6 +97,11 @@ def main():
             R.check(caller.returncode == 8 and "ended: decline, by the contact" in out,
                     f"/reject: bob's call is declined, exit 8 ({out} {err})")
             tmux.keys("alice", "/quit")
+            deadline = time.time() + 10
+            while not os.path.exists(exit_file) and time.time() < deadline:
+                time.sleep(0.1)  # a poll interval
+            code = open(exit_file).read().strip() if os.path.exists(exit_file) else None
+            R.check(code == "0", f"/quit: kabar chat exits 0 (exit {code})")
     finally:
         tmux.kill()
         for p in (caller,):

@@ -8,7 +8,8 @@ signalling through the server, the media (ICE, DTLS-SRTP, Opus, VP8) peer to pee
   order, above a PSNR floor against the frame sent with that number. Both sides print connected
   and ended, the caller hangs up after --duration and exits 0;
 - declined (listen --reject-calls) and unanswered (listen without an answer, --ring-timeout):
-  the caller exits 8 and says why, the callee sees the call and its end;
+  the caller exits 8 and says why, the callee sees the call and its end; no media path (the
+  caller --relay-only without a TURN server): --connect-timeout hangs up, exit 9;
 - relayed: the two clients in network namespaces of their own that cannot reach each other, each
   reaching only kabard's namespace, where Debian's coturn runs with use-auth-secret and kabard
   hands out its credentials (XEP-0215): the same sweeps and patterns, which can only go through
@@ -340,6 +341,26 @@ def loopback(args, work):
             R.check(call is not None and end is not None and end.get("reason") == "cancel" and
                     end.get("by") == "peer",
                     "no answer: bob saw the call ring, then withdrawn (%s, %s)" % (call, end))
+        finally:
+            bob.stop()
+
+        # No media path: alice offers only relayed candidates and this kabard has no TURN, so ICE
+        # has nothing to try; --connect-timeout hangs up.
+        bob = kabar.listen("bob", "--answer-calls", *loop)
+        try:
+            R.check(bob.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
+                    "no path: bob listens")
+            t0 = time.time()
+            r = kabar.run("alice", "call", "bob@localhost", "--relay-only", "--connect-timeout",
+                          "3", *loop)
+            secs = time.time() - t0
+            R.check(r.returncode == 9 and "ended: connectivity-error (no media path within 3 s), "
+                    "by us" in r.stdout and "the call failed" in r.stderr and secs < 15,
+                    "no path: kabar call gives up after 3 s and exits 9 in %.1f s (%s)" % (
+                        secs, show(r)))
+            end = bob.wait(lambda e: e.get("type") == "call-ended", timeout=5)
+            R.check(end is not None and end.get("by") == "peer",
+                    "no path: bob's side ends with it (%s)" % end)
         finally:
             bob.stop()
 

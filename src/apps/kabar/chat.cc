@@ -120,7 +120,7 @@ class ChatUi {
         client_(io, o),
         ft_(client_),
         calls_(client_, media_engine()),
-        call_stats_(io, calls_),
+        call_stats_(io, calls_, call.connect_timeout),
         call_clock_(io),
         call_flags_(std::move(call)),
         accept_dir_(std::move(accept_dir)),
@@ -288,7 +288,8 @@ class ChatUi {
       if (info.state == client::CallState::kActive) tick_call_clock();
       draw();
     };
-    calls_.on_ended = [this](const client::CallInfo& info, const client::CallEnd& e) {
+    calls_.on_ended = [this](const client::CallInfo& info, const client::CallEnd& ended) {
+      const client::CallEnd e = call_stats_.reported_end(info.id, ended);
       const std::string text = call_end_text(info, e, call_stats_.take(info.id));
       note(bare_of(info.peer), text);
       if (info.id != call_id_) return;
@@ -1046,7 +1047,7 @@ class ChatUi {
   client::Client client_;
   client::FileTransfer ft_;  // after client_: it registers handlers on it
   client::Calls calls_;      // likewise
-  CallStats call_stats_;     // after calls_
+  CallWatch call_stats_;     // after calls_
   asio::steady_timer call_clock_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for call_clock_'s handler
   CallFlags call_flags_;

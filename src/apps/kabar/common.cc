@@ -316,33 +316,67 @@ int call_exit_code(const client::CallEnd& end, bool was_active) {
   return kExitCallFailed;
 }
 
-CallStats::CallStats(asio::io_context& io, client::Calls& calls) : calls_(calls), timer_(io) {
+CallWatch::CallWatch(asio::io_context& io, client::Calls& calls, int connect_timeout)
+    : calls_(calls), connect_timeout_(connect_timeout), timer_(io) {
   schedule();
 }
 
-CallStats::~CallStats() {
+CallWatch::~CallWatch() {
   *alive_ = false;
   timer_.cancel();
 }
 
-void CallStats::schedule() {
+void CallWatch::schedule() {
   timer_.expires_after(std::chrono::milliseconds(500));
   // A wait that completed just before the cancel still runs, after `this` is gone.
   timer_.async_wait([this, alive = alive_](boost::system::error_code ec) {
     if (ec || !*alive) return;
     sample();
+    check_connecting();
     schedule();
   });
 }
 
-void CallStats::sample() {
+void CallWatch::sample() {
   for (const client::CallInfo& c : calls_.calls()) {
     if (c.state != client::CallState::kActive) continue;
     if (auto st = calls_.stats(c.id)) last_[c.id] = *st;
   }
 }
 
-std::optional<client::media::Stats> CallStats::take(const std::string& id) {
+void CallWatch::check_connecting() {
+  const auto now = std::chrono::steady_clock::now();
+  std::map<std::string, std::chrono::steady_clock::time_point> still;
+  std::vector<std::string> expired;
+  for (const client::CallInfo& c : calls_.calls()) {
+    if (c.state != client::CallState::kAccepted && c.state != client::CallState::kConnecting)
+      continue;
+    auto it = connecting_since_.find(c.id);
+    const auto since = it == connecting_since_.end() ? now : it->second;
+    still[c.id] = since;
+    if (connect_timeout_ > 0 && now - since >= std::chrono::seconds(connect_timeout_))
+      expired.push_back(c.id);
+  }
+  connecting_since_ = std::move(still);
+  for (const std::string& id : expired) {
+    connecting_since_.erase(id);
+    timed_out_.insert(id);
+    calls_.hang_up(id);  // the end is reported through Calls::on_ended, now
+  }
+}
+
+bool CallWatch::take_timed_out(const std::string& id) { return timed_out_.erase(id) > 0; }
+
+client::CallEnd CallWatch::reported_end(const std::string& id, const client::CallEnd& end) {
+  if (!take_timed_out(id)) return end;
+  client::CallEnd e = end;
+  e.reason = "connectivity-error";
+  e.text = "no media path within " + std::to_string(connect_timeout_) + " s";
+  e.by_peer = false;
+  return e;
+}
+
+std::optional<client::media::Stats> CallWatch::take(const std::string& id) {
   auto it = last_.find(id);
   if (it == last_.end()) return std::nullopt;
   client::media::Stats st = it->second;
@@ -350,7 +384,7 @@ std::optional<client::media::Stats> CallStats::take(const std::string& id) {
   return st;
 }
 
-std::optional<client::media::Stats> CallStats::peek(const std::string& id) const {
+std::optional<client::media::Stats> CallWatch::peek(const std::string& id) const {
   auto it = last_.find(id);
   if (it == last_.end()) return std::nullopt;
   return it->second;

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
 #include <vector>
@@ -103,6 +104,7 @@ struct CallFlags {
   std::string audio_in, audio_out, video_in, video_out;
   std::vector<std::string> host_addresses;  // gather on these only (tests: 127.0.0.1)
   bool relay_only = false;
+  int connect_timeout = 30;  // seconds from the answer to media flowing (0: no limit)
   // Copies them into the settings every call of `calls` starts with.
   void apply(client::media::Config& config) const;
   // An error message for an input file that cannot be read, or empty.
@@ -129,22 +131,33 @@ std::string call_duration_text(std::chrono::seconds duration);  // "M:SS" or "H:
 // kExitCallFailed.
 int call_exit_code(const client::CallEnd& end, bool was_active);
 
-// The latest media statistics of every active call, sampled twice a second: the engine stops
-// with the call, and Calls forgets a call before it reports the end.
-class CallStats {
+// Watches the calls twice a second. Keeps the latest media statistics of every active call (the
+// engine stops with the call, and Calls forgets a call before it reports the end), and hangs up
+// a call answered `connect_timeout` seconds ago whose media never started: ICE without a working
+// candidate pair can wait forever (with no local candidate at all, libnice never says it failed).
+class CallWatch {
  public:
-  CallStats(asio::io_context& io, client::Calls& calls);
-  ~CallStats();
-  CallStats(const CallStats&) = delete;
-  CallStats& operator=(const CallStats&) = delete;
+  CallWatch(asio::io_context& io, client::Calls& calls, int connect_timeout);
+  ~CallWatch();
+  CallWatch(const CallWatch&) = delete;
+  CallWatch& operator=(const CallWatch&) = delete;
   void sample();  // now (before a hang-up of ours)
   // The last sample of call `id`, forgotten after this.
   std::optional<client::media::Stats> take(const std::string& id);
   std::optional<client::media::Stats> peek(const std::string& id) const;
+  // True once for a call this hung up for want of a media path (forgotten after this).
+  bool take_timed_out(const std::string& id);
+  // The end to report for a call that ended: `end`, or connectivity-error for one hung up here
+  // for want of a media path.
+  client::CallEnd reported_end(const std::string& id, const client::CallEnd& end);
 
  private:
   void schedule();
+  void check_connecting();
   client::Calls& calls_;
+  int connect_timeout_;
+  std::map<std::string, std::chrono::steady_clock::time_point> connecting_since_;
+  std::set<std::string> timed_out_;
   asio::steady_timer timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::map<std::string, client::media::Stats> last_;

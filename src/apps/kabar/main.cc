@@ -501,7 +501,7 @@ awaitable<int> cmd_call(asio::io_context& io, client::Options o, std::string to,
   // Negative priority: this short-lived resource must not take the account's messages.
   c.send_presence({}, {}, -1);
   auto run = std::make_shared<CallRun>(io);
-  CallStats stats(io, calls);
+  CallWatch stats(io, calls, flags.connect_timeout);
   asio::steady_timer ring(io), hangup(io);
   asio::signal_set signals(io, SIGINT, SIGTERM);
   std::string id;
@@ -525,8 +525,9 @@ awaitable<int> cmd_call(asio::io_context& io, client::Options o, std::string to,
       calls.hang_up(id);
     });
   };
-  calls.on_ended = [&, run](const client::CallInfo& info, const client::CallEnd& e) {
+  calls.on_ended = [&, run](const client::CallInfo& info, const client::CallEnd& ended) {
     if (info.id != id) return;
+    const client::CallEnd e = stats.reported_end(id, ended);
     if (run->unanswered)
       print_line("no answer from " + info.peer + " within " + std::to_string(ring_timeout) + " s");
     else
@@ -575,10 +576,9 @@ awaitable<int> cmd_call(asio::io_context& io, client::Options o, std::string to,
   run->ended = true;
   const int code = run->unanswered ? kExitCallNotTaken : call_exit_code(run->end, run->was_active);
   if (code == kExitCallNotTaken)
-    fail(code, run->unanswered ? "the call was not answered"
-               : run->end.reason == "cancel" && !run->end.by_peer
-                   ? "the call was cancelled"
-                   : "the call was not taken (" + run->end.reason + ")");
+    fail(code, run->unanswered     ? "the call was not answered"
+               : !run->end.by_peer ? "the call was cancelled before it connected"
+                                   : "the call was not taken (" + run->end.reason + ")");
   else if (code == kExitCallFailed)
     fail(code, "the call failed (" + run->end.reason +
                    (run->end.text.empty() ? "" : ": " + run->end.text) + ")");
@@ -722,7 +722,7 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
   // --reject-calls, else left ringing until the caller gives up.
   client::Calls calls(c, media_engine());
   files.call.apply(calls.config);
-  CallStats call_stats(io, calls);
+  CallWatch call_stats(io, calls, files.call.connect_timeout);
   calls.on_incoming = [&](const client::CallInfo& in) {
     out("call", {{"id", in.id}, {"from", in.peer}, {"media", call_media_text(in)}},
         call_state_text(in));
@@ -744,7 +744,8 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
         {{"id", info.id}, {"peer", info.peer}, {"state", call_state_name(info.state)}},
         call_state_text(info));
   };
-  calls.on_ended = [&](const client::CallInfo& info, const client::CallEnd& e) {
+  calls.on_ended = [&](const client::CallInfo& info, const client::CallEnd& ended) {
+    const client::CallEnd e = call_stats.reported_end(info.id, ended);
     std::optional<client::media::Stats> st = call_stats.take(info.id);
     std::vector<std::pair<std::string, std::string>> f{
         {"id", info.id},
@@ -857,6 +858,11 @@ void add_call_media_options(CLI::App* cmd, CallFlags& f) {
       ->allow_extra_args(false);  // one address per --host-address: JID is not taken as one
   cmd->add_flag("--relay-only", f.relay_only,
                 "Offer only relayed candidates (the server's TURN), never our addresses");
+  cmd->add_option("--connect-timeout", f.connect_timeout,
+                  "Hang up an answered call whose media have not started after this many "
+                  "seconds (0: never)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 }
 
 }  // namespace

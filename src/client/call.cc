@@ -255,7 +255,8 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     // The peer refused the session (or never answered): nothing more to say to it.
     CallEnd e;
     e.reason = cond == "timeout" ? "timeout" : "general-error";
-    e.text = "the contact's client answered " + cond;
+    e.text = cond == "timeout" ? "the contact's client did not answer"
+                               : "the contact's client answered " + cond;
     e.by_peer = cond != "timeout";
     self->end(c, std::move(e));
   }
@@ -523,6 +524,12 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       return true;
     }
     const std::string& act = a->action;
+    if (act == "session-accept" &&
+        (c->info.incoming || c->info.state != CallState::kAccepted || c->remote_set)) {
+      // XEP-0166 §10: only the responder accepts, once.
+      send_jingle_error(iq, "unexpected-request", "out-of-order");
+      return true;
+    }
     if (act == "session-accept" || act == "transport-info" || act == "session-terminate" ||
         act == "session-info" || act == "description-info" || act == "security-info") {
       client->send_stanza(xmpp::make_iq_result(iq));
@@ -545,11 +552,23 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     return true;
   }
 
+  // An IQ error with a XEP-0166 §10 condition beside the stanza one.
+  void send_jingle_error(const xml::Element& iq, const char* condition, const char* jingle) {
+    xml::Element e = xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, condition);
+    if (xml::Element* er = e.child("error")) er->add_child(jingle, rtp::kJingleErrors);
+    client->send_stanza(e);
+  }
+
   void on_initiate(const xml::Element& iq, CallPtr c, rtp::Action a) {
     std::string from(iq.attr("from"));
     if (c) {
       // After our proceed (or, from a hasty initiator, while ringing): the session we agreed.
-      if (!c->info.incoming || c->info.peer != from || c->session || c->offer) {
+      if (c->info.peer == from && (c->session || c->offer)) {
+        // XEP-0166 §10: a second session-initiate in a session that has one.
+        send_jingle_error(iq, "unexpected-request", "out-of-order");
+        return;
+      }
+      if (!c->info.incoming || c->info.peer != from) {
         client->send_stanza(xmpp::make_error_reply(iq, xmpp::ErrorType::kCancel, "conflict"));
         return;
       }
@@ -844,9 +863,10 @@ awaitable<Error> Calls::fetch_ice_servers() {
   if (const xml::Element* s = r->child("services", kExtdisco)) {
     for (const xml::Element* e : s->children("service", kExtdisco)) {
       std::string type(e->attr("type"));
-      if (type != "stun" && type != "turn" && type != "turns") continue;
+      // TURN over TLS ("turns") is not something the engine speaks: left out.
+      if (type != "stun" && type != "turn") continue;
       media::IceServer srv;
-      srv.type = type == "turns" ? "turn" : type;
+      srv.type = type;
       srv.host = std::string(e->attr("host"));
       unsigned port = 3478;
       std::string_view p = e->attr("port");

@@ -157,6 +157,9 @@ std::optional<Candidate> parse_candidate(const xml::Element& c) {
       !parse_uint(c.attr("priority"), out.priority)) {
     return std::nullopt;
   }
+  // RFC 8445 §5.1.1: the four candidate types; anything else is no candidate we can pair.
+  if (out.type != "host" && out.type != "srflx" && out.type != "prflx" && out.type != "relay")
+    return std::nullopt;
   out.component = static_cast<int>(component);
   out.port = static_cast<std::uint16_t>(port);
   if (c.has_attr("rel-port")) {

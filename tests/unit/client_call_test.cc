@@ -762,6 +762,25 @@ TEST_F(CallTest, CandidatesOfAnotherIceGenerationAreIgnored) {
   EXPECT_TRUE(engines[0]->candidates.empty());  // an ICE restart, not done here
 }
 
+TEST_F(CallTest, ActionsOutOfOrder) {
+  receive(browser_initiate("s-oo"));
+  calls->accept("s-oo");
+  sent();
+  // XEP-0166 §10: a second session-initiate, or a session-accept sent to the responder.
+  receive(browser_initiate("s-oo"));
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(condition(out[0]), "unexpected-request");
+  EXPECT_NE(out[0].child("error")->child("out-of-order", "urn:xmpp:jingle:errors:1"), nullptr);
+  receive(
+      "<iq type='set' id='acc9' from='bob@example.org/browser'>"
+      "<jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='s-oo'/></iq>");
+  out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(condition(out[0]), "unexpected-request");
+  EXPECT_EQ(calls->info("s-oo")->state, CallState::kConnecting);
+}
+
 TEST_F(CallTest, UnsupportedActionsAreRefused) {
   receive(browser_initiate("s-ca"));
   calls->accept("s-ca");
@@ -842,6 +861,7 @@ TEST_F(CallTest, IceServersFromExtdisco) {
           "<service type='stun' host='turn.example.org' port='3478' transport='udp'/>"
           "<service type='turn' host='turn.example.org' port='3478' transport='udp' "
           "username='1700000000:alice@example.org' password='c2VjcmV0' restricted='1'/>"
+          "<service type='turns' host='turn.example.org' port='5349' transport='tcp'/>"
           "<service type='socks5' host='proxy.example.org' port='7777' transport='tcp'/>"
           "</services></iq>");
   EXPECT_FALSE(result) << result.message;

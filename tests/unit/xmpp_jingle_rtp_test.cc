@@ -184,6 +184,10 @@ TEST(JingleRtp, TrickledCandidatesWithoutOptionalAttributes) {
                  priority='2122260223' protocol='udp' type='host'/>
       <candidate component='1' foundation='1' ip='192.168.1.5' port='9' priority='1518280447'
                  protocol='tcp' type='host' tcptype='active'/>
+      <candidate component='1' foundation='3' ip='192.168.1.5' port='7' priority='1'
+                 protocol='udp' type='sideways'/>
+      <candidate component='1' foundation='4' ip='192.168.1.5' port='0' priority='1'
+                 protocol='udp' type='host'/>
     </transport>
   </content>
 </jingle>)"),
@@ -194,7 +198,7 @@ TEST(JingleRtp, TrickledCandidatesWithoutOptionalAttributes) {
   ASSERT_TRUE(a->contents[0].transport);
   const auto& t = *a->contents[0].transport;
   ASSERT_EQ(t.candidates.size(), 1u);
-  EXPECT_EQ(t.ignored_candidates, 1u);
+  EXPECT_EQ(t.ignored_candidates, 3u);  // TCP, an unknown type, port 0
   EXPECT_EQ(t.candidates[0].foundation, "842163049");
   EXPECT_EQ(t.candidates[0].port, 54321);
   EXPECT_EQ(t.candidates[0].id, "");

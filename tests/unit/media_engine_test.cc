@@ -1,6 +1,13 @@
 // Two engines in one process calling each other over 127.0.0.1: ICE, DTLS-SRTP and Opus for
 // real, the signalling done by hand (what the Jingle side does over XMPP).
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,14 +24,13 @@
 #include "client/media/media.h"
 #include "client/media/wav.h"
 #include "client/media/y4m.h"
+#include "media_test_util.h"
 
 namespace kabar::client::media {
 namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int kRate = 48000;
-constexpr double kSweepSeconds = 3.0;
 // Generous: a loaded two-core machine runs four builds beside this test.
 constexpr auto kTimeout = 30s;
 
@@ -50,18 +56,6 @@ struct Events {
   }
 };
 
-// A linear sweep from f0 to f1 Hz.
-std::vector<std::int16_t> sweep(double f0, double f1) {
-  std::size_t n = std::size_t(kSweepSeconds * kRate);
-  std::vector<std::int16_t> out(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    double t = double(i) / kRate;
-    double phase = 2 * M_PI * (f0 * t + (f1 - f0) * t * t / (2 * kSweepSeconds));
-    out[i] = std::int16_t(12000 * std::sin(phase));
-  }
-  return out;
-}
-
 std::filesystem::path temp_file(const std::string& name) {
   return std::filesystem::temp_directory_path() /
          ("kabar-media-" + std::to_string(::getpid()) + "-" + name);
@@ -74,60 +68,25 @@ void write_file(const std::filesystem::path& path, const std::vector<std::uint8_
   std::fclose(f);
 }
 
-// The frequency of a window from its upward zero crossings (interpolated); 0 when too few.
-double frequency(const std::int16_t* s, std::size_t n) {
-  double first = -1, last = -1;
-  int crossings = 0;
-  for (std::size_t i = 1; i < n; ++i) {
-    if (s[i - 1] < 0 && s[i] >= 0) {
-      double x = double(i - 1) + double(-s[i - 1]) / double(s[i] - s[i - 1]);
-      if (first < 0) first = x;
-      last = x;
-      ++crossings;
-    }
-  }
-  if (crossings < 3) return 0;
-  return double(crossings - 1) * kRate / (last - first);
-}
-
-// How many 50 ms windows of `received` follow the sweep f0 -> f1 within 5% (+10 Hz), with the
-// received audio shifted by the best offset into the sweep (the first packets may be lost).
-struct Track {
-  int windows = 0;
-  int matching = 0;
-  double offset = 0;
-};
-Track follow_sweep(const std::vector<std::int16_t>& received, double f0, double f1) {
-  constexpr std::size_t kWindow = kRate / 20;
-  Track best;
-  for (double offset = -0.2; offset <= 1.0; offset += 0.005) {
-    Track t;
-    t.offset = offset;
-    // Windows wholly inside the sweep, away from its ends.
-    for (double start = 0.05; start + 0.05 <= kSweepSeconds - 0.05; start += 0.05) {
-      double at = start - offset;  // the window's start in the received audio
-      if (at < 0) continue;
-      auto i = std::size_t(at * kRate);
-      if (i + kWindow > received.size()) break;
-      ++t.windows;
-      double expected = f0 + (f1 - f0) * (start + 0.025) / kSweepSeconds;
-      double got = frequency(received.data() + i, kWindow);
-      if (std::abs(got - expected) <= 0.05 * expected + 10) ++t.matching;
-    }
-    if (t.matching > best.matching) best = t;
-  }
-  return best;
-}
-
 struct Call {
   Events a_events, b_events;
-  std::unique_ptr<Session> a, b;  // a offers and controls, b answers
+  std::mutex candidates_mutex;
+  std::vector<IceCandidate> a_candidates;  // what a offered
+  std::unique_ptr<Session> a, b;           // a offers and controls, b answers
 
   Call(Config a_config, Config b_config) {
     a_config.controlling = true;
     b_config.controlling = false;
     a_config.host_addresses = b_config.host_addresses = {"127.0.0.1"};
-    a = make_session(a_config, callbacks(a_events, b));
+    Callbacks a_callbacks = callbacks(a_events, b);
+    a_callbacks.local_candidate = [this](const IceCandidate& c) {
+      {
+        std::lock_guard lock(candidates_mutex);
+        a_candidates.push_back(c);
+      }
+      b->add_remote_candidate(c);
+    };
+    a = make_session(a_config, a_callbacks);
     b = make_session(b_config, callbacks(b_events, a));
   }
   ~Call() {
@@ -206,8 +165,10 @@ TEST(MediaEngine, SweepsGoBothWays) {
     EXPECT_GE(as.rtp_sent, as.rtp_received - 10);
     EXPECT_LE(as.rtp_lost, 5u);
     EXPECT_LE(bs.rtp_lost, 5u);
-    EXPECT_LE(as.audio_frames_concealed, 15u);
-    EXPECT_LE(bs.audio_frames_concealed, 15u);
+    // A loaded machine (sanitizers, parallel builds) stalls a sender now and then: a frame
+    // late for its turn is concealed. The sweep's track below is the real check.
+    EXPECT_LE(as.audio_frames_concealed, as.rtp_received / 10);
+    EXPECT_LE(bs.audio_frames_concealed, bs.rtp_received / 10);
     EXPECT_GT(as.seconds, kSweepSeconds);
     EXPECT_TRUE(call.a_events.gathered && call.b_events.gathered);
   }  // stop() fixes up the WAV headers
@@ -320,6 +281,94 @@ TEST(MediaEngine, VideoGoesThrough) {
   EXPECT_GE(best, 30.0);
   std::filesystem::remove(in);
   std::filesystem::remove(out);
+}
+
+// A free UDP port on 127.0.0.1 (free a moment ago: the server started next takes it).
+std::uint16_t free_udp_port() {
+  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Debian's coturn on loopback with one static user, for as long as the test runs.
+struct Coturn {
+  pid_t pid = -1;
+  std::uint16_t port = 0;
+  explicit Coturn(const std::filesystem::path& dir) {
+    port = free_udp_port();
+    std::string port_s = std::to_string(port), min_s = std::to_string(port + 1),
+                max_s = std::to_string(port + 200), log = (dir / "turn.log").string();
+    std::vector<std::string> args = {"turnserver", "-n",
+                                     "--no-cli",   "--no-tls",
+                                     "--no-dtls",  "-L",
+                                     "127.0.0.1",  "-E",
+                                     "127.0.0.1",  "-p",
+                                     port_s,       "--min-port",
+                                     min_s,        "--max-port",
+                                     max_s,        "--allow-loopback-peers",
+                                     "-a",         "-f",
+                                     "-r",         "kabar",
+                                     "-u",         "alice:secret",
+                                     "--log-file", log,
+                                     "--pidfile",  (dir / "turn.pid").string(),
+                                     "--userdb",   (dir / "turn.db").string()};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    // Its chatter (stdout, stderr) would drown the test's.
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    if (posix_spawn(&pid, "/usr/bin/turnserver", &actions, nullptr, argv.data(), environ) != 0)
+      pid = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~Coturn() {
+    if (pid > 0) {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+TEST(MediaEngine, RelayOnlyGoesThroughTurn) {
+  if (!std::filesystem::exists("/usr/bin/turnserver")) GTEST_SKIP() << "no coturn";
+  auto dir = temp_file("turn");
+  std::filesystem::create_directories(dir);
+  Coturn turn(dir);
+  ASSERT_GT(turn.pid, 0);
+  {
+    Config ac, bc;
+    IceServer server{"turn", "127.0.0.1", turn.port, "udp", "alice", "secret"};
+    ac.ice_servers = bc.ice_servers = {server};
+    ac.relay_only = bc.relay_only = true;
+    Call call(ac, bc);
+    call.signal();
+    ASSERT_TRUE(call.a_events.wait([](Events& e) { return e.connected || !e.failures.empty(); }));
+    ASSERT_TRUE(call.b_events.wait([](Events& e) { return e.connected || !e.failures.empty(); }));
+    ASSERT_TRUE(call.a_events.failures.empty()) << call.a_events.failures[0];
+    ASSERT_TRUE(call.b_events.failures.empty()) << call.b_events.failures[0];
+    auto deadline = std::chrono::steady_clock::now() + kTimeout;
+    while (call.b->stats().rtp_received < 25 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);
+    EXPECT_GE(call.b->stats().rtp_received, 25u);
+    EXPECT_GE(call.a->stats().rtp_received, 1u);
+    std::lock_guard lock(call.candidates_mutex);
+    EXPECT_FALSE(call.a_candidates.empty());
+    for (const auto& c : call.a_candidates) {
+      EXPECT_EQ(c.type, "relay");
+      EXPECT_EQ(c.ip, "127.0.0.1");
+      EXPECT_NE(c.port, turn.port);
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(MediaEngine, ABadInputFileIsReported) {

@@ -13,7 +13,6 @@
 #include <netdb.h>
 #include <nice/agent.h>
 #include <openssl/rand.h>
-#include <opus/opus.h>
 #include <vpx/vp8cx.h>
 #include <vpx/vp8dx.h>
 #include <vpx/vpx_decoder.h>
@@ -28,8 +27,8 @@
 #include <thread>
 
 #include "client/media/dtls.h"
-#include "client/media/jitter_buffer.h"
 #include "client/media/media.h"
+#include "client/media/opus_audio.h"
 #include "client/media/rtp.h"
 #include "client/media/srtp.h"
 #include "client/media/vp8.h"
@@ -39,12 +38,13 @@
 namespace kabar::client::media {
 namespace {
 
-constexpr int kRate = 48000;
-constexpr int kFrame = 960;                   // 20 ms at 48 kHz
-constexpr gint64 kFrameUs = 20000;            // one frame, in g_get_monotonic_time() units
-constexpr gint64 kPlayoutDelayUs = 60000;     // fixed jitter-buffer delay
-constexpr guint kTickMs = 10;                 // media clock granularity
-constexpr int kDefaultOpusPayloadType = 111;  // what browsers use; ours when nothing is signalled
+constexpr int kRate = kOpusRate;
+constexpr int kFrame = kOpusFrame;
+constexpr gint64 kFrameUs = 20000;             // one frame, in g_get_monotonic_time() units
+constexpr gint64 kPlayoutDelayUs = 60000;      // the jitter buffer's delay to start with
+constexpr gint64 kMaxPlayoutDelayUs = 200000;  // what late packets can raise it to
+constexpr guint kTickMs = 10;                  // media clock granularity
+constexpr int kDefaultOpusPayloadType = 111;   // what browsers use; ours when nothing is signalled
 constexpr int kDefaultVp8PayloadType = 96;
 constexpr int kVideoClock = 90000;
 constexpr gint64 kPliIntervalUs = 300000;  // at most this often, while frames stay undecodable
@@ -177,6 +177,7 @@ class Engine final : public Session {
   void publish_stats(gint64 now);
   void fail(const std::string& why);
   void shutdown();
+  void finish();
 
   static void on_new_candidate(NiceAgent*, NiceCandidate* candidate, gpointer self);
   static void on_gathering_done(NiceAgent*, guint, gpointer self);
@@ -224,17 +225,18 @@ class Engine final : public Session {
   std::uint32_t timestamp_ = 0;
   bool first_packet_ = true;
   gint64 next_send_ = 0;
-  OpusEncoder* encoder_ = nullptr;
-  OpusDecoder* decoder_ = nullptr;
+  OpusSender opus_out_;
+  OpusReceiver opus_in_;
   WavAudio input_;
   std::size_t input_pos_ = 0;
   WavWriter output_;
-  JitterBuffer jitter_;
   ReceiveStats receive_stats_;
   gint64 playout_start_ = -1;
+  gint64 playout_delay_ = kPlayoutDelayUs;
   std::uint64_t played_ = 0;
   std::uint64_t sent_ = 0;
-  std::uint64_t octets_sent_ = 0;
+  std::uint64_t audio_sent_ = 0;
+  std::uint64_t octets_sent_ = 0;  // audio payload
   std::uint32_t remote_ssrc_ = 0;
   bool remote_ssrc_known_ = false;
   std::uint32_t last_sr_ = 0;  // middle 32 bits of the peer's last SR
@@ -267,7 +269,6 @@ class Engine final : public Session {
   std::uint32_t video_remote_ssrc_ = 0;
   ReceiveStats video_receive_stats_;
   std::uint64_t video_decoded_ = 0;
-  std::uint64_t concealed_ = 0;
 };
 
 Engine::Engine(Config config, Callbacks callbacks)
@@ -277,8 +278,9 @@ Engine::Engine(Config config, Callbacks callbacks)
   // RFC 8445 full ICE with trickle (RFC 8838); regular nomination is libnice's default for
   // RFC 5245 compatibility when the option is not given.
   agent_ = nice_agent_new_full(context_, NICE_COMPATIBILITY_RFC5245, NICE_AGENT_OPTION_ICE_TRICKLE);
+  // No UPnP: libnice would ask the LAN's router for port mappings from threads of its own.
   g_object_set(agent_, "controlling-mode", gboolean(config_.controlling), "ice-tcp", FALSE,
-               "force-relay", gboolean(config_.relay_only), nullptr);
+               "force-relay", gboolean(config_.relay_only), "upnp", FALSE, nullptr);
   for (const auto& address : config_.host_addresses) {
     NiceAddress a;
     nice_address_init(&a);
@@ -313,11 +315,7 @@ Engine::Engine(Config config, Callbacks callbacks)
   char cname[17];
   std::snprintf(cname, sizeof cname, "%08x%08x", random32(), random32());
   cname_ = cname;
-  int err = 0;
-  encoder_ = opus_encoder_create(kRate, 1, OPUS_APPLICATION_VOIP, &err);
-  if (encoder_ != nullptr) opus_encoder_ctl(encoder_, OPUS_SET_BITRATE(32000));
-  decoder_ = opus_decoder_create(kRate, 1, &err);
-  if (encoder_ == nullptr || decoder_ == nullptr) init_error_ = "opus: cannot create the codec";
+  if (!opus_out_.ok() || !opus_in_.ok()) init_error_ = "opus: cannot create the codec";
   // Without a file the microphone would be read here; device capture (ALSA/PulseAudio) is not
   // part of this engine yet, so an empty audio_in sends silence.
   if (!config_.audio_in.empty() && !read_wav(config_.audio_in, kRate, input_, error))
@@ -368,16 +366,17 @@ Engine::~Engine() {
   if (agent_ != nullptr) g_object_unref(agent_);
   g_main_loop_unref(loop_);
   g_main_context_unref(context_);
-  if (encoder_ != nullptr) opus_encoder_destroy(encoder_);
   if (video_encoder_ready_) vpx_codec_destroy(&video_encoder_);
   if (video_decoder_ready_) vpx_codec_destroy(&video_decoder_);
-  if (decoder_ != nullptr) opus_decoder_destroy(decoder_);
 }
 
 void Engine::post(std::function<void()> fn) {
   // An idle source rather than g_main_context_invoke(): that one runs the closure right here
   // when the context happens to be free, which would put agent calls on the caller's thread.
-  auto* closure = new std::function<void()>(std::move(fn));
+  // After shutdown() nothing runs, though the loop may still dispatch this iteration's sources.
+  auto* closure = new std::function<void()>([this, fn = std::move(fn)] {
+    if (!closed_) fn();
+  });
   GSource* source = g_idle_source_new();
   g_source_set_priority(source, G_PRIORITY_DEFAULT);
   g_source_set_callback(
@@ -413,6 +412,25 @@ void Engine::shutdown() {
     g_source_unref(tick_source_);
     tick_source_ = nullptr;
   }
+  // TURN allocations are released (RFC 8656 §7: a refresh with lifetime 0) before the agent
+  // goes, within a second: a server that does not answer does not hold up stop().
+  nice_agent_close_async(
+      agent_, [](GObject*, GAsyncResult*, gpointer self) { static_cast<Engine*>(self)->finish(); },
+      this);
+  GSource* timeout = g_timeout_source_new(1000);
+  g_source_set_callback(
+      timeout,
+      [](gpointer self) -> gboolean {
+        static_cast<Engine*>(self)->finish();
+        return G_SOURCE_REMOVE;
+      },
+      this, nullptr);
+  g_source_attach(timeout, context_);
+  g_source_unref(timeout);
+}
+
+void Engine::finish() {
+  if (agent_ == nullptr) return;
   // Unreferenced here, on its own thread, so its sockets and timers leave the context now.
   g_object_unref(agent_);
   agent_ = nullptr;
@@ -616,9 +634,14 @@ void Engine::on_media(std::span<const std::uint8_t> d) {
   remote_ssrc_known_ = true;
   receive_stats_.on_packet(rtp->header.sequence, rtp->header.timestamp,
                            std::uint32_t(now * (kRate / 1000) / 1000));
-  if (playout_start_ < 0) playout_start_ = now + kPlayoutDelayUs;
-  jitter_.push(rtp->header.sequence,
-               std::vector<std::uint8_t>(rtp->payload.begin(), rtp->payload.end()));
+  if (playout_start_ < 0) playout_start_ = now + playout_delay_;
+  // A packet after its turn (concealed already) says the delay is short for this path: the
+  // playout pauses a frame, once per late packet, up to the ceiling.
+  if (opus_in_.push(rtp->header.sequence, rtp->payload) == JitterBuffer::Push::kLate &&
+      playout_delay_ + kFrameUs <= kMaxPlayoutDelayUs) {
+    playout_delay_ += kFrameUs;
+    playout_start_ += kFrameUs;
+  }
 }
 
 void Engine::tick() {
@@ -658,10 +681,10 @@ void Engine::tick() {
 
 void Engine::send_rtcp(gint64 now) {
   std::optional<SenderInfo> sender;
-  if (sent_ > 0) {
+  if (audio_sent_ > 0) {  // the report is the audio source's; video sends none
     // The RTP timestamp of the sample being captured now (the next frame's, less what is due).
     auto behind = std::uint32_t((next_send_ - now) * (kRate / 1000) / 1000);
-    sender = SenderInfo{ntp_now(), timestamp_ - behind, std::uint32_t(sent_),
+    sender = SenderInfo{ntp_now(), timestamp_ - behind, std::uint32_t(audio_sent_),
                         std::uint32_t(octets_sent_)};
   }
   std::optional<ReportBlock> block;
@@ -672,10 +695,7 @@ void Engine::send_rtcp(gint64 now) {
       block->delay_since_sr = std::uint32_t((now - last_sr_at_) * 65536 / 1000000);
     }
   }
-  auto packet = write_rtcp_report(ssrc_, sender, block, cname_);
-  if (!srtp_out_.protect(packet, true)) return;
-  nice_agent_send(agent_, stream_id_, 1, guint(packet.size()),
-                  reinterpret_cast<const gchar*>(packet.data()));
+  send_packet(write_rtcp_report(ssrc_, sender, block, cname_), true);
 }
 
 void Engine::send_frame() {
@@ -685,9 +705,8 @@ void Engine::send_frame() {
     std::copy_n(input_.samples.begin() + std::ptrdiff_t(input_pos_), n, pcm);
     input_pos_ += n;
   }
-  unsigned char payload[1275];  // RFC 6716 §3.4: the largest Opus frame
-  opus_int32 n = opus_encode(encoder_, pcm, kFrame, payload, sizeof payload);
-  if (n < 0) return;
+  auto payload = opus_out_.encode(std::span<const std::int16_t, kOpusFrame>(pcm, kFrame));
+  if (payload.empty()) return;
   RtpHeader header;
   header.marker = first_packet_;  // RFC 3551 §4.1: the first packet of a talkspurt
   header.payload_type = std::uint8_t(payload_type_);
@@ -696,31 +715,13 @@ void Engine::send_frame() {
   header.ssrc = ssrc_;
   timestamp_ += kFrame;
   first_packet_ = false;
-  auto packet = write_rtp(header, std::span<const std::uint8_t>(payload, std::size_t(n)));
-  if (!srtp_out_.protect(packet, false)) return;
-  nice_agent_send(agent_, stream_id_, 1, guint(packet.size()),
-                  reinterpret_cast<const gchar*>(packet.data()));
+  send_packet(write_rtp(header, payload), false);
   ++sent_;
-  octets_sent_ += std::uint64_t(n);
+  ++audio_sent_;
+  octets_sent_ += payload.size();
 }
 
-void Engine::play_frame() {
-  auto frame = jitter_.pop();
-  if (!frame) return;
-  // Room for the longest Opus packet (120 ms) should a peer send more than 20 ms at once.
-  std::int16_t pcm[kFrame * 6];
-  int n = -1;
-  if (!frame->missing) {
-    n = opus_decode(decoder_, frame->payload.data(), opus_int32(frame->payload.size()), pcm,
-                    kFrame * 6, 0);
-  }
-  if (n < 0) {
-    // RFC 6716 §4.4: a null packet asks the decoder to conceal the lost one.
-    n = opus_decode(decoder_, nullptr, 0, pcm, kFrame, 0);
-    ++concealed_;
-  }
-  if (n > 0) output_.write(std::span<const std::int16_t>(pcm, std::size_t(n)));
-}
+void Engine::play_frame() { output_.write(opus_in_.pull()); }
 
 void Engine::publish_stats(gint64 now) {
   std::lock_guard lock(mutex_);
@@ -729,7 +730,7 @@ void Engine::publish_stats(gint64 now) {
   stats_.rtp_received = receive_stats_.received() + video_receive_stats_.received();
   stats_.rtp_lost = receive_stats_.lost() + video_receive_stats_.lost();
   stats_.video_frames_decoded = video_decoded_;
-  stats_.audio_frames_concealed = concealed_;
+  stats_.audio_frames_concealed = opus_in_.concealed();
   stats_.jitter_ms = receive_stats_.jitter() / (kRate / 1000.0);
 }
 

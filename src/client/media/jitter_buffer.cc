@@ -22,6 +22,12 @@ JitterBuffer::Push JitterBuffer::push(std::uint16_t sequence, std::vector<std::u
   return inserted ? Push::kQueued : Push::kDuplicate;
 }
 
+const std::vector<std::uint8_t>* JitterBuffer::peek() const {
+  if (!started_) return nullptr;
+  auto it = packets_.find(next_);
+  return it == packets_.end() ? nullptr : &it->second;
+}
+
 std::optional<JitterBuffer::Frame> JitterBuffer::pop() {
   if (!started_) return std::nullopt;
   Frame frame;

@@ -1,7 +1,7 @@
 // The receive side's jitter buffer: packets are reordered by sequence number and played out on
-// the receiver's clock, one frame per pop(), a fixed delay after the first arrival (the engine
-// owns the clock; this class only orders). A missing packet comes out as a gap for packet loss
-// concealment; a packet that arrives after its turn is dropped.
+// the receiver's clock, one frame per pop(), a delay after the first arrival (the engine owns
+// the clock and raises the delay when packets come late; this class only orders). A missing packet
+// comes out as a gap for packet loss concealment; a packet that arrives after its turn is dropped.
 #pragma once
 
 #include <cstddef>
@@ -30,6 +30,8 @@ class JitterBuffer {
   };
   std::optional<Frame> pop();
 
+  // The payload the next pop() returns, if it is here.
+  const std::vector<std::uint8_t>* peek() const;
   bool started() const { return started_; }
   std::size_t size() const { return packets_.size(); }
 

@@ -9,7 +9,8 @@ signalling through the server, the media (ICE, DTLS-SRTP, Opus, VP8) peer to pee
   and ended, the caller hangs up after --duration and exits 0;
 - declined (listen --reject-calls) and unanswered (listen without an answer, --ring-timeout):
   the caller exits 8 and says why, the callee sees the call and its end; no media path (the
-  caller --relay-only without a TURN server): --connect-timeout hangs up, exit 9;
+  caller --relay-only without a TURN server): --connect-timeout hangs up, exit 9; an account
+  that does not exist: exit 7 at once;
 - relayed: the two clients in network namespaces of their own that cannot reach each other, each
   reaching only kabard's namespace, where Debian's coturn runs with use-auth-secret and kabard
   hands out its credentials (XEP-0215): the same sweeps and patterns, which can only go through
@@ -364,6 +365,12 @@ def loopback(args, work):
         finally:
             bob.stop()
 
+        t0 = time.time()
+        r = kabar.run("alice", "call", "nobody@localhost", *loop)
+        R.check(r.returncode == 7 and "cannot be called: the server answered service-unavailable"
+                in r.stderr and time.time() - t0 < 10,
+                "an account that does not exist: exit 7 at once, not after --ring-timeout (%s)"
+                % show(r))
         r = kabar.run("alice", "call", "not a jid")
         R.check(r.returncode == 2, "a bad JID is a usage error, exit 2 (%s)" % show(r))
         R.check(k.alive(), "kabard alive")

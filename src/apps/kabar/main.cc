@@ -18,6 +18,7 @@
 #include "version/version.h"
 #include "xmpp/display_text.h"
 #include "xmpp/jid.h"
+#include "xmpp/jingle_rtp.h"
 #include "xmpp/stanza.h"
 
 namespace kabar::cli {
@@ -483,6 +484,7 @@ struct CallRun {
   bool watching = true;     // the server connection is watched
   bool lost = false;
   std::string lost_why;
+  std::string bounced;  // the error condition the proposal came back with
   client::CallEnd end;
 };
 
@@ -494,13 +496,24 @@ awaitable<int> cmd_call(asio::io_context& io, client::Options o, std::string to,
   if (std::string e = flags.check(); !e.empty()) co_return fail(kExitUsage, e);
   client::Client c(io, o);
   if (auto e = co_await c.connect()) co_return report(e);
+  auto run = std::make_shared<CallRun>(io);
+  // A proposal the server bounces (no such account, or one that refuses our messages) comes back
+  // as an error from the contact's bare JID, which Calls does not report: the call would ring
+  // until --ring-timeout. Seen here first (registered before Calls'), and left to it too.
+  const std::string bare = jid->bare_str();
+  c.add_message_handler(xmpp::jingle_rtp::kJmi, [run, bare](const xml::Element& m) {
+    if (run->ended || m.attr("type") != "error" || m.attr("from") != bare) return false;
+    run->bounced = client::Client::iq_condition(m);
+    if (run->bounced.empty()) run->bounced = "undefined-condition";
+    run->done.cancel();
+    return false;
+  });
   // Before our presence, so that its caps (XEP-0115) say that we take calls.
   client::Calls calls(c, media_engine());
   flags.apply(calls.config);
   co_await fetch_ice_servers(calls);
   // Negative priority: this short-lived resource must not take the account's messages.
   c.send_presence({}, {}, -1);
-  auto run = std::make_shared<CallRun>(io);
   CallWatch stats(io, calls, flags.connect_timeout);
   asio::steady_timer ring(io), hangup(io);
   asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -569,6 +582,13 @@ awaitable<int> cmd_call(asio::io_context& io, client::Options o, std::string to,
   signals.cancel();
   ring.cancel();
   hangup.cancel();
+  if (!run->ended && !run->bounced.empty()) {
+    calls.hang_up(id);  // prints the end (a retraction: the contact may have other devices)
+    run->ended = true;
+    co_await c.disconnect();
+    co_return fail(kExitNotFound, to + " cannot be called: the server answered " + run->bounced +
+                                      " (no such account, or it does not take our messages)");
+  }
   if (!run->ended) {
     run->ended = true;
     co_return fail(kExitUnreachable, "lost the connection to the server: " + run->lost_why);

@@ -114,14 +114,21 @@ struct Conversation {
 
 class ChatUi {
  public:
-  ChatUi(asio::io_context& io, client::Options o, std::string accept_dir)
+  ChatUi(asio::io_context& io, client::Options o, std::string accept_dir, CallFlags call)
       : io_(io),
         account_(o.jid),
         client_(io, o),
         ft_(client_),
+        calls_(client_, media_engine()),
+        call_stats_(io, calls_, call.connect_timeout),
+        call_clock_(io),
+        call_flags_(std::move(call)),
         accept_dir_(std::move(accept_dir)),
         input_fd_(io, ::dup(0)),
         signals_(io, SIGWINCH) {}
+  ~ChatUi() { *alive_ = false; }
+  ChatUi(const ChatUi&) = delete;
+  ChatUi& operator=(const ChatUi&) = delete;
 
   awaitable<int> run() {
     init_screen();
@@ -136,6 +143,7 @@ class ChatUi {
       draw();
     };
     setup_files();
+    setup_calls();
     watch_resize();
     asio::co_spawn(io_, read_keys(), asio::detached);
     status_ = "connecting to the server...";
@@ -258,10 +266,158 @@ class ChatUi {
     draw();
   }
 
+  // ---- calls: one at a time; /call, /answer, /reject, /hangup; the status line shows it ----
+  void setup_calls() {
+    call_flags_.apply(calls_.config);
+    calls_.on_incoming = [this](const client::CallInfo& in) {
+      const std::string from = bare_of(in.peer);
+      if (!call_id_.empty() || call_starting_) {
+        calls_.reject(in.id, "busy");
+        note(from, call_state_text(in) + ": declined, busy with another call");
+        return;
+      }
+      call_id_ = in.id;
+      note(from, call_state_text(in) + ": /answer or /reject");
+      if (from != selected_) ++conv(from).unread;
+      beep();
+      draw();
+    };
+    calls_.on_state = [this](const client::CallInfo& info) {
+      if (info.id != call_id_) return;
+      note(bare_of(info.peer), call_state_text(info));
+      if (info.state == client::CallState::kActive) tick_call_clock();
+      draw();
+    };
+    calls_.on_ended = [this](const client::CallInfo& info, const client::CallEnd& ended) {
+      const client::CallEnd e = call_stats_.reported_end(info.id, ended);
+      const std::string text = call_end_text(info, e, call_stats_.take(info.id));
+      note(bare_of(info.peer), text);
+      if (info.id != call_id_) return;
+      call_id_.clear();
+      call_clock_.cancel();
+      status_ = text;
+      draw();
+    };
+  }
+
+  // A line from kabar in the conversation with `peer`.
+  void note(const std::string& peer, const std::string& text) {
+    conv(peer).lines.push_back(Line{clock_now(), "", text, {}, false, {}});
+  }
+
+  // The call for the status line: "in call with JID 1:23, lost 0.4%", or how far it got.
+  std::string call_status() const {
+    if (call_starting_) return "calling...";
+    auto info = calls_.info(call_id_);
+    if (!info) return {};
+    using client::CallState;
+    switch (info->state) {
+      case CallState::kProposed:
+      case CallState::kRinging:
+        return info->incoming ? "call from " + info->peer + ": /answer or /reject"
+                              : "calling " + info->peer + " (/hangup)";
+      case CallState::kAccepted:
+      case CallState::kConnecting:
+        return "connecting to " + info->peer + " (/hangup)";
+      case CallState::kActive:
+        break;
+      case CallState::kEnded:
+        return {};
+    }
+    std::string s = "in call with " + info->peer + " " +
+                    call_duration_text(std::chrono::duration_cast<std::chrono::seconds>(
+                        std::chrono::steady_clock::now() - call_active_since_));
+    if (auto st = call_stats_.peek(call_id_)) {
+      const std::uint64_t expected = st->rtp_received + st->rtp_lost;
+      char loss[48];
+      std::snprintf(loss, sizeof loss, ", lost %.1f%%",
+                    expected ? 100.0 * static_cast<double>(st->rtp_lost) / expected : 0.0);
+      s += loss;
+    }
+    return s + " (/hangup)";
+  }
+
+  // Redraws the call's duration and loss once a second while it is up.
+  void tick_call_clock() {
+    call_active_since_ = std::chrono::steady_clock::now();
+    arm_call_clock();
+  }
+  void arm_call_clock() {
+    call_clock_.expires_after(std::chrono::seconds(1));
+    call_clock_.async_wait([this, alive = alive_](boost::system::error_code ec) {
+      if (ec || !*alive || call_id_.empty()) return;
+      draw();
+      arm_call_clock();
+    });
+  }
+
+  // /call [JID]: the selected contact's devices all ring (a full JID: that one).
+  awaitable<void> start_call(std::string to) {
+    call_starting_ = true;
+    draw();
+    // Fresh TURN credentials (XEP-0215) for this call; without them only direct paths work.
+    client::Error e = co_await calls_.fetch_ice_servers();
+    call_starting_ = false;
+    if (quit_) co_return;
+    call_id_ = calls_.call(to, call_flags_.video || !call_flags_.video_in.empty());
+    if (call_id_.empty()) {
+      status_ = "'" + to + "' is not a contact's JID";
+    } else if (auto info = calls_.info(call_id_)) {
+      note(bare_of(to), call_state_text(*info));
+      if (e) status_ = e.message + "; direct paths only";
+    }
+    draw();
+  }
+
+  awaitable<void> answer_call(std::string id) {
+    client::Error e = co_await calls_.fetch_ice_servers();
+    if (e) status_ = e.message + "; direct paths only";
+    calls_.accept(id);
+    draw();
+  }
+
+  void call_command(const std::string& cmd, const std::string& arg) {
+    auto info = calls_.info(call_id_);
+    if (cmd == "/call") {
+      if (info || call_starting_) {
+        status_ = "one call at a time: /hangup first";
+        return;
+      }
+      std::string to = arg.empty() ? selected_ : arg;
+      if (to.empty() || xmpp_bare(to).empty()) {
+        status_ = to.empty() ? "no contact selected: /call JID" : "'" + to + "' is not a valid JID";
+        return;
+      }
+      if (!client_.connected()) {
+        status_ = "not connected";
+        return;
+      }
+      asio::co_spawn(io_, start_call(to), asio::detached);
+    } else if (cmd == "/answer" || cmd == "/reject") {
+      if (!info || !info->incoming || info->state != client::CallState::kRinging) {
+        status_ = "no call is ringing";
+        return;
+      }
+      if (cmd == "/reject")
+        calls_.reject(call_id_);
+      else
+        asio::co_spawn(io_, answer_call(call_id_), asio::detached);
+    } else if (cmd == "/hangup") {
+      if (!info) {
+        status_ = "no call to hang up";
+        return;
+      }
+      call_stats_.sample();
+      calls_.hang_up(call_id_);
+    }
+  }
+
   void quit() {
     if (quit_) return;
     quit_ = true;
     ft_.cancel();  // the other side of a transfer is told why it stops
+    // The contact hears the hang-up before the stream closes.
+    if (!call_id_.empty()) calls_.hang_up(call_id_);
     asio::co_spawn(io_, client_.disconnect(), asio::detached);
   }
 
@@ -505,6 +661,8 @@ class ChatUi {
       answer_request(cmd == "/approve", arg, bare);
     } else if (cmd == "/accept" || cmd == "/decline") {
       answer_offer(cmd == "/accept");
+    } else if (cmd == "/call" || cmd == "/answer" || cmd == "/reject" || cmd == "/hangup") {
+      call_command(cmd, arg);
     } else if (cmd == "/file" && !arg.empty() && !selected_.empty()) {
       status_ = "sending " + arg + " to " + selected_ + "...";
       asio::co_spawn(io_, send_file(selected_, arg), asio::detached);
@@ -812,6 +970,8 @@ class ChatUi {
           "  /status SHOW [TEXT]  online, away, dnd, xa or chat, with an optional text",
           "  /file PATH         send a file to the selected contact",
           "  /accept, /decline  answer the latest file offer",
+          "  /call [JID]        call the selected contact (or JID); /hangup ends it",
+          "  /answer, /reject   answer or decline the call that rings",
           "  /help              this help",
           "  /quit              leave (also Ctrl-D, Ctrl-C)",
           "Keys",
@@ -865,7 +1025,11 @@ class ChatUi {
     }
     // Status and input.
     mvhline(rows - 2, 0, ACS_HLINE, cols);
-    put(rows - 2, 1, " " + status_ + " | Tab: next contact  /help  /quit ", cols - 2, A_DIM);
+    const std::string call = call_status();
+    put(rows - 2, 1,
+        " " + (call.empty() ? "" : "[" + call + "] ") + status_ +
+            " | Tab: next contact  /help  /quit ",
+        cols - 2, A_DIM);
     std::wstring prompt = L"> ";
     int iw = cols - static_cast<int>(prompt.size()) - 1;
     std::size_t off = cursor_ > static_cast<std::size_t>(std::max(1, iw))
@@ -883,6 +1047,14 @@ class ChatUi {
   std::string account_;  // the JID as configured: names the account's files
   client::Client client_;
   client::FileTransfer ft_;  // after client_: it registers handlers on it
+  client::Calls calls_;      // likewise
+  CallWatch call_stats_;     // after calls_
+  asio::steady_timer call_clock_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for call_clock_'s handler
+  CallFlags call_flags_;
+  std::string call_id_;  // the call in the status line (one at a time)
+  bool call_starting_ = false;
+  std::chrono::steady_clock::time_point call_active_since_;
   std::string accept_dir_;
   std::vector<client::FileOffer> offers_;  // waiting for /accept or /decline
   std::chrono::steady_clock::time_point transfer_start_, last_progress_;
@@ -912,9 +1084,12 @@ class ChatUi {
 
 }  // namespace
 
-awaitable<int> chat_main(asio::io_context& io, client::Options options, std::string accept_dir) {
+awaitable<int> chat_main(asio::io_context& io, client::Options options, std::string accept_dir,
+                         CallFlags call) {
   if (!::isatty(0) || !::isatty(1)) co_return fail(kExitUsage, "kabar chat needs a terminal");
-  auto ui = std::make_shared<ChatUi>(io, std::move(options), std::move(accept_dir));
+  if (std::string e = call.check(); !e.empty()) co_return fail(kExitUsage, e);
+  auto ui =
+      std::make_shared<ChatUi>(io, std::move(options), std::move(accept_dir), std::move(call));
   asio::signal_set stop(io, SIGINT, SIGTERM);
   // SIGINT (kill -INT; the Ctrl-C key is read as a key) keeps a half-typed line once; SIGTERM
   // quits.

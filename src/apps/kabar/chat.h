@@ -5,7 +5,9 @@
 
 namespace kabar::cli {
 
-// `accept_dir`: where accepted files go (each offer asks first: /accept or /decline).
-awaitable<int> chat_main(asio::io_context& io, client::Options options, std::string accept_dir);
+// `accept_dir`: where accepted files go (each offer asks first: /accept or /decline). `call`:
+// the media of calls (/call, /answer, /reject, /hangup).
+awaitable<int> chat_main(asio::io_context& io, client::Options options, std::string accept_dir,
+                         CallFlags call);
 
 }  // namespace kabar::cli

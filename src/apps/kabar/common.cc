@@ -210,4 +210,184 @@ void ProgressBar::finish() {
   drawn_ = false;
 }
 
+// ---- calls ----
+
+void CallFlags::apply(client::media::Config& config) const {
+  config.audio_in = audio_in;
+  config.audio_out = audio_out;
+  config.video_in = video_in;
+  config.video_out = video_out;
+  config.host_addresses = host_addresses;
+  config.relay_only = relay_only;
+}
+
+std::string CallFlags::check() const {
+  for (const auto& [flag, path] :
+       {std::pair<const char*, const std::string&>{"--audio-in", audio_in},
+        {"--video-in", video_in}})
+    if (!path.empty() && ::access(path.c_str(), R_OK) != 0)
+      return std::string(flag) + ": cannot read " + path;
+  for (const std::string& a : host_addresses) {
+    boost::system::error_code ec;
+    asio::ip::make_address(a, ec);
+    if (ec) return "--host-address: '" + a + "' is not an IP address";
+  }
+  return {};
+}
+
+client::MediaFactory media_engine() {
+  return [](client::media::Config config, client::media::Callbacks callbacks) {
+    return client::media::make_session(std::move(config), std::move(callbacks));
+  };
+}
+
+awaitable<void> fetch_ice_servers(client::Calls& calls) {
+  client::Error e = co_await calls.fetch_ice_servers();
+  if (e) fail(0, e.message + "; calls can only take direct paths (no relay through NAT)");
+}
+
+std::string call_media_text(const client::CallInfo& call) {
+  return call.video ? "audio and video" : "audio";
+}
+
+std::string call_state_text(const client::CallInfo& call) {
+  using client::CallState;
+  switch (call.state) {
+    case CallState::kProposed:
+      return "calling " + call.peer + " (" + call_media_text(call) + ")";
+    case CallState::kRinging:
+      return call.incoming ? "call from " + call.peer + " (" + call_media_text(call) + ")"
+                           : "ringing at " + call.peer;
+    case CallState::kAccepted:
+      return call.incoming ? "accepted the call from " + call.peer : "accepted by " + call.peer;
+    case CallState::kConnecting:
+      return "connecting to " + call.peer;
+    case CallState::kActive:
+      return "connected to " + call.peer;
+    case CallState::kEnded:
+      break;
+  }
+  return "ended";
+}
+
+std::string call_duration_text(std::chrono::seconds duration) {
+  const long s = static_cast<long>(duration.count());
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+std::string call_stats_text(const client::media::Stats& st) {
+  const std::uint64_t expected = st.rtp_received + st.rtp_lost;
+  const double loss = expected ? 100.0 * static_cast<double>(st.rtp_lost) / expected : 0.0;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "packets sent %llu, received %llu, lost %llu (%.1f%%); %llu audio frames "
+                "concealed; jitter %.1f ms",
+                static_cast<unsigned long long>(st.rtp_sent),
+                static_cast<unsigned long long>(st.rtp_received),
+                static_cast<unsigned long long>(st.rtp_lost), loss,
+                static_cast<unsigned long long>(st.audio_frames_concealed), st.jitter_ms);
+  std::string out = buf;
+  if (st.video_frames_decoded)
+    out += "; " + std::to_string(st.video_frames_decoded) + " video frames decoded";
+  return out;
+}
+
+std::string call_end_text(const client::CallInfo& call, const client::CallEnd& end,
+                          const std::optional<client::media::Stats>& stats) {
+  std::string line = "call with " + call.peer + " ended: " + end.reason;
+  if (!end.text.empty()) line += " (" + end.text + ")";
+  line += end.by_peer ? ", by the contact" : ", by us";
+  line += ", after " + call_duration_text(end.duration);
+  if (stats) line += "; " + call_stats_text(*stats);
+  return line;
+}
+
+int call_exit_code(const client::CallEnd& end, bool was_active) {
+  if (end.reason == "success") return was_active ? kExitOk : kExitCallNotTaken;
+  // XEP-0166 §7.4: the conditions that say the call was not wanted (or not any more).
+  for (const char* r : {"decline", "busy", "cancel", "timeout", "expired", "gone",
+                        "answered-elsewhere", "rejected-elsewhere"})
+    if (end.reason == r) return was_active ? kExitCallFailed : kExitCallNotTaken;
+  return kExitCallFailed;
+}
+
+CallWatch::CallWatch(asio::io_context& io, client::Calls& calls, int connect_timeout)
+    : calls_(calls), connect_timeout_(connect_timeout), timer_(io) {
+  schedule();
+}
+
+CallWatch::~CallWatch() {
+  *alive_ = false;
+  timer_.cancel();
+}
+
+void CallWatch::schedule() {
+  timer_.expires_after(std::chrono::milliseconds(500));
+  // A wait that completed just before the cancel still runs, after `this` is gone.
+  timer_.async_wait([this, alive = alive_](boost::system::error_code ec) {
+    if (ec || !*alive) return;
+    sample();
+    check_connecting();
+    schedule();
+  });
+}
+
+void CallWatch::sample() {
+  for (const client::CallInfo& c : calls_.calls()) {
+    if (c.state != client::CallState::kActive) continue;
+    if (auto st = calls_.stats(c.id)) last_[c.id] = *st;
+  }
+}
+
+void CallWatch::check_connecting() {
+  const auto now = std::chrono::steady_clock::now();
+  std::map<std::string, std::chrono::steady_clock::time_point> still;
+  std::vector<std::string> expired;
+  for (const client::CallInfo& c : calls_.calls()) {
+    if (c.state != client::CallState::kAccepted && c.state != client::CallState::kConnecting)
+      continue;
+    auto it = connecting_since_.find(c.id);
+    const auto since = it == connecting_since_.end() ? now : it->second;
+    still[c.id] = since;
+    if (connect_timeout_ > 0 && now - since >= std::chrono::seconds(connect_timeout_))
+      expired.push_back(c.id);
+  }
+  connecting_since_ = std::move(still);
+  for (const std::string& id : expired) {
+    connecting_since_.erase(id);
+    timed_out_.insert(id);
+    calls_.hang_up(id);  // the end is reported through Calls::on_ended, now
+  }
+}
+
+bool CallWatch::take_timed_out(const std::string& id) { return timed_out_.erase(id) > 0; }
+
+client::CallEnd CallWatch::reported_end(const std::string& id, const client::CallEnd& end) {
+  if (!take_timed_out(id)) return end;
+  client::CallEnd e = end;
+  e.reason = "connectivity-error";
+  e.text = "no media path within " + std::to_string(connect_timeout_) + " s";
+  e.by_peer = false;
+  return e;
+}
+
+std::optional<client::media::Stats> CallWatch::take(const std::string& id) {
+  auto it = last_.find(id);
+  if (it == last_.end()) return std::nullopt;
+  client::media::Stats st = it->second;
+  last_.erase(it);
+  return st;
+}
+
+std::optional<client::media::Stats> CallWatch::peek(const std::string& id) const {
+  auto it = last_.find(id);
+  if (it == last_.end()) return std::nullopt;
+  return it->second;
+}
+
 }  // namespace kabar::cli

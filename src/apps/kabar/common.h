@@ -6,9 +6,15 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange
+#include <vector>
 
+#include "kabar/call.h"
 #include "kabar/client.h"
 
 namespace kabar::cli {
@@ -19,13 +25,16 @@ using client::awaitable;
 // Exit codes (documented in the README).
 enum Exit {
   kExitOk = 0,
-  kExitError = 1,        // anything else
-  kExitUsage = 2,        // bad arguments or configuration
-  kExitAuth = 3,         // wrong password or unknown account
-  kExitUnreachable = 4,  // server unreachable or timed out
-  kExitCertificate = 5,  // certificate not trusted or mismatched
-  kExitConflict = 6,     // account exists
-  kExitNotFound = 7,     // unknown contact
+  kExitError = 1,         // anything else
+  kExitUsage = 2,         // bad arguments or configuration
+  kExitAuth = 3,          // wrong password or unknown account
+  kExitUnreachable = 4,   // server unreachable or timed out
+  kExitCertificate = 5,   // certificate not trusted or mismatched
+  kExitConflict = 6,      // account exists
+  kExitNotFound = 7,      // unknown contact
+  kExitCallNotTaken = 8,  // a call declined, busy, not answered, or cancelled before it began
+  kExitCallFailed = 9,    // a call that could not connect or broke off (ICE, DTLS, the contact's
+                          // client failed)
 };
 
 int exit_code(const client::Error& e);
@@ -85,6 +94,73 @@ class ProgressBar {
   bool tty_;
   bool drawn_ = false;
   std::chrono::steady_clock::time_point start_, last_;
+};
+
+// ---- calls: kabar call, listen --answer-calls, chat ----
+
+// The media options of the commands that take calls.
+struct CallFlags {
+  bool video = false;
+  std::string audio_in, audio_out, video_in, video_out;
+  std::vector<std::string> host_addresses;  // gather on these only (tests: 127.0.0.1)
+  bool relay_only = false;
+  int connect_timeout = 30;  // seconds from the answer to media flowing (0: no limit)
+  // Copies them into the settings every call of `calls` starts with.
+  void apply(client::media::Config& config) const;
+  // An error message for an input file that cannot be read, or empty.
+  std::string check() const;
+};
+
+// The real media engine (libnice, DTLS-SRTP, Opus, VP8) for client::Calls.
+client::MediaFactory media_engine();
+
+// Asks the server for its STUN/TURN services (XEP-0215) for the next calls; says on stderr
+// when there are none (then only direct paths work). Never fails the command.
+awaitable<void> fetch_ice_servers(client::Calls& calls);
+
+// One line per event of a call, the same in every command.
+std::string call_media_text(const client::CallInfo& call);  // "audio" or "audio and video"
+std::string call_state_text(const client::CallInfo& call);
+// "ended: REASON ... after M:SS; packets sent N, received N, lost N (x.x%); ..." (the figures
+// when stats are known).
+std::string call_end_text(const client::CallInfo& call, const client::CallEnd& end,
+                          const std::optional<client::media::Stats>& stats);
+std::string call_stats_text(const client::media::Stats& stats);
+std::string call_duration_text(std::chrono::seconds duration);  // "M:SS" or "H:MM:SS"
+// A call that ended with this reason, having been active or not: kExitOk, kExitCallNotTaken or
+// kExitCallFailed.
+int call_exit_code(const client::CallEnd& end, bool was_active);
+
+// Watches the calls twice a second. Keeps the latest media statistics of every active call (the
+// engine stops with the call, and Calls forgets a call before it reports the end), and hangs up
+// a call answered `connect_timeout` seconds ago whose media never started: ICE without a working
+// candidate pair can wait forever (with no local candidate at all, libnice never says it failed).
+class CallWatch {
+ public:
+  CallWatch(asio::io_context& io, client::Calls& calls, int connect_timeout);
+  ~CallWatch();
+  CallWatch(const CallWatch&) = delete;
+  CallWatch& operator=(const CallWatch&) = delete;
+  void sample();  // now (before a hang-up of ours)
+  // The last sample of call `id`, forgotten after this.
+  std::optional<client::media::Stats> take(const std::string& id);
+  std::optional<client::media::Stats> peek(const std::string& id) const;
+  // True once for a call this hung up for want of a media path (forgotten after this).
+  bool take_timed_out(const std::string& id);
+  // The end to report for a call that ended: `end`, or connectivity-error for one hung up here
+  // for want of a media path.
+  client::CallEnd reported_end(const std::string& id, const client::CallEnd& end);
+
+ private:
+  void schedule();
+  void check_connecting();
+  client::Calls& calls_;
+  int connect_timeout_;
+  std::map<std::string, std::chrono::steady_clock::time_point> connecting_since_;
+  std::set<std::string> timed_out_;
+  asio::steady_timer timer_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::map<std::string, client::media::Stats> last_;
 };
 
 }  // namespace kabar::cli

@@ -17,6 +17,7 @@
 #include "kabar/filetransfer.h"
 #include "version/version.h"
 #include "xmpp/display_text.h"
+#include "xmpp/jid.h"
 #include "xmpp/stanza.h"
 
 namespace kabar::cli {
@@ -471,6 +472,150 @@ awaitable<int> cmd_sendfile(asio::io_context& io, client::Options o, std::string
   co_return co_await finish(c, kExitOk);
 }
 
+// `kabar call`: one call, one line per change of its state. What the contact's side of the
+// state machine ends with decides the exit code (call_exit_code).
+struct CallRun {
+  explicit CallRun(asio::io_context& io) : done(io, asio::steady_timer::time_point::max()) {}
+  asio::steady_timer done;  // cancelled once the call has ended, or the connection
+  bool ended = false;       // also: the command is over, the timers' handlers do nothing
+  bool was_active = false;
+  bool unanswered = false;  // hung up by --ring-timeout
+  bool watching = true;     // the server connection is watched
+  bool lost = false;
+  std::string lost_why;
+  client::CallEnd end;
+};
+
+awaitable<int> cmd_call(asio::io_context& io, client::Options o, std::string to, CallFlags flags,
+                        int duration, int ring_timeout) {
+  auto jid = xmpp::Jid::parse(to);
+  if (!jid || jid->local().empty())
+    co_return fail(kExitUsage, "'" + to + "' is not a contact's JID");
+  if (std::string e = flags.check(); !e.empty()) co_return fail(kExitUsage, e);
+  client::Client c(io, o);
+  if (auto e = co_await c.connect()) co_return report(e);
+  auto run = std::make_shared<CallRun>(io);
+  // Before our presence, so that its caps (XEP-0115) say that we take calls.
+  client::Calls calls(c, media_engine());
+  flags.apply(calls.config);
+  co_await fetch_ice_servers(calls);
+  // Negative priority: this short-lived resource must not take the account's messages.
+  c.send_presence({}, {}, -1);
+  CallWatch stats(io, calls, flags.connect_timeout);
+  asio::steady_timer ring(io), hangup(io);
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  std::string id;
+  // The timers' and signals' handlers may run after a completed wait was cancelled, when
+  // this frame is gone: they look at `run` (shared) first.
+  calls.on_incoming = [&calls](const client::CallInfo& in) {
+    print_line(call_state_text(in) + ": busy with a call of our own");
+    calls.reject(in.id, "busy");
+  };
+  calls.on_state = [&, run](const client::CallInfo& info) {
+    if (info.id != id) return;
+    print_line(call_state_text(info));
+    if (info.state == client::CallState::kAccepted) ring.cancel();
+    if (info.state != client::CallState::kActive) return;
+    run->was_active = true;
+    if (duration <= 0) return;
+    hangup.expires_after(std::chrono::seconds(duration));
+    hangup.async_wait([&calls, &stats, &id, run](boost::system::error_code ec) {
+      if (ec || run->ended) return;
+      stats.sample();
+      calls.hang_up(id);
+    });
+  };
+  calls.on_ended = [&, run](const client::CallInfo& info, const client::CallEnd& ended) {
+    if (info.id != id) return;
+    const client::CallEnd e = stats.reported_end(id, ended);
+    if (run->unanswered)
+      print_line("no answer from " + info.peer + " within " + std::to_string(ring_timeout) + " s");
+    else
+      print_line(call_end_text(info, e, stats.take(id)));
+    run->ended = true;
+    run->end = e;
+    run->done.cancel();
+  };
+  id = calls.call(to, flags.video || !flags.video_in.empty());
+  if (id.empty()) co_return fail(kExitUsage, "'" + to + "' is not a contact's JID");
+  if (auto info = calls.info(id)) print_line(call_state_text(*info));
+  if (ring_timeout > 0) {
+    ring.expires_after(std::chrono::seconds(ring_timeout));
+    ring.async_wait([&calls, &id, run](boost::system::error_code ec) {
+      if (ec || run->ended) return;
+      auto info = calls.info(id);
+      if (!info || (info->state != client::CallState::kProposed &&
+                    info->state != client::CallState::kRinging))
+        return;
+      run->unanswered = true;
+      calls.hang_up(id);  // XEP-0353 retract: the contact's devices stop ringing
+    });
+  }
+  // Ctrl-C: hang up (or withdraw the call while it rings), then exit.
+  signals.async_wait([&calls, &stats, &id, run](boost::system::error_code ec, int) {
+    if (ec || run->ended) return;
+    stats.sample();
+    calls.hang_up(id);
+  });
+  asio::co_spawn(io, c.wait_closed(), [run](std::exception_ptr, client::Error e) {
+    if (!run->watching) return;
+    run->lost = true;
+    run->lost_why = e ? e.message : std::string("the server closed the connection");
+    run->done.cancel();
+  });
+  boost::system::error_code ec;
+  co_await run->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  run->watching = false;
+  signals.cancel();
+  ring.cancel();
+  hangup.cancel();
+  if (!run->ended) {
+    run->ended = true;
+    co_return fail(kExitUnreachable, "lost the connection to the server: " + run->lost_why);
+  }
+  // Calls ends a proposal the server bounced (no such account, or one that refuses our
+  // messages) with <gone/> and the stanza error's condition.
+  if (!run->was_active && !run->end.by_peer && run->end.reason == "gone") {
+    co_await c.disconnect();
+    co_return fail(kExitNotFound, to + " cannot be called: the server answered " + run->end.text +
+                                      " (no such account, or it does not take our messages)");
+  }
+  run->ended = true;
+  const int code = run->unanswered ? kExitCallNotTaken : call_exit_code(run->end, run->was_active);
+  if (code == kExitCallNotTaken)
+    fail(code, run->unanswered     ? "the call was not answered"
+               : !run->end.by_peer ? "the call was cancelled before it connected"
+                                   : "the call was not taken (" + run->end.reason + ")");
+  else if (code == kExitCallFailed)
+    fail(code, "the call failed (" + run->end.reason +
+                   (run->end.text.empty() ? "" : ": " + run->end.text) + ")");
+  co_return co_await finish(c, code);
+}
+
+// listen --answer-calls: fresh TURN credentials for each call (they expire), then the answer.
+awaitable<void> answer_call(client::Calls& calls, std::string id) {
+  co_await fetch_ice_servers(calls);
+  calls.accept(id);
+}
+
+const char* call_state_name(client::CallState s) {
+  switch (s) {
+    case client::CallState::kProposed:
+      return "proposed";
+    case client::CallState::kRinging:
+      return "ringing";
+    case client::CallState::kAccepted:
+      return "accepted";
+    case client::CallState::kConnecting:
+      return "connecting";
+    case client::CallState::kActive:
+      return "connected";
+    case client::CallState::kEnded:
+      break;
+  }
+  return "ended";
+}
+
 void print_event_json(const std::string& type,
                       const std::vector<std::pair<std::string, std::string>>& fields) {
   std::string line = "{\"type\":" + json_string(type);
@@ -487,10 +632,14 @@ struct AcceptFlags {
   std::string dir;
   std::uint64_t max_size = 0;
   int part_max_age_days = 7;
+  bool answer_calls = false;
+  bool reject_calls = false;
+  CallFlags call;
 };
 
 awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, int keepalive,
                           AcceptFlags files) {
+  if (std::string e = files.call.check(); !e.empty()) co_return fail(kExitUsage, e);
   if (!files.dir.empty()) {
     struct stat st {};
     if (::stat(files.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
@@ -577,6 +726,54 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
   ft.on_progress = [&](const std::string& sid, std::uint64_t done, std::uint64_t total) {
     if (auto it = bars.find(sid); it != bars.end()) it->second->update(done, total);
   };
+  // Calls: printed; answered with --answer-calls (one at a time: busy meanwhile), declined with
+  // --reject-calls, else left ringing until the caller gives up.
+  client::Calls calls(c, media_engine());
+  files.call.apply(calls.config);
+  CallWatch call_stats(io, calls, files.call.connect_timeout);
+  calls.on_incoming = [&](const client::CallInfo& in) {
+    out("call", {{"id", in.id}, {"from", in.peer}, {"media", call_media_text(in)}},
+        call_state_text(in));
+    if (files.reject_calls) {
+      calls.reject(in.id, "decline");
+      return;
+    }
+    if (!files.answer_calls) return;
+    for (const client::CallInfo& other : calls.calls()) {
+      if (other.id != in.id && other.state != client::CallState::kRinging) {
+        calls.reject(in.id, "busy");
+        return;
+      }
+    }
+    asio::co_spawn(io, answer_call(calls, in.id), asio::detached);
+  };
+  calls.on_state = [&](const client::CallInfo& info) {
+    out("call-state",
+        {{"id", info.id}, {"peer", info.peer}, {"state", call_state_name(info.state)}},
+        call_state_text(info));
+  };
+  calls.on_ended = [&](const client::CallInfo& info, const client::CallEnd& ended) {
+    const client::CallEnd e = call_stats.reported_end(info.id, ended);
+    std::optional<client::media::Stats> st = call_stats.take(info.id);
+    std::vector<std::pair<std::string, std::string>> f{
+        {"id", info.id},
+        {"peer", info.peer},
+        {"reason", e.reason},
+        {"text", e.text},
+        {"by", e.by_peer ? "peer" : "us"},
+        {"duration", std::to_string(e.duration.count())}};
+    if (st) {
+      char jitter[32];
+      std::snprintf(jitter, sizeof jitter, "%.1f", st->jitter_ms);
+      f.insert(f.end(), {{"sent", std::to_string(st->rtp_sent)},
+                         {"received", std::to_string(st->rtp_received)},
+                         {"lost", std::to_string(st->rtp_lost)},
+                         {"concealed", std::to_string(st->audio_frames_concealed)},
+                         {"video_frames", std::to_string(st->video_frames_decoded)},
+                         {"jitter_ms", jitter}});
+    }
+    out("call-ended", std::move(f), call_end_text(info, e, st));
+  };
   ft.on_received = [&](const client::TransferResult& r) {
     for (auto& [sid, b] : bars) b->finish();
     bars.clear();
@@ -652,6 +849,28 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
   }
   signals.cancel();
   co_return kExitOk;
+}
+
+// The media options of call, listen and chat.
+void add_call_media_options(CLI::App* cmd, CallFlags& f) {
+  cmd->add_option("--audio-in", f.audio_in,
+                  "Send this WAV file (48 kHz, else resampled); without it silence (sound "
+                  "devices are not supported yet)");
+  cmd->add_option("--audio-out", f.audio_out,
+                  "Write what we hear to this WAV file (48 kHz mono; each call anew)");
+  cmd->add_option("--video-in", f.video_in, "Send this Y4M file as our video");
+  cmd->add_option("--video-out", f.video_out, "Write the contact's video to this Y4M file");
+  cmd->add_option("--host-address", f.host_addresses,
+                  "Gather direct ICE candidates on this local address only (repeatable; "
+                  "127.0.0.1 for tests on loopback)")
+      ->allow_extra_args(false);  // one address per --host-address: JID is not taken as one
+  cmd->add_flag("--relay-only", f.relay_only,
+                "Offer only relayed candidates (the server's TURN), never our addresses");
+  cmd->add_option("--connect-timeout", f.connect_timeout,
+                  "Hang up an answered call whose media have not started after this many "
+                  "seconds (0: never)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 }
 
 }  // namespace
@@ -730,6 +949,31 @@ int main(int argc, char** argv) {
                    "than this many days from the --accept-files directory at start (0: keep)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  listen->add_flag("--answer-calls", accept.answer_calls,
+                   "Answer every call (voice or video; one at a time, busy meanwhile)");
+  listen->add_flag("--reject-calls", accept.reject_calls, "Decline every call")
+      ->excludes("--answer-calls");
+  add_call_media_options(listen, accept.call);
+  std::string call_to;
+  CallFlags call_flags;
+  int call_duration = 0, ring_timeout = 60;
+  auto* call = app.add_subcommand(
+      "call",
+      "Call a contact, peer to peer (Jingle RTP over ICE with the server's STUN/TURN, "
+      "DTLS-SRTP, Opus and VP8), printing a line per change until the call ends");
+  call->add_option("JID", call_to, "bare JID (every device of the contact rings) or full JID")
+      ->required();
+  call->add_flag("--video", call_flags.video, "Offer video too (sent from --video-in)");
+  add_call_media_options(call, call_flags);
+  call->add_option("--duration", call_duration,
+                   "Hang up this many seconds after the call connects (0: at Ctrl-C or when the "
+                   "contact hangs up)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  call->add_option("--ring-timeout", ring_timeout,
+                   "Give up when no device has answered after this many seconds (0: never)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   std::string sf_to, sf_path;
   SendFileFlags sf_flags;
   auto* sendfile = app.add_subcommand(
@@ -749,7 +993,9 @@ int main(int argc, char** argv) {
   sendfile->add_flag("--si", sf_flags.si,
                      "Use the older stream initiation (XEP-0096) even if the contact has Jingle");
   auto* chat = app.add_subcommand(
-      "chat", "Full-screen terminal chat; /file PATH sends a file, offers ask /accept or /decline");
+      "chat",
+      "Full-screen terminal chat; /file PATH sends a file, offers ask /accept or /decline; /call "
+      "calls the selected contact, /answer, /reject, /hangup");
   std::string chat_dir;
   int chat_keepalive = 60;
   chat->add_option("--keepalive", chat_keepalive,
@@ -764,6 +1010,9 @@ int main(int argc, char** argv) {
                    "that directory at start (0: keep)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  CallFlags chat_call;
+  chat->add_flag("--video", chat_call.video, "Offer video too in calls (sent from --video-in)");
+  add_call_media_options(chat, chat_call);
 
   try {
     app.parse(argc, argv);
@@ -809,12 +1058,15 @@ int main(int argc, char** argv) {
     return run(io, [&]() { return cmd_listen(io, o, json, keepalive, accept); });
   if (sendfile->parsed())
     return run(io, [&]() { return cmd_sendfile(io, o, sf_to, sf_path, sf_flags); });
+  if (call->parsed())
+    return run(io,
+               [&]() { return cmd_call(io, o, call_to, call_flags, call_duration, ring_timeout); });
   if (chat->parsed()) {
     o.roster_cache = roster_cache_path(o.jid);
     o.keepalive = std::chrono::seconds(chat_keepalive > 0 ? chat_keepalive : 0);
     if (chat_dir.empty()) chat_dir = env("HOME") + "/Downloads";
     clean_parts(chat_dir, chat_part_days);
-    return run(io, [&]() { return chat_main(io, o, chat_dir); });
+    return run(io, [&]() { return chat_main(io, o, chat_dir, chat_call); });
   }
   return kExitUsage;
 }

@@ -1,0 +1,552 @@
+#!/usr/bin/python3
+"""`kabar call` to `kabar listen --answer-calls` through kabard (issue 19): XEP-0353 and Jingle RTP
+signalling through the server, the media (ICE, DTLS-SRTP, Opus, VP8) peer to peer.
+- loopback: both clients gather on 127.0.0.1 only; a 3-second sine sweep (WAV) and a 2-second
+  test pattern (Y4M, each frame's number coded in a band of blocks) go each way. Each received
+  WAV's frequency track follows the sweep that was sent (50 ms windows, the frequency from zero
+  crossings, within 5% + 10 Hz, as media_test checks it); each received Y4M has most frames, in
+  order, above a PSNR floor against the frame sent with that number. Both sides print connected
+  and ended, the caller hangs up after --duration and exits 0;
+- declined (listen --reject-calls) and unanswered (listen without an answer, --ring-timeout):
+  the caller exits 8 and says why, the callee sees the call and its end; no media path (the
+  caller --relay-only without a TURN server): --connect-timeout hangs up, exit 9; an account
+  that does not exist: exit 7 at once;
+- relayed: the two clients in network namespaces of their own that cannot reach each other, each
+  reaching only kabard's namespace, where Debian's coturn runs with use-auth-secret and kabard
+  hands out its credentials (XEP-0215): the same sweeps and patterns, which can only go through
+  the TURN relay (the caller with --relay-only, the callee finding it by ICE).
+
+Run by ctest as: /usr/bin/python3 test_kabar_call.py --kabard PATH --kabarctl PATH (the kabar
+binary beside kabard is the one tested, so build-asan's works too).
+"""
+import array
+import bisect
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kabartest  # noqa: E402
+
+R = kabartest.Results("kabar_call")
+section = R.section
+PW = {"alice": "alice-pw", "bob": "bob-pw"}
+RATE = 48000
+SWEEP_SECONDS = 3.0
+TURN_SECRET = "call-test-turn-secret"
+
+
+# ---- the sweeps and their check ----------------------------------------------------------------
+
+def write_sweep(path, f0, f1):
+    """A linear sweep from f0 to f1 Hz, SWEEP_SECONDS long, 48 kHz mono 16-bit."""
+    n = int(SWEEP_SECONDS * RATE)
+    k = (f1 - f0) / (2 * SWEEP_SECONDS)
+    samples = array.array("h", (int(12000 * math.sin(2 * math.pi * (f0 * t + k * t * t)))
+                                for t in (i / RATE for i in range(n))))
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(samples.tobytes())
+
+
+def read_wav(path):
+    with wave.open(path, "rb") as w:
+        if w.getnchannels() != 1 or w.getsampwidth() != 2 or w.getframerate() != RATE:
+            raise ValueError("%s: %d channels, %d bytes, %d Hz" % (
+                path, w.getnchannels(), w.getsampwidth(), w.getframerate()))
+        a = array.array("h")
+        a.frombytes(w.readframes(w.getnframes()))
+        return a
+
+
+def follow_sweep(received, f0, f1):
+    """How many 50 ms windows of `received` follow the sweep f0 -> f1 within 5% (+10 Hz), the
+    received audio shifted by the best offset into the sweep (the calls connect at slightly
+    different times, and the first packets may be lost): (windows, matching, offset)."""
+    # Upward zero crossings, interpolated between samples, found once.
+    xs = []
+    for i in range(1, len(received)):
+        a, b = received[i - 1], received[i]
+        if a < 0 <= b:
+            xs.append(i - 1 + (-a) / (b - a))
+    window = RATE // 20
+
+    def frequency(start):
+        lo = bisect.bisect_left(xs, start)
+        hi = bisect.bisect_left(xs, start + window - 1)
+        if hi - lo < 3:
+            return 0
+        return (hi - lo - 1) * RATE / (xs[hi - 1] - xs[lo])
+
+    best = (0, 0, 0.0)
+    offset = -0.3
+    while offset <= 2.0:
+        windows = matching = 0
+        start = 0.05
+        while start + 0.05 <= SWEEP_SECONDS - 0.05:
+            at = start - offset
+            if at >= 0:
+                i = int(at * RATE)
+                if i + window > len(received):
+                    break
+                windows += 1
+                expected = f0 + (f1 - f0) * (start + 0.025) / SWEEP_SECONDS
+                if abs(frequency(i) - expected) <= 0.05 * expected + 10:
+                    matching += 1
+            start += 0.05
+        if matching > best[1]:
+            best = (windows, matching, offset)
+        offset += 0.005
+    return best
+
+
+def check_sweep(label, path, f0, f1):
+    try:
+        got = read_wav(path)
+    except (OSError, EOFError, ValueError, wave.Error) as e:
+        R.check(False, "%s: the received WAV is readable (%s)" % (label, e))
+        return
+    windows, matching, offset = follow_sweep(got, f0, f1)
+    R.check(windows >= 45 and matching >= windows * 9 // 10,
+            "%s: %.1f s received, the %d-%d Hz sweep's frequency track matches in %d of %d "
+            "windows (offset %.3f s)" % (label, len(got) / RATE, f0, f1, matching, windows,
+                                         offset))
+
+
+# ---- the test pattern and its check ------------------------------------------------------------
+
+W, H, FPS, FRAMES = 320, 240, 30, 60
+CODE_BITS, CODE_W, CODE_H = 8, 40, 32  # the frame's number in a band of black and white blocks
+
+
+def write_pattern(path, phase):
+    """FRAMES frames of moving vertical waves under a band that codes the frame's number."""
+    wave_row = [int(128 + 80 * math.sin(2 * math.pi * (x + phase) / 160))
+                for x in range(W + 4 * FRAMES)]
+    chroma = bytes([128]) * (2 * (W // 2) * (H // 2))
+    with open(path, "wb") as f:
+        f.write(b"YUV4MPEG2 W%d H%d F%d:1 Ip A1:1 C420jpeg\n" % (W, H, FPS))
+        for n in range(FRAMES):
+            code = b"".join((bytes([235]) if n >> (CODE_BITS - 1 - b) & 1 else bytes([16])) * CODE_W
+                            for b in range(CODE_BITS))
+            body = bytes(wave_row[4 * n:4 * n + W])
+            f.write(b"FRAME\n" + code * CODE_H + body * (H - CODE_H) + chroma)
+
+
+def read_y4m(path):
+    """(width, height, [luma planes])."""
+    with open(path, "rb") as f:
+        data = f.read()
+    head, _, rest = data.partition(b"\n")
+    fields = {p[:1]: p[1:] for p in head.split()[1:]}
+    w, h = int(fields[b"W"]), int(fields[b"H"])
+    size = w * h + 2 * ((w + 1) // 2) * ((h + 1) // 2)
+    planes, i = [], 0
+    while i < len(rest):
+        j = rest.index(b"\n", i) + 1
+        if len(rest) < j + size:
+            break
+        planes.append(rest[j:j + w * h])
+        i = j + size
+    return w, h, planes
+
+
+def frame_number(luma):
+    n = 0
+    for b in range(CODE_BITS):
+        row = luma[(CODE_H // 2) * W:(CODE_H // 2 + 1) * W]
+        block = row[b * CODE_W + 8:(b + 1) * CODE_W - 8]
+        n = n * 2 + (1 if sum(block) / len(block) > 128 else 0)
+    return n
+
+
+def check_video(label, path, sent_path):
+    try:
+        w, h, got = read_y4m(path)
+        _, _, sent = read_y4m(sent_path)
+    except (OSError, ValueError, KeyError) as e:
+        R.check(False, "%s: the received Y4M is readable (%s)" % (label, e))
+        return
+    R.check((w, h) == (W, H), "%s: %dx%d frames" % (label, w, h))
+    numbers, psnrs = [], []
+    for luma in got:
+        n = frame_number(luma)
+        if n >= len(sent):
+            continue
+        numbers.append(n)
+        ref = sent[n]
+        se = sum((a - b) * (a - b) for a, b in zip(luma[CODE_H * W::2], ref[CODE_H * W::2]))
+        mse = se / ((len(ref) - CODE_H * W) // 2)
+        psnrs.append(99.0 if mse == 0 else 10 * math.log10(255 * 255 / mse))
+    distinct = len(set(numbers))
+    mean = sum(psnrs) / len(psnrs) if psnrs else 0
+    R.check(len(got) >= FRAMES * 2 // 3 and distinct >= FRAMES * 2 // 3 and
+            numbers == sorted(numbers),
+            "%s: %d frames received, %d of the %d sent, in order" % (label, len(got), distinct,
+                                                                     FRAMES))
+    R.check(psnrs and mean >= 30 and min(psnrs) >= 22,
+            "%s: PSNR %.1f dB on average, %.1f at worst" % (label, mean, min(psnrs or [0])))
+
+
+# ---- running kabar ------------------------------------------------------------------------------
+
+class Kabar:
+    """The kabar binary beside kabard, for one user with a private HOME; `netns` maps a user to
+    the network namespace it runs in (none: this one)."""
+
+    def __init__(self, args, workdir, server, netns=None):
+        self.binary = os.path.join(os.path.dirname(os.path.abspath(args.kabard)), "kabar")
+        self.workdir = workdir
+        self.server = server
+        self.netns = netns or {}
+
+    def env(self, user):
+        e = dict(os.environ)
+        e["HOME"] = os.path.join(self.workdir, "home-" + user)
+        os.makedirs(e["HOME"], exist_ok=True)
+        for k in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
+            e.pop(k, None)
+        e["KABAR_JID"] = user + "@localhost"
+        e["KABAR_PASSWORD"] = PW[user]
+        e["KABAR_SERVER"] = self.server
+        e["KABAR_INSECURE"] = "1"
+        return e
+
+    def argv(self, user, *a):
+        ns = self.netns.get(user)
+        return (["ip", "netns", "exec", ns] if ns else []) + [self.binary, *a]
+
+    def run(self, user, *a, timeout=45):
+        return subprocess.run(self.argv(user, *a), env=self.env(user), capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def listen(self, user, *a):
+        return kabartest.JsonLines(self.argv(user, "listen", "--json", *a), self.env(user))
+
+
+def show(r):
+    return "exit %s; stdout: %s; stderr: %s" % (r.returncode, r.stdout.strip()[-600:],
+                                                 r.stderr.strip()[-600:])
+
+
+def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
+    """alice calls bob (who answers) for 4 s, a sweep and a test pattern each way; checks both
+    sides, the audio and the video."""
+    a_in, b_in = os.path.join(work, "alice-sweep.wav"), os.path.join(work, "bob-sweep.wav")
+    a_vin, b_vin = os.path.join(work, "alice.y4m"), os.path.join(work, "bob.y4m")
+    if not os.path.exists(a_in):
+        write_sweep(a_in, 300, 3000)
+        write_sweep(b_in, 2500, 400)
+        write_pattern(a_vin, 0)
+        write_pattern(b_vin, 80)
+    a_out = os.path.join(work, label + "-alice-heard.wav")
+    b_out = os.path.join(work, label + "-bob-heard.wav")
+    a_vout = os.path.join(work, label + "-alice-saw.y4m")
+    b_vout = os.path.join(work, label + "-bob-saw.y4m")
+    bob = kabar.listen("bob", "--answer-calls", "--audio-in", b_in, "--audio-out", b_out,
+                       "--video-in", b_vin, "--video-out", b_vout, *callee_flags)
+    try:
+        if not R.check(bob.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
+                       "%s: bob listens" % label):
+            return
+        t0 = time.time()
+        r = kabar.run("alice", "call", "bob@localhost", "--video", "--duration", "4",
+                      "--audio-in", a_in, "--audio-out", a_out, "--video-in", a_vin,
+                      "--video-out", a_vout, *caller_flags)
+        secs = time.time() - t0
+        lines = r.stdout.splitlines()
+        R.check(r.returncode == 0, "%s: kabar call exits 0 after %.1f s (%s)" % (label, secs,
+                                                                                 show(r)))
+        R.check(any(x.startswith("calling bob@localhost (audio and video)") for x in lines) and
+                any(x.startswith("accepted by bob@localhost/") for x in lines) and
+                any(x.startswith("connected to bob@localhost/") for x in lines),
+                "%s: the caller prints calling, accepted, connected (%s)" % (label, lines))
+        ended = [x for x in lines if " ended: " in x]
+        R.check(len(ended) == 1 and "packets sent" in ended[0] and "lost" in ended[0] and
+                re.search(r"ended: success, by us, after 0:0[456];", ended[0]) is not None,
+                "%s: the caller hangs up after 4 s and prints the figures (%s)" % (label, ended))
+        call = bob.wait(lambda e: e.get("type") == "call", timeout=5)
+        R.check(call is not None and call.get("from", "").startswith("alice@localhost/") and
+                call.get("media") == "audio and video",
+                "%s: bob sees the call (%s)" % (label, call))
+        conn = bob.wait(lambda e: e.get("type") == "call-state" and
+                        e.get("state") == "connected", timeout=5)
+        R.check(conn is not None, "%s: bob's side connects (%s)" % (label, conn))
+        end = bob.wait(lambda e: e.get("type") == "call-ended", timeout=10)
+        R.check(end is not None and end.get("reason") == "success" and end.get("by") == "peer" and
+                int(end.get("duration", "0")) >= 3,
+                "%s: bob's side ends, hung up by alice (%s)" % (label, end))
+        if end is not None and "received" in end:
+            received, lost = int(end["received"]), int(end["lost"])
+            R.check(received >= 150 and lost <= 10 and int(end.get("video_frames", "0")) >= 40,
+                    "%s: bob received %d packets, lost %d, decoded %s video frames" % (
+                        label, received, lost, end.get("video_frames")))
+        else:
+            R.check(False, "%s: bob's end has packet figures (%s)" % (label, end))
+    finally:
+        rc = bob.stop()
+        if R.failed:
+            sys.stderr.write("---- bob's stderr ----\n%s\n" % bob.stderr[-3000:])
+    R.check(rc in (0, -15), "%s: bob's listen stops cleanly (exit %s)" % (label, rc))
+    check_sweep(label + ": bob heard alice", b_out, 300, 3000)
+    check_sweep(label + ": alice heard bob", a_out, 2500, 400)
+    check_video(label + ": bob saw alice", b_vout, a_vin)
+    check_video(label + ": alice saw bob", a_vout, b_vin)
+
+
+@section
+def loopback(args, work):
+    with kabartest.Kabard(args) as k:
+        for u, p in PW.items():
+            k.add_user(u, p)
+        kabar = Kabar(args, work, "127.0.0.1:%d" % k.port)
+        loop = ("--host-address", "127.0.0.1")
+        sweep_call(kabar, work, "loopback", loop, loop)
+
+        # Declined: bob's listen refuses every call.
+        bob = kabar.listen("bob", "--reject-calls")
+        try:
+            R.check(bob.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
+                    "decline: bob listens")
+            # --host-address before the JID takes one address, not the JID too.
+            r = kabar.run("alice", "call", *loop, "bob@localhost")
+            R.check(r.returncode == 8 and "ended: decline, by the contact" in r.stdout and
+                    "not taken (decline)" in r.stderr,
+                    "decline: kabar call exits 8, declined by the contact (%s)" % show(r))
+            end = bob.wait(lambda e: e.get("type") == "call-ended", timeout=5)
+            R.check(end is not None and end.get("reason") == "decline" and end.get("by") == "us",
+                    "decline: bob's side says it declined (%s)" % end)
+        finally:
+            bob.stop()
+
+        # Unanswered: bob's listen shows the call and lets it ring; alice gives up after 2 s.
+        bob = kabar.listen("bob")
+        try:
+            R.check(bob.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
+                    "no answer: bob listens")
+            t0 = time.time()
+            r = kabar.run("alice", "call", "bob@localhost", "--ring-timeout", "2", *loop)
+            secs = time.time() - t0
+            R.check(r.returncode == 8 and "no answer from bob@localhost within 2 s" in r.stdout and
+                    "not answered" in r.stderr and secs < 15,
+                    "no answer: kabar call gives up and exits 8 in %.1f s (%s)" % (secs, show(r)))
+            call = bob.wait(lambda e: e.get("type") == "call", timeout=5)
+            end = bob.wait(lambda e: e.get("type") == "call-ended", timeout=5)
+            R.check(call is not None and end is not None and end.get("reason") == "cancel" and
+                    end.get("by") == "peer",
+                    "no answer: bob saw the call ring, then withdrawn (%s, %s)" % (call, end))
+        finally:
+            bob.stop()
+
+        # No media path: alice offers only relayed candidates and this kabard has no TURN, so ICE
+        # has nothing to try; --connect-timeout hangs up.
+        bob = kabar.listen("bob", "--answer-calls", *loop)
+        try:
+            R.check(bob.wait(lambda e: e.get("type") == "ready", timeout=20) is not None,
+                    "no path: bob listens")
+            t0 = time.time()
+            r = kabar.run("alice", "call", "bob@localhost", "--relay-only", "--connect-timeout",
+                          "3", *loop)
+            secs = time.time() - t0
+            R.check(r.returncode == 9 and "ended: connectivity-error (no media path within 3 s), "
+                    "by us" in r.stdout and "the call failed" in r.stderr and secs < 15,
+                    "no path: kabar call gives up after 3 s and exits 9 in %.1f s (%s)" % (
+                        secs, show(r)))
+            end = bob.wait(lambda e: e.get("type") == "call-ended", timeout=5)
+            R.check(end is not None and end.get("by") == "peer",
+                    "no path: bob's side ends with it (%s)" % end)
+        finally:
+            bob.stop()
+
+        t0 = time.time()
+        r = kabar.run("alice", "call", "nobody@localhost", *loop)
+        R.check(r.returncode == 7 and "cannot be called: the server answered service-unavailable"
+                in r.stderr and time.time() - t0 < 10,
+                "an account that does not exist: exit 7 at once, not after --ring-timeout (%s)"
+                % show(r))
+        r = kabar.run("alice", "call", "not a jid")
+        R.check(r.returncode == 2, "a bad JID is a usage error, exit 2 (%s)" % show(r))
+        R.check(k.alive(), "kabard alive")
+
+
+# ---- the relayed call: namespaces and coturn ----------------------------------------------------
+
+class Netns:
+    """Three namespaces: srv (kabard and coturn on 10.213.9.1, on its loopback) joined by one veth
+    pair to each of a and b; srv does not forward, so a and b reach 10.213.9.1 and not each
+    other (the layout of test_filetransfer.py)."""
+
+    def __init__(self):
+        self.tag = "kcl%d" % (os.getpid() % 100000)
+        self.srv, self.a, self.b = self.tag + "s", self.tag + "a", self.tag + "b"
+        self.made = []
+
+    def sh(self, *cmd):
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def up(self):
+        for n in (self.srv, self.a, self.b):
+            self.sh("ip", "netns", "add", n)
+            self.made.append(n)
+            self.sh("ip", "-n", n, "link", "set", "lo", "up")
+        self.sh("ip", "-n", self.srv, "addr", "add", "10.213.9.1/32", "dev", "lo")
+        self.sh("ip", "netns", "exec", self.srv, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+        for i, n in ((1, self.a), (2, self.b)):
+            s_end, c_end = "%ss%d" % (self.tag, i), "%sc%d" % (self.tag, i)
+            self.sh("ip", "link", "add", s_end, "netns", self.srv, "type", "veth", "peer", "name",
+                    c_end, "netns", n)
+            self.sh("ip", "-n", self.srv, "addr", "add", "10.213.%d.1/24" % i, "dev", s_end)
+            self.sh("ip", "-n", self.srv, "link", "set", s_end, "up")
+            self.sh("ip", "-n", n, "addr", "add", "10.213.%d.2/24" % i, "dev", c_end)
+            self.sh("ip", "-n", n, "link", "set", c_end, "up")
+            self.sh("ip", "-n", n, "route", "add", "10.213.9.1/32", "via", "10.213.%d.1" % i)
+        # libnice gathers only on interfaces flagged RUNNING, which a veth is once the kernel has
+        # seen its carrier (up to a second after packets already pass): wait for that.
+        deadline = time.time() + 10
+        for i, n in ((1, self.a), (2, self.b)):
+            while time.time() < deadline:
+                r = subprocess.run(["ip", "-n", n, "-o", "link", "show", "%sc%d" % (self.tag, i)],
+                                   capture_output=True, text=True)
+                if "state UP" in r.stdout:
+                    break
+                time.sleep(0.05)  # a poll interval
+        return self
+
+    def down(self):
+        for n in self.made:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        self.made = []
+
+
+def wait_for_text(path, text, proc, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(path, errors="replace") as f:
+                if text in f.read():
+                    return True
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def stop_process(p, timeout=10):
+    if p is not None and p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return p.returncode if p is not None else None
+
+
+@section
+def relayed(args, work):
+    if shutil.which("turnserver") is None:
+        R.check(False, "turnserver (Debian's coturn) is installed")
+        return
+    ns = Netns()
+    kd = turn = None
+    d = tempfile.mkdtemp(prefix="kabar-call-srv-")
+    try:
+        ns.up()
+        probe = ("import socket,sys\ntry:\n socket.create_connection(('10.213.2.2',9),1)\n"
+                 "except OSError as e:\n print(e); sys.exit(1)\n")
+        r = subprocess.run(["ip", "netns", "exec", ns.a, "/usr/bin/python3", "-c", probe],
+                           capture_output=True, text=True)
+        R.check(r.returncode == 1, "relayed: namespace a cannot reach b (%s)" % r.stdout.strip())
+
+        turn_log = os.path.join(d, "turn.log")
+        turn = subprocess.Popen(
+            ["ip", "netns", "exec", ns.srv, "turnserver", "-n", "-v", "--listening-ip=10.213.9.1",
+             "--listening-port=3478", "--relay-ip=10.213.9.1", "--min-port=49152",
+             "--max-port=65535", "--use-auth-secret", "--static-auth-secret=" + TURN_SECRET,
+             "--realm=localhost", "--no-tls", "--no-dtls", "--no-cli", "--log-file=stdout",
+             "--simple-log", "--pidfile=%s/turn.pid" % d, "--db=%s/turndb" % d],
+            stdout=open(turn_log, "w"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 15
+        listening = False
+        while not listening and time.time() < deadline and turn.poll() is None:
+            r = subprocess.run(["ip", "netns", "exec", ns.srv, "ss", "-Huln", "sport = :3478"],
+                               capture_output=True, text=True)
+            listening = "10.213.9.1:3478" in r.stdout
+            if not listening:
+                time.sleep(0.05)  # a poll interval
+        R.check(listening, "relayed: coturn listens on 10.213.9.1:3478")
+
+        data = os.path.join(d, "data")
+        conf = os.path.join(d, "kabard.toml")
+        with open(conf, "w") as f:
+            f.write('[extdisco]\nservices = ["stun:10.213.9.1:3478", '
+                    '"turn:10.213.9.1:3478?transport=udp"]\nturn_secret = "%s"\n' % TURN_SECRET)
+        kd_log = os.path.join(d, "kabard.log")
+        kd = subprocess.Popen(["ip", "netns", "exec", ns.srv, args.kabard, "--domain", "localhost",
+                               "--data-dir", data, "--c2s", "10.213.9.1:5222", "--c2s-tls",
+                               "10.213.9.1:5223", "--config", conf],
+                              stdout=open(kd_log, "w"), stderr=subprocess.STDOUT)
+        if not R.check(wait_for_text(kd_log, "10.213.9.1:5222", kd) or kd.poll() is None,
+                       "relayed: kabard runs in the namespace"):
+            return
+        for u, p in PW.items():
+            subprocess.run([args.kabarctl, "--data-dir", data, "user", "add", u], check=True,
+                           capture_output=True, env=dict(os.environ, KABAR_PASSWORD=p),
+                           stdin=subprocess.DEVNULL)
+        kabar = Kabar(args, work, "10.213.9.1:5222", netns={"alice": ns.a, "bob": ns.b})
+        # kabard listens once the users can log in: wait for that, not for a time.
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            r = kabar.run("alice", "roster")
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)  # a poll interval: kabard opens its port soon after it starts
+        R.check(r.returncode == 0, "relayed: alice logs in from namespace a (%s)" % show(r))
+        # alice offers only her relayed candidates (--relay-only), bob everything he has: ICE
+        # finds that only the relay works.
+        sweep_call(kabar, work, "relayed", caller_flags=("--relay-only",))
+        with open(turn_log, errors="replace") as f:
+            log = f.read()
+        allocations = log.count("ALLOCATE processed, success")
+        R.check(allocations >= 2, "relayed: coturn granted %d allocations with kabard's "
+                "credentials" % allocations)
+    finally:
+        rc = stop_process(kd)
+        if kd is not None:
+            R.check(rc == 0, "relayed: kabard stops cleanly (exit %s)" % rc)
+        stop_process(turn)
+        if R.failed:
+            for name in ("kabard.log", "turn.log"):
+                try:
+                    with open(os.path.join(d, name), errors="replace") as f:
+                        sys.stderr.write("---- %s (tail) ----\n%s\n" % (name, f.read()[-4000:]))
+                except OSError:
+                    pass
+        ns.down()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    args = kabartest.parse_args()
+    work = tempfile.mkdtemp(prefix="kabar-call-")
+    try:
+        loopback(args, work)
+        relayed(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    R.finish()
+
+
+if __name__ == "__main__":
+    main()

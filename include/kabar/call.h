@@ -85,6 +85,9 @@ class Calls {
   void reject(const std::string& id, const std::string& reason = "decline");
   // Either side, any state: retract, or session-terminate success with finish.
   void hang_up(const std::string& id);
+  // The same, with a XEP-0166 §7.4 condition and text of our choosing for a call whose Jingle
+  // session exists (e.g. connectivity-error when no media path was found in time).
+  void hang_up(const std::string& id, const std::string& reason, const std::string& text);
 
   std::vector<CallInfo> calls() const;  // those not ended
   std::optional<CallInfo> info(const std::string& id) const;

@@ -870,6 +870,15 @@ void Calls::hang_up(const std::string& id) {
   impl_->terminate(c, c->session ? "success" : "cancel", {});
 }
 
+void Calls::hang_up(const std::string& id, const std::string& reason, const std::string& text) {
+  CallPtr c = impl_->find(id);
+  if (!c || !c->session || reason.empty()) {
+    hang_up(id);
+    return;
+  }
+  impl_->terminate(c, reason, text);
+}
+
 std::vector<CallInfo> Calls::calls() const {
   std::vector<CallInfo> out;
   for (const auto& [id, c] : impl_->calls) out.push_back(c->info);

@@ -316,6 +316,35 @@ TEST_F(CallTest, OutgoingCallFromProposalToHangUp) {
   EXPECT_TRUE(calls->calls().empty());
 }
 
+// A hang-up with our own reason (kabar call's --connect-timeout): the contact is told it in the
+// session-terminate and the finish; before a session exists it is a plain retraction.
+TEST_F(CallTest, HangUpWithAReason) {
+  std::string early = calls->call("bob@example.org");
+  sent();
+  calls->hang_up(early, "connectivity-error", "no media path");
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_NE(out[0].child("retract", kJmi), nullptr);
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].second.reason, "cancel");
+
+  std::string id = calls->call("bob@example.org");
+  sent();
+  receive(jmi("proceed", id, "bob@example.org/phone", "alice@example.org/desk"));
+  sent();  // the session-initiate
+  calls->hang_up(id, "connectivity-error", "no media path");
+  out = sent();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(jingle(out[0])->attr("action"), "session-terminate");
+  EXPECT_EQ(reason(out[0]), "connectivity-error");
+  const xml::Element* finish = out[1].child("finish", kJmi);
+  ASSERT_NE(finish, nullptr);
+  ASSERT_EQ(ended.size(), 2u);
+  EXPECT_EQ(ended[1].second.reason, "connectivity-error");
+  EXPECT_EQ(ended[1].second.text, "no media path");
+  EXPECT_FALSE(ended[1].second.by_peer);
+}
+
 TEST_F(CallTest, OutgoingVideoProposesBothMedia) {
   std::string id = calls->call("bob@example.org", true);
   auto out = sent();

@@ -361,7 +361,9 @@ void CallWatch::check_connecting() {
   for (const std::string& id : expired) {
     connecting_since_.erase(id);
     timed_out_.insert(id);
-    calls_.hang_up(id);  // the end is reported through Calls::on_ended, now
+    // The contact learns why too; the end is reported through Calls::on_ended, now.
+    calls_.hang_up(id, "connectivity-error",
+                   "no media path within " + std::to_string(connect_timeout_) + " s");
   }
 }
 

@@ -372,15 +372,8 @@ def main():
             for user, pw in client_matrix.PASSWORDS.items():
                 srv.add_user(user, pw)
             k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(asyncio.wait_for(to_slixmpp(R, srv, k, tmp), 120))
-                loop.run_until_complete(asyncio.wait_for(caps_of_slixmpp(R, srv, k, tmp), 120))
-            except Exception as e:  # noqa: BLE001
-                R.check(False, f"the slixmpp part finished ({type(e).__name__}: {e})")
-            finally:
-                kabartest.shutdown_loop(loop)
+            kabartest.run_in_new_loop(R, "the slixmpp part finished", 120,
+                                      [to_slixmpp, caps_of_slixmpp], R, srv, k, tmp)
             R.section(stop_and_resume)(R, srv, k, tmp)
             R.section(receiver_stops)(R, srv, k, tmp)
             R.section(stopped_in_a_terminal)(R, srv, k, tmp)

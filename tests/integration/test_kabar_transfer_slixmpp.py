@@ -323,14 +323,7 @@ def main():
             for user, pw in client_matrix.PASSWORDS.items():
                 srv.add_user(user, pw)
             k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(asyncio.wait_for(scenario(R, srv, k, tmp), 90))
-            except Exception as e:  # noqa: BLE001
-                R.check(False, f"the scenario finished ({type(e).__name__}: {e})")
-            finally:
-                kabartest.shutdown_loop(loop)
+            kabartest.run_in_new_loop(R, "the scenario finished", 90, [scenario], R, srv, k, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     R.finish()

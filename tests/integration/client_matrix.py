@@ -58,6 +58,23 @@ class Kabar:
     def listen(self, user, *extra):
         return Listener(self, user, extra)
 
+    def befriend(self, R, a="alice", b="bob"):
+        """A mutual subscription between `a` and `b` (add, approve, approve), each step a check of
+        `R`. Returns their bare JIDs."""
+        ja, jb = f"{a}@{self.domain}", f"{b}@{self.domain}"
+        for user, argv in ((a, ("add", jb)), (b, ("approve", ja)), (a, ("approve", jb))):
+            r = self.run("roster", *argv, user=user)
+            R.check(r.returncode == 0, f"{user}: roster {' '.join(argv)}")
+        return ja, jb
+
+    def terminal_env(self, user):
+        """The environment for `kabar chat` as `user` in a terminal: only the KABAR_ settings,
+        HOME and PATH, and a UTF-8 locale."""
+        e = {kk: v for kk, v in self.env(user).items()
+             if kk.startswith("KABAR_") or kk in ("HOME", "PATH")}
+        e["LANG"] = "C.UTF-8"
+        return e
+
 
 class Listener(kabartest.JsonLines):
     """`kabar listen --json` in the background; every line it writes is kept in kabar.outputs."""

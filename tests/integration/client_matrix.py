@@ -8,6 +8,7 @@ offline delivery with a delay stamp, the subscription handshake to a mutual rost
 show and status, messages both ways, receipts, unknown contacts, a password change. No password
 may appear in any output.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -240,6 +241,16 @@ def _run(res, k, name, d, alice, bob, listeners, registration):
 
 def kabar_binary(args):
     return os.path.join(os.path.dirname(os.path.abspath(args.kabard)), "kabar")
+
+
+@contextlib.contextmanager
+def kabard_with_kabar(args, workdir, extra_flags=()):
+    """A kabard with the PASSWORDS accounts, and a Kabar against it working in `workdir`:
+    yields (kabard, kabar)."""
+    with kabartest.Kabard(args, extra_flags=extra_flags) as srv:
+        for user, pw in PASSWORDS.items():
+            srv.add_user(user, pw)
+        yield srv, Kabar(kabar_binary(args), srv.port, srv.domain, workdir)
 
 
 def main(server_kind):

@@ -33,10 +33,7 @@ def main():
     tmux = Tmux(tmp)
     listener = caller = None
     try:
-        with kabartest.Kabard(args) as srv:
-            for user, pw in client_matrix.PASSWORDS.items():
-                srv.add_user(user, pw)
-            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
+        with client_matrix.kabard_with_kabar(args, tmp) as (srv, k):
             alice, bob = k.befriend(R)
             listener = k.listen("bob", "--answer-calls", *LOOP)
             R.check(listener.wait(lambda e: e.get("type") == "ready") is not None, "bob listens")

@@ -40,10 +40,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kabar-history-")
     tmux = Tmux(tmp)
     try:
-        with kabartest.Kabard(args) as srv:
-            for user, pw in client_matrix.PASSWORDS.items():
-                srv.add_user(user, pw)
-            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
+        with client_matrix.kabard_with_kabar(args, tmp) as (srv, k):
             alice, bob = k.befriend(R)
             e = k.terminal_env("alice")
             e["XDG_DATA_HOME"] = os.path.join(tmp, "xdg-data")

@@ -28,10 +28,7 @@ def main():
     tmux = Tmux(tmp)
     listener = None
     try:
-        with kabartest.Kabard(args) as srv:
-            for user, pw in client_matrix.PASSWORDS.items():
-                srv.add_user(user, pw)
-            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
+        with client_matrix.kabard_with_kabar(args, tmp) as (srv, k):
             alice, bob = k.befriend(R)
             r = k.run("status", "away", "at lunch", user="bob")
             R.check(r.returncode == 0, "bob saves the status away, 'at lunch'")

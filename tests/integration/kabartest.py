@@ -280,6 +280,14 @@ class Netns:
                     time.sleep(0.05)  # a poll interval
         return self
 
+    def probe_a_to_b(self):
+        """Tries a TCP connection from namespace a to b's address; the result exits 1 and prints
+        the error when it cannot reach it (what up() is for)."""
+        probe = ("import socket,sys\ntry:\n socket.create_connection(('10.213.2.2',9),1)\n"
+                 "except OSError as e:\n print(e); sys.exit(1)\n")
+        return subprocess.run(["ip", "netns", "exec", self.a, "/usr/bin/python3", "-c", probe],
+                              capture_output=True, text=True)
+
     def down(self):
         for n in self.made:
             subprocess.run(["ip", "netns", "del", n], capture_output=True)

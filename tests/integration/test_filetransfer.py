@@ -285,10 +285,7 @@ def split_transfer(args, work, proxy, size, label, expect):
     try:
         ns.up()
         # Proof of the setup: a cannot reach b.
-        probe = ("import socket,sys\ntry:\n socket.create_connection(('10.213.2.2',9),1)\n"
-                 "except OSError as e:\n print(e); sys.exit(1)\n")
-        r = subprocess.run(["ip", "netns", "exec", ns.a, "/usr/bin/python3", "-c", probe],
-                           capture_output=True, text=True)
+        r = ns.probe_a_to_b()
         R.check(r.returncode == 1, f"{label}: namespace a cannot reach b ({r.stdout.strip()})")
         k = NetnsKabard(args, ns, proxy)
         for u, p in PW.items():

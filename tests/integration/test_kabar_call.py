@@ -415,10 +415,7 @@ def relayed(args, work):
     d = tempfile.mkdtemp(prefix="kabar-call-srv-")
     try:
         ns.up()
-        probe = ("import socket,sys\ntry:\n socket.create_connection(('10.213.2.2',9),1)\n"
-                 "except OSError as e:\n print(e); sys.exit(1)\n")
-        r = subprocess.run(["ip", "netns", "exec", ns.a, "/usr/bin/python3", "-c", probe],
-                           capture_output=True, text=True)
+        r = ns.probe_a_to_b()
         R.check(r.returncode == 1, "relayed: namespace a cannot reach b (%s)" % r.stdout.strip())
 
         turn_log = os.path.join(d, "turn.log")

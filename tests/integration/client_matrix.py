@@ -8,6 +8,7 @@ offline delivery with a delay stamp, the subscription handshake to a mutual rost
 show and status, messages both ways, receipts, unknown contacts, a password change. No password
 may appear in any output.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -57,6 +58,23 @@ class Kabar:
 
     def listen(self, user, *extra):
         return Listener(self, user, extra)
+
+    def befriend(self, R, a="alice", b="bob"):
+        """A mutual subscription between `a` and `b` (add, approve, approve), each step a check of
+        `R`. Returns their bare JIDs."""
+        ja, jb = f"{a}@{self.domain}", f"{b}@{self.domain}"
+        for user, argv in ((a, ("add", jb)), (b, ("approve", ja)), (a, ("approve", jb))):
+            r = self.run("roster", *argv, user=user)
+            R.check(r.returncode == 0, f"{user}: roster {' '.join(argv)}")
+        return ja, jb
+
+    def terminal_env(self, user):
+        """The environment for `kabar chat` as `user` in a terminal: only the KABAR_ settings,
+        HOME and PATH, and a UTF-8 locale."""
+        e = {kk: v for kk, v in self.env(user).items()
+             if kk.startswith("KABAR_") or kk in ("HOME", "PATH")}
+        e["LANG"] = "C.UTF-8"
+        return e
 
 
 class Listener(kabartest.JsonLines):
@@ -223,6 +241,16 @@ def _run(res, k, name, d, alice, bob, listeners, registration):
 
 def kabar_binary(args):
     return os.path.join(os.path.dirname(os.path.abspath(args.kabard)), "kabar")
+
+
+@contextlib.contextmanager
+def kabard_with_kabar(args, workdir, extra_flags=()):
+    """A kabard with the PASSWORDS accounts, and a Kabar against it working in `workdir`:
+    yields (kabard, kabar)."""
+    with kabartest.Kabard(args, extra_flags=extra_flags) as srv:
+        for user, pw in PASSWORDS.items():
+            srv.add_user(user, pw)
+        yield srv, Kabar(kabar_binary(args), srv.port, srv.domain, workdir)
 
 
 def main(server_kind):

@@ -221,6 +221,79 @@ def shutdown_loop(loop):
     loop.close()
 
 
+def run_in_new_loop(R, what, timeout, scenarios, *args):
+    """On a fresh event loop, awaits each `fn(*args)` of `scenarios` in turn, each within `timeout`
+    seconds; the first exception stops them and counts as the failed check `what (...)`. Shuts the
+    loop down at the end."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        for fn in scenarios:
+            loop.run_until_complete(asyncio.wait_for(fn(*args), timeout))
+    except Exception as e:  # noqa: BLE001
+        R.check(False, f"{what} ({type(e).__name__}: {e})")
+    finally:
+        shutdown_loop(loop)
+
+
+class Netns:
+    """Three network namespaces (root, `ip netns`): srv joined by one veth pair to each of a and
+    b. a and b reach 10.213.9.1 (on srv's loopback: where kabard, and coturn, listen) through srv,
+    which does not forward, so they do not reach each other. `prefix` starts their names.
+    With `wait_running`, up() also waits until a's and b's veth ends are RUNNING."""
+
+    def __init__(self, prefix, wait_running=False):
+        self.tag = "%s%d" % (prefix, os.getpid() % 100000)
+        self.srv, self.a, self.b = self.tag + "s", self.tag + "a", self.tag + "b"
+        self.wait_running = wait_running
+        self.made = []
+
+    def sh(self, *cmd):
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def up(self):
+        for n in (self.srv, self.a, self.b):
+            self.sh("ip", "netns", "add", n)
+            self.made.append(n)
+            self.sh("ip", "-n", n, "link", "set", "lo", "up")
+        self.sh("ip", "-n", self.srv, "addr", "add", "10.213.9.1/32", "dev", "lo")
+        self.sh("ip", "netns", "exec", self.srv, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+        for i, n in ((1, self.a), (2, self.b)):
+            s_end, c_end = f"{self.tag}s{i}", f"{self.tag}c{i}"
+            self.sh("ip", "link", "add", s_end, "netns", self.srv, "type", "veth", "peer", "name",
+                    c_end, "netns", n)
+            self.sh("ip", "-n", self.srv, "addr", "add", f"10.213.{i}.1/24", "dev", s_end)
+            self.sh("ip", "-n", self.srv, "link", "set", s_end, "up")
+            self.sh("ip", "-n", n, "addr", "add", f"10.213.{i}.2/24", "dev", c_end)
+            self.sh("ip", "-n", n, "link", "set", c_end, "up")
+            self.sh("ip", "-n", n, "route", "add", "10.213.9.1/32", "via", f"10.213.{i}.1")
+        if self.wait_running:
+            # libnice gathers only on interfaces flagged RUNNING, which a veth is once the kernel
+            # has seen its carrier (up to a second after packets already pass): wait for that.
+            deadline = time.time() + 10
+            for i, n in ((1, self.a), (2, self.b)):
+                while time.time() < deadline:
+                    r = subprocess.run(["ip", "-n", n, "-o", "link", "show", f"{self.tag}c{i}"],
+                                       capture_output=True, text=True)
+                    if "state UP" in r.stdout:
+                        break
+                    time.sleep(0.05)  # a poll interval
+        return self
+
+    def probe_a_to_b(self):
+        """Tries a TCP connection from namespace a to b's address; the result exits 1 and prints
+        the error when it cannot reach it (what up() is for)."""
+        probe = ("import socket,sys\ntry:\n socket.create_connection(('10.213.2.2',9),1)\n"
+                 "except OSError as e:\n print(e); sys.exit(1)\n")
+        return subprocess.run(["ip", "netns", "exec", self.a, "/usr/bin/python3", "-c", probe],
+                              capture_output=True, text=True)
+
+    def down(self):
+        for n in self.made:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        self.made = []
+
+
 class JsonLines:
     """A process (`kabar listen --json`, ...) in the background whose stdout is one JSON object per
     line: the objects go to a queue (a line that is not JSON arrives as {"type": "bad-line"}), and

@@ -13,44 +13,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
-from xmpp_raw import NS_CLIENT, error_condition, online, q, tostr  # noqa: E402
+from xmpp_raw import (NS_CARBONS, NS_CLIENT, NS_FORWARD, carbon, error_condition,  # noqa: E402
+                      online, q, tostr, until_marker)
+from xmpp_raw import enable_carbons as enable  # noqa: E402
 
 R = kabartest.Results("carbons_blocking")
 DOMAIN = "localhost"
 PW = {"romeo": "romeo-pw", "juliet": "juliet-pw", "tybalt": "tybalt-pw"}
-NS_CARBONS = "urn:xmpp:carbons:2"
-NS_FORWARD = "urn:xmpp:forward:0"
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 section = R.section
-_marker = [0]
-
-
-def until_marker(rcpt, sender):
-    """Sends a marker message from `sender` to `rcpt` and returns what `rcpt` got before it. A
-    headline: never copied as a carbon itself (XEP-0280 §6.1)."""
-    _marker[0] += 1
-    body = "marker-%d" % _marker[0]
-    sender.message(rcpt.jid, body, type_="headline")
-    rcpt.expect_message(body)
-    got, rcpt.queue = rcpt.queue, []
-    return got
-
-
-def carbon(el, flag):
-    """The message inside a <sent/>/<received/> carbon, or None."""
-    if el.tag != q(NS_CLIENT, "message"):
-        return None
-    f = el.find(q(NS_CARBONS, flag))
-    fwd = f.find(q(NS_FORWARD, "forwarded")) if f is not None else None
-    return fwd.find(q(NS_CLIENT, "message")) if fwd is not None else None
-
-
-def enable(c):
-    r = c.iq("set", "<enable xmlns='%s'/>" % NS_CARBONS)
-    return r.get("type") == "result"
-
-
 @section
 def carbons(k):
     home = online(k.port, "romeo", PW["romeo"], "home")

@@ -215,43 +215,6 @@ def offline(args, work):
         R.check(r.returncode == 7, f"offline with --no-upload: exit 7 ({r.stderr.strip()})")
 
 
-class Netns:
-    """Three namespaces: srv (kabard) joined by one veth pair to each of a and b. a and b reach
-    kabard's address 10.213.9.1 (on srv's loopback) through srv, which does not forward."""
-
-    def __init__(self):
-        tag = "kft%d" % (os.getpid() % 100000)
-        self.srv, self.a, self.b = tag + "s", tag + "a", tag + "b"
-        self.tag = tag
-        self.made = []
-
-    def sh(self, *cmd):
-        subprocess.run(cmd, check=True, capture_output=True)
-
-    def up(self):
-        for n in (self.srv, self.a, self.b):
-            self.sh("ip", "netns", "add", n)
-            self.made.append(n)
-            self.sh("ip", "-n", n, "link", "set", "lo", "up")
-        self.sh("ip", "-n", self.srv, "addr", "add", "10.213.9.1/32", "dev", "lo")
-        self.sh("ip", "netns", "exec", self.srv, "sysctl", "-qw", "net.ipv4.ip_forward=0")
-        for i, n in ((1, self.a), (2, self.b)):
-            s_end, c_end = f"{self.tag}s{i}", f"{self.tag}c{i}"
-            self.sh("ip", "link", "add", s_end, "netns", self.srv, "type", "veth", "peer", "name",
-                    c_end, "netns", n)
-            self.sh("ip", "-n", self.srv, "addr", "add", f"10.213.{i}.1/24", "dev", s_end)
-            self.sh("ip", "-n", self.srv, "link", "set", s_end, "up")
-            self.sh("ip", "-n", n, "addr", "add", f"10.213.{i}.2/24", "dev", c_end)
-            self.sh("ip", "-n", n, "link", "set", c_end, "up")
-            self.sh("ip", "-n", n, "route", "add", "10.213.9.1/32", "via", f"10.213.{i}.1")
-        return self
-
-    def down(self):
-        for n in self.made:
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
-        self.made = []
-
-
 class NetnsKabard:
     """kabard inside the srv namespace, listening on 10.213.9.1."""
 
@@ -317,15 +280,12 @@ class SplitKabar(Kabar):
 
 
 def split_transfer(args, work, proxy, size, label, expect):
-    ns = Netns()
+    ns = kabartest.Netns("kft")
     k = None
     try:
         ns.up()
         # Proof of the setup: a cannot reach b.
-        probe = ("import socket,sys\ntry:\n socket.create_connection(('10.213.2.2',9),1)\n"
-                 "except OSError as e:\n print(e); sys.exit(1)\n")
-        r = subprocess.run(["ip", "netns", "exec", ns.a, "/usr/bin/python3", "-c", probe],
-                           capture_output=True, text=True)
+        r = ns.probe_a_to_b()
         R.check(r.returncode == 1, f"{label}: namespace a cannot reach b ({r.stdout.strip()})")
         k = NetnsKabard(args, ns, proxy)
         for u, p in PW.items():
@@ -357,7 +317,7 @@ def resumed(args, work):
     """The transfer's connection is cut halfway (alice's socket to the proxy destroyed with
     `ss -K`); alice offers the file again, bob answers with the offset he has (XEP-0234 range) and
     only the rest travels. The proxy is slowed to 16 MiB/s so there is a halfway to cut at."""
-    ns = Netns()
+    ns = kabartest.Netns("kft")
     k = li = None
     try:
         ns.up()

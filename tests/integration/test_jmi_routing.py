@@ -16,17 +16,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
-from xmpp_raw import NS_CLIENT, login, online, q, tostr  # noqa: E402
+from xmpp_raw import NS_CLIENT, NS_FORWARD, login, online, q, tostr, until_marker  # noqa: E402
+from xmpp_raw import carbon as unwrap_carbon  # noqa: E402
+from xmpp_raw import enable_carbons as enable  # noqa: E402
 
 R = kabartest.Results("jmi_routing")
 PW = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
-NS_CARBONS = "urn:xmpp:carbons:2"
-NS_FORWARD = "urn:xmpp:forward:0"
 NS_JMI = "urn:xmpp:jingle-message:0"
 NS_MAM = "urn:xmpp:mam:2"
 SID = "ca3cf894-5325-482f-a412-a6e9f832298d"
 section = R.section
-_marker = [0]
 
 
 def jmi(kind, to, inner=""):
@@ -38,16 +37,6 @@ def jmi(kind, to, inner=""):
 PROPOSE_INNER = "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/>"
 
 
-def until_marker(rcpt, sender):
-    """What `rcpt` got before a marker `sender` sends it (a headline: never copied, §6.1)."""
-    _marker[0] += 1
-    body = "marker-%d" % _marker[0]
-    sender.message(rcpt.jid, body, type_="headline")
-    rcpt.expect_message(body)
-    got, rcpt.queue = rcpt.queue, []
-    return got
-
-
 def direct(el, kind):
     """The <kind/> JMI element of a message as it is, or None."""
     if el.tag != q(NS_CLIENT, "message"):
@@ -57,19 +46,10 @@ def direct(el, kind):
 
 def carbon(el, flag, kind):
     """The message inside a <sent/>/<received/> carbon when it carries a JMI <kind/>, or None."""
-    if el.tag != q(NS_CLIENT, "message"):
-        return None
-    f = el.find(q(NS_CARBONS, flag))
-    fwd = f.find(q(NS_FORWARD, "forwarded")) if f is not None else None
-    inner = fwd.find(q(NS_CLIENT, "message")) if fwd is not None else None
+    inner = unwrap_carbon(el, flag)
     if inner is None or inner.find(q(NS_JMI, kind)) is None:
         return None
     return inner
-
-
-def enable(c):
-    r = c.iq("set", "<enable xmlns='%s'/>" % NS_CARBONS)
-    return r.get("type") == "result"
 
 
 def dump(els):

@@ -377,54 +377,7 @@ def loopback(args, work):
         R.check(k.alive(), "kabard alive")
 
 
-# ---- the relayed call: namespaces and coturn ----------------------------------------------------
-
-class Netns:
-    """Three namespaces: srv (kabard and coturn on 10.213.9.1, on its loopback) joined by one veth
-    pair to each of a and b; srv does not forward, so a and b reach 10.213.9.1 and not each
-    other (the layout of test_filetransfer.py)."""
-
-    def __init__(self):
-        self.tag = "kcl%d" % (os.getpid() % 100000)
-        self.srv, self.a, self.b = self.tag + "s", self.tag + "a", self.tag + "b"
-        self.made = []
-
-    def sh(self, *cmd):
-        subprocess.run(cmd, check=True, capture_output=True)
-
-    def up(self):
-        for n in (self.srv, self.a, self.b):
-            self.sh("ip", "netns", "add", n)
-            self.made.append(n)
-            self.sh("ip", "-n", n, "link", "set", "lo", "up")
-        self.sh("ip", "-n", self.srv, "addr", "add", "10.213.9.1/32", "dev", "lo")
-        self.sh("ip", "netns", "exec", self.srv, "sysctl", "-qw", "net.ipv4.ip_forward=0")
-        for i, n in ((1, self.a), (2, self.b)):
-            s_end, c_end = "%ss%d" % (self.tag, i), "%sc%d" % (self.tag, i)
-            self.sh("ip", "link", "add", s_end, "netns", self.srv, "type", "veth", "peer", "name",
-                    c_end, "netns", n)
-            self.sh("ip", "-n", self.srv, "addr", "add", "10.213.%d.1/24" % i, "dev", s_end)
-            self.sh("ip", "-n", self.srv, "link", "set", s_end, "up")
-            self.sh("ip", "-n", n, "addr", "add", "10.213.%d.2/24" % i, "dev", c_end)
-            self.sh("ip", "-n", n, "link", "set", c_end, "up")
-            self.sh("ip", "-n", n, "route", "add", "10.213.9.1/32", "via", "10.213.%d.1" % i)
-        # libnice gathers only on interfaces flagged RUNNING, which a veth is once the kernel has
-        # seen its carrier (up to a second after packets already pass): wait for that.
-        deadline = time.time() + 10
-        for i, n in ((1, self.a), (2, self.b)):
-            while time.time() < deadline:
-                r = subprocess.run(["ip", "-n", n, "-o", "link", "show", "%sc%d" % (self.tag, i)],
-                                   capture_output=True, text=True)
-                if "state UP" in r.stdout:
-                    break
-                time.sleep(0.05)  # a poll interval
-        return self
-
-    def down(self):
-        for n in self.made:
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
-        self.made = []
-
+# ---- the relayed call: namespaces (kabartest.Netns) and coturn --------------------------------
 
 def wait_for_text(path, text, proc, timeout=15):
     deadline = time.time() + timeout
@@ -457,15 +410,12 @@ def relayed(args, work):
     if shutil.which("turnserver") is None:
         R.check(False, "turnserver (Debian's coturn) is installed")
         return
-    ns = Netns()
+    ns = kabartest.Netns("kcl", wait_running=True)
     kd = turn = None
     d = tempfile.mkdtemp(prefix="kabar-call-srv-")
     try:
         ns.up()
-        probe = ("import socket,sys\ntry:\n socket.create_connection(('10.213.2.2',9),1)\n"
-                 "except OSError as e:\n print(e); sys.exit(1)\n")
-        r = subprocess.run(["ip", "netns", "exec", ns.a, "/usr/bin/python3", "-c", probe],
-                           capture_output=True, text=True)
+        r = ns.probe_a_to_b()
         R.check(r.returncode == 1, "relayed: namespace a cannot reach b (%s)" % r.stdout.strip())
 
         turn_log = os.path.join(d, "turn.log")

@@ -40,18 +40,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kabar-history-")
     tmux = Tmux(tmp)
     try:
-        with kabartest.Kabard(args) as srv:
-            for user, pw in client_matrix.PASSWORDS.items():
-                srv.add_user(user, pw)
-            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
-            alice, bob = f"alice@{srv.domain}", f"bob@{srv.domain}"
-            for user, argv in (("alice", ("add", bob)), ("bob", ("approve", alice)),
-                               ("alice", ("approve", bob))):
-                r = k.run("roster", *argv, user=user)
-                R.check(r.returncode == 0, f"{user}: roster {' '.join(argv)}")
-            e = {kk: v for kk, v in k.env("alice").items()
-                 if kk.startswith("KABAR_") or kk in ("HOME", "PATH")}
-            e["LANG"] = "C.UTF-8"
+        with client_matrix.kabard_with_kabar(args, tmp) as (srv, k):
+            alice, bob = k.befriend(R)
+            e = k.terminal_env("alice")
             e["XDG_DATA_HOME"] = os.path.join(tmp, "xdg-data")
 
             tmux.start("alice", f"{k.binary} chat", e)

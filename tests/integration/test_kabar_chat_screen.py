@@ -28,23 +28,14 @@ def main():
     tmux = Tmux(tmp)
     listener = None
     try:
-        with kabartest.Kabard(args) as srv:
-            for user, pw in client_matrix.PASSWORDS.items():
-                srv.add_user(user, pw)
-            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
-            alice, bob = f"alice@{srv.domain}", f"bob@{srv.domain}"
-            for user, argv in (("alice", ("add", bob)), ("bob", ("approve", alice)),
-                               ("alice", ("approve", bob))):
-                r = k.run("roster", *argv, user=user)
-                R.check(r.returncode == 0, f"{user}: roster {' '.join(argv)}")
+        with client_matrix.kabard_with_kabar(args, tmp) as (srv, k):
+            alice, bob = k.befriend(R)
             r = k.run("status", "away", "at lunch", user="bob")
             R.check(r.returncode == 0, "bob saves the status away, 'at lunch'")
             listener = k.listen("bob")
             R.check(listener.wait(lambda e: e.get("type") == "ready") is not None, "bob listens")
 
-            e = {kk: v for kk, v in k.env("alice").items()
-                 if kk.startswith("KABAR_") or kk in ("HOME", "PATH")}
-            e["LANG"] = "C.UTF-8"
+            e = k.terminal_env("alice")
             tmux.start("alice", f"{k.binary} chat", e)
             ok, text = tmux.wait("alice", f"{bob} - away: at lunch")
             R.check(ok, "the conversation header shows bob's show and status text\n" + text)

@@ -157,14 +157,7 @@ def main():
     try:
         with kabartest.Kabard(args) as srv:
             k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(asyncio.wait_for(scenario(R, srv, k, tmp), 150))
-            except Exception as e:  # noqa: BLE001
-                R.check(False, f"scenario finished ({type(e).__name__}: {e})")
-            finally:
-                kabartest.shutdown_loop(loop)
+            kabartest.run_in_new_loop(R, "scenario finished", 150, [scenario], R, srv, k, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     R.finish()

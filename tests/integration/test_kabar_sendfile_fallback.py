@@ -368,19 +368,10 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kabar-fallback-")
     http_port = kabartest.free_port()
     try:
-        with kabartest.Kabard(args, extra_flags=["--http", f"127.0.0.1:{http_port}"]) as srv:
-            for user, pw in client_matrix.PASSWORDS.items():
-                srv.add_user(user, pw)
-            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(asyncio.wait_for(to_slixmpp(R, srv, k, tmp), 120))
-                loop.run_until_complete(asyncio.wait_for(caps_of_slixmpp(R, srv, k, tmp), 120))
-            except Exception as e:  # noqa: BLE001
-                R.check(False, f"the slixmpp part finished ({type(e).__name__}: {e})")
-            finally:
-                kabartest.shutdown_loop(loop)
+        with client_matrix.kabard_with_kabar(
+                args, tmp, extra_flags=["--http", f"127.0.0.1:{http_port}"]) as (srv, k):
+            kabartest.run_in_new_loop(R, "the slixmpp part finished", 120,
+                                      [to_slixmpp, caps_of_slixmpp], R, srv, k, tmp)
             R.section(stop_and_resume)(R, srv, k, tmp)
             R.section(receiver_stops)(R, srv, k, tmp)
             R.section(stopped_in_a_terminal)(R, srv, k, tmp)

@@ -319,18 +319,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kabar-slixft-")
     http_port = kabartest.free_port()
     try:
-        with kabartest.Kabard(args, extra_flags=["--http", f"127.0.0.1:{http_port}"]) as srv:
-            for user, pw in client_matrix.PASSWORDS.items():
-                srv.add_user(user, pw)
-            k = client_matrix.Kabar(client_matrix.kabar_binary(args), srv.port, srv.domain, tmp)
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(asyncio.wait_for(scenario(R, srv, k, tmp), 90))
-            except Exception as e:  # noqa: BLE001
-                R.check(False, f"the scenario finished ({type(e).__name__}: {e})")
-            finally:
-                kabartest.shutdown_loop(loop)
+        with client_matrix.kabard_with_kabar(
+                args, tmp, extra_flags=["--http", f"127.0.0.1:{http_port}"]) as (srv, k):
+            kabartest.run_in_new_loop(R, "the scenario finished", 90, [scenario], R, srv, k, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     R.finish()

@@ -35,6 +35,8 @@ NS_VERSION = "jabber:iq:version"
 NS_LAST = "jabber:iq:last"
 NS_VCARD = "vcard-temp"
 NS_DELAY = "urn:xmpp:delay"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 DEFAULT_TIMEOUT = 5.0
@@ -450,6 +452,35 @@ def online(port, user, password, resource=None, roster=True, **kw):
             raise XmppError("roster get failed: %s" % tostr(r))
     c.presence()
     return c
+
+
+_marker = [0]
+
+
+def until_marker(rcpt, sender):
+    """Sends a marker message from `sender` to `rcpt` and returns what `rcpt` got before it. A
+    headline: never copied as a carbon itself (XEP-0280 §6.1)."""
+    _marker[0] += 1
+    body = "marker-%d" % _marker[0]
+    sender.message(rcpt.jid, body, type_="headline")
+    rcpt.expect_message(body)
+    got, rcpt.queue = rcpt.queue, []
+    return got
+
+
+def carbon(el, flag):
+    """The message inside a <sent/>/<received/> carbon (XEP-0280), or None."""
+    if el.tag != q(NS_CLIENT, "message"):
+        return None
+    f = el.find(q(NS_CARBONS, flag))
+    fwd = f.find(q(NS_FORWARD, "forwarded")) if f is not None else None
+    return fwd.find(q(NS_CLIENT, "message")) if fwd is not None else None
+
+
+def enable_carbons(c):
+    """Enables carbons on `c`; True when the server answered result."""
+    r = c.iq("set", "<enable xmlns='%s'/>" % NS_CARBONS)
+    return r.get("type") == "result"
 
 
 def vmrss_kb(pid):

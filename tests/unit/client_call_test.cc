@@ -18,6 +18,7 @@ namespace kabar::client {
 namespace {
 
 using testing::parse_stanzas;
+using testing::reply_condition;
 
 constexpr const char* kJingle = "urn:xmpp:jingle:1";
 constexpr const char* kRtp = "urn:xmpp:jingle:apps:rtp:1";
@@ -74,12 +75,6 @@ class FakeSession : public media::Session {
   std::shared_ptr<Engine> e_;
 };
 
-Options alice() {
-  Options o;
-  o.jid = "alice@example.org";
-  return o;
-}
-
 class CallTest : public ::testing::Test {
  protected:
   CallTest() {
@@ -116,14 +111,6 @@ class CallTest : public ::testing::Test {
     const xml::Element* r = j ? j->child("reason", kJingle) : nullptr;
     const xml::Element* c = r ? r->first_child() : nullptr;
     return c ? c->name() : "";
-  }
-
-  static std::string condition(const xml::Element& reply) {
-    const xml::Element* e = reply.child("error");
-    if (!e) return {};
-    for (const xml::Element* c : e->children())
-      if (c->xmlns() == "urn:ietf:params:xml:ns:xmpp-stanzas") return c->name();
-    return {};
   }
 
   // A browser's offer for `sid`: Opus 111 (and PCMU) on content "0", actpass, BUNDLE, no
@@ -192,7 +179,7 @@ class CallTest : public ::testing::Test {
   }
 
   asio::io_context io;
-  testing::OfflineSession session{io, alice()};
+  testing::OfflineSession session{io, testing::alice_options()};
   Client& client = session.client;
   Client::Impl& impl = session.impl;
   std::unique_ptr<Calls> calls;
@@ -487,7 +474,7 @@ TEST_F(CallTest, TransportInfoForAnUnknownSession) {
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].attr("type"), "error");
   EXPECT_EQ(out[0].attr("id"), "ti1");
-  EXPECT_EQ(condition(out[0]), "item-not-found");
+  EXPECT_EQ(reply_condition(out[0]), "item-not-found");
   // XEP-0166 §7.2.1
   EXPECT_NE(out[0].child("error")->child("unknown-session", "urn:xmpp:jingle:errors:1"), nullptr);
 
@@ -497,7 +484,7 @@ TEST_F(CallTest, TransportInfoForAnUnknownSession) {
   receive(transport_info("s-2", "mallory@example.org/x", "50000"));
   out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "item-not-found");
+  EXPECT_EQ(reply_condition(out[0]), "item-not-found");
 }
 
 TEST_F(CallTest, FingerprintMismatchEndsWithSecurityError) {
@@ -731,7 +718,7 @@ TEST_F(CallTest, MalformedOfferIsABadRequest) {
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].attr("type"), "error");
-  EXPECT_EQ(condition(out[0]), "bad-request");
+  EXPECT_EQ(reply_condition(out[0]), "bad-request");
   EXPECT_TRUE(incoming.empty());
   EXPECT_TRUE(calls->calls().empty());
 }
@@ -842,14 +829,14 @@ TEST_F(CallTest, ActionsOutOfOrder) {
   receive(browser_initiate("s-oo"));
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "unexpected-request");
+  EXPECT_EQ(reply_condition(out[0]), "unexpected-request");
   EXPECT_NE(out[0].child("error")->child("out-of-order", "urn:xmpp:jingle:errors:1"), nullptr);
   receive(
       "<iq type='set' id='acc9' from='bob@example.org/browser'>"
       "<jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='s-oo'/></iq>");
   out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "unexpected-request");
+  EXPECT_EQ(reply_condition(out[0]), "unexpected-request");
   EXPECT_EQ(calls->info("s-oo")->state, CallState::kConnecting);
 }
 
@@ -863,7 +850,7 @@ TEST_F(CallTest, UnsupportedActionsAreRefused) {
       "<content creator='initiator' name='2'/></jingle></iq>");
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "feature-not-implemented");
+  EXPECT_EQ(reply_condition(out[0]), "feature-not-implemented");
   EXPECT_EQ(calls->info("s-ca")->state, CallState::kConnecting);  // the call goes on
 }
 

@@ -17,14 +17,9 @@ namespace kabar::client {
 namespace {
 
 using testing::parse_stanzas;
+using testing::reply_condition;
 
 using testing::parse_stanza;
-
-Options alice() {
-  Options o;
-  o.jid = "alice@example.org";
-  return o;
-}
 
 // A bound session with no transport: dispatch() runs the real handling, and every stanza it
 // sends stays in outq (no writer is started while `writing` is set).
@@ -33,16 +28,8 @@ class ClientHandlers : public ::testing::Test {
   void receive(const std::string& xml) { session.dispatch(xml); }
   std::vector<xml::Element> sent() { return session.queued(); }
 
-  static std::string condition(const xml::Element& reply) {
-    const xml::Element* e = reply.child("error");
-    if (!e) return {};
-    for (const xml::Element* c : e->children())
-      if (c->xmlns() == "urn:ietf:params:xml:ns:xmpp-stanzas") return c->name();
-    return {};
-  }
-
   asio::io_context io;
-  testing::OfflineSession session{io, alice()};
+  testing::OfflineSession session{io, testing::alice_options()};
   Client& client = session.client;
   Client::Impl& impl = session.impl;
 };
@@ -103,14 +90,14 @@ TEST_F(ClientHandlers, NoneTakesOneServiceUnavailable) {
   EXPECT_EQ(out[0].attr("type"), "error");
   EXPECT_EQ(out[0].attr("id"), "q1");
   EXPECT_EQ(out[0].attr("to"), "bob@example.org/phone");
-  EXPECT_EQ(condition(out[0]), "service-unavailable");  // RFC 6120 §8.4
+  EXPECT_EQ(reply_condition(out[0]), "service-unavailable");  // RFC 6120 §8.4
 }
 
 TEST_F(ClientHandlers, UnclaimedGetWithNoHandlerAtAllIsAnsweredOnce) {
   receive("<iq type='get' id='g1' from='bob@example.org/phone'><x xmlns='urn:example:none'/></iq>");
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "service-unavailable");
+  EXPECT_EQ(reply_condition(out[0]), "service-unavailable");
 }
 
 TEST_F(ClientHandlers, ResultsAndErrorsAreNeverAnswered) {
@@ -154,7 +141,7 @@ TEST_F(ClientHandlers, UnregisteredHandlerIsNotAsked) {
   EXPECT_EQ(second, 1);
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "service-unavailable");
+  EXPECT_EQ(reply_condition(out[0]), "service-unavailable");
 }
 
 TEST_F(ClientHandlers, HandlerMayRemoveItselfAndTheNextWhileRunning) {
@@ -232,7 +219,7 @@ TEST_F(ClientHandlers, JingleUnclaimedActionGetsUnknownSession) {
       "action='transport-info' sid='s1'/></iq>");
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "item-not-found");  // XEP-0166 §10
+  EXPECT_EQ(reply_condition(out[0]), "item-not-found");  // XEP-0166 §10
   EXPECT_NE(out[0].child("error")->child("unknown-session", "urn:xmpp:jingle:errors:1"), nullptr);
 }
 
@@ -267,7 +254,7 @@ TEST_F(ClientHandlers, JingleUnclaimedOfferWithNoSenderIsNotTerminatedToNobody) 
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);  // one error, no session-terminate without an addressee
   EXPECT_EQ(out[0].attr("type"), "error");
-  EXPECT_EQ(condition(out[0]), "item-not-found");
+  EXPECT_EQ(reply_condition(out[0]), "item-not-found");
 }
 
 TEST_F(ClientHandlers, JingleWithoutAnyJingleHandlerIsUnsupported) {
@@ -276,7 +263,7 @@ TEST_F(ClientHandlers, JingleWithoutAnyJingleHandlerIsUnsupported) {
       "action='transport-info' sid='s3'/></iq>");
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "service-unavailable");
+  EXPECT_EQ(reply_condition(out[0]), "service-unavailable");
 }
 
 // File transfer shares the Jingle namespace: it takes offers of a file and actions on its own
@@ -328,7 +315,7 @@ TEST_F(ClientHandlers, FileTransferUnregistersWhenDestroyed) {
       "xmlns='http://jabber.org/protocol/ibb' sid='x' block-size='4096'/></iq>");
   auto out = sent();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(condition(out[0]), "service-unavailable");
+  EXPECT_EQ(reply_condition(out[0]), "service-unavailable");
 }
 
 // RFC 6120 §8.1.2.1: an IQ result or error answers a request only when it comes from the

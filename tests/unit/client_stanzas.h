@@ -15,6 +15,23 @@ namespace kabar::client::testing {
 using kabar::testing::parse_stanza;
 using kabar::testing::parse_stanzas;
 
+// Options for alice@example.org, nothing else set.
+inline Options alice_options() {
+  Options o;
+  o.jid = "alice@example.org";
+  return o;
+}
+
+// The stanza error condition (RFC 6120) of an error reply, or "" when it has none; unlike
+// client::error_condition, no "undefined-condition" stands in for a missing one.
+inline std::string reply_condition(const xml::Element& reply) {
+  const xml::Element* e = reply.child("error");
+  if (!e) return {};
+  for (const xml::Element* c : e->children())
+    if (c->xmlns() == "urn:ietf:params:xml:ns:xmpp-stanzas") return c->name();
+  return {};
+}
+
 // A client session bound as `full`, with no transport: dispatch() runs the real handling, and
 // every stanza the session sends stays in its write queue (no writer is started while
 // `writing` is set). Nothing here runs the io_context: each test decides when it does.

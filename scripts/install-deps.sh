@@ -8,7 +8,7 @@ pkgs=(
   openssl python3 python3-slixmpp profanity tmux procps
   libncurses-dev prosody ejabberd coturn help2man
   nodejs chromium
-  libnice-dev libsrtp2-dev libopus-dev libvpx-dev
+  libnice-dev libsrtp2-dev libopus-dev libvpx-dev libasound2-dev
 )
 # npm: Debian's package only where no npm is there already (a nodejs package that ships its own
 # npm, as NodeSource's does, conflicts with Debian's npm).

@@ -19,8 +19,6 @@ signalling through the server, the media (ICE, DTLS-SRTP, Opus, VP8) peer to pee
 Run by ctest as: /usr/bin/python3 test_kabar_call.py --kabard PATH --kabarctl PATH (the kabar
 binary beside kabard is the one tested, so build-asan's works too).
 """
-import array
-import bisect
 import math
 import os
 import re
@@ -29,96 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kabartest  # noqa: E402
+from callmedia import Kabar, check_sweep, show, write_sweep  # noqa: E402
 
 R = kabartest.Results("kabar_call")
 section = R.section
 PW = {"alice": "alice-pw", "bob": "bob-pw"}
-RATE = 48000
-SWEEP_SECONDS = 3.0
 TURN_SECRET = "call-test-turn-secret"
-
-
-# ---- the sweeps and their check ----------------------------------------------------------------
-
-def write_sweep(path, f0, f1):
-    """A linear sweep from f0 to f1 Hz, SWEEP_SECONDS long, 48 kHz mono 16-bit."""
-    n = int(SWEEP_SECONDS * RATE)
-    k = (f1 - f0) / (2 * SWEEP_SECONDS)
-    samples = array.array("h", (int(12000 * math.sin(2 * math.pi * (f0 * t + k * t * t)))
-                                for t in (i / RATE for i in range(n))))
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(samples.tobytes())
-
-
-def read_wav(path):
-    with wave.open(path, "rb") as w:
-        if w.getnchannels() != 1 or w.getsampwidth() != 2 or w.getframerate() != RATE:
-            raise ValueError("%s: %d channels, %d bytes, %d Hz" % (
-                path, w.getnchannels(), w.getsampwidth(), w.getframerate()))
-        a = array.array("h")
-        a.frombytes(w.readframes(w.getnframes()))
-        return a
-
-
-def follow_sweep(received, f0, f1):
-    """How many 50 ms windows of `received` follow the sweep f0 -> f1 within 5% (+10 Hz), the
-    received audio shifted by the best offset into the sweep (the calls connect at slightly
-    different times, and the first packets may be lost): (windows, matching, offset)."""
-    # Upward zero crossings, interpolated between samples, found once.
-    xs = []
-    for i in range(1, len(received)):
-        a, b = received[i - 1], received[i]
-        if a < 0 <= b:
-            xs.append(i - 1 + (-a) / (b - a))
-    window = RATE // 20
-
-    def frequency(start):
-        lo = bisect.bisect_left(xs, start)
-        hi = bisect.bisect_left(xs, start + window - 1)
-        if hi - lo < 3:
-            return 0
-        return (hi - lo - 1) * RATE / (xs[hi - 1] - xs[lo])
-
-    best = (0, 0, 0.0)
-    offset = -0.3
-    while offset <= 2.0:
-        windows = matching = 0
-        start = 0.05
-        while start + 0.05 <= SWEEP_SECONDS - 0.05:
-            at = start - offset
-            if at >= 0:
-                i = int(at * RATE)
-                if i + window > len(received):
-                    break
-                windows += 1
-                expected = f0 + (f1 - f0) * (start + 0.025) / SWEEP_SECONDS
-                if abs(frequency(i) - expected) <= 0.05 * expected + 10:
-                    matching += 1
-            start += 0.05
-        if matching > best[1]:
-            best = (windows, matching, offset)
-        offset += 0.005
-    return best
-
-
-def check_sweep(label, path, f0, f1):
-    try:
-        got = read_wav(path)
-    except (OSError, EOFError, ValueError, wave.Error) as e:
-        R.check(False, "%s: the received WAV is readable (%s)" % (label, e))
-        return
-    windows, matching, offset = follow_sweep(got, f0, f1)
-    R.check(windows >= 45 and matching >= windows * 9 // 10,
-            "%s: %.1f s received, the %d-%d Hz sweep's frequency track matches in %d of %d "
-            "windows (offset %.3f s)" % (label, len(got) / RATE, f0, f1, matching, windows,
-                                         offset))
 
 
 # ---- the test pattern and its check ------------------------------------------------------------
@@ -198,45 +115,6 @@ def check_video(label, path, sent_path):
 
 # ---- running kabar ------------------------------------------------------------------------------
 
-class Kabar:
-    """The kabar binary beside kabard, for one user with a private HOME; `netns` maps a user to
-    the network namespace it runs in (none: this one)."""
-
-    def __init__(self, args, workdir, server, netns=None):
-        self.binary = os.path.join(os.path.dirname(os.path.abspath(args.kabard)), "kabar")
-        self.workdir = workdir
-        self.server = server
-        self.netns = netns or {}
-
-    def env(self, user):
-        e = dict(os.environ)
-        e["HOME"] = os.path.join(self.workdir, "home-" + user)
-        os.makedirs(e["HOME"], exist_ok=True)
-        for k in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
-            e.pop(k, None)
-        e["KABAR_JID"] = user + "@localhost"
-        e["KABAR_PASSWORD"] = PW[user]
-        e["KABAR_SERVER"] = self.server
-        e["KABAR_INSECURE"] = "1"
-        return e
-
-    def argv(self, user, *a):
-        ns = self.netns.get(user)
-        return (["ip", "netns", "exec", ns] if ns else []) + [self.binary, *a]
-
-    def run(self, user, *a, timeout=45):
-        return subprocess.run(self.argv(user, *a), env=self.env(user), capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=timeout)
-
-    def listen(self, user, *a):
-        return kabartest.JsonLines(self.argv(user, "listen", "--json", *a), self.env(user))
-
-
-def show(r):
-    return "exit %s; stdout: %s; stderr: %s" % (r.returncode, r.stdout.strip()[-600:],
-                                                 r.stderr.strip()[-600:])
-
-
 def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
     """alice calls bob (who answers) for 4 s, a sweep and a test pattern each way; checks both
     sides, the audio and the video."""
@@ -296,8 +174,8 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
         if R.failed:
             sys.stderr.write("---- bob's stderr ----\n%s\n" % bob.stderr[-3000:])
     R.check(rc in (0, -15), "%s: bob's listen stops cleanly (exit %s)" % (label, rc))
-    check_sweep(label + ": bob heard alice", b_out, 300, 3000)
-    check_sweep(label + ": alice heard bob", a_out, 2500, 400)
+    check_sweep(R, label + ": bob heard alice", b_out, 300, 3000)
+    check_sweep(R, label + ": alice heard bob", a_out, 2500, 400)
     check_video(label + ": bob saw alice", b_vout, a_vin)
     check_video(label + ": alice saw bob", a_vout, b_vin)
 
@@ -307,7 +185,7 @@ def loopback(args, work):
     with kabartest.Kabard(args) as k:
         for u, p in PW.items():
             k.add_user(u, p)
-        kabar = Kabar(args, work, "127.0.0.1:%d" % k.port)
+        kabar = Kabar(args, work, "127.0.0.1:%d" % k.port, PW)
         loop = ("--host-address", "127.0.0.1")
         sweep_call(kabar, work, "loopback", loop, loop)
 
@@ -453,7 +331,7 @@ def relayed(args, work):
             subprocess.run([args.kabarctl, "--data-dir", data, "user", "add", u], check=True,
                            capture_output=True, env=dict(os.environ, KABAR_PASSWORD=p),
                            stdin=subprocess.DEVNULL)
-        kabar = Kabar(args, work, "10.213.9.1:5222", netns={"alice": ns.a, "bob": ns.b})
+        kabar = Kabar(args, work, "10.213.9.1:5222", PW, netns={"alice": ns.a, "bob": ns.b})
         # kabard listens once the users can log in: wait for that, not for a time.
         deadline = time.time() + 20
         while time.time() < deadline:

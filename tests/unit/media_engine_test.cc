@@ -41,6 +41,7 @@ struct Events {
   bool connected = false;
   bool gathered = false;
   std::vector<std::string> failures;
+  std::vector<std::string> warnings;
 
   template <class Pred>
   bool wait(Pred pred) {
@@ -106,6 +107,9 @@ struct Call {
     cb.connected = [&events] { events.update([](Events& e) { e.connected = true; }); };
     cb.failed = [&events](const std::string& why) {
       events.update([&](Events& e) { e.failures.push_back(why); });
+    };
+    cb.warning = [&events](const std::string& what) {
+      events.update([&](Events& e) { e.warnings.push_back(what); });
     };
     return cb;
   }
@@ -210,6 +214,32 @@ TEST(MediaEngine, AWrongFingerprintEndsTheCallWithoutMedia) {
   ASSERT_TRUE(read_wav(b_out, kRate, audio, error)) << error;
   EXPECT_TRUE(audio.samples.empty());
   std::filesystem::remove(a_out);
+  std::filesystem::remove(b_out);
+}
+
+TEST(MediaEngine, ASoundDeviceThatCannotBeOpenedIsAWarningNotTheEndOfTheCall) {
+  auto b_out = temp_file("nodev-b-out.wav");
+  {
+    Config ac, bc;
+    ac.audio_device = "kabar-no-such-pcm";  // a sends from it and plays to it: neither opens
+    bc.audio_out = b_out;
+    Call call(ac, bc);
+    call.signal();
+    ASSERT_TRUE(call.a_events.wait([](Events& e) { return !e.warnings.empty(); }));
+    ASSERT_TRUE(call.b_events.wait([](Events& e) { return e.connected; }));
+    // The call goes on: b keeps receiving a's packets (silence).
+    auto deadline = std::chrono::steady_clock::now() + kTimeout;
+    while (call.b->stats().rtp_received < 25 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);  // a poll interval: stats have no event
+    EXPECT_GE(call.b->stats().rtp_received, 25u);
+    std::lock_guard lock(call.a_events.mutex);
+    EXPECT_TRUE(call.a_events.failures.empty());
+    ASSERT_EQ(call.a_events.warnings.size(), 1u);  // once, for both directions
+    EXPECT_NE(call.a_events.warnings[0].find("sound device 'kabar-no-such-pcm': cannot open"),
+              std::string::npos)
+        << call.a_events.warnings[0];
+    EXPECT_NE(call.a_events.warnings[0].find("without sound"), std::string::npos);
+  }
   std::filesystem::remove(b_out);
 }
 

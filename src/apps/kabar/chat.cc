@@ -119,7 +119,15 @@ class ChatUi {
         account_(o.jid),
         client_(io, o),
         ft_(client_),
-        calls_(client_, media_engine()),
+        // A warning (a sound device that cannot be opened) is the status line's: stderr is
+        // the screen.
+        calls_(client_, media_engine([&io, alive = alive_, this](const std::string& what) {
+                 asio::post(io, [alive, this, what] {
+                   if (!*alive) return;
+                   status_ = what;
+                   draw();
+                 });
+               })),
         call_stats_(io, calls_, call.connect_timeout),
         call_clock_(io),
         call_flags_(std::move(call)),
@@ -1044,13 +1052,15 @@ class ChatUi {
   }
 
   asio::io_context& io_;
+  // For handlers that may outlive this (call_clock_'s, the media engine's warnings); before
+  // calls_, whose factory holds it.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::string account_;  // the JID as configured: names the account's files
   client::Client client_;
   client::FileTransfer ft_;  // after client_: it registers handlers on it
   client::Calls calls_;      // likewise
   CallWatch call_stats_;     // after calls_
   asio::steady_timer call_clock_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for call_clock_'s handler
   CallFlags call_flags_;
   std::string call_id_;  // the call in the status line (one at a time)
   bool call_starting_ = false;

@@ -215,6 +215,7 @@ void ProgressBar::finish() {
 void CallFlags::apply(client::media::Config& config) const {
   config.audio_in = audio_in;
   config.audio_out = audio_out;
+  config.audio_device = no_audio_device ? std::string() : audio_device;
   config.video_in = video_in;
   config.video_out = video_out;
   config.host_addresses = host_addresses;
@@ -235,8 +236,11 @@ std::string CallFlags::check() const {
   return {};
 }
 
-client::MediaFactory media_engine() {
-  return [](client::media::Config config, client::media::Callbacks callbacks) {
+client::MediaFactory media_engine(std::function<void(const std::string&)> warn) {
+  // One line on stderr is whole whichever thread writes it.
+  if (!warn) warn = [](const std::string& what) { fail(0, what); };
+  return [warn](client::media::Config config, client::media::Callbacks callbacks) {
+    callbacks.warning = warn;
     return client::media::make_session(std::move(config), std::move(callbacks));
   };
 }

@@ -102,6 +102,8 @@ class ProgressBar {
 struct CallFlags {
   bool video = false;
   std::string audio_in, audio_out, video_in, video_out;
+  std::string audio_device = "default";  // ALSA PCM for the direction without a file
+  bool no_audio_device = false;
   std::vector<std::string> host_addresses;  // gather on these only (tests: 127.0.0.1)
   bool relay_only = false;
   int connect_timeout = 30;  // seconds from the answer to media flowing (0: no limit)
@@ -111,8 +113,10 @@ struct CallFlags {
   std::string check() const;
 };
 
-// The real media engine (libnice, DTLS-SRTP, Opus, VP8) for client::Calls.
-client::MediaFactory media_engine();
+// The real media engine (libnice, DTLS-SRTP, Opus, VP8) for client::Calls. The engine's
+// warnings (a sound device that cannot be opened) go to `warn`, called on the engine's thread;
+// without one, to stderr.
+client::MediaFactory media_engine(std::function<void(const std::string&)> warn = {});
 
 // Asks the server for its STUN/TURN services (XEP-0215) for the next calls; says on stderr
 // when there are none (then only direct paths work). Never fails the command.

@@ -854,10 +854,18 @@ awaitable<int> cmd_listen(asio::io_context& io, client::Options o, bool json, in
 // The media options of call, listen and chat.
 void add_call_media_options(CLI::App* cmd, CallFlags& f) {
   cmd->add_option("--audio-in", f.audio_in,
-                  "Send this WAV file (48 kHz, else resampled); without it silence (sound "
-                  "devices are not supported yet)");
+                  "Send this WAV file (48 kHz, else resampled) instead of the sound device's "
+                  "capture");
   cmd->add_option("--audio-out", f.audio_out,
-                  "Write what we hear to this WAV file (48 kHz mono; each call anew)");
+                  "Write what we hear to this WAV file (48 kHz mono; each call anew) instead of "
+                  "playing it");
+  cmd->add_option("--audio-device", f.audio_device,
+                  "The ALSA sound device (PCM name) to capture from and play to where no file is "
+                  "given; ALSA's default reaches PulseAudio or PipeWire")
+      ->capture_default_str();
+  cmd->add_flag("--no-audio-device", f.no_audio_device,
+                "Open no sound device: silence is sent where no --audio-in is given, nothing is "
+                "played where no --audio-out is");
   cmd->add_option("--video-in", f.video_in, "Send this Y4M file as our video");
   cmd->add_option("--video-out", f.video_out, "Write the contact's video to this Y4M file");
   cmd->add_option("--host-address", f.host_addresses,

@@ -1,5 +1,5 @@
 // The media engine behind media.h: libnice for ICE, dtls.h and srtp.h for DTLS-SRTP, libopus,
-// the jitter buffer and WAV files.
+// the jitter buffer, WAV files and the sound devices (audio_device.h).
 //
 // Threads: each Session owns one thread running a GMainLoop on its own GMainContext. libnice's
 // agent, its sockets and timers, the DTLS and SRTP state, the codec and the 10 ms media tick all
@@ -26,6 +26,7 @@
 #include <mutex>
 #include <thread>
 
+#include "client/media/audio_device.h"
 #include "client/media/dtls.h"
 #include "client/media/media.h"
 #include "client/media/opus_audio.h"
@@ -174,6 +175,7 @@ class Engine final : public Session {
   void request_keyframe(gint64 now);
   void send_packet(std::vector<std::uint8_t> packet, bool rtcp);
   void play_frame();
+  void open_sound_devices(gint64 now);
   void publish_stats(gint64 now);
   void fail(const std::string& why);
   void shutdown();
@@ -230,6 +232,8 @@ class Engine final : public Session {
   WavAudio input_;
   std::size_t input_pos_ = 0;
   WavWriter output_;
+  std::unique_ptr<AudioCapture> capture_;    // when there is no input file
+  std::unique_ptr<AudioPlayback> playback_;  // when there is no output file
   ReceiveStats receive_stats_;
   gint64 playout_start_ = -1;
   gint64 playout_delay_ = kPlayoutDelayUs;
@@ -319,8 +323,8 @@ Engine::Engine(Config config, Callbacks callbacks)
     cname_ = cname;
   }
   if (!opus_out_.ok() || !opus_in_.ok()) init_error_ = "opus: cannot create the codec";
-  // Without a file the microphone would be read here; device capture (ALSA/PulseAudio) is not
-  // part of this engine yet, so an empty audio_in sends silence.
+  // Without files the sound device is opened when media start (open_sound_devices): not while
+  // the call rings.
   if (!config_.audio_in.empty() && !read_wav(config_.audio_in, kRate, input_, error))
     init_error_ = "audio-in: " + error;
   if (!config_.audio_out.empty() && !output_.open(config_.audio_out, kRate, error))
@@ -409,6 +413,8 @@ void Engine::shutdown() {
   media_ = false;
   if (dtls_ != nullptr) dtls_->close();  // RFC 5764 §4.1: the peer learns the call is over
   output_.close();
+  capture_.reset();
+  playback_.reset();
   video_out_.close();
   if (tick_source_ != nullptr) {
     g_source_destroy(tick_source_);
@@ -593,6 +599,7 @@ void Engine::on_dtls(Dtls::State state) {
   next_send_ = media_started_;
   next_rtcp_ = media_started_ + kRtcpIntervalUs / 2;
   next_video_ = media_started_;
+  if (audio_enabled_) open_sound_devices(media_started_);
   if (callbacks_.connected) callbacks_.connected();
 }
 
@@ -703,7 +710,9 @@ void Engine::send_rtcp(gint64 now) {
 
 void Engine::send_frame() {
   std::int16_t pcm[kFrame] = {};
-  if (input_pos_ < input_.samples.size()) {
+  if (capture_ != nullptr) {
+    capture_->read(pcm, g_get_monotonic_time());
+  } else if (input_pos_ < input_.samples.size()) {
     std::size_t n = std::min<std::size_t>(kFrame, input_.samples.size() - input_pos_);
     std::copy_n(input_.samples.begin() + std::ptrdiff_t(input_pos_), n, pcm);
     input_pos_ += n;
@@ -724,7 +733,30 @@ void Engine::send_frame() {
   octets_sent_ += payload.size();
 }
 
-void Engine::play_frame() { output_.write(opus_in_.pull()); }
+void Engine::play_frame() {
+  auto pcm = opus_in_.pull();
+  if (playback_ != nullptr) playback_->write(pcm);
+  output_.write(pcm);
+}
+
+void Engine::open_sound_devices(gint64 now) {
+  if (config_.audio_device.empty()) return;
+  std::string capture_error, playback_error;
+  if (config_.audio_in.empty())
+    capture_ = AudioCapture::open(config_.audio_device, now, capture_error);
+  if (config_.audio_out.empty())
+    playback_ = AudioPlayback::open(config_.audio_device, playback_error);
+  if (!callbacks_.warning) return;
+  // Once per call, in one message when both directions fail alike (no sound card at all).
+  if (!capture_error.empty() && capture_error == playback_error) {
+    callbacks_.warning(capture_error + "; the call goes on without sound");
+    return;
+  }
+  if (!capture_error.empty())
+    callbacks_.warning(capture_error + " (capture); silence is sent instead");
+  if (!playback_error.empty())
+    callbacks_.warning(playback_error + " (playback); the contact is not heard");
+}
 
 void Engine::publish_stats(gint64 now) {
   std::lock_guard lock(mutex_);

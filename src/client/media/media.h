@@ -88,9 +88,14 @@ struct Config {
   // Our RTCP CNAME (RFC 3550 §6.5.1), as the signalling announces it (XEP-0339); empty: the
   // engine picks one.
   std::string cname;
-  // Files instead of devices (scripts and tests). Empty: the default device.
+  // Files instead of devices (scripts and tests). Empty: the sound device below.
   std::string audio_in;   // WAV, 48 kHz (other rates are resampled), mono or stereo
   std::string audio_out;  // WAV, 48 kHz mono, written as it is played
+  // The ALSA PCM ("default", "hw:1", ...) that captures what we send when there is no audio_in
+  // and plays what we hear when there is no audio_out; opened when media start. Empty: no
+  // device (silence is sent, nothing is played). One that cannot be opened does not end the
+  // call: Callbacks::warning says so and the call goes on without it.
+  std::string audio_device;
   std::string video_in;   // Y4M
   std::string video_out;  // Y4M
 };
@@ -110,6 +115,9 @@ struct Callbacks {
   std::function<void()> gathering_done;
   std::function<void()> connected;                     // ICE and DTLS done, media flowing
   std::function<void(const std::string& why)> failed;  // ICE or DTLS failed; the call is over
+  // Something the user should know that does not end the call (a sound device that cannot be
+  // opened). May be empty.
+  std::function<void(const std::string& what)> warning;
 };
 
 class Session {

@@ -243,6 +243,46 @@ TEST(MediaEngine, ASoundDeviceThatCannotBeOpenedIsAWarningNotTheEndOfTheCall) {
   std::filesystem::remove(b_out);
 }
 
+TEST(MediaEngine, TimesEachAudioFrameTakenAndPlayedWhenAsked) {
+  auto b_out = temp_file("timed-b-out.wav");
+  using Times = std::vector<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>>;
+  Times taken, played;  // read after stop(), which joins the engines' threads
+  {
+    Config ac, bc;
+    ac.audio_taken = [&taken](std::uint64_t first, std::chrono::steady_clock::time_point t) {
+      taken.emplace_back(first, t);
+    };
+    bc.audio_out = b_out;
+    bc.audio_played = [&played](std::uint64_t first, std::chrono::steady_clock::time_point t) {
+      played.emplace_back(first, t);
+    };
+    Call call(ac, bc);
+    call.signal();
+    ASSERT_TRUE(call.b_events.wait([](Events& e) { return e.connected || !e.failures.empty(); }));
+    auto deadline = std::chrono::steady_clock::now() + kTimeout;
+    while (call.b->stats().rtp_received < 25 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);  // a poll interval: stats have no event
+    call.a->stop();
+    call.b->stop();
+  }
+  ASSERT_GE(taken.size(), 25u);
+  ASSERT_GE(played.size(), 10u);
+  for (const Times* times : {&taken, &played})
+    for (std::size_t i = 0; i < times->size(); ++i) {
+      EXPECT_EQ((*times)[i].first, i * 960) << i;  // one 20 ms frame after another
+      if (i > 0) {
+        EXPECT_GE((*times)[i].second, (*times)[i - 1].second) << i;
+      }
+    }
+  // Played no earlier than taken: the first frame b played left a after a's first was taken.
+  EXPECT_GT(played.front().second, taken.front().second);
+  WavAudio heard;
+  std::string error;
+  ASSERT_TRUE(read_wav(b_out, kRate, heard, error)) << error;
+  EXPECT_EQ(heard.samples.size(), played.size() * 960);
+  std::filesystem::remove(b_out);
+}
+
 // A moving gradient with a bright square crossing it: every frame differs from the last.
 std::vector<VideoFrame> test_pattern(int w, int h, int frames) {
   std::vector<VideoFrame> out;

@@ -234,6 +234,8 @@ class Engine final : public Session {
   WavWriter output_;
   std::unique_ptr<AudioCapture> capture_;    // when there is no input file
   std::unique_ptr<AudioPlayback> playback_;  // when there is no output file
+  std::uint64_t samples_taken_ = 0;          // for Config::audio_taken
+  std::uint64_t samples_played_ = 0;         // for Config::audio_played
   ReceiveStats receive_stats_;
   gint64 playout_start_ = -1;
   gint64 playout_delay_ = kPlayoutDelayUs;
@@ -717,6 +719,8 @@ void Engine::send_frame() {
     std::copy_n(input_.samples.begin() + std::ptrdiff_t(input_pos_), n, pcm);
     input_pos_ += n;
   }
+  if (config_.audio_taken) config_.audio_taken(samples_taken_, std::chrono::steady_clock::now());
+  samples_taken_ += kFrame;
   auto payload = opus_out_.encode(std::span<const std::int16_t, kOpusFrame>(pcm, kFrame));
   if (payload.empty()) return;
   RtpHeader header;
@@ -735,6 +739,8 @@ void Engine::send_frame() {
 
 void Engine::play_frame() {
   auto pcm = opus_in_.pull();
+  if (config_.audio_played) config_.audio_played(samples_played_, std::chrono::steady_clock::now());
+  samples_played_ += pcm.size();
   if (playback_ != nullptr) playback_->write(pcm);
   output_.write(pcm);
 }

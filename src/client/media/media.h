@@ -9,6 +9,7 @@
 // method may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -98,6 +99,14 @@ struct Config {
   std::string audio_device;
   std::string video_in;   // Y4M
   std::string video_out;  // Y4M
+  // Instrumentation for benchmarks (bench/call_media --latency); empty, nothing is measured.
+  // Called on the engine's thread with the steady clock's time: each audio frame as it is taken
+  // from the input to be sent and as it is handed to the output (file or device), with the index
+  // of its first sample in the input sent so far or in the output played so far.
+  using FrameTimer =
+      std::function<void(std::uint64_t first_sample, std::chrono::steady_clock::time_point at)>;
+  FrameTimer audio_taken;
+  FrameTimer audio_played;
 };
 
 struct Stats {

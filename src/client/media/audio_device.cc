@@ -56,6 +56,21 @@ snd_pcm_t* open_pcm(const std::string& device, snd_pcm_stream_t stream, snd_pcm_
   return nullptr;
 }
 
+// After an xrun (-EPIPE) or a suspend (-ESTRPIPE): true when the PCM is prepared again.
+// snd_pcm_recover() would do the same but sleeps a second at a time while a suspended device
+// resumes, which the engine's thread cannot: here a device still resuming is tried again at the
+// next frame.
+bool recover(snd_pcm_t* pcm, int err) {
+  if (err == -ESTRPIPE) {
+    int r = snd_pcm_resume(pcm);
+    if (r == -EAGAIN) return false;
+    if (r == 0) return true;
+  } else if (err != -EPIPE && err != -EINTR) {
+    return false;  // gone (-ENODEV, a headset unplugged) or broken: silence from now on
+  }
+  return snd_pcm_prepare(pcm) == 0;
+}
+
 }  // namespace
 
 // ---- CaptureRing ----
@@ -145,7 +160,7 @@ bool AudioCapture::read(std::span<std::int16_t, kOpusFrame> frame, std::int64_t 
     if (n == -EAGAIN || n == 0) break;
     if (n < 0) {
       // An overrun (we were too slow: what the device held is lost) or a suspend: start again.
-      if (snd_pcm_recover(pcm_, int(n), 1) < 0) break;
+      if (!recover(pcm_, int(n))) break;
       ++recovered_;
       snd_pcm_start(pcm_);
       break;
@@ -193,7 +208,7 @@ void AudioPlayback::write(std::span<const std::int16_t> samples) {
     // An underrun (the device ran dry) or a suspend: prepare it again and write once more; it
     // starts when the buffer holds kPlaybackStart again.
     if (n == -EPIPE) ++underruns_;
-    if (snd_pcm_recover(pcm_, int(n), 1) < 0) break;
+    if (!recover(pcm_, int(n))) break;
   }
   dropped_ += samples.size();
 }

@@ -9,9 +9,10 @@
 //   is still read at 48 kHz) and at most what its CaptureRing of three frames has room for, and
 //   hands out 960-sample frames: silence while a frame is not there yet. What piles up beyond
 //   that (the engine stalled, or a device clock faster than ours) stays in the device's 60 ms
-//   buffer until it overruns: snd_pcm_recover restarts it, dropping the oldest audio;
+//   buffer until it overruns: it is prepared and started again, the oldest audio dropped;
 // - playback writes each frame into a device buffer of 60 ms that starts playing once two frames
 //   are in; a frame that does not fit is dropped, an underrun is recovered and the buffer refills.
+// A device that goes away during a call (-ENODEV) is left be: silence is sent, nothing played.
 #pragma once
 
 #include <cstddef>

@@ -3,9 +3,9 @@
 (issue 19): ALSA for real, on a machine without sound hardware. Each side's HOME has an
 .asoundrc whose default PCM is ALSA's file plugin over the null device: capture reads a raw
 S16_LE 48 kHz mono file (a sine sweep, then silence), playback writes one. The null device hands
-out and takes samples as fast as it is asked, so this also checks that the engine paces them: a
-capture read faster than 48 kHz would skip through the sweep, a playback written faster would
-stretch it.
+out and takes samples as fast as it is asked (aplay "plays" two seconds through it in 16 ms), so
+this also checks that the engine paces them: a capture read faster than 48 kHz would skip
+through the sweep, and the playback file holds about as much as the call lasted.
 - both ways: a 3-second sweep from each side's capture file arrives in the other side's playback
   file, its frequency track followed (callmedia.check_sweep_samples); neither side warns;
 - a device that does not exist (--audio-device) is said once on stderr and the call goes on to

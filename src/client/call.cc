@@ -115,6 +115,13 @@ const std::string* param_value(const rtp::PayloadType& p, std::string_view name)
   return nullptr;
 }
 
+// Whether the initiator (or the responder) sends on a content with these senders (XEP-0166:
+// both when absent).
+bool we_send(std::string_view senders, bool initiator) {
+  if (senders.empty() || senders == "both") return true;
+  return senders == (initiator ? "initiator" : "responder");
+}
+
 // The offered payload types we have too (same name, clockrate and channels; RFC 3264 §6.1),
 // in the offerer's order and with its ids; rtx only for a codec kept (its apt). Feedback is the
 // offered feedback we also support.
@@ -432,7 +439,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
     const rtp::Transport* transport = nullptr;
     for (const rtp::Content& content : a.contents) {
       if (!transport && content.transport) transport = &*content.transport;
-      if (!content.description) continue;
+      if (!content.description || content.senders == "none") continue;  // declined
       auto kind = kind_of(content.description->media);
       if (!kind) continue;
       std::vector<media::Codec> ours = c->media->supported_codecs(*kind);
@@ -440,6 +447,7 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       s.kind = *kind;
       s.mid = content.name;
       s.local_ssrc = c->ssrc(*kind);
+      s.send = we_send(content.senders, true);
       // The answer's payload types that we offered (XEP-0167 §6.2: a subset, with our ids).
       for (const rtp::PayloadType& p : content.description->payload_types) {
         auto it = std::find_if(ours.begin(), ours.end(),
@@ -478,25 +486,37 @@ struct Calls::Impl : std::enable_shared_from_this<Impl> {
       if (!kind) continue;
       std::vector<rtp::PayloadType> common =
           common_codecs(content.description->payload_types, c->media->supported_codecs(*kind));
-      if (common.empty()) continue;
-      if (!transport) transport = &*content.transport;
-      media::Stream s;
-      s.kind = *kind;
-      s.mid = content.name;
-      s.local_ssrc = c->ssrc(*kind);
-      for (const rtp::PayloadType& p : common) s.codecs.push_back(to_media(p));
-      if (!content.description->ssrcs.empty()) s.remote_ssrc = content.description->ssrcs[0];
-      streams.push_back(std::move(s));
       rtp::Content out;
       out.name = content.name;
       out.creator = content.creator;
       out.senders = content.senders;
       rtp::Description d;
       d.media = content.description->media;
+      d.rtcp_mux = true;
+      if (common.empty() || content.senders == "none") {
+        // A content we cannot take (no codec in common) is answered all the same, with senders
+        // 'none' (XEP-0166: nobody sends on it), not left out: an SDP peer needs an answer for
+        // every offered m-line (RFC 3264 §6), 'none' being SDP's a=inactive. Its first offered
+        // payload type stands in for the codec list an SDP m-line cannot be without.
+        out.senders = "none";
+        if (!content.description->payload_types.empty())
+          d.payload_types.push_back(content.description->payload_types.front());
+        out.description = std::move(d);
+        accept.contents.push_back(std::move(out));
+        continue;
+      }
+      if (!transport) transport = &*content.transport;
+      media::Stream s;
+      s.kind = *kind;
+      s.mid = content.name;
+      s.local_ssrc = c->ssrc(*kind);
+      s.send = we_send(content.senders, false);
+      for (const rtp::PayloadType& p : common) s.codecs.push_back(to_media(p));
+      if (!content.description->ssrcs.empty()) s.remote_ssrc = content.description->ssrcs[0];
+      streams.push_back(std::move(s));
       d.payload_types = std::move(common);
       d.ssrcs.push_back(c->ssrc(*kind));
       d.cname = c->cname;
-      d.rtcp_mux = true;
       out.description = std::move(d);
       accept.contents.push_back(std::move(out));
     }

@@ -14,7 +14,9 @@ at test time) in Debian's Chromium with fake media, driven by playwright-core
   `kabar listen --answer-calls`'s full JID, then a XEP-0353 proposal to its bare JID (both with
   video), then a voice-only proposal; each is answered, the page decodes kabar's audio (Web Audio
   hears kabar's tone) and video, kabar's files hold the page's tone and frames (none for voice);
-- the page proposes a call to `kabar listen` (not answering), which says it rings, and retracts it.
+- the page proposes a call to `kabar listen` (not answering), which says it rings, and retracts it;
+- the page offers audio and H.264-only video to `kabar listen` (no H.264 in kabar): kabar answers
+  the video content with senders='none' (a=inactive), the call goes on with audio.
 Chromium's fake microphone plays a 600 Hz tone (--use-file-for-fake-audio-capture), kabar sends an
 880 Hz one: each side checks it hears the other's.
 Everything runs in a network namespace of its own with only `lo` (unshare -n), so Chromium and
@@ -477,14 +479,11 @@ def page_declines(k, browser, kabar, work):
 
 @section
 def h264_only(k, browser, kabar, work):
-    """A probe, run with KABAR_CALL_BROWSER_PROBES=1, that fails today: the page offers audio and
-    H.264-only video to kabar listen, which has no H.264. kabar's session-accept leaves the video
-    content out (src/client/call.cc, answer(): a content with no common codec is skipped);
-    StanzaJS turns that answer into SDP with one m-line fewer than its offer, Chromium refuses it,
-    StanzaJS answers the session-accept with an IQ error (type cancel, no condition) and both
-    sides end the call: no audio either. StanzaJS does not take content-remove (XEP-0166 §7.2.5)
-    either; what an SDP peer can take is every offered content answered, the unusable one with
-    senders='none' (a=inactive)."""
+    """The page offers audio and H.264-only video to kabar listen, which has no H.264. kabar's
+    session-accept answers the video content with senders='none' (src/client/call.cc, answer()):
+    StanzaJS makes it an a=inactive m-line, and the call goes on with audio. Leaving the content
+    out, as kabar did before, gave StanzaJS an answer with one m-line fewer than its offer, which
+    Chromium refuses (and StanzaJS takes no content-remove, XEP-0166 §7.2.5, either)."""
     listen = kabartest.JsonLines([kabar.binary, "listen", "--json", "--answer-calls",
                                   "--host-address", "127.0.0.1", "--connect-timeout", "15"],
                                  kabar.env("bob"))
@@ -578,8 +577,7 @@ def main():
                 browser.on("bob", "closed", timeout=10)
                 browser_to_kabar(k, browser, kabar, work)
                 page_retracts(k, browser, kabar, work)
-                if os.environ.get("KABAR_CALL_BROWSER_PROBES"):
-                    h264_only(k, browser, kabar, work)
+                h264_only(k, browser, kabar, work)
             R.check(k.alive(), "kabard still running")
     finally:
         if browser:

@@ -668,6 +668,40 @@ TEST_F(CallTest, AnswerWithoutCommonCodecEndsTheOutgoingCall) {
   ASSERT_EQ(ended.size(), 1u);
 }
 
+// Our video call, answered with the video content declined (senders='none') and audio that
+// only we send (senders='initiator'): the engine gets the audio stream, sending; no video.
+TEST_F(CallTest, AnswerThatDeclinesAContent) {
+  std::string id = calls->call("bob@example.org", true);
+  receive(jmi("proceed", id, "bob@example.org/phone", "alice@example.org/desk"));
+  sent();
+  receive(
+      "<iq type='set' id='acc1' from='bob@example.org/phone'>"
+      "<jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='" +
+      id +
+      "'><content creator='initiator' name='audio' senders='initiator'>"
+      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
+      "<payload-type id='111' name='opus' clockrate='48000' channels='2'/><rtcp-mux/>"
+      "</description>"
+      "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
+      "pwd='browserpasswordbrowserpw'>"
+      "<fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='active'>" +
+      std::string(kFp) +
+      "</fingerprint></transport></content>"
+      "<content creator='initiator' name='video' senders='none'>"
+      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'>"
+      "<payload-type id='96' name='VP8' clockrate='90000'/></description></content>"
+      "</jingle></iq>");
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].attr("type"), "result");
+  ASSERT_EQ(engines.size(), 1u);
+  const Engine& e = *engines[0];
+  ASSERT_EQ(e.streams.size(), 1u);
+  EXPECT_EQ(e.streams[0].kind, media::MediaKind::kAudio);
+  EXPECT_TRUE(e.streams[0].send);
+  EXPECT_EQ(calls->info(id)->state, CallState::kConnecting);
+}
+
 TEST_F(CallTest, CrossedProposalsTieBreak) {
   // XEP-0353 §3.7: the lower id wins. Ours (a UUID) is higher than "--low": we retract ours
   // and ring for theirs.
@@ -806,6 +840,63 @@ TEST_F(CallTest, BrowserAudioAndVideoWithRtx) {
     EXPECT_FALSE(e.config.cname.empty());
   }
   EXPECT_NE(e.streams[0].local_ssrc, e.streams[1].local_ssrc);
+}
+
+// A browser offers audio and H.264-only video; we have no H.264. The video content is answered
+// with senders='none' (an SDP peer needs every m-line answered), the audio one as usual, and
+// the engine gets the audio stream only. senders='initiator' on the audio: we, the responder,
+// only receive.
+TEST_F(CallTest, AContentWithoutACommonCodecIsAnsweredInactive) {
+  std::string offer =
+      "<iq type='set' id='i3' from='bob@example.org/browser'>"
+      "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='h264-1' "
+      "initiator='bob@example.org/browser'>"
+      "<content creator='initiator' name='0' senders='initiator'>"
+      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
+      "<payload-type id='111' name='opus' clockrate='48000' channels='2'/><rtcp-mux/>"
+      "</description><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
+      "pwd='browserpasswordbrowserpw'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' "
+      "hash='sha-256' setup='actpass'>AA:BB</fingerprint></transport></content>"
+      "<content creator='initiator' name='1'>"
+      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'>"
+      "<payload-type id='102' name='H264' clockrate='90000'>"
+      "<parameter name='profile-level-id' value='42e01f'/></payload-type>"
+      "<payload-type id='103' name='rtx' clockrate='90000'><parameter name='apt' value='102'/>"
+      "</payload-type><rtcp-mux/></description>"
+      "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
+      "pwd='browserpasswordbrowserpw'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' "
+      "hash='sha-256' setup='actpass'>AA:BB</fingerprint></transport></content>"
+      "<group xmlns='urn:xmpp:jingle:apps:grouping:0' semantics='BUNDLE'>"
+      "<content name='0'/><content name='1'/></group></jingle></iq>";
+  receive(offer);
+  ASSERT_EQ(incoming.size(), 1u);
+  sent();
+  calls->accept("h264-1");
+  ASSERT_EQ(engines.size(), 1u);
+  const Engine& e = *engines[0];
+  ASSERT_EQ(e.streams.size(), 1u);
+  EXPECT_EQ(e.streams[0].kind, media::MediaKind::kAudio);
+  EXPECT_FALSE(e.streams[0].send);  // senders='initiator': bob sends, we listen
+  auto out = sent();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(jingle(out[0])->attr("action"), "session-accept");
+  auto contents = jingle(out[0])->children("content", kJingle);
+  ASSERT_EQ(contents.size(), 2u);
+  EXPECT_EQ(contents[0]->attr("senders"), "initiator");
+  EXPECT_EQ(contents[1]->attr("name"), "1");
+  EXPECT_EQ(contents[1]->attr("senders"), "none");
+  auto video = contents[1]->child("description", kRtp);
+  ASSERT_NE(video, nullptr);
+  EXPECT_EQ(video->attr("media"), "video");
+  auto pts = video->children("payload-type", kRtp);
+  ASSERT_EQ(pts.size(), 1u);
+  EXPECT_EQ(pts[0]->attr("id"), "102");
+  EXPECT_EQ(video->child("source", "urn:xmpp:jingle:apps:rtp:ssma:0"), nullptr);
+  // Both in the BUNDLE group, both with our transport.
+  EXPECT_NE(contents[1]->child("transport", "urn:xmpp:jingle:transports:ice-udp:1"), nullptr);
+  EXPECT_EQ(jingle(out[0])->child("group", "urn:xmpp:jingle:apps:grouping:0")->children().size(),
+            2u);
+  EXPECT_EQ(calls->info("h264-1")->state, CallState::kConnecting);
 }
 
 TEST_F(CallTest, CandidatesOfAnotherIceGenerationAreIgnored) {

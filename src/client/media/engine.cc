@@ -221,6 +221,7 @@ class Engine final : public Session {
   gint64 media_started_ = 0;
 
   bool audio_enabled_ = false;
+  bool audio_send_ = true;  // the audio content's senders include us
   int payload_type_ = kDefaultOpusPayloadType;
   std::uint32_t ssrc_ = 0;
   std::uint16_t sequence_ = 0;
@@ -252,6 +253,7 @@ class Engine final : public Session {
 
   // Video (VP8), when both sides have it.
   bool video_enabled_ = false;
+  bool video_send_ = true;  // the video content's senders include us
   int video_pt_ = kDefaultVp8PayloadType;
   std::uint32_t video_ssrc_ = 0;
   std::uint16_t video_sequence_ = 0;
@@ -525,6 +527,7 @@ void Engine::apply_remote(IceCredentials credentials, Fingerprint remote,
       }
     }
     (audio ? ssrc_ : video_ssrc_) = stream.local_ssrc;
+    (audio ? audio_send_ : video_send_) = stream.send;
     (audio ? audio_seen : video_seen) = true;
   }
   if (ssrc_ == 0) ssrc_ = random32();
@@ -535,7 +538,8 @@ void Engine::apply_remote(IceCredentials credentials, Fingerprint remote,
     if (vpx_codec_dec_init(&video_decoder_, vpx_codec_vp8_dx(), nullptr, 0) != VPX_CODEC_OK)
       return fail("VP8: cannot create the decoder");
     video_decoder_ready_ = true;
-    if (video_in_open_ && !start_video_encoder()) return fail("VP8: cannot create the encoder");
+    if (video_in_open_ && video_send_ && !start_video_encoder())
+      return fail("VP8: cannot create the encoder");
   }
   sequence_ = std::uint16_t(random32());
   timestamp_ = random32();
@@ -668,7 +672,7 @@ void Engine::tick() {
   // owes at once, so neither side drifts.
   if (audio_enabled_) {
     while (now >= next_send_ && media_) {
-      send_frame();
+      if (audio_send_) send_frame();
       next_send_ += kFrameUs;
     }
     while (playout_start_ >= 0 && now >= playout_start_ + gint64(played_) * kFrameUs) {

@@ -60,13 +60,15 @@ struct Codec {
 enum class MediaKind { kAudio, kVideo };
 
 // One negotiated content: the codecs both sides have, in the offerer's order, and the SSRC
-// each side sends with (XEP-0339), 0 when not signalled.
+// each side sends with (XEP-0339), 0 when not signalled. `send` false: the content's senders
+// (XEP-0166) leave us out, so nothing of this kind is sent; what the peer sends is still taken.
 struct Stream {
   MediaKind kind = MediaKind::kAudio;
   std::string mid;  // content name ("0", "1" from browsers; "audio", "video" from kabar)
   std::vector<Codec> codecs;
   std::uint32_t local_ssrc = 0;
   std::uint32_t remote_ssrc = 0;
+  bool send = true;
 };
 
 // A STUN or TURN server (XEP-0215), TURN with the credentials kabard handed out.

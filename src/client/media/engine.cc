@@ -42,7 +42,7 @@ namespace {
 constexpr int kRate = kOpusRate;
 constexpr int kFrame = kOpusFrame;
 constexpr gint64 kFrameUs = 20000;             // one frame, in g_get_monotonic_time() units
-constexpr gint64 kPlayoutDelayUs = 60000;      // the jitter buffer's delay to start with
+constexpr gint64 kPlayoutDelayUs = 40000;      // the jitter buffer's delay to start with
 constexpr gint64 kMaxPlayoutDelayUs = 200000;  // what late packets can raise it to
 constexpr guint kTickMs = 10;                  // media clock granularity
 constexpr int kDefaultOpusPayloadType = 111;   // what browsers use; ours when nothing is signalled

@@ -139,6 +139,37 @@ class CallTest : public ::testing::Test {
            "<content name='0'/></group></jingle></iq>";
   }
 
+  // The browser's ICE transport with its DTLS fingerprint (`setup` actpass in an offer).
+  static std::string browser_transport(const std::string& setup, const std::string& fp = kFp) {
+    return "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
+           "pwd='browserpasswordbrowserpw'>"
+           "<fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='" +
+           setup + "'>" + fp + "</fingerprint></transport>";
+  }
+
+  // A browser's audio (Opus) and video offer for `sid`, BUNDLEd, as content names "0" and "1":
+  // `audio_senders` the audio content's senders attribute (none when empty), `video` its
+  // payload types and anything else inside its description.
+  static std::string browser_av_offer(const std::string& sid, const std::string& audio_senders,
+                                      const std::string& video) {
+    std::string senders = audio_senders.empty() ? "" : " senders='" + audio_senders + "'";
+    return "<iq type='set' id='av' from='bob@example.org/browser'>"
+           "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='" +
+           sid +
+           "' initiator='bob@example.org/browser'>"
+           "<content creator='initiator' name='0'" +
+           senders +
+           "><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
+           "<payload-type id='111' name='opus' clockrate='48000' channels='2'/><rtcp-mux/>"
+           "</description>" +
+           browser_transport("actpass", "AA:BB") +
+           "</content><content creator='initiator' name='1'>"
+           "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'>" +
+           video + "<rtcp-mux/></description>" + browser_transport("actpass", "AA:BB") +
+           "</content><group xmlns='urn:xmpp:jingle:apps:grouping:0' semantics='BUNDLE'>"
+           "<content name='0'/><content name='1'/></group></jingle></iq>";
+  }
+
   static std::string transport_info(const std::string& sid, const std::string& from,
                                     const std::string& port, const std::string& id = "ti1") {
     return "<iq type='set' id='" + id + "' from='" + from +
@@ -262,11 +293,8 @@ TEST_F(CallTest, OutgoingCallFromProposalToHangUp) {
       "<content creator='initiator' name='audio'>"
       "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
       "<payload-type id='111' name='opus' clockrate='48000' channels='2'/><rtcp-mux/>"
-      "</description>"
-      "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
-      "pwd='browserpasswordbrowserpw'>"
-      "<fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='active'>" +
-      std::string(kFp) + "</fingerprint></transport></content></jingle></iq>");
+      "</description>" +
+      browser_transport("active") + "</content></jingle></iq>");
   out = sent();
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].attr("type"), "result");
@@ -681,12 +709,9 @@ TEST_F(CallTest, AnswerThatDeclinesAContent) {
       "'><content creator='initiator' name='audio' senders='initiator'>"
       "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
       "<payload-type id='111' name='opus' clockrate='48000' channels='2'/><rtcp-mux/>"
-      "</description>"
-      "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
-      "pwd='browserpasswordbrowserpw'>"
-      "<fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='active'>" +
-      std::string(kFp) +
-      "</fingerprint></transport></content>"
+      "</description>" +
+      browser_transport("active") +
+      "</content>"
       "<content creator='initiator' name='video' senders='none'>"
       "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'>"
       "<payload-type id='96' name='VP8' clockrate='90000'/></description></content>"
@@ -772,18 +797,8 @@ TEST_F(CallTest, OfferWithoutFingerprintEndsWithSecurityError) {
 }
 
 TEST_F(CallTest, BrowserAudioAndVideoWithRtx) {
-  std::string offer =
-      "<iq type='set' id='i2' from='bob@example.org/browser'>"
-      "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='av-1' "
-      "initiator='bob@example.org/browser'>"
-      "<content creator='initiator' name='0'>"
-      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
-      "<payload-type id='111' name='opus' clockrate='48000' channels='2'/><rtcp-mux/>"
-      "</description><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
-      "pwd='browserpasswordbrowserpw'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' "
-      "hash='sha-256' setup='actpass'>AA:BB</fingerprint></transport></content>"
-      "<content creator='initiator' name='1'>"
-      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'>"
+  std::string offer = browser_av_offer(
+      "av-1", "",
       "<payload-type id='96' name='VP8' clockrate='90000'>"
       "<rtcp-fb xmlns='urn:xmpp:jingle:apps:rtp:rtcp-fb:0' type='nack' subtype='pli'/>"
       "<rtcp-fb xmlns='urn:xmpp:jingle:apps:rtp:rtcp-fb:0' type='goog-remb'/></payload-type>"
@@ -792,12 +807,7 @@ TEST_F(CallTest, BrowserAudioAndVideoWithRtx) {
       "<payload-type id='98' name='VP9' clockrate='90000'/>"
       "<payload-type id='99' name='rtx' clockrate='90000'><parameter name='apt' value='98'/>"
       "</payload-type>"
-      "<source xmlns='urn:xmpp:jingle:apps:rtp:ssma:0' ssrc='777'/><rtcp-mux/></description>"
-      "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
-      "pwd='browserpasswordbrowserpw'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' "
-      "hash='sha-256' setup='actpass'>AA:BB</fingerprint></transport></content>"
-      "<group xmlns='urn:xmpp:jingle:apps:grouping:0' semantics='BUNDLE'>"
-      "<content name='0'/><content name='1'/></group></jingle></iq>";
+      "<source xmlns='urn:xmpp:jingle:apps:rtp:ssma:0' ssrc='777'/>");
   receive(offer);
   ASSERT_EQ(incoming.size(), 1u);
   EXPECT_TRUE(incoming[0].video);
@@ -847,27 +857,12 @@ TEST_F(CallTest, BrowserAudioAndVideoWithRtx) {
 // the engine gets the audio stream only. senders='initiator' on the audio: we, the responder,
 // only receive.
 TEST_F(CallTest, AContentWithoutACommonCodecIsAnsweredInactive) {
-  std::string offer =
-      "<iq type='set' id='i3' from='bob@example.org/browser'>"
-      "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='h264-1' "
-      "initiator='bob@example.org/browser'>"
-      "<content creator='initiator' name='0' senders='initiator'>"
-      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
-      "<payload-type id='111' name='opus' clockrate='48000' channels='2'/><rtcp-mux/>"
-      "</description><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
-      "pwd='browserpasswordbrowserpw'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' "
-      "hash='sha-256' setup='actpass'>AA:BB</fingerprint></transport></content>"
-      "<content creator='initiator' name='1'>"
-      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'>"
+  std::string offer = browser_av_offer(
+      "h264-1", "initiator",
       "<payload-type id='102' name='H264' clockrate='90000'>"
       "<parameter name='profile-level-id' value='42e01f'/></payload-type>"
       "<payload-type id='103' name='rtx' clockrate='90000'><parameter name='apt' value='102'/>"
-      "</payload-type><rtcp-mux/></description>"
-      "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='Bufr' "
-      "pwd='browserpasswordbrowserpw'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' "
-      "hash='sha-256' setup='actpass'>AA:BB</fingerprint></transport></content>"
-      "<group xmlns='urn:xmpp:jingle:apps:grouping:0' semantics='BUNDLE'>"
-      "<content name='0'/><content name='1'/></group></jingle></iq>";
+      "</payload-type>");
   receive(offer);
   ASSERT_EQ(incoming.size(), 1u);
   sent();

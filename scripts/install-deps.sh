@@ -6,7 +6,7 @@ pkgs=(
   libexpat1-dev libssl-dev libsqlite3-dev libboost-dev libfmt-dev libspdlog-dev
   libtomlplusplus-dev libcli11-dev libidn-dev libgtest-dev libgmock-dev libbenchmark-dev
   openssl python3 python3-slixmpp profanity tmux procps
-  libncurses-dev prosody ejabberd coturn help2man
+  libncurses-dev prosody ejabberd coturn nftables help2man
   nodejs chromium
   libnice-dev libsrtp2-dev libopus-dev libvpx-dev libasound2-dev
 )

@@ -1,8 +1,9 @@
 // The browser half of test_call_browser.py: bundles call_browser_page.js (StanzaJS) with esbuild
 // from web/node_modules, starts Debian's Chromium (headless, fake camera and microphone, WebRTC
 // on loopback) through playwright-core, and runs one page per user. Commands come in on stdin, one
-// JSON object per line ({cmd: open|call|stats|hangup|close|quit, name, ...}); what the pages
-// report goes out on stdout, one JSON object per line, with the page's name.
+// JSON object per line ({cmd: open|call|stats|limit|release|hangup|close|quit, name, ...}); what the pages
+// report goes out on stdout, one JSON object per line, with the page's name. bench/call_browser/run
+// drives it too (a Y4M for the fake camera, video senders capped with `limit`).
 import { createInterface } from 'node:readline';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +13,7 @@ const modules = process.env.KABAR_WEB_MODULES;
 const WS = process.env.KABAR_WS;
 const OUT = process.env.KABAR_BUNDLE;  // where the bundle is written
 const FAKE_AUDIO = process.env.KABAR_FAKE_AUDIO;  // a WAV file for the fake microphone, if set
+const FAKE_VIDEO = process.env.KABAR_FAKE_VIDEO;  // a Y4M file for the fake camera, if set
 const HERE = dirname(fileURLToPath(import.meta.url));
 // An origin of its own (localhost is a secure context: getUserMedia works), never connected to:
 // every request to it is answered here.
@@ -45,6 +47,7 @@ const args = [
   '--autoplay-policy=no-user-gesture-required',
 ];
 if (FAKE_AUDIO) args.push(`--use-file-for-fake-audio-capture=${FAKE_AUDIO}`);
+if (FAKE_VIDEO) args.push(`--use-file-for-fake-video-capture=${FAKE_VIDEO}`);
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args });
 
 const pages = new Map();
@@ -89,6 +92,10 @@ async function handle(c) {
     case 'jmi':
       return p.page.evaluate((o) => window.kabarCall.jmi(o),
         { to: c.to, kind: c.kind, id: c.id, reason: c.reason });
+    case 'release':
+      return p.page.evaluate(() => window.kabarCall.release());
+    case 'limit':
+      return p.page.evaluate((bps) => window.kabarCall.limitVideo(bps), c.bps || 0);
     case 'hangup':
       return p.page.evaluate(() => window.kabarCall.hangup());
     case 'close':

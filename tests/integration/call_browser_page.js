@@ -28,7 +28,9 @@ const ended = new Set();  // sids of the sessions that ended
 const analysers = new Map();  // sid -> the AnalyserNode on the received audio
 
 async function media(video) {
-  if (!stream) stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  // The camera only when a call needs it (a voice call does not capture video).
+  if (!stream || (video && !stream.getVideoTracks().length))
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: !!video });
   const s = new MediaStream(stream.getAudioTracks());
   if (video) for (const t of stream.getVideoTracks()) s.addTrack(t);
   return s;
@@ -246,14 +248,27 @@ window.kabarCall = {
             ssrc: s.ssrc,
           };
         } else if (s.type === 'outbound-rtp') {
-          r.outbound[s.kind] = { packets: s.packetsSent || 0, ssrc: s.ssrc };
+          r.outbound[s.kind] = {
+            packets: s.packetsSent || 0,
+            bytes: s.bytesSent || 0,
+            ssrc: s.ssrc,
+            codec: s.codecId,
+            framesEncoded: s.framesEncoded,
+            width: s.frameWidth,
+            height: s.frameHeight,
+            fps: s.framesPerSecond,
+            encoder: s.encoderImplementation,
+            limitation: s.qualityLimitationReason,
+          };
         } else if (s.type === 'codec') {
           (r.codecs = r.codecs || {})[s.id] = s.mimeType;
         }
       });
-      for (const k of Object.keys(r.inbound)) {
-        const c = r.codecs && r.codecs[r.inbound[k].codec];
-        r.inbound[k].codec = c || r.inbound[k].codec;
+      for (const dir of [r.inbound, r.outbound]) {
+        for (const k of Object.keys(dir)) {
+          const c = r.codecs && r.codecs[dir[k].codec];
+          dir[k].codec = c || dir[k].codec;
+        }
       }
       delete r.codecs;
       const an = analysers.get(sid);
@@ -268,6 +283,35 @@ window.kabarCall = {
       out[sid] = r;
     }
     return out;
+  },
+
+  // Caps every video sender's bitrate (bits per second; 0: Chromium's own choice again).
+  async limitVideo(bps) {
+    for (const [sid, session] of sessions) {
+      if (ended.has(sid)) continue;  // a closed connection's senders refuse new parameters
+      for (const sender of session.pc.getSenders()) {
+        if (!sender.track || sender.track.kind !== 'video') continue;
+        const params = sender.getParameters();
+        for (const e of params.encodings || []) {
+          if (bps) e.maxBitrate = bps;
+          else delete e.maxBitrate;
+        }
+        await sender.setParameters(params);
+      }
+    }
+  },
+
+  // Between calls: stops the microphone and camera (the next call opens them again), removes the
+  // elements that played the calls' received media and closes their Web Audio contexts.
+  async release() {
+    if (stream) for (const t of stream.getTracks()) t.stop();
+    stream = null;
+    for (const el of document.querySelectorAll('audio, video')) {
+      el.srcObject = null;
+      el.remove();
+    }
+    for (const an of analysers.values()) await an.context.close().catch(() => undefined);
+    analysers.clear();
   },
 
   hangup() {

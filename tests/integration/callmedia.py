@@ -17,21 +17,21 @@ SWEEP_SECONDS = 3.0
 
 # ---- the sweeps and their check ----------------------------------------------------------------
 
-def sweep_samples(f0, f1):
-    """A linear sweep from f0 to f1 Hz, SWEEP_SECONDS long, 48 kHz mono 16-bit samples."""
-    n = int(SWEEP_SECONDS * RATE)
-    k = (f1 - f0) / (2 * SWEEP_SECONDS)
+def sweep_samples(f0, f1, seconds=SWEEP_SECONDS):
+    """A linear sweep from f0 to f1 Hz, `seconds` long, 48 kHz mono 16-bit samples."""
+    n = int(seconds * RATE)
+    k = (f1 - f0) / (2 * seconds)
     return array.array("h", (int(12000 * math.sin(2 * math.pi * (f0 * t + k * t * t)))
                              for t in (i / RATE for i in range(n))))
 
 
-def write_sweep(path, f0, f1):
+def write_sweep(path, f0, f1, seconds=SWEEP_SECONDS):
     """The sweep as a WAV file."""
     with wave.open(path, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(RATE)
-        w.writeframes(sweep_samples(f0, f1).tobytes())
+        w.writeframes(sweep_samples(f0, f1, seconds).tobytes())
 
 
 def read_wav(path):
@@ -44,10 +44,10 @@ def read_wav(path):
         return a
 
 
-def follow_sweep(received, f0, f1):
-    """How many 50 ms windows of `received` follow the sweep f0 -> f1 within 5% (+10 Hz), the
-    received audio shifted by the best offset into the sweep (the calls connect at slightly
-    different times, and the first packets may be lost): (windows, matching, offset)."""
+def follow_sweep(received, f0, f1, seconds=SWEEP_SECONDS):
+    """How many 50 ms windows of `received` follow the sweep f0 -> f1 (`seconds` long) within 5%
+    (+10 Hz), the received audio shifted by the best offset into the sweep (the calls connect at
+    slightly different times, and the first packets may be lost): (windows, matching, offset)."""
     # Upward zero crossings, interpolated between samples, found once.
     xs = []
     for i in range(1, len(received)):
@@ -68,14 +68,14 @@ def follow_sweep(received, f0, f1):
     while offset <= 2.0:
         windows = matching = 0
         start = 0.05
-        while start + 0.05 <= SWEEP_SECONDS - 0.05:
+        while start + 0.05 <= seconds - 0.05:
             at = start - offset
             if at >= 0:
                 i = int(at * RATE)
                 if i + window > len(received):
                     break
                 windows += 1
-                expected = f0 + (f1 - f0) * (start + 0.025) / SWEEP_SECONDS
+                expected = f0 + (f1 - f0) * (start + 0.025) / seconds
                 if abs(frequency(i) - expected) <= 0.05 * expected + 10:
                     matching += 1
             start += 0.05
@@ -85,23 +85,26 @@ def follow_sweep(received, f0, f1):
     return best
 
 
-def check_sweep_samples(R, label, got, f0, f1):
-    """Checks (into kabartest.Results `R`) that the samples `got` follow the sweep f0 -> f1."""
-    windows, matching, offset = follow_sweep(got, f0, f1)
-    return R.check(windows >= 45 and matching >= windows * 9 // 10,
+def check_sweep_samples(R, label, got, f0, f1, seconds=SWEEP_SECONDS, fraction=0.9):
+    """Checks (into kabartest.Results `R`) that the samples `got` follow the sweep f0 -> f1
+    (`seconds` long) in at least `fraction` of its 50 ms windows, and cover most of it (a window
+    every 50 ms but the first and last)."""
+    windows, matching, offset = follow_sweep(got, f0, f1, seconds)
+    return R.check(windows >= int(seconds * 20 * 0.75) and matching >= int(windows * fraction),
                    "%s: %.1f s received, the %d-%d Hz sweep's frequency track matches in %d of "
-                   "%d windows (offset %.3f s)" % (label, len(got) / RATE, f0, f1, matching,
-                                                   windows, offset))
+                   "%d windows, %.0f%% (at least %.0f%% wanted; offset %.3f s)" % (
+                       label, len(got) / RATE, f0, f1, matching, windows,
+                       100.0 * matching / max(1, windows), 100 * fraction, offset))
 
 
-def check_sweep(R, label, path, f0, f1):
+def check_sweep(R, label, path, f0, f1, seconds=SWEEP_SECONDS, fraction=0.9):
     """The same for a received WAV file."""
     try:
         got = read_wav(path)
     except (OSError, EOFError, ValueError, wave.Error) as e:
         R.check(False, "%s: the received WAV is readable (%s)" % (label, e))
         return
-    check_sweep_samples(R, label, got, f0, f1)
+    check_sweep_samples(R, label, got, f0, f1, seconds, fraction)
 
 
 # ---- running kabar ------------------------------------------------------------------------------

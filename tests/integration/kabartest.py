@@ -288,6 +288,30 @@ class Netns:
         return subprocess.run(["ip", "netns", "exec", self.a, "/usr/bin/python3", "-c", probe],
                               capture_output=True, text=True)
 
+    def drop_udp(self, percent):
+        """Drops `percent`% of the UDP packets that a and b send, at random, as they leave each
+        one's veth end: an nftables netdev egress hook with numgen in each namespace, where netem
+        would be a qdisc on that device (this kernel has no sch_netem: `tc qdisc ... netem loss`
+        fails). The sender is not told, as with netem (an inet output hook's drop would fail its
+        sendto with EPERM). Every UDP packet counts: media, and STUN/TURN too."""
+        for i, n in ((1, self.a), (2, self.b)):
+            nft = ("ip", "netns", "exec", n, "nft", "add")
+            self.sh(*nft, "table", "netdev", "loss")
+            self.sh(*nft, "chain", "netdev", "loss", "out", "{ type filter hook egress device "
+                    f"{self.tag}c{i} priority 0; }}")
+            self.sh(*nft, "rule", "netdev", "loss", "out", "meta", "l4proto", "udp", "numgen",
+                    "random", "mod", "100", "<", str(percent), "counter", "drop")
+
+    def dropped(self):
+        """How many UDP packets drop_udp() has dropped so far: (from a, from b)."""
+        out = []
+        for n in (self.a, self.b):
+            r = subprocess.run(["ip", "netns", "exec", n, "nft", "list", "chain", "netdev", "loss",
+                                "out"], capture_output=True, text=True)
+            m = re.search(r"counter packets (\d+)", r.stdout)
+            out.append(int(m.group(1)) if m else 0)
+        return tuple(out)
+
     def down(self):
         for n in self.made:
             subprocess.run(["ip", "netns", "del", n], capture_output=True)

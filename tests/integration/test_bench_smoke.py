@@ -3,10 +3,12 @@ and the benchmark path keep working: accounts made with kabarctl, rosters filled
 then logins with SCRAM and with PLAIN, a short message-rate run (also with stream management on
 every connection), idle connections over direct TLS,
 and a few seconds of logins and presence churn. Checks only that messages are delivered and that
-nothing errs; the figures themselves belong to `make bench`.
+nothing errs; the figures themselves belong to `make bench`. Then kabar-call-bench (the call media
+engine's CPU bench) for a two-second call with small video.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -90,6 +92,19 @@ def main():
         res.check(rc == 0 and out and out[-1]["cycles"] > 0 and out[-1]["presence_per_s"] > 0,
                   f"presence churn: {out[-1] if out else None}")
         res.check(kd.alive(), "kabard still running")
+
+    # kabar-call-bench (bench/call_media; bench/call_browser/run compares it with Chromium): a
+    # two-second call with small video, both ends decoding.
+    call_bench = os.path.join(os.path.dirname(args.kabard), "kabar-call-bench")
+    if os.access(call_bench, os.X_OK):
+        r = subprocess.run([call_bench, "--seconds", "2", "--video", "160x120@15"],
+                           capture_output=True, text=True, timeout=60)
+        m = re.search(r"cpu \(user\+sys\): ([\d.]+) s per call-minute", r.stdout)
+        frames = re.search(r"video frames decoded a (\d+) b (\d+)", r.stdout)
+        res.check(r.returncode == 0 and m is not None and float(m.group(1)) > 0 and
+                  frames is not None and min(map(int, frames.groups())) >= 15,
+                  f"kabar-call-bench: a call with video ({r.stdout.strip()} "
+                  f"{r.stderr.strip()[-300:]})")
     res.finish()
 
 

@@ -13,8 +13,20 @@ signalling through the server, the media (ICE, DTLS-SRTP, Opus, VP8) peer to pee
   that does not exist: exit 7 at once;
 - relayed: the two clients in network namespaces of their own that cannot reach each other, each
   reaching only kabard's namespace, where Debian's coturn runs with use-auth-secret and kabard
-  hands out its credentials (XEP-0215): the same sweeps and patterns, which can only go through
-  the TURN relay (the caller with --relay-only, the callee finding it by ICE).
+  hands out its credentials (XEP-0215): 10-second sweeps (issue 19) and the same patterns, which
+  can only go through the TURN relay (the caller with --relay-only, the callee finding it by ICE);
+- relayed with 5% loss (issue 19: "the call survives 5% packet loss"): the same call again with
+  5% of the UDP packets that each client's namespace sends dropped at random as they leave it, so
+  each direction of media loses about 5% (alice's on its way to coturn, bob's likewise), and so do
+  the STUN and TURN packets (ICE checks, allocations, refreshes: UDP too, as on a real lossy
+  link); the TCP to kabard is spared. The issue says netem, but this kernel has no sch_netem
+  (`tc qdisc add ... netem` answers "Specified qdisc kind is unknown"): an nftables netdev egress
+  hook on each client's veth drops the packets instead (numgen random mod 100 < 5;
+  kabartest.Netns.drop_udp), silently to the sender as netem's qdisc would. The call must connect
+  and end as before, both sides' figures show 2-10% of packets lost, both received sweeps follow
+  the track in at least 90% of their windows as loss-free ("intelligible": Opus's in-band FEC
+  and concealment keep the track; see LOSSY for the measurements), and video still arrives:
+  fewer frames (at least a third of the pattern's, in order) above the same PSNR floor.
 
 Run by ctest as: /usr/bin/python3 test_kabar_call.py --kabard PATH --kabarctl PATH (the kabar
 binary beside kabard is the one tested, so build-asan's works too).
@@ -85,7 +97,8 @@ def frame_number(luma):
     return n
 
 
-def check_video(label, path, sent_path):
+def check_video(label, path, sent_path, least=FRAMES * 2 // 3):
+    """At least `least` distinct frames of the pattern received, in order, above a PSNR floor."""
     try:
         w, h, got = read_y4m(path)
         _, _, sent = read_y4m(sent_path)
@@ -105,30 +118,53 @@ def check_video(label, path, sent_path):
         psnrs.append(99.0 if mse == 0 else 10 * math.log10(255 * 255 / mse))
     distinct = len(set(numbers))
     mean = sum(psnrs) / len(psnrs) if psnrs else 0
-    R.check(len(got) >= FRAMES * 2 // 3 and distinct >= FRAMES * 2 // 3 and
-            numbers == sorted(numbers),
-            "%s: %d frames received, %d of the %d sent, in order" % (label, len(got), distinct,
-                                                                     FRAMES))
+    R.check(len(got) >= least and distinct >= least and numbers == sorted(numbers),
+            "%s: %d frames received, %d of the %d sent (at least %d wanted), in order" % (
+                label, len(got), distinct, FRAMES, least))
     R.check(psnrs and mean >= 30 and min(psnrs) >= 22,
             "%s: PSNR %.1f dB on average, %.1f at worst" % (label, mean, min(psnrs or [0])))
 
 
 # ---- running kabar ------------------------------------------------------------------------------
 
-def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
-    """alice calls bob (who answers) for 4 s, a sweep and a test pattern each way; checks both
-    sides, the audio and the video."""
-    a_in, b_in = os.path.join(work, "alice-sweep.wav"), os.path.join(work, "bob-sweep.wav")
+# What a call must achieve, loss-free and with LOSS_PERCENT of the UDP packets dropped (the
+# relayed section's second call). Loss-free, 90% of the sweep's 50 ms windows follow its track
+# (the misses are where the received audio starts, and the odd window where jitter shifts a
+# frame). With 5% loss, nine runs in a row (2026-12-07, on the shared 2-core machine) matched 197
+# of 197 windows each way every time, and 193 of 197 in an earlier one: Opus's in-band FEC
+# (OPUS_SET_INBAND_FEC, sized for 5%) recovers a lost packet from the next one, and its
+# concealment covers the rare two in a row, so the loss-free 90% stands. Video loses more: a lost
+# packet freezes the picture until the key frame its PLI asks for, and the pattern is only 2 s
+# long; those runs received 37 to 60 distinct frames of the 60 (decoded 39 to 60), so a third
+# (20) is the floor, and the same PSNR floor holds (35 dB at worst). The loss the two sides
+# report was 2.9% to 6.9% (about 600 packets each way: 5% is 30 +- 5.3); 2-10% is over three
+# standard deviations on either side.
+LOSS_PERCENT = 5
+RELAYED_SWEEP = 10  # seconds: issue 19's 10-second sweep (3 s on loopback)
+CLEAN = {"fraction": 0.9, "frames": FRAMES * 2 // 3, "decoded": 40}
+LOSSY = {"fraction": 0.9, "frames": FRAMES // 3, "decoded": 20, "lost": (2.0, 10.0)}
+
+
+def sweep_call(kabar, work, label, caller_flags=(), callee_flags=(), seconds=3, loss=0):
+    """alice calls bob (who answers) for `seconds` + 1 s, a sweep `seconds` long and a 2-second
+    test pattern each way; checks both sides, the audio and the video. With `loss` (the percentage
+    of UDP packets dropped on the way, set up by the caller), LOSSY's floors apply, and both
+    sides' loss figures must show about that much loss."""
+    want = LOSSY if loss else CLEAN
+    a_in = os.path.join(work, "alice-sweep-%ds.wav" % seconds)
+    b_in = os.path.join(work, "bob-sweep-%ds.wav" % seconds)
     a_vin, b_vin = os.path.join(work, "alice.y4m"), os.path.join(work, "bob.y4m")
     if not os.path.exists(a_in):
-        write_sweep(a_in, 300, 3000)
-        write_sweep(b_in, 2500, 400)
+        write_sweep(a_in, 300, 3000, seconds)
+        write_sweep(b_in, 2500, 400, seconds)
+    if not os.path.exists(a_vin):
         write_pattern(a_vin, 0)
         write_pattern(b_vin, 80)
     a_out = os.path.join(work, label + "-alice-heard.wav")
     b_out = os.path.join(work, label + "-bob-heard.wav")
     a_vout = os.path.join(work, label + "-alice-saw.y4m")
     b_vout = os.path.join(work, label + "-bob-saw.y4m")
+    duration = seconds + 1
     bob = kabar.listen("bob", "--answer-calls", "--audio-in", b_in, "--audio-out", b_out,
                        "--video-in", b_vin, "--video-out", b_vout, *callee_flags)
     try:
@@ -136,7 +172,7 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
                        "%s: bob listens" % label):
             return
         t0 = time.time()
-        r = kabar.run("alice", "call", "bob@localhost", "--video", "--duration", "4",
+        r = kabar.run("alice", "call", "bob@localhost", "--video", "--duration", str(duration),
                       "--audio-in", a_in, "--audio-out", a_out, "--video-in", a_vin,
                       "--video-out", a_vout, *caller_flags)
         secs = time.time() - t0
@@ -148,9 +184,17 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
                 any(x.startswith("connected to bob@localhost/") for x in lines),
                 "%s: the caller prints calling, accepted, connected (%s)" % (label, lines))
         ended = [x for x in lines if " ended: " in x]
+        after = "|".join("0:%02d" % d for d in range(duration, duration + 3))
         R.check(len(ended) == 1 and "packets sent" in ended[0] and "lost" in ended[0] and
-                re.search(r"ended: success, by us, after 0:0[456];", ended[0]) is not None,
-                "%s: the caller hangs up after 4 s and prints the figures (%s)" % (label, ended))
+                re.search(r"ended: success, by us, after (%s);" % after, ended[0]) is not None,
+                "%s: the caller hangs up after %d s and prints the figures (%s)" % (
+                    label, duration, ended))
+        if loss:
+            m = re.search(r"lost (\d+) \(([\d.]+)%\)", ended[0] if ended else "")
+            lo, hi = want["lost"]
+            R.check(m is not None and lo <= float(m.group(2)) <= hi,
+                    "%s: alice's figures show %s%% lost (%d%% dropped; %.0f-%.0f%% wanted)" % (
+                        label, m.group(2) if m else "?", loss, lo, hi))
         call = bob.wait(lambda e: e.get("type") == "call", timeout=5)
         R.check(call is not None and call.get("from", "").startswith("alice@localhost/") and
                 call.get("media") == "audio and video",
@@ -160,13 +204,20 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
         R.check(conn is not None, "%s: bob's side connects (%s)" % (label, conn))
         end = bob.wait(lambda e: e.get("type") == "call-ended", timeout=10)
         R.check(end is not None and end.get("reason") == "success" and end.get("by") == "peer" and
-                int(end.get("duration", "0")) >= 3,
+                int(end.get("duration", "0")) >= duration - 1,
                 "%s: bob's side ends, hung up by alice (%s)" % (label, end))
         if end is not None and "received" in end:
             received, lost = int(end["received"]), int(end["lost"])
-            R.check(received >= 150 and lost <= 10 and int(end.get("video_frames", "0")) >= 40,
-                    "%s: bob received %d packets, lost %d, decoded %s video frames" % (
-                        label, received, lost, end.get("video_frames")))
+            frames = int(end.get("video_frames", "0"))
+            pct = 100.0 * lost / max(1, received + lost)
+            if loss:
+                lo, hi = want["lost"]
+                lost_ok = lo <= pct <= hi
+            else:
+                lost_ok = lost <= 10
+            R.check(received >= 35 * duration and lost_ok and frames >= want["decoded"],
+                    "%s: bob received %d packets, lost %d (%.1f%%), decoded %d video frames" % (
+                        label, received, lost, pct, frames))
         else:
             R.check(False, "%s: bob's end has packet figures (%s)" % (label, end))
     finally:
@@ -174,10 +225,10 @@ def sweep_call(kabar, work, label, caller_flags=(), callee_flags=()):
         if R.failed:
             sys.stderr.write("---- bob's stderr ----\n%s\n" % bob.stderr[-3000:])
     R.check(rc in (0, -15), "%s: bob's listen stops cleanly (exit %s)" % (label, rc))
-    check_sweep(R, label + ": bob heard alice", b_out, 300, 3000)
-    check_sweep(R, label + ": alice heard bob", a_out, 2500, 400)
-    check_video(label + ": bob saw alice", b_vout, a_vin)
-    check_video(label + ": alice saw bob", a_vout, b_vin)
+    check_sweep(R, label + ": bob heard alice", b_out, 300, 3000, seconds, want["fraction"])
+    check_sweep(R, label + ": alice heard bob", a_out, 2500, 400, seconds, want["fraction"])
+    check_video(label + ": bob saw alice", b_vout, a_vin, want["frames"])
+    check_video(label + ": alice saw bob", a_vout, b_vin, want["frames"])
 
 
 @section
@@ -342,12 +393,20 @@ def relayed(args, work):
         R.check(r.returncode == 0, "relayed: alice logs in from namespace a (%s)" % show(r))
         # alice offers only her relayed candidates (--relay-only), bob everything he has: ICE
         # finds that only the relay works.
-        sweep_call(kabar, work, "relayed", caller_flags=("--relay-only",))
+        sweep_call(kabar, work, "relayed", caller_flags=("--relay-only",), seconds=RELAYED_SWEEP)
         with open(turn_log, errors="replace") as f:
             log = f.read()
         allocations = log.count("ALLOCATE processed, success")
         R.check(allocations >= 2, "relayed: coturn granted %d allocations with kabard's "
                 "credentials" % allocations)
+
+        # The same call with LOSS_PERCENT of every UDP packet that a and b send dropped.
+        label = "relayed, %d%% loss" % LOSS_PERCENT
+        ns.drop_udp(LOSS_PERCENT)
+        sweep_call(kabar, work, label, caller_flags=("--relay-only",), seconds=RELAYED_SWEEP,
+                   loss=LOSS_PERCENT)
+        print("  %s: the namespaces dropped %d and %d UDP packets" % ((label,) + ns.dropped()),
+              flush=True)
     finally:
         rc = stop_process(kd)
         if kd is not None:

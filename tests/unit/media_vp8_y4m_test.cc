@@ -48,6 +48,23 @@ TEST(MediaVp8, AFrameMissingAPieceIsDropped) {
   EXPECT_FALSE(assembler.push(2, 100, true, parts[1]));  // too late
 }
 
+TEST(MediaVp8, AFrameLostWholeIsCounted) {
+  // One packet per frame: frame 2 (sequence 21) never arrives, so frame 3 refers to a frame the
+  // decoder does not have. It still comes out (a key frame would decode), counted as a drop.
+  auto one = packetize_vp8(bytes(300));
+  Vp8Assembler assembler;
+  ASSERT_TRUE(assembler.push(20, 3000, true, one[0]));
+  ASSERT_TRUE(assembler.push(22, 9000, true, one[0]));
+  EXPECT_EQ(assembler.dropped(), 1u);
+  ASSERT_TRUE(assembler.push(23, 12000, true, one[0]));  // consecutive again
+  EXPECT_EQ(assembler.dropped(), 1u);
+  // Sequence numbers wrap.
+  Vp8Assembler wrap;
+  ASSERT_TRUE(wrap.push(65535, 3000, true, one[0]));
+  ASSERT_TRUE(wrap.push(0, 6000, true, one[0]));
+  EXPECT_EQ(wrap.dropped(), 0u);
+}
+
 TEST(MediaVp8, ReadsTheDescriptorExtensions) {
   // X, then I with a 15-bit picture ID, L and T: five descriptor bytes before the data.
   std::vector<std::uint8_t> p = {0x90, 0xE0, 0x81, 0x23, 0x05, 0x40, 0xAA, 0xBB};

@@ -55,6 +55,7 @@ std::optional<std::vector<std::uint8_t>> Vp8Assembler::push(std::uint16_t sequen
     ++dropped_;
     have_last_ = true;
     last_timestamp_ = timestamp_;
+    last_end_.reset();  // where it ended is not known: no gap is counted twice
     active_ = false;
   }
   if (!active_) {
@@ -77,6 +78,10 @@ std::optional<std::vector<std::uint8_t>> Vp8Assembler::push(std::uint16_t sequen
     if (it == parts_.end()) return std::nullopt;
     frame.insert(frame.end(), it->second.begin(), it->second.end());
   }
+  // Whole frames lost between the last one and this: what this one refers to may be gone.
+  const auto first = std::uint16_t(first_seen_ + *start_);
+  if (last_end_ && first != std::uint16_t(*last_end_ + 1)) ++dropped_;
+  last_end_ = std::uint16_t(first_seen_ + *end_);
   active_ = false;
   have_last_ = true;
   last_timestamp_ = timestamp_;

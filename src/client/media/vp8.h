@@ -31,7 +31,9 @@ inline bool is_vp8_keyframe(std::span<const std::uint8_t> frame) {
 class Vp8Assembler {
  public:
   // A whole frame once this packet completes it. A frame left incomplete when the next begins
-  // is dropped and counted.
+  // is dropped and counted; so is a frame lost whole (a gap in the sequence numbers between the
+  // last frame completed and the one this packet completes, which still comes out: a key frame
+  // decodes, any other refers to what was lost).
   std::optional<std::vector<std::uint8_t>> push(std::uint16_t sequence, std::uint32_t timestamp,
                                                 bool marker, std::span<const std::uint8_t> payload);
   std::uint64_t dropped() const { return dropped_; }
@@ -44,7 +46,8 @@ class Vp8Assembler {
   std::optional<int> end_;
   std::map<int, std::vector<std::uint8_t>> parts_;
   bool have_last_ = false;
-  std::uint32_t last_timestamp_ = 0;  // the last frame completed or dropped
+  std::uint32_t last_timestamp_ = 0;       // the last frame completed or dropped
+  std::optional<std::uint16_t> last_end_;  // the last packet of the last frame, if completed
   std::uint64_t dropped_ = 0;
 };
 

@@ -18,12 +18,17 @@ import time
 DOMAIN = "localhost"
 
 
+_handed_out = set()
+
+
 def free_port():
     """A loopback port nobody listens on, picked below the kernel's range of ephemeral ports
     (/proc/sys/net/ipv4/ip_local_port_range): a port that bind(0) handed out is in that range,
     and between this call and the server binding it the kernel could give it to another test's
     client socket as its source port (seen: kabard's proxy listener failed with "Address already
-    in use")."""
+    in use"). Never the same port twice in one process: the ports of one server are picked
+    before it binds any of them, so a repeat would pass the bind check (seen: test_proxy65 gave
+    kabard one port for both its client and its proxy listener)."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             ephemeral_low = int(f.read().split()[0])
@@ -32,15 +37,20 @@ def free_port():
     low, high = max(1024, ephemeral_low - 12000), ephemeral_low - 1
     for _ in range(200):
         port = random.randint(low, high)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _handed_out.add(port)
+    return port
 
 
 def make_cert(d):

@@ -223,6 +223,11 @@ void Server::start() {
       throw std::runtime_error(std::string("cannot open the store: ") + e.what());
     }
   }
+  try {
+    log_->set_archive_seq_floor(store_->archive_last_seq());
+  } catch (const store::StoreError& e) {
+    throw std::runtime_error(std::string("cannot open the store: ") + e.what());
+  }
   setup_tls();
   const unsigned wanted = cfg_.threads > 0 ? static_cast<unsigned>(cfg_.threads) : usable_cpus();
   const unsigned count = std::min(wanted, 256u);

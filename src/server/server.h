@@ -239,6 +239,11 @@ class Server {
   void delete_delivered_offline(const std::string& user, std::int64_t id);
   // Appends a message to its account's archive (XEP-0313) in the log's next group commit.
   void archive(store::ArchivedMessage m) { log_->archive(std::move(m)); }
+  // The same for a new message: `build(seq)` makes it (store::MessageLog::archive_new()).
+  template <class Build>
+  void archive_new(Build&& build) {
+    log_->archive_new(std::forward<Build>(build));
+  }
   // Resumes once everything logged so far is committed (false: the commit failed).
   awaitable<bool> log_committed();
   // Resumes (on the caller's shard) once every handler that any shard had posted to `via`

@@ -396,10 +396,13 @@ class MemoryStore final : public Store {
 
   void archive_append(std::vector<ArchivedMessage>& batch) override {
     for (ArchivedMessage& m : batch) {
-      m.seq = ++last_archive_seq_;
+      m.seq = m.seq > last_archive_seq_ ? m.seq : last_archive_seq_ + 1;
+      last_archive_seq_ = m.seq;
       archives_[m.username].push_back(m);
     }
   }
+
+  std::int64_t archive_last_seq() override { return last_archive_seq_; }
 
   std::optional<std::int64_t> archive_seq(std::string_view username, std::string_view id) override {
     auto it = archives_.find(username);

@@ -1,5 +1,7 @@
 #include "store/message_log.h"
 
+#include <algorithm>
+#include <chrono>
 #include <utility>
 
 namespace kabar::store {
@@ -41,6 +43,29 @@ void MessageLog::release(std::shared_ptr<LogRecord> rec) {
   push(Op{Kind::kRelease, std::move(rec), {}, {}, 0, {}});
 }
 
+void MessageLog::queued_archive(bool& schedule, bool& lazy) {
+  if (!schedule_lazy_ || queue_.size() + archive_queue_.size() >= kLazyMax) {
+    // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit
+    // an archive query's barrier may have to wait for.
+    schedule = !std::exchange(scheduled_, true);
+  } else if (!scheduled_) {
+    lazy = !std::exchange(lazy_scheduled_, true);
+  }
+}
+
+std::int64_t MessageLog::next_archive_seq() {
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  last_archive_seq_ = std::max(last_archive_seq_ + 1, now);
+  return last_archive_seq_;
+}
+
+void MessageLog::set_archive_seq_floor(std::int64_t seq) {
+  std::lock_guard lock(mu_);
+  last_archive_seq_ = std::max(last_archive_seq_, seq);
+}
+
 void MessageLog::archive(ArchivedMessage m, Done done) {
   bool schedule = false;
   bool lazy = false;
@@ -51,13 +76,7 @@ void MessageLog::archive(ArchivedMessage m, Done done) {
       archive_queue_.push_back(std::move(m));
       if (done) archive_done_.push_back(std::move(done));
       taken = true;
-      if (!schedule_lazy_ || queue_.size() + archive_queue_.size() >= kLazyMax) {
-        // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit
-        // an archive query's barrier may have to wait for.
-        schedule = !std::exchange(scheduled_, true);
-      } else if (!scheduled_) {
-        lazy = !std::exchange(lazy_scheduled_, true);
-      }
+      queued_archive(schedule, lazy);
     }
   }
   if (schedule) schedule_();
@@ -106,6 +125,9 @@ std::optional<std::string> MessageLog::run(Store& store) {
     std::lock_guard lock(mu_);
     ops.swap(queue_);
     archived.swap(archive_queue_);
+    // The next gather fills a vector of about this one's size without regrowing it (each
+    // regrowth moved every record gathered so far, on the shard).
+    archive_queue_.reserve(archived.size());
     archived_done.swap(archive_done_);
     scheduled_ = false;
     lazy_scheduled_ = false;  // a lazy run still to come finds what is queued after this one

@@ -56,6 +56,26 @@ class MessageLog {
   // unless something else is queued; barrier() makes it come at once); `done` (may be empty)
   // once committed.
   void archive(ArchivedMessage m, Done done = {});
+  // archive() for a new message whose seq the log gives: `build(seq)` makes the record under
+  // the log's lock (its archive UID names the seq: archive_id()), so records reach the store in
+  // the order of their seqs. Seqs are the microseconds since the epoch at which they were given
+  // (one more than the last when that is not larger): never handed out twice, across restarts
+  // too, without the store's help (set_archive_seq_floor() covers a clock set back).
+  template <class Build>
+  void archive_new(Build&& build) {
+    bool schedule = false;
+    bool lazy = false;
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) return;
+      archive_queue_.push_back(build(next_archive_seq()));
+      queued_archive(schedule, lazy);
+    }
+    if (schedule) schedule_();
+    if (lazy) schedule_lazy_();
+  }
+  // Seqs given from now on are larger than `seq` (the store's newest, at start).
+  void set_archive_seq_floor(std::int64_t seq);
   // `done` once everything queued before it is committed.
   void barrier(Done done);
   // No more operations are taken (the server is going; what is in flight stays in flight and
@@ -87,6 +107,9 @@ class MessageLog {
     Done done;
   };
   void push(Op op);
+  // Under mu_: after a record joined archive_queue_, whether a run must be asked for.
+  void queued_archive(bool& schedule, bool& lazy);
+  std::int64_t next_archive_seq();  // under mu_
 
   std::function<void()> schedule_;
   std::function<void()> schedule_lazy_;
@@ -102,6 +125,7 @@ class MessageLog {
   bool scheduled_ = false;                      // guarded by mu_: a run() will take queue_ soon
   bool lazy_scheduled_ = false;                 // guarded by mu_: a run() will take queue_ later
   bool closed_ = false;                         // guarded by mu_
+  std::int64_t last_archive_seq_ = 0;           // guarded by mu_
   Counts counts_;                               // guarded by mu_
 };
 

@@ -6,13 +6,17 @@
 // between threads must serialize themselves. Other processes (kabarctl while kabard runs) may use
 // the same file: WAL lets readers proceed, every write takes the write lock up front
 // (BEGIN IMMEDIATE), and busy_timeout makes a writer wait for the other instead of failing.
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -22,6 +26,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "store/archive_index.h"
 #include "store/store.h"
 
 namespace kabar::store {
@@ -216,6 +221,51 @@ UPDATE archive SET pos = r.pos, wpos = r.wpos FROM (
   FROM archive) AS r
 WHERE archive.seq = r.seq;
 )sql"},
+    // The archive without an index per message (store/archive_index.h): the messages in the
+    // order written (seq, given by the server), each account's index in chunks, the ids that do
+    // not name their seq (those archived before) in an index of their own. The chunks of the
+    // messages kept from before are written at the first open (no row is 'indexed' yet).
+    {8, R"sql(
+CREATE TABLE archive_msg (
+  seq INTEGER PRIMARY KEY,
+  username TEXT NOT NULL,
+  id TEXT NOT NULL,
+  with_jid TEXT NOT NULL,
+  with_resource TEXT NOT NULL,
+  stamp_ms INTEGER NOT NULL,
+  stanza TEXT NOT NULL
+);
+INSERT INTO archive_msg (seq, username, id, with_jid, with_resource, stamp_ms, stanza)
+  SELECT seq, username, id, with_jid, with_resource, stamp_ms, stanza FROM archive ORDER BY seq;
+CREATE TABLE archive_id (
+  username TEXT NOT NULL,
+  id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (username, id)
+) WITHOUT ROWID;
+INSERT INTO archive_id (username, id, seq) SELECT username, id, seq FROM archive;
+CREATE INDEX archive_id_by_seq ON archive_id (seq);
+CREATE TABLE archive_chunk (
+  username TEXT NOT NULL,
+  last_seq INTEGER NOT NULL,
+  first_seq INTEGER NOT NULL,
+  n INTEGER NOT NULL,
+  min_stamp INTEGER NOT NULL,
+  max_stamp INTEGER NOT NULL,
+  withs BLOB NOT NULL,
+  entries BLOB NOT NULL,
+  PRIMARY KEY (username, last_seq)
+) WITHOUT ROWID;
+CREATE INDEX archive_chunk_by_first ON archive_chunk (first_seq);
+CREATE TABLE archive_meta (
+  name TEXT PRIMARY KEY NOT NULL,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO archive_meta (name, value)
+  SELECT 'last_seq', COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'archive'), 0);
+INSERT INTO archive_meta (name, value) VALUES ('indexed', 0);
+DROP TABLE archive;
+)sql"},
 };
 
 constexpr int kLatestSchema = kMigrations[std::size(kMigrations) - 1].version;
@@ -265,6 +315,12 @@ class Query {
                             SQLITE_TRANSIENT));
     return *this;
   }
+  // `text` must stay as it is until the query ends (no copy is made).
+  Query& bind_static(int i, std::string_view text) {
+    check(sqlite3_bind_text(stmt_, i, text.data() ? text.data() : "", static_cast<int>(text.size()),
+                            SQLITE_STATIC));
+    return *this;
+  }
   Query& bind(int i, std::int64_t v) {
     check(sqlite3_bind_int64(stmt_, i, v));
     return *this;
@@ -297,6 +353,12 @@ class Query {
     auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
     return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
              : std::string();
+  }
+  // Valid until the next step() or the end of the query.
+  std::string_view view(int col) const {
+    auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
+    return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
+             : std::string_view();
   }
   std::string blob(int col) const {
     auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
@@ -346,13 +408,26 @@ class SqliteStore final : public Store {
       exec("PRAGMA wal_autocheckpoint = 10000");
       exec("PRAGMA journal_size_limit = 67108864");
       migrate();
+      // The archive's tails live in one process's memory: the first store open on a file holds
+      // a lock on a file beside it and owns them. Any other (kabarctl beside a running kabard)
+      // reads the tails from the database at each archive query instead, and writes none.
+      owner_fd_ =
+          ::open((file.string() + "-archive.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      archive_owner_ = owner_fd_ >= 0 && ::flock(owner_fd_, LOCK_EX | LOCK_NB) == 0;
+      load_archive_index();
     } catch (...) {
       close();
       throw;
     }
   }
 
-  ~SqliteStore() override { close(); }
+  ~SqliteStore() override {
+    try {
+      if (db_ && archive_owner_) archive_checkpoint();  // else the next open reads them back
+    } catch (const StoreError&) {
+    }
+    close();
+  }
 
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
@@ -413,7 +488,6 @@ class SqliteStore final : public Store {
   }
 
   bool delete_account(std::string_view username) override {
-    last_pos_.clear();
     Transaction tx(*this);
     bool existed;
     {
@@ -429,13 +503,14 @@ class SqliteStore final : public Store {
           "DELETE FROM last_activity WHERE username = ?1",
           "DELETE FROM blocklist WHERE username = ?1", "DELETE FROM pep_node WHERE username = ?1",
           "DELETE FROM pep_item WHERE username = ?1", "DELETE FROM private_xml WHERE username = ?1",
-          "DELETE FROM archive WHERE username = ?1",
           "DELETE FROM archive_prefs WHERE username = ?1",
           "DELETE FROM push_registration WHERE username = ?1"}) {
       Query q = query(sql);
       q.bind(1, username).run();
     }
+    clear_archive(username);
     tx.commit();
+    forget_tail(username);
     return existed;
   }
 
@@ -1000,94 +1075,113 @@ class SqliteStore final : public Store {
     return out;
   }
 
-  // Message archives.
+  // Message archives: each message a row of archive_msg, in the order written (seq), with no
+  // index; each account's index of them in chunks (archive_chunk) and, for its newest entries,
+  // a tail in memory (store/archive_index.h). A chunk holds about kChunkEntries entries. Every
+  // kCheckpointS seconds (or once the tails hold kTailEntriesMax entries, or at close) every
+  // tail goes to the database, and archive_meta's 'indexed' says so: at open, the messages
+  // written after it are read back into the tails (a crash loses no index entry).
 
   void archive_append(std::vector<ArchivedMessage>& batch) override {
     if (batch.empty()) return;
-    Transaction tx(*this);
+    if (!archive_owner_) {
+      throw StoreError("sqlite: the archive is written by the process that holds it (kabard)");
+    }
+    // The tails change as the rows are written; if the transaction fails, they are put back.
+    struct Undo {
+      bool existed;
+      std::size_t entries;
+      std::size_t withs;
+    };
+    std::unordered_map<std::string, Undo> touched;
+    const std::size_t tail_entries = tail_entries_;
+    std::int64_t last = archive_last_seq_;
     try {
+      Transaction tx(*this);
       for (ArchivedMessage& m : batch) {
-        // Bounded here, not in last_pos(): a clear between the two lookups would leave `pos`
-        // naming a freed entry.
-        if (last_pos_.size() >= kLastPosCached) last_pos_.clear();
-        std::int64_t& pos = last_pos(m.username, {});
-        std::int64_t& wpos = last_pos(m.username, m.with);
-        Query q = query(
-            "INSERT INTO archive (username, id, with_jid, with_resource, stamp_ms, stanza, pos, "
-            "wpos) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-        q.bind(1, m.username)
-            .bind(2, m.id)
-            .bind(3, m.with)
-            .bind(4, m.with_resource)
-            .bind(5, m.stamp_ms)
-            .bind(6, m.stanza)
-            .bind(7, pos + 1)
-            .bind(8, wpos + 1)
-            .run();
-        ++pos;
-        ++wpos;
-        m.seq = sqlite3_last_insert_rowid(db_);
+        if (m.seq <= last) m.seq = std::max(last + 1, now_us());
+        last = m.seq;
+        {
+          Query q = query(
+              "INSERT INTO archive_msg (seq, username, id, with_jid, with_resource, stamp_ms, "
+              "stanza) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+          q.bind(1, m.seq)
+              .bind_static(2, m.username)
+              .bind_static(3, m.id)
+              .bind_static(4, m.with)
+              .bind_static(5, m.with_resource)
+              .bind(6, m.stamp_ms)
+              .bind_static(7, m.stanza)
+              .run();
+        }
+        if (!m.id.empty() && archive_id_seq(m.id) != m.seq) {
+          // An id that does not name its seq: found through the index of ids.
+          Query q =
+              query("INSERT OR REPLACE INTO archive_id (username, id, seq) VALUES (?1, ?2, ?3)");
+          q.bind(1, m.username).bind(2, m.id).bind(3, m.seq).run();
+        }
+        auto tail = tails_.find(m.username);
+        if (tail == tails_.end()) {
+          touched.try_emplace(m.username, Undo{false, 0, 0});
+          tail = tails_.try_emplace(m.username).first;
+        } else {
+          touched.try_emplace(m.username,
+                              Undo{true, tail->second.size(), tail->second.withs().size()});
+        }
+        if (tail_entries_++ == 0) tails_since_ = std::chrono::steady_clock::now();
+        tail->second.add(m.seq, m.stamp_ms, m.with, m.with_resource);
+      }
+      // A tail that reached a chunk's size goes to the database as one.
+      std::vector<std::string> flushed;
+      for (const auto& [user, undo] : touched) {
+        const IndexRun& tail = tails_.find(user)->second;
+        if (tail.size() < kChunkEntries) continue;
+        write_chunks(user, tail);
+        flushed.push_back(user);
+      }
+      const bool checkpoint =
+          tail_entries_ >= kTailEntriesMax ||
+          std::chrono::steady_clock::now() - tails_since_ >= std::chrono::seconds(kCheckpointS);
+      if (checkpoint) {
+        for (const auto& [user, tail] : tails_) {
+          if (!tail.empty() && tail.size() < kChunkEntries) flush_tail(user, tail);
+        }
+        set_archive_meta("indexed", last);
       }
       tx.commit();
+      archive_last_seq_ = last;
+      if (checkpoint) {
+        tails_.clear();
+        tail_entries_ = 0;
+      } else {
+        for (const std::string& user : flushed) {
+          auto it = tails_.find(user);
+          tail_entries_ -= it->second.size();
+          tails_.erase(it);
+        }
+      }
     } catch (...) {
-      last_pos_.clear();  // the places counted up were rolled back
+      for (const auto& [user, undo] : touched) {
+        if (!undo.existed) {
+          tails_.erase(user);
+        } else {
+          tails_.find(user)->second.truncate(undo.entries, undo.withs);
+        }
+      }
+      tail_entries_ = tail_entries;
       throw;
     }
   }
 
-  // The place of the account's newest message (`with` empty), or of its newest with `with`; 0
-  // for none. Kept in memory once read (archive_clear() and a failed append forget them).
-  std::int64_t& last_pos(const std::string& username, const std::string& with) {
-    // The key is built in a buffer kept between calls: two lookups per archived message, and
-    // no allocation for either once the buffer has grown.
-    std::string& key = last_pos_key_;
-    key.assign(username);
-    key += '\0';
-    key += with;
-    auto it = last_pos_.find(key);
-    if (it != last_pos_.end()) return it->second;
-    std::int64_t p = 0;
-    if (with.empty()) {
-      Query q = query("SELECT pos FROM archive WHERE username = ?1 ORDER BY seq DESC LIMIT 1");
-      q.bind(1, username);
-      if (q.step()) p = q.int64(0);
-    } else {
-      Query q = query(
-          "SELECT wpos FROM archive WHERE username = ?1 AND with_jid = ?2 "
-          "ORDER BY seq DESC LIMIT 1");
-      q.bind(1, username).bind(2, with);
-      if (q.step()) p = q.int64(0);
-    }
-    return last_pos_.emplace(key, p).first->second;
-  }
-
-  // How many of the account's messages (with `f.with`, if set) lie between the filter's seq
-  // bounds: the difference of the places of the first and the last.
-  std::size_t archive_range_count(std::string_view username, const ArchiveFilter& f) {
-    const bool with = !f.with.empty();
-    auto place = [&](bool newest) -> std::optional<std::int64_t> {
-      Query q = query(
-          with ? (newest ? "SELECT wpos FROM archive WHERE username = ?1 AND with_jid = ?4 AND "
-                           "seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT 1"
-                         : "SELECT wpos FROM archive WHERE username = ?1 AND with_jid = ?4 AND "
-                           "seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT 1")
-               : (newest ? "SELECT pos FROM archive WHERE username = ?1 AND "
-                           "seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT 1"
-                         : "SELECT pos FROM archive WHERE username = ?1 AND "
-                           "seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT 1"));
-      q.bind(1, username).bind(2, f.after_seq).bind(3, f.before_seq);
-      if (with) q.bind(4, std::string_view(f.with));
-      if (!q.step()) return std::nullopt;
-      return q.int64(0);
-    };
-    auto first = place(false);
-    if (!first) return 0;
-    auto last = place(true);
-    return last && *last >= *first ? static_cast<std::size_t>(*last - *first + 1) : 0;
-  }
+  std::int64_t archive_last_seq() override { return archive_last_seq_; }
 
   std::optional<std::int64_t> archive_seq(std::string_view username, std::string_view id) override {
-    Query q = query("SELECT seq FROM archive WHERE username = ?1 AND id = ?2");
+    if (const std::int64_t seq = archive_id_seq(id); seq > 0) {
+      Query q = query("SELECT id FROM archive_msg WHERE seq = ?1 AND username = ?2");
+      q.bind(1, seq).bind(2, username);
+      if (q.step() && q.text(0) == id) return seq;
+    }
+    Query q = query("SELECT seq FROM archive_id WHERE username = ?1 AND id = ?2");
     q.bind(1, username).bind(2, id);
     if (!q.step()) return std::nullopt;
     return q.int64(0);
@@ -1100,14 +1194,8 @@ class SqliteStore final : public Store {
     if (!f.seqs.empty()) {
       // Single items (the 'ids' field): each looked up, the other bounds checked here.
       for (const std::int64_t seq : f.seqs) {
-        Query q = query(
-            "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive "
-            "WHERE username = ?1 AND seq = ?2");
-        q.bind(1, username).bind(2, seq);
-        if (q.step()) {
-          ArchivedMessage m = read_archived(q, username);
-          if (archive_matches(f, m)) out.push_back(std::move(m));
-        }
+        auto m = archived_message(username, seq);
+        if (m && archive_matches(f, *m)) out.push_back(std::move(*m));
       }
       std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
       out.erase(std::unique(out.begin(), out.end(),
@@ -1122,30 +1210,45 @@ class SqliteStore final : public Store {
       }
       return out;
     }
-    ArchiveFilter g = f;
-    if (!narrow_by_time(username, g)) return out;
-    Query q = query(archive_sql(g, newest ? kPageNewest : kPageOldest));
-    bind_archive_filter(q, username, g);
-    q.bind(5, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
-    while (q.step()) {
-      // The time bounds became seq bounds: a message stamped out of order next to them is
-      // checked here (pages stay exact; the count may be off by such a message).
-      ArchivedMessage m = read_archived(q, username);
-      if (archive_matches(f, m)) out.push_back(std::move(m));
+    // The page's seqs from the index, then its messages.
+    ReadSnapshot snapshot(*this);
+    std::vector<std::int64_t> seqs;
+    archive_scan(username, f, newest, [&](const IndexRun&, auto&& full) {
+      const IndexRun& run = full();
+      const auto& entries = run.entries();
+      if (newest) {
+        for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+          if (!run.matches(f, *it)) continue;
+          seqs.push_back(it->seq);
+          if (seqs.size() == limit) return false;
+        }
+      } else {
+        for (const IndexEntry& e : entries) {
+          if (!run.matches(f, e)) continue;
+          seqs.push_back(e.seq);
+          if (seqs.size() == limit) return false;
+        }
+      }
+      return true;
+    });
+    if (newest) std::reverse(seqs.begin(), seqs.end());
+    out.reserve(seqs.size());
+    for (const std::int64_t seq : seqs) {
+      if (auto m = archived_message(username, seq)) out.push_back(std::move(*m));
     }
-    if (newest) std::reverse(out.begin(), out.end());
     return out;
   }
 
   std::size_t archive_count(std::string_view username, const ArchiveFilter& f) override {
     if (!f.seqs.empty()) return archive_query(username, f, f.seqs.size(), false).size();
-    ArchiveFilter g = f;
-    if (!narrow_by_time(username, g)) return 0;
-    if (g.with.empty() || g.with_resource.empty()) return archive_range_count(username, g);
-    Query q = query(archive_sql(g, kCount));
-    bind_archive_filter(q, username, g);
-    q.step();
-    return static_cast<std::size_t>(q.int64(0));
+    ReadSnapshot snapshot(*this);
+    std::size_t n = 0;
+    archive_scan(username, f, false, [&](const IndexRun& head, auto&& full) {
+      // A run wholly inside the bounds is counted from its correspondents' counts.
+      n += head.inside(f) ? head.count(f) : full().count(f);
+      return true;
+    });
+    return n;
   }
 
   std::size_t archive_expire(std::int64_t before_ms, std::size_t limit) override {
@@ -1155,7 +1258,7 @@ class SqliteStore final : public Store {
     // largest seq whose message is stamped before `before_ms`, as seen by probing.
     auto first_from =
         [this](std::int64_t seq) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
-      Query q = query("SELECT seq, stamp_ms FROM archive WHERE seq >= ?1 ORDER BY seq LIMIT 1");
+      Query q = query("SELECT seq, stamp_ms FROM archive_msg WHERE seq >= ?1 ORDER BY seq LIMIT 1");
       q.bind(1, seq);
       if (!q.step()) return std::nullopt;
       return std::pair{q.int64(0), q.int64(1)};
@@ -1165,11 +1268,11 @@ class SqliteStore final : public Store {
     std::int64_t lo = oldest->first;
     std::int64_t hi = lo;
     {
-      Query q = query("SELECT MAX(seq) FROM archive");
+      Query q = query("SELECT MAX(seq) FROM archive_msg");
       if (q.step()) hi = q.int64(0);
     }
     while (lo < hi) {
-      const std::int64_t mid = lo + (hi - lo + 1) / 2;
+      const std::int64_t mid = lo + (hi - lo) / 2 + 1;
       auto row = first_from(mid);
       if (row && row->second < before_ms) {
         lo = row->first;
@@ -1180,29 +1283,70 @@ class SqliteStore final : public Store {
     // At most `limit` rows in one transaction: the store's thread serves logins between them.
     std::int64_t cut = lo;
     {
-      Query q = query("SELECT seq FROM archive WHERE seq <= ?1 ORDER BY seq LIMIT 1 OFFSET ?2");
+      Query q = query("SELECT seq FROM archive_msg WHERE seq <= ?1 ORDER BY seq LIMIT 1 OFFSET ?2");
       q.bind(1, lo).bind(2, static_cast<std::int64_t>(limit - 1));
       if (q.step()) cut = q.int64(0);
     }
     Transaction tx(*this);
+    if (!archive_owner_) read_tails();
+    std::size_t n = 0;
     {
-      Query q = query("DELETE FROM archive WHERE seq <= ?1");
+      Query q = query("DELETE FROM archive_msg WHERE seq <= ?1");
+      q.bind(1, cut).run();
+      n = static_cast<std::size_t>(sqlite3_changes(db_));
+    }
+    {
+      Query q = query("DELETE FROM archive_id WHERE seq <= ?1");
       q.bind(1, cut).run();
     }
-    const auto n = static_cast<std::size_t>(sqlite3_changes(db_));
+    // The chunks that begin at or before the cut lose those entries.
+    struct Cut {
+      std::string user;
+      std::int64_t last_seq;
+      bool whole;
+      IndexRun kept;
+    };
+    std::vector<Cut> cuts;
+    {
+      Query q = query(
+          "SELECT username, last_seq, withs, entries FROM archive_chunk WHERE first_seq <= ?1");
+      q.bind(1, cut);
+      while (q.step()) {
+        Cut c{q.text(0), q.int64(1), q.int64(1) <= cut, {}};
+        if (!c.whole) {
+          c.kept = IndexRun::decode(q.view(2), q.view(3));
+          c.kept.drop_through(cut);
+        }
+        cuts.push_back(std::move(c));
+      }
+    }
+    for (const Cut& c : cuts) {
+      {
+        Query q = query("DELETE FROM archive_chunk WHERE username = ?1 AND last_seq = ?2");
+        q.bind(1, c.user).bind(2, c.last_seq).run();
+      }
+      if (!c.whole) write_chunks(c.user, c.kept);
+    }
+    set_archive_meta("last_seq", archive_last_seq_);
     tx.commit();
+    for (auto it = tails_.begin(); it != tails_.end();) {
+      tail_entries_ -= it->second.size();
+      it->second.drop_through(cut);
+      tail_entries_ += it->second.size();
+      if (it->second.empty()) {
+        it = tails_.erase(it);
+      } else {
+        ++it;
+      }
+    }
     return n;
   }
 
   std::size_t archive_clear(std::string_view username) override {
-    last_pos_.clear();
     Transaction tx(*this);
-    {
-      Query q = query("DELETE FROM archive WHERE username = ?1");
-      q.bind(1, username).run();
-    }
-    const auto n = static_cast<std::size_t>(sqlite3_changes(db_));
+    const std::size_t n = clear_archive(username);
     tx.commit();
+    forget_tail(username);
     return n;
   }
 
@@ -1249,100 +1393,257 @@ class SqliteStore final : public Store {
     return m;
   }
 
-  // An archive query's statement: only the terms the filter has, so that each runs on its index
-  // alone (by_user or by_with: a count reads no table row). ?1 username, ?2 after_seq,
-  // ?3 before_seq, ?4 with (if set), ?5 the limit (pages), ?6 with_resource (if set). The time
-  // bounds are seq bounds by then (narrow_by_time()).
-  enum ArchiveSqlKind { kPageOldest, kPageNewest, kCount };
-  static const char* archive_sql(const ArchiveFilter& f, ArchiveSqlKind kind) {
-    static const std::array<std::string, 12> sql = [] {
-      std::array<std::string, 12> out;
-      for (int i = 0; i < 12; ++i) {
-        const bool with = (i & 1) != 0;
-        const bool resource = (i & 2) != 0;
-        const int k = i / 4;
-        std::string w = " FROM archive WHERE username = ?1 AND seq > ?2 AND seq < ?3";
-        if (with) w += " AND with_jid = ?4";
-        if (resource) w += " AND with_resource = ?6";
-        out[static_cast<std::size_t>(i)] =
-            k == kCount
-                ? "SELECT COUNT(*)" + w
-                : "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza" + w +
-                      (k == kPageNewest ? " ORDER BY seq DESC" : " ORDER BY seq ASC") + " LIMIT ?5";
-      }
-      return out;
-    }();
-    const bool with = !f.with.empty();
-    const bool resource = with && !f.with_resource.empty();
-    return sql[static_cast<std::size_t>((with ? 1 : 0) | (resource ? 2 : 0) | (kind * 4))].c_str();
+  std::optional<ArchivedMessage> archived_message(std::string_view username, std::int64_t seq) {
+    Query q = query(
+        "SELECT seq, id, with_jid, with_resource, stamp_ms, stanza FROM archive_msg "
+        "WHERE seq = ?1 AND username = ?2");
+    q.bind(1, seq).bind(2, username);
+    if (!q.step()) return std::nullopt;
+    return read_archived(q, username);
   }
 
-  static void bind_archive_filter(Query& q, std::string_view username, const ArchiveFilter& f) {
+  static std::int64_t now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  // Calls visit(head, full) for each of the account's runs (its chunks, then its tail) that may
+  // hold what `f` selects, oldest first or with `newest` newest first, until it returns false.
+  // `head` has the run's bounds and correspondents; full() returns the run with its entries.
+  template <class Visit>
+  void archive_scan(std::string_view username, const ArchiveFilter& f, bool newest, Visit&& visit) {
+    const auto tail = tails_.find(std::string(username));
+    const IndexRun* t = tail == tails_.end() ? nullptr : &tail->second;
+    // Columns: last_seq, first_seq, n, min_stamp, max_stamp, withs, entries.
+    auto chunk = [&](Query& q) {
+      const IndexRun head =
+          IndexRun::decode_head(q.view(5), q.int64(1), q.int64(0),
+                                static_cast<std::size_t>(q.int64(2)), q.int64(3), q.int64(4));
+      if (!head.can_match(f)) return true;
+      std::optional<IndexRun> decoded;
+      return visit(head, [&]() -> const IndexRun& {
+        if (!decoded) decoded = IndexRun::decode(q.view(5), q.view(6));
+        return *decoded;
+      });
+    };
+    auto tail_visit = [&] {
+      return t == nullptr || !t->can_match(f) || visit(*t, [&]() -> const IndexRun& { return *t; });
+    };
+    if (!newest) {
+      Query q = query(
+          "SELECT last_seq, first_seq, n, min_stamp, max_stamp, withs, entries FROM "
+          "archive_chunk WHERE username = ?1 AND last_seq > ?2 ORDER BY last_seq");
+      q.bind(1, username).bind(2, f.after_seq);
+      while (q.step()) {
+        if (q.int64(1) >= f.before_seq) return;
+        if (!chunk(q)) return;
+      }
+      tail_visit();
+      return;
+    }
+    if (!tail_visit()) return;
+    {
+      // The chunk that holds before_seq, if any: the first that ends at or after it.
+      Query q = query(
+          "SELECT last_seq, first_seq, n, min_stamp, max_stamp, withs, entries FROM "
+          "archive_chunk WHERE username = ?1 AND last_seq >= ?2 ORDER BY last_seq LIMIT 1");
+      q.bind(1, username).bind(2, f.before_seq);
+      if (q.step() && !chunk(q)) return;
+    }
+    Query q = query(
+        "SELECT last_seq, first_seq, n, min_stamp, max_stamp, withs, entries FROM "
+        "archive_chunk WHERE username = ?1 AND last_seq > ?2 AND last_seq < ?3 "
+        "ORDER BY last_seq DESC");
     q.bind(1, username).bind(2, f.after_seq).bind(3, f.before_seq);
-    if (!f.with.empty()) {
-      q.bind(4, std::string_view(f.with));
-      if (!f.with_resource.empty()) q.bind(6, std::string_view(f.with_resource));
+    while (q.step()) {
+      if (!chunk(q)) return;
     }
   }
 
-  // The filter's time bounds as seq bounds (then cleared): seqs follow the order of writing and
-  // stamps that of time, so the first message at or after `start` and the last at or before
-  // `end` are found by bisection on the account's index, a few dozen lookups, where a term on
-  // stamp_ms would read every row of the account from its first. False: nothing can match.
-  bool narrow_by_time(std::string_view username, ArchiveFilter& f) {
-    if (!f.start_ms && !f.end_ms) return true;
-    // The account's first message at or after `seq`, within the filter's seq bounds.
-    auto at_or_after =
-        [&](std::int64_t seq) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
+  // Writes `run` as chunks of at most kChunkEntries entries.
+  void write_chunks(const std::string& username, const IndexRun& run) {
+    auto write = [&](const IndexRun& c) {
       Query q = query(
-          "SELECT seq, stamp_ms FROM archive WHERE username = ?1 AND seq >= ?2 AND seq < ?3 "
-          "ORDER BY seq LIMIT 1");
-      q.bind(1, username).bind(2, seq).bind(3, f.before_seq);
-      if (!q.step()) return std::nullopt;
-      return std::pair{q.int64(0), q.int64(1)};
+          "INSERT INTO archive_chunk (username, last_seq, first_seq, n, min_stamp, max_stamp, "
+          "withs, entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+      q.bind(1, username)
+          .bind(2, c.last_seq())
+          .bind(3, c.first_seq())
+          .bind(4, static_cast<std::int64_t>(c.size()))
+          .bind(5, c.min_stamp())
+          .bind(6, c.max_stamp())
+          .bind_blob(7, c.encode_withs())
+          .bind_blob(8, c.encode_entries())
+          .run();
     };
-    auto first = at_or_after(f.after_seq + 1);
-    if (!first) return false;
-    std::int64_t last_seq = first->first;
+    if (run.size() <= kChunkEntries) {
+      write(run);
+      return;
+    }
+    IndexRun piece;
+    for (const IndexEntry& e : run.entries()) {
+      const Correspondent& c = run.withs()[e.with];
+      piece.add(e.seq, e.stamp_ms, c.jid, c.resource);
+      if (piece.size() == kChunkEntries) {
+        write(piece);
+        piece = IndexRun();
+      }
+    }
+    if (!piece.empty()) write(piece);
+  }
+
+  // A tail smaller than a chunk goes to the database joined to the account's last chunk when
+  // that one is small too (a quiet account's checkpoints would otherwise leave a chunk of a
+  // few entries each time).
+  void flush_tail(const std::string& username, const IndexRun& tail) {
+    std::optional<IndexRun> last;
     {
       Query q = query(
-          "SELECT seq FROM archive WHERE username = ?1 AND seq > ?2 AND seq < ?3 "
-          "ORDER BY seq DESC LIMIT 1");
-      q.bind(1, username).bind(2, f.after_seq).bind(3, f.before_seq);
-      if (q.step()) last_seq = q.int64(0);
-    }
-    // The smallest seq in [lo, hi] whose message (the first at or after it) is stamped at or
-    // after `t`; hi + 1 when none is.
-    auto first_stamped = [&](std::int64_t t) {
-      std::int64_t lo = first->first;
-      std::int64_t hi = last_seq + 1;
-      while (lo < hi) {
-        const std::int64_t mid = lo + (hi - lo) / 2;
-        auto row = at_or_after(mid);
-        if (!row || row->second >= t) {
-          hi = mid;
-        } else {
-          lo = row->first + 1;
-        }
-      }
-      return lo;
-    };
-    if (f.start_ms) {
-      const std::int64_t from = first_stamped(*f.start_ms);
-      if (from > last_seq) return false;
-      f.after_seq = std::max(f.after_seq, from - 1);
-    }
-    if (f.end_ms) {
-      if (*f.end_ms == INT64_MAX) {
-        f.end_ms.reset();
-      } else {
-        const std::int64_t past = first_stamped(*f.end_ms + 1);
-        f.before_seq = std::min(f.before_seq, past);
+          "SELECT last_seq, n, withs, entries FROM archive_chunk WHERE username = ?1 "
+          "ORDER BY last_seq DESC LIMIT 1");
+      q.bind(1, username);
+      if (q.step() && static_cast<std::size_t>(q.int64(1)) < kChunkEntries) {
+        last = IndexRun::decode(q.view(2), q.view(3));
       }
     }
-    f.start_ms.reset();
-    f.end_ms.reset();
-    return f.after_seq + 1 < f.before_seq;
+    if (!last) {
+      write_chunks(username, tail);
+      return;
+    }
+    {
+      Query q = query("DELETE FROM archive_chunk WHERE username = ?1 AND last_seq = ?2");
+      q.bind(1, username).bind(2, last->last_seq()).run();
+    }
+    last->append(tail);
+    write_chunks(username, *last);
+  }
+
+  // Writes every tail to the database (at close, and at open after a crash).
+  void archive_checkpoint() {
+    if (tail_entries_ == 0) return;
+    Transaction tx(*this);
+    for (const auto& [user, tail] : tails_) {
+      if (!tail.empty()) flush_tail(user, tail);
+    }
+    set_archive_meta("indexed", archive_last_seq_);
+    set_archive_meta("last_seq", archive_last_seq_);
+    tx.commit();
+    tails_.clear();
+    tail_entries_ = 0;
+  }
+
+  std::int64_t archive_meta(const char* name) {
+    Query q = query("SELECT value FROM archive_meta WHERE name = ?1");
+    q.bind(1, std::string_view(name));
+    return q.step() ? q.int64(0) : 0;
+  }
+
+  void set_archive_meta(const char* name, std::int64_t value) {
+    Query q = query(
+        "INSERT INTO archive_meta (name, value) VALUES (?1, ?2) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value");
+    q.bind(1, std::string_view(name)).bind(2, value).run();
+  }
+
+  // At open: the newest seq and, for the owner, the tails as they were (the messages written
+  // after the last checkpoint that no chunk holds), then a checkpoint.
+  void load_archive_index() {
+    archive_last_seq_ = archive_meta("last_seq");
+    {
+      Query q = query("SELECT MAX(seq) FROM archive_msg");
+      if (q.step()) archive_last_seq_ = std::max(archive_last_seq_, q.int64(0));
+    }
+    if (!archive_owner_) return;
+    read_tails();
+    archive_checkpoint();
+  }
+
+  // The tails from the database: the messages after the last checkpoint ('indexed') that no
+  // chunk of their account holds.
+  void read_tails() {
+    tails_.clear();
+    tail_entries_ = 0;
+    std::unordered_map<std::string, std::int64_t> chunked;  // account -> its last chunk's end
+    Query q = query(
+        "SELECT seq, username, with_jid, with_resource, stamp_ms FROM archive_msg "
+        "WHERE seq > ?1 ORDER BY seq");
+    q.bind(1, archive_meta("indexed"));
+    while (q.step()) {
+      std::string user = q.text(1);
+      auto it = chunked.find(user);
+      if (it == chunked.end()) {
+        Query c = query("SELECT MAX(last_seq) FROM archive_chunk WHERE username = ?1");
+        c.bind(1, user);
+        it = chunked.emplace(user, c.step() ? c.int64(0) : 0).first;
+      }
+      const std::int64_t seq = q.int64(0);
+      if (seq <= it->second) continue;
+      tails_[user].add(seq, q.int64(4), q.view(2), q.view(3));
+      ++tail_entries_;
+    }
+    if (tail_entries_ > 0) tails_since_ = std::chrono::steady_clock::now();
+  }
+
+  // For a store that does not own the archive (archive_owner_), an archive read runs in one
+  // read transaction, over the tails as the database has them then.
+  class ReadSnapshot {
+   public:
+    explicit ReadSnapshot(SqliteStore& s) : s_(s) {
+      if (s_.archive_owner_ || !sqlite3_get_autocommit(s_.db_)) return;
+      s_.exec("BEGIN");
+      open_ = true;
+      s_.read_tails();
+    }
+    ReadSnapshot(const ReadSnapshot&) = delete;
+    ReadSnapshot& operator=(const ReadSnapshot&) = delete;
+    ~ReadSnapshot() {
+      if (open_ && !sqlite3_get_autocommit(s_.db_)) {
+        sqlite3_exec(s_.db_, "COMMIT", nullptr, nullptr, nullptr);
+      }
+    }
+
+   private:
+    SqliteStore& s_;
+    bool open_ = false;
+  };
+
+  // Deletes the account's archive in the caller's transaction (forget_tail() after its
+  // commit); returns how many messages it held.
+  std::size_t clear_archive(std::string_view username) {
+    if (!archive_owner_) read_tails();
+    std::vector<std::int64_t> seqs;
+    {
+      Query q = query("SELECT withs, entries FROM archive_chunk WHERE username = ?1");
+      q.bind(1, username);
+      while (q.step()) {
+        const IndexRun run = IndexRun::decode(q.view(0), q.view(1));
+        for (const IndexEntry& e : run.entries()) seqs.push_back(e.seq);
+      }
+    }
+    if (auto t = tails_.find(std::string(username)); t != tails_.end()) {
+      for (const IndexEntry& e : t->second.entries()) seqs.push_back(e.seq);
+    }
+    std::size_t n = 0;
+    for (const std::int64_t seq : seqs) {
+      Query q = query("DELETE FROM archive_msg WHERE seq = ?1 AND username = ?2");
+      q.bind(1, seq).bind(2, username).run();
+      n += static_cast<std::size_t>(sqlite3_changes(db_));
+    }
+    for (const char* sql : {"DELETE FROM archive_chunk WHERE username = ?1",
+                            "DELETE FROM archive_id WHERE username = ?1"}) {
+      Query q = query(sql);
+      q.bind(1, username).run();
+    }
+    set_archive_meta("last_seq", archive_last_seq_);
+    return n;
+  }
+
+  void forget_tail(std::string_view username) {
+    if (auto t = tails_.find(std::string(username)); t != tails_.end()) {
+      tail_entries_ -= t->second.size();
+      tails_.erase(t);
+    }
   }
 
   static std::vector<std::string> split_lines(const std::string& text) {
@@ -1560,15 +1861,24 @@ class SqliteStore final : public Store {
     statements_.clear();
     if (db_) sqlite3_close_v2(db_);
     db_ = nullptr;
+    if (owner_fd_ >= 0) ::close(owner_fd_);  // and its lock with it
+    owner_fd_ = -1;
   }
 
   sqlite3* db_ = nullptr;
   // Keyed by the SQL text's address: every call site passes the same literal.
   std::unordered_map<const char*, sqlite3_stmt*> statements_;
-  // last_pos(): "username\0with" (with empty: the whole archive) -> the newest place.
-  static constexpr std::size_t kLastPosCached = 100'000;
-  std::unordered_map<std::string, std::int64_t> last_pos_;
-  std::string last_pos_key_;  // last_pos()'s scratch key
+  // The archive's index (archive_append()): entries per chunk, the tails' total that makes a
+  // checkpoint, and the seconds between checkpoints.
+  static constexpr std::size_t kChunkEntries = 256;
+  static constexpr std::size_t kTailEntriesMax = 131'072;
+  static constexpr int kCheckpointS = 60;
+  std::unordered_map<std::string, IndexRun> tails_;    // account -> its newest index entries
+  std::size_t tail_entries_ = 0;                       // in all tails
+  std::chrono::steady_clock::time_point tails_since_;  // when the tails were last empty
+  std::int64_t archive_last_seq_ = 0;
+  int owner_fd_ = -1;           // the archive's lock file
+  bool archive_owner_ = false;  // this store holds its lock: the tails are its own
 };
 
 // Creates `dir` (and missing parents) with mode 0700: the database holds credentials.

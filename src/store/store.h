@@ -281,8 +281,12 @@ class PrivateStore {
 // One message in an account's archive (XEP-0313): what it sent or received, as routed.
 struct ArchivedMessage {
   std::string username;  // the account whose archive holds it
-  std::int64_t seq = 0;  // its place in the archive (increasing, never reused); set when written
+  // Its place in the archive (increasing, never reused): given by the message log
+  // (MessageLog::archive_new()), or by the store when 0.
+  std::int64_t seq = 0;
   // Its archive UID (XEP-0313 §3, the XEP-0359 stanza-id): unpredictable, unique in the archive.
+  // One of archive_id()'s form (store/archive_index.h) that names `seq` is found without an
+  // index; any other is kept in an index of ids.
   std::string id;
   std::string with;           // the other side's bare JID (the account's own for a note to self)
   std::string with_resource;  // and its resource, if the message named one
@@ -323,8 +327,11 @@ struct ArchivePrefs {
 class ArchiveStore {
  public:
   virtual ~ArchiveStore() = default;
-  // Appends the messages in one transaction, in order; sets each one's seq.
+  // Appends the messages in one transaction, in order; gives each one with seq 0 its seq. A
+  // given seq must be larger than any before it.
   virtual void archive_append(std::vector<ArchivedMessage>& batch) = 0;
+  // The largest seq the archive has held (0: none); new seqs must be larger.
+  virtual std::int64_t archive_last_seq() = 0;
   // The seq of the message with archive UID `id` in the account's archive, if it is there.
   virtual std::optional<std::int64_t> archive_seq(std::string_view username,
                                                   std::string_view id) = 0;

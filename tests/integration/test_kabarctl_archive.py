@@ -92,15 +92,15 @@ def backdate(k, rows, days):
     Only the stamps change: nothing kabard keeps in memory depends on them."""
     db = sqlite3.connect(os.path.join(k.data_dir, "kabar.db"), timeout=10)
     try:
-        db.execute("UPDATE archive SET stamp_ms = stamp_ms - ? WHERE seq IN "
-                   "(SELECT seq FROM archive ORDER BY seq LIMIT ?)", (days * DAY_MS, rows))
+        db.execute("UPDATE archive_msg SET stamp_ms = stamp_ms - ? WHERE seq IN "
+                   "(SELECT seq FROM archive_msg ORDER BY seq LIMIT ?)", (days * DAY_MS, rows))
         db.commit()
     finally:
         db.close()
 
 
 def total_archived(k):
-    return kabartest.sqlite_count(k, "SELECT COUNT(*) FROM archive")
+    return kabartest.sqlite_count(k, "SELECT COUNT(*) FROM archive_msg")
 
 
 def main():

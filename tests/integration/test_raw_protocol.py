@@ -302,7 +302,7 @@ def forwarded_as_received(k):
     # (XEP-0313 §3.4; the message is archived).
     head = sent.replace("<message ", "<message from='alice@localhost/fw' ", 1)[:-len("</message>")]
     want = re.compile(re.escape(head.encode()) + rb"<stanza-id xmlns='urn:xmpp:sid:0' "
-                      rb"by='bob@localhost' id='[0-9a-f]{24}'/></message>")
+                      rb"by='bob@localhost' id='[0-9a-f]{28}'/></message>")
     R.check(want.search(bytes(b.raw)) is not None,
             "forwarded byte for byte with from and the archive's stanza-id put in")
     note = m.find("{urn:example:y}note")

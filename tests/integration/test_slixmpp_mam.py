@@ -238,7 +238,7 @@ def main():
                 lp.run(after_restart(r, kd, lp.clients, fwd), "after the restart")
             lp.abort_clients()
             kd.ctl("user", "delete", "bob")
-            n = kabartest.sqlite_count(kd, "SELECT COUNT(*) FROM archive WHERE username = 'bob'")
+            n = kabartest.sqlite_count(kd, "SELECT COUNT(*) FROM archive_msg WHERE username = 'bob'")
             r.check(n == 0, f"deleting bob deletes his archive ({n} left)")
         r.check(kd.alive(), "kabard still running at the end")
     r.finish()

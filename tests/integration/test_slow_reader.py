@@ -216,7 +216,7 @@ def main():
             R.check(len(every) + len(bounced) == N, "every message arrived once or was bounced")
             # Each is in the receiver's archive once: what kabard handed on after the cut had
             # been archived when it first came in.
-            archived = sqlite_count(k, "SELECT COUNT(*) FROM archive WHERE username = 'slow'")
+            archived = sqlite_count(k, "SELECT COUNT(*) FROM archive_msg WHERE username = 'slow'")
             R.check(archived == N - len(bounced),
                     "the receiver's archive holds each message once (%d rows for %d)"
                     % (archived, N - len(bounced)))

@@ -1,12 +1,15 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "store/archive_index.h"
 #include "store/store.h"
 #include "store_test_util.h"
 
@@ -118,50 +121,217 @@ TEST_F(SqliteStoreTest, MigratesAnOfflineQueueOfSchemaOne) {
             OfflinePush::Full::kBytes);
 }
 
-TEST_F(SqliteStoreTest, ArchivesOfSchemaSixGetTheirPlaces) {
-  // Rows archived before schema 7 get their places in their accounts' archives (and among
-  // their correspondents') from the order they were written: counts come from those.
-  std::vector<ArchivedMessage> batch;
-  for (int i = 0; i < 6; ++i) {
-    ArchivedMessage m;
-    m.username = i % 2 == 0 ? "alice" : "bob";
-    m.id = "id" + std::to_string(i);
-    m.with = i < 4 ? "carol@example.com" : "dave@example.com";
-    m.stamp_ms = 1000 + i;
-    m.stanza = "<message/>";
-    batch.push_back(std::move(m));
-  }
-  store_->archive_append(batch);
+TEST_F(SqliteStoreTest, ArchivesOfSchemaSevenMoveToChunks) {
+  // An archive of schema 7 (one row per message, three indexes): at the first open its rows
+  // become archive_msg rows, its ids go to the index of ids, and its chunks are written.
   store_.reset();
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(db_file().c_str(), &db), SQLITE_OK);
-    // Back to schema 6: no places.
-    ASSERT_EQ(sqlite3_exec(db,
-                           "ALTER TABLE archive DROP COLUMN pos; "
-                           "ALTER TABLE archive DROP COLUMN wpos; PRAGMA user_version = 6;",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK)
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "DROP TABLE archive_msg; DROP TABLE archive_id; DROP TABLE archive_chunk; "
+                     "DROP TABLE archive_meta; "
+                     "CREATE TABLE archive (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                     "username TEXT NOT NULL, id TEXT NOT NULL, with_jid TEXT NOT NULL, "
+                     "with_resource TEXT NOT NULL, stamp_ms INTEGER NOT NULL, "
+                     "stanza TEXT NOT NULL, pos INTEGER NOT NULL DEFAULT 0, "
+                     "wpos INTEGER NOT NULL DEFAULT 0); "
+                     "CREATE UNIQUE INDEX archive_by_id ON archive (username, id); "
+                     "PRAGMA user_version = 7;",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK)
+        << sqlite3_errmsg(db);
+    std::string sql = "BEGIN;";
+    for (int i = 1; i <= 600; ++i) {
+      sql +=
+          "INSERT INTO archive (username, id, with_jid, with_resource, stamp_ms, stanza) "
+          "VALUES ('" +
+          std::string(i % 3 == 0 ? "bob" : "alice") + "', 'old" + std::to_string(i) + "', '" +
+          (i % 5 == 0 ? "carol@example.com" : "dave@example.com") + "', 'r', " +
+          std::to_string(1000 + i) + ", '<message>" + std::to_string(i) + "</message>');";
+    }
+    sql += "DELETE FROM archive WHERE seq > 598; COMMIT;";  // the AUTOINCREMENT mark stays 600
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
         << sqlite3_errmsg(db);
     sqlite3_close(db);
   }
   store_ = open_sqlite_store(dir_);
-  EXPECT_EQ(raw_query(db_file(),
-                      "SELECT group_concat(pos || '/' || wpos, ' ') FROM "
-                      "(SELECT pos, wpos FROM archive WHERE username = 'alice' "
-                      "ORDER BY seq)"),
-            "1/1 2/2 3/1");
-  ArchiveFilter f;
-  f.with = "carol@example.com";
-  EXPECT_EQ(store_->archive_count("alice", f), 2u);
-  EXPECT_EQ(store_->archive_count("bob", {}), 3u);
+  EXPECT_EQ(store_->schema_version(), 8);
+  EXPECT_EQ(raw_query(db_file(), "SELECT count(*) FROM sqlite_master WHERE name = 'archive'"), "0");
+  EXPECT_NE(raw_query(db_file(), "SELECT count(*) FROM archive_chunk"), "0");
+  EXPECT_EQ(store_->archive_last_seq(), 600);
+  EXPECT_EQ(store_->archive_count("alice", {}), 399u);
+  EXPECT_EQ(store_->archive_count("bob", {}), 199u);
+  ArchiveFilter carol;
+  carol.with = "carol@example.com";
+  EXPECT_EQ(store_->archive_count("alice", carol), 80u);  // i % 5 == 0 and i % 3 != 0, i <= 598
+  EXPECT_EQ(store_->archive_seq("alice", "old10"), 10);
+  EXPECT_FALSE(store_->archive_seq("bob", "old10").has_value());
+  auto newest = store_->archive_query("alice", {}, 2, true);
+  ASSERT_EQ(newest.size(), 2u);
+  EXPECT_EQ(newest[0].id, "old596");
+  EXPECT_EQ(newest[1].stanza, "<message>598</message>");
+  // New messages come after the old ones, with seqs past the old mark.
   std::vector<ArchivedMessage> more(1);
   more[0].username = "alice";
-  more[0].id = "id9";
-  more[0].with = "dave@example.com";
+  more[0].id = "new";
+  more[0].with = "carol@example.com";
   more[0].stanza = "<message/>";
   store_->archive_append(more);
-  EXPECT_EQ(raw_query(db_file(), "SELECT pos || '/' || wpos FROM archive WHERE id = 'id9'"), "4/2");
+  EXPECT_GT(more[0].seq, 600);
+  EXPECT_EQ(store_->archive_query("alice", {}, 1, true).at(0).id, "new");
+  EXPECT_EQ(store_->archive_count("alice", carol), 81u);
+}
+
+std::vector<ArchivedMessage> numbered(const std::string& user, int from, int n) {
+  std::vector<ArchivedMessage> out;
+  for (int i = from; i < from + n; ++i) {
+    ArchivedMessage m;
+    m.username = user;
+    m.id = "m" + std::to_string(i);
+    m.with = i % 4 == 0 ? "carol@example.com" : "dave@example.com";
+    m.with_resource = i % 2 == 0 ? "phone" : "pc";
+    m.stamp_ms = 1'000'000 + i * 10;
+    m.stanza = "<message>" + std::to_string(i) + "</message>";
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// Every filter's count agrees with its query, and each page with the messages in order, over an
+// archive in chunks of every kind: full ones, ones joined at checkpoints (each reopen), and the
+// tail in memory.
+TEST_F(SqliteStoreTest, ArchiveChunksTailsAndCheckpointsAgree) {
+  int next = 0;
+  for (const int n : {300, 1, 7, 255, 256, 2, 600, 3}) {
+    auto batch = numbered("alice", next, n);
+    store_->archive_append(batch);
+    next += n;
+    if (n % 2 == 1) reopen();  // a checkpoint: the tail joins the last chunk
+  }
+  auto bob = numbered("bob", 0, 10);
+  store_->archive_append(bob);
+  const auto all = store_->archive_query("alice", {}, 100'000, false);
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(next));
+  for (int i = 0; i < next; ++i) {
+    ASSERT_EQ(all[static_cast<std::size_t>(i)].id, "m" + std::to_string(i));
+  }
+  EXPECT_EQ(store_->archive_seq("alice", "m700"), all[700].seq);
+  for (const std::size_t a : {std::size_t{0}, std::size_t{255}, std::size_t{700}}) {
+    for (const std::size_t b : {std::size_t{256}, std::size_t{1000}, all.size() - 1}) {
+      for (const char* with : {"", "carol@example.com"}) {
+        ArchiveFilter f;
+        f.after_seq = all[a].seq;
+        f.before_seq = all[b].seq;
+        f.with = with;
+        f.start_ms = 1'000'000 + 100 * 10;
+        const auto page = store_->archive_query("alice", f, 100'000, false);
+        EXPECT_EQ(store_->archive_count("alice", f), page.size()) << a << " " << b << " " << with;
+        const auto last = store_->archive_query("alice", f, 5, true);
+        if (page.size() >= 5) {
+          ASSERT_EQ(last.size(), 5u);
+          EXPECT_EQ(last.back().seq, page.back().seq);
+          EXPECT_EQ(last.front().seq, page[page.size() - 5].seq);
+        }
+      }
+    }
+  }
+  ArchiveFilter phone;
+  phone.with = "carol@example.com";
+  phone.with_resource = "phone";
+  EXPECT_EQ(store_->archive_count("alice", phone), static_cast<std::size_t>((next + 3) / 4));
+  // Expiry through the middle of a chunk, then the whole archive of one account.
+  EXPECT_EQ(store_->archive_expire(1'000'000 + 400 * 10, 100'000), 400u);
+  EXPECT_EQ(store_->archive_count("alice", {}), static_cast<std::size_t>(next - 400));
+  EXPECT_EQ(store_->archive_query("alice", {}, 1, false).at(0).id, "m400");
+  EXPECT_EQ(store_->archive_count("bob", {}), 10u);
+  reopen();
+  EXPECT_EQ(store_->archive_count("alice", {}), static_cast<std::size_t>(next - 400));
+  EXPECT_EQ(store_->archive_clear("alice"), static_cast<std::size_t>(next - 400));
+  EXPECT_EQ(raw_query(db_file(), "SELECT count(*) FROM archive_msg WHERE username = 'alice'"), "0");
+  EXPECT_EQ(store_->archive_count("bob", {}), 10u);
+}
+
+// A crash loses no index entry: the tails are read back from the messages at the next open.
+TEST_F(SqliteStoreTest, ArchiveTailsComeBackAfterACrash) {
+  store_.reset();
+  std::int64_t last = 0;
+  {
+    // A child process owns the archive, writes a chunk and a tail of 49, and dies without
+    // closing it (no checkpoint), as a killed kabard would.
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::close(fds[0]);
+      auto s = open_sqlite_store(dir_);
+      auto batch = numbered("alice", 0, 300);
+      s->archive_append(batch);
+      auto more = numbered("alice", 300, 5);
+      s->archive_append(more);
+      const std::int64_t seq = more.back().seq;
+      if (::write(fds[1], &seq, sizeof seq) != sizeof seq) ::_exit(2);
+      ::_exit(0);
+    }
+    ::close(fds[1]);
+    ASSERT_EQ(::read(fds[0], &last, sizeof last), static_cast<ssize_t>(sizeof last));
+    ::close(fds[0]);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  store_ = open_sqlite_store(dir_);
+  EXPECT_EQ(store_->archive_count("alice", {}), 305u);
+  const auto newest = store_->archive_query("alice", {}, 3, true);
+  ASSERT_EQ(newest.size(), 3u);
+  EXPECT_EQ(newest.back().id, "m304");
+  EXPECT_GE(store_->archive_last_seq(), last);
+  auto after = numbered("alice", 305, 1);
+  store_->archive_append(after);
+  EXPECT_GT(after[0].seq, last);
+  EXPECT_EQ(store_->archive_count("alice", {}), 306u);
+}
+
+// A second store on the same file (kabarctl beside kabard) sees the owner's tails as the
+// database has them at each query, never twice, and writes no archive of its own.
+TEST_F(SqliteStoreTest, ASecondStoreReadsTheOwnersArchive) {
+  auto batch = numbered("alice", 0, 10);
+  store_->archive_append(batch);
+  auto guest = open_sqlite_store(dir_);
+  EXPECT_EQ(guest->archive_count("alice", {}), 10u);
+  auto more = numbered("alice", 10, 300);  // the owner's tail becomes a chunk
+  store_->archive_append(more);
+  EXPECT_EQ(guest->archive_count("alice", {}), 310u);
+  EXPECT_EQ(guest->archive_query("alice", {}, 1000, false).size(), 310u);
+  EXPECT_EQ(guest->archive_seq("alice", "m5"), batch[5].seq);
+  auto refused = numbered("alice", 310, 1);
+  EXPECT_THROW(guest->archive_append(refused), StoreError);
+  guest.reset();  // writes no checkpoint of the owner's tail
+  auto last = numbered("alice", 310, 3);
+  store_->archive_append(last);
+  EXPECT_EQ(store_->archive_count("alice", {}), 313u);
+  reopen();
+  EXPECT_EQ(store_->archive_count("alice", {}), 313u);
+  EXPECT_EQ(store_->archive_query("alice", {}, 1000, false).size(), 313u);
+}
+
+// Ids of archive_id()'s form are found from the seq they name; the random part must match.
+TEST_F(SqliteStoreTest, ArchiveIdsThatNameTheirSeq) {
+  std::vector<ArchivedMessage> batch(1);
+  batch[0].username = "alice";
+  batch[0].seq = 1'700'000'000'000'000;
+  batch[0].id = archive_id(batch[0].seq, 0xabcdef123456);
+  batch[0].with = "bob@example.com";
+  batch[0].stanza = "<message/>";
+  store_->archive_append(batch);
+  EXPECT_EQ(batch[0].seq, 1'700'000'000'000'000);
+  EXPECT_EQ(raw_query(db_file(), "SELECT count(*) FROM archive_id"), "0");
+  EXPECT_EQ(store_->archive_seq("alice", batch[0].id), batch[0].seq);
+  EXPECT_FALSE(store_->archive_seq("bob", batch[0].id).has_value());
+  EXPECT_FALSE(store_->archive_seq("alice", archive_id(batch[0].seq, 0xabcdef123457)));
+  EXPECT_FALSE(store_->archive_seq("alice", archive_id(batch[0].seq + 1, 0xabcdef123456)));
 }
 
 TEST_F(SqliteStoreTest, RefusesNewerSchema) {

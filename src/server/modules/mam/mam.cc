@@ -33,6 +33,7 @@
 #include "server/c2s_session.h"
 #include "server/config.h"
 #include "server/features.h"
+#include "store/archive_index.h"
 #include "xml/serializer.h"
 #include "xmpp/hex.h"
 #include "xmpp/namespaces.h"
@@ -309,31 +310,49 @@ class MamModule final : public Module {
     const bool self = from_user == to_user;  // a note to self: archived once, as received
     const std::int64_t now = server_->now_ms();
     if (*sender_keeps && !self) {
-      auto to = xmpp::Jid::parse(m.attr("to"));
-      if (!to) return false;
-      store::ArchivedMessage a;
-      a.username = from_user;
-      a.id = new_id();
-      a.with = to->bare_str();
-      a.with_resource = to->resource();
-      a.stamp_ms = now;
-      a.stanza = bytes;
-      server_->archive(std::move(a));
+      // The fast path's `to` is nearly always in prepared form already: read, not parsed.
+      std::string to_with;
+      std::string to_resource;
+      if (const auto view = xmpp::canonical_jid(m.attr("to"))) {
+        to_with = view->bare;
+        to_resource = view->resource;
+      } else {
+        auto to = xmpp::Jid::parse(m.attr("to"));
+        if (!to) return false;
+        to_with = to->bare_str();
+        to_resource = to->resource();
+      }
+      const std::uint64_t random = random48();
+      server_->archive_new([&](std::int64_t seq) {
+        store::ArchivedMessage a;
+        a.username = from_user;
+        a.seq = seq;
+        a.id = store::archive_id(seq, random);
+        a.with = std::move(to_with);
+        a.with_resource = std::move(to_resource);
+        a.stamp_ms = now;
+        a.stanza = bytes;
+        return a;
+      });
     }
     if (*recipient_keeps) {
-      store::ArchivedMessage a;
-      a.username = to_user;
-      a.id = new_id();
-      a.with = from_bare;
-      a.with_resource = from.jid().resource();
-      a.stamp_ms = now;
-      std::string sid = "<stanza-id xmlns='urn:xmpp:sid:0'";
-      append_attr(sid, "by", to_bare);
-      append_attr(sid, "id", a.id);
-      sid += "/>";
-      bytes.insert(bytes.size() - kEnd.size(), sid);
-      a.stanza = bytes;
-      server_->archive(std::move(a));
+      const std::uint64_t random = random48();
+      server_->archive_new([&](std::int64_t seq) {
+        store::ArchivedMessage a;
+        a.username = to_user;
+        a.seq = seq;
+        a.id = store::archive_id(seq, random);
+        a.with = from_bare;
+        a.with_resource = from.jid().resource();
+        a.stamp_ms = now;
+        std::string sid = "<stanza-id xmlns='urn:xmpp:sid:0'";
+        append_attr(sid, "by", to_bare);
+        append_attr(sid, "id", a.id);
+        sid += "/>";
+        bytes.insert(bytes.size() - kEnd.size(), sid);
+        a.stanza = bytes;
+        return a;
+      });
     }
     return true;
   }
@@ -351,32 +370,35 @@ class MamModule final : public Module {
   // the message gets its <stanza-id/> first.
   std::string archive(const std::string& user, const xmpp::Jid& with, xml::Element& m,
                       std::string_view stamp_by) {
-    store::ArchivedMessage a;
-    a.username = user;
-    a.id = new_id();
-    a.with = with.bare_str();
-    a.with_resource = with.resource();
-    a.stamp_ms = server_->now_ms();
-    if (!stamp_by.empty()) {
-      xml::Element& sid = m.add_child("stanza-id", std::string(kStanzaIdNs));
-      sid.set_attr("by", stamp_by);
-      sid.set_attr("id", a.id);
-    }
-    a.stanza = xml::serialize(m, "");
-    std::string id = a.id;
-    server_->archive(std::move(a));
+    const std::uint64_t random = random48();
+    const std::int64_t now = server_->now_ms();
+    std::string id;
+    server_->archive_new([&](std::int64_t seq) {
+      store::ArchivedMessage a;
+      a.username = user;
+      a.seq = seq;
+      a.id = store::archive_id(seq, random);
+      a.with = with.bare_str();
+      a.with_resource = with.resource();
+      a.stamp_ms = now;
+      if (!stamp_by.empty()) {
+        xml::Element& sid = m.add_child("stanza-id", std::string(kStanzaIdNs));
+        sid.set_attr("by", stamp_by);
+        sid.set_attr("id", a.id);
+      }
+      a.stanza = xml::serialize(m, "");
+      id = a.id;
+      return a;
+    });
     return id;
   }
 
-  // §3 "unpredictable and unique within the archive": the time in milliseconds, then 48 random
-  // bits, in hex. The time first makes new ids land at the end of the store's id index (a
-  // random id landed anywhere in it: a page read and rewritten per message once the archive
-  // outgrew the cache).
-  std::string new_id() {
-    const auto now = static_cast<std::uint64_t>(server_->now_ms());
-    std::string stamp(6, '\0');
-    for (int i = 0; i < 6; ++i) stamp[5 - i] = static_cast<char>((now >> (8 * i)) & 0xff);
-    return xmpp::to_hex(stamp + server_->random().bytes(6));
+  // The random part of an archive UID (store::archive_id(): the seq, then 48 random bits).
+  std::uint64_t random48() {
+    const std::string r = server_->random().bytes(6);
+    std::uint64_t v = 0;
+    for (const char c : r) v = (v << 8) | static_cast<unsigned char>(c);
+    return v;
   }
 
   awaitable<bool> wants(const std::string& user, const std::string& other) {

@@ -613,9 +613,8 @@ bool C2sSession::routable_now(std::string_view name, std::string_view xmlns) con
 }
 
 bool C2sSession::wants_bytes(const xml::ElementHead& head) {
-  // A message tap (the archive) reads the parsed message: the parser builds it then, and
-  // on_element() forwards it as the bytes it came in.
-  return routable_now(head.name(), head.xmlns()) && !server_.message_tap_set();
+  // A message tap (the archive) reads the head's attributes and children's names.
+  return routable_now(head.name(), head.xmlns());
 }
 
 bool C2sSession::on_element_bytes(const xml::ElementHead& head, std::string_view bytes) {
@@ -633,7 +632,7 @@ bool C2sSession::on_element_bytes(const xml::ElementHead& head, std::string_view
     }
   }
   route_tried_ = true;
-  if (!server_.forward_message_now(*this, to, type, bytes)) return false;
+  if (!server_.forward_message_now(*this, head, to, type, bytes)) return false;
   route_tried_ = false;
   ++handled_in_;  // queued to the recipient: handled (XEP-0198 §4, see handled_in())
   return true;

@@ -956,7 +956,7 @@ bool Server::route_message_now(C2sSession& from, xml::Element& stanza, std::stri
     stanza.set_attr("from", from.jid_str());  // the full path stamps the same
     bytes = xml::serialize(stanza, ns::kClient);
   }
-  if (tap_ && !tap_(from, stanza, targets, bytes)) {
+  if (tap_ && !tap_(from, MessageView(stanza), targets, bytes)) {
     targets.clear();
     return false;
   }
@@ -964,12 +964,18 @@ bool Server::route_message_now(C2sSession& from, xml::Element& stanza, std::stri
   return true;
 }
 
-bool Server::forward_message_now(C2sSession& from, std::string_view to, std::string_view type,
+bool Server::forward_message_now(C2sSession& from, const xml::ElementHead& head,
+                                 std::string_view to, std::string_view type,
                                  std::string_view received) {
-  if (received.empty() || received.front() != '<' || tap_) return false;
+  if (received.empty() || received.front() != '<') return false;
   std::vector<SessionPtr>& targets = instant_targets_buffer();
   if (!instant_targets(from.username(), to, type, targets)) return false;
-  send_to_all(*this, targets, with_from(received, from), from);
+  std::string bytes = with_from(received, from);
+  if (tap_ && !tap_(from, MessageView(head), targets, bytes)) {
+    targets.clear();
+    return false;
+  }
+  send_to_all(*this, targets, std::move(bytes), from);
   return true;
 }
 

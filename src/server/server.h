@@ -41,6 +41,7 @@
 #include "store/message_log.h"
 #include "store/store.h"
 #include "xml/element.h"
+#include "xml/stream_parser.h"
 #include "xmpp/jid.h"
 #include "xmpp/scram.h"
 
@@ -91,6 +92,25 @@ enum AccountFlag : std::uint32_t {
 // Any of these sends an account's messages down the full path (instant_targets()).
 inline constexpr std::uint32_t kFullMessagePath =
     kSeesMessages | kCarbonsUser | kBlocksJids | kPushHibernating;
+
+// What a message tap reads of a message: its name, attributes and which children it has, from
+// the parsed element or, on the byte path, from the parser's head of it.
+class MessageView {
+ public:
+  explicit MessageView(const xml::Element& e) : element_(&e) {}
+  explicit MessageView(const xml::ElementHead& h) : head_(&h) {}
+  std::string_view name() const { return element_ ? element_->name() : head_->name(); }
+  std::string_view attr(std::string_view name) const {
+    return element_ ? element_->attr(name) : head_->attr(name);
+  }
+  bool has_child(std::string_view name, std::string_view xmlns) const {
+    return element_ ? element_->child(name, xmlns) != nullptr : head_->has_child(name, xmlns);
+  }
+
+ private:
+  const xml::Element* element_ = nullptr;
+  const xml::ElementHead* head_ = nullptr;
+};
 
 class Server {
  public:
@@ -171,10 +191,11 @@ class Server {
   // it records the message and adds its stanza-id to the bytes). route_message_now() calls it
   // with the parsed message, the resources it goes to and the bytes about to be forwarded
   // ('from' in), which it may change; false sends the message down the full path instead, and
-  // then it must have changed nothing. While a tap is set the parser builds every message
-  // (the tap reads it), so forward_message_now() is not used. Set in a module's setup().
+  // then it must have changed nothing. forward_message_now() calls it too, with the head of a
+  // message the parser did not build (its attributes and its children's names). Set in a
+  // module's setup().
   using MessageTap =
-      std::function<bool(C2sSession& from, const xml::Element& message,
+      std::function<bool(C2sSession& from, const MessageView& message,
                          const std::vector<SessionPtr>& targets, std::string& bytes)>;
   void set_message_tap(MessageTap tap) { tap_ = std::move(tap); }
   bool message_tap_set() const { return static_cast<bool>(tap_); }
@@ -195,8 +216,8 @@ class Server {
   // The same for a message the parser did not build (StreamHandler::wants_bytes()): its 'to'
   // and 'type' attributes and `received`, all of its bytes, with no 'from' of its own. Forwarded
   // with 'from' put in; never serialized.
-  bool forward_message_now(C2sSession& from, std::string_view to, std::string_view type,
-                           std::string_view received);
+  bool forward_message_now(C2sSession& from, const xml::ElementHead& head, std::string_view to,
+                           std::string_view type, std::string_view received);
   // Where a message to a local account goes (RFC 6121 §8.5.2.1.1); empty when nobody is available.
   std::vector<SessionPtr> message_targets(const xmpp::Jid& to, std::string_view type);
   // The same, into `targets` (cleared first; its capacity is reused), by prepared bare JID.

@@ -297,7 +297,23 @@ struct StreamParser::Impl {
         (p.keep || p.light) && p.root_prefixes > 0 && p.uses_root_prefix(raw_name, atts);
     if (p.light) {
       // Below the head of an element taken as bytes nothing is built; the limits above apply.
+      // Its children's names go into its head (a message tap reads them).
       p.light_prefix = p.light_prefix || prefixed;
+      if (p.depth == 2) {
+        ScratchHead& scratch = scratch_head();
+        ElementHead* head = p.held_head           ? p.held_head.get()
+                            : scratch.owner == &p ? &scratch.head
+                                                  : nullptr;
+        if (head != nullptr) {
+          const std::string_view child(raw_name);
+          const std::size_t sep = child.find(kNsSeparator);
+          if (sep == std::string_view::npos) {
+            head->add_child(child, {});
+          } else {
+            head->add_child(child.substr(sep + 1), child.substr(0, sep));
+          }
+        }
+      }
       ++p.depth;
       return;
     }
@@ -711,6 +727,7 @@ void ElementHead::add_piece(std::string_view s) {
 void ElementHead::reset(std::string_view name, std::string_view xmlns) {
   text_.clear();
   ends_.clear();
+  children_.clear();
   add_piece(name);
   add_piece(xmlns);
 }
@@ -718,6 +735,25 @@ void ElementHead::reset(std::string_view name, std::string_view xmlns) {
 void ElementHead::add_attr(std::string_view name, std::string_view value) {
   add_piece(name);
   add_piece(value);
+}
+
+void ElementHead::add_child(std::string_view name, std::string_view xmlns) {
+  children_.append(xmlns);
+  children_ += kNsSeparator;
+  children_.append(name);
+  children_ += '\x02';
+}
+
+bool ElementHead::has_child(std::string_view name, std::string_view xmlns) const {
+  const std::string_view all(children_);
+  for (std::size_t at = 0; at < all.size();) {
+    const std::size_t end = all.find('\x02', at);
+    const std::string_view one = all.substr(at, end - at);
+    const std::size_t sep = one.find(kNsSeparator);
+    if (one.substr(0, sep) == xmlns && one.substr(sep + 1) == name) return true;
+    at = end + 1;
+  }
+  return false;
 }
 
 std::string_view ElementHead::attr(std::string_view name) const {

@@ -46,11 +46,15 @@ class ElementHead {
   std::string_view attribute_value(std::size_t i) const { return piece(3 + 2 * i); }
   // The value, or an empty view when absent.
   std::string_view attr(std::string_view name) const;
+  // Whether the element has a child (directly under it) with this name and namespace. A head
+  // the parser offers to wants_bytes() has none yet; on_element_bytes() sees all of them.
+  bool has_child(std::string_view name, std::string_view xmlns) const;
 
   // Filling one (the parser does, and tests). The storage is kept for the next element, so that
   // a parser taking element after element as bytes allocates nothing for their heads.
   void reset(std::string_view name, std::string_view xmlns);
   void add_attr(std::string_view name, std::string_view value);
+  void add_child(std::string_view name, std::string_view xmlns);
 
  private:
   std::string_view piece(std::size_t i) const {
@@ -61,6 +65,7 @@ class ElementHead {
 
   std::string text_;               // name, namespace, then each attribute's name and value
   std::vector<std::size_t> ends_;  // where each of those ends in text_
+  std::string children_;           // each child's namespace, '\x01', name, '\x02'
 };
 
 class StreamHandler {

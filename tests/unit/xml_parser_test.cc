@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,20 @@ struct Recorder : StreamHandler {
     EXPECT_EQ(bytes, parser->element_bytes());
     if (head.attr("take") != "1") return false;
     events.push_back("taken " + dump(head) + " " + std::string(bytes));
+    if (head.attr("probe") == "1") {
+      // Which children the head names (what a message tap reads), one digit each.
+      std::string found;
+      for (const auto& [name, xmlns] :
+           std::initializer_list<std::pair<const char*, const char*>>{{"body", "jabber:client"},
+                                                                      {"x", "urn:x"},
+                                                                      {"y", "urn:y"},
+                                                                      {"store", "urn:xmpp:hints"},
+                                                                      {"z", "jabber:client"},
+                                                                      {"body", "urn:x"}}) {
+        found += head.has_child(name, xmlns) ? '1' : '0';
+      }
+      events.push_back("children " + found);
+    }
     return true;
   }
 
@@ -740,6 +755,22 @@ TEST(StreamParserBytesOnly, TakenOrBuiltTheSameAsAPlainParse) {
   for (std::size_t i = 2; i < 6; ++i) EXPECT_EQ(bytes.events[i], plain.events[i]) << i;
   EXPECT_EQ(bytes.events[3],
             "elem {jabber:client}message[take=1]({urn:foo}x[{urn:foo}a=2](\"t\"))");
+}
+
+// A head taken as bytes names its children (not their children), however the bytes were split:
+// a message tap reads them instead of a built element.
+TEST(StreamParserBytesOnly, TheHeadNamesItsChildren) {
+  StreamLimits limits;
+  limits.max_kept_bytes = 500;
+  const std::string first =
+      "<message take='1' probe='1' to='b@x'><body>hi</body><x xmlns='urn:x'><body>deep</body>"
+      "<y xmlns='urn:y'/></x><store xmlns='urn:xmpp:hints'/></message>";
+  const std::string second = "<message take='1' probe='1'><z/></message>";
+  const Outcome o = parse_all_ways(with_header(first + second), limits, {}, true);
+  ASSERT_EQ(o.result, "ok");
+  ASSERT_EQ(o.events.size(), 5u);
+  EXPECT_EQ(o.events[2], "children 110100");
+  EXPECT_EQ(o.events[4], "children 000010");
 }
 
 TEST(StreamParserBytesOnly, LimitsStillApplyBelowTheHead) {

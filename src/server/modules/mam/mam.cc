@@ -57,22 +57,24 @@ constexpr std::size_t kMaxPage = 250;
 constexpr std::size_t kMaxIds = 250;         // values of the 'ids' field in one query
 constexpr std::size_t kMaxPrefsJids = 1000;  // JIDs in one account's always and never lists
 
-}  // namespace
-
-bool mam_archivable(const xml::Element& m) {
+// mam_archivable(), of a message or of the head the fast path reads (MessageView).
+bool archivable(const MessageView& m) {
   if (m.name() != "message") return false;
   const std::string_view type = m.attr("type");
   if (!type.empty() && type != "normal" && type != "chat") return false;
-  if (m.child("no-store", kHintsNs) != nullptr ||
-      m.child("no-permanent-store", kHintsNs) != nullptr) {
+  if (m.has_child("no-store", kHintsNs) || m.has_child("no-permanent-store", kHintsNs)) {
     return false;
   }
-  if (m.child("sent", kCarbonsNs) != nullptr || m.child("received", kCarbonsNs) != nullptr ||
-      m.child("result", kMamNs) != nullptr) {
+  if (m.has_child("sent", kCarbonsNs) || m.has_child("received", kCarbonsNs) ||
+      m.has_child("result", kMamNs)) {
     return false;
   }
-  return m.child("body", ns::kClient) != nullptr || m.child("store", kHintsNs) != nullptr;
+  return m.has_child("body", ns::kClient) || m.has_child("store", kHintsNs);
 }
+
+}  // namespace
+
+bool mam_archivable(const xml::Element& m) { return archivable(MessageView(m)); }
 
 void strip_stanza_ids(xml::Element& m, std::string_view archive) {
   bool any = false;
@@ -158,7 +160,7 @@ class MamModule final : public Module {
     if (!cfg.archive_enabled) return;
     server_ = &ctx.server();
     Server& s = *server_;
-    s.set_message_tap([this](C2sSession& from, const xml::Element& m,
+    s.set_message_tap([this](C2sSession& from, const MessageView& m,
                              const std::vector<SessionPtr>& targets,
                              std::string& bytes) { return fast(from, m, targets, bytes); });
     ctx.disco_feature(std::string(kMamNs), kToAccount);
@@ -284,10 +286,10 @@ class MamModule final : public Module {
   // </message>) returns false, untouched, for the full path.
   // No <sent/> carbon comes from here, so the sender's archive id goes nowhere: a sender with a
   // resource that has carbons on takes the full path (kCarbonsUser, Server::instant_targets()).
-  bool fast(C2sSession& from, const xml::Element& m, const std::vector<SessionPtr>& targets,
+  bool fast(C2sSession& from, const MessageView& m, const std::vector<SessionPtr>& targets,
             std::string& bytes) {
-    if (m.child("stanza-id", kStanzaIdNs) != nullptr) return false;  // to strip (XEP-0359 §3)
-    if (!mam_archivable(m)) return true;  // nothing to archive, nothing to add
+    if (m.has_child("stanza-id", kStanzaIdNs)) return false;  // to strip (XEP-0359 §3)
+    if (!archivable(m)) return true;                          // nothing to archive, nothing to add
     static constexpr std::string_view kEnd = "</message>";
     if (targets.empty() || !bytes.ends_with(kEnd)) return false;
     const C2sSession& to_session = *targets.front();  // one account's resources

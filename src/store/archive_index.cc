@@ -22,6 +22,15 @@ std::int64_t unzigzag(std::uint64_t v) {
   return static_cast<std::int64_t>(v >> 1) ^ -static_cast<std::int64_t>(v & 1);
 }
 
+// a - b and a + b without signed overflow (a damaged blob may hold any delta): modulo 2^64, as
+// encode and decode both count.
+std::int64_t minus(std::int64_t a, std::int64_t b) {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) - static_cast<std::uint64_t>(b));
+}
+std::int64_t plus(std::int64_t a, std::int64_t b) {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) + static_cast<std::uint64_t>(b));
+}
+
 void put_string(std::string& out, std::string_view s) {
   put_varint(out, s.size());
   out += s;
@@ -151,8 +160,8 @@ std::string IndexRun::encode_entries() const {
   std::int64_t seq = 0;
   std::int64_t stamp = 0;
   for (const IndexEntry& e : entries_) {
-    put_varint(out, zigzag(e.seq - seq));
-    put_varint(out, zigzag(e.stamp_ms - stamp));
+    put_varint(out, zigzag(minus(e.seq, seq)));
+    put_varint(out, zigzag(minus(e.stamp_ms, stamp)));
     put_varint(out, e.with);
     seq = e.seq;
     stamp = e.stamp_ms;
@@ -201,10 +210,12 @@ IndexRun IndexRun::decode(std::string_view withs, std::string_view entries) {
   std::int64_t seq = 0;
   std::int64_t stamp = 0;
   while (!r.done()) {
-    seq += unzigzag(r.varint());
-    stamp += unzigzag(r.varint());
+    seq = plus(seq, unzigzag(r.varint()));
+    stamp = plus(stamp, unzigzag(r.varint()));
     const std::uint64_t with = r.varint();
-    if (with >= run.withs_.size() || (!run.entries_.empty() && seq <= run.entries_.back().seq)) {
+    // Seqs are positive and grow.
+    if (with >= run.withs_.size() || seq <= 0 ||
+        (!run.entries_.empty() && seq <= run.entries_.back().seq)) {
       throw StoreError("archive index: a malformed chunk");
     }
     run.entries_.push_back(IndexEntry{seq, stamp, static_cast<std::uint32_t>(with)});

@@ -1014,15 +1014,17 @@ void Server::delete_delivered_offline(const std::string& user, std::int64_t id) 
 
 bool Server::take_log_removals() { return std::exchange(t_log_removals, false); }
 
-awaitable<bool> Server::log_committed() {
+awaitable<bool> Server::log_committed(bool now) {
   // As in db(): the initiation holds only a pointer (GCC 12 relocates it bytewise).
   co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(bool)>(
-      [this](auto handler) {
+      [this, now](auto handler) {
         auto io_ex = asio::get_associated_executor(handler, io_.get_executor());
         auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        log_->barrier([h, io_ex, work = asio::make_work_guard(io_ex)](bool ok) mutable {
-          asio::post(io_ex, [h, ok]() mutable { std::move (*h)(ok); });
-        });
+        log_->barrier(
+            [h, io_ex, work = asio::make_work_guard(io_ex)](bool ok) mutable {
+              asio::post(io_ex, [h, ok]() mutable { std::move (*h)(ok); });
+            },
+            now);
       },
       asio::use_awaitable);
 }

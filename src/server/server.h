@@ -265,8 +265,9 @@ class Server {
   void archive_new(Build&& build) {
     log_->archive_new(std::forward<Build>(build));
   }
-  // Resumes once everything logged so far is committed (false: the commit failed).
-  awaitable<bool> log_committed();
+  // Resumes once everything logged so far is committed (false: the commit failed). `now`: the
+  // commit comes at once (a person waits); else the next gathered one (store::MessageLog).
+  awaitable<bool> log_committed(bool now = true);
   // Resumes (on the caller's shard) once every handler that any shard had posted to `via`
   // before this call has run on `via`, and whatever those posted to the caller's shard has run
   // there before it. A sender routes on its own thread and posts to the session it looked up

@@ -84,8 +84,8 @@ void MessageLog::archive(ArchivedMessage m, Done done) {
   if (!taken && done) done(false);  // closed: nothing more is committed
 }
 
-void MessageLog::barrier(Done done) {
-  if (!schedule_now_) {
+void MessageLog::barrier(Done done, bool now) {
+  if (!schedule_now_ || !now) {
     push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done)});
     return;
   }

@@ -76,8 +76,9 @@ class MessageLog {
   }
   // Seqs given from now on are larger than `seq` (the store's newest, at start).
   void set_archive_seq_floor(std::int64_t seq);
-  // `done` once everything queued before it is committed.
-  void barrier(Done done);
+  // `done` once everything queued before it is committed: with `now`, in a run that comes at once
+  // (someone waits: an archive query), else in the next gathered run.
+  void barrier(Done done, bool now = true);
   // No more operations are taken (the server is going; what is in flight stays in flight and
   // becomes offline at the next start).
   void close();

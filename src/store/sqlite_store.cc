@@ -266,6 +266,21 @@ INSERT INTO archive_meta (name, value)
 INSERT INTO archive_meta (name, value) VALUES ('indexed', 0);
 DROP TABLE archive;
 )sql"},
+    // Messages in flight in a table of their own, with no index but their id (log_in_flight()).
+    // Those of schema 8 (offline rows with a negative stamp) move there.
+    {9, R"sql(
+CREATE TABLE in_flight (
+  id INTEGER PRIMARY KEY,
+  username TEXT NOT NULL,
+  stanza TEXT NOT NULL,
+  stamp_ms INTEGER NOT NULL,
+  sender TEXT NOT NULL,
+  bytes INTEGER NOT NULL
+);
+INSERT INTO in_flight (id, username, stanza, stamp_ms, sender, bytes)
+  SELECT id, username, stanza, -1 - stamp_ms, sender, bytes FROM offline WHERE stamp_ms < 0;
+DELETE FROM offline WHERE stamp_ms < 0;
+)sql"},
 };
 
 constexpr int kLatestSchema = kMigrations[std::size(kMigrations) - 1].version;
@@ -499,8 +514,8 @@ class SqliteStore final : public Store {
     for (const char* sql :
          {"DELETE FROM roster_groups WHERE username = ?1", "DELETE FROM roster WHERE username = ?1",
           "DELETE FROM roster_version WHERE username = ?1",
-          "DELETE FROM offline WHERE username = ?1", "DELETE FROM vcard WHERE username = ?1",
-          "DELETE FROM last_activity WHERE username = ?1",
+          "DELETE FROM offline WHERE username = ?1", "DELETE FROM in_flight WHERE username = ?1",
+          "DELETE FROM vcard WHERE username = ?1", "DELETE FROM last_activity WHERE username = ?1",
           "DELETE FROM blocklist WHERE username = ?1", "DELETE FROM pep_node WHERE username = ?1",
           "DELETE FROM pep_item WHERE username = ?1", "DELETE FROM private_xml WHERE username = ?1",
           "DELETE FROM archive_prefs WHERE username = ?1",
@@ -761,35 +776,59 @@ class SqliteStore final : public Store {
     return static_cast<std::size_t>(sqlite3_changes(db_));
   }
 
-  // Messages in flight are rows of the offline table with a negative stamp_ms, -1 - the stamp:
-  // every query of the offline queue skips them, and making one an offline message is one update
-  // of the row (no schema change: the offline table already holds what a message needs).
+  // Messages in flight are rows of their own table, in_flight, with no index but their id: a
+  // row of the offline table cost an entry in its two indexes, on the recipient's pages, written
+  // and deleted again for nearly every message (the store thread's largest cost with stream
+  // management on). Their ids come from the offline table's AUTOINCREMENT sequence, so a message
+  // that becomes an offline message keeps its id, and with it its place in the queue among the
+  // messages stored offline meanwhile.
   void log_in_flight(std::vector<InFlightMessage>& added,
                      const std::vector<InFlightChange>& changed) override {
     if (added.empty() && changed.empty()) return;
     Transaction tx(*this);
-    for (InFlightMessage& m : added) {
-      Query q = query(
-          "INSERT INTO offline (username, stanza, stamp_ms, sender, bytes) "
-          "VALUES (?1, ?2, ?3, ?4, ?5)");
-      q.bind(1, m.username)
-          .bind(2, m.stanza)
-          .bind(3, m.offline ? m.stamp_ms : -1 - m.stamp_ms)
-          .bind(4, m.sender)
-          .bind(5, static_cast<std::int64_t>(m.stanza.size()));
-      q.run();
-      m.id = sqlite3_last_insert_rowid(db_);
+    if (!added.empty()) {
+      std::int64_t id = 0;
+      {
+        Query q = query("SELECT seq FROM sqlite_sequence WHERE name = 'offline'");
+        if (q.step()) id = q.int64(0);
+      }
+      for (InFlightMessage& m : added) {
+        m.id = ++id;
+        Query q = query(
+            m.offline ? "INSERT INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                      : "INSERT INTO in_flight (id, username, stanza, stamp_ms, sender, bytes) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+        q.bind(1, m.id)
+            .bind_static(2, m.username)
+            .bind_static(3, m.stanza)
+            .bind(4, m.stamp_ms)
+            .bind_static(5, m.sender)
+            .bind(6, static_cast<std::int64_t>(m.stanza.size()))
+            .run();
+      }
+      // The sequence moves past them (an offline insert moves it itself).
+      Query u = query("UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'offline'");
+      u.bind(1, id).run();
+      if (sqlite3_changes(db_) == 0) {
+        Query i = query("INSERT INTO sqlite_sequence (name, seq) VALUES ('offline', ?1)");
+        i.bind(1, id).run();
+      }
     }
     for (const InFlightChange& c : changed) {
       if (c.to_offline) {
         Query q = query(
-            "UPDATE offline SET stamp_ms = -1 - stamp_ms "
-            "WHERE username = ?1 AND id = ?2 AND stamp_ms < 0");
-        q.bind(1, c.username).bind(2, c.id).run();
-      } else {
+            "INSERT INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
+            "SELECT id, username, stanza, stamp_ms, sender, bytes FROM in_flight "
+            "WHERE id = ?1 AND username = ?2");
+        q.bind(1, c.id).bind(2, c.username).run();
+      }
+      Query q = query("DELETE FROM in_flight WHERE id = ?1 AND username = ?2");
+      q.bind(1, c.id).bind(2, c.username).run();
+      if (!c.to_offline && sqlite3_changes(db_) == 0) {
         // An offline message delivered is removed the same way (ids are never reused).
-        Query q = query("DELETE FROM offline WHERE username = ?1 AND id = ?2");
-        q.bind(1, c.username).bind(2, c.id).run();
+        Query d = query("DELETE FROM offline WHERE username = ?1 AND id = ?2");
+        d.bind(1, c.username).bind(2, c.id).run();
       }
     }
     tx.commit();
@@ -798,10 +837,13 @@ class SqliteStore final : public Store {
   std::size_t release_in_flight() override {
     Transaction tx(*this);
     {
-      Query q = query("UPDATE offline SET stamp_ms = -1 - stamp_ms WHERE stamp_ms < 0");
+      Query q = query(
+          "INSERT INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
+          "SELECT id, username, stanza, stamp_ms, sender, bytes FROM in_flight ORDER BY id");
       q.run();
     }
     const auto n = static_cast<std::size_t>(sqlite3_changes(db_));
+    query("DELETE FROM in_flight").run();
     tx.commit();
     return n;
   }

@@ -131,7 +131,7 @@ TEST_F(SqliteStoreTest, ArchivesOfSchemaSevenMoveToChunks) {
     ASSERT_EQ(
         sqlite3_exec(db,
                      "DROP TABLE archive_msg; DROP TABLE archive_id; DROP TABLE archive_chunk; "
-                     "DROP TABLE archive_meta; "
+                     "DROP TABLE archive_meta; DROP TABLE in_flight; "
                      "CREATE TABLE archive (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                      "username TEXT NOT NULL, id TEXT NOT NULL, with_jid TEXT NOT NULL, "
                      "with_resource TEXT NOT NULL, stamp_ms INTEGER NOT NULL, "
@@ -157,7 +157,7 @@ TEST_F(SqliteStoreTest, ArchivesOfSchemaSevenMoveToChunks) {
     sqlite3_close(db);
   }
   store_ = open_sqlite_store(dir_);
-  EXPECT_EQ(store_->schema_version(), 8);
+  EXPECT_EQ(store_->schema_version(), 9);
   EXPECT_EQ(raw_query(db_file(), "SELECT count(*) FROM sqlite_master WHERE name = 'archive'"), "0");
   EXPECT_NE(raw_query(db_file(), "SELECT count(*) FROM archive_chunk"), "0");
   EXPECT_EQ(store_->archive_last_seq(), 600);
@@ -182,6 +182,37 @@ TEST_F(SqliteStoreTest, ArchivesOfSchemaSevenMoveToChunks) {
   EXPECT_GT(more[0].seq, 600);
   EXPECT_EQ(store_->archive_query("alice", {}, 1, true).at(0).id, "new");
   EXPECT_EQ(store_->archive_count("alice", carol), 81u);
+}
+
+TEST_F(SqliteStoreTest, MessagesInFlightOfSchemaEightMoveToTheirTable) {
+  // Until schema 8 a message in flight was an offline row with a negative stamp (-1 - stamp).
+  ASSERT_TRUE(store_->push_offline("bob", "<message>first</message>", 5, 100));
+  store_.reset();
+  raw_query(db_file(),
+            "INSERT INTO offline (username, stanza, stamp_ms, sender, bytes) "
+            "VALUES ('bob', '<message>flying</message>', -1 - 7, 'carol@localhost', 25)");
+  raw_query(db_file(), "DROP TABLE in_flight");
+  raw_query(db_file(), "PRAGMA user_version = 8");
+  store_ = open_sqlite_store(dir_);
+  EXPECT_EQ(store_->schema_version(), 9);
+  EXPECT_EQ(store_->offline_count("bob"), 1u);
+  EXPECT_EQ(store_->release_in_flight(), 1u);
+  const auto bob = store_->offline_messages("bob");
+  ASSERT_EQ(bob.size(), 2u);
+  EXPECT_EQ(bob[1].stanza, "<message>flying</message>");
+  EXPECT_EQ(bob[1].stamp_ms, 7);
+  EXPECT_EQ(bob[1].id, 2);
+  // New messages in flight take ids after it, from the offline queue's sequence.
+  std::vector<InFlightMessage> added{
+      InFlightMessage{"bob", "carol@localhost", "<message>next</message>", 9, false, 0}};
+  store_->log_in_flight(added, {});
+  EXPECT_EQ(added[0].id, 3);
+  ASSERT_TRUE(store_->push_offline("bob", "<message>after</message>", 10, 100));
+  EXPECT_EQ(store_->release_in_flight(), 1u);
+  const auto all = store_->offline_messages("bob");
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(all[2].stanza, "<message>next</message>");  // its place: before "after"
+  EXPECT_EQ(all[3].stanza, "<message>after</message>");
 }
 
 std::vector<ArchivedMessage> numbered(const std::string& user, int from, int n) {

@@ -106,8 +106,9 @@ class SmModule final : public Module {
       ack(*s, el);
       // The ack let logged messages go: the next element (an <r/> perhaps) is handled once
       // that is committed, so the client can tell its ack is on disk (a crash then brings none
-      // of those messages back).
-      if (Server::take_log_removals()) co_await server_->log_committed();
+      // of those messages back). The commit is the next gathered one: a run at once for every
+      // <a/> woke the store's thread hundreds of times a second at 4,000 msg/s.
+      if (Server::take_log_removals()) co_await server_->log_committed(false);
     } else {
       // <r/> or <a/> without stream management, or an element the client does not send.
       s->stream_error("unsupported-stanza-type");

@@ -392,7 +392,7 @@ class Query {
 
 class SqliteStore final : public Store {
  public:
-  explicit SqliteStore(const std::filesystem::path& file) {
+  SqliteStore(const std::filesystem::path& file, bool archive_owner) {
     int rc =
         sqlite3_open_v2(file.c_str(), &db_,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -423,12 +423,15 @@ class SqliteStore final : public Store {
       exec("PRAGMA wal_autocheckpoint = 10000");
       exec("PRAGMA journal_size_limit = 67108864");
       migrate();
-      // The archive's tails live in one process's memory: the first store open on a file holds
-      // a lock on a file beside it and owns them. Any other (kabarctl beside a running kabard)
-      // reads the tails from the database at each archive query instead, and writes none.
-      owner_fd_ =
-          ::open((file.string() + "-archive.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-      archive_owner_ = owner_fd_ >= 0 && ::flock(owner_fd_, LOCK_EX | LOCK_NB) == 0;
+      // The archive's tails live in one process's memory: the first store opened on a file as
+      // their owner (kabard) holds a lock on a file beside it and owns them. Any other (kabarctl,
+      // which never asks to own them) reads the tails from the database at each archive query
+      // instead, and writes none.
+      if (archive_owner) {
+        owner_fd_ =
+            ::open((file.string() + "-archive.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        archive_owner_ = owner_fd_ >= 0 && ::flock(owner_fd_, LOCK_EX | LOCK_NB) == 0;
+      }
       load_archive_index();
     } catch (...) {
       close();
@@ -1944,10 +1947,11 @@ void ensure_data_dir(const std::filesystem::path& dir) {
 
 }  // namespace
 
-std::unique_ptr<Store> open_sqlite_store(const std::filesystem::path& data_dir) {
+std::unique_ptr<Store> open_sqlite_store(const std::filesystem::path& data_dir,
+                                         bool archive_owner) {
   if (data_dir.empty()) throw StoreError("empty data dir");
   ensure_data_dir(data_dir);
-  return std::make_unique<SqliteStore>(data_dir / "kabar.db");
+  return std::make_unique<SqliteStore>(data_dir / "kabar.db", archive_owner);
 }
 
 }  // namespace kabar::store

@@ -348,6 +348,20 @@ TEST_F(SqliteStoreTest, ASecondStoreReadsTheOwnersArchive) {
   EXPECT_EQ(store_->archive_query("alice", {}, 1000, false).size(), 313u);
 }
 
+// A store opened as a reader (kabarctl) never takes the archive, even with no owner open: a
+// kabard that opens the file meanwhile owns it.
+TEST_F(SqliteStoreTest, AReaderNeverTakesTheArchive) {
+  store_.reset();
+  auto reader = open_sqlite_store(dir_, /*archive_owner=*/false);
+  auto refused = numbered("alice", 0, 1);
+  EXPECT_THROW(reader->archive_append(refused), StoreError);
+  store_ = open_sqlite_store(dir_);
+  auto batch = numbered("alice", 0, 3);
+  store_->archive_append(batch);
+  EXPECT_EQ(reader->archive_count("alice", {}), 3u);
+  EXPECT_EQ(reader->archive_clear("bob"), 0u);
+}
+
 // Ids of archive_id()'s form are found from the seq they name; the random part must match.
 TEST_F(SqliteStoreTest, ArchiveIdsThatNameTheirSeq) {
   std::vector<ArchivedMessage> batch(1);

@@ -207,7 +207,8 @@ std::unique_ptr<Store> open_store(const std::string& data_dir, bool create) {
     }
   }
   try {
-    return kabar::store::open_sqlite_store(data_dir);
+    // Never the archive's owner: a kabard running (or starting) on the directory is.
+    return kabar::store::open_sqlite_store(data_dir, /*archive_owner=*/false);
   } catch (const kabar::store::StoreError& e) {
     throw CommandError(fmt::format("bad data dir: {}", e.what()));
   }

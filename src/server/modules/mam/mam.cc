@@ -326,13 +326,8 @@ class MamModule final : public Module {
       }
       const std::uint64_t random = random48();
       server_->archive_new([&](std::int64_t seq) {
-        store::ArchivedMessage a;
-        a.username = from_user;
-        a.seq = seq;
-        a.id = store::archive_id(seq, random);
-        a.with = std::move(to_with);
-        a.with_resource = std::move(to_resource);
-        a.stamp_ms = now;
+        store::ArchivedMessage a =
+            record(from_user, seq, random, std::move(to_with), std::move(to_resource), now);
         a.stanza = bytes;
         return a;
       });
@@ -340,13 +335,8 @@ class MamModule final : public Module {
     if (*recipient_keeps) {
       const std::uint64_t random = random48();
       server_->archive_new([&](std::int64_t seq) {
-        store::ArchivedMessage a;
-        a.username = to_user;
-        a.seq = seq;
-        a.id = store::archive_id(seq, random);
-        a.with = from_bare;
-        a.with_resource = from.jid().resource();
-        a.stamp_ms = now;
+        store::ArchivedMessage a =
+            record(to_user, seq, random, from_bare, from.jid().resource(), now);
         std::string sid = "<stanza-id xmlns='urn:xmpp:sid:0'";
         append_attr(sid, "by", to_bare);
         append_attr(sid, "id", a.id);
@@ -376,13 +366,7 @@ class MamModule final : public Module {
     const std::int64_t now = server_->now_ms();
     std::string id;
     server_->archive_new([&](std::int64_t seq) {
-      store::ArchivedMessage a;
-      a.username = user;
-      a.seq = seq;
-      a.id = store::archive_id(seq, random);
-      a.with = with.bare_str();
-      a.with_resource = with.resource();
-      a.stamp_ms = now;
+      store::ArchivedMessage a = record(user, seq, random, with.bare_str(), with.resource(), now);
       if (!stamp_by.empty()) {
         xml::Element& sid = m.add_child("stanza-id", std::string(kStanzaIdNs));
         sid.set_attr("by", stamp_by);
@@ -393,6 +377,20 @@ class MamModule final : public Module {
       return a;
     });
     return id;
+  }
+
+  // A new record of `user`'s archive, its UID naming its seq; the caller adds the stanza.
+  static store::ArchivedMessage record(const std::string& user, std::int64_t seq,
+                                       std::uint64_t random, std::string with, std::string resource,
+                                       std::int64_t stamp_ms) {
+    store::ArchivedMessage a;
+    a.username = user;
+    a.seq = seq;
+    a.id = store::archive_id(seq, random);
+    a.with = std::move(with);
+    a.with_resource = std::move(resource);
+    a.stamp_ms = stamp_ms;
+    return a;
   }
 
   // The random part of an archive UID (store::archive_id(): the seq, then 48 random bits).

@@ -1,6 +1,7 @@
 #include "store/archive_index.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace kabar::store {
 
@@ -281,6 +282,13 @@ std::string archive_id(std::int64_t seq, std::uint64_t random48) {
     id[static_cast<std::size_t>(i)] = kHex[random48 & 0xf];
   }
   return id;
+}
+
+std::int64_t next_archive_seq(std::int64_t last) {
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  return std::max(last + 1, now);
 }
 
 std::int64_t archive_id_seq(std::string_view id) {

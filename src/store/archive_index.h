@@ -98,5 +98,8 @@ class IndexRun {
 std::string archive_id(std::int64_t seq, std::uint64_t random48);
 // The seq an id of archive_id()'s form names; 0 for any other string.
 std::int64_t archive_id_seq(std::string_view id);
+// The seq after `last`: the microseconds since the epoch now, or last + 1 when that is not
+// larger (the message log's and the store's rule for new seqs).
+std::int64_t next_archive_seq(std::int64_t last);
 
 }  // namespace kabar::store

@@ -1,8 +1,9 @@
 #include "store/message_log.h"
 
 #include <algorithm>
-#include <chrono>
 #include <utility>
+
+#include "store/archive_index.h"
 
 namespace kabar::store {
 
@@ -54,10 +55,7 @@ void MessageLog::queued_archive(bool& schedule, bool& lazy) {
 }
 
 std::int64_t MessageLog::next_archive_seq() {
-  const std::int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-  last_archive_seq_ = std::max(last_archive_seq_ + 1, now);
+  last_archive_seq_ = store::next_archive_seq(last_archive_seq_);
   return last_archive_seq_;
 }
 

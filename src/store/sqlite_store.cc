@@ -1144,7 +1144,7 @@ class SqliteStore final : public Store {
     try {
       Transaction tx(*this);
       for (ArchivedMessage& m : batch) {
-        if (m.seq <= last) m.seq = std::max(last + 1, now_us());
+        if (m.seq <= last) m.seq = next_archive_seq(last);
         last = m.seq;
         {
           Query q = query(
@@ -1176,22 +1176,21 @@ class SqliteStore final : public Store {
         if (tail_entries_++ == 0) tails_since_ = std::chrono::steady_clock::now();
         tail->second.add(m.seq, m.stamp_ms, m.with, m.with_resource);
       }
-      // A tail that reached a chunk's size goes to the database as one.
-      std::vector<std::string> flushed;
-      for (const auto& [user, undo] : touched) {
-        const IndexRun& tail = tails_.find(user)->second;
-        if (tail.size() < kChunkEntries) continue;
-        write_chunks(user, tail);
-        flushed.push_back(user);
-      }
+      // At a checkpoint every tail goes to the database; else a tail that reached a chunk's size
+      // goes as one.
       const bool checkpoint =
           tail_entries_ >= kTailEntriesMax ||
           std::chrono::steady_clock::now() - tails_since_ >= std::chrono::seconds(kCheckpointS);
+      std::vector<std::string> flushed;
       if (checkpoint) {
-        for (const auto& [user, tail] : tails_) {
-          if (!tail.empty() && tail.size() < kChunkEntries) flush_tail(user, tail);
+        write_tails(last);
+      } else {
+        for (const auto& [user, undo] : touched) {
+          const IndexRun& tail = tails_.find(user)->second;
+          if (tail.size() < kChunkEntries) continue;
+          write_chunks(user, tail);
+          flushed.push_back(user);
         }
-        set_archive_meta("indexed", last);
       }
       tx.commit();
       archive_last_seq_ = last;
@@ -1447,12 +1446,6 @@ class SqliteStore final : public Store {
     return read_archived(q, username);
   }
 
-  static std::int64_t now_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
-
   // Calls visit(head, full) for each of the account's runs (its chunks, then its tail) that may
   // hold what `f` selects, oldest first or with `newest` newest first, until it returns false.
   // `head` has the run's bounds and correspondents; full() returns the run with its entries.
@@ -1568,14 +1561,20 @@ class SqliteStore final : public Store {
   void archive_checkpoint() {
     if (tail_entries_ == 0) return;
     Transaction tx(*this);
-    for (const auto& [user, tail] : tails_) {
-      if (!tail.empty()) flush_tail(user, tail);
-    }
-    set_archive_meta("indexed", archive_last_seq_);
-    set_archive_meta("last_seq", archive_last_seq_);
+    write_tails(archive_last_seq_);
     tx.commit();
     tails_.clear();
     tail_entries_ = 0;
+  }
+
+  // In the caller's transaction: every tail into chunks, and the marks that say the chunks hold
+  // every message up to `last` (the caller empties the tails once it has committed).
+  void write_tails(std::int64_t last) {
+    for (const auto& [user, tail] : tails_) {
+      if (!tail.empty()) flush_tail(user, tail);
+    }
+    set_archive_meta("indexed", last);
+    set_archive_meta("last_seq", last);
   }
 
   std::int64_t archive_meta(const char* name) {

@@ -198,7 +198,6 @@ class Server {
       std::function<bool(C2sSession& from, const MessageView& message,
                          const std::vector<SessionPtr>& targets, std::string& bytes)>;
   void set_message_tap(MessageTap tap) { tap_ = std::move(tap); }
-  bool message_tap_set() const { return static_cast<bool>(tap_); }
   // Bound sessions of an account (empty if none).
   std::vector<SessionPtr> sessions_of(const std::string& bare) const;
   // The same with what the directory knows of each.

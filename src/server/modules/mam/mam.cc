@@ -35,7 +35,6 @@
 #include "server/features.h"
 #include "store/archive_index.h"
 #include "xml/serializer.h"
-#include "xmpp/hex.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 

@@ -109,23 +109,24 @@ Server::Server(asio::io_context& io, Config cfg)
   // a page. At 4,000 msg/s among 1,000 accounts, 1 s instead of 100 ms halved the store
   // thread's time in the kernel and gave 25% more messages per CPU-second (bench/profile). A crash
   // loses at most that second of the archive, never a message: delivery, offline storage and stream
-  // management acks do not wait for it, and anything else queued commits the archive records with
-  // it.
-  auto run_after = [this](int ms) {
+  // management acks do not wait for it. The runs for messages in flight leave the archive records
+  // queued (with stream management on they come every few milliseconds); an archive query's
+  // barrier takes them.
+  auto run_after = [this](int ms, bool lazy) {
     db_pending_.fetch_add(1, std::memory_order_acq_rel);
     auto timer = std::make_shared<asio::steady_timer>(store_pool_.get_executor(),
                                                       std::chrono::milliseconds(ms));
-    timer->async_wait([this, timer](const boost::system::error_code&) {
-      if (auto error = log_->run(*store_)) spdlog::error("store: message log: {}", *error);
+    timer->async_wait([this, timer, lazy](const boost::system::error_code&) {
+      if (auto error = log_->run(*store_, lazy)) spdlog::error("store: message log: {}", *error);
       db_pending_.fetch_sub(1, std::memory_order_acq_rel);
     });
   };
   log_ = std::make_shared<store::MessageLog>(
-      [run_after] { run_after(kLogGatherMs); },
+      [run_after] { run_after(kLogGatherMs, false); },
       [domain = cfg_.domain](std::string stanza, std::int64_t stamp_ms) {
         return with_delay(std::move(stanza), domain, stamp_ms);
       },
-      [run_after] { run_after(kArchiveGatherMs); }, [run_after] { run_after(0); });
+      [run_after] { run_after(kArchiveGatherMs, true); }, [run_after] { run_after(0, false); });
   registry_.modules_ = make_modules();
   ModuleContext ctx(*this, registry_);
   for (auto& m : registry_.modules_) m->setup(ctx);

@@ -45,11 +45,13 @@ void MessageLog::release(std::shared_ptr<LogRecord> rec) {
 }
 
 void MessageLog::queued_archive(bool& schedule, bool& lazy) {
-  if (!schedule_lazy_ || queue_.size() + archive_queue_.size() >= kLazyMax) {
+  if (!schedule_lazy_ || archive_queue_.size() >= kLazyMax) {
     // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit
     // an archive query's barrier may have to wait for.
+    archive_due_ = true;
     schedule = !std::exchange(scheduled_, true);
-  } else if (!scheduled_) {
+  } else {
+    // A run for other operations may come first; it leaves the archive records to this one.
     lazy = !std::exchange(lazy_scheduled_, true);
   }
 }
@@ -83,26 +85,28 @@ void MessageLog::archive(ArchivedMessage m, Done done) {
 }
 
 void MessageLog::barrier(Done done, bool now) {
-  if (!schedule_now_ || !now) {
-    push(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done)});
-    return;
-  }
+  bool schedule = false;
+  bool run_now = false;
   bool taken = false;
   {
     std::lock_guard lock(mu_);
     if (!closed_) {
       queue_.push_back(Op{Kind::kBarrier, nullptr, {}, {}, 0, std::move(done)});
       taken = true;
-      scheduled_ = true;  // a run scheduled before comes later and finds what is left
+      if (now) archive_due_ = true;  // its waiter reads the archive
+      if (now && schedule_now_) {
+        // Its waiter is a person paging their archive: the run comes now, not after a gather
+        // (one scheduled already finds an empty queue, or what came after this run).
+        scheduled_ = true;
+        run_now = true;
+      } else {
+        schedule = !std::exchange(scheduled_, true);
+      }
     }
   }
-  // Its waiter is a person paging their archive: the run comes now, not after a gather (one
-  // scheduled already finds an empty queue, or what came after this run).
-  if (taken) {
-    schedule_now_();
-  } else if (done) {
-    done(false);
-  }
+  if (run_now) schedule_now_();
+  if (schedule) schedule_();
+  if (!taken && done) done(false);  // closed: nothing more is committed
 }
 
 void MessageLog::close() {
@@ -115,20 +119,26 @@ MessageLog::Counts MessageLog::counts() const {
   return counts_;
 }
 
-std::optional<std::string> MessageLog::run(Store& store) {
+std::optional<std::string> MessageLog::run(Store& store, bool lazy) {
   std::vector<Op> ops;
   std::vector<ArchivedMessage> archived;
   std::vector<Done> archived_done;
   {
     std::lock_guard lock(mu_);
     ops.swap(queue_);
-    archived.swap(archive_queue_);
-    // The next gather fills a vector of about this one's size without regrowing it (each
-    // regrowth moved every record gathered so far, on the shard).
-    archive_queue_.reserve(archived.size());
-    archived_done.swap(archive_done_);
     scheduled_ = false;
-    lazy_scheduled_ = false;  // a lazy run still to come finds what is queued after this one
+    // Messages in flight commit every few milliseconds; the archive records they would carry
+    // along gather for their own lazy run (with stream management on, taking them in every
+    // run doubled the store thread's time: each commit rewrote their pages).
+    if (lazy || archive_due_ || !schedule_lazy_) {
+      archived.swap(archive_queue_);
+      // The next gather fills a vector of about this one's size without regrowing it (each
+      // regrowth moved every record gathered so far, on the shard).
+      archive_queue_.reserve(archived.size());
+      archived_done.swap(archive_done_);
+      archive_due_ = false;
+      lazy_scheduled_ = false;  // a lazy run still to come finds what is queued after this one
+    }
   }
   if (ops.empty() && archived.empty()) return std::nullopt;
   // Operations on one record come in order (its add is queued before the message is sent, so

@@ -36,11 +36,12 @@ class MessageLog {
   // `schedule` asks for run() on the store's thread; called (outside the lock) when an
   // operation is queued while none waits. `prepare` turns a stanza into what is stored (the
   // server adds its delay stamp), on the store's thread.
-  // `schedule_lazy` (empty: `schedule`) asks for a run() that may come later: what archive()
-  // queues waits for it, so that archive records gather into large commits (each commit
-  // rewrites the pages it touches); anything else queued meanwhile asks for a run at once.
-  // `schedule_now` (empty: `schedule`) asks for a run() without the gathering `schedule` may
-  // wait for: a barrier() has a waiter (an archive query) and nothing to gather.
+  // `schedule_lazy` (empty: `schedule`) asks for a run(store, true) that may come later: what
+  // archive() queues waits for it, so that archive records gather into large commits (each
+  // commit rewrites the pages it touches). The runs that other operations ask for leave the
+  // archive records queued, unless a barrier() with a waiter or a full gather (kLazyMax) wants
+  // them. `schedule_now` (empty: `schedule`) asks for a run() without the gathering `schedule`
+  // may wait for: a barrier() has a waiter (an archive query) and nothing to gather.
   MessageLog(std::function<void()> schedule,
              std::function<std::string(std::string stanza, std::int64_t stamp_ms)> prepare,
              std::function<void()> schedule_lazy = {}, std::function<void()> schedule_now = {});
@@ -77,15 +78,17 @@ class MessageLog {
   // Seqs given from now on are larger than `seq` (the store's newest, at start).
   void set_archive_seq_floor(std::int64_t seq);
   // `done` once everything queued before it is committed: with `now`, in a run that comes at once
-  // (someone waits: an archive query), else in the next gathered run.
+  // (someone waits: an archive query). Without, in the next gathered run, and archive records
+  // are not waited for (they keep gathering for their lazy run).
   void barrier(Done done, bool now = true);
   // No more operations are taken (the server is going; what is in flight stays in flight and
   // becomes offline at the next start).
   void close();
 
   // On the store's thread: everything queued, in one transaction, then the completions. The
-  // store's error message when the transaction failed.
-  std::optional<std::string> run(Store& store);
+  // archive records only when `lazy` (the run schedule_lazy asked for) or when something wants
+  // them now (see the constructor). The store's error message when the transaction failed.
+  std::optional<std::string> run(Store& store, bool lazy = false);
 
   // Totals since start (tests, logs): batches committed, messages written, messages removed
   // before they were written.
@@ -125,9 +128,10 @@ class MessageLog {
   std::vector<Done> archive_done_;              // guarded by mu_: the records' non-empty dones
   bool scheduled_ = false;                      // guarded by mu_: a run() will take queue_ soon
   bool lazy_scheduled_ = false;                 // guarded by mu_: a run() will take queue_ later
-  bool closed_ = false;                         // guarded by mu_
-  std::int64_t last_archive_seq_ = 0;           // guarded by mu_
-  Counts counts_;                               // guarded by mu_
+  bool archive_due_ = false;  // guarded by mu_: the next run() takes the archive records too
+  bool closed_ = false;       // guarded by mu_
+  std::int64_t last_archive_seq_ = 0;  // guarded by mu_
+  Counts counts_;                      // guarded by mu_
 };
 
 }  // namespace kabar::store

@@ -158,9 +158,9 @@ TEST_P(MessageLogTest, GroupCommit) {
   EXPECT_EQ(store_->release_in_flight(), 0u);
 }
 
-// Archive records wait for a lazy run (large commits); anything else queued meanwhile, a
-// barrier included, asks for a run at once, and that run takes the archive records too.
-TEST_P(MessageLogTest, ArchiveRecordsWaitForALazyRunUnlessSomethingElseComes) {
+// Archive records wait for a lazy run (large commits). A barrier with a waiter asks for a run at
+// once, and that run takes the archive records too; a run for messages in flight leaves them.
+TEST_P(MessageLogTest, ArchiveRecordsWaitForALazyRunUnlessAReaderWaits) {
   int lazy = 0;
   MessageLog log([this] { ++scheduled_; }, [](std::string stanza, std::int64_t) { return stanza; },
                  [&] { ++lazy; });
@@ -176,24 +176,42 @@ TEST_P(MessageLogTest, ArchiveRecordsWaitForALazyRunUnlessSomethingElseComes) {
   log.archive(archived("a2"));
   EXPECT_EQ(lazy, 1);  // one lazy run for both
   EXPECT_EQ(scheduled_, 0);
+  // A message in flight, and a barrier without a waiter: their run leaves the archive records.
+  bool in_flight = false;
+  log.add(rec("carol"), "alice@localhost", "<message>c</message>", 1,
+          [&](bool ok) { in_flight = ok; });
+  bool gathered = false;
+  log.barrier([&](bool ok) { gathered = ok; }, false);
+  EXPECT_EQ(scheduled_, 1);
+  EXPECT_FALSE(log.run(*store_));
+  EXPECT_TRUE(in_flight);
+  EXPECT_TRUE(gathered);
+  EXPECT_EQ(store_->archive_count("bob", {}), 0u);
+  EXPECT_EQ(log.counts().archived, 0u);
+  log.archive(archived("a2b"));
+  EXPECT_EQ(lazy, 1);  // the lazy run asked for is still to come
   bool committed = false;
   log.barrier([&](bool ok) { committed = ok; });
-  EXPECT_EQ(scheduled_, 1);  // the barrier wants it now
+  EXPECT_EQ(scheduled_, 2);  // the barrier wants it now
   log.archive(archived("a3"));
   EXPECT_EQ(lazy, 1);  // a run is coming anyway
   EXPECT_FALSE(log.run(*store_));
   EXPECT_TRUE(committed);
-  EXPECT_EQ(store_->archive_count("bob", {}), 3u);
-  EXPECT_EQ(log.counts().archived, 3u);
+  EXPECT_EQ(store_->archive_count("bob", {}), 4u);
+  EXPECT_EQ(log.counts().archived, 4u);
   // The lazy run comes later and finds nothing: no batch is counted.
-  EXPECT_FALSE(log.run(*store_));
-  EXPECT_EQ(log.counts().batches, 1u);
+  EXPECT_FALSE(log.run(*store_, true));
+  EXPECT_EQ(log.counts().batches, 2u);
   log.archive(archived("a4"));
   EXPECT_EQ(lazy, 2);
-  // A gather ends when it grows too large: a run is asked for at once.
-  for (int i = 0; i < 20000 && scheduled_ == 1; ++i) log.archive(archived("b" + std::to_string(i)));
-  EXPECT_EQ(scheduled_, 2);
-  EXPECT_EQ(lazy, 2);
+  EXPECT_FALSE(log.run(*store_, true));  // the lazy run takes it
+  EXPECT_EQ(store_->archive_count("bob", {}), 5u);
+  // A gather ends when it grows too large: a run is asked for at once, and takes the records.
+  for (int i = 0; i < 20000 && scheduled_ == 2; ++i) log.archive(archived("b" + std::to_string(i)));
+  EXPECT_EQ(scheduled_, 3);
+  EXPECT_EQ(lazy, 3);
+  EXPECT_FALSE(log.run(*store_));
+  EXPECT_EQ(store_->archive_count("bob", {}), 5u + 16384u);
 }
 
 // A barrier has a waiter (an archive query): with `schedule_now` its run skips the gather

@@ -27,6 +27,7 @@
 #include <utility>
 
 #include "store/archive_index.h"
+#include "store/inflight_journal.h"
 #include "store/store.h"
 
 namespace kabar::store {
@@ -432,6 +433,16 @@ class SqliteStore final : public Store {
             ::open((file.string() + "-archive.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         archive_owner_ = owner_fd_ >= 0 && ::flock(owner_fd_, LOCK_EX | LOCK_NB) == 0;
       }
+      // The owner keeps its messages in flight in a journal beside the file (inflight_journal.h).
+      if (archive_owner_) {
+        journal_ = std::make_unique<InFlightJournal>(file.string() + "-in-flight");
+        last_offline_id_ = journal_->max_id();
+        for (const char* sql : {"SELECT seq FROM sqlite_sequence WHERE name = 'offline'",
+                                "SELECT max(id) FROM in_flight"}) {
+          Query q = query(sql);
+          if (q.step()) last_offline_id_ = std::max(last_offline_id_, q.int64(0));
+        }
+      }
       load_archive_index();
     } catch (...) {
       close();
@@ -528,6 +539,7 @@ class SqliteStore final : public Store {
     }
     clear_archive(username);
     tx.commit();
+    if (journal_) journal_->append({}, journal_->ids_of(username));
     forget_tail(username);
     return existed;
   }
@@ -692,19 +704,24 @@ class SqliteStore final : public Store {
         return r;
       }
     }
+    // The id follows the journal's too (its messages in flight take ids from the same run, and
+    // keep them when they become offline messages).
+    const std::int64_t id = next_offline_id();
     {
       Query q = query(
-          "INSERT INTO offline (username, stanza, stamp_ms, sender, bytes) "
-          "VALUES (?1, ?2, ?3, ?4, ?5)");
-      q.bind(1, username)
-          .bind(2, stanza)
-          .bind(3, stamp_ms)
-          .bind(4, sender)
-          .bind(5, static_cast<std::int64_t>(stanza.size()));
+          "INSERT INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      q.bind(1, id)
+          .bind(2, username)
+          .bind(3, stanza)
+          .bind(4, stamp_ms)
+          .bind(5, sender)
+          .bind(6, static_cast<std::int64_t>(stanza.size()));
       q.run();
     }
-    r.id = sqlite3_last_insert_rowid(db_);
     tx.commit();
+    r.id = id;
+    last_offline_id_ = std::max(last_offline_id_, id);
     return r;
   }
 
@@ -779,65 +796,95 @@ class SqliteStore final : public Store {
     return static_cast<std::size_t>(sqlite3_changes(db_));
   }
 
-  // Messages in flight are rows of their own table, in_flight, with no index but their id: a
-  // row of the offline table cost an entry in its two indexes, on the recipient's pages, written
-  // and deleted again for nearly every message (the store thread's largest cost with stream
-  // management on). Their ids come from the offline table's AUTOINCREMENT sequence, so a message
-  // that becomes an offline message keeps its id, and with it its place in the queue among the
-  // messages stored offline meanwhile.
+  // The next id of an offline message or a message in flight: past the offline table's
+  // AUTOINCREMENT sequence and every id the journal gave (an explicit id moves the sequence).
+  std::int64_t next_offline_id() {
+    std::int64_t seq = 0;
+    {
+      Query q = query("SELECT seq FROM sqlite_sequence WHERE name = 'offline'");
+      if (q.step()) seq = q.int64(0);
+    }
+    return std::max(seq, last_offline_id_) + 1;
+  }
+
+  // Messages in flight, in the owner's journal (inflight_journal.h): a batch is one write()
+  // there, where rows of a table cost a SQLite commit every few milliseconds. Their ids come
+  // from the offline queue's run of ids, so a message that becomes an offline message keeps its
+  // id, and with it its place in the queue among the messages stored offline meanwhile.
   void log_in_flight(std::vector<InFlightMessage>& added,
                      const std::vector<InFlightChange>& changed) override {
     if (added.empty() && changed.empty()) return;
-    Transaction tx(*this);
-    if (!added.empty()) {
-      std::int64_t id = 0;
-      {
-        Query q = query("SELECT seq FROM sqlite_sequence WHERE name = 'offline'");
-        if (q.step()) id = q.int64(0);
-      }
-      for (InFlightMessage& m : added) {
-        m.id = ++id;
-        Query q = query(
-            m.offline ? "INSERT INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-                      : "INSERT INTO in_flight (id, username, stanza, stamp_ms, sender, bytes) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-        q.bind(1, m.id)
-            .bind_static(2, m.username)
-            .bind_static(3, m.stanza)
-            .bind(4, m.stamp_ms)
-            .bind_static(5, m.sender)
-            .bind(6, static_cast<std::int64_t>(m.stanza.size()))
-            .run();
-      }
-      // The sequence moves past them (an offline insert moves it itself).
-      Query u = query("UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'offline'");
-      u.bind(1, id).run();
-      if (sqlite3_changes(db_) == 0) {
-        Query i = query("INSERT INTO sqlite_sequence (name, seq) VALUES ('offline', ?1)");
-        i.bind(1, id).run();
+    if (!journal_) {
+      throw StoreError(
+          "sqlite: messages in flight are written by the process that holds the "
+          "store (kabard)");
+    }
+    // What SQLite takes (messages that failed before they were written, offline messages
+    // delivered, messages in flight that failed) commits first; then the journal is written. A
+    // crash in between leaves a message both offline and in flight, with one id: released at
+    // the next start, it is not stored twice.
+    std::vector<JournalEntry> entries;
+    std::vector<std::int64_t> settled;
+    bool rows = false;
+    for (const InFlightMessage& m : added) rows = rows || m.offline;
+    for (const InFlightChange& c : changed) {
+      rows = rows || c.to_offline || !journal_->live(c.id, c.username);
+    }
+    std::optional<Transaction> tx;
+    if (rows) tx.emplace(*this);
+    std::int64_t id = rows ? next_offline_id() - 1 : last_offline_id_;
+    entries.reserve(added.size());
+    for (InFlightMessage& m : added) {
+      m.id = ++id;
+      if (m.offline) {
+        insert_offline(m.id, m.username, m.stanza, m.stamp_ms, m.sender);
+      } else {
+        entries.push_back(JournalEntry{m.id, m.stamp_ms, m.username, m.sender, m.stanza});
       }
     }
     for (const InFlightChange& c : changed) {
-      if (c.to_offline) {
-        Query q = query(
-            "INSERT INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
-            "SELECT id, username, stanza, stamp_ms, sender, bytes FROM in_flight "
-            "WHERE id = ?1 AND username = ?2");
-        q.bind(1, c.id).bind(2, c.username).run();
-      }
-      Query q = query("DELETE FROM in_flight WHERE id = ?1 AND username = ?2");
-      q.bind(1, c.id).bind(2, c.username).run();
-      if (!c.to_offline && sqlite3_changes(db_) == 0) {
+      if (journal_->live(c.id, c.username)) {
+        if (c.to_offline) {
+          JournalRecord r = journal_->read(c.id);
+          insert_offline(r.id, r.username, r.stanza, r.stamp_ms, r.sender);
+        }
+        settled.push_back(c.id);
+      } else if (!c.to_offline) {
         // An offline message delivered is removed the same way (ids are never reused).
         Query d = query("DELETE FROM offline WHERE username = ?1 AND id = ?2");
         d.bind(1, c.username).bind(2, c.id).run();
       }
     }
-    tx.commit();
+    if (tx) tx->commit();
+    last_offline_id_ = id;
+    journal_->append(entries, settled);
   }
 
+  // An offline message with its id (kept when it was a message in flight; a second insert of
+  // the same one, after a crash between the two writes above, changes nothing).
+  void insert_offline(std::int64_t id, std::string_view username, std::string_view stanza,
+                      std::int64_t stamp_ms, std::string_view sender) {
+    Query q = query(
+        "INSERT OR IGNORE INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    q.bind(1, id)
+        .bind_static(2, username)
+        .bind_static(3, stanza)
+        .bind(4, stamp_ms)
+        .bind_static(5, sender)
+        .bind(6, static_cast<std::int64_t>(stanza.size()))
+        .run();
+  }
+
+  // Every message in flight becomes an offline message: the journal's, and rows of the in_flight
+  // table that kabard wrote before the journal (schema 9).
   std::size_t release_in_flight() override {
+    if (!journal_) {
+      throw StoreError(
+          "sqlite: messages in flight are written by the process that holds the "
+          "store (kabard)");
+    }
+    const std::vector<JournalRecord> journaled = journal_->live_records();
     Transaction tx(*this);
     {
       Query q = query(
@@ -845,10 +892,14 @@ class SqliteStore final : public Store {
           "SELECT id, username, stanza, stamp_ms, sender, bytes FROM in_flight ORDER BY id");
       q.run();
     }
-    const auto n = static_cast<std::size_t>(sqlite3_changes(db_));
+    std::size_t n = static_cast<std::size_t>(sqlite3_changes(db_));
     query("DELETE FROM in_flight").run();
+    for (const JournalRecord& r : journaled) {
+      insert_offline(r.id, r.username, r.stanza, r.stamp_ms, r.sender);
+    }
     tx.commit();
-    return n;
+    journal_->clear();
+    return n + journaled.size();
   }
 
   // vcard-temp.
@@ -1905,6 +1956,7 @@ class SqliteStore final : public Store {
     statements_.clear();
     if (db_) sqlite3_close_v2(db_);
     db_ = nullptr;
+    journal_.reset();
     if (owner_fd_ >= 0) ::close(owner_fd_);  // and its lock with it
     owner_fd_ = -1;
   }
@@ -1921,8 +1973,10 @@ class SqliteStore final : public Store {
   std::size_t tail_entries_ = 0;                       // in all tails
   std::chrono::steady_clock::time_point tails_since_;  // when the tails were last empty
   std::int64_t archive_last_seq_ = 0;
-  int owner_fd_ = -1;           // the archive's lock file
-  bool archive_owner_ = false;  // this store holds its lock: the tails are its own
+  int owner_fd_ = -1;                         // the archive's lock file
+  bool archive_owner_ = false;                // this store holds its lock: the tails are its own
+  std::unique_ptr<InFlightJournal> journal_;  // the owner's messages in flight
+  std::int64_t last_offline_id_ = 0;          // the largest offline or in-flight id given
 };
 
 // Creates `dir` (and missing parents) with mode 0700: the database holds credentials.

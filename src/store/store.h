@@ -401,8 +401,9 @@ class Store : public AccountStore,
 // Opens (creating if needed) `data_dir/kabar.db` in WAL mode and applies pending migrations.
 // Throws StoreError on failure. The archive's newest index entries live in the memory of one
 // store (SqliteStore's tails): the first one opened with `archive_owner` on a file holds them
-// (kabard); any other reads them from the database at each archive query and appends nothing
-// to the archive (kabarctl opens its store so, never taking them from a kabard starting).
+// (kabard), with the journal of messages in flight (store/inflight_journal.h); any other reads
+// the tails from the database at each archive query, and appends nothing to the archive or the
+// journal (kabarctl opens its store so, never taking them from a kabard starting).
 std::unique_ptr<Store> open_sqlite_store(const std::filesystem::path& data_dir,
                                          bool archive_owner = true);
 // An in-memory backend with the same behaviour (store/memory_store.cc), for unit tests: nothing

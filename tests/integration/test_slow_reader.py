@@ -215,8 +215,14 @@ def main():
                     % (stored, len(later)))
             R.check(len(every) + len(bounced) == N, "every message arrived once or was bounced")
             # Each is in the receiver's archive once: what kabard handed on after the cut had
-            # been archived when it first came in.
-            archived = sqlite_count(k, "SELECT COUNT(*) FROM archive_msg WHERE username = 'slow'")
+            # been archived when it first came in. Archive records commit in gathered runs, up
+            # to a second after their message: the count is read until it is complete.
+            count_sql = "SELECT COUNT(*) FROM archive_msg WHERE username = 'slow'"
+            archived = sqlite_count(k, count_sql)
+            deadline = time.monotonic() + 30
+            while archived < N - len(bounced) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                archived = sqlite_count(k, count_sql)
             R.check(archived == N - len(bounced),
                     "the receiver's archive holds each message once (%d rows for %d)"
                     % (archived, N - len(bounced)))

@@ -1,6 +1,8 @@
 // Messages in flight (OfflineStore::log_in_flight(), release_in_flight()) against both backends,
 // and the group commit of store::MessageLog over them.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -272,6 +274,72 @@ TEST_P(MessageLogTest, ClosedTakesNothing) {
   EXPECT_EQ(scheduled_, 0);
 }
 
+// SQLite's owner keeps its messages in flight in a journal beside the file
+// (store/inflight_journal.h).
+class SqliteInFlightTest : public InFlightTest {};
+
+// A crash (a child that dies without closing its store) loses nothing: what was in flight is
+// an offline message at the next open, in order among those stored meanwhile.
+TEST_P(SqliteInFlightTest, NothingInFlightIsLostInACrash) {
+  store_.reset();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    auto s = open_sqlite_store(root_ / "data");
+    if (!s->push_offline("bob", "<message>stored</message>", 5, 100)) ::_exit(2);
+    std::vector<InFlightMessage> added{msg("bob", "a", 10), msg("bob", "b", 11),
+                                       msg("bob", "c", 12)};
+    s->log_in_flight(added, {});
+    std::vector<InFlightMessage> none;
+    s->log_in_flight(none, {InFlightChange{"bob", added[1].id, false}});  // b delivered
+    if (!s->push_offline("bob", "<message>later</message>", 13, 100)) ::_exit(2);
+    const char ok = 1;
+    if (::write(fds[1], &ok, 1) != 1) ::_exit(2);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  char ok = 0;
+  ASSERT_EQ(::read(fds[0], &ok, 1), 1);
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  open();
+  EXPECT_EQ(store_->release_in_flight(), 2u);
+  std::vector<std::string> stanzas;
+  for (const auto& m : store_->offline_messages("bob")) stanzas.push_back(m.stanza);
+  EXPECT_EQ(stanzas,
+            (std::vector<std::string>{"<message>stored</message>", "<message>a</message>",
+                                      "<message>c</message>", "<message>later</message>"}));
+  // New ids follow every one given before the crash.
+  std::vector<InFlightMessage> more{msg("bob", "d", 14)};
+  store_->log_in_flight(more, {});
+  EXPECT_GT(more[0].id, store_->offline_messages("bob").back().id);
+  EXPECT_EQ(store_->release_in_flight(), 1u);
+  EXPECT_EQ(store_->offline_messages("bob").back().stanza, "<message>d</message>");
+}
+
+// Only the store's owner (kabard) writes messages in flight; another (kabarctl) cannot.
+TEST_P(SqliteInFlightTest, OnlyTheOwnerLogs) {
+  auto second = open_sqlite_store(root_ / "data", false);
+  std::vector<InFlightMessage> seconds{msg("bob", "b", 11)};
+  EXPECT_THROW(second->log_in_flight(seconds, {}), StoreError);
+  EXPECT_THROW(second->release_in_flight(), StoreError);
+  second.reset();
+  // An account's deletion takes its messages in flight from the journal too.
+  std::vector<InFlightMessage> added{msg("carol", "c", 12), msg("bob", "a", 13)};
+  store_->log_in_flight(added, {});
+  store_->delete_account("carol");
+  reopen();
+  EXPECT_EQ(store_->release_in_flight(), 1u);
+  EXPECT_EQ(store_->offline_count("bob"), 1u);
+  EXPECT_EQ(store_->offline_count("carol"), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, SqliteInFlightTest, ::testing::Values(Backend::kSqlite));
 INSTANTIATE_TEST_SUITE_P(Backends, InFlightTest,
                          ::testing::Values(Backend::kSqlite, Backend::kMemory));
 INSTANTIATE_TEST_SUITE_P(Backends, MessageLogTest,

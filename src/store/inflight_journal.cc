@@ -133,6 +133,8 @@ std::optional<std::size_t> decode_journal(
 
 InFlightJournal::InFlightJournal(std::filesystem::path path, std::uint64_t compact_at)
     : path_(std::move(path)), compact_at_(compact_at) {
+  // A compaction cut short by a crash left its new file, which never took the journal's name.
+  ::unlink((path_.string() + ".new").c_str());
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) fail(path_, "cannot open");
   struct stat st {};

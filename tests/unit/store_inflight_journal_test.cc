@@ -66,8 +66,10 @@ class InFlightJournalTest : public ::testing::Test {
 };
 
 TEST_F(InFlightJournalTest, WhatIsLiveComesBack) {
+  std::ofstream(file_.string() + ".new") << "a compaction cut short";
   {
     InFlightJournal j(file_);
+    EXPECT_FALSE(fs::exists(file_.string() + ".new"));
     EXPECT_EQ(j.live_count(), 0u);
     add(j, 1, 3);
     add(j, 4, 1, "carol");

@@ -45,9 +45,7 @@ void MessageLog::release(std::shared_ptr<LogRecord> rec) {
 }
 
 void MessageLog::queued_archive(bool& schedule, bool& lazy) {
-  if (!schedule_lazy_ || archive_queue_.size() >= kLazyMax) {
-    // Past kLazyMax records the gather ends: memory stays bounded, and so does the commit
-    // an archive query's barrier may have to wait for.
+  if (!schedule_lazy_ || archive_queue_.size() >= kArchiveGatherMax) {
     archive_due_ = true;
     schedule = !std::exchange(scheduled_, true);
   } else {

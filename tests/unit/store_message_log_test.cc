@@ -213,7 +213,7 @@ TEST_P(MessageLogTest, ArchiveRecordsWaitForALazyRunUnlessAReaderWaits) {
   EXPECT_EQ(scheduled_, 3);
   EXPECT_EQ(lazy, 3);
   EXPECT_FALSE(log.run(*store_));
-  EXPECT_EQ(store_->archive_count("bob", {}), 5u + 16384u);
+  EXPECT_EQ(store_->archive_count("bob", {}), 5u + MessageLog::kArchiveGatherMax);
 }
 
 // A barrier has a waiter (an archive query): with `schedule_now` its run skips the gather

@@ -266,11 +266,24 @@ void C2sSession::committed(std::uint32_t index, bool ok) {
 void C2sSession::answer_ack_request() {
   ack_owed_ = true;
   ack_target_ = handled_in_;
+  ack_removals_ = removals_issued_;
   pay_owed_ack();
 }
 
+void C2sSession::removals_later() {
+  const std::uint64_t seq = ++removals_issued_;
+  auto wait = [self = shared_from_this(), seq]() -> awaitable<void> {
+    // A failed commit changes nothing here: the removals may come back after a crash, as
+    // undelivered messages do.
+    co_await self->server_.log_committed(false);
+    self->removals_done_ = std::max(self->removals_done_, seq);
+    self->pay_owed_ack();
+  };
+  asio::co_spawn(*shard_.io, std::move(wait), asio::detached);
+}
+
 void C2sSession::pay_owed_ack() {
-  if (!ack_owed_ || closing_) return;
+  if (!ack_owed_ || closing_ || removals_done_ < ack_removals_) return;
   const std::uint32_t h = durable_h();
   // Modulo 2^32 (XEP-0198 §4): h has reached the target when the difference is "positive".
   if (static_cast<std::int32_t>(h - ack_target_) < 0) return;
@@ -383,6 +396,7 @@ std::optional<C2sSession::Resumption> C2sSession::hand_over(const SessionPtr& su
   r.handled_in = handled_in_;
   for (const PendingCommit& p : pending_commits_) r.pending_commits.emplace_back(p.index, p.count);
   pending_commits_.clear();
+  r.removals_pending = removals_pending();
   r.resumable = resumable_;
   r.resume_window_ms = resume_window_ms_;
   server_.rebind(*this, successor);

@@ -91,8 +91,16 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
     return pending_commits_.empty() ? handled_in_ : pending_commits_.front().index - 1;
   }
   // XEP-0198 §4: an <r/> is answered with durable_h() once it covers every stanza handled when
-  // it came (at once when nothing waits for a commit).
+  // it came (at once when nothing waits for a commit), and once the removals of every <a/>
+  // before it are committed (removals_later()).
   void answer_ack_request();
+  // An <a/> from the client let logged messages go; their removal commits in the message log's
+  // next gathered run. The stream goes on meanwhile; an <r/> that comes after it waits for that
+  // commit, so the client can tell from the answer that those messages will not come back after
+  // a crash.
+  void removals_later();
+  // Whether an <a/>'s removals wait for their commit (a resumption waits for it too).
+  bool removals_pending() const { return removals_done_ < removals_issued_; }
   // XEP-0198 §4: asks the client for an ack now when stream management is on and stanzas wait
   // unacknowledged (offline delivery asks after each batch: the next follows the ack).
   void ask_for_ack() {
@@ -127,6 +135,7 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
     OutQueue out;
     std::uint32_t handled_in = 0;
     std::vector<std::pair<std::uint32_t, std::uint32_t>> pending_commits;  // index, count
+    bool removals_pending = false;                                         // removals_pending()
     bool resumable = false;
     std::int64_t resume_window_ms = 0;
   };
@@ -365,6 +374,11 @@ class C2sSession : public std::enable_shared_from_this<C2sSession>,
   std::vector<PendingCommit> pending_commits_;
   bool ack_owed_ = false;  // an <r/> waits for durable_h() to reach ack_target_
   std::uint32_t ack_target_ = 0;
+  // removals_later(): <a/>s whose removals were queued, and those committed (in order); the
+  // owed ack waits until ack_removals_ are.
+  std::uint64_t removals_issued_ = 0;
+  std::uint64_t removals_done_ = 0;
+  std::uint64_t ack_removals_ = 0;
   void committed(std::uint32_t index, bool ok);
   void pay_owed_ack();
   std::uint32_t since_request_ = 0;  // stanzas queued since our last <r/>

@@ -104,11 +104,13 @@ class SmModule final : public Module {
     } else if (n == "a" && s->sm_enabled()) {
       Server::take_log_removals();
       ack(*s, el);
-      // The ack let logged messages go: the next element (an <r/> perhaps) is handled once
-      // that is committed, so the client can tell its ack is on disk (a crash then brings none
-      // of those messages back). The commit is the next gathered one: a run at once for every
-      // <a/> woke the store's thread hundreds of times a second at 4,000 msg/s.
-      if (Server::take_log_removals()) co_await server_->log_committed(false);
+      // The ack let logged messages go: an <r/> after it is answered once that is committed,
+      // so the client can tell its ack is on disk (a crash then brings none of those messages
+      // back). The commit is the next gathered one (a run at once for every <a/> woke the
+      // store's thread hundreds of times a second at 4,000 msg/s), and the stream does not wait
+      // for it: holding the next stanza back put every message of a busy sender behind the
+      // archive's commits (p99 past 100 ms at 16,000 msg/s).
+      if (Server::take_log_removals()) s->removals_later();
     } else {
       // <r/> or <a/> without stream management, or an element the client does not send.
       s->stream_error("unsupported-stanza-type");
@@ -207,7 +209,7 @@ class SmModule final : public Module {
     // §5's 'h' acknowledges the client's stanzas as an <a/> does, and an ack here means durable
     // (store/message_log.h): what the old stream handled is committed first. Then no commit is
     // pending any more (the old session's callbacks may still be on their way; they find none).
-    if (!r->pending_commits.empty() && co_await server_->log_committed()) {
+    if ((!r->pending_commits.empty() || r->removals_pending) && co_await server_->log_committed()) {
       r->pending_commits.clear();
     }
     {

@@ -96,6 +96,18 @@ bool parse_added(std::string_view payload, JournalRecord& rec) {
                    std::strerror(errno));
 }
 
+// Reads `length` bytes at `offset` into `out`; false when the file ends first or a read fails.
+bool read_at(int fd, std::uint64_t offset, char* out, std::size_t length) {
+  std::size_t got = 0;
+  while (got < length) {
+    const ssize_t n = ::pread(fd, out + got, length - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
 }  // namespace
 
 std::optional<std::size_t> decode_journal(
@@ -143,15 +155,9 @@ InFlightJournal::InFlightJournal(std::filesystem::path path, std::uint64_t compa
     fail(path_, "cannot stat");
   }
   std::string bytes(static_cast<std::size_t>(st.st_size), '\0');
-  std::size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::pread(fd_, bytes.data() + got, bytes.size() - got, static_cast<off_t>(got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd_);
-      fail(path_, "cannot read");
-    }
-    got += static_cast<std::size_t>(n);
+  if (!read_at(fd_, 0, bytes.data(), bytes.size())) {
+    ::close(fd_);
+    fail(path_, "cannot read");
   }
   if (bytes.empty()) {
     write_at(fd_, 0, kMagic);
@@ -269,14 +275,7 @@ JournalRecord InFlightJournal::read(std::int64_t id) const {
   auto it = live_.find(id);
   if (it == live_.end()) throw StoreError("in-flight journal: no message " + std::to_string(id));
   std::string bytes(it->second.length, '\0');
-  std::size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::pread(fd_, bytes.data() + got, bytes.size() - got,
-                              static_cast<off_t>(it->second.offset + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail(path_, "cannot read");
-    got += static_cast<std::size_t>(n);
-  }
+  if (!read_at(fd_, it->second.offset, bytes.data(), bytes.size())) fail(path_, "cannot read");
   JournalRecord rec;
   if (!parse_added(std::string_view(bytes).substr(kRecordHead), rec) || rec.id != id) {
     throw StoreError("in-flight journal " + path_.string() + ": message " + std::to_string(id) +
@@ -330,14 +329,7 @@ void InFlightJournal::maybe_compact() {
       const Live& l = live_.at(id);
       const std::size_t at = out.size();
       out.resize(at + l.length);
-      std::size_t got = 0;
-      while (got < l.length) {
-        const ssize_t n =
-            ::pread(fd_, out.data() + at + got, l.length - got, static_cast<off_t>(offset + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) fail(path_, "cannot read");
-        got += static_cast<std::size_t>(n);
-      }
+      if (!read_at(fd_, offset, out.data() + at, l.length)) fail(path_, "cannot read");
       offsets.push_back(at);
     }
     fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

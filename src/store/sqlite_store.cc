@@ -707,18 +707,7 @@ class SqliteStore final : public Store {
     // The id follows the journal's too (its messages in flight take ids from the same run, and
     // keep them when they become offline messages).
     const std::int64_t id = next_offline_id();
-    {
-      Query q = query(
-          "INSERT INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-      q.bind(1, id)
-          .bind(2, username)
-          .bind(3, stanza)
-          .bind(4, stamp_ms)
-          .bind(5, sender)
-          .bind(6, static_cast<std::int64_t>(stanza.size()));
-      q.run();
-    }
+    insert_offline(id, username, stanza, stamp_ms, sender, false);
     tx.commit();
     r.id = id;
     last_offline_id_ = std::max(last_offline_id_, id);
@@ -860,13 +849,16 @@ class SqliteStore final : public Store {
     journal_->append(entries, settled);
   }
 
-  // An offline message with its id (kept when it was a message in flight; a second insert of
-  // the same one, after a crash between the two writes above, changes nothing).
+  // An offline message with its id. `was_in_flight`: the id is the one it had in flight, and a
+  // second insert of the same message (after a crash between the two writes of log_in_flight())
+  // changes nothing; else the id is new.
   void insert_offline(std::int64_t id, std::string_view username, std::string_view stanza,
-                      std::int64_t stamp_ms, std::string_view sender) {
-    Query q = query(
-        "INSERT OR IGNORE INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+                      std::int64_t stamp_ms, std::string_view sender, bool was_in_flight = true) {
+    Query q = query(was_in_flight
+                        ? "INSERT OR IGNORE INTO offline (id, username, stanza, stamp_ms, sender, "
+                          "bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                        : "INSERT INTO offline (id, username, stanza, stamp_ms, sender, bytes) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
     q.bind(1, id)
         .bind_static(2, username)
         .bind_static(3, stanza)

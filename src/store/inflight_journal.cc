@@ -159,7 +159,8 @@ InFlightJournal::InFlightJournal(std::filesystem::path path, std::uint64_t compa
     ::close(fd_);
     fail(path_, "cannot read");
   }
-  if (bytes.empty()) {
+  // New, or its header torn by a crash as it was first written: nothing was ever in it.
+  if (bytes.size() < kMagic.size() && kMagic.starts_with(bytes)) {
     write_at(fd_, 0, kMagic);
     size_ = kMagic.size();
     return;

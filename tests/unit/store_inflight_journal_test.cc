@@ -134,6 +134,18 @@ TEST_F(InFlightJournalTest, ADamagedRecordEndsTheFile) {
   EXPECT_EQ(contents().size(), one);
 }
 
+// A crash as the file was first written left part of its header: an empty journal.
+TEST_F(InFlightJournalTest, ATornHeaderIsAnEmptyJournal) {
+  overwrite(std::string(InFlightJournal::kMagic.substr(0, 5)));
+  {
+    InFlightJournal j(file_);
+    EXPECT_EQ(j.live_count(), 0u);
+    add(j, 1, 1);
+  }
+  InFlightJournal j(file_);
+  EXPECT_EQ(ids(j.live_records()), (std::vector<std::int64_t>{1}));
+}
+
 TEST_F(InFlightJournalTest, AnotherFileIsRefused) {
   overwrite("SQLite format 3");
   EXPECT_THROW(InFlightJournal j(file_), StoreError);

@@ -71,6 +71,15 @@ bool get_str(std::string_view& in, std::string& s) {
   return true;
 }
 
+// Starts a record of `kind` at the end of `out` (its head is filled in by seal()); returns where
+// it starts.
+std::size_t open_record(std::string& out, char kind) {
+  const std::size_t head = out.size();
+  out.append(kRecordHead, '\0');
+  out.push_back(kind);
+  return head;
+}
+
 // Fills in the head (length, checksum) of the record that starts at `head_at` in `out`.
 void seal(std::string& out, std::size_t head_at) {
   const std::string_view payload = std::string_view(out).substr(head_at + kRecordHead);
@@ -104,6 +113,19 @@ bool read_at(int fd, std::uint64_t offset, char* out, std::size_t length) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     got += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// Writes `bytes` at `offset`; false when a write fails.
+bool write_at(int fd, std::uint64_t offset, std::string_view bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n =
+        ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
   }
   return true;
 }
@@ -161,25 +183,19 @@ InFlightJournal::InFlightJournal(std::filesystem::path path, std::uint64_t compa
   }
   // New, or its header torn by a crash as it was first written: nothing was ever in it.
   if (bytes.size() < kMagic.size() && kMagic.starts_with(bytes)) {
-    write_at(fd_, 0, kMagic);
+    if (!write_at(fd_, 0, kMagic)) {
+      ::close(fd_);
+      fail(path_, "cannot write");
+    }
     size_ = kMagic.size();
     return;
   }
   const auto whole = decode_journal(
       bytes,
       [this](JournalRecord rec, std::uint64_t offset, std::uint32_t length) {
-        max_id_ = std::max(max_id_, rec.id);
-        auto [it, fresh] = live_.try_emplace(rec.id);
-        if (!fresh) live_bytes_ -= it->second.length;
-        it->second = Live{offset, length, std::move(rec.username)};
-        live_bytes_ += length;
+        note_live(rec.id, offset, length, std::move(rec.username));
       },
-      [this](std::int64_t id) {
-        if (auto it = live_.find(id); it != live_.end()) {
-          live_bytes_ -= it->second.length;
-          live_.erase(it);
-        }
-      });
+      [this](std::int64_t id) { note_settled(id); });
   if (!whole) {
     ::close(fd_);
     fd_ = -1;
@@ -198,14 +214,19 @@ InFlightJournal::~InFlightJournal() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void InFlightJournal::write_at(int fd, std::uint64_t offset, std::string_view bytes) const {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n =
-        ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail(path_, "cannot write");
-    done += static_cast<std::size_t>(n);
+void InFlightJournal::note_live(std::int64_t id, std::uint64_t offset, std::uint32_t length,
+                                std::string username) {
+  max_id_ = std::max(max_id_, id);
+  auto [it, fresh] = live_.try_emplace(id);
+  if (!fresh) live_bytes_ -= it->second.length;
+  it->second = Live{offset, length, std::move(username)};
+  live_bytes_ += length;
+}
+
+void InFlightJournal::note_settled(std::int64_t id) {
+  if (auto it = live_.find(id); it != live_.end()) {
+    live_bytes_ -= it->second.length;
+    live_.erase(it);
   }
 }
 
@@ -220,9 +241,7 @@ void InFlightJournal::append(const std::vector<JournalEntry>& added,
   std::vector<std::uint32_t> lengths;
   lengths.reserve(added.size());
   for (const JournalEntry& e : added) {
-    const std::size_t head = out.size();
-    out.append(kRecordHead, '\0');
-    out.push_back(kAdded);
+    const std::size_t head = open_record(out, kAdded);
     put_i64(out, e.id);
     put_i64(out, e.stamp_ms);
     put_str(out, e.username);
@@ -234,9 +253,7 @@ void InFlightJournal::append(const std::vector<JournalEntry>& added,
   std::size_t marks = 0;
   for (std::int64_t id : settled) {
     if (!live_.contains(id)) continue;
-    const std::size_t head = out.size();
-    out.append(kRecordHead, '\0');
-    out.push_back(kSettled);
+    const std::size_t head = open_record(out, kSettled);
     put_i64(out, id);
     seal(out, head);
     ++marks;
@@ -244,24 +261,14 @@ void InFlightJournal::append(const std::vector<JournalEntry>& added,
   if (out.empty()) return;
   // A failed write leaves at most a torn record past size_, which the next write overwrites
   // (and a reader would stop at).
-  write_at(fd_, size_, out);
+  if (!write_at(fd_, size_, out)) fail(path_, "cannot write");
   std::uint64_t at = size_;
   for (std::size_t i = 0; i < added.size(); ++i) {
-    const JournalEntry& e = added[i];
-    max_id_ = std::max(max_id_, e.id);
-    auto [it, fresh] = live_.try_emplace(e.id);
-    if (!fresh) live_bytes_ -= it->second.length;
-    it->second = Live{at, lengths[i], std::string(e.username)};
-    live_bytes_ += lengths[i];
+    note_live(added[i].id, at, lengths[i], std::string(added[i].username));
     at += lengths[i];
   }
   if (marks > 0) {
-    for (std::int64_t id : settled) {
-      if (auto it = live_.find(id); it != live_.end()) {
-        live_bytes_ -= it->second.length;
-        live_.erase(it);
-      }
-    }
+    for (std::int64_t id : settled) note_settled(id);
   }
   size_ += out.size();
   maybe_compact();
@@ -335,7 +342,7 @@ void InFlightJournal::maybe_compact() {
     }
     fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) fail(tmp, "cannot create");
-    write_at(fd, 0, out);
+    if (!write_at(fd, 0, out)) fail(tmp, "cannot write");
     if (::fdatasync(fd) != 0) fail(tmp, "cannot sync");
     if (::rename(tmp.c_str(), path_.c_str()) != 0) fail(tmp, "cannot rename");
   } catch (const StoreError&) {

@@ -93,7 +93,9 @@ class InFlightJournal {
     std::uint32_t length = 0;  // of its record, header included
     std::string username;
   };
-  void write_at(int fd, std::uint64_t offset, std::string_view bytes) const;
+  // What is live, as a record is read or written: `id` at `offset`, or settled.
+  void note_live(std::int64_t id, std::uint64_t offset, std::uint32_t length, std::string username);
+  void note_settled(std::int64_t id);
   void maybe_compact();
 
   std::filesystem::path path_;

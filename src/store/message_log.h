@@ -122,7 +122,6 @@ class MessageLog {
   std::function<void()> schedule_;
   std::function<void()> schedule_lazy_;
   std::function<void()> schedule_now_;
-
   std::function<std::string(std::string, std::int64_t)> prepare_;
   mutable std::mutex mu_;
   std::vector<Op> queue_;  // guarded by mu_

@@ -436,12 +436,10 @@ class SqliteStore final : public Store {
       // The owner keeps its messages in flight in a journal beside the file (inflight_journal.h).
       if (archive_owner_) {
         journal_ = std::make_unique<InFlightJournal>(file.string() + "-in-flight");
+        // Past the journal's ids and the offline sequence (which the in_flight table's rows moved
+        // past them).
         last_offline_id_ = journal_->max_id();
-        for (const char* sql : {"SELECT seq FROM sqlite_sequence WHERE name = 'offline'",
-                                "SELECT max(id) FROM in_flight"}) {
-          Query q = query(sql);
-          if (q.step()) last_offline_id_ = std::max(last_offline_id_, q.int64(0));
-        }
+        last_offline_id_ = next_offline_id() - 1;
       }
       load_archive_index();
     } catch (...) {
@@ -710,7 +708,7 @@ class SqliteStore final : public Store {
     insert_offline(id, username, stanza, stamp_ms, sender, false);
     tx.commit();
     r.id = id;
-    last_offline_id_ = std::max(last_offline_id_, id);
+    last_offline_id_ = id;
     return r;
   }
 
@@ -803,21 +801,20 @@ class SqliteStore final : public Store {
   void log_in_flight(std::vector<InFlightMessage>& added,
                      const std::vector<InFlightChange>& changed) override {
     if (added.empty() && changed.empty()) return;
-    if (!journal_) {
-      throw StoreError(
-          "sqlite: messages in flight are written by the process that holds the "
-          "store (kabard)");
-    }
+    InFlightJournal& journal = owned_journal();
     // What SQLite takes (messages that failed before they were written, offline messages
     // delivered, messages in flight that failed) commits first; then the journal is written. A
     // crash in between leaves a message both offline and in flight, with one id: released at
     // the next start, it is not stored twice.
     std::vector<JournalEntry> entries;
     std::vector<std::int64_t> settled;
+    std::vector<bool> journaled;  // per change: the message is live in the journal
+    journaled.reserve(changed.size());
     bool rows = false;
     for (const InFlightMessage& m : added) rows = rows || m.offline;
     for (const InFlightChange& c : changed) {
-      rows = rows || c.to_offline || !journal_->live(c.id, c.username);
+      journaled.push_back(journal.live(c.id, c.username));
+      rows = rows || c.to_offline || !journaled.back();
     }
     std::optional<Transaction> tx;
     if (rows) tx.emplace(*this);
@@ -831,10 +828,11 @@ class SqliteStore final : public Store {
         entries.push_back(JournalEntry{m.id, m.stamp_ms, m.username, m.sender, m.stanza});
       }
     }
-    for (const InFlightChange& c : changed) {
-      if (journal_->live(c.id, c.username)) {
+    for (std::size_t i = 0; i < changed.size(); ++i) {
+      const InFlightChange& c = changed[i];
+      if (journaled[i]) {
         if (c.to_offline) {
-          JournalRecord r = journal_->read(c.id);
+          JournalRecord r = journal.read(c.id);
           insert_offline(r.id, r.username, r.stanza, r.stamp_ms, r.sender);
         }
         settled.push_back(c.id);
@@ -846,7 +844,16 @@ class SqliteStore final : public Store {
     }
     if (tx) tx->commit();
     last_offline_id_ = id;
-    journal_->append(entries, settled);
+    journal.append(entries, settled);
+  }
+
+  // The journal of messages in flight, which only the store's owner has.
+  InFlightJournal& owned_journal() {
+    if (!journal_) {
+      throw StoreError(
+          "sqlite: messages in flight are written by the process that holds the store (kabard)");
+    }
+    return *journal_;
   }
 
   // An offline message with its id. `was_in_flight`: the id is the one it had in flight, and a
@@ -871,12 +878,8 @@ class SqliteStore final : public Store {
   // Every message in flight becomes an offline message: the journal's, and rows of the in_flight
   // table that kabard wrote before the journal (schema 9).
   std::size_t release_in_flight() override {
-    if (!journal_) {
-      throw StoreError(
-          "sqlite: messages in flight are written by the process that holds the "
-          "store (kabard)");
-    }
-    const std::vector<JournalRecord> journaled = journal_->live_records();
+    InFlightJournal& journal = owned_journal();
+    const std::vector<JournalRecord> journaled = journal.live_records();
     Transaction tx(*this);
     {
       Query q = query(
@@ -890,7 +893,7 @@ class SqliteStore final : public Store {
       insert_offline(r.id, r.username, r.stanza, r.stamp_ms, r.sender);
     }
     tx.commit();
-    journal_->clear();
+    journal.clear();
     return n + journaled.size();
   }
 

@@ -1,8 +1,6 @@
 // Messages in flight (OfflineStore::log_in_flight(), release_in_flight()) against both backends,
 // and the group commit of store::MessageLog over them.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +10,7 @@
 
 #include "store/message_log.h"
 #include "store/store.h"
+#include "store_test_util.h"
 
 namespace kabar::store {
 namespace {
@@ -282,31 +281,17 @@ class SqliteInFlightTest : public InFlightTest {};
 // an offline message at the next open, in order among those stored meanwhile.
 TEST_P(SqliteInFlightTest, NothingInFlightIsLostInACrash) {
   store_.reset();
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::close(fds[0]);
+  const bool written = testing::in_a_dying_child([this] {
     auto s = open_sqlite_store(root_ / "data");
-    if (!s->push_offline("bob", "<message>stored</message>", 5, 100)) ::_exit(2);
+    if (!s->push_offline("bob", "<message>stored</message>", 5, 100)) return false;
     std::vector<InFlightMessage> added{msg("bob", "a", 10), msg("bob", "b", 11),
                                        msg("bob", "c", 12)};
     s->log_in_flight(added, {});
     std::vector<InFlightMessage> none;
     s->log_in_flight(none, {InFlightChange{"bob", added[1].id, false}});  // b delivered
-    if (!s->push_offline("bob", "<message>later</message>", 13, 100)) ::_exit(2);
-    const char ok = 1;
-    if (::write(fds[1], &ok, 1) != 1) ::_exit(2);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  char ok = 0;
-  ASSERT_EQ(::read(fds[0], &ok, 1), 1);
-  ::close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return s->push_offline("bob", "<message>later</message>", 13, 100).has_value();
+  });
+  ASSERT_TRUE(written);
   open();
   EXPECT_EQ(store_->release_in_flight(), 2u);
   std::vector<std::string> stanzas;

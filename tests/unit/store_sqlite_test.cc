@@ -1,8 +1,6 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -287,32 +285,17 @@ TEST_F(SqliteStoreTest, ArchiveChunksTailsAndCheckpointsAgree) {
 // A crash loses no index entry: the tails are read back from the messages at the next open.
 TEST_F(SqliteStoreTest, ArchiveTailsComeBackAfterACrash) {
   store_.reset();
-  std::int64_t last = 0;
-  {
-    // A child process owns the archive, writes a chunk and a tail of 49, and dies without
-    // closing it (no checkpoint), as a killed kabard would.
-    int fds[2];
-    ASSERT_EQ(::pipe(fds), 0);
-    const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      ::close(fds[0]);
-      auto s = open_sqlite_store(dir_);
-      auto batch = numbered("alice", 0, 300);
-      s->archive_append(batch);
-      auto more = numbered("alice", 300, 5);
-      s->archive_append(more);
-      const std::int64_t seq = more.back().seq;
-      if (::write(fds[1], &seq, sizeof seq) != sizeof seq) ::_exit(2);
-      ::_exit(0);
-    }
-    ::close(fds[1]);
-    ASSERT_EQ(::read(fds[0], &last, sizeof last), static_cast<ssize_t>(sizeof last));
-    ::close(fds[0]);
-    int status = 0;
-    ASSERT_EQ(::waitpid(child, &status, 0), child);
-    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  }
+  // A child process owns the archive, writes a chunk and a tail of 49, and dies without closing
+  // it (no checkpoint), as a killed kabard would.
+  const std::int64_t last = testing::in_a_dying_child([this] {
+    auto s = open_sqlite_store(dir_);
+    auto batch = numbered("alice", 0, 300);
+    s->archive_append(batch);
+    auto more = numbered("alice", 300, 5);
+    s->archive_append(more);
+    return more.back().seq;
+  });
+  ASSERT_GT(last, 0);
   store_ = open_sqlite_store(dir_);
   EXPECT_EQ(store_->archive_count("alice", {}), 305u);
   const auto newest = store_->archive_query("alice", {}, 3, true);

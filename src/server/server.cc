@@ -105,11 +105,11 @@ Server::Server(asio::io_context& io, Config cfg)
   // 9% more messages per CPU-second with stream management at 4,000 msg/s, docs/PERFORMANCE.md),
   // and a message acknowledged within the window is never written. The sender's ack waits that
   // much longer.
-  // Archive records alone wait kArchiveGatherMs: nobody waits for them (a query asks for a
-  // commit first), and each commit writes every index page it touched to the WAL: a record's
-  // index entries land on its account's pages, so the longer the gather, the more records share
-  // a page. At 4,000 msg/s among 1,000 accounts, 1 s instead of 100 ms halved the store
-  // thread's time in the kernel and gave 25% more messages per CPU-second (bench/profile). A crash
+  // Archive records alone wait kArchiveGatherMs (or until MessageLog::kArchiveGatherMax are
+  // queued): nobody waits for them (a query asks for a commit first), and each commit writes
+  // every page it touched to the WAL, so the longer the gather, the more records share a page.
+  // (Measured when the archive still had an index per message: at 4,000 msg/s among 1,000
+  // accounts, 1 s instead of 100 ms gave 25% more messages per CPU-second, bench/profile.) A crash
   // loses at most that second of the archive, never a message: delivery, offline storage and stream
   // management acks do not wait for it. The runs for messages in flight leave the archive records
   // queued (with stream management on they come every few milliseconds); an archive query's

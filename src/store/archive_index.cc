@@ -66,35 +66,49 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-std::string lookup_key(std::string_view jid, std::string_view resource) {
-  std::string key;
-  key.reserve(jid.size() + 1 + resource.size());
-  key += jid;
-  key += '\0';
-  key += resource;
-  return key;
+}  // namespace
+
+std::uint64_t IndexRun::key_hash(std::string_view jid, std::string_view resource) {
+  const std::uint64_t h = std::hash<std::string_view>{}(jid);
+  const std::uint64_t r = std::hash<std::string_view>{}(resource);
+  return h ^ (r + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
 }
 
-}  // namespace
+std::uint32_t IndexRun::number_of(std::string_view jid, std::string_view resource) {
+  while (hashes_.size() < withs_.size()) {  // a decoded run: its hashes on first use
+    const Correspondent& c = withs_[hashes_.size()];
+    hashes_.push_back(key_hash(c.jid, c.resource));
+    if (withs_.size() > kScanMax) by_hash_.try_emplace(hashes_.back(), hashes_.size() - 1);
+  }
+  const std::uint64_t h = key_hash(jid, resource);
+  auto is = [&](std::size_t i) { return withs_[i].jid == jid && withs_[i].resource == resource; };
+  if (withs_.size() <= kScanMax) {
+    for (std::size_t i = 0; i < hashes_.size(); ++i) {
+      if (hashes_[i] == h && is(i)) return static_cast<std::uint32_t>(i);
+    }
+  } else if (auto it = by_hash_.find(h); it != by_hash_.end()) {
+    if (is(it->second)) return it->second;
+    // Two correspondents with one hash: the rare case, found by a scan.
+    for (std::size_t i = it->second + 1; i < hashes_.size(); ++i) {
+      if (hashes_[i] == h && is(i)) return static_cast<std::uint32_t>(i);
+    }
+  }
+  const auto n = static_cast<std::uint32_t>(withs_.size());
+  withs_.push_back(Correspondent{std::string(jid), std::string(resource), 0});
+  hashes_.push_back(h);
+  if (withs_.size() == kScanMax + 1) {  // from now on through the map
+    for (std::uint32_t i = 0; i < hashes_.size(); ++i) by_hash_.try_emplace(hashes_[i], i);
+  } else if (withs_.size() > kScanMax + 1) {
+    by_hash_.try_emplace(h, n);
+  }
+  return n;
+}
 
 void IndexRun::add(std::int64_t seq, std::int64_t stamp_ms, std::string_view jid,
                    std::string_view resource) {
-  if (lookup_.size() < withs_.size()) {  // a decoded run: its lookup is built on first use
-    for (std::uint32_t i = 0; i < withs_.size(); ++i) {
-      lookup_.emplace(lookup_key(withs_[i].jid, withs_[i].resource), i);
-    }
-  }
-  thread_local std::string key;  // the store's thread: one buffer, no allocation per entry
-  key.assign(jid);
-  key += '\0';
-  key += resource;
-  auto it = lookup_.find(std::string_view(key));
-  if (it == lookup_.end()) {
-    it = lookup_.emplace(key, static_cast<std::uint32_t>(withs_.size())).first;
-    withs_.push_back(Correspondent{std::string(jid), std::string(resource), 0});
-  }
-  ++withs_[it->second].count;
-  entries_.push_back(IndexEntry{seq, stamp_ms, it->second});
+  const std::uint32_t with = number_of(jid, resource);
+  ++withs_[with].count;
+  entries_.push_back(IndexEntry{seq, stamp_ms, with});
   if (size_++ == 0) first_seq_ = seq;
   last_seq_ = seq;
   min_stamp_ = std::min(min_stamp_, stamp_ms);
@@ -113,12 +127,14 @@ void IndexRun::truncate(std::size_t entries, std::size_t withs) {
     --withs_[entries_.back().with].count;
     entries_.pop_back();
   }
-  while (withs_.size() > withs) {
-    if (auto it = lookup_.find(lookup_key(withs_.back().jid, withs_.back().resource));
-        it != lookup_.end()) {
-      lookup_.erase(it);
+  if (withs_.size() > withs) {
+    withs_.resize(withs);
+    hashes_.resize(std::min(hashes_.size(), withs));
+    if (withs <= kScanMax) {
+      by_hash_.clear();
+    } else {
+      std::erase_if(by_hash_, [&](const auto& kv) { return kv.second >= withs; });
     }
-    withs_.pop_back();
   }
   size_ = entries_.size();
   min_stamp_ = INT64_MAX;

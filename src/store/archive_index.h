@@ -83,13 +83,16 @@ class IndexRun {
   std::int64_t last_seq_ = 0;
   std::int64_t min_stamp_ = INT64_MAX;
   std::int64_t max_stamp_ = INT64_MIN;
-  // jid '\0' resource -> its number; built as entries are added (a decoded run has none until
-  // then). Looked up by a view: add() builds no key for a correspondent it knows.
-  struct KeyHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  std::unordered_map<std::string, std::uint32_t, KeyHash, std::equal_to<>> lookup_;
+  // Finding a correspondent's number as entries are added: the hash of each correspondent
+  // (jid, resource), in the order of `withs_`, scanned while there are few (the usual run: an
+  // account writes to a handful of contacts, and a scan of a few words beats a map's pointer
+  // chase); past kScanMax also a map from hash to number. Built on first add (a decoded run has
+  // neither until then).
+  static std::uint64_t key_hash(std::string_view jid, std::string_view resource);
+  std::uint32_t number_of(std::string_view jid, std::string_view resource);
+  static constexpr std::size_t kScanMax = 32;
+  std::vector<std::uint64_t> hashes_;
+  std::unordered_map<std::uint64_t, std::uint32_t> by_hash_;  // its first number with each hash
 };
 
 // Archive UIDs that name their message's seq: 16 hex digits of the seq, then 12 of random

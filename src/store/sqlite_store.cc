@@ -1179,12 +1179,14 @@ class SqliteStore final : public Store {
       throw StoreError("sqlite: the archive is written by the process that holds it (kabard)");
     }
     // The tails change as the rows are written; if the transaction fails, they are put back.
+    // Keyed by the tail's address (stable in tails_): no string hashed or copied per message.
     struct Undo {
+      const std::string* user;  // the tail's key in tails_
       bool existed;
       std::size_t entries;
       std::size_t withs;
     };
-    std::unordered_map<std::string, Undo> touched;
+    std::unordered_map<IndexRun*, Undo> touched;
     const std::size_t tail_entries = tail_entries_;
     std::int64_t last = archive_last_seq_;
     try {
@@ -1211,14 +1213,9 @@ class SqliteStore final : public Store {
               query("INSERT OR REPLACE INTO archive_id (username, id, seq) VALUES (?1, ?2, ?3)");
           q.bind(1, m.username).bind(2, m.id).bind(3, m.seq).run();
         }
-        auto tail = tails_.find(m.username);
-        if (tail == tails_.end()) {
-          touched.try_emplace(m.username, Undo{false, 0, 0});
-          tail = tails_.try_emplace(m.username).first;
-        } else {
-          touched.try_emplace(m.username,
-                              Undo{true, tail->second.size(), tail->second.withs().size()});
-        }
+        auto [tail, created] = tails_.try_emplace(m.username);
+        touched.try_emplace(&tail->second, Undo{&tail->first, !created, tail->second.size(),
+                                                tail->second.withs().size()});
         if (tail_entries_++ == 0) tails_since_ = std::chrono::steady_clock::now();
         tail->second.add(m.seq, m.stamp_ms, m.with, m.with_resource);
       }
@@ -1231,11 +1228,10 @@ class SqliteStore final : public Store {
       if (checkpoint) {
         write_tails(last);
       } else {
-        for (const auto& [user, undo] : touched) {
-          const IndexRun& tail = tails_.find(user)->second;
-          if (tail.size() < kChunkEntries) continue;
-          write_chunks(user, tail);
-          flushed.push_back(user);
+        for (const auto& [tail, undo] : touched) {
+          if (tail->size() < kChunkEntries) continue;
+          write_chunks(*undo.user, *tail);
+          flushed.push_back(*undo.user);
         }
       }
       tx.commit();
@@ -1251,11 +1247,11 @@ class SqliteStore final : public Store {
         }
       }
     } catch (...) {
-      for (const auto& [user, undo] : touched) {
+      for (const auto& [tail, undo] : touched) {
         if (!undo.existed) {
-          tails_.erase(user);
+          tails_.erase(tails_.find(*undo.user));
         } else {
-          tails_.find(user)->second.truncate(undo.entries, undo.withs);
+          tail->truncate(undo.entries, undo.withs);
         }
       }
       tail_entries_ = tail_entries;

@@ -76,6 +76,48 @@ TEST(ArchiveIndex, TruncateAndDropPutARunBack) {
   EXPECT_TRUE(run.empty());
 }
 
+// A run finds each correspondent's number by a scan while it has few and through a map past
+// that: the same numbers either way, across truncate() back under the limit and a decode.
+TEST(ArchiveIndex, ManyCorrespondentsKeepTheirNumbers) {
+  auto jid = [](int i) { return "c" + std::to_string(i) + "@example.com"; };
+  IndexRun run;
+  std::int64_t seq = 1;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 100; ++i) {
+      run.add(seq, 1000 + seq, jid(i), i % 2 == 0 ? "" : "r");
+      ++seq;
+    }
+  }
+  ASSERT_EQ(run.withs().size(), 100u);
+  for (std::size_t i = 0; i < run.entries().size(); ++i) {
+    EXPECT_EQ(run.entries()[i].with, i % 100);
+  }
+  for (const Correspondent& c : run.withs()) EXPECT_EQ(c.count, 3u);
+  // The same JID with another resource is another correspondent.
+  run.add(seq++, 5000, jid(0), "r");
+  EXPECT_EQ(run.entries().back().with, 100u);
+
+  run.truncate(40, 40);  // back under the map's limit and over it again
+  EXPECT_EQ(run.withs().size(), 40u);
+  run.add(seq++, 5001, jid(39), "r");
+  EXPECT_EQ(run.entries().back().with, 39u);
+  run.add(seq++, 5002, jid(70), "");
+  EXPECT_EQ(run.entries().back().with, 40u);
+  run.truncate(10, 10);
+  run.add(seq++, 5003, jid(70), "");
+  EXPECT_EQ(run.entries().back().with, 10u);
+  run.add(seq++, 5004, jid(4), "");
+  EXPECT_EQ(run.entries().back().with, 4u);
+
+  IndexRun back = IndexRun::decode(run.encode_withs(), run.encode_entries());
+  for (int i = 0; i < 60; ++i) back.add(seq++, 6000, jid(i), i % 2 == 0 ? "" : "r");
+  ASSERT_EQ(back.withs().size(), 61u);  // c0..c9, c70, then c10..c59
+  EXPECT_EQ(back.entries().back().with, 60u);
+  EXPECT_EQ(back.withs()[10].jid, jid(70));
+  EXPECT_EQ(back.withs()[10].count, 1u);
+  EXPECT_EQ(back.withs()[4].count, 2u + 1u);  // twice before the truncate's cut, once after
+}
+
 TEST(ArchiveIndex, MalformedBlobsAreStoreErrors) {
   const IndexRun run = sample();
   const std::string withs = run.encode_withs();

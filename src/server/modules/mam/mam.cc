@@ -95,10 +95,24 @@ namespace {
 
 // An account's preferences, as the archiving decision reads them.
 struct Prefs {
+  // Looked up by string_view (the fast path holds views of the JIDs).
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using JidSet = std::unordered_set<std::string, Hash, std::equal_to<>>;
   std::string mode;  // always, never, roster
-  std::unordered_set<std::string> always;
-  std::unordered_set<std::string> never;
+  JidSet always;
+  JidSet never;
 };
+
+// The bare JID and the resource of a full JID's text (a session's jid_str()): a localpart and a
+// domain hold no '/'.
+std::string_view bare_of(std::string_view full) { return full.substr(0, full.find('/')); }
+std::string_view bare_resource(std::string_view full) {
+  const std::size_t slash = full.find('/');
+  return slash == std::string_view::npos ? std::string_view() : full.substr(slash + 1);
+}
 
 // A query, parsed (XEP-0313 §4.1, XEP-0059 §2).
 struct Request {
@@ -303,8 +317,9 @@ class MamModule final : public Module {
       if (t != prefs_.end()) pt = t->second;
     }
     if (pf == nullptr || pt == nullptr) return false;
-    const std::string from_bare = from.jid().bare_str();
-    const std::string to_bare = to_session.jid().bare_str();
+    // Views of the cached full JIDs: nothing built per message but the records themselves.
+    const std::string_view from_bare = bare_of(from.jid_str());
+    const std::string_view to_bare = bare_of(to_session.jid_str());
     const std::optional<bool> sender_keeps = decide(*pf, to_bare);
     const std::optional<bool> recipient_keeps = decide(*pt, from_bare);
     if (!sender_keeps || !recipient_keeps) return false;
@@ -312,21 +327,23 @@ class MamModule final : public Module {
     const std::int64_t now = server_->now_ms();
     if (*sender_keeps && !self) {
       // The fast path's `to` is nearly always in prepared form already: read, not parsed.
-      std::string to_with;
-      std::string to_resource;
+      std::string_view to_with;
+      std::string_view to_resource;
+      std::optional<xmpp::Jid> parsed;
+      std::string parsed_bare;
       if (const auto view = xmpp::canonical_jid(m.attr("to"))) {
         to_with = view->bare;
         to_resource = view->resource;
       } else {
-        auto to = xmpp::Jid::parse(m.attr("to"));
-        if (!to) return false;
-        to_with = to->bare_str();
-        to_resource = to->resource();
+        parsed = xmpp::Jid::parse(m.attr("to"));
+        if (!parsed) return false;
+        parsed_bare = parsed->bare_str();
+        to_with = parsed_bare;
+        to_resource = parsed->resource();
       }
       const std::uint64_t random = random48();
       server_->archive_new([&](std::int64_t seq) {
-        store::ArchivedMessage a =
-            record(from_user, seq, random, std::move(to_with), std::move(to_resource), now);
+        store::ArchivedMessage a = record(from_user, seq, random, to_with, to_resource, now);
         a.stanza = bytes;
         return a;
       });
@@ -335,13 +352,19 @@ class MamModule final : public Module {
       const std::uint64_t random = random48();
       server_->archive_new([&](std::int64_t seq) {
         store::ArchivedMessage a =
-            record(to_user, seq, random, from_bare, from.jid().resource(), now);
-        std::string sid = "<stanza-id xmlns='urn:xmpp:sid:0'";
-        append_attr(sid, "by", to_bare);
-        append_attr(sid, "id", a.id);
-        sid += "/>";
-        bytes.insert(bytes.size() - kEnd.size(), sid);
-        a.stanza = bytes;
+            record(to_user, seq, random, from_bare, bare_resource(from.jid_str()), now);
+        // The bytes with the stanza-id before their end tag, built once: sent, and kept.
+        static constexpr std::string_view kSidOpen = "<stanza-id xmlns='urn:xmpp:sid:0'";
+        std::string stamped;
+        stamped.reserve(bytes.size() + kSidOpen.size() + to_bare.size() + a.id.size() + 32);
+        stamped.append(bytes, 0, bytes.size() - kEnd.size());
+        stamped += kSidOpen;
+        append_attr(stamped, "by", to_bare);
+        append_attr(stamped, "id", a.id);
+        stamped += "/>";
+        stamped += kEnd;
+        a.stanza = stamped;
+        bytes = std::move(stamped);
         return a;
       });
     }
@@ -349,7 +372,7 @@ class MamModule final : public Module {
   }
 
   // What `p` says of `other` without the store: nullopt in roster mode for a JID in neither list.
-  static std::optional<bool> decide(const Prefs& p, const std::string& other) {
+  static std::optional<bool> decide(const Prefs& p, std::string_view other) {
     if (p.never.contains(other)) return false;
     if (p.always.contains(other)) return true;
     if (p.mode == "always") return true;
@@ -380,14 +403,14 @@ class MamModule final : public Module {
 
   // A new record of `user`'s archive, its UID naming its seq; the caller adds the stanza.
   static store::ArchivedMessage record(const std::string& user, std::int64_t seq,
-                                       std::uint64_t random, std::string with, std::string resource,
-                                       std::int64_t stamp_ms) {
+                                       std::uint64_t random, std::string_view with,
+                                       std::string_view resource, std::int64_t stamp_ms) {
     store::ArchivedMessage a;
     a.username = user;
     a.seq = seq;
     a.id = store::archive_id(seq, random);
-    a.with = std::move(with);
-    a.with_resource = std::move(resource);
+    a.with = with;
+    a.with_resource = resource;
     a.stamp_ms = stamp_ms;
     return a;
   }

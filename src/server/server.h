@@ -259,10 +259,10 @@ class Server {
   void delete_delivered_offline(const std::string& user, std::int64_t id);
   // Appends a message to its account's archive (XEP-0313) in the log's next group commit.
   void archive(store::ArchivedMessage m) { log_->archive(std::move(m)); }
-  // The same for a new message: `build(seq)` makes it (store::MessageLog::archive_new()).
-  template <class Build>
-  void archive_new(Build&& build) {
-    log_->archive_new(std::forward<Build>(build));
+  // The same for a new message: `fill(record, seq)` fills it in (store::MessageLog::archive_new()).
+  template <class Fill>
+  void archive_new(Fill&& fill) {
+    log_->archive_new(std::forward<Fill>(fill));
   }
   // Resumes once everything logged so far is committed (false: the commit failed). `now`: the
   // commit comes at once (a person waits); else the next gathered one (store::MessageLog).

@@ -290,14 +290,19 @@ std::size_t IndexRun::count(const ArchiveFilter& f) const {
 }
 
 std::string archive_id(std::int64_t seq, std::uint64_t random48) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(28, '0');
-  auto s = static_cast<std::uint64_t>(seq);
-  for (int i = 15; i >= 0; --i, s >>= 4) id[static_cast<std::size_t>(i)] = kHex[s & 0xf];
-  for (int i = 27; i >= 16; --i, random48 >>= 4) {
-    id[static_cast<std::size_t>(i)] = kHex[random48 & 0xf];
-  }
+  std::string id;
+  archive_id(seq, random48, id);
   return id;
+}
+
+void archive_id(std::int64_t seq, std::uint64_t random48, std::string& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.assign(28, '0');
+  auto s = static_cast<std::uint64_t>(seq);
+  for (int i = 15; i >= 0; --i, s >>= 4) out[static_cast<std::size_t>(i)] = kHex[s & 0xf];
+  for (int i = 27; i >= 16; --i, random48 >>= 4) {
+    out[static_cast<std::size_t>(i)] = kHex[random48 & 0xf];
+  }
 }
 
 std::int64_t next_archive_seq(std::int64_t last) {

@@ -99,6 +99,8 @@ class IndexRun {
 // (XEP-0313 §3: unique in the archive, since seqs are; unpredictable, from the random part). The
 // store finds the message from the id alone, with no index of ids.
 std::string archive_id(std::int64_t seq, std::uint64_t random48);
+// The same into `out` (its buffer reused).
+void archive_id(std::int64_t seq, std::uint64_t random48, std::string& out);
 // The seq an id of archive_id()'s form names; 0 for any other string.
 std::int64_t archive_id_seq(std::string_view id);
 // The seq after `last`: the microseconds since the epoch now, or last + 1 when that is not

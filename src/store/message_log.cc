@@ -59,6 +59,34 @@ std::int64_t MessageLog::next_archive_seq() {
   return last_archive_seq_;
 }
 
+ArchivedMessage MessageLog::spare_record() {
+  if (spare_.empty()) return {};
+  ArchivedMessage a = std::move(spare_.back());
+  spare_.pop_back();
+  return a;
+}
+
+void MessageLog::recycle(std::vector<ArchivedMessage>& written) {
+  std::size_t kept = 0;
+  for (ArchivedMessage& a : written) {
+    if (a.stanza.capacity() > kRecycledStanzaMax) continue;
+    ArchivedMessage& k = written[kept++];
+    if (&k != &a) k = std::move(a);
+    k.username.clear();
+    k.seq = 0;
+    k.id.clear();
+    k.with.clear();
+    k.with_resource.clear();
+    k.stamp_ms = 0;
+    k.stanza.clear();
+  }
+  written.resize(kept);
+  std::lock_guard lock(mu_);
+  // One run's worth at most (what the next gather takes): the store thread frees the rest.
+  if (spare_.size() < written.size()) spare_.swap(written);
+  if (spare_.size() > kArchiveGatherMax) spare_.resize(kArchiveGatherMax);
+}
+
 void MessageLog::set_archive_seq_floor(std::int64_t seq) {
   std::lock_guard lock(mu_);
   last_archive_seq_ = std::max(last_archive_seq_, seq);
@@ -206,6 +234,7 @@ std::optional<std::string> MessageLog::run(Store& store, bool lazy) {
     if (op.done) op.done(!error);
   }
   for (Done& done : archived_done) done(!error);
+  recycle(archived);
   return error;
 }
 

@@ -57,19 +57,22 @@ class MessageLog {
   // unless something else is queued; barrier() makes it come at once); `done` (may be empty)
   // once committed.
   void archive(ArchivedMessage m, Done done = {});
-  // archive() for a new message whose seq the log gives: `build(seq)` makes the record under
-  // the log's lock (its archive UID names the seq: archive_id()), so records reach the store in
-  // the order of their seqs. Seqs are the microseconds since the epoch at which they were given
-  // (one more than the last when that is not larger): never handed out twice, across restarts
-  // too, without the store's help (set_archive_seq_floor() covers a clock set back).
-  template <class Build>
-  void archive_new(Build&& build) {
+  // archive() for a new message whose seq the log gives: `fill(record, seq)` fills the record in
+  // under the log's lock (its archive UID names the seq: archive_id()), so records reach the
+  // store in the order of their seqs. Seqs are the microseconds since the epoch at which they
+  // were given (one more than the last when that is not larger): never handed out twice, across
+  // restarts too, without the store's help (set_archive_seq_floor() covers a clock set back).
+  // The record comes empty, but may be one an earlier run wrote: its strings keep their buffers
+  // (assigning to them allocates nothing when they fit), so `fill` sets every field it needs.
+  template <class Fill>
+  void archive_new(Fill&& fill) {
     bool schedule = false;
     bool lazy = false;
     {
       std::lock_guard lock(mu_);
       if (closed_) return;
-      archive_queue_.push_back(build(next_archive_seq()));
+      ArchivedMessage& a = archive_queue_.emplace_back(spare_record());
+      fill(a, next_archive_seq());
       queued_archive(schedule, lazy);
     }
     if (schedule) schedule_();
@@ -79,6 +82,8 @@ class MessageLog {
   // bounded, and so does the commit that an archive query's barrier and the messages in flight
   // may wait behind (16,384 records at 16,000 msg/s held the store thread for tens of ms).
   static constexpr std::size_t kArchiveGatherMax = 4096;
+  // A written record is reused (archive_new()) when its stanza's buffer is at most this large.
+  static constexpr std::size_t kRecycledStanzaMax = 1024;
   // Seqs given from now on are larger than `seq` (the store's newest, at start).
   void set_archive_seq_floor(std::int64_t seq);
   // `done` once everything queued before it is committed: with `now`, in a run that comes at once
@@ -118,6 +123,13 @@ class MessageLog {
   // Under mu_: after a record joined archive_queue_, whether a run must be asked for.
   void queued_archive(bool& schedule, bool& lazy);
   std::int64_t next_archive_seq();  // under mu_
+  // Under mu_: an empty record for archive_new(), written before if one is spare.
+  ArchivedMessage spare_record();
+  // The records a run wrote, kept for archive_new() to fill again: records are made on the
+  // shards and written on the store thread, so each string of each record was a malloc on one
+  // thread and a free on another (glibc hands such a free to the other thread's arena, under
+  // its lock). Records whose stanza needed a large buffer are not kept.
+  void recycle(std::vector<ArchivedMessage>& written);
 
   std::function<void()> schedule_;
   std::function<void()> schedule_lazy_;
@@ -129,6 +141,7 @@ class MessageLog {
   // path, moved in as they are (no Op around each). Appended in this order.
   std::vector<ArchivedMessage> archive_queue_;  // guarded by mu_
   std::vector<Done> archive_done_;              // guarded by mu_: the records' non-empty dones
+  std::vector<ArchivedMessage> spare_;          // guarded by mu_: recycle()d records
   bool scheduled_ = false;                      // guarded by mu_: a run() will take queue_ soon
   bool lazy_scheduled_ = false;                 // guarded by mu_: a run() will take queue_ later
   bool archive_due_ = false;  // guarded by mu_: the next run() takes the archive records too

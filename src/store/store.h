@@ -279,6 +279,7 @@ class PrivateStore {
 };
 
 // One message in an account's archive (XEP-0313): what it sent or received, as routed.
+// MessageLog::recycle() empties each field for reuse: a field added here is emptied there too.
 struct ArchivedMessage {
   std::string username;  // the account whose archive holds it
   // Its place in the archive (increasing, never reused): given by the message log

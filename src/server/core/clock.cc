@@ -7,9 +7,9 @@
 namespace kabar::server {
 
 std::string SystemRandom::bytes(std::size_t n) {
-  constexpr std::size_t kBlock = 512;
+  constexpr std::size_t kBlock = 4096;
   // Larger requests (keys, salts) come straight from the generator.
-  if (n > kBlock / 8) return xmpp::random_bytes(n);
+  if (n > 64) return xmpp::random_bytes(n);
   struct Pool {
     std::array<char, kBlock> block{};
     std::size_t used = kBlock;  // nothing drawn yet

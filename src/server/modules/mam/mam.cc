@@ -342,30 +342,23 @@ class MamModule final : public Module {
         to_resource = parsed->resource();
       }
       const std::uint64_t random = random48();
-      server_->archive_new([&](std::int64_t seq) {
-        store::ArchivedMessage a = record(from_user, seq, random, to_with, to_resource, now);
+      server_->archive_new([&](store::ArchivedMessage& a, std::int64_t seq) {
+        fill_record(a, from_user, seq, random, to_with, to_resource, now);
         a.stanza = bytes;
-        return a;
       });
     }
     if (*recipient_keeps) {
       const std::uint64_t random = random48();
-      server_->archive_new([&](std::int64_t seq) {
-        store::ArchivedMessage a =
-            record(to_user, seq, random, from_bare, bare_resource(from.jid_str()), now);
-        // The bytes with the stanza-id before their end tag, built once: sent, and kept.
-        static constexpr std::string_view kSidOpen = "<stanza-id xmlns='urn:xmpp:sid:0'";
-        std::string stamped;
-        stamped.reserve(bytes.size() + kSidOpen.size() + to_bare.size() + a.id.size() + 32);
-        stamped.append(bytes, 0, bytes.size() - kEnd.size());
-        stamped += kSidOpen;
-        append_attr(stamped, "by", to_bare);
-        append_attr(stamped, "id", a.id);
-        stamped += "/>";
-        stamped += kEnd;
-        a.stanza = stamped;
-        bytes = std::move(stamped);
-        return a;
+      server_->archive_new([&](store::ArchivedMessage& a, std::int64_t seq) {
+        fill_record(a, to_user, seq, random, from_bare, bare_resource(from.jid_str()), now);
+        // The bytes with the stanza-id before their end tag: kept, and sent.
+        a.stanza.append(bytes, 0, bytes.size() - kEnd.size());
+        a.stanza += "<stanza-id xmlns='urn:xmpp:sid:0'";
+        append_attr(a.stanza, "by", to_bare);
+        append_attr(a.stanza, "id", a.id);
+        a.stanza += "/>";
+        a.stanza += kEnd;
+        bytes = a.stanza;
       });
     }
     return true;
@@ -387,8 +380,8 @@ class MamModule final : public Module {
     const std::uint64_t random = random48();
     const std::int64_t now = server_->now_ms();
     std::string id;
-    server_->archive_new([&](std::int64_t seq) {
-      store::ArchivedMessage a = record(user, seq, random, with.bare_str(), with.resource(), now);
+    server_->archive_new([&](store::ArchivedMessage& a, std::int64_t seq) {
+      fill_record(a, user, seq, random, with.bare_str(), with.resource(), now);
       if (!stamp_by.empty()) {
         xml::Element& sid = m.add_child("stanza-id", std::string(kStanzaIdNs));
         sid.set_attr("by", stamp_by);
@@ -396,23 +389,21 @@ class MamModule final : public Module {
       }
       a.stanza = xml::serialize(m, "");
       id = a.id;
-      return a;
     });
     return id;
   }
 
-  // A new record of `user`'s archive, its UID naming its seq; the caller adds the stanza.
-  static store::ArchivedMessage record(const std::string& user, std::int64_t seq,
-                                       std::uint64_t random, std::string_view with,
-                                       std::string_view resource, std::int64_t stamp_ms) {
-    store::ArchivedMessage a;
+  // Fills in a record of `user`'s archive, its UID naming its seq; the caller adds the stanza.
+  // `a` comes empty (MessageLog::archive_new()), its strings perhaps with buffers to reuse.
+  static void fill_record(store::ArchivedMessage& a, const std::string& user, std::int64_t seq,
+                          std::uint64_t random, std::string_view with, std::string_view resource,
+                          std::int64_t stamp_ms) {
     a.username = user;
     a.seq = seq;
-    a.id = store::archive_id(seq, random);
+    store::archive_id(seq, random, a.id);
     a.with = with;
     a.with_resource = resource;
     a.stamp_ms = stamp_ms;
-    return a;
   }
 
   // The random part of an archive UID (store::archive_id(): the seq, then 48 random bits).

@@ -308,20 +308,20 @@ class MamModule final : public Module {
     const C2sSession& to_session = *targets.front();  // one account's resources
     const std::string& to_user = to_session.username();
     const std::string& from_user = from.username();
-    std::shared_ptr<const Prefs> pf, pt;
-    {
-      std::lock_guard lock(mu_);  // both under one lock: this runs for every message
-      auto f = prefs_.find(from_user);
-      auto t = prefs_.find(to_user);
-      if (f != prefs_.end()) pf = f->second;
-      if (t != prefs_.end()) pt = t->second;
-    }
-    if (pf == nullptr || pt == nullptr) return false;
     // Views of the cached full JIDs: nothing built per message but the records themselves.
     const std::string_view from_bare = bare_of(from.jid_str());
     const std::string_view to_bare = bare_of(to_session.jid_str());
-    const std::optional<bool> sender_keeps = decide(*pf, to_bare);
-    const std::optional<bool> recipient_keeps = decide(*pt, from_bare);
+    std::optional<bool> sender_keeps;
+    std::optional<bool> recipient_keeps;
+    {
+      // Both decided under one lock, the preferences read in place: this runs for every message.
+      std::lock_guard lock(mu_);
+      auto f = prefs_.find(from_user);
+      auto t = prefs_.find(to_user);
+      if (f == prefs_.end() || t == prefs_.end()) return false;
+      sender_keeps = decide(*f->second, to_bare);
+      recipient_keeps = decide(*t->second, from_bare);
+    }
     if (!sender_keeps || !recipient_keeps) return false;
     const bool self = from_user == to_user;  // a note to self: archived once, as received
     const std::int64_t now = server_->now_ms();

@@ -72,7 +72,12 @@ class MessageLog {
       std::lock_guard lock(mu_);
       if (closed_) return;
       ArchivedMessage& a = archive_queue_.emplace_back(spare_record());
-      fill(a, next_archive_seq());
+      try {
+        fill(a, next_archive_seq());
+      } catch (...) {
+        archive_queue_.pop_back();  // nothing half filled in reaches the store
+        throw;
+      }
       queued_archive(schedule, lazy);
     }
     if (schedule) schedule_();

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -268,6 +269,14 @@ TEST_P(MessageLogTest, ArchiveNewReusesWrittenRecordsEmptied) {
     }
   }
   EXPECT_EQ(store_->archive_count("bob", {}), 3u);
+  // A fill that throws leaves nothing queued.
+  EXPECT_THROW(log.archive_new([](ArchivedMessage& a, std::int64_t) {
+    a.username = "dave";
+    throw std::runtime_error("no");
+  }),
+               std::runtime_error);
+  EXPECT_FALSE(log.run(*store_, true));
+  EXPECT_EQ(store_->archive_count("dave", {}), 0u);
 }
 
 // A barrier has a waiter (an archive query): with `schedule_now` its run skips the gather

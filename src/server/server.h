@@ -37,6 +37,7 @@
 #include "server/core/clock.h"
 #include "server/core/cpu_pool.h"
 #include "server/core/module.h"
+#include "server/core/string_hash.h"
 #include "server/unauthenticated.h"
 #include "store/message_log.h"
 #include "store/store.h"
@@ -322,12 +323,6 @@ class Server {
   net::ShardRing ring_;        // round robin over the shards (accepts run on shard 0)
   mutable std::mutex dir_mu_;  // guards bound_
   // Looked up by string_view too (no string built per routed message).
-  struct StringHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
   std::unordered_map<std::string, std::vector<ResourceView>, StringHash, std::equal_to<>>
       bound_;  // bare JID -> resources
   // Where a message to `to` of `type` goes at once (a chat to a contact who is online), into

@@ -56,6 +56,15 @@ struct CanonicalJid {
 };
 std::optional<CanonicalJid> canonical_jid(std::string_view text);
 
+// The bare part and the resource part of a JID's text, split at its first '/' (a localpart and
+// a domainpart hold none), without checking or preparing anything: for a JID known to be valid,
+// such as a bound session's.
+inline std::string_view bare_part(std::string_view jid) { return jid.substr(0, jid.find('/')); }
+inline std::string_view resource_part(std::string_view jid) {
+  const std::size_t slash = jid.find('/');
+  return slash == std::string_view::npos ? std::string_view() : jid.substr(slash + 1);
+}
+
 // Prepares one part; nullopt if invalid. Exposed for tests and for registration checks.
 std::optional<std::string> nodeprep(std::string_view local);
 std::optional<std::string> nameprep(std::string_view domain);

@@ -347,4 +347,15 @@ TEST(JidTest, CanonicalJidIsWhatParseGivesBack) {
   EXPECT_FALSE(canonical_jid("a@[::1]").has_value());             // left to parse()
 }
 
+// bare_part()/resource_part(): a valid JID's text split at its first '/', the rest of the
+// resource kept whole.
+TEST(JidTest, BareAndResourcePartsSplitAtTheFirstSlash) {
+  EXPECT_EQ(bare_part("alice@example.com/phone/2"), "alice@example.com");
+  EXPECT_EQ(resource_part("alice@example.com/phone/2"), "phone/2");
+  EXPECT_EQ(bare_part("alice@example.com"), "alice@example.com");
+  EXPECT_EQ(resource_part("alice@example.com"), "");
+  EXPECT_EQ(bare_part("example.com/r"), "example.com");
+  EXPECT_EQ(resource_part("example.com/"), "");
+}
+
 }  // namespace kabar::xmpp

@@ -31,6 +31,7 @@
 #include "server/config.h"
 #include "server/core/stanza_reader.h"
 #include "server/features.h"
+#include "xmpp/jid.h"
 #include "xmpp/namespaces.h"
 
 namespace kabar::server {
@@ -40,8 +41,6 @@ namespace {
 constexpr std::string_view kCsiChatStatesNs = "http://jabber.org/protocol/chatstates";
 constexpr std::string_view kCsiHintsNs = "urn:xmpp:hints";  // XEP-0334
 constexpr std::string_view kCsiSidNs = "urn:xmpp:sid:0";    // XEP-0359
-
-std::string_view csi_bare_of(std::string_view jid) { return jid.substr(0, jid.find('/')); }
 
 // The state of one session's hold (its shard only).
 class CsiHold final : public C2sSession::OutboundHold {
@@ -61,7 +60,7 @@ class CsiHold final : public C2sSession::OutboundHold {
     const std::string_view from = stanza->attr("from");
     const CsiWait wait = csi_wait(*stanza, s.jid_str());
     if (wait == CsiWait::kNow) {
-      flush_sender(s, csi_bare_of(from));
+      flush_sender(s, xmpp::bare_part(from));
       return false;
     }
     std::string key(wait == CsiWait::kPresence ? "p" : "m");
@@ -75,7 +74,7 @@ class CsiHold final : public C2sSession::OutboundHold {
       index_.erase(it);
     }
     bytes_ += e.size();
-    held_.push_back(Held{key, std::string(csi_bare_of(from)), std::move(e)});
+    held_.push_back(Held{key, std::string(xmpp::bare_part(from)), std::move(e)});
     index_.emplace(std::move(key), std::prev(held_.end()));
     ++per_sender_[held_.back().sender];
     if (held_.size() > max_held || bytes_ > max_bytes) {

@@ -32,9 +32,11 @@
 
 #include "server/c2s_session.h"
 #include "server/config.h"
+#include "server/core/string_hash.h"
 #include "server/features.h"
 #include "store/archive_index.h"
 #include "xml/serializer.h"
+#include "xmpp/jid.h"
 #include "xmpp/namespaces.h"
 #include "xmpp/stanza.h"
 
@@ -96,23 +98,11 @@ namespace {
 // An account's preferences, as the archiving decision reads them.
 struct Prefs {
   // Looked up by string_view (the fast path holds views of the JIDs).
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  using JidSet = std::unordered_set<std::string, Hash, std::equal_to<>>;
+  using JidSet = std::unordered_set<std::string, StringHash, std::equal_to<>>;
   std::string mode;  // always, never, roster
   JidSet always;
   JidSet never;
 };
-
-// The bare JID and the resource of a full JID's text (a session's jid_str()): a localpart and a
-// domain hold no '/'.
-std::string_view bare_of(std::string_view full) { return full.substr(0, full.find('/')); }
-std::string_view bare_resource(std::string_view full) {
-  const std::size_t slash = full.find('/');
-  return slash == std::string_view::npos ? std::string_view() : full.substr(slash + 1);
-}
 
 // A query, parsed (XEP-0313 §4.1, XEP-0059 §2).
 struct Request {
@@ -309,8 +299,8 @@ class MamModule final : public Module {
     const std::string& to_user = to_session.username();
     const std::string& from_user = from.username();
     // Views of the cached full JIDs: nothing built per message but the records themselves.
-    const std::string_view from_bare = bare_of(from.jid_str());
-    const std::string_view to_bare = bare_of(to_session.jid_str());
+    const std::string_view from_bare = xmpp::bare_part(from.jid_str());
+    const std::string_view to_bare = xmpp::bare_part(to_session.jid_str());
     std::optional<bool> sender_keeps;
     std::optional<bool> recipient_keeps;
     {
@@ -350,7 +340,7 @@ class MamModule final : public Module {
     if (*recipient_keeps) {
       const std::uint64_t random = random48();
       server_->archive_new([&](store::ArchivedMessage& a, std::int64_t seq) {
-        fill_record(a, to_user, seq, random, from_bare, bare_resource(from.jid_str()), now);
+        fill_record(a, to_user, seq, random, from_bare, xmpp::resource_part(from.jid_str()), now);
         // The bytes with the stanza-id before their end tag: kept, and sent.
         a.stanza.append(bytes, 0, bytes.size() - kEnd.size());
         a.stanza += "<stanza-id xmlns='urn:xmpp:sid:0'";
